@@ -1,0 +1,79 @@
+//! Certificates, keys and envelope encryption for `ibs` backups.
+//!
+//! The backing-up side holds only an operator's X.509 certificate (a `.cer`,
+//! DER or PEM, RSA ≥ 2048 bits). Each backup gets a fresh random 256-bit
+//! [`FileKey`], wrapped with RSA-OAEP (SHA-256) to each recipient certificate
+//! ([`wrap_file_key`]), and the data is sealed in chunks with AES-256-GCM in the
+//! STREAM construction ([`PayloadKey`], [`StreamSealer`]). Recovery opens the
+//! operator's password-protected `.pfx` ([`Identity`]) and unwraps the file key
+//! ([`unwrap_file_key`]). [`keygen`] makes new self-signed key pairs.
+//!
+//! Every parser here takes untrusted bytes and returns an [`Error`], never a
+//! panic. Secrets ([`FileKey`], [`Password`], private keys) are zeroized on
+//! drop and redacted from `Debug`.
+//!
+//! # Example: encrypt to a `.cer`, decrypt with the `.pfx`
+//!
+//! ```
+//! use ibs_envelope::{
+//!     Certificate, FileKey, Identity, Password, PayloadKey, generate_salt, keygen, unwrap_file_key,
+//!     wrap_file_key,
+//! };
+//!
+//! # fn main() -> Result<(), ibs_envelope::Error> {
+//! // The operator makes a key pair once; the .cer goes to the backup service.
+//! let password = Password::new("correct horse battery staple");
+//! let pair = keygen::generate(&keygen::KeygenOptions::new("backup-encryption", 1_700_000_000), &password)?;
+//! let recipient = Certificate::parse(&pair.cer)?;
+//!
+//! // Backing up: a fresh file key, wrapped to the certificate; data sealed in chunks.
+//! let file_key = FileKey::generate()?;
+//! let stanzas = wrap_file_key(&file_key, &[&recipient])?;
+//! let salt = generate_salt()?;
+//! let key = PayloadKey::derive(&file_key, &salt);
+//! let mut chunk = b"subscriptions, plans, offers".to_vec();
+//! key.seal_chunk(0, true, b"header", &mut chunk)?;
+//!
+//! // Recovering: open the .pfx, find our stanza, unwrap, verify the commitment, open.
+//! let identity = Identity::from_pkcs12(&pair.pfx, &password)?;
+//! let recovered = unwrap_file_key(&stanzas, &[&identity])?;
+//! let key = PayloadKey::derive(&recovered, &salt);
+//! key.verify_commitment(PayloadKey::derive(&file_key, &salt).commitment())?;
+//! key.open_chunk(0, true, b"header", &mut chunk)?;
+//! assert_eq!(chunk, b"subscriptions, plans, offers");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # RUSTSEC-2023-0071 (Marvin)
+//!
+//! The `rsa` crate's decryption is not constant-time. The attack needs an
+//! oracle that decrypts attacker-chosen ciphertexts many times and reports
+//! timing; here RSA decryption happens only offline, during recovery, on
+//! stanzas read from the operator's own share, and never as a network service.
+//! Decryption uses blinding ([`rsa::RsaPrivateKey::decrypt_blinded`]).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod ber;
+mod cert;
+mod error;
+mod identity;
+pub mod keygen;
+mod secret;
+mod stream;
+mod wrap;
+
+pub use cert::{Certificate, MAX_RSA_BITS, MIN_RSA_BITS, Sha256Fingerprint, Thumbprint, Validity};
+pub use error::{Error, Result};
+pub use identity::Identity;
+pub use secret::Password;
+pub use stream::{
+    COMMITMENT_LEN, PayloadKey, SALT_LEN, StreamOpener, StreamSealer, TAG_LEN, derive_key, generate_salt,
+    open_message, seal_message,
+};
+pub use wrap::{FILE_KEY_LEN, FileKey, Stanza, unwrap_file_key, unwrap_with, wrap_file_key};
+
+/// Re-exported so callers can name key types without depending on `rsa` directly.
+pub use rsa;
