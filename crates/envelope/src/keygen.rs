@@ -3,14 +3,15 @@
 //! The certificate is signed with the key itself (PKCS#1 v1.5 / SHA-256, built on
 //! the `rsa` crate so no other crypto provider is pulled in), carries the
 //! `keyEncipherment` and `dataEncipherment` key usages, and a subject key
-//! identifier computed by RFC 5280 method 1 (SHA-1 of the public key bits).
+//! identifier computed by RFC 5280 method 1 (SHA-1 of the public key bits), and
+//! `basicConstraints` CA:FALSE.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use p12_keystore::{EncryptionAlgorithm, KeyStore, KeyStoreEntry, MacAlgorithm, PrivateKeyChain};
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, KeyIdMethod, KeyUsagePurpose, PKCS_RSA_SHA256, PublicKeyData,
+    CertificateParams, DistinguishedName, DnType, IsCa, KeyIdMethod, KeyUsagePurpose, PKCS_RSA_SHA256, PublicKeyData,
     SerialNumber, SignatureAlgorithm, SigningKey,
 };
 use rsa::RsaPrivateKey;
@@ -191,6 +192,8 @@ fn self_signed_certificate(key: &RsaPrivateKey, options: &KeygenOptions) -> Resu
         .map_err(|e| Error::KeyGeneration { reason: format!("bad start of validity: {e}") })?;
     params.not_after = params.not_before + time::Duration::days(i64::from(options.validity_days));
     params.key_usages = vec![KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::DataEncipherment];
+    // An end-entity certificate: rcgen writes the subject key identifier with basicConstraints.
+    params.is_ca = IsCa::ExplicitNoCa;
     params.key_identifier_method = KeyIdMethod::PreSpecified(Sha1::digest(&signer.public_der).to_vec());
     let mut serial = [0u8; 16];
     fill_random(&mut serial)?;
