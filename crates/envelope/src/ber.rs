@@ -26,7 +26,9 @@ enum Node<'a> {
 }
 
 fn invalid(reason: &str) -> Error {
-    Error::InvalidPfx { reason: format!("BER decoding failed: {reason}") }
+    Error::InvalidPfx {
+        reason: format!("BER decoding failed: {reason}"),
+    }
 }
 
 /// Parses one BER element; returns it and the bytes after it.
@@ -77,12 +79,16 @@ fn parse(input: &[u8], depth: usize) -> Result<(Node<'_>, &[u8])> {
         if n > 4 {
             return Err(invalid("length too large"));
         }
-        let bytes = input.get(pos..pos + n).ok_or_else(|| invalid("unexpected end in length"))?;
+        let bytes = input
+            .get(pos..pos + n)
+            .ok_or_else(|| invalid("unexpected end in length"))?;
         pos += n;
         bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
     };
     let end = pos.checked_add(len).ok_or_else(|| invalid("length overflow"))?;
-    let content = input.get(pos..end).ok_or_else(|| invalid("element longer than the data"))?;
+    let content = input
+        .get(pos..end)
+        .ok_or_else(|| invalid("element longer than the data"))?;
     let node = if constructed {
         let mut children = Vec::new();
         let mut rest = content;
@@ -93,7 +99,10 @@ fn parse(input: &[u8], depth: usize) -> Result<(Node<'_>, &[u8])> {
         }
         Node::Cons { tag, children }
     } else {
-        Node::Prim { tag, data: content.to_vec() }
+        Node::Prim {
+            tag,
+            data: content.to_vec(),
+        }
     };
     Ok((node, &input[end..]))
 }
@@ -192,8 +201,12 @@ pub(crate) fn normalize_pfx(pfx: &[u8], password: &Password) -> Result<Vec<u8>> 
     let fields = children(&root);
     let auth_safe = fields.get(1).ok_or_else(|| invalid("no authSafe"))?;
     // ContentInfo { contentType, [0] EXPLICIT OCTET STRING }
-    let explicit = children(auth_safe).get(1).ok_or_else(|| invalid("authSafe has no content"))?;
-    let octet_string = children(explicit).first().ok_or_else(|| invalid("authSafe content is empty"))?;
+    let explicit = children(auth_safe)
+        .get(1)
+        .ok_or_else(|| invalid("authSafe has no content"))?;
+    let octet_string = children(explicit)
+        .first()
+        .ok_or_else(|| invalid("authSafe content is empty"))?;
     let mut signed = Vec::new();
     octets(octet_string, &mut signed);
     // Without a MAC, decryption is the password check.
@@ -234,11 +247,19 @@ fn verify_mac(mac_data: &Node<'_>, password: &Password, signed: &[u8]) -> Result
     let computed = match oid {
         SHA1 => hmac_pkcs12::<sha1::Sha1, hmac::Hmac<sha1::Sha1>>(password, salt, iterations, 20, signed)?,
         SHA256 => hmac_pkcs12::<sha2::Sha256, hmac::Hmac<sha2::Sha256>>(password, salt, iterations, 32, signed)?,
-        _ => return Err(Error::InvalidPfx { reason: "unsupported MAC digest in a BER-encoded PFX".into() }),
+        _ => {
+            return Err(Error::InvalidPfx {
+                reason: "unsupported MAC digest in a BER-encoded PFX".into(),
+            });
+        }
     };
     let diff = computed.len() ^ expected.len();
     let bytes_diff = computed.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    if diff == 0 && bytes_diff == 0 { Ok(()) } else { Err(Error::WrongPassword) }
+    if diff == 0 && bytes_diff == 0 {
+        Ok(())
+    } else {
+        Err(Error::WrongPassword)
+    }
 }
 
 fn hmac_pkcs12<D, M>(password: &Password, salt: &[u8], iterations: i32, len: usize, data: &[u8]) -> Result<Vec<u8>>
@@ -247,8 +268,11 @@ where
     M: Mac + KeyInit,
 {
     let key = zeroize::Zeroizing::new(
-        derive_key_utf8::<D>(password.expose(), salt, Pkcs12KeyType::Mac, iterations, len)
-            .map_err(|e| Error::InvalidPfx { reason: format!("password cannot be encoded: {e}") })?,
+        derive_key_utf8::<D>(password.expose(), salt, Pkcs12KeyType::Mac, iterations, len).map_err(|e| {
+            Error::InvalidPfx {
+                reason: format!("password cannot be encoded: {e}"),
+            }
+        })?,
     );
     let mut mac = <M as KeyInit>::new_from_slice(&key).map_err(|_| invalid("bad MAC key"))?;
     mac.update(data);

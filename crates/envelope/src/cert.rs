@@ -40,7 +40,11 @@ macro_rules! hex_type {
         impl $ty {
             /// The digest as OpenSSL's `-fingerprint` prints it: upper-case hex pairs joined by colons.
             pub fn to_colon_hex(&self) -> String {
-                self.0.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+                self.0
+                    .iter()
+                    .map(|b| format!("{b:02X}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
             }
 
             /// Parses hex digits, in either case, ignoring colons and spaces.
@@ -151,10 +155,8 @@ impl Certificate {
         }
         let der = &der[..der.len() - rest.len()];
         let spki = x509.public_key();
-        let public_key = rsa_public_key_from_spki(
-            &spki.algorithm.algorithm.to_id_string(),
-            &spki.subject_public_key.data,
-        )?;
+        let public_key =
+            rsa_public_key_from_spki(&spki.algorithm.algorithm.to_id_string(), &spki.subject_public_key.data)?;
         let bits = public_key_bits(&public_key);
         let validity = x509.validity();
         Ok(Certificate {
@@ -211,7 +213,9 @@ impl Certificate {
 /// OID and key bits (a DER `RSAPublicKey`).
 pub(crate) fn rsa_public_key_from_spki(algorithm_oid: &str, key_bits: &[u8]) -> Result<RsaPublicKey> {
     if algorithm_oid != OID_RSA_ENCRYPTION {
-        return Err(Error::UnsupportedKeyAlgorithm { algorithm: algorithm_name(algorithm_oid) });
+        return Err(Error::UnsupportedKeyAlgorithm {
+            algorithm: algorithm_name(algorithm_oid),
+        });
     }
     let pkcs1 = rsa::pkcs1::RsaPublicKeyRef::from_der(key_bits).map_err(|e| Error::InvalidCertificate {
         reason: format!("the RSA public key is malformed: {e}"),
@@ -225,16 +229,22 @@ pub(crate) fn rsa_public_key_from_spki(algorithm_oid: &str, key_bits: &[u8]) -> 
         });
     }
     if n_bits < MIN_RSA_BITS {
-        return Err(Error::KeyTooSmall { bits: n_bits, minimum: MIN_RSA_BITS });
+        return Err(Error::KeyTooSmall {
+            bits: n_bits,
+            minimum: MIN_RSA_BITS,
+        });
     }
     let precision = u32::try_from(n_bytes.len() * 8).unwrap_or(u32::MAX);
-    let n = rsa::BoxedUint::from_be_slice(n_bytes, precision)
-        .map_err(|e| Error::InvalidCertificate { reason: format!("bad RSA modulus: {e:?}") })?;
+    let n = rsa::BoxedUint::from_be_slice(n_bytes, precision).map_err(|e| Error::InvalidCertificate {
+        reason: format!("bad RSA modulus: {e:?}"),
+    })?;
     let e_precision = u32::try_from(e_bytes.len().max(1) * 8).unwrap_or(u32::MAX);
-    let e = rsa::BoxedUint::from_be_slice(e_bytes, e_precision)
-        .map_err(|e| Error::InvalidCertificate { reason: format!("bad RSA exponent: {e:?}") })?;
-    RsaPublicKey::new_with_size_limits(n, e, MIN_RSA_BITS..=MAX_RSA_BITS)
-        .map_err(|e| Error::InvalidCertificate { reason: format!("unusable RSA public key: {e}") })
+    let e = rsa::BoxedUint::from_be_slice(e_bytes, e_precision).map_err(|e| Error::InvalidCertificate {
+        reason: format!("bad RSA exponent: {e:?}"),
+    })?;
+    RsaPublicKey::new_with_size_limits(n, e, MIN_RSA_BITS..=MAX_RSA_BITS).map_err(|e| Error::InvalidCertificate {
+        reason: format!("unusable RSA public key: {e}"),
+    })
 }
 
 pub(crate) fn public_key_bits(key: &RsaPublicKey) -> usize {
@@ -299,7 +309,7 @@ fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
             _ => return None,
         } as u32)
     }
-    if input.len() % 4 != 0 {
+    if !input.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(input.len() / 4 * 3);

@@ -43,7 +43,9 @@ pub enum Error {
         reason: String,
     },
     /// The PFX's integrity check or decryption failed under the given password.
-    #[error("the password does not open this .pfx file: check the password (or the password file) for this certificate")]
+    #[error(
+        "the password does not open this .pfx file: check the password (or the password file) for this certificate"
+    )]
     WrongPassword,
     /// The PFX holds no private key (a certificate-only export).
     #[error(
@@ -54,7 +56,9 @@ pub enum Error {
     #[error("the .pfx file holds a private key but no certificate: export it again with its certificate")]
     NoCertificate,
     /// The PFX's private key belongs to none of its certificates.
-    #[error("the private key in the .pfx file does not belong to its certificate: the file is inconsistent, export it again")]
+    #[error(
+        "the private key in the .pfx file does not belong to its certificate: the file is inconsistent, export it again"
+    )]
     KeyCertificateMismatch,
     /// None of the identities given can open any recipient stanza.
     #[error("{}", no_matching_identity_message(needed))]
@@ -100,7 +104,11 @@ fn no_matching_identity_message(needed: &[Thumbprint]) -> String {
     let list: Vec<String> = needed.iter().map(ToString::to_string).collect();
     format!(
         "none of the .pfx files given can decrypt this data: it was encrypted to the certificate(s) with SHA-1 thumbprint {}; supply the .pfx of one of them",
-        if list.is_empty() { "(none recorded)".to_string() } else { list.join(", ") }
+        if list.is_empty() {
+            "(none recorded)".to_string()
+        } else {
+            list.join(", ")
+        }
     )
 }
 

@@ -76,7 +76,10 @@ impl Identity {
                 .iter()
                 .find(|c| c.public_key().n() == key.n() && c.public_key().e() == key.e())
             {
-                return Ok(Identity { certificate: cert.clone(), key });
+                return Ok(Identity {
+                    certificate: cert.clone(),
+                    key,
+                });
             }
         }
         Err(key_error.unwrap_or(Error::KeyCertificateMismatch))
@@ -126,7 +129,9 @@ fn parse_der_pkcs12(pfx: &[u8], password: &Password) -> Result<Pkcs12Archive> {
     match result {
         Ok(Ok(archive)) => Ok(archive),
         Ok(Err(e)) => Err(classify(e)),
-        Err(_) => Err(Error::InvalidPfx { reason: "the PKCS#12 structure could not be decoded".into() }),
+        Err(_) => Err(Error::InvalidPfx {
+            reason: "the PKCS#12 structure could not be decoded".into(),
+        }),
     }
 }
 
@@ -136,22 +141,31 @@ fn classify(e: p12_keystore::error::Error) -> Error {
         // The MAC is the password check; files without a MAC fail at decryption
         // (bad padding), which is the same answer for the operator.
         P::MacError(_) | P::UnpadError | P::Pkcs5Error(_) => Error::WrongPassword,
-        other => Error::InvalidPfx { reason: other.to_string() },
+        other => Error::InvalidPfx {
+            reason: other.to_string(),
+        },
     }
 }
 
 fn rsa_private_key(pkcs8: &[u8]) -> Result<RsaPrivateKey> {
-    let info = rsa::pkcs8::PrivateKeyInfoRef::try_from(pkcs8)
-        .map_err(|e| Error::InvalidPfx { reason: format!("the private key is not valid PKCS#8: {e}") })?;
+    let info = rsa::pkcs8::PrivateKeyInfoRef::try_from(pkcs8).map_err(|e| Error::InvalidPfx {
+        reason: format!("the private key is not valid PKCS#8: {e}"),
+    })?;
     let oid = info.algorithm.oid.to_string();
     if oid != OID_RSA_ENCRYPTION {
-        return Err(Error::UnsupportedKeyAlgorithm { algorithm: algorithm_name(&oid) });
+        return Err(Error::UnsupportedKeyAlgorithm {
+            algorithm: algorithm_name(&oid),
+        });
     }
-    let key = RsaPrivateKey::from_pkcs8_der(pkcs8)
-        .map_err(|e| Error::InvalidPfx { reason: format!("the RSA private key is malformed: {e}") })?;
+    let key = RsaPrivateKey::from_pkcs8_der(pkcs8).map_err(|e| Error::InvalidPfx {
+        reason: format!("the RSA private key is malformed: {e}"),
+    })?;
     let bits = public_key_bits(key.as_public_key());
     if bits < MIN_RSA_BITS {
-        return Err(Error::KeyTooSmall { bits, minimum: MIN_RSA_BITS });
+        return Err(Error::KeyTooSmall {
+            bits,
+            minimum: MIN_RSA_BITS,
+        });
     }
     Ok(key)
 }

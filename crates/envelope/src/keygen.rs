@@ -139,7 +139,11 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
     #[cfg(not(unix))]
     let _ = mode;
-    let io = |source| Error::Io { action: "cannot write", path: path.to_owned(), source };
+    let io = |source| Error::Io {
+        action: "cannot write",
+        path: path.to_owned(),
+        source,
+    };
     let mut file = options.open(path).map_err(io)?;
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)
@@ -147,8 +151,9 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 
 /// Generates a self-signed RSA key pair and encodes it as `.cer` + `.pfx`.
 pub fn generate(options: &KeygenOptions, password: &Password) -> Result<GeneratedKeyPair> {
-    let key = RsaPrivateKey::new(&mut os_rng(), options.key_size.bits())
-        .map_err(|e| Error::KeyGeneration { reason: format!("RSA key generation failed: {e}") })?;
+    let key = RsaPrivateKey::new(&mut os_rng(), options.key_size.bits()).map_err(|e| Error::KeyGeneration {
+        reason: format!("RSA key generation failed: {e}"),
+    })?;
     let cer = self_signed_certificate(&key, options)?;
     let certificate = Certificate::from_der(&cer)?;
     let identity = Identity::from_parts(key, certificate.clone())?;
@@ -158,11 +163,15 @@ pub fn generate(options: &KeygenOptions, password: &Password) -> Result<Generate
 
 /// Encodes an identity as a password-protected PKCS#12 file.
 pub fn encode_pfx(identity: &Identity, password: &Password, encoding: PfxEncoding) -> Result<Zeroizing<Vec<u8>>> {
-    let fail = |e: p12_keystore::error::Error| Error::KeyGeneration { reason: format!("PKCS#12 encoding failed: {e}") };
+    let fail = |e: p12_keystore::error::Error| Error::KeyGeneration {
+        reason: format!("PKCS#12 encoding failed: {e}"),
+    };
     let pkcs8 = identity
         .private_key()
         .to_pkcs8_der()
-        .map_err(|e| Error::KeyGeneration { reason: format!("PKCS#8 encoding failed: {e}") })?;
+        .map_err(|e| Error::KeyGeneration {
+            reason: format!("PKCS#8 encoding failed: {e}"),
+        })?;
     let key = p12_keystore::PrivateKey::from_der(pkcs8.as_bytes()).map_err(fail)?;
     let cert = p12_keystore::Certificate::from_der(identity.certificate().der()).map_err(fail)?;
     let local_key_id = identity.certificate().thumbprint().0.to_vec();
@@ -182,14 +191,18 @@ pub fn encode_pfx(identity: &Identity, password: &Password, encoding: PfxEncodin
 }
 
 fn self_signed_certificate(key: &RsaPrivateKey, options: &KeygenOptions) -> Result<Vec<u8>> {
-    let fail = |e: rcgen::Error| Error::KeyGeneration { reason: format!("certificate encoding failed: {e}") };
+    let fail = |e: rcgen::Error| Error::KeyGeneration {
+        reason: format!("certificate encoding failed: {e}"),
+    };
     let signer = RsaSigner::new(key)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, options.common_name.as_str());
     params.distinguished_name = dn;
-    params.not_before = time::OffsetDateTime::from_unix_timestamp(options.not_before)
-        .map_err(|e| Error::KeyGeneration { reason: format!("bad start of validity: {e}") })?;
+    params.not_before =
+        time::OffsetDateTime::from_unix_timestamp(options.not_before).map_err(|e| Error::KeyGeneration {
+            reason: format!("bad start of validity: {e}"),
+        })?;
     params.not_after = params.not_before + time::Duration::days(i64::from(options.validity_days));
     params.key_usages = vec![KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::DataEncipherment];
     // An end-entity certificate: rcgen writes the subject key identifier with basicConstraints.
@@ -215,9 +228,14 @@ impl RsaSigner {
         let public_der = key
             .to_public_key()
             .to_pkcs1_der()
-            .map_err(|e| Error::KeyGeneration { reason: format!("public key encoding failed: {e}") })?
+            .map_err(|e| Error::KeyGeneration {
+                reason: format!("public key encoding failed: {e}"),
+            })?
             .into_vec();
-        Ok(RsaSigner { key: rsa::pkcs1v15::SigningKey::new(key.clone()), public_der })
+        Ok(RsaSigner {
+            key: rsa::pkcs1v15::SigningKey::new(key.clone()),
+            public_der,
+        })
     }
 }
 

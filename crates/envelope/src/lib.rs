@@ -70,8 +70,8 @@ pub use error::{Error, Result};
 pub use identity::Identity;
 pub use secret::Password;
 pub use stream::{
-    COMMITMENT_LEN, PayloadKey, SALT_LEN, StreamOpener, StreamSealer, TAG_LEN, derive_key, generate_salt,
-    open_message, seal_message,
+    COMMITMENT_LEN, PayloadKey, SALT_LEN, StreamOpener, StreamSealer, TAG_LEN, derive_key, generate_salt, open_message,
+    seal_message,
 };
 pub use wrap::{FILE_KEY_LEN, FileKey, Stanza, unwrap_file_key, unwrap_with, wrap_file_key};
 

@@ -20,8 +20,9 @@ impl Password {
     /// An empty file gives the empty password. A UTF-8 byte-order mark is ignored.
     pub fn from_file_contents(contents: &[u8]) -> crate::Result<Self> {
         let contents = Zeroizing::new(contents.to_vec());
-        let text = std::str::from_utf8(&contents)
-            .map_err(|_| crate::Error::InvalidPfx { reason: "the password file is not UTF-8 text".into() })?;
+        let text = std::str::from_utf8(&contents).map_err(|_| crate::Error::InvalidPfx {
+            reason: "the password file is not UTF-8 text".into(),
+        })?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let line = text.split('\n').next().unwrap_or("");
         let line = line.strip_suffix('\r').unwrap_or(line);

@@ -83,8 +83,15 @@ impl PayloadKey {
         if stored.len() != COMMITMENT_LEN {
             return Err(Error::DecryptionFailed);
         }
-        let diff = stored.iter().zip(&self.commitment).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if diff == 0 { Ok(()) } else { Err(Error::DecryptionFailed) }
+        let diff = stored
+            .iter()
+            .zip(&self.commitment)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 {
+            Ok(())
+        } else {
+            Err(Error::DecryptionFailed)
+        }
     }
 
     /// Encrypts `buf` in place as chunk `index` and appends the tag.
@@ -121,7 +128,11 @@ pub struct StreamSealer<'k> {
 impl<'k> StreamSealer<'k> {
     /// Starts at chunk 0.
     pub fn new(key: &'k PayloadKey) -> Self {
-        StreamSealer { key, next: 0, finished: false }
+        StreamSealer {
+            key,
+            next: 0,
+            finished: false,
+        }
     }
 
     /// Seals the next chunk; returns its index.
@@ -148,7 +159,11 @@ pub struct StreamOpener<'k> {
 impl<'k> StreamOpener<'k> {
     /// Starts at chunk 0.
     pub fn new(key: &'k PayloadKey) -> Self {
-        StreamOpener { key, next: 0, finished: false }
+        StreamOpener {
+            key,
+            next: 0,
+            finished: false,
+        }
     }
 
     /// Opens the next chunk. `last` says whether the caller's framing puts this
@@ -191,7 +206,8 @@ pub fn seal_message(file_key: &FileKey, aad: &[u8], plaintext: &[u8], chunk_size
     let chunk_size = chunk_size.max(1);
     let salt = generate_salt()?;
     let key = PayloadKey::derive(file_key, &salt);
-    let mut out = Vec::with_capacity(SALT_LEN + COMMITMENT_LEN + plaintext.len() + TAG_LEN * (plaintext.len() / chunk_size + 1));
+    let mut out =
+        Vec::with_capacity(SALT_LEN + COMMITMENT_LEN + plaintext.len() + TAG_LEN * (plaintext.len() / chunk_size + 1));
     out.extend_from_slice(&salt);
     out.extend_from_slice(key.commitment());
     let mut sealer = StreamSealer::new(&key);

@@ -70,8 +70,14 @@ pub fn wrap_file_key(key: &FileKey, recipients: &[&Certificate]) -> Result<Vec<S
             let wrapped_key = cert
                 .public_key()
                 .encrypt(&mut os_rng(), Oaep::<Sha256>::new(), key.expose())
-                .map_err(|e| Error::KeyGeneration { reason: format!("RSA-OAEP encryption failed: {e}") })?;
-            Ok(Stanza { sha256: cert.sha256_fingerprint(), thumbprint: cert.thumbprint(), wrapped_key })
+                .map_err(|e| Error::KeyGeneration {
+                    reason: format!("RSA-OAEP encryption failed: {e}"),
+                })?;
+            Ok(Stanza {
+                sha256: cert.sha256_fingerprint(),
+                thumbprint: cert.thumbprint(),
+                wrapped_key,
+            })
         })
         .collect()
 }
@@ -89,7 +95,9 @@ pub fn unwrap_file_key(stanzas: &[Stanza], identities: &[&Identity]) -> Result<F
             }
         }
     }
-    Err(Error::NoMatchingIdentity { needed: stanzas.iter().map(|s| s.thumbprint).collect() })
+    Err(Error::NoMatchingIdentity {
+        needed: stanzas.iter().map(|s| s.thumbprint).collect(),
+    })
 }
 
 /// Unwraps one RSA-OAEP ciphertext with `identity`'s key.

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/fixtures")
+        .join(name)
 }
 
 pub fn read_fixture(name: &str) -> Vec<u8> {
@@ -28,10 +30,17 @@ pub fn openssl(args: &[&str]) -> Vec<u8> {
 
 /// Runs `openssl` and returns whether it succeeded, with stdout and stderr.
 pub fn openssl_status(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl").args(args).output().expect("openssl must be installed");
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl must be installed");
     (
         out.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 

@@ -31,7 +31,11 @@ fn der_and_pem_certificates_give_the_same_key_and_thumbprint() {
     assert_eq!(pem.thumbprint(), der.thumbprint());
     assert_eq!(pem.der(), der.der());
     assert_eq!(der.key_bits(), 2048);
-    assert!(der.subject().contains("Valid EE Certificate Test1"), "{}", der.subject());
+    assert!(
+        der.subject().contains("Valid EE Certificate Test1"),
+        "{}",
+        der.subject()
+    );
     let v = der.validity();
     assert!(v.not_before < v.not_after);
     // PKITS certificates were issued 2010 and expire 2030.
@@ -82,7 +86,10 @@ fn truncated_and_damaged_pfx_give_errors_not_panics() {
     let pfx = read_fixture("ValidCertificatePathTest1EE_windows_aes.p12.pfx");
     let password = Password::new("password");
     for len in (0..pfx.len()).step_by(37) {
-        assert!(Identity::from_pkcs12(&pfx[..len], &password).is_err(), "truncated to {len}");
+        assert!(
+            Identity::from_pkcs12(&pfx[..len], &password).is_err(),
+            "truncated to {len}"
+        );
     }
     for i in (0..pfx.len()).step_by(11) {
         let mut bad = pfx.clone();
@@ -93,7 +100,10 @@ fn truncated_and_damaged_pfx_give_errors_not_panics() {
             assert_eq!(id.certificate().thumbprint().to_string(), THUMBPRINT);
         }
     }
-    assert!(matches!(Identity::from_pkcs12(b"not a pfx", &password), Err(Error::InvalidPfx { .. })));
+    assert!(matches!(
+        Identity::from_pkcs12(b"not a pfx", &password),
+        Err(Error::InvalidPfx { .. })
+    ));
 }
 
 #[test]
@@ -118,10 +128,22 @@ fn no_matching_identity_lists_the_needed_thumbprints() {
 
 #[test]
 fn garbage_certificates_give_clear_errors() {
-    for bytes in [&b""[..], b"\x30", b"\x30\x82\xff\xff", b"hello", b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n"] {
-        assert!(matches!(Certificate::parse(bytes), Err(Error::InvalidCertificate { .. })), "{bytes:?}");
+    for bytes in [
+        &b""[..],
+        b"\x30",
+        b"\x30\x82\xff\xff",
+        b"hello",
+        b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+    ] {
+        assert!(
+            matches!(Certificate::parse(bytes), Err(Error::InvalidCertificate { .. })),
+            "{bytes:?}"
+        );
     }
     let mut der = read_fixture("ValidCertificatePathTest1EE.cer");
     der.push(0);
-    assert!(matches!(Certificate::parse(&der), Err(Error::InvalidCertificate { .. })));
+    assert!(matches!(
+        Certificate::parse(&der),
+        Err(Error::InvalidCertificate { .. })
+    ));
 }

@@ -30,14 +30,29 @@ fn openssl_key_pair(dir: &Path, bits: u32) -> (String, String) {
     let key = path_str(&dir.join(format!("k{bits}.pem"))).to_owned();
     let cert = path_str(&dir.join(format!("c{bits}.pem"))).to_owned();
     openssl(&[
-        "req", "-x509", "-newkey", &format!("rsa:{bits}"), "-nodes", "-keyout", &key, "-out", &cert, "-subj",
-        "/CN=openssl-made", "-days", "2",
+        "req",
+        "-x509",
+        "-newkey",
+        &format!("rsa:{bits}"),
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &cert,
+        "-subj",
+        "/CN=openssl-made",
+        "-days",
+        "2",
     ]);
     (key, cert)
 }
 
 fn fingerprint_of(openssl_output: &str) -> &str {
-    openssl_output.trim().split_once("Fingerprint=").map(|(_, hex)| hex).unwrap_or("")
+    openssl_output
+        .trim()
+        .split_once("Fingerprint=")
+        .map(|(_, hex)| hex)
+        .unwrap_or("")
 }
 
 fn check_keygen(size: KeySize, encoding: PfxEncoding) {
@@ -51,12 +66,34 @@ fn check_keygen(size: KeySize, encoding: PfxEncoding) {
     let (cer, pfx) = (path_str(&cer), path_str(&pfx));
 
     // The .cer: OpenSSL parses it, agrees on both fingerprints, sees the key usage.
-    let sha1 = String::from_utf8(openssl(&["x509", "-inform", "DER", "-in", cer, "-noout", "-fingerprint", "-sha1"])).unwrap();
+    let sha1 = String::from_utf8(openssl(&[
+        "x509",
+        "-inform",
+        "DER",
+        "-in",
+        cer,
+        "-noout",
+        "-fingerprint",
+        "-sha1",
+    ]))
+    .unwrap();
     // OpenSSL 3.0 prints "sha1 Fingerprint=", 1.1 "SHA1 Fingerprint=": compare the digest.
     assert_eq!(fingerprint_of(&sha1), pair.certificate.thumbprint().to_colon_hex());
-    let sha256 =
-        String::from_utf8(openssl(&["x509", "-inform", "DER", "-in", cer, "-noout", "-fingerprint", "-sha256"])).unwrap();
-    assert_eq!(fingerprint_of(&sha256), pair.certificate.sha256_fingerprint().to_colon_hex());
+    let sha256 = String::from_utf8(openssl(&[
+        "x509",
+        "-inform",
+        "DER",
+        "-in",
+        cer,
+        "-noout",
+        "-fingerprint",
+        "-sha256",
+    ]))
+    .unwrap();
+    assert_eq!(
+        fingerprint_of(&sha256),
+        pair.certificate.sha256_fingerprint().to_colon_hex()
+    );
     let text = String::from_utf8(openssl(&["x509", "-inform", "DER", "-in", cer, "-noout", "-text"])).unwrap();
     assert!(text.contains("Key Encipherment"), "{text}");
     assert!(text.contains("Subject Key Identifier"), "{text}");
@@ -64,10 +101,26 @@ fn check_keygen(size: KeySize, encoding: PfxEncoding) {
     assert!(text.contains("CN = ibs backup encryption"), "{text}");
     // Self-signed: OpenSSL verifies the signature against the certificate itself.
     let pem = write(dir.path(), "c.pem", &openssl(&["x509", "-inform", "DER", "-in", cer]));
-    openssl(&["verify", "-CAfile", &pem, "-partial_chain", "-attime", "1700000100", &pem]);
+    openssl(&[
+        "verify",
+        "-CAfile",
+        &pem,
+        "-partial_chain",
+        "-attime",
+        "1700000100",
+        &pem,
+    ]);
 
     // The .pfx: OpenSSL opens it with the password and reports the encoding we asked for.
-    let (ok, info) = openssl_status(&["pkcs12", "-info", "-in", pfx, "-passin", "pass:pw for openssl", "-nodes"]);
+    let (ok, info) = openssl_status(&[
+        "pkcs12",
+        "-info",
+        "-in",
+        pfx,
+        "-passin",
+        "pass:pw for openssl",
+        "-nodes",
+    ]);
     assert!(ok, "{info}");
     assert!(info.contains("BEGIN PRIVATE KEY"), "{info}");
     assert!(info.contains("BEGIN CERTIFICATE"), "{info}");
@@ -88,12 +141,29 @@ fn check_keygen(size: KeySize, encoding: PfxEncoding) {
     let key_pem = write(
         dir.path(),
         "key.pem",
-        &openssl(&["pkcs12", "-in", pfx, "-passin", "pass:pw for openssl", "-nocerts", "-nodes"]),
+        &openssl(&[
+            "pkcs12",
+            "-in",
+            pfx,
+            "-passin",
+            "pass:pw for openssl",
+            "-nocerts",
+            "-nodes",
+        ]),
     );
     let file_key = FileKey::generate().unwrap();
-    let stanza = wrap_file_key(&file_key, &[&Certificate::from_file(cer).unwrap()]).unwrap().remove(0);
+    let stanza = wrap_file_key(&file_key, &[&Certificate::from_file(cer).unwrap()])
+        .unwrap()
+        .remove(0);
     let wrapped = write(dir.path(), "wrapped.bin", &stanza.wrapped_key);
-    let mut args = vec!["pkeyutl", "-decrypt", "-inkey", key_pem.as_str(), "-in", wrapped.as_str()];
+    let mut args = vec![
+        "pkeyutl",
+        "-decrypt",
+        "-inkey",
+        key_pem.as_str(),
+        "-in",
+        wrapped.as_str(),
+    ];
     args.extend_from_slice(OAEP);
     assert_eq!(openssl(&args), file_key.expose());
 
@@ -130,13 +200,34 @@ fn file_key_wrapped_by_openssl_is_unwrapped_by_us() {
     let dir = tempfile::tempdir().unwrap();
     let (key, cert) = openssl_key_pair(dir.path(), 2048);
     let pfx = path_str(&dir.path().join("id.pfx")).to_owned();
-    openssl(&["pkcs12", "-export", "-inkey", &key, "-in", &cert, "-out", &pfx, "-passout", "pass:s3cret"]);
+    openssl(&[
+        "pkcs12",
+        "-export",
+        "-inkey",
+        &key,
+        "-in",
+        &cert,
+        "-out",
+        &pfx,
+        "-passout",
+        "pass:s3cret",
+    ]);
     let identity = Identity::from_file(&pfx, &Password::new("s3cret")).unwrap();
 
     let file_key: [u8; 32] = std::array::from_fn(|i| (i * 7 + 3) as u8);
     let plain = write(dir.path(), "key.bin", &file_key);
     let out = path_str(&dir.path().join("wrapped.bin")).to_owned();
-    let mut args = vec!["pkeyutl", "-encrypt", "-certin", "-inkey", cert.as_str(), "-in", plain.as_str(), "-out", out.as_str()];
+    let mut args = vec![
+        "pkeyutl",
+        "-encrypt",
+        "-certin",
+        "-inkey",
+        cert.as_str(),
+        "-in",
+        plain.as_str(),
+        "-out",
+        out.as_str(),
+    ];
     args.extend_from_slice(OAEP);
     openssl(&args);
     let wrapped = std::fs::read(&out).unwrap();
@@ -145,10 +236,22 @@ fn file_key_wrapped_by_openssl_is_unwrapped_by_us() {
     // PKCS#1 v1.5 or OAEP-SHA1 ciphertexts are not accepted as ours.
     let sha1_out = path_str(&dir.path().join("wrapped-sha1.bin")).to_owned();
     openssl(&[
-        "pkeyutl", "-encrypt", "-certin", "-inkey", &cert, "-in", &plain, "-out", &sha1_out, "-pkeyopt",
+        "pkeyutl",
+        "-encrypt",
+        "-certin",
+        "-inkey",
+        &cert,
+        "-in",
+        &plain,
+        "-out",
+        &sha1_out,
+        "-pkeyopt",
         "rsa_padding_mode:oaep",
     ]);
-    assert!(matches!(unwrap_with(&identity, &std::fs::read(&sha1_out).unwrap()), Err(Error::DecryptionFailed)));
+    assert!(matches!(
+        unwrap_with(&identity, &std::fs::read(&sha1_out).unwrap()),
+        Err(Error::DecryptionFailed)
+    ));
 }
 
 #[test]
@@ -162,20 +265,28 @@ fn openssl_pfx_variants_load() {
         ("empty", &[]),
         ("pässwörd€ ☃", &[]),
         ("nomac", &["-nomac"]),
-        ("sha1mac", &["-macalg", "sha1", "-keypbe", "AES-128-CBC", "-certpbe", "AES-128-CBC"]),
+        (
+            "sha1mac",
+            &["-macalg", "sha1", "-keypbe", "AES-128-CBC", "-certpbe", "AES-128-CBC"],
+        ),
     ];
     for (password, extra) in cases {
         let password = if *password == "empty" { "" } else { password };
         let pfx = path_str(&dir.path().join(format!("v{}.pfx", extra.len()))).to_owned();
         let pass_arg = format!("pass:{password}");
-        let mut args = vec!["pkcs12", "-export", "-inkey", &key, "-in", &cert, "-out", &pfx, "-passout", &pass_arg];
+        let mut args = vec![
+            "pkcs12", "-export", "-inkey", &key, "-in", &cert, "-out", &pfx, "-passout", &pass_arg,
+        ];
         args.extend_from_slice(extra);
         openssl(&args);
         let id = Identity::from_file(&pfx, &Password::new(password))
             .unwrap_or_else(|e| panic!("password {password:?} {extra:?}: {e}"));
         assert_eq!(id.certificate().thumbprint(), want);
         let wrong = Identity::from_file(&pfx, &Password::new(format!("{password}x"))).unwrap_err();
-        assert!(matches!(wrong, Error::WrongPassword), "password {password:?} {extra:?}: {wrong:?}");
+        assert!(
+            matches!(wrong, Error::WrongPassword),
+            "password {password:?} {extra:?}: {wrong:?}"
+        );
     }
 }
 
@@ -184,12 +295,22 @@ fn pfx_without_key_or_with_a_foreign_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (key_a, cert_a) = openssl_key_pair(dir.path(), 2048);
     let pfx = path_str(&dir.path().join("nokey.pfx")).to_owned();
-    openssl(&["pkcs12", "-export", "-nokeys", "-in", &cert_a, "-out", &pfx, "-passout", "pass:p"]);
-    assert!(matches!(Identity::from_file(&pfx, &Password::new("p")), Err(Error::NoPrivateKey)));
+    openssl(&[
+        "pkcs12", "-export", "-nokeys", "-in", &cert_a, "-out", &pfx, "-passout", "pass:p",
+    ]);
+    assert!(matches!(
+        Identity::from_file(&pfx, &Password::new("p")),
+        Err(Error::NoPrivateKey)
+    ));
 
     let nocert = path_str(&dir.path().join("nocert.pfx")).to_owned();
-    openssl(&["pkcs12", "-export", "-nocerts", "-inkey", &key_a, "-out", &nocert, "-passout", "pass:p"]);
-    assert!(matches!(Identity::from_file(&nocert, &Password::new("p")), Err(Error::NoCertificate)));
+    openssl(&[
+        "pkcs12", "-export", "-nocerts", "-inkey", &key_a, "-out", &nocert, "-passout", "pass:p",
+    ]);
+    assert!(matches!(
+        Identity::from_file(&nocert, &Password::new("p")),
+        Err(Error::NoCertificate)
+    ));
 
     // OpenSSL refuses to build a mismatched file, so build one with p12-keystore.
     let (key_b, _) = openssl_key_pair(&dir.path().join("."), 3072);
@@ -203,7 +324,10 @@ fn pfx_without_key_or_with_a_foreign_key_is_refused() {
     let mut store = p12_keystore::KeyStore::new();
     store.add_entry("x", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
     let mismatched = store.writer("p").write().unwrap();
-    assert!(matches!(Identity::from_pkcs12(&mismatched, &Password::new("p")), Err(Error::KeyCertificateMismatch)));
+    assert!(matches!(
+        Identity::from_pkcs12(&mismatched, &Password::new("p")),
+        Err(Error::KeyCertificateMismatch)
+    ));
 }
 
 #[test]
@@ -211,21 +335,53 @@ fn non_rsa_and_small_keys_are_refused_with_what_was_found() {
     let dir = tempfile::tempdir().unwrap();
     let d = |n: &str| path_str(&dir.path().join(n)).to_owned();
     openssl(&[
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &d("ec.key"),
-        "-out", &d("ec.pem"), "-subj", "/CN=ec", "-days", "1",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &d("ec.key"),
+        "-out",
+        &d("ec.pem"),
+        "-subj",
+        "/CN=ec",
+        "-days",
+        "1",
     ]);
     match Certificate::from_file(d("ec.pem")) {
         Err(e @ Error::UnsupportedKeyAlgorithm { .. }) => assert!(e.to_string().contains("ECDSA"), "{e}"),
         other => panic!("{other:?}"),
     }
     openssl(&[
-        "req", "-x509", "-newkey", "ed25519", "-nodes", "-keyout", &d("ed.key"), "-out", &d("ed.pem"), "-subj", "/CN=ed",
-        "-days", "1",
+        "req",
+        "-x509",
+        "-newkey",
+        "ed25519",
+        "-nodes",
+        "-keyout",
+        &d("ed.key"),
+        "-out",
+        &d("ed.pem"),
+        "-subj",
+        "/CN=ed",
+        "-days",
+        "1",
     ]);
-    assert!(matches!(Certificate::from_file(d("ed.pem")), Err(Error::UnsupportedKeyAlgorithm { .. })));
+    assert!(matches!(
+        Certificate::from_file(d("ed.pem")),
+        Err(Error::UnsupportedKeyAlgorithm { .. })
+    ));
     let (_, small) = openssl_key_pair(dir.path(), 1024);
     match Certificate::from_file(&small) {
-        Err(e @ Error::KeyTooSmall { bits: 1024, minimum: 2048 }) => assert!(e.to_string().contains("1024"), "{e}"),
+        Err(
+            e @ Error::KeyTooSmall {
+                bits: 1024,
+                minimum: 2048,
+            },
+        ) => assert!(e.to_string().contains("1024"), "{e}"),
         other => panic!("{other:?}"),
     }
 }

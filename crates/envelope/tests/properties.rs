@@ -112,7 +112,10 @@ fn reorder_duplicate_and_drop_are_detected() {
     for c in &chunks[..3] {
         opener.open_next(false, b"", &mut c.clone()).unwrap();
     }
-    assert!(matches!(opener.open_next(false, b"", &mut chunks[3].clone()), Err(Error::TrailingData)));
+    assert!(matches!(
+        opener.open_next(false, b"", &mut chunks[3].clone()),
+        Err(Error::TrailingData)
+    ));
 
     // An opener that never saw its final chunk reports truncation.
     let mut opener = StreamOpener::new(&key);
@@ -149,6 +152,9 @@ fn key_commitment_differs_per_key_and_salt() {
 fn secrets_are_redacted_in_debug() {
     let key = FileKey::from_bytes([0xab; 32]);
     let shown = format!("{key:?} {:?} {:?}", Password::new("hunter2"), identity());
-    assert!(!shown.contains("hunter2") && !shown.to_lowercase().contains("abab"), "{shown}");
+    assert!(
+        !shown.contains("hunter2") && !shown.to_lowercase().contains("abab"),
+        "{shown}"
+    );
     assert!(!format!("{:?}", PayloadKey::derive(&key, &[0; SALT_LEN])).contains("171"));
 }
