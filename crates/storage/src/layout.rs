@@ -1,0 +1,475 @@
+//! Locations, object paths, and where things live on a shared location.
+//!
+//! Several cloud instances may share one location, and OEM tools keep their
+//! own folders beside ours, so everything this library writes lives under
+//! `<location>/<external-domain-fqdn>/<region>/MASBackup/`:
+//!
+//! ```text
+//! \\fileserver01.contoso.com\AzSBackups\
+//!   azurestack.contoso.com\          <- external domain FQDN of one instance
+//!     westus\                        <- its region
+//!       MASBackup\                   <- ours: backups, written and pruned by ibs
+//!       HLH\ Switches\ DeploymentData\ Registration\   <- OEM tools' (never touched)
+//! ```
+//!
+//! ```
+//! use ibs_storage::{InstanceLayout, Location};
+//!
+//! let loc = Location::parse(r"\\fileserver01.contoso.com\AzSBackups\lab").unwrap();
+//! assert_eq!(loc.to_string(), r"\\fileserver01.contoso.com\AzSBackups\lab");
+//! let layout = InstanceLayout::new("azurestack.contoso.com", "westus").unwrap();
+//! assert_eq!(layout.backup_root().as_str(), "azurestack.contoso.com/westus/MASBackup");
+//! assert_eq!(layout.oem_folder("HLH").unwrap().as_str(), "azurestack.contoso.com/westus/HLH");
+//! ```
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::{ErrorKind, Result, StorageError};
+
+/// The folder under `<fqdn>/<region>/` that belongs to this library.
+pub const BACKUP_FOLDER: &str = "MASBackup";
+
+/// A `/`-separated path of an object or folder, relative to a location's root.
+///
+/// Every segment is non-empty, is not `.` or `..`, and contains no `/`, `\`,
+/// NUL or control characters, so a path can never escape the location.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ObjectPath(String);
+
+impl ObjectPath {
+    /// The root of the location (the empty path).
+    pub fn root() -> Self {
+        ObjectPath(String::new())
+    }
+
+    /// Parses a `/`-separated path, checking every segment.
+    pub fn parse(path: &str) -> Result<Self> {
+        let mut out = ObjectPath::root();
+        for segment in path.split('/').filter(|s| !s.is_empty()) {
+            out = out.child(segment)?;
+        }
+        Ok(out)
+    }
+
+    /// This path with one more segment.
+    pub fn child(&self, segment: &str) -> Result<Self> {
+        check_segment(segment)?;
+        Ok(if self.0.is_empty() {
+            ObjectPath(segment.to_owned())
+        } else {
+            ObjectPath(format!("{}/{segment}", self.0))
+        })
+    }
+
+    /// The path as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The segments.
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/').filter(|s| !s.is_empty())
+    }
+
+    /// The last segment, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.segments().last()
+    }
+
+    /// The path without its last segment.
+    pub fn parent(&self) -> Option<ObjectPath> {
+        if self.0.is_empty() {
+            return None;
+        }
+        Some(match self.0.rfind('/') {
+            Some(i) => ObjectPath(self.0[..i].to_owned()),
+            None => ObjectPath::root(),
+        })
+    }
+
+    /// Whether `self` is `prefix` or lies under it.
+    pub fn starts_with(&self, prefix: &ObjectPath) -> bool {
+        prefix.0.is_empty()
+            || self.0 == prefix.0
+            || (self.0.starts_with(&prefix.0) && self.0.as_bytes().get(prefix.0.len()) == Some(&b'/'))
+    }
+
+    /// Whether this is the root.
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for ObjectPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("/")
+        } else {
+            f.write_str(&self.0)
+        }
+    }
+}
+
+fn check_segment(segment: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(StorageError::new(
+            ErrorKind::PathNotFound,
+            "invalid path segment",
+            segment,
+            why,
+        ))
+    };
+    if segment.is_empty() {
+        return bad("empty segment");
+    }
+    if segment == "." || segment == ".." {
+        return bad("'.' and '..' are not allowed");
+    }
+    if segment.len() > 255 {
+        return bad("longer than 255 bytes");
+    }
+    if segment.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+        return bad("contains '/', '\\' or a control character");
+    }
+    Ok(())
+}
+
+/// Where backups are exported: an SMB share or a local directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// An SMB share, from a UNC path or an `smb://` URL.
+    Smb {
+        /// Server host name or IP address.
+        host: String,
+        /// TCP port, when not the default 445.
+        port: Option<u16>,
+        /// Share name.
+        share: String,
+        /// Folder inside the share (may be the root).
+        path: ObjectPath,
+    },
+    /// A local directory.
+    Local(PathBuf),
+}
+
+impl Location {
+    /// Parses `\\host\share[\sub…]`, `//host/share[/sub…]`,
+    /// `smb://host[:port]/share[/sub…]`, or a local path.
+    pub fn parse(text: &str) -> Result<Self> {
+        let fail = |why: String| StorageError::new(ErrorKind::PathNotFound, "invalid storage location", text, why);
+        let text_trimmed = text.trim();
+        if text_trimmed.is_empty() {
+            return Err(fail("the location is empty".into()));
+        }
+        let (rest, from_url) = if let Some(rest) = text_trimmed.strip_prefix(r"\\") {
+            (rest.replace('\\', "/"), false)
+        } else if let Some(rest) = text_trimmed.strip_prefix("//") {
+            (rest.to_owned(), false)
+        } else if let Some(rest) = strip_prefix_ignore_case(text_trimmed, "smb://") {
+            (rest.to_owned(), true)
+        } else if text_trimmed.contains("://") {
+            return Err(fail(
+                "unsupported scheme: use a UNC path (\\\\server\\share), smb://server/share, or a local path".into(),
+            ));
+        } else {
+            return Ok(Location::Local(PathBuf::from(text_trimmed)));
+        };
+        let mut parts = rest.splitn(2, '/');
+        let authority = parts.next().unwrap_or_default();
+        let tail = parts.next().unwrap_or_default();
+        let (host, port) = if from_url {
+            split_host_port(authority).map_err(fail)?
+        } else if authority.contains(':') {
+            return Err(fail(
+                "a UNC path cannot name a port: use smb://server:port/share".into(),
+            ));
+        } else {
+            (authority, None)
+        };
+        if host.is_empty() {
+            return Err(fail("no server name".into()));
+        }
+        if !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+        {
+            return Err(fail(format!("'{host}' is not a valid server name")));
+        }
+        let mut segments = tail.split('/').filter(|s| !s.is_empty());
+        let share = segments
+            .next()
+            .ok_or_else(|| fail("no share name: expected \\\\server\\share".into()))?;
+        if share.chars().any(|c| "\"*+,:;<=>?[]|".contains(c) || c.is_control()) || share.len() > 80 {
+            return Err(fail(format!("'{share}' is not a valid share name")));
+        }
+        let mut path = ObjectPath::root();
+        for segment in segments {
+            path = path.child(segment).map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(Location::Smb {
+            host: host.to_owned(),
+            port,
+            share: share.to_owned(),
+            path,
+        })
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn split_host_port(authority: &str) -> std::result::Result<(&str, Option<u16>), String> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or("unclosed '[' in the server address")?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':').ok_or("unexpected text after ']'")?)),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(0) => return Err("port 0 is not valid".into()),
+            Ok(n) => Some(n),
+            Err(_) => return Err(format!("'{p}' is not a valid port")),
+        },
+    };
+    Ok((host, port))
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &text[prefix.len()..])
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Smb {
+                host,
+                port: None,
+                share,
+                path,
+            } => {
+                write!(f, r"\\{host}\{share}")?;
+                for s in path.segments() {
+                    write!(f, r"\{s}")?;
+                }
+                Ok(())
+            }
+            Location::Smb {
+                host,
+                port: Some(port),
+                share,
+                path,
+            } => {
+                write!(f, "smb://{host}:{port}/{share}")?;
+                for s in path.segments() {
+                    write!(f, "/{s}")?;
+                }
+                Ok(())
+            }
+            Location::Local(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// One cloud instance's folders at a location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceLayout {
+    fqdn: String,
+    region: String,
+}
+
+impl InstanceLayout {
+    /// The layout for an instance's external domain FQDN and region.
+    pub fn new(fqdn: &str, region: &str) -> Result<Self> {
+        let fqdn = fqdn.trim().trim_end_matches('.').to_ascii_lowercase();
+        let valid_label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if fqdn.is_empty() || fqdn.len() > 253 || !fqdn.split('.').all(valid_label) {
+            return Err(StorageError::new(
+                ErrorKind::PathNotFound,
+                "invalid external domain FQDN",
+                fqdn,
+                "expected DNS labels of letters, digits and '-', separated by '.'",
+            ));
+        }
+        let region = region.trim().to_ascii_lowercase();
+        if !valid_label(&region) {
+            return Err(StorageError::new(
+                ErrorKind::PathNotFound,
+                "invalid region name",
+                region,
+                "expected letters, digits and '-'",
+            ));
+        }
+        Ok(InstanceLayout { fqdn, region })
+    }
+
+    /// The external domain FQDN (lower case).
+    pub fn fqdn(&self) -> &str {
+        &self.fqdn
+    }
+
+    /// The region (lower case).
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// `<fqdn>/<region>`: this instance's folder.
+    pub fn instance_root(&self) -> ObjectPath {
+        ObjectPath(format!("{}/{}", self.fqdn, self.region))
+    }
+
+    /// `<fqdn>/<region>/MASBackup`: the only folder this library writes to.
+    pub fn backup_root(&self) -> ObjectPath {
+        ObjectPath(format!("{}/{}/{BACKUP_FOLDER}", self.fqdn, self.region))
+    }
+
+    /// `<fqdn>/<region>/<name>`: an OEM tool's folder (`HLH`, `Switches`,
+    /// `DeploymentData`, `Registration`, or any other name but `MASBackup`),
+    /// offered to OEM tools; this library never writes or deletes there.
+    pub fn oem_folder(&self, name: &str) -> Result<ObjectPath> {
+        if name.eq_ignore_ascii_case(BACKUP_FOLDER) {
+            return Err(StorageError::new(
+                ErrorKind::Other,
+                "invalid OEM folder",
+                name,
+                "MASBackup belongs to the backup library",
+            ));
+        }
+        self.instance_root().child(name)
+    }
+
+    /// Whether `path` lies inside this instance's `MASBackup` folder (and so may
+    /// be written or deleted by this library).
+    pub fn owns(&self, path: &ObjectPath) -> bool {
+        path.starts_with(&self.backup_root()) && path != &self.backup_root()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smb(host: &str, port: Option<u16>, share: &str, path: &str) -> Location {
+        Location::Smb {
+            host: host.into(),
+            port,
+            share: share.into(),
+            path: ObjectPath::parse(path).unwrap(),
+        }
+    }
+
+    #[test]
+    fn parses_unc_smb_url_and_local() {
+        assert_eq!(
+            Location::parse(r"\\fileserver01.contoso.com\AzSBackups").unwrap(),
+            smb("fileserver01.contoso.com", None, "AzSBackups", "")
+        );
+        assert_eq!(
+            Location::parse(r"\\fs\share\a\b\").unwrap(),
+            smb("fs", None, "share", "a/b")
+        );
+        assert_eq!(Location::parse("//fs/share/a").unwrap(), smb("fs", None, "share", "a"));
+        assert_eq!(
+            Location::parse("smb://127.0.0.1:4455/share/x/y").unwrap(),
+            smb("127.0.0.1", Some(4455), "share", "x/y")
+        );
+        assert_eq!(
+            Location::parse("SMB://host/share").unwrap(),
+            smb("host", None, "share", "")
+        );
+        assert_eq!(
+            Location::parse("smb://[::1]:445/s").unwrap(),
+            smb("::1", Some(445), "s", "")
+        );
+        assert_eq!(
+            Location::parse("/var/backups").unwrap(),
+            Location::Local("/var/backups".into())
+        );
+        assert_eq!(
+            Location::parse("relative/dir").unwrap(),
+            Location::Local("relative/dir".into())
+        );
+    }
+
+    #[test]
+    fn malformed_locations_say_what_is_wrong() {
+        for (text, needle) in [
+            ("", "empty"),
+            (r"\\", "no server"),
+            (r"\\server", "no share"),
+            (r"\\server\", "no share"),
+            ("smb://host", "no share"),
+            ("smb://host:99999/share", "port"),
+            ("smb://host:0/share", "port 0"),
+            (r"\\host:445\share", "cannot name a port"),
+            (r"\\bad host\share", "server name"),
+            (r"\\host\sh*re", "share name"),
+            (r"\\host\share\..\x", "not allowed"),
+            ("https://example/x", "unsupported scheme"),
+        ] {
+            let err = Location::parse(text).unwrap_err();
+            assert!(err.to_string().contains(needle), "{text:?}: {err}");
+            assert_eq!(err.kind(), ErrorKind::PathNotFound);
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for text in [r"\\fs.contoso.com\AzSBackups\lab", "smb://127.0.0.1:4455/share/x"] {
+            let loc = Location::parse(text).unwrap();
+            assert_eq!(loc.to_string(), text);
+            assert_eq!(Location::parse(&loc.to_string()).unwrap(), loc);
+        }
+    }
+
+    #[test]
+    fn object_paths_cannot_escape() {
+        for bad in ["..", "a/../b", "a/./b", "a\\b", "a/b\0", "x/\u{7}"] {
+            assert!(ObjectPath::parse(bad).is_err(), "{bad:?}");
+        }
+        let p = ObjectPath::parse("/a//b/c/").unwrap();
+        assert_eq!(p.as_str(), "a/b/c");
+        assert_eq!(p.parent().unwrap().as_str(), "a/b");
+        assert_eq!(p.name(), Some("c"));
+        assert!(p.starts_with(&ObjectPath::parse("a/b").unwrap()));
+        assert!(
+            !ObjectPath::parse("a/bc")
+                .unwrap()
+                .starts_with(&ObjectPath::parse("a/b").unwrap())
+        );
+        assert!(p.starts_with(&ObjectPath::root()));
+    }
+
+    #[test]
+    fn instances_never_mix_and_oem_folders_are_siblings() {
+        let a = InstanceLayout::new("AzureStack.Contoso.com.", "WestUS").unwrap();
+        let b = InstanceLayout::new("azurestack.contoso.com", "eastus").unwrap();
+        assert_eq!(a.backup_root().as_str(), "azurestack.contoso.com/westus/MASBackup");
+        assert!(!b.owns(&a.backup_root().child("x").unwrap()));
+        assert!(a.owns(&a.backup_root().child("x").unwrap()));
+        assert!(!a.owns(&a.backup_root()));
+        for oem in ["HLH", "Switches", "DeploymentData", "Registration", "AnyVendorTool"] {
+            let p = a.oem_folder(oem).unwrap();
+            assert_eq!(p.parent().unwrap(), a.instance_root());
+            assert!(!a.owns(&p) && !a.owns(&p.child("f").unwrap()));
+        }
+        assert!(a.oem_folder("masbackup").is_err());
+        assert!(a.oem_folder("../x").is_err());
+        assert!(InstanceLayout::new("bad_fqdn", "r").is_err());
+        assert!(InstanceLayout::new("a.b", "r/x").is_err());
+        assert!(InstanceLayout::new("", "r").is_err());
+    }
+}

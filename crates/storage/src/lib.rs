@@ -1,0 +1,62 @@
+//! Where ibs backups are stored, and how storage failures reach an operator.
+//!
+//! * [`StorageTarget`]: a small object-safe async trait (streaming put with an
+//!   atomic commit, range reads, listing, delete, folders, capacity), with
+//!   helpers in [`StorageTargetExt`].
+//! * [`StorageError`] and its [`ErrorKind`]: every failure of every backend is
+//!   exactly one of five classes — out of capacity, connectivity, path not
+//!   found, authentication, other — each with an operator-facing [`Alert`]
+//!   (title, what happened, remediation) and a retry hint.
+//! * [`Location`], [`InstanceLayout`], [`ObjectPath`]: UNC / `smb://` / local
+//!   locations, and the `<fqdn>/<region>/MASBackup` layout shared with OEM tools.
+//! * Backends: [`LocalTarget`] (a directory), [`MemoryTarget`] (for tests), and
+//!   [`FaultyTarget`], which wraps any target and injects faults.
+//! * `conformance` (a public module behind the feature of that name): the scenarios every backend passes.
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use ibs_storage::{CommitMode, ErrorKind, InstanceLayout, LocalTarget, StorageTarget, StorageTargetExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), ibs_storage::StorageError> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let target = LocalTarget::new(dir.path())?;
+//! let layout = InstanceLayout::new("azurestack.contoso.com", "westus")?;
+//! let folder = layout.backup_root().child("2026-11-22T040000Z")?;
+//! target.create_dir_all(&folder).await?;
+//!
+//! // Stream an object; it appears only when committed.
+//! let mut upload = target.put(&folder.child("archive.ibs")?, CommitMode::CreateNew).await?;
+//! upload.write(Bytes::from_static(b"frames...")).await?;
+//! upload.commit().await?;
+//! assert_eq!(target.list_all(&layout.backup_root()).await?.len(), 1);
+//!
+//! // Every failure carries its class and the alert an operator sees.
+//! let err = target.head(&folder.child("missing")?).await.unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::PathNotFound);
+//! println!("{}: {}", err.alert().title, err.alert().remediation);
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod error;
+mod faulty;
+mod layout;
+mod local;
+mod memory;
+mod target;
+
+pub use error::{Alert, ErrorKind, Result, StorageError, classify_io};
+pub use faulty::{FaultPlan, FaultyTarget};
+pub use layout::{BACKUP_FOLDER, InstanceLayout, Location, ObjectPath};
+pub use local::LocalTarget;
+pub use memory::MemoryTarget;
+pub use target::{
+    Capacity, CommitMode, ObjectMeta, ObjectWriter, PARTIAL_MARKER, StorageTarget, StorageTargetExt, check_range,
+    is_partial_name, partial_path,
+};

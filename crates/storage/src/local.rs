@@ -1,0 +1,390 @@
+//! The local-directory backend.
+//!
+//! Uploads stream to a hidden temporary file beside their destination, are
+//! `fsync`ed, then renamed into place (with `RENAME_NOREPLACE` on Linux for
+//! [`CommitMode::CreateNew`]) and the folder is `fsync`ed, so an object is
+//! either absent or complete and durable. Errors are mapped by errno
+//! ([`crate::classify_io`]).
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::target::{check_range, is_partial_name, partial_path};
+use crate::{
+    Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, Result, StorageError, StorageTarget,
+};
+
+/// Folders deeper than this are not listed (bounds a hostile tree).
+const MAX_LIST_DEPTH: usize = 32;
+
+/// A local directory as a storage target.
+#[derive(Debug, Clone)]
+pub struct LocalTarget {
+    root: PathBuf,
+}
+
+impl LocalTarget {
+    /// Opens an existing directory. A missing or non-directory root is a
+    /// [`ErrorKind::PathNotFound`] error.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        let shown = root.display().to_string();
+        let meta = std::fs::metadata(&root).map_err(|e| StorageError::from_io("cannot open location", &shown, e))?;
+        if !meta.is_dir() {
+            return Err(StorageError::new(
+                ErrorKind::PathNotFound,
+                "cannot open location",
+                shown,
+                "not a directory",
+            ));
+        }
+        Ok(LocalTarget { root })
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn full(&self, path: &ObjectPath) -> PathBuf {
+        let mut p = self.root.clone();
+        p.extend(path.segments());
+        p
+    }
+}
+
+impl fmt::Display for LocalTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "local directory {}", self.root.display())
+    }
+}
+
+fn blocking_error(op: &'static str, path: &ObjectPath, e: tokio::task::JoinError) -> StorageError {
+    StorageError::new(
+        ErrorKind::Other,
+        op,
+        path.as_str(),
+        format!("worker thread failed: {e}"),
+    )
+}
+
+#[async_trait]
+impl StorageTarget for LocalTarget {
+    async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
+        tokio::fs::create_dir_all(self.full(path))
+            .await
+            .map_err(|e| StorageError::from_io("cannot create folder", path.as_str(), e))
+    }
+
+    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
+        let parent = path.parent().unwrap_or_default();
+        if path.is_root() {
+            return Err(StorageError::new(
+                ErrorKind::Other,
+                "cannot write",
+                "/",
+                "the root is not an object",
+            ));
+        }
+        let parent_meta = tokio::fs::metadata(self.full(&parent))
+            .await
+            .map_err(|e| StorageError::from_io("cannot write into folder", parent.as_str(), e))?;
+        if !parent_meta.is_dir() {
+            return Err(StorageError::new(
+                ErrorKind::PathNotFound,
+                "cannot write into folder",
+                parent.as_str(),
+                "not a folder",
+            ));
+        }
+        let tmp = partial_path(path)?;
+        let tmp_full = self.full(&tmp);
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_full)
+            .await
+            .map_err(|e| StorageError::from_io("cannot create", tmp.as_str(), e))?;
+        Ok(Box::new(LocalWriter {
+            file: Some(file),
+            tmp_full,
+            final_full: self.full(path),
+            dir_full: self.full(&parent),
+            path: path.clone(),
+            mode,
+            size: 0,
+        }))
+    }
+
+    async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
+        let op = "cannot read";
+        let mut file = tokio::fs::File::open(self.full(path))
+            .await
+            .map_err(|e| StorageError::from_io(op, path.as_str(), e))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| StorageError::from_io(op, path.as_str(), e))?
+            .len();
+        check_range(path, &range, size)?;
+        let len = usize::try_from(range.end - range.start)
+            .map_err(|_| StorageError::new(ErrorKind::Other, op, path.as_str(), "range too large for memory"))?;
+        file.seek(std::io::SeekFrom::Start(range.start))
+            .await
+            .map_err(|e| StorageError::from_io(op, path.as_str(), e))?;
+        let mut buf = vec![0u8; len];
+        file.read_exact(&mut buf)
+            .await
+            .map_err(|e| StorageError::from_io(op, path.as_str(), e))?;
+        Ok(Bytes::from(buf))
+    }
+
+    async fn head(&self, path: &ObjectPath) -> Result<ObjectMeta> {
+        let meta = tokio::fs::metadata(self.full(path))
+            .await
+            .map_err(|e| StorageError::from_io("cannot stat", path.as_str(), e))?;
+        if !meta.is_file() {
+            return Err(StorageError::new(
+                ErrorKind::PathNotFound,
+                "cannot stat",
+                path.as_str(),
+                "not an object (a folder?)",
+            ));
+        }
+        Ok(ObjectMeta {
+            path: path.clone(),
+            size: meta.len(),
+            modified: meta.modified().ok(),
+            partial: path.name().is_some_and(is_partial_name),
+        })
+    }
+
+    async fn list(&self, prefix: &ObjectPath) -> Result<BoxStream<'static, Result<ObjectMeta>>> {
+        let start = self.full(prefix);
+        let prefix = prefix.clone();
+        let p2 = prefix.clone();
+        let found = tokio::task::spawn_blocking(move || walk(&start, &prefix))
+            .await
+            .map_err(|e| blocking_error("cannot list", &p2, e))??;
+        Ok(stream::iter(found.into_iter().map(Ok)).boxed())
+    }
+
+    async fn delete(&self, path: &ObjectPath) -> Result<()> {
+        match tokio::fs::remove_file(self.full(path)).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r.map_err(|e| StorageError::from_io("cannot delete", path.as_str(), e)),
+        }
+    }
+
+    async fn delete_dir(&self, path: &ObjectPath) -> Result<()> {
+        match tokio::fs::remove_dir(self.full(path)).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r.map_err(|e| StorageError::from_io("cannot delete folder", path.as_str(), e)),
+        }
+    }
+
+    async fn capacity(&self) -> Result<Capacity> {
+        let root = self.root.clone();
+        let shown = root.display().to_string();
+        let stat = tokio::task::spawn_blocking(move || rustix::fs::statvfs(&root))
+            .await
+            .map_err(|e| blocking_error("cannot query capacity of", &ObjectPath::root(), e))?
+            .map_err(|e| StorageError::from_io("cannot query capacity of", shown, e.into()))?;
+        Ok(Capacity {
+            free_bytes: Some(stat.f_bavail.saturating_mul(stat.f_frsize)),
+            total_bytes: Some(stat.f_blocks.saturating_mul(stat.f_frsize)),
+        })
+    }
+}
+
+fn walk(start: &Path, prefix: &ObjectPath) -> Result<Vec<ObjectMeta>> {
+    let mut out = Vec::new();
+    let meta = match std::fs::symlink_metadata(start) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(StorageError::from_io("cannot list", prefix.as_str(), e)),
+    };
+    if meta.is_file() {
+        out.push(meta_of(prefix.clone(), &meta));
+        return Ok(out);
+    }
+    let mut stack = vec![(start.to_path_buf(), prefix.clone(), 0usize)];
+    while let Some((dir, rel, depth)) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| StorageError::from_io("cannot list", rel.as_str(), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::from_io("cannot list", rel.as_str(), e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue; // not a name this library writes
+            };
+            let Ok(child) = rel.child(&name) else { continue };
+            let ft = entry
+                .file_type()
+                .map_err(|e| StorageError::from_io("cannot list", child.as_str(), e))?;
+            if ft.is_dir() && depth < MAX_LIST_DEPTH {
+                stack.push((entry.path(), child, depth + 1));
+            } else if ft.is_file() {
+                let m = entry
+                    .metadata()
+                    .map_err(|e| StorageError::from_io("cannot list", child.as_str(), e))?;
+                out.push(meta_of(child, &m));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn meta_of(path: ObjectPath, m: &std::fs::Metadata) -> ObjectMeta {
+    let partial = path.name().is_some_and(is_partial_name);
+    ObjectMeta {
+        path,
+        size: m.len(),
+        modified: m.modified().ok(),
+        partial,
+    }
+}
+
+#[derive(Debug)]
+struct LocalWriter {
+    file: Option<tokio::fs::File>,
+    tmp_full: PathBuf,
+    final_full: PathBuf,
+    dir_full: PathBuf,
+    path: ObjectPath,
+    mode: CommitMode,
+    size: u64,
+}
+
+impl LocalWriter {
+    fn fail(&mut self, op: &'static str, e: std::io::Error) -> StorageError {
+        self.file = None;
+        let _ = std::fs::remove_file(&self.tmp_full);
+        StorageError::from_io(op, self.path.as_str(), e)
+    }
+}
+
+#[async_trait]
+impl ObjectWriter for LocalWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Err(StorageError::new(
+                ErrorKind::Other,
+                "cannot write",
+                self.path.as_str(),
+                "upload already failed",
+            ));
+        };
+        match file.write_all(&chunk).await {
+            Ok(()) => {
+                self.size += chunk.len() as u64;
+                Ok(())
+            }
+            Err(e) => Err(self.fail("cannot write", e)),
+        }
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<ObjectMeta> {
+        let Some(mut file) = self.file.take() else {
+            return Err(StorageError::new(
+                ErrorKind::Other,
+                "cannot commit",
+                self.path.as_str(),
+                "upload already failed",
+            ));
+        };
+        if let Err(e) = file.flush().await {
+            return Err(self.fail("cannot commit", e));
+        }
+        if let Err(e) = file.sync_all().await {
+            return Err(self.fail("cannot commit", e));
+        }
+        drop(file);
+        let (tmp, dst, dir, mode) = (
+            self.tmp_full.clone(),
+            self.final_full.clone(),
+            self.dir_full.clone(),
+            self.mode,
+        );
+        let renamed = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            rename(&tmp, &dst, mode)?;
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await;
+        match renamed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(&self.tmp_full);
+                return Err(StorageError::already_exists("cannot commit", self.path.as_str()));
+            }
+            Ok(Err(e)) => return Err(self.fail("cannot commit", e)),
+            Err(e) => return Err(blocking_error("cannot commit", &self.path, e)),
+        }
+        let modified = std::fs::metadata(&self.final_full).and_then(|m| m.modified()).ok();
+        self.tmp_full = PathBuf::new();
+        Ok(ObjectMeta {
+            path: self.path.clone(),
+            size: self.size,
+            modified: modified.or(Some(SystemTime::now())),
+            partial: false,
+        })
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        self.file = None;
+        match tokio::fs::remove_file(&self.tmp_full).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StorageError::from_io("cannot discard upload", self.path.as_str(), e))
+            }
+            _ => {
+                self.tmp_full = PathBuf::new();
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        // An upload dropped without commit or abort (an error path, a cancelled
+        // task) leaves no garbage; a crashed process does, listed as partial.
+        if !self.tmp_full.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp_full);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn rename(from: &Path, to: &Path, mode: CommitMode) -> std::io::Result<()> {
+    match mode {
+        CommitMode::Overwrite => std::fs::rename(from, to),
+        CommitMode::CreateNew => {
+            use rustix::fs::{CWD, RenameFlags, renameat_with};
+            match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+                Ok(()) => Ok(()),
+                // Filesystems without RENAME_NOREPLACE: a hard link fails if the target exists.
+                Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+                    std::fs::hard_link(from, to)?;
+                    std::fs::remove_file(from)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename(from: &Path, to: &Path, mode: CommitMode) -> std::io::Result<()> {
+    match mode {
+        CommitMode::Overwrite => std::fs::rename(from, to),
+        CommitMode::CreateNew => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+    }
+}
