@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what the tests need, then runs every test of
-# every crate (unit, integration, doc tests). This is the README's test command
-# and what .ci/run calls.
+# The whole test suite: installs what the tests need, then runs every unit,
+# integration and doc test of every crate, and closes with one summary line.
+# This is the README's test command and what .ci/run calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-cargo test --workspace --locked --all-targets
-cargo test --workspace --locked --doc
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
