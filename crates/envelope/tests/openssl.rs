@@ -47,12 +47,24 @@ fn openssl_key_pair(dir: &Path, bits: u32) -> (String, String) {
     (key, cert)
 }
 
-fn fingerprint_of(openssl_output: &str) -> &str {
-    openssl_output
-        .trim()
+/// The digest OpenSSL prints for a DER certificate. OpenSSL 3.0 writes
+/// "sha1 Fingerprint=", 1.1 "SHA1 Fingerprint=": only the digest is compared.
+fn openssl_fingerprint(der_cert: &str, digest: &str) -> String {
+    let out = String::from_utf8(openssl(&[
+        "x509",
+        "-inform",
+        "DER",
+        "-in",
+        der_cert,
+        "-noout",
+        "-fingerprint",
+        digest,
+    ]))
+    .unwrap();
+    out.trim()
         .split_once("Fingerprint=")
-        .map(|(_, hex)| hex)
-        .unwrap_or("")
+        .map(|(_, hex)| hex.to_owned())
+        .unwrap_or_default()
 }
 
 fn check_keygen(size: KeySize, encoding: PfxEncoding) {
@@ -66,32 +78,12 @@ fn check_keygen(size: KeySize, encoding: PfxEncoding) {
     let (cer, pfx) = (path_str(&cer), path_str(&pfx));
 
     // The .cer: OpenSSL parses it, agrees on both fingerprints, sees the key usage.
-    let sha1 = String::from_utf8(openssl(&[
-        "x509",
-        "-inform",
-        "DER",
-        "-in",
-        cer,
-        "-noout",
-        "-fingerprint",
-        "-sha1",
-    ]))
-    .unwrap();
-    // OpenSSL 3.0 prints "sha1 Fingerprint=", 1.1 "SHA1 Fingerprint=": compare the digest.
-    assert_eq!(fingerprint_of(&sha1), pair.certificate.thumbprint().to_colon_hex());
-    let sha256 = String::from_utf8(openssl(&[
-        "x509",
-        "-inform",
-        "DER",
-        "-in",
-        cer,
-        "-noout",
-        "-fingerprint",
-        "-sha256",
-    ]))
-    .unwrap();
     assert_eq!(
-        fingerprint_of(&sha256),
+        openssl_fingerprint(cer, "-sha1"),
+        pair.certificate.thumbprint().to_colon_hex()
+    );
+    assert_eq!(
+        openssl_fingerprint(cer, "-sha256"),
         pair.certificate.sha256_fingerprint().to_colon_hex()
     );
     let text = String::from_utf8(openssl(&["x509", "-inform", "DER", "-in", cer, "-noout", "-text"])).unwrap();
