@@ -1,0 +1,172 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::io;
+
+/// Where in an archive a structural or authentication failure was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Region {
+    /// The header (magic, version, parameters, recipient stanzas, header MAC).
+    Header,
+    /// Data frame number `n` (counted from 0).
+    Frame(u64),
+    /// The sealed index.
+    Index,
+    /// The fixed-size footer.
+    Footer,
+    /// The archive as a whole (its length, or bytes after the footer).
+    Archive,
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Region::Header => f.write_str("header"),
+            Region::Frame(n) => write!(f, "frame {n}"),
+            Region::Index => f.write_str("index"),
+            Region::Footer => f.write_str("footer"),
+            Region::Archive => f.write_str("archive"),
+        }
+    }
+}
+
+/// What kind of failure an [`Error`] is, for callers that branch on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The bytes are not a well-formed archive of a version we read: damaged,
+    /// truncated, or not an archive at all.
+    Malformed,
+    /// The bytes are well-formed but do not authenticate: damaged, tampered
+    /// with, or put together from several archives.
+    Damaged,
+    /// No key to open it: no identity matches a recipient, or a key is unusable.
+    Key,
+    /// Reading the archive, reading an entry's source, or writing the output failed.
+    Io,
+    /// The caller used the API in a way it does not allow (bad entry name,
+    /// duplicate entry, data outside an entry, …).
+    Usage,
+}
+
+/// Every failure of this crate.
+///
+/// Structural errors carry the byte offset where the archive stopped making
+/// sense. Authentication failures are deliberately coarse: they name the region
+/// that failed, never why (a wrong key and a flipped bit look the same).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The magic bytes are missing: this is not an ibs archive.
+    #[error("not an ibs archive: bad magic at byte {offset}")]
+    NotAnArchive {
+        /// Byte offset of the magic that did not match.
+        offset: u64,
+    },
+    /// The archive was written in a format version this reader does not know.
+    #[error("archive format version {found} is not supported (this reader reads version {supported}); use a newer ibs")]
+    UnsupportedVersion {
+        /// Version found in the header.
+        found: u16,
+        /// The version this library reads and writes.
+        supported: u16,
+    },
+    /// The bytes are not well-formed.
+    #[error("malformed archive {region} at byte {offset}: {reason}")]
+    Malformed {
+        /// Region that is malformed.
+        region: Region,
+        /// Byte offset in the archive (for the index: in its decrypted body).
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A MAC, tag or key commitment did not verify.
+    #[error("archive {region} failed authentication: the archive is damaged or was tampered with, or the key is wrong")]
+    Authentication {
+        /// Region that failed.
+        region: Region,
+    },
+    /// An entry's content does not match the SHA-256 recorded in the index.
+    #[error("entry {source_name}/{path}: content does not match its recorded SHA-256")]
+    ContentMismatch {
+        /// Source of the entry.
+        source_name: String,
+        /// Path of the entry within its source.
+        path: String,
+    },
+    /// Wrapping or unwrapping the file key failed (no matching identity, bad
+    /// certificate, …); see the inner error.
+    #[error(transparent)]
+    Envelope(#[from] ibs_envelope::Error),
+    /// Reading an entry's data from its source failed while writing.
+    #[error("reading entry {source_name}/{path}: {error}")]
+    EntrySource {
+        /// Source of the entry.
+        source_name: String,
+        /// Path of the entry within its source.
+        path: String,
+        /// The underlying error.
+        #[source]
+        error: io::Error,
+    },
+    /// Writing the archive to its sink failed.
+    #[error("writing the archive: {0}")]
+    Sink(#[source] io::Error),
+    /// Reading a byte range of the archive failed.
+    #[error("reading {len} bytes of the archive at byte {offset}: {error}")]
+    Read {
+        /// Offset of the range.
+        offset: u64,
+        /// Length of the range.
+        len: u64,
+        /// The underlying error.
+        #[source]
+        error: io::Error,
+    },
+    /// The caller broke a rule of the API; the message says which.
+    #[error("{0}")]
+    Usage(String),
+    /// Compression or decompression failed where the data had already authenticated
+    /// (a producer bug, not damage).
+    #[error("{region}: zstd failed: {reason}")]
+    Compression {
+        /// Region being (de)compressed.
+        region: Region,
+        /// zstd's message.
+        reason: String,
+    },
+    /// A compression worker thread stopped unexpectedly.
+    #[error("a compression worker stopped unexpectedly")]
+    WorkerLost,
+}
+
+impl Error {
+    /// The kind of failure, for branching.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotAnArchive { .. } | Error::UnsupportedVersion { .. } | Error::Malformed { .. } => {
+                ErrorKind::Malformed
+            }
+            Error::Authentication { .. } | Error::ContentMismatch { .. } => ErrorKind::Damaged,
+            Error::Envelope(ibs_envelope::Error::DecryptionFailed) => ErrorKind::Damaged,
+            Error::Envelope(_) => ErrorKind::Key,
+            Error::EntrySource { .. } | Error::Sink(_) | Error::Read { .. } => ErrorKind::Io,
+            Error::Usage(_) => ErrorKind::Usage,
+            Error::Compression { .. } => ErrorKind::Damaged,
+            Error::WorkerLost => ErrorKind::Io,
+        }
+    }
+
+    pub(crate) fn malformed(region: Region, offset: u64, reason: impl Into<String>) -> Self {
+        Error::Malformed {
+            region,
+            offset,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

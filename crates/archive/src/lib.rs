@@ -1,0 +1,61 @@
+//! The `ibs` backup archive: one self-contained, append-only byte stream per
+//! backup, compressed with zstd and sealed with AES-256-GCM under a file key
+//! wrapped to the operator's X.509 certificate(s).
+//!
+//! ```text
+//! header (magic, version, parameters, recipients, MAC) | frame 0 | frame 1 | … | sealed index | footer
+//! ```
+//!
+//! The byte layout, every derivation and every check a reader makes are in
+//! [`FORMAT.md`](https://example.invalid/ibs/crates/archive/FORMAT.md) (in
+//! this crate's directory), written so that a reader can be built from it alone.
+//!
+//! * [`format`] — the sans-IO core: encode and decode the header, frames, index
+//!   and footer on byte slices.
+//! * [`writer`] — [`ArchiveEncoder`], and [`ArchiveWriter`] / [`AsyncArchiveWriter`]
+//!   over `std::io::Write` / `futures::io::AsyncWrite`: entries stream in, frames
+//!   are compressed and sealed on all cores, output order is kept, memory stays
+//!   bounded by frame size × pipeline depth.
+//! * [`reader`] — [`inspect`] (keyless checks), [`ArchiveReader`] over any
+//!   [`RangeRead`] (open, list, stream one entry with range reads, verify
+//!   everything), and [`blocking`] conveniences.
+//!
+//! # Example
+//!
+//! ```
+//! use ibs_archive::{blocking, ArchiveWriter, EntryMeta, WriterOptions};
+//! use ibs_envelope::{keygen, Certificate, Identity, Password};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let password = Password::new("operator secret");
+//! let pair = keygen::generate(&keygen::KeygenOptions::new("backup", 1_700_000_000), &password)?;
+//!
+//! // Backing up needs only the certificate.
+//! let cert = Certificate::parse(&pair.cer)?;
+//! let mut writer = ArchiveWriter::new(Vec::new(), &[&cert], WriterOptions::default().producer_version("1.2408.0"))?;
+//! writer.add_entry(EntryMeta::new("rbac", "assignments.json"), &br#"[{"role":"Owner"}]"#[..])?;
+//! writer.add_entry(EntryMeta::new("ca", "root.cer").mode(0o644), &b"0\x82..."[..])?;
+//! let (archive, summary) = writer.finish()?;
+//! assert_eq!(summary.entries.len(), 2);
+//!
+//! // Recovering needs the .pfx.
+//! let identity = Identity::from_pkcs12(&pair.pfx, &password)?;
+//! let reader = blocking::Archive::open(archive, &[&identity])?;
+//! let entry = reader.find("rbac", "assignments.json").expect("present");
+//! assert_eq!(reader.read_entry(entry)?, br#"[{"role":"Owner"}]"#);
+//! assert_eq!(reader.verify()?.entries, 2);
+//! # Ok(()) }
+//! ```
+
+mod bytes_io;
+mod error;
+pub mod format;
+pub mod reader;
+pub mod writer;
+
+pub use error::{Error, ErrorKind, Region, Result};
+pub use format::{ArchiveId, Entry, FORMAT_VERSION, Footer, Header, HeaderFields, Index};
+pub use reader::{ArchiveInfo, ArchiveReader, RangeRead, VerifyReport, blocking, inspect};
+pub use writer::{
+    ArchiveEncoder, ArchiveSummary, ArchiveWriter, AsyncArchiveWriter, EntryMeta, Progress, ProgressFn, WriterOptions,
+};

@@ -1,0 +1,835 @@
+//! The streaming writer: entries in, archive bytes out, compression on all cores.
+//!
+//! [`ArchiveEncoder`] is the sink-agnostic engine: feed it entry data with
+//! [`ArchiveEncoder::write`] and take the archive's bytes, in order, from
+//! [`ArchiveEncoder::next_output`]. Full frames go to a pool of worker threads
+//! that compress and seal them; at most `depth` frames are in flight, so memory
+//! is bounded by about `depth × 2 × frame size` whatever the archive's size.
+//! [`ArchiveWriter`] (any [`std::io::Write`]) and [`AsyncArchiveWriter`] (any
+//! [`futures::io::AsyncWrite`]) drive it for you.
+//!
+//! The writer never seeks: the header goes first, frames follow in order, the
+//! sealed index and the footer come last. An archive cut short anywhere has no
+//! valid footer and is rejected by every reader.
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use ibs_envelope::{Certificate, FileKey};
+use sha2::{Digest, Sha256};
+
+use crate::format::{
+    ArchiveId, ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, Entry, Footer, Header, HeaderFields, Index,
+    check_entry_path, check_source_name,
+};
+use crate::{Error, Result};
+
+/// Called with the writer's progress after every entry and every piece of output.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// How far a writer (or a verification) has got.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Plaintext bytes taken in.
+    pub bytes_in: u64,
+    /// Archive bytes produced (or read).
+    pub bytes_out: u64,
+    /// Entries completed.
+    pub entries_done: u64,
+    /// Data frames completed.
+    pub frames_done: u64,
+}
+
+/// Options of a writer. Start from [`WriterOptions::default`].
+#[derive(Clone)]
+pub struct WriterOptions {
+    frame_size: u32,
+    level: i32,
+    threads: usize,
+    depth: usize,
+    created: Option<i64>,
+    producer_version: String,
+    labels: Vec<(String, String)>,
+    archive_id: Option<ArchiveId>,
+    progress: Option<ProgressFn>,
+}
+
+impl Default for WriterOptions {
+    /// 1 MiB frames, zstd level 3, one worker per core, two frames in flight per
+    /// worker, creation time now, producer version empty.
+    fn default() -> Self {
+        WriterOptions {
+            frame_size: DEFAULT_FRAME_SIZE,
+            level: 3,
+            threads: 0,
+            depth: 0,
+            created: None,
+            producer_version: String::new(),
+            labels: Vec::new(),
+            archive_id: None,
+            progress: None,
+        }
+    }
+}
+
+impl fmt::Debug for WriterOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriterOptions")
+            .field("frame_size", &self.frame_size)
+            .field("level", &self.level)
+            .field("threads", &self.threads)
+            .field("depth", &self.depth)
+            .field("created", &self.created)
+            .field("producer_version", &self.producer_version)
+            .field("labels", &self.labels)
+            .field("archive_id", &self.archive_id)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl WriterOptions {
+    /// Plaintext bytes per frame (4 KiB to 16 MiB; default 1 MiB).
+    pub fn frame_size(mut self, bytes: u32) -> Self {
+        self.frame_size = bytes;
+        self
+    }
+
+    /// zstd compression level (default 3).
+    pub fn level(mut self, level: i32) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// Worker threads (default: one per available core).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Frames in flight at most (default: twice the worker count, at least 2).
+    pub fn depth(mut self, frames: usize) -> Self {
+        self.depth = frames;
+        self
+    }
+
+    /// Creation time in Unix seconds (default: now).
+    pub fn created(mut self, unix_seconds: i64) -> Self {
+        self.created = Some(unix_seconds);
+        self
+    }
+
+    /// The producing system's version, read by recovery's version rule.
+    pub fn producer_version(mut self, version: impl Into<String>) -> Self {
+        self.producer_version = version.into();
+        self
+    }
+
+    /// Adds a clear-text label to the header (fqdn, region, host, …).
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.push((key.into(), value.into()));
+        self
+    }
+
+    /// A fixed archive id (default: random). Only for reproducible tests.
+    pub fn archive_id(mut self, id: ArchiveId) -> Self {
+        self.archive_id = Some(id);
+        self
+    }
+
+    /// A progress callback.
+    pub fn progress(mut self, f: ProgressFn) -> Self {
+        self.progress = Some(f);
+        self
+    }
+}
+
+/// What a finished archive holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveSummary {
+    /// The archive's id.
+    pub archive_id: ArchiveId,
+    /// Total archive bytes written.
+    pub archive_len: u64,
+    /// Total plaintext bytes of all entries.
+    pub data_len: u64,
+    /// Number of data frames.
+    pub frames: u64,
+    /// The entries, as recorded in the index.
+    pub entries: Vec<Entry>,
+}
+
+/// Names and metadata of an entry about to be written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryMeta {
+    source: String,
+    path: String,
+    mode: Option<u32>,
+    mtime: Option<i64>,
+}
+
+impl EntryMeta {
+    /// An entry `path` of `source` (rules: [`check_source_name`], [`check_entry_path`]).
+    pub fn new(source: impl Into<String>, path: impl Into<String>) -> Self {
+        EntryMeta {
+            source: source.into(),
+            path: path.into(),
+            mode: None,
+            mtime: None,
+        }
+    }
+
+    /// Unix permission bits.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+
+    /// Modification time, Unix seconds.
+    pub fn mtime(mut self, unix_seconds: i64) -> Self {
+        self.mtime = Some(unix_seconds);
+        self
+    }
+
+    /// The source name.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The path within the source.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+struct Job {
+    counter: u64,
+    data: Vec<u8>,
+    reply: oneshot::Sender<Result<Vec<u8>>>,
+}
+
+/// Worker threads that compress and seal frames.
+struct Pool {
+    tx: Option<mpsc::Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    fn new(threads: usize, keys: Arc<ArchiveKeys>, digest: [u8; 32], level: i32) -> Result<Pool> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let rx = Arc::clone(&rx);
+            let keys = Arc::clone(&keys);
+            let handle = std::thread::Builder::new()
+                .name(format!("ibs-archive-{i}"))
+                .spawn(move || worker(&rx, &keys, &digest, level))
+                .map_err(|e| Error::Sink(io::Error::other(format!("cannot start a worker thread: {e}"))))?;
+            workers.push(handle);
+        }
+        Ok(Pool { tx: Some(tx), workers })
+    }
+
+    fn submit(&self, job: Job) -> Result<()> {
+        self.tx
+            .as_ref()
+            .ok_or(Error::WorkerLost)?
+            .send(job)
+            .map_err(|_| Error::WorkerLost)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.tx = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn worker(rx: &Mutex<mpsc::Receiver<Job>>, keys: &ArchiveKeys, digest: &[u8; 32], level: i32) {
+    let mut compressor = zstd::bulk::Compressor::new(level).map_err(|e| e.to_string());
+    loop {
+        let job = match rx.lock() {
+            Ok(guard) => guard.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let result = match compressor.as_mut() {
+            Ok(c) => keys.seal_chunk(digest, job.counter, false, &job.data, Some(c)),
+            Err(reason) => Err(Error::Compression {
+                region: crate::Region::Frame(job.counter),
+                reason: reason.clone(),
+            }),
+        };
+        let _ = job.reply.send(result);
+    }
+}
+
+enum Pending {
+    Ready(Bytes),
+    Frame(oneshot::Receiver<Result<Vec<u8>>>),
+    Tail,
+}
+
+struct OpenEntry {
+    meta: EntryMeta,
+    offset: u64,
+    size: u64,
+    hasher: Sha256,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Writing,
+    Finishing,
+    Done,
+    Failed,
+}
+
+/// The sink-agnostic writing engine (see the [module docs](self)).
+///
+/// Protocol: [`start_entry`](Self::start_entry), any number of
+/// [`write`](Self::write)s, [`end_entry`](Self::end_entry); repeat; then
+/// [`finish`](Self::finish). Between calls, move output from
+/// [`next_output`](Self::next_output) (or [`next_ready`](Self::next_ready)) to
+/// the sink until it returns `None`. `write` accepts nothing while the pipeline
+/// is full: drain an output and call it again.
+pub struct ArchiveEncoder {
+    header: Header,
+    keys: Arc<ArchiveKeys>,
+    digest: [u8; 32],
+    level: i32,
+    frame_size: usize,
+    depth: usize,
+    pool: Pool,
+    queue: VecDeque<Pending>,
+    in_flight: usize,
+    buf: Vec<u8>,
+    next_counter: u64,
+    index: Index,
+    names: HashSet<(String, String)>,
+    current: Option<OpenEntry>,
+    state: State,
+    progress: Progress,
+    progress_fn: Option<ProgressFn>,
+}
+
+impl fmt::Debug for ArchiveEncoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArchiveEncoder")
+            .field("archive_id", &self.header.fields().archive_id)
+            .field("progress", &self.progress)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArchiveEncoder {
+    /// Starts an archive encrypted to `recipients` (a fresh file key wrapped to each).
+    pub fn new(recipients: &[&Certificate], options: WriterOptions) -> Result<Self> {
+        let file_key = FileKey::generate()?;
+        Self::with_file_key(&file_key, recipients, options)
+    }
+
+    /// Starts an archive with a given file key. Only for test vectors and
+    /// tools that must reproduce an archive; [`ArchiveEncoder::new`] is what
+    /// everything else uses.
+    pub fn with_file_key(file_key: &FileKey, recipients: &[&Certificate], options: WriterOptions) -> Result<Self> {
+        let stanzas = ibs_envelope::wrap_file_key(file_key, recipients)?;
+        let salt = ibs_envelope::generate_salt()?;
+        let keys = ArchiveKeys::derive(file_key, &salt);
+        let archive_id = match options.archive_id {
+            Some(id) => id,
+            None => ArchiveId::generate()?,
+        };
+        let created = options.created.unwrap_or_else(now_unix);
+        let header = Header::seal(
+            HeaderFields {
+                archive_id,
+                created,
+                frame_size: options.frame_size,
+                compression: COMPRESSION_ZSTD,
+                salt,
+                commitment: *keys.commitment(),
+                producer_version: options.producer_version,
+                labels: options.labels,
+                recipients: stanzas,
+            },
+            &keys,
+        )?;
+        let threads = if options.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            options.threads
+        };
+        let depth = if options.depth == 0 { 2 * threads } else { options.depth }.max(2);
+        let digest = header.digest();
+        let keys = Arc::new(keys);
+        let pool = Pool::new(threads, Arc::clone(&keys), digest, options.level)?;
+        let frame_size = options.frame_size as usize;
+        let mut queue = VecDeque::with_capacity(depth + 2);
+        queue.push_back(Pending::Ready(Bytes::copy_from_slice(header.as_bytes())));
+        Ok(ArchiveEncoder {
+            header,
+            keys,
+            digest,
+            level: options.level,
+            frame_size,
+            depth,
+            pool,
+            queue,
+            in_flight: 0,
+            buf: Vec::with_capacity(frame_size),
+            next_counter: 0,
+            index: Index::default(),
+            names: HashSet::new(),
+            current: None,
+            state: State::Writing,
+            progress: Progress::default(),
+            progress_fn: options.progress,
+        })
+    }
+
+    /// The archive's header (already queued as the first output).
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Progress so far.
+    pub fn progress(&self) -> Progress {
+        self.progress
+    }
+
+    /// Whether the pipeline is full (a `write` may accept nothing until an output is drained).
+    pub fn is_saturated(&self) -> bool {
+        self.in_flight >= self.depth
+    }
+
+    fn usable(&self, want: State) -> Result<()> {
+        match self.state {
+            s if s == want => Ok(()),
+            State::Failed => Err(Error::Usage(
+                "the archive writer failed earlier; start a new archive".into(),
+            )),
+            _ => Err(Error::Usage("the archive is already finished".into())),
+        }
+    }
+
+    fn fail<T>(&mut self, e: Error) -> Result<T> {
+        self.state = State::Failed;
+        Err(e)
+    }
+
+    /// Begins an entry. Its data follows through [`write`](Self::write).
+    pub fn start_entry(&mut self, meta: EntryMeta) -> Result<()> {
+        self.usable(State::Writing)?;
+        if let Some(open) = &self.current {
+            return Err(Error::Usage(format!(
+                "entry {}/{} is still open",
+                open.meta.source, open.meta.path
+            )));
+        }
+        check_source_name(&meta.source)?;
+        check_entry_path(&meta.path)?;
+        if self.names.contains(&(meta.source.clone(), meta.path.clone())) {
+            return Err(Error::Usage(format!(
+                "entry {}/{} was already written",
+                meta.source, meta.path
+            )));
+        }
+        self.current = Some(OpenEntry {
+            meta,
+            offset: self.index.data_len,
+            size: 0,
+            hasher: Sha256::new(),
+        });
+        Ok(())
+    }
+
+    /// Takes up to all of `data` for the open entry and returns how much it took:
+    /// nothing when the pipeline is full (drain an output first).
+    pub fn write(&mut self, data: &[u8]) -> Result<usize> {
+        self.usable(State::Writing)?;
+        if self.current.is_none() {
+            return Err(Error::Usage("write outside an entry: call start_entry first".into()));
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if self.buf.len() == self.frame_size {
+            if self.is_saturated() {
+                return Ok(0);
+            }
+            self.submit_frame()?;
+        }
+        let n = data.len().min(self.frame_size - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if let Some(open) = self.current.as_mut() {
+            open.hasher.update(&data[..n]);
+            open.size += n as u64;
+        }
+        self.index.data_len += n as u64;
+        self.progress.bytes_in += n as u64;
+        if self.buf.len() == self.frame_size && !self.is_saturated() {
+            self.submit_frame()?;
+        }
+        Ok(n)
+    }
+
+    fn submit_frame(&mut self) -> Result<()> {
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(self.frame_size));
+        let (reply, rx) = oneshot::channel();
+        let counter = self.next_counter;
+        self.next_counter += 1;
+        if let Err(e) = self.pool.submit(Job { counter, data, reply }) {
+            return self.fail(e);
+        }
+        self.queue.push_back(Pending::Frame(rx));
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Ends the open entry and returns it as the index will record it.
+    pub fn end_entry(&mut self) -> Result<Entry> {
+        self.usable(State::Writing)?;
+        let open = self
+            .current
+            .take()
+            .ok_or_else(|| Error::Usage("end_entry without an open entry".into()))?;
+        let entry = Entry {
+            source: open.meta.source,
+            path: open.meta.path,
+            size: open.size,
+            sha256: open.hasher.finalize().into(),
+            mode: open.meta.mode,
+            mtime: open.meta.mtime,
+            offset: open.offset,
+        };
+        self.names.insert((entry.source.clone(), entry.path.clone()));
+        self.index.entries.push(entry.clone());
+        self.progress.entries_done += 1;
+        self.report();
+        Ok(entry)
+    }
+
+    /// Ends the archive: the last partial frame, the index and the footer are
+    /// queued. Keep taking outputs until `next_output` returns `None`.
+    pub fn finish(&mut self) -> Result<()> {
+        self.usable(State::Writing)?;
+        if let Some(open) = &self.current {
+            return Err(Error::Usage(format!(
+                "entry {}/{} is still open",
+                open.meta.source, open.meta.path
+            )));
+        }
+        if !self.buf.is_empty() {
+            self.submit_frame()?;
+        }
+        self.queue.push_back(Pending::Tail);
+        self.state = State::Finishing;
+        Ok(())
+    }
+
+    /// The next piece of the archive, waiting for its frame if needed; `None`
+    /// when everything queued so far has been taken.
+    pub async fn next_output(&mut self) -> Result<Option<Bytes>> {
+        let out = match self.queue.pop_front() {
+            None => return Ok(None),
+            Some(Pending::Ready(b)) => b,
+            Some(Pending::Frame(rx)) => {
+                let sealed = rx.await;
+                self.frame_done(sealed)?
+            }
+            Some(Pending::Tail) => self.tail()?,
+        };
+        self.emitted(&out);
+        Ok(Some(out))
+    }
+
+    /// Like [`next_output`](Self::next_output) but never waits: `None` when the
+    /// next piece is not ready yet (or there is none).
+    pub fn next_ready(&mut self) -> Result<Option<Bytes>> {
+        let sealed = match self.queue.front_mut() {
+            None => return Ok(None),
+            Some(Pending::Ready(_) | Pending::Tail) => None,
+            Some(Pending::Frame(rx)) => match rx.try_recv() {
+                Ok(None) => return Ok(None),
+                Ok(Some(r)) => Some(Ok(r)),
+                Err(canceled) => Some(Err(canceled)),
+            },
+        };
+        let out = match (self.queue.pop_front(), sealed) {
+            (Some(Pending::Ready(b)), _) => b,
+            (Some(Pending::Tail), _) => self.tail()?,
+            (_, Some(sealed)) => self.frame_done(sealed)?,
+            (_, None) => return Ok(None),
+        };
+        self.emitted(&out);
+        Ok(Some(out))
+    }
+
+    fn emitted(&mut self, out: &Bytes) {
+        self.progress.bytes_out += out.len() as u64;
+        self.report();
+    }
+
+    fn frame_done(&mut self, sealed: Result<Result<Vec<u8>>, oneshot::Canceled>) -> Result<Bytes> {
+        self.in_flight -= 1;
+        let sealed = match sealed {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return self.fail(e),
+            Err(_) => return self.fail(Error::WorkerLost),
+        };
+        let Ok(len) = u32::try_from(sealed.len()) else {
+            return self.fail(Error::Usage("frame larger than 4 GiB".into()));
+        };
+        self.index.frame_lens.push(len);
+        self.progress.frames_done += 1;
+        // Submit a frame that waited for room in the pipeline.
+        if self.state == State::Writing && self.buf.len() == self.frame_size {
+            self.submit_frame()?;
+        }
+        Ok(Bytes::from(sealed))
+    }
+
+    fn tail(&mut self) -> Result<Bytes> {
+        let body = self.index.encode();
+        let mut compressor = match zstd::bulk::Compressor::new(self.level) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.fail(Error::Compression {
+                    region: crate::Region::Index,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let sealed = match self
+            .keys
+            .seal_chunk(&self.digest, self.next_counter, true, &body, Some(&mut compressor))
+        {
+            Ok(s) => s,
+            Err(e) => return self.fail(e),
+        };
+        let index_offset =
+            self.header.as_bytes().len() as u64 + self.index.frame_lens.iter().map(|l| u64::from(*l)).sum::<u64>();
+        let footer = Footer {
+            index_offset,
+            index_len: sealed.len() as u64,
+            frame_count: self.next_counter,
+            archive_id: self.header.fields().archive_id,
+        };
+        let mut out = sealed;
+        out.extend_from_slice(&footer.encode());
+        self.state = State::Done;
+        Ok(Bytes::from(out))
+    }
+
+    /// What the finished archive holds (complete once `next_output` returned `None` after `finish`).
+    pub fn summary(&self) -> ArchiveSummary {
+        ArchiveSummary {
+            archive_id: self.header.fields().archive_id,
+            archive_len: self.progress.bytes_out,
+            data_len: self.index.data_len,
+            frames: self.next_counter,
+            entries: self.index.entries.clone(),
+        }
+    }
+
+    /// Whether the whole archive has been produced.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done && self.queue.is_empty()
+    }
+
+    fn report(&self) {
+        if let Some(f) = &self.progress_fn {
+            f(&self.progress);
+        }
+    }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+const READ_CHUNK: usize = 256 << 10;
+
+/// Writes an archive to any [`Write`] sink.
+///
+/// ```
+/// use ibs_archive::{ArchiveWriter, EntryMeta, WriterOptions};
+/// # use ibs_envelope::{keygen, Certificate, Password};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let pair = keygen::generate(&keygen::KeygenOptions::new("doc", 1_700_000_000), &Password::new("pw"))?;
+/// let cert = Certificate::parse(&pair.cer)?;
+/// let mut w = ArchiveWriter::new(Vec::new(), &[&cert], WriterOptions::default().producer_version("1.2408.0"))?;
+/// w.add_entry(EntryMeta::new("rbac", "assignments.json"), &b"[]"[..])?;
+/// let (bytes, summary) = w.finish()?;
+/// assert_eq!(summary.archive_len, bytes.len() as u64);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ArchiveWriter<W: Write> {
+    enc: ArchiveEncoder,
+    sink: W,
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    /// Starts an archive to `recipients`, writing to `sink`.
+    pub fn new(sink: W, recipients: &[&Certificate], options: WriterOptions) -> Result<Self> {
+        Ok(ArchiveWriter {
+            enc: ArchiveEncoder::new(recipients, options)?,
+            sink,
+        })
+    }
+
+    /// Wraps an encoder made with [`ArchiveEncoder::with_file_key`].
+    pub fn from_encoder(enc: ArchiveEncoder, sink: W) -> Self {
+        ArchiveWriter { enc, sink }
+    }
+
+    /// Adds one entry, reading its data from `reader` to the end.
+    pub fn add_entry<R: Read>(&mut self, meta: EntryMeta, mut reader: R) -> Result<Entry> {
+        let (source, path) = (meta.source.clone(), meta.path.clone());
+        self.enc.start_entry(meta)?;
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    self.enc.state = State::Failed;
+                    return Err(Error::EntrySource {
+                        source_name: source,
+                        path,
+                        error,
+                    });
+                }
+            };
+            self.push(&buf[..n])?;
+        }
+        self.enc.end_entry()
+    }
+
+    fn push(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let n = self.enc.write(data)?;
+            data = &data[n..];
+            if n == 0 {
+                let out = futures::executor::block_on(self.enc.next_output())?;
+                self.emit(out)?;
+            }
+            while let Some(out) = self.enc.next_ready()? {
+                self.emit(Some(out))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, out: Option<Bytes>) -> Result<()> {
+        if let Some(bytes) = out
+            && let Err(e) = self.sink.write_all(&bytes)
+        {
+            self.enc.state = State::Failed;
+            return Err(Error::Sink(e));
+        }
+        Ok(())
+    }
+
+    /// Writes the index and footer, flushes, and returns the sink and a summary.
+    pub fn finish(mut self) -> Result<(W, ArchiveSummary)> {
+        self.enc.finish()?;
+        while let Some(out) = futures::executor::block_on(self.enc.next_output())? {
+            self.emit(Some(out))?;
+        }
+        self.sink.flush().map_err(Error::Sink)?;
+        let summary = self.enc.summary();
+        Ok((self.sink, summary))
+    }
+}
+
+/// Writes an archive to any [`AsyncWrite`] sink (use `tokio_util::compat` for
+/// Tokio's `AsyncWrite`). Compression still runs on worker threads; the
+/// futures only wait for them.
+#[derive(Debug)]
+pub struct AsyncArchiveWriter<W: AsyncWrite + Unpin> {
+    enc: ArchiveEncoder,
+    sink: W,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncArchiveWriter<W> {
+    /// Starts an archive to `recipients`, writing to `sink`.
+    pub fn new(sink: W, recipients: &[&Certificate], options: WriterOptions) -> Result<Self> {
+        Ok(AsyncArchiveWriter {
+            enc: ArchiveEncoder::new(recipients, options)?,
+            sink,
+        })
+    }
+
+    /// Adds one entry, reading its data from `reader` to the end.
+    pub async fn add_entry<R: AsyncRead + Unpin>(&mut self, meta: EntryMeta, mut reader: R) -> Result<Entry> {
+        let (source, path) = (meta.source.clone(), meta.path.clone());
+        self.enc.start_entry(meta)?;
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = match reader.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    self.enc.state = State::Failed;
+                    return Err(Error::EntrySource {
+                        source_name: source,
+                        path,
+                        error,
+                    });
+                }
+            };
+            let mut data = &buf[..n];
+            while !data.is_empty() {
+                let n = self.enc.write(data)?;
+                data = &data[n..];
+                if n == 0 {
+                    let out = self.enc.next_output().await?;
+                    self.emit(out).await?;
+                }
+                while let Some(out) = self.enc.next_ready()? {
+                    self.emit(Some(out)).await?;
+                }
+            }
+        }
+        self.enc.end_entry()
+    }
+
+    async fn emit(&mut self, out: Option<Bytes>) -> Result<()> {
+        if let Some(bytes) = out
+            && let Err(e) = self.sink.write_all(&bytes).await
+        {
+            self.enc.state = State::Failed;
+            return Err(Error::Sink(e));
+        }
+        Ok(())
+    }
+
+    /// Writes the index and footer, flushes, and returns the sink and a summary.
+    pub async fn finish(mut self) -> Result<(W, ArchiveSummary)> {
+        self.enc.finish()?;
+        while let Some(out) = self.enc.next_output().await? {
+            self.emit(Some(out)).await?;
+        }
+        self.sink.flush().await.map_err(Error::Sink)?;
+        let summary = self.enc.summary();
+        Ok((self.sink, summary))
+    }
+}

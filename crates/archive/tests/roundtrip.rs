@@ -1,0 +1,338 @@
+//! Round trips through the writer and reader, API rules, and range-read economy.
+
+mod common;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use common::{archive, cert, noise, other, recipient, text};
+use futures::executor::block_on;
+use ibs_archive::format::MIN_FRAME_SIZE;
+use ibs_archive::{
+    ArchiveReader, ArchiveWriter, AsyncArchiveWriter, EntryMeta, ErrorKind, Progress, RangeRead, WriterOptions,
+    blocking, inspect,
+};
+use proptest::prelude::*;
+
+fn small_frames() -> WriterOptions {
+    WriterOptions::default().frame_size(MIN_FRAME_SIZE).threads(2)
+}
+
+#[test]
+fn entries_round_trip_with_metadata_and_labels() {
+    let cert = cert("recipient");
+    let options = WriterOptions::default()
+        .producer_version("1.2408.0.21")
+        .label("fqdn", "azs.contoso.com")
+        .label("region", "local")
+        .created(1_760_000_000);
+    let mut w = ArchiveWriter::new(Vec::new(), &[&cert], options).unwrap();
+    let doc = text(300_000, 1);
+    let blob = noise(2_500_000, 2);
+    let e1 = w
+        .add_entry(
+            EntryMeta::new("identity", "users/directory.json")
+                .mode(0o600)
+                .mtime(1_750_000_000),
+            &doc[..],
+        )
+        .unwrap();
+    w.add_entry(EntryMeta::new("ca", "root.cer"), &b""[..]).unwrap();
+    w.add_entry(EntryMeta::new("key-vault", "vaults/v1.bin"), &blob[..])
+        .unwrap();
+    let (bytes, summary) = w.finish().unwrap();
+    assert_eq!(summary.archive_len, bytes.len() as u64);
+    assert_eq!(summary.data_len, (doc.len() + blob.len()) as u64);
+    assert_eq!(e1.mode, Some(0o600));
+    // Text compresses; noise is stored: the archive is smaller than its data.
+    assert!(bytes.len() < doc.len() + blob.len(), "{} bytes", bytes.len());
+
+    let archive = blocking::Archive::open(bytes, &[recipient()]).unwrap();
+    let info = archive.info();
+    assert_eq!(info.fields().producer_version, "1.2408.0.21");
+    assert_eq!(info.label("fqdn"), Some("azs.contoso.com"));
+    assert_eq!(info.fields().created, 1_760_000_000);
+    assert_eq!(info.recipient_thumbprints(), vec![cert.thumbprint()]);
+    assert_eq!(archive.entries(), &summary.entries[..]);
+    let e = archive.find("identity", "users/directory.json").unwrap();
+    assert_eq!((e.mode, e.mtime), (Some(0o600), Some(1_750_000_000)));
+    assert_eq!(archive.read_entry(e).unwrap(), doc);
+    assert_eq!(
+        archive.read_entry(archive.find("ca", "root.cer").unwrap()).unwrap(),
+        b""
+    );
+    let mut out = Vec::new();
+    let n = archive
+        .copy_entry(archive.find("key-vault", "vaults/v1.bin").unwrap(), &mut out)
+        .unwrap();
+    assert_eq!((n, out), (blob.len() as u64, blob));
+    let report = archive.verify().unwrap();
+    assert_eq!(report.entries, 3);
+    assert_eq!(report.data_len, summary.data_len);
+}
+
+#[test]
+fn an_archive_with_no_entries_opens_and_verifies() {
+    let bytes = archive(&[], WriterOptions::default());
+    let a = blocking::Archive::open(bytes, &[recipient()]).unwrap();
+    assert!(a.entries().is_empty());
+    assert_eq!(a.verify().unwrap().frames, 0);
+}
+
+#[test]
+fn several_recipients_each_open_it_and_a_stranger_learns_which_keys_it_needs() {
+    let (c1, c2) = (cert("recipient"), cert("other"));
+    let mut w = ArchiveWriter::new(Vec::new(), &[&c1, &c2], WriterOptions::default()).unwrap();
+    w.add_entry(EntryMeta::new("rbac", "a.json"), &b"{}"[..]).unwrap();
+    let bytes = w.finish().unwrap().0;
+    for id in [recipient(), other()] {
+        let a = blocking::Archive::open(bytes.clone(), &[id]).unwrap();
+        assert_eq!(a.read_entry(&a.entries()[0]).unwrap(), b"{}");
+    }
+    let only_one = archive(&[("rbac", "a.json", b"{}".to_vec())], WriterOptions::default());
+    let err = blocking::Archive::open(only_one, &[other()]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Key);
+    match err {
+        ibs_archive::Error::Envelope(ibs_envelope::Error::NoMatchingIdentity { needed }) => {
+            assert_eq!(needed, vec![c1.thumbprint()]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn async_writer_produces_the_same_format() {
+    let cert = cert("recipient");
+    let data = text(50_000, 9);
+    let bytes = block_on(async {
+        let mut w = AsyncArchiveWriter::new(futures::io::Cursor::new(Vec::new()), &[&cert], small_frames()).unwrap();
+        w.add_entry(
+            EntryMeta::new("rm", "plans.json"),
+            futures::io::Cursor::new(data.clone()),
+        )
+        .await
+        .unwrap();
+        w.finish().await.unwrap().0.into_inner()
+    });
+    let a = blocking::Archive::open(bytes, &[recipient()]).unwrap();
+    assert_eq!(a.read_entry(&a.entries()[0]).unwrap(), data);
+}
+
+#[test]
+fn progress_reports_reach_the_totals() {
+    let seen = Arc::new(std::sync::Mutex::new(Progress::default()));
+    let sink = Arc::clone(&seen);
+    let options = small_frames().progress(Arc::new(move |p: &Progress| *sink.lock().unwrap() = *p));
+    let bytes = archive(&[("a", "1", noise(20_000, 1)), ("a", "2", text(30_000, 2))], options);
+    let p = *seen.lock().unwrap();
+    assert_eq!(p.bytes_in, 50_000);
+    assert_eq!(p.bytes_out, bytes.len() as u64);
+    assert_eq!(p.entries_done, 2);
+    assert_eq!(p.frames_done, 50_000u64.div_ceil(u64::from(MIN_FRAME_SIZE)));
+}
+
+#[test]
+fn writer_rules_are_enforced() {
+    let cert = cert("recipient");
+    let mut w = ArchiveWriter::new(Vec::new(), &[&cert], WriterOptions::default()).unwrap();
+    for (source, path) in [
+        ("", "a"),
+        ("a/b", "x"),
+        ("..", "x"),
+        ("ok", ""),
+        ("ok", "/etc/passwd"),
+        ("ok", "a/../../b"),
+        ("ok", "a//b"),
+        ("ok", "./a"),
+        ("ok", "a\\b"),
+        ("ok", "a\0b"),
+    ] {
+        let err = w.add_entry(EntryMeta::new(source, path), &b""[..]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Usage, "{source:?} {path:?}");
+    }
+    w.add_entry(EntryMeta::new("ok", "a/b.json"), &b"1"[..]).unwrap();
+    let dup = w.add_entry(EntryMeta::new("ok", "a/b.json"), &b"2"[..]).unwrap_err();
+    assert!(dup.to_string().contains("already written"), "{dup}");
+    // The writer is still usable after refused names.
+    let (bytes, summary) = w.finish().unwrap();
+    assert_eq!(summary.entries.len(), 1);
+    blocking::Archive::open(bytes, &[recipient()])
+        .unwrap()
+        .verify()
+        .unwrap();
+
+    for bad in [0u32, 4095, (16 << 20) + 1] {
+        let err = ArchiveWriter::new(Vec::new(), &[&cert], WriterOptions::default().frame_size(bad)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Usage);
+    }
+    let err = ArchiveWriter::new(Vec::new(), &[], WriterOptions::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Usage);
+}
+
+#[test]
+fn a_failing_entry_source_is_reported_and_poisons_the_writer() {
+    struct Broken;
+    impl io::Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("disk gone"))
+        }
+    }
+    let cert = cert("recipient");
+    let mut w = ArchiveWriter::new(Vec::new(), &[&cert], WriterOptions::default()).unwrap();
+    let err = w.add_entry(EntryMeta::new("ca", "x"), Broken).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert!(
+        err.to_string().contains("ca/x") && err.to_string().contains("disk gone"),
+        "{err}"
+    );
+    assert_eq!(w.finish().unwrap_err().kind(), ErrorKind::Usage);
+}
+
+#[test]
+fn a_failing_sink_is_reported() {
+    struct Full(usize);
+    impl io::Write for Full {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.0 + b.len() > 100_000 {
+                return Err(io::Error::from(io::ErrorKind::StorageFull));
+            }
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let cert = cert("recipient");
+    let mut w = ArchiveWriter::new(Full(0), &[&cert], small_frames()).unwrap();
+    let result = w
+        .add_entry(EntryMeta::new("a", "b"), &noise(500_000, 3)[..])
+        .and_then(|_| w.finish().map(|_| ()));
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+}
+
+/// Counts the bytes read through it.
+struct Counting {
+    inner: Vec<u8>,
+    read: AtomicU64,
+}
+
+#[async_trait]
+impl RangeRead for Counting {
+    async fn size(&self) -> io::Result<u64> {
+        Ok(self.inner.len() as u64)
+    }
+    async fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.read.fetch_add(len as u64, Ordering::Relaxed);
+        self.inner.read_range(offset, len).await
+    }
+}
+
+#[test]
+fn reading_one_entry_reads_only_its_frames() {
+    let big = noise(8 << 20, 5);
+    let small = text(10_000, 6);
+    let bytes = archive(
+        &[
+            ("a", "big", big.clone()),
+            ("b", "small", small.clone()),
+            ("c", "big2", big),
+        ],
+        WriterOptions::default(),
+    );
+    let total = bytes.len() as u64;
+    let source = Counting {
+        inner: bytes,
+        read: AtomicU64::new(0),
+    };
+    let reader = block_on(ArchiveReader::open(&source, &[recipient()])).unwrap();
+    let opened = source.read.load(Ordering::Relaxed);
+    assert!(opened < 64 << 10, "opening read {opened} bytes");
+    let entry = reader.find("b", "small").unwrap().clone();
+    assert_eq!(block_on(reader.read_entry(&entry)).unwrap(), small);
+    let for_entry = source.read.load(Ordering::Relaxed) - opened;
+    // The small entry straddles at most two 1 MiB frames.
+    assert!(for_entry <= 2 * (1 << 20) + 100, "read {for_entry} of {total} bytes");
+}
+
+#[test]
+fn keyless_inspection_reads_header_and_footer() {
+    let bytes = archive(
+        &[("a", "b", text(10, 1))],
+        WriterOptions::default().producer_version("2.0"),
+    );
+    let info = block_on(inspect(&bytes)).unwrap();
+    assert_eq!(info.fields().producer_version, "2.0");
+    assert_eq!(info.archive_len, bytes.len() as u64);
+    assert_eq!(info.footer.archive_id, info.fields().archive_id);
+}
+
+#[test]
+fn a_file_on_disk_opens_with_the_blocking_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backup.ibs");
+    let data = text(3 << 20, 4);
+    std::fs::write(
+        &path,
+        archive(&[("rm", "offers.json", data.clone())], WriterOptions::default()),
+    )
+    .unwrap();
+    let a = blocking::open_file(&path, &[recipient()]).unwrap();
+    assert_eq!(a.read_entry(&a.entries()[0]).unwrap(), data);
+    let missing = blocking::open_file(&dir.path().join("nope"), &[recipient()]).unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::Io);
+    assert!(missing.to_string().contains("nope"), "{missing}");
+}
+
+/// Sizes that sit on, just before and just after frame boundaries.
+fn entry_size() -> impl Strategy<Value = usize> {
+    let f = MIN_FRAME_SIZE as usize;
+    prop_oneof![
+        Just(0usize),
+        Just(1),
+        Just(f - 1),
+        Just(f),
+        Just(f + 1),
+        Just(2 * f),
+        Just(3 * f + 7),
+        0usize..3 * f,
+        (10 * f)..(12 * f),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    #[test]
+    fn any_set_of_entries_round_trips(
+        sizes in proptest::collection::vec((entry_size(), any::<bool>()), 0..8),
+        seed in any::<u64>(),
+    ) {
+        let entries: Vec<(String, Vec<u8>)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, (len, compressible))| {
+                let data = if *compressible { text(*len, seed + i as u64) } else { noise(*len, seed + i as u64) };
+                (format!("dir/{i}.bin"), data)
+            })
+            .collect();
+        let cert = cert("recipient");
+        let mut w = ArchiveWriter::new(Vec::new(), &[&cert], small_frames().depth(3)).unwrap();
+        for (path, data) in &entries {
+            w.add_entry(EntryMeta::new("src", path.as_str()), &data[..]).unwrap();
+        }
+        let (bytes, summary) = w.finish().unwrap();
+        prop_assert_eq!(summary.archive_len, bytes.len() as u64);
+        let a = blocking::Archive::open(bytes, &[recipient()]).unwrap();
+        prop_assert_eq!(a.entries().len(), entries.len());
+        for (entry, (path, data)) in a.entries().iter().zip(&entries) {
+            prop_assert_eq!(&entry.path, path);
+            prop_assert_eq!(&a.read_entry(entry).unwrap(), data);
+        }
+        let report = a.verify().unwrap();
+        prop_assert_eq!(report.entries, entries.len() as u64);
+    }
+}
