@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite talks to (OpenSSL on the other
-# side of every key and PKCS#12 test). Idempotent; needs root (or sudo) only
+# side of every key and PKCS#12 test; Python with cryptography and zstandard
+# for the independent archive reader). Idempotent; needs root (or sudo) only
 # when something is missing.
 set -euo pipefail
-packages=(openssl)
+packages=(openssl python3 python3-cryptography python3-zstandard)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,4 +1,5 @@
 //! Round trips through the writer and reader, API rules, and range-read economy.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Shared helpers of the archive tests: the committed test key pairs.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -14,7 +14,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 pub fn cert(name: &str) -> Certificate {
-    Certificate::from_file(&data_dir().join(format!("{name}.cer"))).unwrap()
+    Certificate::from_file(data_dir().join(format!("{name}.cer"))).unwrap()
 }
 
 /// The identity every test archive is encrypted to (loaded once: PKCS#12 KDFs are slow).
@@ -30,7 +30,7 @@ pub fn other() -> &'static Identity {
 }
 
 fn identity(name: &str) -> Identity {
-    Identity::from_file(&data_dir().join(format!("{name}.pfx")), &Password::new(PASSWORD)).unwrap()
+    Identity::from_file(data_dir().join(format!("{name}.pfx")), &Password::new(PASSWORD)).unwrap()
 }
 
 /// Writes an archive of `entries` (source, path, data) to memory.

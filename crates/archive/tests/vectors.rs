@@ -1,0 +1,176 @@
+//! The committed test vectors: the Rust reader, and an independent Python
+//! reader written from FORMAT.md, must both report what each `.expect` says.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::recipient;
+use futures::executor::block_on;
+use ibs_archive::{ArchiveReader, Error, ErrorKind, inspect};
+
+/// (source/path, size, SHA-256 hex) of each entry.
+type Listing = Vec<(String, u64, String)>;
+
+struct Expect {
+    name: String,
+    ok: bool,
+    stage: String,
+    kind: String,
+    region: Option<String>,
+    entries: Listing,
+}
+
+fn vectors() -> Vec<(Vec<u8>, Expect)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "expect"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 20, "vectors missing from {}", dir.display());
+    names
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let field = |k: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{k}: ")))
+                    .map(str::to_owned)
+            };
+            let entries = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("entry: "))
+                .map(|l| {
+                    let v: Vec<&str> = l.split(' ').collect();
+                    (v[0].to_owned(), v[1].parse().unwrap(), v[2].to_owned())
+                })
+                .collect::<Vec<_>>();
+            if let Some(n) = field("entries") {
+                assert_eq!(n.parse::<usize>().unwrap(), entries.len(), "{}", p.display());
+            }
+            let expect = Expect {
+                name: p.file_stem().unwrap().to_string_lossy().into_owned(),
+                ok: field("expect").as_deref() == Some("ok"),
+                stage: field("stage").unwrap_or_default(),
+                kind: field("kind").unwrap_or_default(),
+                region: field("region"),
+                entries,
+            };
+            (std::fs::read(p.with_extension("ibs")).unwrap(), expect)
+        })
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn region_of(e: &Error) -> Option<String> {
+    match e {
+        Error::Malformed { region, .. } | Error::Authentication { region } => Some(region.to_string()),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_rust_reader_reports_what_every_vector_expects() {
+    for (bytes, expect) in vectors() {
+        let name = &expect.name;
+        let outcome: Result<Listing, (&str, Error)> = block_on(async {
+            inspect(&bytes).await.map_err(|e| ("inspect", e))?;
+            let r = ArchiveReader::open(bytes.clone(), &[recipient()])
+                .await
+                .map_err(|e| ("open", e))?;
+            r.verify(None).await.map_err(|e| ("verify", e))?;
+            let mut seen = Vec::new();
+            for e in r.entries() {
+                let data = r.read_entry(e).await.map_err(|e| ("verify", e))?;
+                assert_eq!(data.len() as u64, e.size);
+                seen.push((format!("{}/{}", e.source, e.path), e.size, hex(&e.sha256)));
+            }
+            Ok(seen)
+        });
+        match outcome {
+            Ok(seen) => {
+                assert!(expect.ok, "{name}: expected an error at {}, but it read", expect.stage);
+                assert_eq!(seen, expect.entries, "{name}");
+            }
+            Err((stage, err)) => {
+                assert!(!expect.ok, "{name}: expected to read, failed at {stage}: {err}");
+                assert_eq!(stage, expect.stage, "{name}: {err}");
+                let kind = match err.kind() {
+                    ErrorKind::Malformed => "Malformed",
+                    ErrorKind::Damaged => "Damaged",
+                    ErrorKind::Key => "Key",
+                    other => panic!("{name}: unexpected kind {other:?}: {err}"),
+                };
+                assert_eq!(kind, expect.kind, "{name}: {err}");
+                if let Some(region) = &expect.region {
+                    assert_eq!(region_of(&err).as_ref(), Some(region), "{name}: {err}");
+                }
+            }
+        }
+    }
+}
+
+/// A Python 3 with `cryptography` and `zstandard` (Debian: python3-cryptography,
+/// python3-zstandard; `scripts/install-deps.sh` installs them). `IBS_PYTHON`
+/// overrides the search.
+fn python() -> String {
+    let candidates = std::env::var("IBS_PYTHON")
+        .map(|p| vec![p])
+        .unwrap_or_else(|_| vec!["python3".into(), "/usr/bin/python3".into()]);
+    candidates
+        .into_iter()
+        .find(|p| {
+            Command::new(p)
+                .args(["-c", "import cryptography, zstandard"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("no python3 with cryptography and zstandard: run scripts/install-deps.sh")
+}
+
+#[test]
+fn an_independent_python_reader_written_from_the_spec_agrees() {
+    let python = python();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = dir.join("tools/read_archive.py");
+    let key = dir.join("tests/data/recipient.key");
+    for (_, expect) in vectors() {
+        let archive = dir.join("tests/vectors").join(format!("{}.ibs", expect.name));
+        let out = Command::new(&python)
+            .arg(&script)
+            .arg(&archive)
+            .arg(&key)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if expect.ok {
+            assert!(out.status.success(), "{}: {stderr}", expect.name);
+            for (name, size, sha) in &expect.entries {
+                let (source, path) = name.split_once('/').unwrap();
+                for needle in [
+                    format!("\"source\": \"{source}\""),
+                    format!("\"path\": \"{path}\""),
+                    format!("\"size\": {size}"),
+                    format!("\"sha256\": \"{sha}\""),
+                ] {
+                    assert!(
+                        stdout.contains(&needle),
+                        "{}: {needle} missing from {stdout}",
+                        expect.name
+                    );
+                }
+            }
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{}: {stdout} {stderr}", expect.name);
+            assert!(stderr.starts_with("unreadable: "), "{}: {stderr}", expect.name);
+        }
+    }
+}
