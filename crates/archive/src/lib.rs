@@ -10,7 +10,7 @@
 //! [`FORMAT.md`](https://example.invalid/ibs/crates/archive/FORMAT.md) (in
 //! this crate's directory), written so that a reader can be built from it alone.
 //!
-//! * [`format`] — the sans-IO core: encode and decode the header, frames, index
+//! * [`format`](mod@format) — the sans-IO core: encode and decode the header, frames, index
 //!   and footer on byte slices.
 //! * [`writer`] — [`ArchiveEncoder`], and [`ArchiveWriter`] / [`AsyncArchiveWriter`]
 //!   over `std::io::Write` / `futures::io::AsyncWrite`: entries stream in, frames
