@@ -1,0 +1,404 @@
+//! Choosing, opening, verifying, reading and restoring a backup.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use ibs_archive::{ArchiveReader, Entry, ProgressFn, VerifyReport};
+use ibs_envelope::Identity;
+use ibs_storage::{InstanceLayout, StorageTarget};
+use tokio::io::AsyncWriteExt;
+
+use crate::catalogue::{BackupInfo, BackupState, Catalogue, catalogue, check_integrity};
+use crate::target::TargetObject;
+use crate::version::{Version, VersionRule};
+use crate::{RecoveryError, Result};
+
+/// Which backup to restore.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Choice {
+    /// The newest complete backup the version rule allows.
+    #[default]
+    Newest,
+    /// This backup id.
+    Id(String),
+}
+
+/// Recovery at one location: a storage target and an instance's fqdn/region.
+#[derive(Clone, Debug)]
+pub struct Recovery {
+    target: Arc<dyn StorageTarget>,
+    instance: InstanceLayout,
+    rule: VersionRule,
+    instance_version: Option<Version>,
+}
+
+impl Recovery {
+    /// Recovery of `instance`'s backups on `target`, with no version rule
+    /// until [`Recovery::instance_version`] is set.
+    pub fn new(target: Arc<dyn StorageTarget>, instance: InstanceLayout) -> Self {
+        Recovery {
+            target,
+            instance,
+            rule: VersionRule::default(),
+            instance_version: None,
+        }
+    }
+
+    /// The recovering instance's version: enables the version rule.
+    pub fn instance_version(mut self, version: Version) -> Self {
+        self.instance_version = Some(version);
+        self
+    }
+
+    /// Replaces the default rule (at most one release newer).
+    pub fn version_rule(mut self, rule: VersionRule) -> Self {
+        self.rule = rule;
+        self
+    }
+
+    /// The storage target.
+    pub fn target(&self) -> &Arc<dyn StorageTarget> {
+        &self.target
+    }
+
+    /// Lists and classifies the backups (no key needed).
+    pub async fn catalogue(&self) -> Result<Catalogue> {
+        catalogue(&self.target, &self.instance).await
+    }
+
+    /// Why `backup` cannot be restored here, if it cannot.
+    pub fn restorable(&self, backup: &BackupInfo) -> Result<()> {
+        if backup.state != BackupState::Complete {
+            return Err(RecoveryError::NotRestorable {
+                id: backup.id.to_string(),
+                state: if backup.state == BackupState::Incomplete {
+                    "incomplete"
+                } else {
+                    "damaged"
+                },
+                problem: backup.problem.clone().unwrap_or_default(),
+            });
+        }
+        if let Some(instance) = &self.instance_version {
+            let produced = backup.producer_version.as_deref().unwrap_or_default();
+            let produced: Version = produced.parse().map_err(|_| RecoveryError::NotRestorable {
+                id: backup.id.to_string(),
+                state: "damaged",
+                problem: format!("its producer version {produced:?} is not a version"),
+            })?;
+            self.rule.check(&produced, instance)?;
+        }
+        Ok(())
+    }
+
+    /// Picks a backup from `catalogue`.
+    pub fn choose<'c>(&self, catalogue: &'c Catalogue, choice: &Choice) -> Result<&'c BackupInfo> {
+        let location = self.instance.backup_root().to_string();
+        match choice {
+            Choice::Id(id) => {
+                let b = catalogue.get(id).ok_or_else(|| RecoveryError::NotFound {
+                    id: id.clone(),
+                    location,
+                })?;
+                self.restorable(b)?;
+                Ok(b)
+            }
+            Choice::Newest => {
+                if catalogue.backups.is_empty() {
+                    return Err(RecoveryError::NoBackups { location });
+                }
+                let mut reasons = Vec::new();
+                for b in catalogue.backups.iter().rev() {
+                    match self.restorable(b) {
+                        Ok(()) => return Ok(b),
+                        Err(e) => reasons.push(format!("{}: {e}", b.id)),
+                    }
+                }
+                Err(RecoveryError::NoRestorable { location, reasons })
+            }
+        }
+    }
+
+    /// Opens a backup with whichever of `identities` it is encrypted to. When
+    /// none is, the error lists the thumbprints the backup needs.
+    pub async fn open(&self, backup: &BackupInfo, identities: &[&Identity]) -> Result<Backup> {
+        self.restorable(backup)?;
+        let size = backup.manifest.as_ref().map_or(backup.size, |m| m.archive_size);
+        let object = TargetObject::new(Arc::clone(&self.target), backup.paths.archive.clone(), size);
+        let reader = ArchiveReader::open(object, identities)
+            .await
+            .map_err(|source| RecoveryError::Archive {
+                id: backup.id.to_string(),
+                source,
+            })?;
+        Ok(Backup {
+            info: backup.clone(),
+            reader,
+        })
+    }
+
+    /// Catalogue, choose and open in one step.
+    pub async fn open_choice(&self, choice: &Choice, identities: &[&Identity]) -> Result<Backup> {
+        let catalogue = self.catalogue().await?;
+        let backup = self.choose(&catalogue, choice)?;
+        self.open(backup, identities).await
+    }
+
+    /// Checks a backup's archive against its manifest's SHA-256 (no key; reads every byte).
+    pub async fn check_integrity(&self, backup: &BackupInfo) -> Result<()> {
+        check_integrity(&self.target, backup).await
+    }
+}
+
+/// How to restore.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    sources: Option<BTreeSet<String>>,
+    overwrite: bool,
+    skip_verify: bool,
+}
+
+impl RestoreOptions {
+    /// Restores only these sources (default: all).
+    pub fn sources<I: IntoIterator<Item = S>, S: Into<String>>(mut self, sources: I) -> Self {
+        self.sources = Some(sources.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Replaces files that already exist (default: refuse).
+    pub fn overwrite(mut self, yes: bool) -> Self {
+        self.overwrite = yes;
+        self
+    }
+
+    /// Skips the full verification before writing anything (default: verify
+    /// first, so a damaged backup writes nothing; every restored entry is still
+    /// checked against its SHA-256 either way).
+    pub fn skip_verify(mut self, yes: bool) -> Self {
+        self.skip_verify = yes;
+        self
+    }
+}
+
+/// What a restore wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Files written, relative to the restore directory.
+    pub files: Vec<PathBuf>,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// An opened backup.
+#[derive(Debug)]
+pub struct Backup {
+    info: BackupInfo,
+    reader: ArchiveReader<TargetObject>,
+}
+
+impl Backup {
+    /// What the catalogue knows about it.
+    pub fn info(&self) -> &BackupInfo {
+        &self.info
+    }
+
+    /// Every entry, in archive order.
+    pub fn entries(&self) -> &[Entry] {
+        self.reader.entries()
+    }
+
+    /// The sources in the backup, sorted.
+    pub fn sources(&self) -> Vec<&str> {
+        let set: BTreeSet<&str> = self.entries().iter().map(|e| e.source.as_str()).collect();
+        set.into_iter().collect()
+    }
+
+    /// The entry `path` of `source`.
+    pub fn find(&self, source: &str, path: &str) -> Option<&Entry> {
+        self.reader.find(source, path)
+    }
+
+    /// The archive reader inside.
+    pub fn archive(&self) -> &ArchiveReader<TargetObject> {
+        &self.reader
+    }
+
+    fn archive_error(&self, source: ibs_archive::Error) -> RecoveryError {
+        RecoveryError::Archive {
+            id: self.info.id.to_string(),
+            source,
+        }
+    }
+
+    /// Authenticates every frame and checks every entry's SHA-256, streaming;
+    /// no plaintext is written anywhere.
+    pub async fn verify(&self, progress: Option<&ProgressFn>) -> Result<VerifyReport> {
+        self.reader.verify(progress).await.map_err(|e| self.archive_error(e))
+    }
+
+    /// Streams one entry (range reads of its frames only; checked against its SHA-256).
+    pub fn stream<'a>(&'a self, entry: &'a Entry) -> impl Stream<Item = Result<Bytes>> + 'a {
+        self.reader
+            .entry_stream(entry)
+            .map(|r| r.map_err(|e| self.archive_error(e)))
+    }
+
+    /// One entry in memory.
+    pub async fn read(&self, entry: &Entry) -> Result<Vec<u8>> {
+        self.reader.read_entry(entry).await.map_err(|e| self.archive_error(e))
+    }
+
+    /// Restores all (or the selected) sources to `dir/<source>/<path>`.
+    ///
+    /// Refuses entries whose names could escape `dir` (`..`, absolute paths,
+    /// backslashes, control characters) and never follows a symbolic link
+    /// found under `dir`; never overwrites an existing file unless asked
+    /// (the final rename is `RENAME_NOREPLACE`). Each file is written under a
+    /// temporary name, checked against its SHA-256, synced, then renamed into
+    /// place; a file that fails its check is removed.
+    pub async fn restore_to(&self, dir: &Path, options: &RestoreOptions) -> Result<RestoreReport> {
+        let selected: Vec<&Entry> = self
+            .entries()
+            .iter()
+            .filter(|e| options.sources.as_ref().is_none_or(|s| s.contains(&e.source)))
+            .collect();
+        if let Some(wanted) = &options.sources {
+            let present: BTreeSet<&str> = self.sources().into_iter().collect();
+            if let Some(missing) = wanted.iter().find(|s| !present.contains(s.as_str())) {
+                return Err(RecoveryError::Usage(format!(
+                    "backup {} has no source {missing:?} (it has: {})",
+                    self.info.id,
+                    self.sources().join(", ")
+                )));
+            }
+        }
+        // Check every name before writing anything.
+        for e in &selected {
+            e.check_names().map_err(|err| RecoveryError::UnsafePath {
+                source_name: e.source.clone(),
+                path: e.path.clone(),
+                reason: err.to_string(),
+            })?;
+        }
+        if !options.skip_verify {
+            self.verify(None).await?;
+        }
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|source| RecoveryError::Io {
+                action: "cannot create",
+                path: dir.to_owned(),
+                source,
+            })?;
+        let mut report = RestoreReport::default();
+        for e in selected {
+            let rel: PathBuf = std::iter::once(e.source.as_str()).chain(e.path.split('/')).collect();
+            let n = self.restore_entry(e, dir, &rel, options.overwrite).await?;
+            report.bytes += n;
+            report.files.push(rel);
+        }
+        Ok(report)
+    }
+
+    async fn restore_entry(&self, entry: &Entry, dir: &Path, rel: &Path, overwrite: bool) -> Result<u64> {
+        let io = |action: &'static str, path: &Path| {
+            let path = path.to_owned();
+            move |source| RecoveryError::Io { action, path, source }
+        };
+        let unsafe_path = |reason: String| RecoveryError::UnsafePath {
+            source_name: entry.source.clone(),
+            path: entry.path.clone(),
+            reason,
+        };
+        // Walk down from `dir`, creating folders, refusing symlinks and non-folders.
+        let mut at = dir.to_owned();
+        let components: Vec<_> = rel.components().collect();
+        let (file_name, parents) = components
+            .split_last()
+            .ok_or_else(|| unsafe_path("empty path".into()))?;
+        for c in parents {
+            at.push(c);
+            match tokio::fs::symlink_metadata(&at).await {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(unsafe_path(format!("{} is a symbolic link", at.display())));
+                }
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(unsafe_path(format!("{} is not a folder", at.display()))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tokio::fs::create_dir(&at).await.map_err(io("cannot create", &at))?;
+                }
+                Err(e) => return Err(io("cannot inspect", &at)(e)),
+            }
+        }
+        let target = at.join(file_name);
+        match tokio::fs::symlink_metadata(&target).await {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(unsafe_path(format!("{} is a symbolic link", target.display())));
+            }
+            Ok(m) if !m.is_file() => return Err(unsafe_path(format!("{} is not a file", target.display()))),
+            Ok(_) if !overwrite => return Err(RecoveryError::Exists(target)),
+            _ => {}
+        }
+        let mut r = [0u8; 4];
+        getrandom::fill(&mut r).map_err(|e| RecoveryError::Usage(format!("random generator failed: {e}")))?;
+        let temp = at.join(format!(".ibs-restore-{:08x}.tmp", u32::from_be_bytes(r)));
+        let result = self.write_temp(entry, &temp).await;
+        let result = match result {
+            Ok(n) => rename(&temp, &target, overwrite).await.map(|()| n),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+        result
+    }
+
+    async fn write_temp(&self, entry: &Entry, temp: &Path) -> Result<u64> {
+        let io = |action: &'static str| {
+            let path = temp.to_owned();
+            move |source| RecoveryError::Io { action, path, source }
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(temp)
+            .await
+            .map_err(io("cannot create"))?;
+        let mut n = 0u64;
+        let mut stream = std::pin::pin!(self.stream(entry));
+        while let Some(piece) = stream.next().await {
+            let piece = piece?;
+            file.write_all(&piece).await.map_err(io("cannot write"))?;
+            n += piece.len() as u64;
+        }
+        file.sync_all().await.map_err(io("cannot sync"))?;
+        Ok(n)
+    }
+}
+
+async fn rename(from: &Path, to: &Path, overwrite: bool) -> Result<()> {
+    let (from, to) = (from.to_owned(), to.to_owned());
+    let target = to.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        let flags = if overwrite {
+            rustix::fs::RenameFlags::empty()
+        } else {
+            rustix::fs::RenameFlags::NOREPLACE
+        };
+        rustix::fs::renameat_with(rustix::fs::CWD, &from, rustix::fs::CWD, &to, flags)
+    })
+    .await
+    .map_err(|e| RecoveryError::Usage(format!("restore task failed: {e}")))?;
+    match r {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => Err(RecoveryError::Exists(target)),
+        Err(e) => Err(RecoveryError::Io {
+            action: "cannot rename into",
+            path: target,
+            source: e.into(),
+        }),
+    }
+}

@@ -1,0 +1,218 @@
+//! Listing the backups at a location, without any key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use ibs_archive::{ArchiveId, inspect};
+use ibs_envelope::Thumbprint;
+use ibs_storage::{InstanceLayout, ObjectMeta, ObjectPath, StorageTarget, StorageTargetExt};
+use sha2::{Digest, Sha256};
+
+use crate::layout::{ARCHIVE_NAME, BackupId, BackupPaths, MANIFEST_NAME, MAX_MANIFEST_LEN, Manifest};
+use crate::target::TargetObject;
+use crate::{RecoveryError, Result};
+
+/// Whether a backup can be restored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackupState {
+    /// Manifest present and consistent with the archive.
+    Complete,
+    /// No manifest: the job that wrote it stopped before committing.
+    Incomplete,
+    /// A manifest exists but the backup is not what it says (missing or
+    /// resized archive, unreadable manifest or archive structure, …).
+    Damaged,
+}
+
+impl fmt::Display for BackupState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackupState::Complete => "complete",
+            BackupState::Incomplete => "incomplete",
+            BackupState::Damaged => "damaged",
+        })
+    }
+}
+
+/// One backup found at a location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupInfo {
+    /// Its id (its folder's name).
+    pub id: BackupId,
+    /// Its paths on the target.
+    pub paths: BackupPaths,
+    /// Creation time, Unix seconds (from the manifest, else from the id).
+    pub created: i64,
+    /// Bytes it occupies on the target (every object in its folder).
+    pub size: u64,
+    /// Version of the system that made it (from the manifest).
+    pub producer_version: Option<String>,
+    /// Thumbprints of the certificates it is encrypted to.
+    pub recipients: Vec<Thumbprint>,
+    /// The archive's id.
+    pub archive_id: Option<ArchiveId>,
+    /// Complete, incomplete or damaged.
+    pub state: BackupState,
+    /// Why it is not complete.
+    pub problem: Option<String>,
+    /// The parsed manifest, when there is a valid one.
+    pub manifest: Option<Manifest>,
+}
+
+/// What was found at a location.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Catalogue {
+    /// Backups, oldest first.
+    pub backups: Vec<BackupInfo>,
+    /// Objects under the backup folder that are not backups of ours (left alone).
+    pub unrecognised: Vec<ObjectPath>,
+}
+
+impl Catalogue {
+    /// The backups that are complete, oldest first.
+    pub fn complete(&self) -> impl Iterator<Item = &BackupInfo> {
+        self.backups.iter().filter(|b| b.state == BackupState::Complete)
+    }
+
+    /// The backup with `id`.
+    pub fn get(&self, id: &str) -> Option<&BackupInfo> {
+        self.backups.iter().find(|b| b.id.as_str() == id)
+    }
+}
+
+/// Lists and classifies every backup of `instance` on `target`. Needs no key:
+/// manifests are read and checked against each archive's size and its
+/// header and footer (two small range reads per backup).
+pub async fn catalogue(target: &Arc<dyn StorageTarget>, instance: &InstanceLayout) -> Result<Catalogue> {
+    let root = instance.backup_root();
+    let objects = target.list_all(&root).await?;
+    let mut folders: BTreeMap<BackupId, Vec<ObjectMeta>> = BTreeMap::new();
+    let mut unrecognised = Vec::new();
+    for meta in objects {
+        let rel: Vec<&str> = meta.path.segments().skip(root.segments().count()).collect();
+        match rel.first().map(|f| f.parse::<BackupId>()) {
+            Some(Ok(id)) if rel.len() >= 2 => folders.entry(id).or_default().push(meta),
+            _ => unrecognised.push(meta.path.clone()),
+        }
+    }
+    let mut backups = Vec::with_capacity(folders.len());
+    for (id, objects) in folders {
+        backups.push(classify(target, instance, id, &objects).await?);
+    }
+    backups.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+    Ok(Catalogue { backups, unrecognised })
+}
+
+async fn classify(
+    target: &Arc<dyn StorageTarget>,
+    instance: &InstanceLayout,
+    id: BackupId,
+    objects: &[ObjectMeta],
+) -> Result<BackupInfo> {
+    let paths = BackupPaths::new(instance, &id)?;
+    let size = objects.iter().map(|o| o.size).sum();
+    let find = |name: &str| objects.iter().find(|o| !o.partial && o.path.name() == Some(name));
+    let mut info = BackupInfo {
+        created: id.created(),
+        id: id.clone(),
+        paths,
+        size,
+        producer_version: None,
+        recipients: Vec::new(),
+        archive_id: None,
+        state: BackupState::Incomplete,
+        problem: Some("no manifest: the backup job did not finish".into()),
+        manifest: None,
+    };
+    let Some(manifest_meta) = find(MANIFEST_NAME) else {
+        return Ok(info);
+    };
+    let damaged = |mut info: BackupInfo, why: String| {
+        info.state = BackupState::Damaged;
+        info.problem = Some(why);
+        Ok(info)
+    };
+    if manifest_meta.size > MAX_MANIFEST_LEN {
+        return damaged(info, format!("manifest of {} bytes is too large", manifest_meta.size));
+    }
+    let bytes = target.read_all(&info.paths.manifest).await?;
+    let manifest = match Manifest::parse(&bytes) {
+        Ok(m) => m,
+        Err(e) => return damaged(info, format!("unreadable manifest: {e}")),
+    };
+    info.created = manifest.created;
+    info.producer_version = Some(manifest.producer_version.clone());
+    info.recipients = manifest.recipients.clone();
+    info.archive_id = Some(manifest.archive_id);
+    info.manifest = Some(manifest.clone());
+    if manifest.id != id {
+        return damaged(info, format!("manifest names backup {}, folder is {id}", manifest.id));
+    }
+    let Some(archive_meta) = find(ARCHIVE_NAME) else {
+        return damaged(info, "the archive is missing".into());
+    };
+    if archive_meta.size != manifest.archive_size {
+        return damaged(
+            info,
+            format!(
+                "the archive is {} bytes, its manifest says {}",
+                archive_meta.size, manifest.archive_size
+            ),
+        );
+    }
+    let object = TargetObject::new(Arc::clone(target), info.paths.archive.clone(), archive_meta.size);
+    match inspect(&object).await {
+        Ok(archive) => {
+            let fields = archive.fields();
+            let thumbprints = archive.recipient_thumbprints();
+            if fields.archive_id != manifest.archive_id {
+                return damaged(info, "the archive's id differs from its manifest's".into());
+            }
+            if fields.producer_version != manifest.producer_version || thumbprints != manifest.recipients {
+                return damaged(
+                    info,
+                    "the archive's producer version or recipients differ from its manifest's".into(),
+                );
+            }
+        }
+        Err(ibs_archive::Error::Read { error, .. }) => {
+            // The target failed while reading: that is the target's failure, not damage.
+            return Err(
+                match error.into_inner().map(|e| e.downcast::<ibs_storage::StorageError>()) {
+                    Some(Ok(storage)) => RecoveryError::Storage(*storage),
+                    _ => RecoveryError::Usage(format!("reading the archive of {id} failed")),
+                },
+            );
+        }
+        Err(e) => return damaged(info, format!("archive: {e}")),
+    }
+    info.state = BackupState::Complete;
+    info.problem = None;
+    Ok(info)
+}
+
+/// Reads a complete backup's whole archive and checks it against the SHA-256
+/// in its manifest: an integrity check that needs no key (but reads every byte).
+pub async fn check_integrity(target: &Arc<dyn StorageTarget>, backup: &BackupInfo) -> Result<()> {
+    let manifest = backup.manifest.as_ref().ok_or_else(|| RecoveryError::NotRestorable {
+        id: backup.id.to_string(),
+        state: "incomplete",
+        problem: "no manifest to check against".into(),
+    })?;
+    const STEP: u64 = 8 << 20;
+    let mut hasher = Sha256::new();
+    let mut at = 0;
+    while at < manifest.archive_size {
+        let end = (at + STEP).min(manifest.archive_size);
+        hasher.update(target.read_range(&backup.paths.archive, at..end).await?);
+        at = end;
+    }
+    if <[u8; 32]>::from(hasher.finalize()) == manifest.archive_sha256 {
+        Ok(())
+    } else {
+        Err(RecoveryError::IntegrityMismatch {
+            id: backup.id.to_string(),
+        })
+    }
+}

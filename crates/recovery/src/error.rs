@@ -1,0 +1,129 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+use ibs_storage::{ErrorKind as StorageKind, StorageError};
+
+use crate::version::Version;
+
+/// Every failure of recovery.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecoveryError {
+    /// The storage target failed; [`RecoveryError::storage_kind`] gives the failure class.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The archive is unreadable, damaged, or no identity opens it.
+    #[error("backup {id}: {source}")]
+    Archive {
+        /// The backup.
+        id: String,
+        /// What the archive reader said.
+        #[source]
+        source: ibs_archive::Error,
+    },
+    /// A manifest could not be parsed.
+    #[error("manifest line {line}: {reason}")]
+    Manifest {
+        /// Line number (1-based; 0 when not tied to a line).
+        line: usize,
+        /// What was wrong.
+        reason: String,
+    },
+    /// There is no backup at the location.
+    #[error("no backups at {location}")]
+    NoBackups {
+        /// The backup folder that was searched.
+        location: String,
+    },
+    /// No backup at the location can be restored; `reasons` says why for each.
+    #[error("no restorable backup at {location}:\n{}", reasons.join("\n"))]
+    NoRestorable {
+        /// The backup folder that was searched.
+        location: String,
+        /// One line per backup.
+        reasons: Vec<String>,
+    },
+    /// The requested backup id is not at the location.
+    #[error("backup {id} not found at {location}")]
+    NotFound {
+        /// The requested id.
+        id: String,
+        /// The backup folder that was searched.
+        location: String,
+    },
+    /// The backup is incomplete or damaged and is not restored.
+    #[error("backup {id} is {state} and cannot be restored: {problem}")]
+    NotRestorable {
+        /// The backup.
+        id: String,
+        /// `incomplete` or `damaged`.
+        state: &'static str,
+        /// Why.
+        problem: String,
+    },
+    /// The version rule refuses the backup.
+    #[error("backup made by version {backup} cannot be restored by version {instance}: {reason}")]
+    VersionRule {
+        /// Producer version of the backup.
+        backup: Version,
+        /// Version of the recovering instance.
+        instance: Version,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// An entry's name would escape the restore directory or is otherwise unsafe.
+    #[error("refusing entry {source_name}/{path}: {reason}")]
+    UnsafePath {
+        /// Source of the entry.
+        source_name: String,
+        /// Path of the entry.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A restore target already exists (restores never overwrite silently).
+    #[error("{} already exists; restore into an empty directory or allow overwriting", .0.display())]
+    Exists(PathBuf),
+    /// A local file-system operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The archive's bytes do not match the SHA-256 in its manifest.
+    #[error("backup {id}: the archive's SHA-256 does not match its manifest (damaged on the share)")]
+    IntegrityMismatch {
+        /// The backup.
+        id: String,
+    },
+    /// The caller asked for something impossible; the message says what.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl RecoveryError {
+    /// The storage failure class, when the storage target is what failed
+    /// (directly, or underneath an archive read).
+    pub fn storage_kind(&self) -> Option<StorageKind> {
+        match self {
+            RecoveryError::Storage(e) => Some(e.kind()),
+            RecoveryError::Archive {
+                source: ibs_archive::Error::Read { error, .. },
+                ..
+            } => error
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<StorageError>())
+                .map(StorageError::kind),
+            _ => None,
+        }
+    }
+}
+
+/// `Result` with [`RecoveryError`].
+pub type Result<T, E = RecoveryError> = std::result::Result<T, E>;

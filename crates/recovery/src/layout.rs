@@ -1,0 +1,284 @@
+//! How a backup sits on a storage target, and its manifest (the commit marker).
+//!
+//! ```text
+//! <share>/<fqdn>/<region>/MASBackup/
+//!     20261122T051530Z-1a2b3c4d/          one folder per backup, named by its id
+//!         backup.ibs                      the archive (ibs-archive FORMAT.md)
+//!         backup.manifest                 written last, atomically: the commit marker
+//! ```
+//!
+//! A backup is **complete** only when its manifest exists and agrees with the
+//! archive. Writers put the archive first and the manifest last with
+//! [`CommitMode::CreateNew`](ibs_storage::CommitMode::CreateNew); a job that
+//! dies before the manifest leaves an **incomplete** folder that retention
+//! deletes. The manifest repeats, in the clear, what a keyless catalogue
+//! needs (time, producer version, recipients) and the archive's size and
+//! SHA-256, so the whole archive can be checked without any key.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ibs_archive::ArchiveId;
+use ibs_envelope::Thumbprint;
+use ibs_storage::{InstanceLayout, ObjectPath};
+use time::OffsetDateTime;
+
+use crate::{RecoveryError, Result};
+
+/// File name of the archive inside a backup folder.
+pub const ARCHIVE_NAME: &str = "backup.ibs";
+/// File name of the manifest (commit marker) inside a backup folder.
+pub const MANIFEST_NAME: &str = "backup.manifest";
+/// First line of every manifest.
+pub const MANIFEST_MAGIC: &str = "ibs-backup-manifest 1";
+/// Largest manifest a reader accepts.
+pub const MAX_MANIFEST_LEN: u64 = 64 << 10;
+
+/// A backup's id: its UTC creation time and 32 random bits,
+/// `YYYYMMDDTHHMMSSZ-xxxxxxxx`. Ids sort in time order.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackupId(String);
+
+impl BackupId {
+    /// A fresh id for a backup created at `unix_seconds`.
+    pub fn generate(unix_seconds: i64) -> Result<Self> {
+        let mut r = [0u8; 4];
+        getrandom::fill(&mut r).map_err(|e| RecoveryError::Usage(format!("random generator failed: {e}")))?;
+        let t = OffsetDateTime::from_unix_timestamp(unix_seconds)
+            .map_err(|_| RecoveryError::Usage(format!("time {unix_seconds} out of range")))?;
+        Ok(BackupId(format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{:08x}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            u32::from_be_bytes(r)
+        )))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The creation time encoded in the id, Unix seconds.
+    pub fn created(&self) -> i64 {
+        // Parsing validated the shape, so these fields are digits.
+        let n = |r: std::ops::Range<usize>| self.0[r].parse::<i64>().unwrap_or(0);
+        let date = time::Date::from_calendar_date(
+            n(0..4) as i32,
+            time::Month::try_from(n(4..6) as u8).unwrap_or(time::Month::January),
+            n(6..8) as u8,
+        );
+        let tm = time::Time::from_hms(n(9..11) as u8, n(11..13) as u8, n(13..15) as u8);
+        match (date, tm) {
+            (Ok(d), Ok(t)) => time::PrimitiveDateTime::new(d, t).assume_utc().unix_timestamp(),
+            _ => 0,
+        }
+    }
+}
+
+impl FromStr for BackupId {
+    type Err = RecoveryError;
+    fn from_str(s: &str) -> Result<Self> {
+        let b = s.as_bytes();
+        let shape = b.len() == 25
+            && b[..8].iter().all(u8::is_ascii_digit)
+            && b[8] == b'T'
+            && b[9..15].iter().all(u8::is_ascii_digit)
+            && b[15] == b'Z'
+            && b[16] == b'-'
+            && b[17..].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+        let id = BackupId(s.to_owned());
+        if shape && id.created() != 0 {
+            Ok(id)
+        } else {
+            Err(RecoveryError::Usage(format!(
+                "{s:?} is not a backup id (expected YYYYMMDDTHHMMSSZ-xxxxxxxx)"
+            )))
+        }
+    }
+}
+
+impl fmt::Display for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BackupId({})", self.0)
+    }
+}
+
+/// The paths of one backup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupPaths {
+    /// The backup's folder.
+    pub folder: ObjectPath,
+    /// The archive.
+    pub archive: ObjectPath,
+    /// The manifest.
+    pub manifest: ObjectPath,
+}
+
+impl BackupPaths {
+    /// Where backup `id` of `instance` lives.
+    pub fn new(instance: &InstanceLayout, id: &BackupId) -> Result<Self> {
+        let folder = instance.backup_root().child(id.as_str())?;
+        Ok(BackupPaths {
+            archive: folder.child(ARCHIVE_NAME)?,
+            manifest: folder.child(MANIFEST_NAME)?,
+            folder,
+        })
+    }
+}
+
+/// The commit marker of a backup: plain UTF-8 `key: value` lines after the
+/// [`MANIFEST_MAGIC`] line. Unknown keys are ignored (room to grow); every key
+/// below is required once, except `recipient` (one or more).
+///
+/// ```text
+/// ibs-backup-manifest 1
+/// id: 20261122T051530Z-1a2b3c4d
+/// archive-id: 0f1e…(32 hex)
+/// archive-size: 123456
+/// archive-sha256: 9a…(64 hex)
+/// created: 1763788530
+/// producer-version: 1.2408.0.21
+/// fqdn: azs.contoso.com
+/// region: local
+/// recipient: AD35BAAAAC9E231A422478BFAE81A1AEB02A3425
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// The backup's id (equals its folder's name).
+    pub id: BackupId,
+    /// The archive's id (equals the archive header's).
+    pub archive_id: ArchiveId,
+    /// The archive's size in bytes.
+    pub archive_size: u64,
+    /// SHA-256 of the archive's bytes.
+    pub archive_sha256: [u8; 32],
+    /// Creation time, Unix seconds.
+    pub created: i64,
+    /// Version of the system that made the backup.
+    pub producer_version: String,
+    /// External domain fqdn of the instance.
+    pub fqdn: String,
+    /// Region of the instance.
+    pub region: String,
+    /// Thumbprints of the certificates the archive is encrypted to.
+    pub recipients: Vec<Thumbprint>,
+}
+
+impl Manifest {
+    /// The manifest as bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut s = format!(
+            "{MANIFEST_MAGIC}\nid: {}\narchive-id: {}\narchive-size: {}\narchive-sha256: {}\ncreated: {}\nproducer-version: {}\nfqdn: {}\nregion: {}\n",
+            self.id,
+            self.archive_id,
+            self.archive_size,
+            hex(&self.archive_sha256),
+            self.created,
+            one_line(&self.producer_version),
+            one_line(&self.fqdn),
+            one_line(&self.region),
+        );
+        for r in &self.recipients {
+            s.push_str(&format!("recipient: {r}\n"));
+        }
+        s.into_bytes()
+    }
+
+    /// Parses a manifest (untrusted bytes: an error, never a panic).
+    pub fn parse(bytes: &[u8]) -> Result<Manifest> {
+        let bad = |line: usize, reason: String| RecoveryError::Manifest { line, reason };
+        if bytes.len() as u64 > MAX_MANIFEST_LEN {
+            return Err(bad(0, format!("larger than {MAX_MANIFEST_LEN} bytes")));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| bad(0, "not UTF-8".into()))?;
+        let mut lines = text.lines().enumerate();
+        match lines.next() {
+            Some((_, MANIFEST_MAGIC)) => {}
+            _ => return Err(bad(1, format!("first line must be {MANIFEST_MAGIC:?}"))),
+        }
+        let mut fields: Vec<(&str, &str, usize)> = Vec::new();
+        for (i, line) in lines {
+            if line.is_empty() {
+                continue;
+            }
+            let (k, v) = line
+                .split_once(": ")
+                .ok_or_else(|| bad(i + 1, "expected `key: value`".into()))?;
+            fields.push((k, v, i + 1));
+        }
+        let one = |key: &str| -> Result<(&str, usize)> {
+            let mut found = fields.iter().filter(|(k, _, _)| *k == key);
+            match (found.next(), found.next()) {
+                (Some((_, v, l)), None) => Ok((*v, *l)),
+                (None, _) => Err(bad(0, format!("missing {key}"))),
+                (Some(_), Some((_, _, l))) => Err(bad(*l, format!("{key} appears twice"))),
+            }
+        };
+        let (id, l) = one("id")?;
+        let id = id.parse().map_err(|e: RecoveryError| bad(l, e.to_string()))?;
+        let (v, l) = one("archive-id")?;
+        let archive_id = v
+            .parse()
+            .map_err(|_| bad(l, "archive-id is not 32 hex digits".into()))?;
+        let (v, l) = one("archive-size")?;
+        let archive_size = v.parse().map_err(|_| bad(l, "archive-size is not a number".into()))?;
+        let (v, l) = one("archive-sha256")?;
+        let archive_sha256 = unhex32(v).ok_or_else(|| bad(l, "archive-sha256 is not 64 hex digits".into()))?;
+        let (v, l) = one("created")?;
+        let created = v.parse().map_err(|_| bad(l, "created is not a number".into()))?;
+        let producer_version = one("producer-version")?.0.to_owned();
+        let fqdn = one("fqdn")?.0.to_owned();
+        let region = one("region")?.0.to_owned();
+        let recipients = fields
+            .iter()
+            .filter(|(k, _, _)| *k == "recipient")
+            .map(|(_, v, l)| {
+                Thumbprint::from_hex(v).ok_or_else(|| bad(*l, "recipient is not a SHA-1 thumbprint".into()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if recipients.is_empty() {
+            return Err(bad(0, "no recipient".into()));
+        }
+        Ok(Manifest {
+            id,
+            archive_id,
+            archive_size,
+            archive_sha256,
+            created,
+            producer_version,
+            fqdn,
+            region,
+            recipients,
+        })
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}

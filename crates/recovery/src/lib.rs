@@ -1,0 +1,168 @@
+//! The recovery reader: what an operator (or a test harness) uses on the worst
+//! day.
+//!
+//! 1. **Catalogue** a location ([`Recovery::catalogue`]): every backup of an
+//!    instance with id, time, size, producer version, recipients' thumbprints
+//!    and state — complete, incomplete (no commit marker) or damaged — without
+//!    any private key ([`layout`] describes what is on the share).
+//! 2. **Choose** ([`Recovery::choose`]): the newest restorable backup, or a given
+//!    id, under the [version rule](version).
+//! 3. **Open** ([`Recovery::open`]) with one or more `.pfx` identities: the one
+//!    whose thumbprint matches a recipient is used; if none does, the error lists
+//!    the thumbprints the backup needs.
+//! 4. **Verify** ([`Backup::verify`]) every frame tag and content hash, streaming,
+//!    writing nothing; **read** one entry ([`Backup::stream`], [`Backup::read`])
+//!    with range reads of its frames only; **restore** all or some sources to a
+//!    directory ([`Backup::restore_to`]), refusing names that would escape it and
+//!    never overwriting silently.
+//!
+//! The API is async over any [`ibs_storage::StorageTarget`]; [`blocking`] wraps
+//! it for test harnesses and tools:
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # use ibs_archive::{ArchiveWriter, EntryMeta, WriterOptions};
+//! # use ibs_envelope::{keygen, Certificate, Identity, Password};
+//! # use ibs_recovery::layout::{BackupId, Manifest, ARCHIVE_NAME, MANIFEST_NAME};
+//! # use sha2::Digest;
+//! # let share = tempfile::tempdir()?;
+//! # let password = Password::new("pw");
+//! # let pair = keygen::generate(&keygen::KeygenOptions::new("doc", 1_763_769_600), &password)?;
+//! # let cert = Certificate::parse(&pair.cer)?;
+//! # let mut w = ArchiveWriter::new(Vec::new(), &[&cert], WriterOptions::default().producer_version("1.2408.0").created(1_763_769_600))?;
+//! # w.add_entry(EntryMeta::new("rbac", "assignments.json"), &br#"[{"role":"Owner"}]"#[..])?;
+//! # let (archive, summary) = w.finish()?;
+//! # let id = BackupId::generate(1_763_769_600)?;
+//! # let folder = share.path().join("azs.contoso.com/local/MASBackup").join(id.as_str());
+//! # std::fs::create_dir_all(&folder)?;
+//! # std::fs::write(folder.join(ARCHIVE_NAME), &archive)?;
+//! # let manifest = Manifest { id, archive_id: summary.archive_id, archive_size: archive.len() as u64,
+//! #     archive_sha256: sha2::Sha256::digest(&archive).into(), created: 1_763_769_600,
+//! #     producer_version: "1.2408.0".into(), fqdn: "azs.contoso.com".into(), region: "local".into(),
+//! #     recipients: vec![cert.thumbprint()] };
+//! # std::fs::write(folder.join(MANIFEST_NAME), manifest.encode())?;
+//! # let pfx = Identity::from_pkcs12(&pair.pfx, &password)?;
+//! use ibs_recovery::{Choice, blocking::Recovery};
+//!
+//! // A share copied to a local directory, and the operator's .pfx:
+//! let recovery = Recovery::local(share.path(), "azs.contoso.com", "local")?;
+//! let backup = recovery.open(&Choice::Newest, &[&pfx])?;
+//! assert_eq!(backup.sources(), ["rbac"]);
+//! assert_eq!(backup.read("rbac", "assignments.json")?, br#"[{"role":"Owner"}]"#);
+//! backup.verify()?;
+//! # Ok(()) }
+//! ```
+
+mod backup;
+mod catalogue;
+mod error;
+pub mod layout;
+mod target;
+pub mod version;
+
+pub use backup::{Backup, Choice, Recovery, RestoreOptions, RestoreReport};
+pub use catalogue::{BackupInfo, BackupState, Catalogue, catalogue, check_integrity};
+pub use error::{RecoveryError, Result};
+pub use target::TargetObject;
+pub use version::{Release, Version, VersionRule};
+
+/// Blocking wrappers (each owns a small Tokio runtime) for test harnesses and
+/// tools without one.
+pub mod blocking {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use ibs_archive::{Entry, VerifyReport};
+    use ibs_envelope::Identity;
+    use ibs_storage::{InstanceLayout, LocalTarget, StorageTarget};
+    use tokio::runtime::Runtime;
+
+    use crate::{Catalogue, Choice, RecoveryError, RestoreOptions, RestoreReport, Result};
+
+    /// [`crate::Recovery`] with blocking methods.
+    #[derive(Debug)]
+    pub struct Recovery {
+        rt: Runtime,
+        inner: crate::Recovery,
+    }
+
+    /// An opened backup with blocking methods.
+    #[derive(Debug)]
+    pub struct Backup<'r> {
+        rt: &'r Runtime,
+        inner: crate::Backup,
+    }
+
+    impl Recovery {
+        /// Wraps an async [`crate::Recovery`].
+        pub fn new(inner: crate::Recovery) -> Result<Self> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|source| RecoveryError::Io {
+                    action: "cannot start a runtime for",
+                    path: "recovery".into(),
+                    source,
+                })?;
+            Ok(Recovery { rt, inner })
+        }
+
+        /// Recovery of the backups of `fqdn`/`region` in a local directory (a
+        /// share, or a copy of one).
+        pub fn local(dir: &Path, fqdn: &str, region: &str) -> Result<Self> {
+            let target: Arc<dyn StorageTarget> = Arc::new(LocalTarget::new(dir)?);
+            let instance = InstanceLayout::new(fqdn, region)?;
+            Self::new(crate::Recovery::new(target, instance))
+        }
+
+        /// The async recovery inside (to set a version rule, …).
+        pub fn inner_mut(&mut self) -> &mut crate::Recovery {
+            &mut self.inner
+        }
+
+        /// Lists and classifies the backups.
+        pub fn catalogue(&self) -> Result<Catalogue> {
+            self.rt.block_on(self.inner.catalogue())
+        }
+
+        /// Catalogues, chooses and opens a backup.
+        pub fn open(&self, choice: &Choice, identities: &[&Identity]) -> Result<Backup<'_>> {
+            let inner = self.rt.block_on(self.inner.open_choice(choice, identities))?;
+            Ok(Backup { rt: &self.rt, inner })
+        }
+    }
+
+    impl Backup<'_> {
+        /// The catalogue's view of it.
+        pub fn info(&self) -> &crate::BackupInfo {
+            self.inner.info()
+        }
+
+        /// Every entry.
+        pub fn entries(&self) -> &[Entry] {
+            self.inner.entries()
+        }
+
+        /// The sources, sorted.
+        pub fn sources(&self) -> Vec<&str> {
+            self.inner.sources()
+        }
+
+        /// Entry `path` of `source`, in memory (checked).
+        pub fn read(&self, source: &str, path: &str) -> Result<Vec<u8>> {
+            let entry = self.inner.find(source, path).ok_or_else(|| {
+                RecoveryError::Usage(format!("backup {} has no entry {source}/{path}", self.info().id))
+            })?;
+            self.rt.block_on(self.inner.read(entry))
+        }
+
+        /// Verifies every frame and entry.
+        pub fn verify(&self) -> Result<VerifyReport> {
+            self.rt.block_on(self.inner.verify(None))
+        }
+
+        /// Restores to `dir` (see [`crate::Backup::restore_to`]).
+        pub fn restore_to(&self, dir: &Path, options: &RestoreOptions) -> Result<RestoreReport> {
+            self.rt.block_on(self.inner.restore_to(dir, options))
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Helpers of the recovery tests: key pairs, and backups written the way the
+//! controller writes them (archive first, manifest last).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use ibs_archive::format::{ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, HeaderFields};
+use ibs_archive::{ArchiveId, ArchiveWriter, Entry, EntryMeta, Footer, Header, Index, WriterOptions};
+use ibs_envelope::{Certificate, FileKey, Identity, Password, keygen};
+use ibs_recovery::layout::{BackupId, BackupPaths, Manifest};
+use ibs_storage::{CommitMode, InstanceLayout, LocalTarget, StorageTarget, StorageTargetExt};
+use sha2::{Digest, Sha256};
+
+pub const FQDN: &str = "azs.contoso.com";
+pub const REGION: &str = "local";
+pub const DAY: i64 = 86_400;
+pub const T0: i64 = 1_763_769_600;
+
+pub struct Pair {
+    pub cert: Certificate,
+    pub identity: Identity,
+}
+
+fn make_pair(cn: &str) -> Pair {
+    let password = Password::new("pw");
+    let p = keygen::generate(&keygen::KeygenOptions::new(cn, T0 - DAY), &password).unwrap();
+    Pair {
+        cert: Certificate::parse(&p.cer).unwrap(),
+        identity: Identity::from_pkcs12(&p.pfx, &password).unwrap(),
+    }
+}
+
+/// Two operator key pairs (made once per test binary).
+pub fn pair_a() -> &'static Pair {
+    static P: OnceLock<Pair> = OnceLock::new();
+    P.get_or_init(|| make_pair("operator key 2025"))
+}
+
+pub fn pair_b() -> &'static Pair {
+    static P: OnceLock<Pair> = OnceLock::new();
+    P.get_or_init(|| make_pair("operator key 2026"))
+}
+
+pub fn instance() -> InstanceLayout {
+    InstanceLayout::new(FQDN, REGION).unwrap()
+}
+
+pub fn local(dir: &std::path::Path) -> Arc<dyn StorageTarget> {
+    Arc::new(LocalTarget::new(dir).unwrap())
+}
+
+/// A sample of infrastructure state: (source, path, data).
+pub fn sample() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let users: String = (0..2000)
+        .map(|i| format!("{{\"objectId\":\"{i:08x}\",\"upn\":\"user{i}@contoso.com\"}}\n"))
+        .collect();
+    vec![
+        ("identity", "directory/users.json", users.into_bytes()),
+        ("ca", "root.cer", vec![0x30, 0x82, 0x01, 0x0a]),
+        (
+            "resource-manager",
+            "plans/gold.json",
+            br#"{"plan":"gold","quota":"100 VMs"}"#.to_vec(),
+        ),
+        ("resource-manager", "offers/empty.json", Vec::new()),
+        (
+            "key-vault",
+            "vaults/ops.bin",
+            (0..3_000_000u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+                .collect(),
+        ),
+    ]
+}
+
+/// Writes a complete backup (archive, then manifest) and returns its id.
+pub async fn put_backup(
+    target: &Arc<dyn StorageTarget>,
+    certs: &[&Certificate],
+    entries: &[(&str, &str, Vec<u8>)],
+    created: i64,
+    version: &str,
+) -> BackupId {
+    let mut w = ArchiveWriter::new(
+        Vec::new(),
+        certs,
+        WriterOptions::default()
+            .created(created)
+            .producer_version(version)
+            .label("fqdn", FQDN)
+            .label("region", REGION),
+    )
+    .unwrap();
+    for (source, path, data) in entries {
+        w.add_entry(EntryMeta::new(*source, *path), &data[..]).unwrap();
+    }
+    let (archive, summary) = w.finish().unwrap();
+    put_archive(target, archive, summary.archive_id, certs, created, version).await
+}
+
+/// Puts raw archive bytes and a manifest that describes them.
+pub async fn put_archive(
+    target: &Arc<dyn StorageTarget>,
+    archive: Vec<u8>,
+    archive_id: ArchiveId,
+    certs: &[&Certificate],
+    created: i64,
+    version: &str,
+) -> BackupId {
+    let id = BackupId::generate(created).unwrap();
+    let paths = BackupPaths::new(&instance(), &id).unwrap();
+    target.create_dir_all(&paths.folder).await.unwrap();
+    let manifest = Manifest {
+        id: id.clone(),
+        archive_id,
+        archive_size: archive.len() as u64,
+        archive_sha256: Sha256::digest(&archive).into(),
+        created,
+        producer_version: version.into(),
+        fqdn: FQDN.into(),
+        region: REGION.into(),
+        recipients: certs.iter().map(|c| c.thumbprint()).collect(),
+    };
+    target
+        .put_bytes(&paths.archive, Bytes::from(archive), CommitMode::CreateNew)
+        .await
+        .unwrap();
+    target
+        .put_bytes(&paths.manifest, Bytes::from(manifest.encode()), CommitMode::CreateNew)
+        .await
+        .unwrap();
+    id
+}
+
+/// An archive built with the sans-IO core, bypassing the writer's name rules
+/// (what a hostile or buggy producer could make). Returns bytes and id.
+pub fn crafted_archive(cert: &Certificate, entries: &[(&str, &str, &[u8])], version: &str) -> (Vec<u8>, ArchiveId) {
+    let file_key = FileKey::generate().unwrap();
+    let salt = [3u8; 32];
+    let keys = ArchiveKeys::derive(&file_key, &salt);
+    let archive_id = ArchiveId([0xAB; 16]);
+    let header = Header::seal(
+        HeaderFields {
+            archive_id,
+            created: T0,
+            frame_size: DEFAULT_FRAME_SIZE,
+            compression: COMPRESSION_ZSTD,
+            salt,
+            commitment: *keys.commitment(),
+            producer_version: version.into(),
+            labels: Vec::new(),
+            recipients: ibs_envelope::wrap_file_key(&file_key, &[cert]).unwrap(),
+        },
+        &keys,
+    )
+    .unwrap();
+    let digest = header.digest();
+    let data: Vec<u8> = entries.iter().flat_map(|(_, _, d)| d.iter().copied()).collect();
+    assert!(data.len() <= DEFAULT_FRAME_SIZE as usize, "one frame only");
+    let mut out = header.as_bytes().to_vec();
+    let mut index = Index {
+        data_len: data.len() as u64,
+        ..Index::default()
+    };
+    if !data.is_empty() {
+        let frame = keys.seal_chunk(&digest, 0, false, &data, None).unwrap();
+        index.frame_lens.push(frame.len() as u32);
+        out.extend(frame);
+    }
+    let mut offset = 0;
+    for (source, path, d) in entries {
+        index.entries.push(Entry {
+            source: (*source).into(),
+            path: (*path).into(),
+            size: d.len() as u64,
+            sha256: Sha256::digest(d).into(),
+            mode: None,
+            mtime: None,
+            offset,
+        });
+        offset += d.len() as u64;
+    }
+    let frame_count = index.frame_lens.len() as u64;
+    let index_offset = out.len() as u64;
+    let sealed = keys
+        .seal_chunk(&digest, frame_count, true, &index.encode(), None)
+        .unwrap();
+    let footer = Footer {
+        index_offset,
+        index_len: sealed.len() as u64,
+        frame_count,
+        archive_id,
+    };
+    out.extend(sealed);
+    out.extend(footer.encode());
+    (out, archive_id)
+}

@@ -1,0 +1,549 @@
+//! The recovery reader against the local backend: round trips, rotation,
+//! wrong keys, damaged and incomplete backups, the version rule, and hostile
+//! entry names.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use common::*;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use ibs_recovery::layout::BackupPaths;
+use ibs_recovery::{
+    BackupState, Choice, Recovery, RecoveryError, Release, RestoreOptions, Version, VersionRule, blocking,
+};
+use ibs_storage::{
+    Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, StorageTarget, StorageTargetExt,
+};
+
+fn recovery(target: &Arc<dyn StorageTarget>) -> Recovery {
+    Recovery::new(Arc::clone(target), instance())
+}
+
+#[tokio::test]
+async fn a_backup_round_trips_through_the_local_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    let entries = sample();
+    let id = put_backup(&target, &[&pair_a().cert], &entries, T0, "1.2408.0.21").await;
+
+    let r = recovery(&target);
+    let cat = r.catalogue().await.unwrap();
+    assert_eq!(cat.backups.len(), 1);
+    let info = &cat.backups[0];
+    assert_eq!(info.id, id);
+    assert_eq!(info.state, BackupState::Complete);
+    assert_eq!(info.created, T0);
+    assert_eq!(info.producer_version.as_deref(), Some("1.2408.0.21"));
+    assert_eq!(info.recipients, vec![pair_a().cert.thumbprint()]);
+    assert!(info.size > 0);
+    r.check_integrity(info).await.unwrap();
+
+    let backup = r.open(info, &[&pair_a().identity]).await.unwrap();
+    assert_eq!(backup.sources(), ["ca", "identity", "key-vault", "resource-manager"]);
+    for (source, path, data) in &entries {
+        let e = backup.find(source, path).unwrap();
+        assert_eq!(&backup.read(e).await.unwrap(), data, "{source}/{path}");
+        let mut streamed = Vec::new();
+        let mut s = std::pin::pin!(backup.stream(e));
+        while let Some(piece) = s.next().await {
+            streamed.extend_from_slice(&piece.unwrap());
+        }
+        assert_eq!(&streamed, data);
+    }
+    let report = backup.verify(None).await.unwrap();
+    assert_eq!(report.entries, entries.len() as u64);
+
+    // Restore everything, then compare file by file.
+    let out = tempfile::tempdir().unwrap();
+    let restored = backup.restore_to(out.path(), &RestoreOptions::default()).await.unwrap();
+    assert_eq!(restored.files.len(), entries.len());
+    for (source, path, data) in &entries {
+        assert_eq!(&std::fs::read(out.path().join(source).join(path)).unwrap(), data);
+    }
+    // No temporary files are left behind.
+    let leftovers: Vec<_> = walk(out.path())
+        .into_iter()
+        .filter(|p| p.contains(".ibs-restore-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Restoring again refuses to overwrite; with overwrite it replaces.
+    let again = backup
+        .restore_to(out.path(), &RestoreOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(again, RecoveryError::Exists(_)), "{again}");
+    std::fs::write(out.path().join("ca/root.cer"), b"changed").unwrap();
+    backup
+        .restore_to(out.path(), &RestoreOptions::default().overwrite(true))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(out.path().join("ca/root.cer")).unwrap(), entries[1].2);
+
+    // Selected sources only.
+    let some = tempfile::tempdir().unwrap();
+    let report = backup
+        .restore_to(
+            some.path(),
+            &RestoreOptions::default().sources(["ca", "resource-manager"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.files.len(), 3);
+    assert!(!some.path().join("identity").exists());
+    let err = backup
+        .restore_to(some.path(), &RestoreOptions::default().sources(["nope"]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no source \"nope\""), "{err}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn rotation_two_backups_under_two_certificates_recovered_with_two_pfx_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    let old = put_backup(
+        &target,
+        &[&pair_a().cert],
+        &[("rbac", "v1.json", b"old".to_vec())],
+        T0,
+        "1.0",
+    )
+    .await;
+    let new = put_backup(
+        &target,
+        &[&pair_b().cert],
+        &[("rbac", "v2.json", b"new".to_vec())],
+        T0 + DAY,
+        "1.0",
+    )
+    .await;
+    let r = recovery(&target);
+    let both = [&pair_a().identity, &pair_b().identity];
+    let cat = r.catalogue().await.unwrap();
+    assert_eq!(
+        cat.backups.iter().map(|b| b.id.clone()).collect::<Vec<_>>(),
+        vec![old.clone(), new.clone()]
+    );
+
+    let newest = r.open_choice(&Choice::Newest, &both).await.unwrap();
+    assert_eq!(newest.info().id, new);
+    assert_eq!(
+        newest.read(newest.find("rbac", "v2.json").unwrap()).await.unwrap(),
+        b"new"
+    );
+    let older = r.open_choice(&Choice::Id(old.to_string()), &both).await.unwrap();
+    assert_eq!(
+        older.read(older.find("rbac", "v1.json").unwrap()).await.unwrap(),
+        b"old"
+    );
+
+    // Only the new .pfx: the old backup says which key it needs.
+    let err = r
+        .open_choice(&Choice::Id(old.to_string()), &[&pair_b().identity])
+        .await
+        .unwrap_err();
+    let thumb = pair_a().cert.thumbprint().to_string();
+    assert!(err.to_string().contains(&thumb), "{err}");
+    match err {
+        RecoveryError::Archive {
+            source: ibs_archive::Error::Envelope(ibs_envelope::Error::NoMatchingIdentity { needed }),
+            ..
+        } => assert_eq!(needed, vec![pair_a().cert.thumbprint()]),
+        other => panic!("unexpected {other:?}"),
+    }
+    // No .pfx at all.
+    let err = r.open_choice(&Choice::Newest, &[]).await.unwrap_err();
+    assert!(
+        err.to_string().contains(&pair_b().cert.thumbprint().to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn damaged_and_incomplete_backups_are_reported_not_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    let certs = [&pair_a().cert];
+    let good = put_backup(&target, &certs, &sample(), T0, "1.0").await;
+    let inst = instance();
+
+    // Incomplete: archive written, manifest never committed.
+    let crashed = put_backup(&target, &certs, &sample(), T0 + 10, "1.0").await;
+    target
+        .delete(&BackupPaths::new(&inst, &crashed).unwrap().manifest)
+        .await
+        .unwrap();
+    // Damaged: archive truncated after the manifest was written.
+    let truncated = put_backup(&target, &certs, &sample(), T0 + 20, "1.0").await;
+    let p = BackupPaths::new(&inst, &truncated).unwrap();
+    let bytes = target.read_all(&p.archive).await.unwrap();
+    target
+        .put_bytes(&p.archive, bytes.slice(..bytes.len() - 100), CommitMode::Overwrite)
+        .await
+        .unwrap();
+    // Damaged: garbage manifest.
+    let garbled = put_backup(&target, &certs, &sample(), T0 + 30, "1.0").await;
+    let p = BackupPaths::new(&inst, &garbled).unwrap();
+    target
+        .put_bytes(
+            &p.manifest,
+            Bytes::from_static(b"not a manifest"),
+            CommitMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    // Bit rot inside a frame: same size, so only a full check finds it.
+    let rotten = put_backup(&target, &certs, &sample(), T0 + 40, "1.0").await;
+    let p = BackupPaths::new(&inst, &rotten).unwrap();
+    let mut bytes = target.read_all(&p.archive).await.unwrap().to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    target
+        .put_bytes(&p.archive, Bytes::from(bytes), CommitMode::Overwrite)
+        .await
+        .unwrap();
+    // Something else in MASBackup that is not ours.
+    target
+        .put_bytes(
+            &inst.backup_root().child("notes.txt").unwrap(),
+            Bytes::from_static(b"hi"),
+            CommitMode::CreateNew,
+        )
+        .await
+        .unwrap();
+
+    let r = recovery(&target);
+    let cat = r.catalogue().await.unwrap();
+    let state = |id: &ibs_recovery::layout::BackupId| cat.get(id.as_str()).unwrap().state;
+    assert_eq!(state(&good), BackupState::Complete);
+    assert_eq!(state(&crashed), BackupState::Incomplete);
+    assert_eq!(state(&truncated), BackupState::Damaged);
+    assert_eq!(state(&garbled), BackupState::Damaged);
+    assert_eq!(state(&rotten), BackupState::Complete, "keyless structure is intact");
+    assert_eq!(cat.unrecognised.len(), 1);
+    for id in [&truncated, &garbled] {
+        let problem = cat.get(id.as_str()).unwrap().problem.clone().unwrap();
+        assert!(!problem.is_empty());
+    }
+
+    // Choosing them by id is refused with the reason.
+    for (id, word) in [(&crashed, "incomplete"), (&truncated, "damaged"), (&garbled, "damaged")] {
+        let err = r
+            .open_choice(&Choice::Id(id.to_string()), &[&pair_a().identity])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(word), "{err}");
+    }
+    // The rotten one: the keyless integrity check and verify both catch it,
+    // and a restore writes nothing.
+    let rotten_info = cat.get(rotten.as_str()).unwrap();
+    assert!(matches!(
+        r.check_integrity(rotten_info).await.unwrap_err(),
+        RecoveryError::IntegrityMismatch { .. }
+    ));
+    let b = r.open(rotten_info, &[&pair_a().identity]).await.unwrap();
+    assert!(b.verify(None).await.is_err());
+    let out = tempfile::tempdir().unwrap();
+    assert!(b.restore_to(out.path(), &RestoreOptions::default()).await.is_err());
+    assert!(walk(out.path()).is_empty(), "a damaged backup restored files");
+
+    // Newest restorable skips the incomplete and damaged ones... and the rotten
+    // one is newest and keyless-complete, so it is chosen; after it is removed
+    // the good one is.
+    assert_eq!(r.choose(&cat, &Choice::Newest).unwrap().id, rotten);
+    target
+        .delete_prefix(&BackupPaths::new(&inst, &rotten).unwrap().folder)
+        .await
+        .unwrap();
+    let cat = r.catalogue().await.unwrap();
+    assert_eq!(r.choose(&cat, &Choice::Newest).unwrap().id, good);
+
+    // Nothing restorable at all.
+    target
+        .delete_prefix(&BackupPaths::new(&inst, &good).unwrap().folder)
+        .await
+        .unwrap();
+    let cat = r.catalogue().await.unwrap();
+    let err = r.choose(&cat, &Choice::Newest).unwrap_err();
+    assert!(
+        matches!(err, RecoveryError::NoRestorable { ref reasons, .. } if reasons.len() == 3),
+        "{err}"
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let cat = recovery(&local(empty.path())).catalogue().await.unwrap();
+    assert!(matches!(
+        r.choose(&cat, &Choice::Newest),
+        Err(RecoveryError::NoBackups { .. })
+    ));
+    assert!(matches!(
+        r.choose(&cat, &Choice::Id("20261122T000000Z-00000000".into())),
+        Err(RecoveryError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn the_version_rule_at_its_edges() {
+    let v = |s: &str| s.parse::<Version>().unwrap();
+    let rule = VersionRule::default();
+    let backup = v("1.2408.0.21");
+    for ok in ["1.2408.0.21", "1.2408.9", "1.2409.0.1"] {
+        rule.check(&backup, &v(ok)).unwrap();
+    }
+    for (bad, says) in [
+        ("1.2410.0", "2 releases after"),
+        ("1.2407.3", "newer than this instance"),
+        ("2.1.0", "cannot be compared"),
+    ] {
+        let err = rule.check(&backup, &v(bad)).unwrap_err().to_string();
+        assert!(
+            err.contains("1.2408.0.21") && err.contains(bad) && err.contains(says),
+            "{err}"
+        );
+    }
+    // With a release history, releases are counted in it.
+    let history = VersionRule::default().with_history([Release(1, 2406), Release(1, 2408), Release(1, 2411)]);
+    history.check(&backup, &v("1.2411.1")).unwrap();
+    assert!(history.check(&v("1.2406.0"), &v("1.2411.0")).is_err());
+    assert!(
+        VersionRule::default()
+            .max_releases_newer(0)
+            .check(&backup, &v("1.2409"))
+            .is_err()
+    );
+    assert!(
+        VersionRule::default()
+            .max_releases_newer(2)
+            .check(&backup, &v("1.2410"))
+            .is_ok()
+    );
+    assert!("1.x".parse::<Version>().is_err());
+    assert!("".parse::<Version>().is_err());
+}
+
+#[tokio::test]
+async fn the_version_rule_is_enforced_when_choosing() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    put_backup(&target, &[&pair_a().cert], &[("a", "b", b"1".to_vec())], T0, "1.2406.0").await;
+    let newer = put_backup(
+        &target,
+        &[&pair_a().cert],
+        &[("a", "b", b"2".to_vec())],
+        T0 + DAY,
+        "1.2408.0",
+    )
+    .await;
+    let r = recovery(&target).instance_version("1.2408.3".parse().unwrap());
+    let cat = r.catalogue().await.unwrap();
+    assert_eq!(r.choose(&cat, &Choice::Newest).unwrap().id, newer);
+    // An instance two releases on refuses both, naming both versions.
+    let r = recovery(&target).instance_version("1.2410.0".parse().unwrap());
+    let err = r.choose(&cat, &Choice::Newest).unwrap_err().to_string();
+    assert!(
+        err.contains("1.2406.0") && err.contains("1.2408.0") && err.contains("1.2410.0"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_entry_names_in_a_crafted_archive_are_refused() {
+    let cert = &pair_a().cert;
+    for (path, why) in [
+        ("../../etc/cron.d/evil", "'..'"),
+        ("/etc/passwd", "relative"),
+        ("a/../../x", "'..'"),
+        ("a\\..\\x", "backslash"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let target = local(dir.path());
+        let (archive, archive_id) = crafted_archive(cert, &[("ok", "fine.txt", b"fine"), ("ok", path, b"evil")], "1.0");
+        put_archive(&target, archive, archive_id, &[cert], T0, "1.0").await;
+        let r = recovery(&target);
+        let b = r.open_choice(&Choice::Newest, &[&pair_a().identity]).await.unwrap();
+        // Listing and reading it is fine; restoring is not, and writes nothing.
+        assert!(b.find("ok", path).is_some());
+        let out = tempfile::tempdir().unwrap();
+        let err = b
+            .restore_to(&out.path().join("restore"), &RestoreOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RecoveryError::UnsafePath { .. }), "{path}: {err}");
+        assert!(err.to_string().contains(why), "{path}: {err}");
+        assert!(walk(out.path()).is_empty(), "{path}: something was written");
+    }
+}
+
+#[tokio::test]
+async fn symbolic_links_in_the_restore_directory_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    put_backup(
+        &target,
+        &[&pair_a().cert],
+        &[("rbac", "a/b.json", b"{}".to_vec())],
+        T0,
+        "1.0",
+    )
+    .await;
+    let b = recovery(&target)
+        .open_choice(&Choice::Newest, &[&pair_a().identity])
+        .await
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    // A folder on the way is a symlink.
+    std::os::unix::fs::symlink(elsewhere.path(), out.path().join("rbac")).unwrap();
+    let err = b
+        .restore_to(out.path(), &RestoreOptions::default().overwrite(true))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(walk(elsewhere.path()).is_empty());
+    // The file itself is a symlink.
+    std::fs::remove_file(out.path().join("rbac")).unwrap();
+    std::fs::create_dir_all(out.path().join("rbac/a")).unwrap();
+    let victim = elsewhere.path().join("victim");
+    std::fs::write(&victim, b"keep").unwrap();
+    std::os::unix::fs::symlink(&victim, out.path().join("rbac/a/b.json")).unwrap();
+    let err = b
+        .restore_to(out.path(), &RestoreOptions::default().overwrite(true))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+}
+
+/// Counts the bytes read through `read_range`.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn StorageTarget>,
+    read: AtomicU64,
+}
+
+impl std::fmt::Display for Counting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "counting {}", self.inner)
+    }
+}
+
+#[async_trait]
+impl StorageTarget for Counting {
+    async fn create_dir_all(&self, path: &ObjectPath) -> ibs_storage::Result<()> {
+        self.inner.create_dir_all(path).await
+    }
+    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> ibs_storage::Result<Box<dyn ObjectWriter>> {
+        self.inner.put(path, mode).await
+    }
+    async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> ibs_storage::Result<Bytes> {
+        self.read.fetch_add(range.end - range.start, Ordering::Relaxed);
+        self.inner.read_range(path, range).await
+    }
+    async fn head(&self, path: &ObjectPath) -> ibs_storage::Result<ObjectMeta> {
+        self.inner.head(path).await
+    }
+    async fn list(
+        &self,
+        prefix: &ObjectPath,
+    ) -> ibs_storage::Result<BoxStream<'static, ibs_storage::Result<ObjectMeta>>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, path: &ObjectPath) -> ibs_storage::Result<()> {
+        self.inner.delete(path).await
+    }
+    async fn delete_dir(&self, path: &ObjectPath) -> ibs_storage::Result<()> {
+        self.inner.delete_dir(path).await
+    }
+    async fn capacity(&self) -> ibs_storage::Result<Capacity> {
+        self.inner.capacity().await
+    }
+}
+
+#[tokio::test]
+async fn reading_one_entry_uses_range_reads_not_the_whole_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = local(dir.path());
+    let big: Vec<u8> = (0..12_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    put_backup(
+        &inner,
+        &[&pair_a().cert],
+        &[("key-vault", "big.bin", big), ("ca", "root.cer", b"root".to_vec())],
+        T0,
+        "1.0",
+    )
+    .await;
+    let counting = Arc::new(Counting {
+        inner,
+        read: AtomicU64::new(0),
+    });
+    let target: Arc<dyn StorageTarget> = counting.clone();
+    let r = recovery(&target);
+    let cat = r.catalogue().await.unwrap();
+    let size = cat.backups[0].size;
+    let b = r.open(&cat.backups[0], &[&pair_a().identity]).await.unwrap();
+    let before = counting.read.load(Ordering::Relaxed);
+    assert_eq!(b.read(b.find("ca", "root.cer").unwrap()).await.unwrap(), b"root");
+    let used = counting.read.load(Ordering::Relaxed) - before;
+    assert!(
+        used < 2 << 20,
+        "read {used} bytes of a {size}-byte backup for a 4-byte entry"
+    );
+}
+
+#[test]
+fn the_blocking_api_reads_a_local_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let target = local(dir.path());
+    rt.block_on(put_backup(&target, &[&pair_a().cert], &sample(), T0, "1.2408.0"));
+    let mut recovery = blocking::Recovery::local(dir.path(), FQDN, REGION).unwrap();
+    *recovery.inner_mut() = recovery
+        .inner_mut()
+        .clone()
+        .instance_version("1.2409.0".parse().unwrap());
+    assert_eq!(recovery.catalogue().unwrap().backups.len(), 1);
+    let backup = recovery.open(&Choice::Newest, &[&pair_a().identity]).unwrap();
+    assert_eq!(backup.read("ca", "root.cer").unwrap(), [0x30, 0x82, 0x01, 0x0a]);
+    assert_eq!(backup.verify().unwrap().entries, 5);
+    let out = tempfile::tempdir().unwrap();
+    let report = backup.restore_to(out.path(), &RestoreOptions::default()).unwrap();
+    assert_eq!(report.files.len(), 5);
+    let err = backup.read("ca", "missing").unwrap_err();
+    assert!(err.to_string().contains("no entry ca/missing"), "{err}");
+}
+
+#[tokio::test]
+async fn a_failing_target_keeps_its_failure_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    put_backup(&target, &[&pair_a().cert], &[("a", "b", b"x".to_vec())], T0, "1.0").await;
+    let r = recovery(&target);
+    let cat = r.catalogue().await.unwrap();
+    let b = r.open(&cat.backups[0], &[&pair_a().identity]).await.unwrap();
+    // The share loses the archive after it was opened.
+    target.delete(&cat.backups[0].paths.archive).await.unwrap();
+    let err = b.read(b.find("a", "b").unwrap()).await.unwrap_err();
+    assert_eq!(err.storage_kind(), Some(ErrorKind::PathNotFound), "{err}");
+}
