@@ -215,6 +215,9 @@ impl Manifest {
             let (k, v) = line
                 .split_once(": ")
                 .ok_or_else(|| bad(i + 1, "expected `key: value`".into()))?;
+            if line.chars().any(char::is_control) {
+                return Err(bad(i + 1, "control character".into()));
+            }
             fields.push((k, v, i + 1));
         }
         let one = |key: &str| -> Result<(&str, usize)> {
@@ -264,8 +267,9 @@ impl Manifest {
     }
 }
 
+/// Values are single lines without control characters (the parser refuses them).
 fn one_line(s: &str) -> String {
-    s.replace(['\n', '\r'], " ")
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {
