@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite talks to (OpenSSL on the other
 # side of every key and PKCS#12 test; Python with cryptography and zstandard
-# for the independent archive reader). Idempotent; needs root (or sudo) only
+# for the independent archive reader; Samba, smbclient and libsmbclient for
+# the SMB backend and its tests). Idempotent; needs root (or sudo) only
 # when something is missing.
 set -euo pipefail
-packages=(openssl python3 python3-cryptography python3-zstandard)
+packages=(openssl python3 python3-cryptography python3-zstandard samba smbclient libsmbclient-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,5 +15,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     echo "installing: ${missing[*]}"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+    # Packages must not start system services (Samba's smbd would listen on
+    # every interface): tests start their own servers on loopback.
+    guard=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+        $sudo chmod +x /usr/sbin/policy-rc.d
+        guard=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    [ -z "$guard" ] || $sudo rm -f /usr/sbin/policy-rc.d
 fi
