@@ -334,18 +334,23 @@ pub(crate) async fn bounded<T: Send + 'static>(
             path,
             format!("SMB task failed: {join}"),
         )),
-        Err(_) => Err(StorageError::new(
-            ErrorKind::Connectivity,
-            what,
-            path,
-            format!(
-                "no answer from {} within {} s (server down, frozen or unreachable)",
-                config.display(),
-                timeout.as_secs_f64()
-            ),
-        )
-        .with_retryable(true)),
+        Err(_) => Err(timed_out(config, what, path)),
     }
+}
+
+/// The connectivity error of an operation that passed its time bound.
+pub(crate) fn timed_out(config: &SmbConfig, what: &'static str, path: &str) -> StorageError {
+    StorageError::new(
+        ErrorKind::Connectivity,
+        what,
+        path,
+        format!(
+            "no answer from {} within {} s (server down, frozen or unreachable)",
+            config.display(),
+            config.timeout.as_secs_f64()
+        ),
+    )
+    .with_retryable(true)
 }
 
 impl Inner {

@@ -62,17 +62,7 @@ impl SmbWriter {
                 self.path.as_str(),
                 "upload thread ended",
             )),
-            Err(_) => Err(StorageError::new(
-                ErrorKind::Connectivity,
-                what,
-                self.path.as_str(),
-                format!(
-                    "no answer from {} within {} s (server down, frozen or unreachable)",
-                    config.display(),
-                    config.timeout.as_secs_f64()
-                ),
-            )
-            .with_retryable(true)),
+            Err(_) => Err(crate::timed_out(config, what, self.path.as_str())),
         }
     }
 
