@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
+use bytes::Bytes;
 use hmac::{KeyInit, Mac};
 use ibs_envelope::{FileKey, Identity, PayloadKey, SALT_LEN, Sha256Fingerprint, Stanza, TAG_LEN, Thumbprint};
 use sha2::{Digest, Sha256};
@@ -190,7 +191,8 @@ impl ArchiveKeys {
         Ok(out)
     }
 
-    /// Opens chunk `counter` and returns its plaintext.
+    /// Opens chunk `counter` and returns its plaintext (decrypted in place; a
+    /// stored chunk's plaintext is not copied again).
     ///
     /// `expected_len` is the plaintext length the index promises for a data
     /// frame; for the index (`last`) it is the largest length accepted.
@@ -202,7 +204,7 @@ impl ArchiveKeys {
         mut sealed: Vec<u8>,
         expected_len: usize,
         decompressor: &mut zstd::bulk::Decompressor<'_>,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<Bytes> {
         let region = if last { Region::Index } else { Region::Frame(counter) };
         self.payload
             .open_chunk(counter, last, header_digest, &mut sealed)
@@ -219,8 +221,7 @@ impl ArchiveKeys {
                         format!("{} stored bytes, expected {expected_len}", payload.len()),
                     ));
                 }
-                sealed.remove(0);
-                Ok(sealed)
+                Ok(Bytes::from(sealed).slice(1..))
             }
             ENCODING_ZSTD => {
                 let declared = zstd::zstd_safe::get_frame_content_size(payload)
@@ -249,7 +250,7 @@ impl ArchiveKeys {
                         format!("zstd frame holds {n} bytes, declared {len}"),
                     ));
                 }
-                Ok(out)
+                Ok(Bytes::from(out))
             }
             other => Err(Error::malformed(region, 0, format!("unknown frame encoding {other}"))),
         }

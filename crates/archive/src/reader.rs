@@ -285,7 +285,7 @@ impl<R: RangeRead> ArchiveReader<R> {
     }
 
     /// Reads, authenticates and decompresses data frame `i`.
-    async fn frame(&self, i: u64, dec: &mut zstd::bulk::Decompressor<'static>) -> Result<Vec<u8>> {
+    async fn frame(&self, i: u64, dec: &mut zstd::bulk::Decompressor<'static>) -> Result<Bytes> {
         let (start, end) = self.frame_span(i)?;
         let sealed = read_at(&self.source, start, (end - start) as usize).await?;
         self.open_frame(i, sealed, dec)
@@ -299,7 +299,7 @@ impl<R: RangeRead> ArchiveReader<R> {
         }
     }
 
-    fn open_frame(&self, i: u64, sealed: Vec<u8>, dec: &mut zstd::bulk::Decompressor<'static>) -> Result<Vec<u8>> {
+    fn open_frame(&self, i: u64, sealed: Vec<u8>, dec: &mut zstd::bulk::Decompressor<'static>) -> Result<Bytes> {
         let plain_len = self.index.frame_plain_len(i, self.frame_size());
         self.keys.open_chunk(&self.digest, i, false, sealed, plain_len, dec)
     }
@@ -343,7 +343,7 @@ impl<R: RangeRead> ArchiveReader<R> {
             let frame_start = st.frame * f;
             let from = (entry.offset + st.done - frame_start) as usize;
             let take = ((entry.size - st.done) as usize).min(plain.len().saturating_sub(from));
-            let piece = Bytes::copy_from_slice(&plain[from..from + take]);
+            let piece = plain.slice(from..from + take);
             st.hasher.update(&piece);
             st.done += take as u64;
             st.frame += 1;
