@@ -1,0 +1,294 @@
+//! Settings, the single-job guard, the maintenance gate, the schedule and job history.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use ibs_envelope::Certificate;
+use ibs_retention::Policy;
+use ibs_storage::{
+    Alert, CommitMode, ErrorKind, InstanceLayout, LocalTarget, Location, StorageTarget, StorageTargetExt,
+};
+use ibs_storage_smb::{SmbConfig, SmbCredentials, SmbTarget};
+
+use crate::job::{JobSpec, JobSummary, apply, plan_retention, write_backup};
+use crate::source::BackupSource;
+use crate::{ControllerError, Result};
+
+/// Everything backup needs. Credentials never appear in `Debug` output.
+#[derive(Clone)]
+pub struct Settings {
+    /// Where backups go.
+    pub location: Location,
+    /// SMB credentials (unused for a local directory).
+    pub credentials: Option<SmbCredentials>,
+    /// The encryption certificate (RSA ≥ 2048).
+    pub certificate: Certificate,
+    /// External domain fqdn of this instance.
+    pub fqdn: String,
+    /// Region of this instance.
+    pub region: String,
+    /// Schedule and retention (default every 12 h, 7 days).
+    pub policy: Policy,
+    /// Version of this system (recorded in every backup).
+    pub producer_version: String,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("location", &self.location)
+            .field("credentials", &self.credentials.as_ref().map(SmbCredentials::account))
+            .field("certificate", &self.certificate.thumbprint().to_string())
+            .field("fqdn", &self.fqdn)
+            .field("region", &self.region)
+            .field("policy", &self.policy)
+            .field("producer_version", &self.producer_version)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// The storage target for the location.
+    pub fn target(&self) -> Result<Arc<dyn StorageTarget>> {
+        Ok(match &self.location {
+            Location::Local(dir) => Arc::new(LocalTarget::new(dir)?),
+            smb @ Location::Smb { .. } => {
+                let creds = self.credentials.clone().ok_or(ControllerError::InvalidSetting {
+                    setting: "credentials",
+                    reason: "an SMB location needs domain, user and password".into(),
+                })?;
+                Arc::new(SmbTarget::new(SmbConfig::from_location(smb, creds)?)?)
+            }
+        })
+    }
+
+    /// The instance layout (`fqdn/region/MASBackup`).
+    pub fn instance(&self) -> Result<InstanceLayout> {
+        InstanceLayout::new(&self.fqdn, &self.region).map_err(|e| ControllerError::InvalidSetting {
+            setting: "fqdn/region",
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Checks settings against the real world: the location is reachable and
+/// writable with the credentials (a probe object is written and removed in the
+/// backup folder), and the certificate is RSA ≥ 2048 (parsing enforced it).
+pub async fn validate(settings: &Settings) -> Result<Arc<dyn StorageTarget>> {
+    let instance = settings.instance()?;
+    let target = settings.target()?;
+    let root = instance.backup_root();
+    target.create_dir_all(&root).await?;
+    let probe = root.child(".ibs-write-probe")?;
+    target
+        .put_bytes(&probe, Bytes::from_static(b"ibs"), CommitMode::Overwrite)
+        .await?;
+    target.delete(&probe).await?;
+    Ok(target)
+}
+
+/// What started a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// The schedule.
+    Scheduled,
+    /// An operator or API call.
+    OnDemand,
+}
+
+/// How a job ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobOutcome {
+    /// Running now.
+    Running,
+    /// Done: what was written.
+    Succeeded {
+        /// The backup and what it holds.
+        summary: JobSummary,
+        /// Wall time in seconds.
+        seconds: f64,
+    },
+    /// A scheduled job skipped for a maintenance window.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// Failed: class, alert and the error text.
+    Failed {
+        /// The failure class.
+        kind: ErrorKind,
+        /// What the operator sees.
+        alert: Alert,
+        /// The error.
+        error: String,
+    },
+}
+
+/// One entry of the job history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRecord {
+    /// When it started, Unix seconds.
+    pub started: i64,
+    /// What started it.
+    pub trigger: Trigger,
+    /// How it ended.
+    pub outcome: JobOutcome,
+}
+
+/// The reference controller.
+pub struct Controller {
+    settings: Mutex<Option<Settings>>,
+    sources: Vec<Arc<dyn BackupSource>>,
+    running: tokio::sync::Mutex<()>,
+    maintenance: Mutex<bool>,
+    history: Mutex<Vec<JobRecord>>,
+}
+
+impl fmt::Debug for Controller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Controller")
+            .field(
+                "sources",
+                &self.sources.iter().map(|s| s.name().to_owned()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Controller {
+    /// A controller capturing `sources`, not yet enabled.
+    pub fn new(sources: Vec<Arc<dyn BackupSource>>) -> Self {
+        Controller {
+            settings: Mutex::new(None),
+            sources,
+            running: tokio::sync::Mutex::new(()),
+            maintenance: Mutex::new(false),
+            history: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Enables backup (or changes its settings) after checking them against
+    /// the location. A new certificate affects only backups made afterwards.
+    pub async fn enable(&self, settings: Settings) -> Result<()> {
+        validate(&settings).await?;
+        *lock(&self.settings) = Some(settings);
+        Ok(())
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> Option<Settings> {
+        lock(&self.settings).clone()
+    }
+
+    /// Enters or leaves a maintenance window.
+    pub fn set_maintenance(&self, on: bool) {
+        *lock(&self.maintenance) = on;
+    }
+
+    /// The job history, oldest first.
+    pub fn history(&self) -> Vec<JobRecord> {
+        lock(&self.history).clone()
+    }
+
+    /// Whether a scheduled backup is due at `now` (the interval has passed
+    /// since the last successful one, or there is none).
+    pub fn is_due(&self, now: i64) -> bool {
+        let Some(settings) = self.settings() else { return false };
+        let interval = i64::from(settings.policy.interval_hours()) * 3600;
+        let last = lock(&self.history)
+            .iter()
+            .rev()
+            .find(|r| matches!(r.outcome, JobOutcome::Succeeded { .. }))
+            .map(|r| r.started);
+        last.is_none_or(|t| now - t >= interval)
+    }
+
+    /// Runs a job now. A second request while one runs gets
+    /// [`ControllerError::AlreadyRunning`]; an on-demand request in a
+    /// maintenance window gets [`ControllerError::Maintenance`]; a scheduled
+    /// one is recorded as skipped.
+    pub async fn run(&self, trigger: Trigger, now: i64) -> Result<JobRecord> {
+        let settings = self.settings().ok_or(ControllerError::NotEnabled)?;
+        if *lock(&self.maintenance) {
+            if trigger == Trigger::OnDemand {
+                return Err(ControllerError::Maintenance);
+            }
+            let record = JobRecord {
+                started: now,
+                trigger,
+                outcome: JobOutcome::Skipped {
+                    reason: "maintenance window".into(),
+                },
+            };
+            lock(&self.history).push(record.clone());
+            return Ok(record);
+        }
+        let _guard = self.running.try_lock().map_err(|_| ControllerError::AlreadyRunning)?;
+        lock(&self.history).push(JobRecord {
+            started: now,
+            trigger,
+            outcome: JobOutcome::Running,
+        });
+        let start = Instant::now();
+        let outcome = match self.job(&settings, now).await {
+            Ok(summary) => JobOutcome::Succeeded {
+                summary,
+                seconds: start.elapsed().as_secs_f64(),
+            },
+            Err(e) => JobOutcome::Failed {
+                kind: e.kind(),
+                alert: e.alert(),
+                error: e.to_string(),
+            },
+        };
+        let record = JobRecord {
+            started: now,
+            trigger,
+            outcome,
+        };
+        if let Some(last) = lock(&self.history).last_mut() {
+            *last = record.clone();
+        }
+        Ok(record)
+    }
+
+    async fn job(&self, settings: &Settings, now: i64) -> Result<JobSummary> {
+        let spec = JobSpec {
+            target: settings.target()?,
+            instance: settings.instance()?,
+            certificate: settings.certificate.clone(),
+            producer_version: settings.producer_version.clone(),
+            policy: settings.policy,
+        };
+        run_job(&spec, &self.sources, now).await
+    }
+}
+
+/// A job with its out-of-capacity rule: on a full target, retention frees
+/// space (oldest first, never the newest complete backup) and the backup is
+/// tried once more; then retention runs as usual.
+pub async fn run_job(spec: &JobSpec, sources: &[Arc<dyn BackupSource>], now: i64) -> Result<JobSummary> {
+    let mut summary = match write_backup(spec, sources, now, None).await {
+        Err(e) if e.kind() == ErrorKind::OutOfCapacity => {
+            // Room for a backup as large as the newest one we have.
+            let catalogue = ibs_recovery::catalogue(&spec.target, &spec.instance).await?;
+            let need = catalogue.complete().last().map(|b| b.size);
+            let plan = plan_retention(&spec.target, &spec.instance, &spec.policy, now, need.or(Some(u64::MAX))).await?;
+            let freed = apply(&spec.target, &plan).await?;
+            if freed.is_empty() {
+                return Err(e);
+            }
+            write_backup(spec, sources, now, None).await?
+        }
+        other => other?,
+    };
+    let plan = plan_retention(&spec.target, &spec.instance, &spec.policy, now, None).await?;
+    summary.deleted = apply(&spec.target, &plan).await?;
+    Ok(summary)
+}
