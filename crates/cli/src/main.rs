@@ -1,0 +1,467 @@
+//! `ibs`: the infrastructure backup command.
+//!
+//! ```text
+//! ibs keygen  --out DIR [--name NAME] [--bits 2048|3072|4096] [--password-file F] [--legacy-pfx]
+//! ibs backup  --location LOC --cert FILE [--source NAME=DIR]... [--fqdn F] [--region R]
+//!             [--credentials-file F] [--producer-version V] [--keep-days N]
+//! ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
+//! ibs verify  --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F
+//! ibs restore --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F --to DIR [--source NAME]...
+//! ibs prune   --location LOC [--keep-days N] [--dry-run]
+//! ```
+//!
+//! `LOC` is `\\host\share\folder`, `smb://host[:port]/share/folder` or a local
+//! directory. SMB credentials come from `--credentials-file` (smbclient's
+//! authentication-file format: `username = …`, `password = …`, `domain = …`) or
+//! the environment (`IBS_SMB_USERNAME`, `IBS_SMB_PASSWORD`, `IBS_SMB_DOMAIN`),
+//! never from the command line. Exit status: 0 success, 1 failure (the alert's
+//! text on stderr), 2 usage error.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use ibs_controller::{BackupSource, DirectorySource, Settings, run_job};
+use ibs_envelope::{Certificate, Identity, Password, keygen};
+use ibs_recovery::{BackupInfo, Choice, Recovery, RestoreOptions};
+use ibs_retention::Policy;
+use ibs_storage::{InstanceLayout, Location, StorageTarget};
+use ibs_storage_smb::SmbCredentials;
+
+const DEFAULT_FQDN: &str = "azurestack.local";
+const DEFAULT_REGION: &str = "local";
+
+/// A failure to report: the message, and whether it is a usage error (exit 2).
+struct Failure(String, bool);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string(), false)
+    }
+}
+
+fn usage(msg: impl Into<String>) -> Failure {
+    Failure(msg.into(), true)
+}
+
+#[derive(Default)]
+struct Args {
+    out: Option<PathBuf>,
+    name: Option<String>,
+    bits: Option<usize>,
+    password_file: Option<PathBuf>,
+    legacy_pfx: bool,
+    location: Option<String>,
+    cert: Option<PathBuf>,
+    sources: Vec<(String, PathBuf)>,
+    fqdn: Option<String>,
+    region: Option<String>,
+    credentials_file: Option<PathBuf>,
+    producer_version: Option<String>,
+    keep_days: Option<u32>,
+    backup: Option<String>,
+    pfx: Vec<PathBuf>,
+    to: Option<PathBuf>,
+    only: Vec<String>,
+    dry_run: bool,
+    instance_version: Option<String>,
+}
+
+/// Parses `args` (the first is the program name).
+fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Args), Failure> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_iter(args);
+    let verb = match p.next().map_err(|e| usage(e.to_string()))? {
+        Some(Value(v)) => v.string().map_err(|e| usage(e.to_string()))?,
+        Some(Long("help") | Short('h')) | None => return Err(usage(HELP)),
+        Some(other) => return Err(usage(format!("expected a command first, got {}", other.unexpected()))),
+    };
+    let mut a = Args::default();
+    let text = |p: &mut lexopt::Parser| -> Result<String, Failure> {
+        p.value()
+            .map_err(|e| usage(e.to_string()))?
+            .string()
+            .map_err(|e| usage(e.to_string()))
+    };
+    while let Some(arg) = p.next().map_err(|e| usage(e.to_string()))? {
+        match arg {
+            Long("out") => a.out = Some(text(&mut p)?.into()),
+            Long("name") => a.name = Some(text(&mut p)?),
+            Long("bits") => {
+                a.bits = Some(
+                    text(&mut p)?
+                        .parse()
+                        .map_err(|_| usage("--bits takes 2048, 3072 or 4096"))?,
+                )
+            }
+            Long("password-file") => a.password_file = Some(text(&mut p)?.into()),
+            Long("legacy-pfx") => a.legacy_pfx = true,
+            Long("location") => a.location = Some(text(&mut p)?),
+            Long("cert") => a.cert = Some(text(&mut p)?.into()),
+            Long("source") if verb == "restore" => a.only.push(text(&mut p)?),
+            Long("source") => {
+                let v = text(&mut p)?;
+                let (n, d) = v
+                    .split_once('=')
+                    .ok_or_else(|| usage(format!("--source takes NAME=DIR, got {v:?}")))?;
+                a.sources.push((n.to_owned(), d.into()));
+            }
+            Long("fqdn") => a.fqdn = Some(text(&mut p)?),
+            Long("region") => a.region = Some(text(&mut p)?),
+            Long("credentials-file") => a.credentials_file = Some(text(&mut p)?.into()),
+            Long("producer-version") => a.producer_version = Some(text(&mut p)?),
+            Long("instance-version") => a.instance_version = Some(text(&mut p)?),
+            Long("keep-days") => {
+                a.keep_days = Some(
+                    text(&mut p)?
+                        .parse()
+                        .map_err(|_| usage("--keep-days takes a number of days"))?,
+                )
+            }
+            Long("backup") => a.backup = Some(text(&mut p)?),
+            Long("pfx") => a.pfx.push(text(&mut p)?.into()),
+            Long("to") => a.to = Some(text(&mut p)?.into()),
+            Long("dry-run") => a.dry_run = true,
+            Long("help") | Short('h') => return Err(usage(HELP)),
+            other => return Err(usage(format!("{}\n\n{HELP}", other.unexpected()))),
+        }
+    }
+    Ok((verb, a))
+}
+
+const HELP: &str = "usage:
+  ibs keygen  --out DIR [--name NAME] [--bits 2048|3072|4096] [--password-file F] [--legacy-pfx]
+  ibs backup  --location LOC --cert FILE [--source NAME=DIR]... [--fqdn F] [--region R]
+              [--credentials-file F] [--producer-version V] [--keep-days N]
+  ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
+  ibs verify  --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F
+  ibs restore --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F --to DIR [--source NAME]...
+  ibs prune   --location LOC [--keep-days N] [--dry-run]
+LOC: \\\\host\\share\\folder, smb://host[:port]/share/folder, or a local directory.
+SMB credentials: --credentials-file (smbclient format) or IBS_SMB_USERNAME / IBS_SMB_PASSWORD / IBS_SMB_DOMAIN.";
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+fn credentials(a: &Args) -> Result<Option<SmbCredentials>, Failure> {
+    if let Some(f) = &a.credentials_file {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| Failure(format!("cannot read {}: {e}", f.display()), false))?;
+        return Ok(Some(SmbCredentials::from_auth_file(&text)?));
+    }
+    match (std::env::var("IBS_SMB_USERNAME"), std::env::var("IBS_SMB_PASSWORD")) {
+        (Ok(u), Ok(p)) => Ok(Some(SmbCredentials::new(
+            std::env::var("IBS_SMB_DOMAIN").unwrap_or_default(),
+            u,
+            p,
+        ))),
+        _ => Ok(None),
+    }
+}
+
+fn location(a: &Args) -> Result<Location, Failure> {
+    let loc = a.location.as_deref().ok_or_else(|| usage("--location is required"))?;
+    Ok(Location::parse(loc)?)
+}
+
+fn instance(a: &Args) -> Result<InstanceLayout, Failure> {
+    Ok(InstanceLayout::new(
+        a.fqdn.as_deref().unwrap_or(DEFAULT_FQDN),
+        a.region.as_deref().unwrap_or(DEFAULT_REGION),
+    )?)
+}
+
+fn policy(a: &Args) -> Result<Policy, Failure> {
+    Ok(match a.keep_days {
+        Some(d) => Policy::new(12, d)?,
+        None => Policy::default(),
+    })
+}
+
+fn identities(a: &Args) -> Result<Vec<Identity>, Failure> {
+    if a.pfx.is_empty() {
+        return Err(usage("--pfx is required (repeat it for several keys)"));
+    }
+    let pw_file = a
+        .password_file
+        .as_ref()
+        .ok_or_else(|| usage("--password-file is required"))?;
+    let pw = Password::from_file_contents(
+        &std::fs::read(pw_file).map_err(|e| Failure(format!("cannot read {}: {e}", pw_file.display()), false))?,
+    )?;
+    a.pfx
+        .iter()
+        .map(|p| Identity::from_file(p, &pw).map_err(|e| Failure(format!("{}: {e}", p.display()), false)))
+        .collect()
+}
+
+fn random_password() -> Result<String, Failure> {
+    let mut b = [0u8; 18];
+    getrandom::fill(&mut b).map_err(|e| Failure(format!("random generator failed: {e}"), false))?;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    Ok(b.iter()
+        .map(|x| ALPHABET[usize::from(*x) % ALPHABET.len()] as char)
+        .collect())
+}
+
+fn keygen_cmd(a: &Args) -> Result<(), Failure> {
+    let out = a.out.as_ref().ok_or_else(|| usage("--out DIR is required"))?;
+    let name = a.name.as_deref().unwrap_or("backup-encryption");
+    std::fs::create_dir_all(out).map_err(|e| Failure(format!("cannot create {}: {e}", out.display()), false))?;
+    let (password, written_pw) = match &a.password_file {
+        Some(f) => (
+            Password::from_file_contents(
+                &std::fs::read(f).map_err(|e| Failure(format!("cannot read {}: {e}", f.display()), false))?,
+            )?,
+            None,
+        ),
+        None => {
+            // No password given: make a strong one and keep it beside the .pfx (mode 0600).
+            let pw = random_password()?;
+            let path = out.join(format!("{name}.password"));
+            write_private(&path, format!("{pw}\n").as_bytes())?;
+            (Password::new(pw), Some(path))
+        }
+    };
+    let mut options = keygen::KeygenOptions::new(name, now() - 300);
+    if let Some(bits) = a.bits {
+        options.key_size = keygen::KeySize::from_bits(bits).ok_or_else(|| usage("--bits takes 2048, 3072 or 4096"))?;
+    }
+    if a.legacy_pfx {
+        options.pfx_encoding = keygen::PfxEncoding::Legacy3DesSha1;
+    }
+    let pair = keygen::generate(&options, &password)?;
+    let (cer, pfx) = pair.write_to(out, name)?;
+    println!("certificate: {} (give this to the backup service)", cer.display());
+    println!("private key: {} (keep offline; needed for recovery)", pfx.display());
+    if let Some(p) = written_pw {
+        println!(
+            "password:    {} (keep with the .pfx, or move it somewhere safer)",
+            p.display()
+        );
+    }
+    println!("thumbprint:  {}", pair.certificate.thumbprint());
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, data: &[u8]) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Failure(format!("cannot create {}: {e}", path.display()), false))?;
+    f.write_all(data)
+        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display()), false))
+}
+
+async fn backup_cmd(a: &Args) -> Result<(), Failure> {
+    let cert_path = a.cert.as_ref().ok_or_else(|| usage("--cert FILE is required"))?;
+    let cert =
+        Certificate::from_file(cert_path).map_err(|e| Failure(format!("{}: {e}", cert_path.display()), false))?;
+    if a.sources.is_empty() {
+        return Err(usage("at least one --source NAME=DIR is required"));
+    }
+    let sources: Vec<Arc<dyn BackupSource>> = a
+        .sources
+        .iter()
+        .map(|(n, d)| Arc::new(DirectorySource::new(n.clone(), d.clone())) as Arc<dyn BackupSource>)
+        .collect();
+    let inst = instance(a)?;
+    let settings = Settings {
+        location: location(a)?,
+        credentials: credentials(a)?,
+        certificate: cert,
+        fqdn: inst.fqdn().to_owned(),
+        region: inst.region().to_owned(),
+        policy: policy(a)?,
+        producer_version: a
+            .producer_version
+            .clone()
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+    };
+    let target = ibs_controller::validate(&settings).await.map_err(alerted)?;
+    let spec = ibs_controller::JobSpec {
+        target,
+        instance: inst,
+        certificate: settings.certificate.clone(),
+        producer_version: settings.producer_version.clone(),
+        policy: settings.policy,
+    };
+    let start = std::time::Instant::now();
+    let s = run_job(&spec, &sources, now()).await.map_err(alerted)?;
+    let secs = start.elapsed().as_secs_f64().max(1e-3);
+    println!(
+        "backup {} complete: {} entries, {} bytes of data, {} bytes written, {:.1} s ({:.0} MB/s)",
+        s.id,
+        s.entries,
+        s.data_bytes,
+        s.archive_bytes,
+        secs,
+        s.data_bytes as f64 / secs / 1e6
+    );
+    for d in &s.deleted {
+        println!("retention deleted {d}");
+    }
+    Ok(())
+}
+
+/// The error with its operator alert (title and remediation).
+fn alerted(e: ibs_controller::ControllerError) -> Failure {
+    let alert = e.alert();
+    Failure(
+        format!(
+            "{e}\nalert: {}: {}\nremediation: {}",
+            alert.title, alert.description, alert.remediation
+        ),
+        false,
+    )
+}
+
+fn recovery(a: &Args) -> Result<Recovery, Failure> {
+    let target = target_for_read(a)?;
+    let mut r = Recovery::new(target, instance(a)?);
+    if let Some(v) = &a.instance_version {
+        r = r.instance_version(v.parse()?);
+    }
+    Ok(r)
+}
+
+fn target_for_read(a: &Args) -> Result<Arc<dyn StorageTarget>, Failure> {
+    match location(a)? {
+        Location::Local(dir) => Ok(Arc::new(ibs_storage::LocalTarget::new(dir)?)),
+        smb @ Location::Smb { .. } => {
+            let creds = credentials(a)?
+                .ok_or_else(|| usage("SMB locations need --credentials-file or IBS_SMB_USERNAME/IBS_SMB_PASSWORD"))?;
+            Ok(Arc::new(ibs_storage_smb::SmbTarget::new(
+                ibs_storage_smb::SmbConfig::from_location(&smb, creds)?,
+            )?))
+        }
+    }
+}
+
+async fn list_cmd(a: &Args) -> Result<(), Failure> {
+    let cat = recovery(a)?.catalogue().await?;
+    if cat.backups.is_empty() {
+        println!("no backups at {}", instance(a)?.backup_root());
+        return Ok(());
+    }
+    println!(
+        "{:<26} {:<11} {:>12} {:<12} recipients",
+        "id", "state", "bytes", "version"
+    );
+    for b in &cat.backups {
+        println!(
+            "{:<26} {:<11} {:>12} {:<12} {}{}",
+            b.id.as_str(),
+            b.state.to_string(),
+            b.size,
+            b.producer_version.as_deref().unwrap_or("-"),
+            b.recipients
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            b.problem.as_ref().map(|p| format!("  ({p})")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn choice(a: &Args) -> Choice {
+    a.backup.clone().map_or(Choice::Newest, Choice::Id)
+}
+
+async fn open(a: &Args) -> Result<(ibs_recovery::Backup, BackupInfo), Failure> {
+    let ids = identities(a)?;
+    let refs: Vec<&Identity> = ids.iter().collect();
+    let r = recovery(a)?;
+    let cat = r.catalogue().await?;
+    let info = r.choose(&cat, &choice(a))?.clone();
+    let backup = r.open(&info, &refs).await?;
+    Ok((backup, info))
+}
+
+async fn verify_cmd(a: &Args) -> Result<(), Failure> {
+    let (backup, info) = open(a).await?;
+    let report = backup.verify(None).await?;
+    println!(
+        "backup {} verified: {} frames, {} entries, {} bytes of data, every tag and hash checked",
+        info.id, report.frames, report.entries, report.data_len
+    );
+    Ok(())
+}
+
+async fn restore_cmd(a: &Args) -> Result<(), Failure> {
+    let to = a.to.as_ref().ok_or_else(|| usage("--to DIR is required"))?;
+    let (backup, info) = open(a).await?;
+    let mut options = RestoreOptions::default();
+    if !a.only.is_empty() {
+        options = options.sources(a.only.clone());
+    }
+    let report = backup.restore_to(to, &options).await?;
+    println!(
+        "backup {} restored to {}: {} files, {} bytes",
+        info.id,
+        to.display(),
+        report.files.len(),
+        report.bytes
+    );
+    Ok(())
+}
+
+async fn prune_cmd(a: &Args) -> Result<(), Failure> {
+    let target = target_for_read(a)?;
+    let inst = instance(a)?;
+    let plan = ibs_controller::job::plan_retention(&target, &inst, &policy(a)?, now(), None)
+        .await
+        .map_err(alerted)?;
+    if plan.deletions.is_empty() {
+        println!("nothing to prune");
+    }
+    for d in &plan.deletions {
+        println!(
+            "{} {} ({} bytes, {:?})",
+            if a.dry_run { "would delete" } else { "deleting" },
+            d.id,
+            d.size,
+            d.reason
+        );
+    }
+    if !a.dry_run {
+        ibs_controller::job::apply(&target, &plan).await.map_err(alerted)?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let result = parse(std::env::args_os()).and_then(|(verb, a)| {
+        if verb == "keygen" {
+            return keygen_cmd(&a);
+        }
+        let rt = tokio::runtime::Runtime::new().map_err(|e| Failure(format!("cannot start: {e}"), false))?;
+        rt.block_on(async {
+            match verb.as_str() {
+                "backup" => backup_cmd(&a).await,
+                "list" => list_cmd(&a).await,
+                "verify" => verify_cmd(&a).await,
+                "restore" => restore_cmd(&a).await,
+                "prune" => prune_cmd(&a).await,
+                other => Err(usage(format!("unknown command {other:?}\n\n{HELP}"))),
+            }
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg, is_usage)) => {
+            eprintln!("ibs: {msg}");
+            ExitCode::from(if is_usage { 2 } else { 1 })
+        }
+    }
+}
