@@ -1,0 +1,409 @@
+//! The `ibs` command end to end: against a local directory and a real Samba
+//! server, key rotation, a backup process killed mid-write, and each failure
+//! class from a real fault.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use ibs_storage_smb::testing::{SambaOptions, SambaServer};
+
+const FQDN: &str = "azs.contoso.com";
+
+fn ibs(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ibs")).args(args).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = ibs(args);
+    assert!(
+        out.status.success(),
+        "ibs {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = ibs(args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "ibs {args:?}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sample-state")
+}
+
+fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    ok(&["keygen", "--out", s(dir), "--name", name]);
+    (
+        dir.join(format!("{name}.cer")),
+        dir.join(format!("{name}.pfx")),
+        dir.join(format!("{name}.password")),
+    )
+}
+
+fn source_args() -> Vec<String> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(sample()).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            v.push("--source".into());
+            v.push(format!("{}={}", p.file_name().unwrap().to_str().unwrap(), p.display()));
+        }
+    }
+    v
+}
+
+fn backup(location: &str, cert: &Path, extra: &[&str]) -> String {
+    let sources = source_args();
+    let mut args = vec!["backup", "--location", location, "--cert", s(cert), "--fqdn", FQDN];
+    args.extend(sources.iter().map(String::as_str));
+    args.extend(extra);
+    ok(&args)
+}
+
+fn same_tree(a: &Path, b: &Path) {
+    let status = Command::new("diff").arg("-r").arg(a).arg(b).status().unwrap();
+    assert!(status.success(), "{} and {} differ", a.display(), b.display());
+}
+
+#[test]
+fn local_round_trip_with_key_rotation() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer1, pfx1, pw1) = keygen(&work.path().join("keys"), "old");
+    backup(s(&share), &cer1, &[]);
+    // Rotation: a new key pair with the same password file, then a new backup.
+    let keys2 = work.path().join("keys2");
+    std::fs::create_dir(&keys2).unwrap();
+    std::fs::copy(&pw1, keys2.join("pw")).unwrap();
+    ok(&[
+        "keygen",
+        "--out",
+        s(&keys2),
+        "--name",
+        "new",
+        "--password-file",
+        s(&keys2.join("pw")),
+    ]);
+    let (cer2, pfx2) = (keys2.join("new.cer"), keys2.join("new.pfx"));
+    backup(s(&share), &cer2, &[]);
+
+    let list = ok(&["list", "--location", s(&share), "--fqdn", FQDN]);
+    let ids: Vec<&str> = list
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{list}");
+    assert!(list.lines().skip(1).all(|l| l.contains("complete")), "{list}");
+
+    // Both .pfx: each backup opens with its own key.
+    for id in &ids {
+        let out = work.path().join(format!("restored-{id}"));
+        ok(&[
+            "restore",
+            "--location",
+            s(&share),
+            "--fqdn",
+            FQDN,
+            "--backup",
+            id,
+            "--pfx",
+            s(&pfx1),
+            "--pfx",
+            s(&pfx2),
+            "--password-file",
+            s(&pw1),
+            "--to",
+            s(&out),
+        ]);
+        for e in std::fs::read_dir(sample()).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                same_tree(&p, &out.join(p.file_name().unwrap()));
+            }
+        }
+    }
+    // Only the new .pfx: the old backup names the thumbprint it needs.
+    let err = fails(&[
+        "verify",
+        "--location",
+        s(&share),
+        "--fqdn",
+        FQDN,
+        "--backup",
+        ids[0],
+        "--pfx",
+        s(&pfx2),
+        "--password-file",
+        s(&pw1),
+    ]);
+    let thumb = ok(&["list", "--location", s(&share), "--fqdn", FQDN])
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    assert!(err.contains(&thumb), "{err}");
+    // Selected source only; and a second restore into the same place refuses to overwrite.
+    let out = work.path().join("rbac-only");
+    ok(&[
+        "restore",
+        "--location",
+        s(&share),
+        "--fqdn",
+        FQDN,
+        "--pfx",
+        s(&pfx2),
+        "--password-file",
+        s(&pw1),
+        "--to",
+        s(&out),
+        "--source",
+        "rbac",
+    ]);
+    assert!(out.join("rbac").is_dir() && !out.join("identity").exists());
+    let err = fails(&[
+        "restore",
+        "--location",
+        s(&share),
+        "--fqdn",
+        FQDN,
+        "--pfx",
+        s(&pfx2),
+        "--password-file",
+        s(&pw1),
+        "--to",
+        s(&out),
+        "--source",
+        "rbac",
+    ]);
+    assert!(err.contains("already exists"), "{err}");
+    // Usage errors exit 2.
+    assert_eq!(ibs(&["backup"]).status.code(), Some(2));
+    assert_eq!(ibs(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn a_backup_process_killed_mid_write_leaves_no_complete_backup_and_no_damage() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
+    backup(s(&share), &cer, &[]);
+    // A large, incompressible source so the backup takes a while.
+    let big = work.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let data: Vec<u8> = (0..(400u32 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(big.join("blob.bin"), &data).unwrap();
+    drop(data);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ibs"))
+        .args([
+            "backup",
+            "--location",
+            s(&share),
+            "--cert",
+            s(&cer),
+            "--fqdn",
+            FQDN,
+            "--source",
+        ])
+        .arg(format!("key-vault={}", big.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until the upload's temporary file has some bytes, then kill -9.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let root = share.join(FQDN).join("local/MASBackup");
+    let mut killed_mid_write = false;
+    while Instant::now() < deadline {
+        let partial_bytes: u64 = walk(&root)
+            .iter()
+            .filter(|p| p.to_string_lossy().contains(".ibs-partial-"))
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum();
+        if partial_bytes > 1 << 20 {
+            child.kill().unwrap();
+            killed_mid_write = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait().unwrap();
+    assert!(killed_mid_write, "the backup finished before it could be killed");
+    let list = ok(&["list", "--location", s(&share), "--fqdn", FQDN]);
+    let complete = list.lines().filter(|l| l.contains(" complete ")).count();
+    assert_eq!(complete, 1, "only the earlier backup is complete:\n{list}");
+    assert!(list.contains("incomplete"), "{list}");
+    // The earlier backup is intact.
+    ok(&[
+        "verify",
+        "--location",
+        s(&share),
+        "--fqdn",
+        FQDN,
+        "--pfx",
+        s(&pfx),
+        "--password-file",
+        s(&pw),
+    ]);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn credentials_file(server: &SambaServer, dir: &Path, password: &str) -> PathBuf {
+    let f = dir.join(format!("creds-{password}"));
+    std::fs::write(
+        &f,
+        format!("username = {}\npassword = {password}\n", server.credentials().account()),
+    )
+    .unwrap();
+    f
+}
+
+#[test]
+fn smb_round_trip_and_every_failure_class_from_a_real_fault() {
+    let work = tempfile::tempdir().unwrap();
+    let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
+    let mut server = SambaServer::start(SambaOptions {
+        tmpfs_bytes: Some(64 << 20),
+        ..SambaOptions::default()
+    })
+    .unwrap();
+    std::fs::create_dir(server.share_dir().join("backups")).unwrap();
+    let loc = format!("smb://127.0.0.1:{}/backup/backups", server.port());
+    let good = credentials_file(&server, work.path(), "ibs-test-Passw0rd");
+    backup(&loc, &cer, &["--credentials-file", s(&good)]);
+    let restored = work.path().join("restored");
+    ok(&[
+        "restore",
+        "--location",
+        &loc,
+        "--fqdn",
+        FQDN,
+        "--credentials-file",
+        s(&good),
+        "--pfx",
+        s(&pfx),
+        "--password-file",
+        s(&pw),
+        "--to",
+        s(&restored),
+    ]);
+    same_tree(&sample().join("rbac"), &restored.join("rbac"));
+
+    // Authentication: a wrong password.
+    let bad = credentials_file(&server, work.path(), "wrong");
+    let err = fails_backup(&loc, &cer, &bad);
+    assert!(err.contains("authentication"), "{err}");
+    assert!(!err.contains("wrong"), "the password leaked: {err}");
+    // Path: a folder that does not exist.
+    let missing = format!("smb://127.0.0.1:{}/backup/no/such/folder", server.port());
+    let err = fails_backup(&missing, &cer, &good);
+    assert!(err.contains("path"), "{err}");
+    // Out of capacity: a source larger than the 64 MiB share.
+    let big = work.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    let mut x = 7u64;
+    let data: Vec<u8> = (0..(80u32 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(big.join("blob.bin"), &data).unwrap();
+    let out = ibs(&[
+        "backup",
+        "--location",
+        &loc,
+        "--cert",
+        s(&cer),
+        "--fqdn",
+        FQDN,
+        "--credentials-file",
+        s(&good),
+        "--source",
+        &format!("key-vault={}", big.display()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.to_lowercase().contains("capacity"), "{err}");
+    // The earlier backup survived (retention may not delete the newest complete one).
+    ok(&[
+        "verify",
+        "--location",
+        &loc,
+        "--fqdn",
+        FQDN,
+        "--credentials-file",
+        s(&good),
+        "--pfx",
+        s(&pfx),
+        "--password-file",
+        s(&pw),
+    ]);
+    // Connectivity: the server is stopped.
+    server.stop().unwrap();
+    let err = fails_backup(&loc, &cer, &good);
+    assert!(err.to_lowercase().contains("connect"), "{err}");
+}
+
+fn fails_backup(loc: &str, cer: &Path, creds: &Path) -> String {
+    let sources = source_args();
+    let mut args = vec![
+        "backup",
+        "--location",
+        loc,
+        "--cert",
+        s(cer),
+        "--fqdn",
+        FQDN,
+        "--credentials-file",
+        s(creds),
+    ];
+    args.extend(sources.iter().map(String::as_str));
+    fails(&args)
+}
