@@ -138,7 +138,34 @@ fn local_round_trip_with_key_rotation() {
             }
         }
     }
-    // Only the new .pfx: the old backup names the thumbprint it needs.
+    // Only the new .pfx: the old backup names the thumbprint it needs. (Both
+    // backups may carry the same second: find the old one by its recipient.)
+    let out = Command::new("openssl")
+        .args([
+            "x509",
+            "-inform",
+            "DER",
+            "-noout",
+            "-fingerprint",
+            "-sha1",
+            "-in",
+            s(&cer1),
+        ])
+        .output()
+        .unwrap();
+    let thumb1 = String::from_utf8_lossy(&out.stdout)
+        .split('=')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .replace(':', "");
+    let old_id = list
+        .lines()
+        .find(|l| l.ends_with(&thumb1))
+        .unwrap_or_else(|| panic!("{thumb1} not in\n{list}"))
+        .split_whitespace()
+        .next()
+        .unwrap();
     let err = fails(&[
         "verify",
         "--location",
@@ -146,21 +173,13 @@ fn local_round_trip_with_key_rotation() {
         "--fqdn",
         FQDN,
         "--backup",
-        ids[0],
+        old_id,
         "--pfx",
         s(&pfx2),
         "--password-file",
         s(&pw1),
     ]);
-    let thumb = ok(&["list", "--location", s(&share), "--fqdn", FQDN])
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_owned();
-    assert!(err.contains(&thumb), "{err}");
+    assert!(err.contains(&thumb1), "{err}");
     // Selected source only; and a second restore into the same place refuses to overwrite.
     let out = work.path().join("rbac-only");
     ok(&[
@@ -169,6 +188,8 @@ fn local_round_trip_with_key_rotation() {
         s(&share),
         "--fqdn",
         FQDN,
+        "--pfx",
+        s(&pfx1),
         "--pfx",
         s(&pfx2),
         "--password-file",
@@ -185,6 +206,8 @@ fn local_round_trip_with_key_rotation() {
         s(&share),
         "--fqdn",
         FQDN,
+        "--pfx",
+        s(&pfx1),
         "--pfx",
         s(&pfx2),
         "--password-file",
