@@ -105,10 +105,12 @@ pub enum JobOutcome {
     Running,
     /// Done: what was written.
     Succeeded {
-        /// The backup and what it holds.
+        /// The backup and what it holds (sizes).
         summary: JobSummary,
         /// Wall time in seconds.
         seconds: f64,
+        /// Plaintext bytes captured per second.
+        bytes_per_second: f64,
     },
     /// A scheduled job skipped for a maintenance window.
     Skipped {
@@ -139,6 +141,7 @@ pub struct JobRecord {
 
 /// The reference controller.
 pub struct Controller {
+    progress: Arc<Mutex<Option<ibs_archive::Progress>>>,
     settings: Mutex<Option<Settings>>,
     sources: Vec<Arc<dyn BackupSource>>,
     running: tokio::sync::Mutex<()>,
@@ -165,6 +168,7 @@ impl Controller {
     /// A controller capturing `sources`, not yet enabled.
     pub fn new(sources: Vec<Arc<dyn BackupSource>>) -> Self {
         Controller {
+            progress: Arc::new(Mutex::new(None)),
             settings: Mutex::new(None),
             sources,
             running: tokio::sync::Mutex::new(()),
@@ -189,6 +193,12 @@ impl Controller {
     /// Enters or leaves a maintenance window.
     pub fn set_maintenance(&self, on: bool) {
         *lock(&self.maintenance) = on;
+    }
+
+    /// The running job's progress (bytes in and out, entries and frames
+    /// done), or `None` when no job runs.
+    pub fn progress(&self) -> Option<ibs_archive::Progress> {
+        *lock(&self.progress)
     }
 
     /// The job history, oldest first.
@@ -236,11 +246,18 @@ impl Controller {
             outcome: JobOutcome::Running,
         });
         let start = Instant::now();
-        let outcome = match self.job(&settings, now).await {
-            Ok(summary) => JobOutcome::Succeeded {
-                summary,
-                seconds: start.elapsed().as_secs_f64(),
-            },
+        *lock(&self.progress) = Some(ibs_archive::Progress::default());
+        let result = self.job(&settings, now).await;
+        *lock(&self.progress) = None;
+        let outcome = match result {
+            Ok(summary) => {
+                let seconds = start.elapsed().as_secs_f64();
+                JobOutcome::Succeeded {
+                    bytes_per_second: summary.data_bytes as f64 / seconds.max(1e-6),
+                    summary,
+                    seconds,
+                }
+            }
             Err(e) => JobOutcome::Failed {
                 kind: e.kind(),
                 alert: e.alert(),
@@ -266,7 +283,11 @@ impl Controller {
             producer_version: settings.producer_version.clone(),
             policy: settings.policy,
         };
-        run_job(&spec, &self.sources, now).await
+        let shared = Arc::clone(&self.progress);
+        let report: ibs_archive::ProgressFn = Arc::new(move |p: &ibs_archive::Progress| {
+            *lock(&shared) = Some(*p);
+        });
+        run_job_with_progress(&spec, &self.sources, now, Some(report)).await
     }
 }
 
@@ -274,7 +295,17 @@ impl Controller {
 /// space (oldest first, never the newest complete backup) and the backup is
 /// tried once more; then retention runs as usual.
 pub async fn run_job(spec: &JobSpec, sources: &[Arc<dyn BackupSource>], now: i64) -> Result<JobSummary> {
-    let mut summary = match write_backup(spec, sources, now, None).await {
+    run_job_with_progress(spec, sources, now, None).await
+}
+
+/// [`run_job`], reporting progress.
+pub async fn run_job_with_progress(
+    spec: &JobSpec,
+    sources: &[Arc<dyn BackupSource>],
+    now: i64,
+    progress: Option<ibs_archive::ProgressFn>,
+) -> Result<JobSummary> {
+    let mut summary = match write_backup(spec, sources, now, progress.clone()).await {
         Err(e) if e.kind() == ErrorKind::OutOfCapacity => {
             // Room for a backup as large as the newest one we have.
             let catalogue = ibs_recovery::catalogue(&spec.target, &spec.instance).await?;
@@ -284,7 +315,7 @@ pub async fn run_job(spec: &JobSpec, sources: &[Arc<dyn BackupSource>], now: i64
             if freed.is_empty() {
                 return Err(e);
             }
-            write_backup(spec, sources, now, None).await?
+            write_backup(spec, sources, now, progress).await?
         }
         other => other?,
     };

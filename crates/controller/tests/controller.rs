@@ -155,8 +155,15 @@ async fn a_second_job_is_refused_while_one_runs() {
     ))]));
     controller.enable(settings(dir.path(), &pair(0).cert)).await.unwrap();
     let c2 = Arc::clone(&controller);
+    assert!(controller.progress().is_none());
     let first = tokio::spawn(async move { c2.run(Trigger::OnDemand, T0).await });
     started.notified().await;
+    // Running, with progress, and listed as running in the history.
+    assert!(controller.progress().is_some());
+    assert!(matches!(
+        controller.history().last().unwrap().outcome,
+        JobOutcome::Running
+    ));
     let err = controller.run(Trigger::OnDemand, T0).await.unwrap_err();
     assert!(matches!(err, ControllerError::AlreadyRunning), "{err}");
     assert!(err.to_string().contains("already running"));
@@ -165,6 +172,8 @@ async fn a_second_job_is_refused_while_one_runs() {
     go.notify_one();
     let record = first.await.unwrap().unwrap();
     assert!(matches!(record.outcome, JobOutcome::Succeeded { .. }), "{record:?}");
+    assert!(controller.progress().is_none());
+    assert_eq!(controller.history().last(), Some(&record));
 }
 
 fn settings(dir: &std::path::Path, cert: &Certificate) -> Settings {
@@ -304,4 +313,51 @@ async fn enabling_validates_the_location() {
     assert!(controller.settings().is_none(), "{err}");
     let err = controller.run(Trigger::OnDemand, T0).await.unwrap_err();
     assert!(matches!(err, ControllerError::NotEnabled));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changing_during_capture_is_never_captured_torn() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("assignments.json");
+    // Each version is internally consistent: "vN;" repeated, a different length each time.
+    let version = |n: u32| format!("v{n};").repeat(1000 + (n as usize % 7) * 500);
+    std::fs::write(&file, version(0)).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (file, stop) = (file.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut n = 1;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 200_000 {
+                std::fs::write(&file, version(n)).unwrap();
+                n += 1;
+            }
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let target: Arc<dyn StorageTarget> = Arc::new(ibs_storage::LocalTarget::new(dir.path()).unwrap());
+    let mut outcomes = (0, 0);
+    for i in 0..20 {
+        let source: Arc<dyn BackupSource> = Arc::new(DirectorySource::new("rbac", data.path()));
+        match write_backup(&spec(Arc::clone(&target), &pair(0).cert), &[source], T0 + i, None).await {
+            Ok(_) => outcomes.0 += 1,
+            Err(e) => {
+                assert!(e.to_string().contains("kept changing"), "{e}");
+                outcomes.1 += 1;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    // Whatever was captured is one whole version, never a mix of two.
+    let r = Recovery::new(Arc::clone(&target), instance());
+    for b in r.catalogue().await.unwrap().complete() {
+        let opened = r.open(b, &[&pair(0).identity]).await.unwrap();
+        let got = String::from_utf8(opened.read(&opened.entries()[0]).await.unwrap()).unwrap();
+        let first = got.split(';').next().unwrap().to_owned();
+        assert!(
+            got.split(';').filter(|s| !s.is_empty()).all(|s| s == first),
+            "torn capture"
+        );
+    }
+    assert_eq!(outcomes.0 + outcomes.1, 20);
 }
