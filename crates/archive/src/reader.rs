@@ -209,6 +209,8 @@ pub struct ArchiveReader<R> {
     digest: [u8; 32],
     index: Index,
     offsets: Vec<u64>,
+    /// The last frame opened: entries read in order mostly share frames.
+    last_frame: std::sync::Mutex<Option<(u64, Bytes)>>,
 }
 
 impl<R> fmt::Debug for ArchiveReader<R> {
@@ -252,6 +254,7 @@ impl<R: RangeRead> ArchiveReader<R> {
             digest,
             index,
             offsets,
+            last_frame: std::sync::Mutex::new(None),
         })
     }
 
@@ -284,11 +287,23 @@ impl<R: RangeRead> ArchiveReader<R> {
         self.info.fields().frame_size
     }
 
-    /// Reads, authenticates and decompresses data frame `i`.
+    /// Reads, authenticates and decompresses data frame `i` (or takes it from
+    /// the one-frame cache, so small entries that share a frame are not
+    /// decrypted once each).
     async fn frame(&self, i: u64, dec: &mut zstd::bulk::Decompressor<'static>) -> Result<Bytes> {
+        if let Ok(slot) = self.last_frame.lock()
+            && let Some((n, bytes)) = slot.as_ref()
+            && *n == i
+        {
+            return Ok(bytes.clone());
+        }
         let (start, end) = self.frame_span(i)?;
         let sealed = read_at(&self.source, start, (end - start) as usize).await?;
-        self.open_frame(i, sealed, dec)
+        let plain = self.open_frame(i, sealed, dec)?;
+        if let Ok(mut slot) = self.last_frame.lock() {
+            *slot = Some((i, plain.clone()));
+        }
+        Ok(plain)
     }
 
     fn frame_span(&self, i: u64) -> Result<(u64, u64)> {

@@ -1,6 +1,6 @@
 //! Choosing, opening, verifying, reading and restoring a backup.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -296,9 +296,12 @@ impl Backup {
                 source,
             })?;
         let mut report = RestoreReport::default();
+        let mut checked = HashSet::new();
         for e in selected {
             let rel: PathBuf = std::iter::once(e.source.as_str()).chain(e.path.split('/')).collect();
-            let n = self.restore_entry(e, dir, &rel, options.overwrite).await?;
+            let n = self
+                .restore_entry(e, dir, &rel, options.overwrite, &mut checked)
+                .await?;
             report.bytes += n;
             report.files.push(rel);
         }
@@ -317,50 +320,41 @@ impl Backup {
         Ok(report)
     }
 
-    async fn restore_entry(&self, entry: &Entry, dir: &Path, rel: &Path, overwrite: bool) -> Result<u64> {
-        let io = |action: &'static str, path: &Path| {
-            let path = path.to_owned();
-            move |source| RecoveryError::Io { action, path, source }
-        };
-        let unsafe_path = |reason: String| RecoveryError::UnsafePath {
-            source_name: entry.source.clone(),
-            path: entry.path.clone(),
-            reason,
-        };
-        // Walk down from `dir`, creating folders, refusing symlinks and non-folders.
-        let mut at = dir.to_owned();
-        let components: Vec<_> = rel.components().collect();
-        let (file_name, parents) = components
-            .split_last()
-            .ok_or_else(|| unsafe_path("empty path".into()))?;
-        for c in parents {
-            at.push(c);
-            match tokio::fs::symlink_metadata(&at).await {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(unsafe_path(format!("{} is a symbolic link", at.display())));
-                }
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(unsafe_path(format!("{} is not a folder", at.display()))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    tokio::fs::create_dir(&at).await.map_err(io("cannot create", &at))?;
-                }
-                Err(e) => return Err(io("cannot inspect", &at)(e)),
-            }
+    async fn restore_entry(
+        &self,
+        entry: &Entry,
+        dir: &Path,
+        rel: &Path,
+        overwrite: bool,
+        checked: &mut HashSet<PathBuf>,
+    ) -> Result<u64> {
+        let (source_name, path) = (entry.source.clone(), entry.path.clone());
+        let (dir, rel) = (dir.to_owned(), rel.to_owned());
+        if entry.size <= IN_MEMORY_RESTORE {
+            // Small files: read (and check) in memory, then place it in one blocking task.
+            let data = self.read(entry).await?;
+            let set = std::mem::take(checked);
+            let (set, result) = blocking(move || {
+                let mut set = set;
+                let r = prepare(&dir, &rel, overwrite, &mut set, &source_name, &path)
+                    .and_then(|(at, target)| place(&at, &target, &data, overwrite));
+                Ok((set, r))
+            })
+            .await?;
+            *checked = set;
+            return result.map(|()| entry.size);
         }
-        let target = at.join(file_name);
-        match tokio::fs::symlink_metadata(&target).await {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(unsafe_path(format!("{} is a symbolic link", target.display())));
-            }
-            Ok(m) if !m.is_file() => return Err(unsafe_path(format!("{} is not a file", target.display()))),
-            Ok(_) if !overwrite => return Err(RecoveryError::Exists(target)),
-            _ => {}
-        }
-        let mut r = [0u8; 4];
-        getrandom::fill(&mut r).map_err(|e| RecoveryError::Usage(format!("random generator failed: {e}")))?;
-        let temp = at.join(format!(".ibs-restore-{:08x}.tmp", u32::from_be_bytes(r)));
-        let result = self.write_temp(entry, &temp).await;
-        let result = match result {
+        let set = std::mem::take(checked);
+        let (set, prepared) = blocking(move || {
+            let mut set = set;
+            let r = prepare(&dir, &rel, overwrite, &mut set, &source_name, &path);
+            Ok((set, r))
+        })
+        .await?;
+        *checked = set;
+        let (at, target) = prepared?;
+        let temp = temp_name(&at)?;
+        let result = match self.write_temp(entry, &temp).await {
             Ok(n) => rename(&temp, &target, overwrite).await.map(|()| n),
             Err(e) => Err(e),
         };
@@ -395,23 +389,113 @@ impl Backup {
 
 async fn rename(from: &Path, to: &Path, overwrite: bool) -> Result<()> {
     let (from, to) = (from.to_owned(), to.to_owned());
-    let target = to.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        let flags = if overwrite {
-            rustix::fs::RenameFlags::empty()
-        } else {
-            rustix::fs::RenameFlags::NOREPLACE
-        };
-        rustix::fs::renameat_with(rustix::fs::CWD, &from, rustix::fs::CWD, &to, flags)
-    })
-    .await
-    .map_err(|e| RecoveryError::Usage(format!("restore task failed: {e}")))?;
-    match r {
+    blocking(move || rename_sync(&from, &to, overwrite)).await
+}
+
+/// Entries up to this size are restored from memory in one blocking task.
+const IN_MEMORY_RESTORE: u64 = 8 << 20;
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RecoveryError::Usage(format!("restore task failed: {e}")))?
+}
+
+fn temp_name(at: &Path) -> Result<PathBuf> {
+    let mut r = [0u8; 4];
+    getrandom::fill(&mut r).map_err(|e| RecoveryError::Usage(format!("random generator failed: {e}")))?;
+    Ok(at.join(format!(".ibs-restore-{:08x}.tmp", u32::from_be_bytes(r))))
+}
+
+/// Walks down from `dir` along `rel`'s parents, creating folders and refusing
+/// symbolic links and non-folders (folders already checked in this restore are
+/// skipped), then checks the final name. Returns (parent folder, final path).
+fn prepare(
+    dir: &Path,
+    rel: &Path,
+    overwrite: bool,
+    checked: &mut HashSet<PathBuf>,
+    source_name: &str,
+    path: &str,
+) -> Result<(PathBuf, PathBuf)> {
+    let unsafe_path = |reason: String| RecoveryError::UnsafePath {
+        source_name: source_name.to_owned(),
+        path: path.to_owned(),
+        reason,
+    };
+    let io = |action: &'static str, p: &Path| {
+        let path = p.to_owned();
+        move |source| RecoveryError::Io { action, path, source }
+    };
+    let components: Vec<_> = rel.components().collect();
+    let (file_name, parents) = components
+        .split_last()
+        .ok_or_else(|| unsafe_path("empty path".into()))?;
+    let mut at = dir.to_owned();
+    for c in parents {
+        at.push(c);
+        if checked.contains(&at) {
+            continue;
+        }
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(unsafe_path(format!("{} is a symbolic link", at.display())));
+            }
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(unsafe_path(format!("{} is not a folder", at.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&at).map_err(io("cannot create", &at))?;
+            }
+            Err(e) => return Err(io("cannot inspect", &at)(e)),
+        }
+        checked.insert(at.clone());
+    }
+    let target = at.join(file_name);
+    match std::fs::symlink_metadata(&target) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(unsafe_path(format!("{} is a symbolic link", target.display())));
+        }
+        Ok(m) if !m.is_file() => return Err(unsafe_path(format!("{} is not a file", target.display()))),
+        Ok(_) if !overwrite => return Err(RecoveryError::Exists(target)),
+        _ => {}
+    }
+    Ok((at, target))
+}
+
+/// Writes `data` under a temporary name in `at` and renames it to `target`
+/// (without replacing unless `overwrite`); removes the temporary file on failure.
+fn place(at: &Path, target: &Path, data: &[u8], overwrite: bool) -> Result<()> {
+    use std::io::Write;
+    let temp = temp_name(at)?;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        f.write_all(data)
+    };
+    let result = write()
+        .map_err(|source| RecoveryError::Io {
+            action: "cannot write",
+            path: temp.clone(),
+            source,
+        })
+        .and_then(|()| rename_sync(&temp, target, overwrite));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+fn rename_sync(from: &Path, to: &Path, overwrite: bool) -> Result<()> {
+    let flags = if overwrite {
+        rustix::fs::RenameFlags::empty()
+    } else {
+        rustix::fs::RenameFlags::NOREPLACE
+    };
+    match rustix::fs::renameat_with(rustix::fs::CWD, from, rustix::fs::CWD, to, flags) {
         Ok(()) => Ok(()),
-        Err(rustix::io::Errno::EXIST) => Err(RecoveryError::Exists(target)),
+        Err(rustix::io::Errno::EXIST) => Err(RecoveryError::Exists(to.to_owned())),
         Err(e) => Err(RecoveryError::Io {
             action: "cannot rename into",
-            path: target,
+            path: to.to_owned(),
             source: e.into(),
         }),
     }

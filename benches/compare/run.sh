@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The end-to-end comparison with tar|zstd, restic and Borg (and smbclient for
+# the SMB export), in one command from a fresh clone:
+#   bash benches/compare/run.sh            # 1 GiB corpora, 3 runs per tool
+#   IBS_BENCH_GIB=10 bash benches/compare/run.sh   # the 10 GiB case (peak RSS)
+# Environment: IBS_BENCH_DIR (default /var/tmp/ibs-bench; needs ~8× the corpus
+# size free), IBS_BENCH_RUNS (3). Writes benches/RESULTS.md and benches/results/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash scripts/install-deps.sh
+missing=()
+for p in restic borgbackup zstd gnuplot-nox time tar; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+cargo build --release --locked -p ibs-cli
+exec /usr/bin/python3 benches/compare/compare.py
