@@ -9,11 +9,11 @@ use ibs_envelope::Certificate;
 use ibs_recovery::layout::{BackupId, BackupPaths, Manifest};
 use ibs_recovery::{BackupState as RecoveryState, Catalogue};
 use ibs_retention::{BackupRecord, BackupState, CapacityFacts, Plan, Policy};
-use ibs_storage::{CommitMode, ErrorKind, InstanceLayout, ObjectWriter, StorageTarget, StorageTargetExt};
+use ibs_storage::{CommitMode, ErrorKind, InstanceLayout, StorageTarget, StorageTargetExt};
 use sha2::{Digest, Sha256};
 
-use crate::Result;
 use crate::source::{BackupSource, EntrySink};
+use crate::{ControllerError, Result};
 
 /// What a job needs to know.
 #[derive(Clone)]
@@ -46,20 +46,23 @@ pub struct JobSummary {
 }
 
 /// The sink sources write to: feeds the encoder and moves its output to the
-/// target's upload, hashing every byte for the manifest.
-struct ArchiveSink<'a> {
+/// target's upload (through a bounded queue, so compression and upload
+/// overlap), hashing every byte for the manifest.
+struct ArchiveSink {
     enc: ArchiveEncoder,
-    upload: &'a mut Box<dyn ObjectWriter>,
-    hasher: Sha256,
-    written: u64,
+    upload: tokio::sync::mpsc::Sender<Bytes>,
     source: String,
 }
 
-impl ArchiveSink<'_> {
+impl ArchiveSink {
     async fn emit(&mut self, bytes: Bytes) -> Result<()> {
-        self.hasher.update(&bytes);
-        self.written += bytes.len() as u64;
-        self.upload.write(bytes).await?;
+        if self.upload.send(bytes).await.is_err() {
+            // The uploader stopped on an error; `write_backup` reports it.
+            return Err(ControllerError::Source {
+                source_name: "upload".into(),
+                reason: "the upload stopped".into(),
+            });
+        }
         Ok(())
     }
 
@@ -79,7 +82,7 @@ impl ArchiveSink<'_> {
 }
 
 #[async_trait]
-impl EntrySink for ArchiveSink<'_> {
+impl EntrySink for ArchiveSink {
     async fn begin(&mut self, path: &str, mode: Option<u32>, mtime: Option<i64>) -> Result<()> {
         let mut meta = EntryMeta::new(self.source.clone(), path);
         if let Some(m) = mode {
@@ -128,23 +131,66 @@ pub async fn write_backup(
         .created(now)
         .producer_version(spec.producer_version.clone())
         .label("fqdn", spec.instance.fqdn())
-        .label("region", spec.instance.region());
+        .label("region", spec.instance.region())
+        .depth(16);
     if let Some(p) = progress {
         options = options.progress(p);
     }
     let enc = ArchiveEncoder::new(&[&spec.certificate], options)?;
     let archive_id = enc.header().fields().archive_id;
     let mut upload = spec.target.put(&paths.archive, CommitMode::CreateNew).await?;
-    let captured = capture(enc, &mut upload, sources).await;
-    let (hash, written, data_bytes, entries) = match captured {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = upload.abort().await;
-            let _ = spec.target.delete_dir(&paths.folder).await;
-            return Err(e);
+    // The upload runs as its own task fed by a bounded queue (memory stays
+    // bounded: UPLOAD_QUEUE pieces of at most a frame each).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(UPLOAD_QUEUE);
+    // The uploader also hashes what it sends, off the encoder's task.
+    let uploader = tokio::spawn(async move {
+        let mut hasher = Sha256::new();
+        let mut written = 0u64;
+        while let Some(piece) = rx.recv().await {
+            hasher.update(&piece);
+            written += piece.len() as u64;
+            if let Err(e) = upload.write(piece).await {
+                return (upload, Err(e));
+            }
+        }
+        (upload, Ok((<[u8; 32]>::from(hasher.finalize()), written)))
+    });
+    let captured = capture(enc, tx, sources).await;
+    let (upload, uploaded) = uploader.await.map_err(|e| ControllerError::Source {
+        source_name: "upload".into(),
+        reason: format!("the upload task failed: {e}"),
+    })?;
+    let failure = match (captured, uploaded) {
+        (_, Err(e)) => Some(ControllerError::from(e)),
+        (Err(e), Ok(_)) => Some(e),
+        (Ok((data_bytes, entries)), Ok((hash, written))) => {
+            upload.commit().await?;
+            return finish(spec, &paths, id, archive_id, hash, written, data_bytes, entries, now).await;
         }
     };
-    upload.commit().await?;
+    let _ = upload.abort().await;
+    let _ = spec.target.delete_dir(&paths.folder).await;
+    Err(failure.unwrap_or_else(|| ControllerError::Source {
+        source_name: "upload".into(),
+        reason: "unknown failure".into(),
+    }))
+}
+
+/// Pieces queued between the encoder and the upload.
+const UPLOAD_QUEUE: usize = 8;
+
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    spec: &JobSpec,
+    paths: &BackupPaths,
+    id: BackupId,
+    archive_id: ibs_archive::ArchiveId,
+    hash: [u8; 32],
+    written: u64,
+    data_bytes: u64,
+    entries: u64,
+    now: i64,
+) -> Result<JobSummary> {
     let manifest = Manifest {
         id: id.clone(),
         archive_id,
@@ -170,14 +216,12 @@ pub async fn write_backup(
 
 async fn capture(
     enc: ArchiveEncoder,
-    upload: &mut Box<dyn ObjectWriter>,
+    upload: tokio::sync::mpsc::Sender<Bytes>,
     sources: &[Arc<dyn BackupSource>],
-) -> Result<([u8; 32], u64, u64, u64)> {
+) -> Result<(u64, u64)> {
     let mut sink = ArchiveSink {
         enc,
         upload,
-        hasher: Sha256::new(),
-        written: 0,
         source: String::new(),
     };
     for source in sources {
@@ -189,7 +233,7 @@ async fn capture(
     let Progress {
         bytes_in, entries_done, ..
     } = sink.enc.progress();
-    Ok((sink.hasher.finalize().into(), sink.written, bytes_in, entries_done))
+    Ok((bytes_in, entries_done))
 }
 
 /// The retention view of a catalogue.
