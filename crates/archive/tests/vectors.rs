@@ -40,38 +40,33 @@ fn vector_names() -> Vec<String> {
 }
 
 fn vector(name: &str) -> (Vec<u8>, Expect) {
-    [vector_dir().join(format!("{name}.expect"))]
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).unwrap();
-            let field = |k: &str| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix(&format!("{k}: ")))
-                    .map(str::to_owned)
-            };
-            let entries = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("entry: "))
-                .map(|l| {
-                    let v: Vec<&str> = l.split(' ').collect();
-                    (v[0].to_owned(), v[1].parse().unwrap(), v[2].to_owned())
-                })
-                .collect::<Vec<_>>();
-            if let Some(n) = field("entries") {
-                assert_eq!(n.parse::<usize>().unwrap(), entries.len(), "{}", p.display());
-            }
-            let expect = Expect {
-                name: p.file_stem().unwrap().to_string_lossy().into_owned(),
-                ok: field("expect").as_deref() == Some("ok"),
-                stage: field("stage").unwrap_or_default(),
-                kind: field("kind").unwrap_or_default(),
-                region: field("region"),
-                entries,
-            };
-            (std::fs::read(p.with_extension("ibs")).unwrap(), expect)
+    let p = &vector_dir().join(format!("{name}.expect"));
+    let text = std::fs::read_to_string(p).unwrap();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}: ")))
+            .map(str::to_owned)
+    };
+    let entries = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("entry: "))
+        .map(|l| {
+            let v: Vec<&str> = l.split(' ').collect();
+            (v[0].to_owned(), v[1].parse().unwrap(), v[2].to_owned())
         })
-        .next()
-        .unwrap()
+        .collect::<Vec<_>>();
+    if let Some(n) = field("entries") {
+        assert_eq!(n.parse::<usize>().unwrap(), entries.len(), "{}", p.display());
+    }
+    let expect = Expect {
+        name: p.file_stem().unwrap().to_string_lossy().into_owned(),
+        ok: field("expect").as_deref() == Some("ok"),
+        stage: field("stage").unwrap_or_default(),
+        kind: field("kind").unwrap_or_default(),
+        region: field("region"),
+        entries,
+    };
+    (std::fs::read(p.with_extension("ibs")).unwrap(), expect)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -87,40 +82,38 @@ fn region_of(e: &Error) -> Option<String> {
 
 /// The Rust reader reports what vector `name` expects.
 fn check_rust(name: &str) {
-    {
-        let (bytes, expect) = vector(name);
-        let outcome: Result<Listing, (&str, Error)> = block_on(async {
-            inspect(&bytes).await.map_err(|e| ("inspect", e))?;
-            let r = ArchiveReader::open(bytes.clone(), &[recipient()])
-                .await
-                .map_err(|e| ("open", e))?;
-            r.verify(None).await.map_err(|e| ("verify", e))?;
-            let mut seen = Vec::new();
-            for e in r.entries() {
-                let data = r.read_entry(e).await.map_err(|e| ("verify", e))?;
-                assert_eq!(data.len() as u64, e.size);
-                seen.push((format!("{}/{}", e.source, e.path), e.size, hex(&e.sha256)));
-            }
-            Ok(seen)
-        });
-        match outcome {
-            Ok(seen) => {
-                assert!(expect.ok, "{name}: expected an error at {}, but it read", expect.stage);
-                assert_eq!(seen, expect.entries, "{name}");
-            }
-            Err((stage, err)) => {
-                assert!(!expect.ok, "{name}: expected to read, failed at {stage}: {err}");
-                assert_eq!(stage, expect.stage, "{name}: {err}");
-                let kind = match err.kind() {
-                    ErrorKind::Malformed => "Malformed",
-                    ErrorKind::Damaged => "Damaged",
-                    ErrorKind::Key => "Key",
-                    other => panic!("{name}: unexpected kind {other:?}: {err}"),
-                };
-                assert_eq!(kind, expect.kind, "{name}: {err}");
-                if let Some(region) = &expect.region {
-                    assert_eq!(region_of(&err).as_ref(), Some(region), "{name}: {err}");
-                }
+    let (bytes, expect) = vector(name);
+    let outcome: Result<Listing, (&str, Error)> = block_on(async {
+        inspect(&bytes).await.map_err(|e| ("inspect", e))?;
+        let r = ArchiveReader::open(bytes.clone(), &[recipient()])
+            .await
+            .map_err(|e| ("open", e))?;
+        r.verify(None).await.map_err(|e| ("verify", e))?;
+        let mut seen = Vec::new();
+        for e in r.entries() {
+            let data = r.read_entry(e).await.map_err(|e| ("verify", e))?;
+            assert_eq!(data.len() as u64, e.size);
+            seen.push((format!("{}/{}", e.source, e.path), e.size, hex(&e.sha256)));
+        }
+        Ok(seen)
+    });
+    match outcome {
+        Ok(seen) => {
+            assert!(expect.ok, "{name}: expected an error at {}, but it read", expect.stage);
+            assert_eq!(seen, expect.entries, "{name}");
+        }
+        Err((stage, err)) => {
+            assert!(!expect.ok, "{name}: expected to read, failed at {stage}: {err}");
+            assert_eq!(stage, expect.stage, "{name}: {err}");
+            let kind = match err.kind() {
+                ErrorKind::Malformed => "Malformed",
+                ErrorKind::Damaged => "Damaged",
+                ErrorKind::Key => "Key",
+                other => panic!("{name}: unexpected kind {other:?}: {err}"),
+            };
+            assert_eq!(kind, expect.kind, "{name}: {err}");
+            if let Some(region) = &expect.region {
+                assert_eq!(region_of(&err).as_ref(), Some(region), "{name}: {err}");
             }
         }
     }
@@ -150,38 +143,36 @@ fn check_python(name: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let script = dir.join("tools/read_archive.py");
     let key = dir.join("tests/data/recipient.key");
-    {
-        let (_, expect) = vector(name);
-        let archive = dir.join("tests/vectors").join(format!("{}.ibs", expect.name));
-        let out = Command::new(&python)
-            .arg(&script)
-            .arg(&archive)
-            .arg(&key)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if expect.ok {
-            assert!(out.status.success(), "{}: {stderr}", expect.name);
-            for (name, size, sha) in &expect.entries {
-                let (source, path) = name.split_once('/').unwrap();
-                for needle in [
-                    format!("\"source\": \"{source}\""),
-                    format!("\"path\": \"{path}\""),
-                    format!("\"size\": {size}"),
-                    format!("\"sha256\": \"{sha}\""),
-                ] {
-                    assert!(
-                        stdout.contains(&needle),
-                        "{}: {needle} missing from {stdout}",
-                        expect.name
-                    );
-                }
+    let (_, expect) = vector(name);
+    let archive = dir.join("tests/vectors").join(format!("{}.ibs", expect.name));
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&archive)
+        .arg(&key)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if expect.ok {
+        assert!(out.status.success(), "{}: {stderr}", expect.name);
+        for (name, size, sha) in &expect.entries {
+            let (source, path) = name.split_once('/').unwrap();
+            for needle in [
+                format!("\"source\": \"{source}\""),
+                format!("\"path\": \"{path}\""),
+                format!("\"size\": {size}"),
+                format!("\"sha256\": \"{sha}\""),
+            ] {
+                assert!(
+                    stdout.contains(&needle),
+                    "{}: {needle} missing from {stdout}",
+                    expect.name
+                );
             }
-        } else {
-            assert_eq!(out.status.code(), Some(1), "{}: {stdout} {stderr}", expect.name);
-            assert!(stderr.starts_with("unreadable: "), "{}: {stderr}", expect.name);
         }
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{}: {stdout} {stderr}", expect.name);
+        assert!(stderr.starts_with("unreadable: "), "{}: {stderr}", expect.name);
     }
 }
 

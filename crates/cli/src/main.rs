@@ -334,16 +334,14 @@ fn recovery(a: &Args) -> Result<Recovery, Failure> {
 }
 
 fn target_for_read(a: &Args) -> Result<Arc<dyn StorageTarget>, Failure> {
-    match location(a)? {
-        Location::Local(dir) => Ok(Arc::new(ibs_storage::LocalTarget::new(dir)?)),
-        smb @ Location::Smb { .. } => {
-            let creds = credentials(a)?
-                .ok_or_else(|| usage("SMB locations need --credentials-file or IBS_SMB_USERNAME/IBS_SMB_PASSWORD"))?;
-            Ok(Arc::new(ibs_storage_smb::SmbTarget::new(
-                ibs_storage_smb::SmbConfig::from_location(&smb, creds)?,
-            )?))
-        }
+    let location = location(a)?;
+    let credentials = credentials(a)?;
+    if matches!(location, Location::Smb { .. }) && credentials.is_none() {
+        return Err(usage(
+            "SMB locations need --credentials-file or IBS_SMB_USERNAME/IBS_SMB_PASSWORD",
+        ));
     }
+    Ok(ibs_controller::open_target(&location, credentials)?)
 }
 
 async fn list_cmd(a: &Args) -> Result<(), Failure> {

@@ -182,7 +182,7 @@ fn local_round_trip_with_key_rotation() {
     assert!(err.contains(&thumb1), "{err}");
     // Selected source only; and a second restore into the same place refuses to overwrite.
     let out = work.path().join("rbac-only");
-    ok(&[
+    let rbac_only = [
         "restore",
         "--location",
         s(&share),
@@ -198,25 +198,10 @@ fn local_round_trip_with_key_rotation() {
         s(&out),
         "--source",
         "rbac",
-    ]);
+    ];
+    ok(&rbac_only);
     assert!(out.join("rbac").is_dir() && !out.join("identity").exists());
-    let err = fails(&[
-        "restore",
-        "--location",
-        s(&share),
-        "--fqdn",
-        FQDN,
-        "--pfx",
-        s(&pfx1),
-        "--pfx",
-        s(&pfx2),
-        "--password-file",
-        s(&pw1),
-        "--to",
-        s(&out),
-        "--source",
-        "rbac",
-    ]);
+    let err = fails(&rbac_only);
     assert!(err.contains("already exists"), "{err}");
     // Usage errors exit 2.
     assert_eq!(ibs(&["backup"]).status.code(), Some(2));
@@ -233,17 +218,7 @@ fn a_backup_process_killed_mid_write_leaves_no_complete_backup_and_no_damage() {
     // A large, incompressible source so the backup takes a while.
     let big = work.path().join("big");
     std::fs::create_dir(&big).unwrap();
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let data: Vec<u8> = (0..(400u32 << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
-    std::fs::write(big.join("blob.bin"), &data).unwrap();
-    drop(data);
+    noise_file(&big.join("blob.bin"), 400 << 20, 0x9E37_79B9_7F4A_7C15);
     let mut child = Command::new(env!("CARGO_BIN_EXE_ibs"))
         .args([
             "backup",
@@ -298,6 +273,20 @@ fn a_backup_process_killed_mid_write_leaves_no_complete_backup_and_no_damage() {
         "--password-file",
         s(&pw),
     ]);
+}
+
+/// Writes `len` incompressible pseudo-random bytes (xorshift from `seed`).
+fn noise_file(path: &Path, len: u32, seed: u64) {
+    let mut x = seed;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(path, data).unwrap();
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -368,16 +357,7 @@ fn smb_round_trip_and_every_failure_class_from_a_real_fault() {
     // Out of capacity: a source larger than the 64 MiB share.
     let big = work.path().join("big");
     std::fs::create_dir(&big).unwrap();
-    let mut x = 7u64;
-    let data: Vec<u8> = (0..(80u32 << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
-    std::fs::write(big.join("blob.bin"), &data).unwrap();
+    noise_file(&big.join("blob.bin"), 80 << 20, 7);
     let out = ibs(&[
         "backup",
         "--location",

@@ -52,16 +52,7 @@ impl fmt::Debug for Settings {
 impl Settings {
     /// The storage target for the location.
     pub fn target(&self) -> Result<Arc<dyn StorageTarget>> {
-        Ok(match &self.location {
-            Location::Local(dir) => Arc::new(LocalTarget::new(dir)?),
-            smb @ Location::Smb { .. } => {
-                let creds = self.credentials.clone().ok_or(ControllerError::InvalidSetting {
-                    setting: "credentials",
-                    reason: "an SMB location needs domain, user and password".into(),
-                })?;
-                Arc::new(SmbTarget::new(SmbConfig::from_location(smb, creds)?)?)
-            }
-        })
+        open_target(&self.location, self.credentials.clone())
     }
 
     /// The instance layout (`fqdn/region/MASBackup`).
@@ -71,6 +62,21 @@ impl Settings {
             reason: e.to_string(),
         })
     }
+}
+
+/// The storage target of a location: a local directory, or an SMB share with
+/// `credentials` (required for SMB).
+pub fn open_target(location: &Location, credentials: Option<SmbCredentials>) -> Result<Arc<dyn StorageTarget>> {
+    Ok(match location {
+        Location::Local(dir) => Arc::new(LocalTarget::new(dir)?),
+        smb @ Location::Smb { .. } => {
+            let creds = credentials.ok_or(ControllerError::InvalidSetting {
+                setting: "credentials",
+                reason: "an SMB location needs domain, user and password".into(),
+            })?;
+            Arc::new(SmbTarget::new(SmbConfig::from_location(smb, creds)?)?)
+        }
+    })
 }
 
 /// Checks settings against the real world: the location is reachable and

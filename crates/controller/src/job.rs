@@ -165,7 +165,27 @@ pub async fn write_backup(
         (Err(e), Ok(_)) => Some(e),
         (Ok((data_bytes, entries)), Ok((hash, written))) => {
             upload.commit().await?;
-            return finish(spec, &paths, id, archive_id, hash, written, data_bytes, entries, now).await;
+            let manifest = Manifest {
+                id: id.clone(),
+                archive_id,
+                archive_size: written,
+                archive_sha256: hash,
+                created: now,
+                producer_version: spec.producer_version.clone(),
+                fqdn: spec.instance.fqdn().to_owned(),
+                region: spec.instance.region().to_owned(),
+                recipients: vec![spec.certificate.thumbprint()],
+            };
+            spec.target
+                .put_bytes(&paths.manifest, Bytes::from(manifest.encode()), CommitMode::CreateNew)
+                .await?;
+            return Ok(JobSummary {
+                id,
+                data_bytes,
+                archive_bytes: written,
+                entries,
+                deleted: Vec::new(),
+            });
         }
     };
     let _ = upload.abort().await;
@@ -178,41 +198,6 @@ pub async fn write_backup(
 
 /// Pieces queued between the encoder and the upload.
 const UPLOAD_QUEUE: usize = 8;
-
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    spec: &JobSpec,
-    paths: &BackupPaths,
-    id: BackupId,
-    archive_id: ibs_archive::ArchiveId,
-    hash: [u8; 32],
-    written: u64,
-    data_bytes: u64,
-    entries: u64,
-    now: i64,
-) -> Result<JobSummary> {
-    let manifest = Manifest {
-        id: id.clone(),
-        archive_id,
-        archive_size: written,
-        archive_sha256: hash,
-        created: now,
-        producer_version: spec.producer_version.clone(),
-        fqdn: spec.instance.fqdn().to_owned(),
-        region: spec.instance.region().to_owned(),
-        recipients: vec![spec.certificate.thumbprint()],
-    };
-    spec.target
-        .put_bytes(&paths.manifest, Bytes::from(manifest.encode()), CommitMode::CreateNew)
-        .await?;
-    Ok(JobSummary {
-        id,
-        data_bytes,
-        archive_bytes: written,
-        entries,
-        deleted: Vec::new(),
-    })
-}
 
 async fn capture(
     enc: ArchiveEncoder,

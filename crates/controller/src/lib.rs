@@ -24,7 +24,9 @@ mod error;
 pub mod job;
 pub mod source;
 
-pub use controller::{Controller, JobOutcome, JobRecord, Settings, Trigger, run_job, run_job_with_progress, validate};
+pub use controller::{
+    Controller, JobOutcome, JobRecord, Settings, Trigger, open_target, run_job, run_job_with_progress, validate,
+};
 pub use error::{ControllerError, Result};
 pub use job::{JobSpec, JobSummary};
 pub use source::{BackupSource, DirectorySource, EntrySink};

@@ -123,20 +123,15 @@ async fn a_full_share_is_out_of_capacity_and_nothing_partial_is_listed_as_commit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_an_authentication_failure() {
     let server = SambaServer::start(SambaOptions::default()).unwrap();
-    let config = server.config();
     let wrong = ibs_storage_smb::SmbConfig::new("127.0.0.1", "backup", SmbCredentials::new("", "root", "wrong"))
         .port(server.port())
-        .timeout(config_timeout(&config));
+        .timeout(std::time::Duration::from_secs(5));
     let target = SmbTarget::new(wrong).unwrap();
     let err = target.list_all(&ObjectPath::root()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
     assert!(err.to_string().contains("refused the login"), "{err}");
     // The password never appears in errors or Debug output.
     assert!(!err.to_string().contains("wrong") && !format!("{target:?}").contains("wrong"));
-}
-
-fn config_timeout(_c: &ibs_storage_smb::SmbConfig) -> std::time::Duration {
-    std::time::Duration::from_secs(5)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
