@@ -151,11 +151,74 @@ pub enum Location {
     },
     /// A local directory.
     Local(PathBuf),
+    /// A container (Azure Blob) or bucket (S3), from `az://container/prefix`
+    /// or `s3://bucket/prefix`; served by the `ibs-storage-object` crate.
+    Object {
+        /// Which service.
+        provider: ObjectProvider,
+        /// Container or bucket name.
+        container: String,
+        /// Prefix inside it (may be the root).
+        path: ObjectPath,
+    },
+}
+
+/// The object-store services a [`Location::Object`] can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectProvider {
+    /// Azure Blob storage (`az://`).
+    Azure,
+    /// Amazon S3 or an S3-compatible service (`s3://`).
+    S3,
+}
+
+impl ObjectProvider {
+    /// The URL scheme: `az` or `s3`.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            ObjectProvider::Azure => "az",
+            ObjectProvider::S3 => "s3",
+        }
+    }
+}
+
+/// Parses `container[/prefix…]` after an `az://` or `s3://` scheme.
+fn parse_object(provider: ObjectProvider, rest: &str, fail: impl Fn(String) -> StorageError) -> Result<Location> {
+    let mut segments = rest.split('/').filter(|s| !s.is_empty());
+    let what = match provider {
+        ObjectProvider::Azure => "container",
+        ObjectProvider::S3 => "bucket",
+    };
+    let container = segments
+        .next()
+        .ok_or_else(|| fail(format!("no {what} name: expected {}://{what}/prefix", provider.scheme())))?;
+    let valid_chars = container
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (c == '.' && provider == ObjectProvider::S3));
+    if !(3..=63).contains(&container.len())
+        || !valid_chars
+        || !container.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !container.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        return Err(fail(format!(
+            "'{container}' is not a valid {what} name (3-63 lower-case letters, digits and hyphens)"
+        )));
+    }
+    let mut path = ObjectPath::root();
+    for segment in segments {
+        path = path.child(segment).map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(Location::Object {
+        provider,
+        container: container.to_owned(),
+        path,
+    })
 }
 
 impl Location {
     /// Parses `\\host\share[\sub…]`, `//host/share[/sub…]`,
-    /// `smb://host[:port]/share[/sub…]`, or a local path.
+    /// `smb://host[:port]/share[/sub…]`, `az://container[/prefix…]`,
+    /// `s3://bucket[/prefix…]`, or a local path.
     pub fn parse(text: &str) -> Result<Self> {
         let fail = |why: String| StorageError::new(ErrorKind::PathNotFound, "invalid storage location", text, why);
         let text_trimmed = text.trim();
@@ -168,9 +231,15 @@ impl Location {
             (rest.to_owned(), false)
         } else if let Some(rest) = strip_prefix_ignore_case(text_trimmed, "smb://") {
             (rest.to_owned(), true)
+        } else if let Some(rest) = strip_prefix_ignore_case(text_trimmed, "az://") {
+            return parse_object(ObjectProvider::Azure, rest, fail);
+        } else if let Some(rest) = strip_prefix_ignore_case(text_trimmed, "s3://") {
+            return parse_object(ObjectProvider::S3, rest, fail);
         } else if text_trimmed.contains("://") {
             return Err(fail(
-                "unsupported scheme: use a UNC path (\\\\server\\share), smb://server/share, or a local path".into(),
+                "unsupported scheme: use a UNC path (\\\\server\\share), smb://server/share, \
+                 az://container/prefix, s3://bucket/prefix, or a local path"
+                    .into(),
             ));
         } else {
             return Ok(Location::Local(PathBuf::from(text_trimmed)));
@@ -274,6 +343,17 @@ impl fmt::Display for Location {
                 Ok(())
             }
             Location::Local(p) => write!(f, "{}", p.display()),
+            Location::Object {
+                provider,
+                container,
+                path,
+            } => {
+                write!(f, "{}://{container}", provider.scheme())?;
+                for s in path.segments() {
+                    write!(f, "/{s}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -405,6 +485,26 @@ mod tests {
     }
 
     #[test]
+    fn object_store_locations() {
+        assert_eq!(
+            Location::parse("az://backups/lab/east").unwrap(),
+            Location::Object {
+                provider: ObjectProvider::Azure,
+                container: "backups".into(),
+                path: ObjectPath::parse("lab/east").unwrap(),
+            }
+        );
+        assert_eq!(
+            Location::parse("S3://bucket-1/").unwrap(),
+            Location::Object {
+                provider: ObjectProvider::S3,
+                container: "bucket-1".into(),
+                path: ObjectPath::root(),
+            }
+        );
+    }
+
+    #[test]
     fn malformed_locations_say_what_is_wrong() {
         for (text, needle) in [
             ("", "empty"),
@@ -419,6 +519,13 @@ mod tests {
             (r"\\host\sh*re", "share name"),
             (r"\\host\share\..\x", "not allowed"),
             ("https://example/x", "unsupported scheme"),
+            ("az://", "no container"),
+            ("s3://", "no bucket"),
+            ("az://UPPER/x", "not a valid container"),
+            ("az://ab/x", "not a valid container"),
+            ("az://my.container/x", "not a valid container"),
+            ("s3://-bucket", "not a valid bucket"),
+            ("az://backups/../x", "not allowed"),
         ] {
             let err = Location::parse(text).unwrap_err();
             assert!(err.to_string().contains(needle), "{text:?}: {err}");
@@ -428,7 +535,12 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for text in [r"\\fs.contoso.com\AzSBackups\lab", "smb://127.0.0.1:4455/share/x"] {
+        for text in [
+            r"\\fs.contoso.com\AzSBackups\lab",
+            "smb://127.0.0.1:4455/share/x",
+            "az://backups/lab/x",
+            "s3://my.bucket",
+        ] {
             let loc = Location::parse(text).unwrap();
             assert_eq!(loc.to_string(), text);
             assert_eq!(Location::parse(&loc.to_string()).unwrap(), loc);

@@ -53,7 +53,7 @@ mod target;
 
 pub use error::{Alert, ErrorKind, Result, StorageError, classify_io};
 pub use faulty::{FaultPlan, FaultyTarget};
-pub use layout::{BACKUP_FOLDER, InstanceLayout, Location, ObjectPath};
+pub use layout::{BACKUP_FOLDER, InstanceLayout, Location, ObjectPath, ObjectProvider};
 pub use local::LocalTarget;
 pub use memory::MemoryTarget;
 pub use target::{
