@@ -2,10 +2,13 @@
 # Installs the system packages the test suite talks to (OpenSSL on the other
 # side of every key and PKCS#12 test; Python with cryptography and zstandard
 # for the independent archive reader; Samba, smbclient and libsmbclient for
-# the SMB backend and its tests). Idempotent; needs root (or sudo) only
-# when something is missing.
+# the SMB backend and its tests; Node.js and Azurite, the Azure Storage
+# emulator, for the object-store backend's tests). Idempotent; needs root (or
+# sudo) only when something is missing.
 set -euo pipefail
 packages=(openssl python3 python3-cryptography python3-zstandard samba smbclient libsmbclient-dev pkg-config)
+# Node.js: the machine's own if it has one, else Debian's.
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,4 +28,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
     [ -z "$guard" ] || $sudo rm -f /usr/sbin/policy-rc.d
+fi
+
+# Azurite, pinned by tools/azurite/package-lock.json, into tools/azurite/node_modules.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -x "$root/tools/azurite/node_modules/.bin/azurite-blob" ]; then
+    echo "installing: azurite (npm)"
+    npm ci --prefix "$root/tools/azurite" --no-audit --no-fund --loglevel=error
 fi

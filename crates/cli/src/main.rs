@@ -10,8 +10,12 @@
 //! ibs prune   --location LOC [--keep-days N] [--dry-run]
 //! ```
 //!
-//! `LOC` is `\\host\share\folder`, `smb://host[:port]/share/folder` or a local
-//! directory. SMB credentials come from `--credentials-file` (smbclient's
+//! `LOC` is `\\host\share\folder`, `smb://host[:port]/share/folder`,
+//! `az://container/prefix` (Azure Blob), `s3://bucket/prefix` (S3) or a local
+//! directory. Object-store credentials and endpoints come from the variables
+//! the `object_store` crate reads (`AZURE_STORAGE_ACCOUNT_NAME`,
+//! `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_ENDPOINT`, `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, …). SMB credentials come from `--credentials-file` (smbclient's
 //! authentication-file format: `username = …`, `password = …`, `domain = …`) or
 //! the environment (`IBS_SMB_USERNAME`, `IBS_SMB_PASSWORD`, `IBS_SMB_DOMAIN`),
 //! never from the command line. Exit status: 0 success, 1 failure (the alert's
@@ -138,7 +142,10 @@ const HELP: &str = "usage:
   ibs verify  --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F
   ibs restore --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F --to DIR [--source NAME]...
   ibs prune   --location LOC [--keep-days N] [--dry-run]
-LOC: \\\\host\\share\\folder, smb://host[:port]/share/folder, or a local directory.
+LOC: \\\\host\\share\\folder, smb://host[:port]/share/folder, az://container/prefix,
+     s3://bucket/prefix, or a local directory. Azure/S3 credentials: AZURE_STORAGE_ACCOUNT_NAME,
+     AZURE_STORAGE_ACCOUNT_KEY (AZURE_STORAGE_ENDPOINT) / AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+     AWS_REGION (AWS_ENDPOINT).
 SMB credentials: --credentials-file (smbclient format) or IBS_SMB_USERNAME / IBS_SMB_PASSWORD / IBS_SMB_DOMAIN.";
 
 fn now() -> i64 {

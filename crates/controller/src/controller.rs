@@ -64,8 +64,10 @@ impl Settings {
     }
 }
 
-/// The storage target of a location: a local directory, or an SMB share with
-/// `credentials` (required for SMB).
+/// The storage target of a location: a local directory, an SMB share with
+/// `credentials` (required for SMB), or (with the `object-store` feature) an
+/// Azure Blob container or S3 bucket configured from the environment
+/// variables `object_store` reads (see `ibs-storage-object`).
 pub fn open_target(location: &Location, credentials: Option<SmbCredentials>) -> Result<Arc<dyn StorageTarget>> {
     Ok(match location {
         Location::Local(dir) => Arc::new(LocalTarget::new(dir)?),
@@ -75,6 +77,18 @@ pub fn open_target(location: &Location, credentials: Option<SmbCredentials>) -> 
                 reason: "an SMB location needs domain, user and password".into(),
             })?;
             Arc::new(SmbTarget::new(SmbConfig::from_location(smb, creds)?)?)
+        }
+        #[cfg(feature = "object-store")]
+        object @ Location::Object { .. } => Arc::new(ibs_storage_object::ObjectTarget::from_location(
+            object,
+            ibs_storage_object::ObjectOptions::default(),
+        )?),
+        #[cfg(not(feature = "object-store"))]
+        Location::Object { .. } => {
+            return Err(ControllerError::InvalidSetting {
+                setting: "location",
+                reason: format!("{location}: this build has no object-store support (feature `object-store`)"),
+            });
         }
     })
 }

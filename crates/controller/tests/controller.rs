@@ -361,3 +361,37 @@ async fn a_file_changing_during_capture_is_never_captured_torn() {
     }
     assert_eq!(outcomes.0 + outcomes.1, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_on_azure_blob_with_unknown_capacity_keeps_seven_days() {
+    use ibs_storage_object::ObjectOptions;
+    use ibs_storage_object::testing::{Azurite, AzuriteOptions};
+    let azurite = Azurite::start(AzuriteOptions::default()).unwrap();
+    azurite.create_container("backups").await.unwrap();
+    let target: Arc<dyn StorageTarget> = Arc::new(azurite.target("backups", "lab", ObjectOptions::default()));
+    assert_eq!(target.capacity().await.unwrap().free_bytes, None);
+    let spec = spec(Arc::clone(&target), &pair(0).cert);
+    // Every 12 h for 10 days with the default 7-day policy.
+    for i in 0..20 {
+        run_job(&spec, &sources(), T0 + i * 12 * HOUR).await.unwrap();
+    }
+    let now = T0 + 19 * 12 * HOUR;
+    let cat = Recovery::new(Arc::clone(&target), instance())
+        .catalogue()
+        .await
+        .unwrap();
+    let oldest = cat.backups.first().unwrap().created;
+    assert!(
+        now - oldest <= 7 * 24 * HOUR,
+        "oldest kept is {} h old",
+        (now - oldest) / HOUR
+    );
+    assert!(
+        cat.backups.len() >= 14 && cat.backups.len() <= 15,
+        "{} backups",
+        cat.backups.len()
+    );
+    assert!(cat.backups.iter().all(|b| b.state == BackupState::Complete));
+    assert_eq!(complete_and_sound(&target).await, cat.backups.len());
+    assert!(cat.unrecognised.is_empty(), "{:?}", cat.unrecognised);
+}

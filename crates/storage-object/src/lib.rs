@@ -270,9 +270,7 @@ impl ObjectTarget {
     pub fn s3(builder: AmazonS3Builder, bucket: &str, prefix: &ObjectPath, options: ObjectOptions) -> Result<Self> {
         ensure_tls_provider();
         let label = format!("s3://{bucket}{}", suffix(prefix));
-        let mut builder = builder
-            .with_bucket_name(bucket)
-            .with_retry(options.retry_config());
+        let mut builder = builder.with_bucket_name(bucket).with_retry(options.retry_config());
         for (key, value) in client_defaults(&options) {
             let key = AmazonS3ConfigKey::Client(key);
             if builder.get_config_value(&key).is_none() {
@@ -396,7 +394,9 @@ impl Inner {
         let prefix = self.key(folder);
         let mut listing = self.store.list(Some(&prefix));
         let first = self
-            .bounded("cannot check folder", folder, async { listing.next().await.transpose() })
+            .bounded("cannot check folder", folder, async {
+                listing.next().await.transpose()
+            })
             .await?;
         Ok(first.is_some())
     }

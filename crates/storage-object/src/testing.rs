@@ -26,7 +26,8 @@ use crate::{ObjectOptions, ObjectTarget};
 /// Azurite's well-known development account.
 pub const ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's well-known development account key (public, in Microsoft's docs).
-pub const ACCOUNT_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+pub const ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// How the emulator runs.
 #[derive(Clone, Debug, Default)]

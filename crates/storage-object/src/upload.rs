@@ -119,9 +119,7 @@ impl Upload {
         while self.parts.join_next().await.is_some() {}
         if let Some(mut upload) = self.multipart.take() {
             let inner = self.inner.clone();
-            inner
-                .bounded("cannot abort upload", &self.path, upload.abort())
-                .await?;
+            inner.bounded("cannot abort upload", &self.path, upload.abort()).await?;
         }
         Ok(())
     }
@@ -168,7 +166,11 @@ impl ObjectWriter for Upload {
                 ..PutOptions::default()
             };
             inner
-                .bounded("cannot commit", &self.path, inner.store.put_opts(&key, payload, options))
+                .bounded(
+                    "cannot commit",
+                    &self.path,
+                    inner.store.put_opts(&key, payload, options),
+                )
                 .await?;
             return Ok(self.meta());
         }
@@ -196,9 +198,7 @@ impl ObjectWriter for Upload {
             }
         }
         if let Some(mut upload) = self.multipart.take() {
-            let done = inner
-                .bounded("cannot commit", &self.path, upload.complete())
-                .await;
+            let done = inner.bounded("cannot commit", &self.path, upload.complete()).await;
             if let Err(e) = done {
                 let _ = inner.bounded("cannot abort upload", &self.path, upload.abort()).await;
                 return Err(e);

@@ -68,7 +68,10 @@ async fn conformance_against_azurite() {
     let raw = azurite.target("ibs", "", small_parts());
     let all = raw.list_all(&ObjectPath::root()).await.unwrap();
     assert!(!all.is_empty());
-    assert!(all.iter().all(|m| m.path.as_str().starts_with("lab/west/conformance/")), "{all:?}");
+    assert!(
+        all.iter().all(|m| m.path.as_str().starts_with("lab/west/conformance/")),
+        "{all:?}"
+    );
     // Folder markers exist in the store but are never listed.
     let markers = raw
         .store()
@@ -99,7 +102,12 @@ async fn large_upload_streams_and_reads_back_by_range() {
     let meta = upload.commit().await.unwrap();
     assert_eq!(meta.size, data.len() as u64);
     assert_eq!(target.head(&path("a/archive")).await.unwrap().size, data.len() as u64);
-    for (start, end) in [(0usize, 1usize), (5 << 20, (5 << 20) + 1), (1234, 9_999_999), (data.len() - 7, data.len())] {
+    for (start, end) in [
+        (0usize, 1usize),
+        (5 << 20, (5 << 20) + 1),
+        (1234, 9_999_999),
+        (data.len() - 7, data.len()),
+    ] {
         let got = target
             .read_range(&path("a/archive"), start as u64..end as u64)
             .await
@@ -124,21 +132,34 @@ async fn create_new_never_overwrites_another_writer() {
         first.commit().await.unwrap();
         let err = second.commit().await.unwrap_err();
         assert!(err.is_already_exists(), "{name}: {err}");
-        assert_eq!(&target.read_all(&path(name)).await.unwrap()[..], &noise(len, 1)[..], "{name}");
+        assert_eq!(
+            &target.read_all(&path(name)).await.unwrap()[..],
+            &noise(len, 1)[..],
+            "{name}"
+        );
     }
     // Overwrite replaces.
     target
         .put_bytes(&path("b/manifest"), Bytes::from_static(b"new"), CommitMode::Overwrite)
         .await
         .unwrap();
-    assert_eq!(target.read_all(&path("b/manifest")).await.unwrap(), Bytes::from_static(b"new"));
+    assert_eq!(
+        target.read_all(&path("b/manifest")).await.unwrap(),
+        Bytes::from_static(b"new")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_key_is_an_authentication_failure() {
     let azurite = azurite_with("auth", AzuriteOptions::default()).await;
     let wrong = "d3JvbmcgYWNjb3VudCBrZXkgZm9yIGlicyB0ZXN0cywgNjQgYnl0ZXMgbG9uZyBlbm91Z2ggdG8gbG9vaw==";
-    let target = ObjectTarget::azure(azurite.builder_with_key(wrong), "auth", &ObjectPath::root(), impatient()).unwrap();
+    let target = ObjectTarget::azure(
+        azurite.builder_with_key(wrong),
+        "auth",
+        &ObjectPath::root(),
+        impatient(),
+    )
+    .unwrap();
     let err = target.list_all(&ObjectPath::root()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
     let err = target
@@ -146,7 +167,10 @@ async fn wrong_key_is_an_authentication_failure() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
-    assert!(!format!("{err} {err:?}").contains(wrong), "the key leaked into the error");
+    assert!(
+        !format!("{err} {err:?}").contains(wrong),
+        "the key leaked into the error"
+    );
     assert!(!format!("{target:?}").contains(wrong));
 }
 
@@ -169,7 +193,13 @@ async fn missing_container_is_a_path_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_emulator_is_out_of_capacity_and_commits_nothing() {
-    let azurite = azurite_with("full", AzuriteOptions { memory_limit_mb: Some(12) }).await;
+    let azurite = azurite_with(
+        "full",
+        AzuriteOptions {
+            memory_limit_mb: Some(12),
+        },
+    )
+    .await;
     let target = azurite.target("full", "", impatient());
     target.create_dir_all(&path("f")).await.unwrap();
     let mut upload = target.put(&path("f/big"), CommitMode::CreateNew).await.unwrap();

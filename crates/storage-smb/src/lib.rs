@@ -205,10 +205,10 @@ impl SmbConfig {
             } => Ok(SmbConfig::new(host.clone(), share.clone(), credentials)
                 .port(port.unwrap_or(445))
                 .base(path.clone())),
-            Location::Local(p) => Err(StorageError::new(
+            other => Err(StorageError::new(
                 ErrorKind::PathNotFound,
                 "not an SMB location",
-                p.display().to_string(),
+                other.to_string(),
                 "expected \\\\host\\share or smb://host/share",
             )),
         }

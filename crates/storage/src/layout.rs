@@ -189,12 +189,15 @@ fn parse_object(provider: ObjectProvider, rest: &str, fail: impl Fn(String) -> S
         ObjectProvider::Azure => "container",
         ObjectProvider::S3 => "bucket",
     };
-    let container = segments
-        .next()
-        .ok_or_else(|| fail(format!("no {what} name: expected {}://{what}/prefix", provider.scheme())))?;
-    let valid_chars = container
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (c == '.' && provider == ObjectProvider::S3));
+    let container = segments.next().ok_or_else(|| {
+        fail(format!(
+            "no {what} name: expected {}://{what}/prefix",
+            provider.scheme()
+        ))
+    })?;
+    let valid_chars = container.chars().all(|c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (c == '.' && provider == ObjectProvider::S3)
+    });
     if !(3..=63).contains(&container.len())
         || !valid_chars
         || !container.starts_with(|c: char| c.is_ascii_alphanumeric())
