@@ -36,3 +36,18 @@ if [ ! -x "$root/tools/azurite/node_modules/.bin/azurite-blob" ]; then
     echo "installing: azurite (npm)"
     npm ci --prefix "$root/tools/azurite" --no-audit --no-fund --loglevel=error
 fi
+
+# moto's S3 server, pinned by tools/moto/constraints.txt, in tools/moto/.venv.
+if [ ! -x "$root/tools/moto/.venv/bin/moto_server" ]; then
+    echo "installing: moto[s3,server] (pip, in tools/moto/.venv)"
+    python=python3
+    if ! "$python" -m venv --help >/dev/null 2>&1; then
+        sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv
+    fi
+    rm -rf "$root/tools/moto/.venv"
+    "$python" -m venv "$root/tools/moto/.venv"
+    "$root/tools/moto/.venv/bin/pip" install -q --disable-pip-version-check \
+        -r "$root/tools/moto/requirements.txt" -c "$root/tools/moto/constraints.txt"
+fi

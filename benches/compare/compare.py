@@ -14,7 +14,8 @@ compression-bound reference, no encryption), restic, Borg (zstd,3, repokey).
 Each backup goes to a fresh repository (a full backup, as ibs always makes);
 each restore to a fresh directory. Wall time and peak RSS from /usr/bin/time -v.
 Then ibs backup to a loopback Samba share against `smbclient put` of the same
-bytes, both encrypted.
+bytes, both encrypted, and ibs backup and restore on each target (local
+directory, loopback Samba, loopback Azurite) of the infra corpus.
 
 Writes benches/RESULTS.md, benches/results/results.csv and
 benches/results/throughput.png. Timings are never asserted: ratios are reported.
@@ -22,6 +23,9 @@ benches/results/throughput.png. Timings are never asserted: ratios are reported.
 
 import base64
 import csv
+import hashlib
+import hmac
+import urllib.request
 import json
 import os
 import random
@@ -232,6 +236,40 @@ def samba(work):
     return port, proc, auth
 
 
+AZ_ACCOUNT = "devstoreaccount1"
+AZ_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite(work):
+    """Starts Azurite's blob service on loopback (telemetry off, in memory); returns (port, process, env)."""
+    binary = os.path.join(ROOT, "tools", "azurite", "node_modules", ".bin", "azurite-blob")
+    port = free_port()
+    root = os.path.join(work, "azurite")
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    proc = subprocess.Popen([binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--disableTelemetry",
+                             "--inMemoryPersistence", "--skipApiVersionCheck", "--silent"], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    endpoint = "http://127.0.0.1:%d/%s" % (port, AZ_ACCOUNT)
+    # Create the container: one Shared Key-signed PUT.
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())
+    to_sign = "PUT\n" + "\n" * 11 + "x-ms-date:%s\nx-ms-version:2021-08-06\n/%s/%s/bench\nrestype:container" % (
+        date, AZ_ACCOUNT, AZ_ACCOUNT)
+    sig = base64.b64encode(hmac.new(base64.b64decode(AZ_KEY), to_sign.encode(), hashlib.sha256).digest()).decode()
+    req = urllib.request.Request(endpoint + "/bench?restype=container", method="PUT", data=b"", headers={
+        "x-ms-date": date, "x-ms-version": "2021-08-06", "Authorization": "SharedKey %s:%s" % (AZ_ACCOUNT, sig)})
+    urllib.request.urlopen(req, timeout=10).close()
+    env = dict(os.environ, AZURE_STORAGE_ACCOUNT_NAME=AZ_ACCOUNT, AZURE_STORAGE_ACCOUNT_KEY=AZ_KEY,
+               AZURE_STORAGE_ENDPOINT=endpoint, AZURE_ALLOW_HTTP="true")
+    return port, proc, env
+
+
 def main():
     os.makedirs(WORK, exist_ok=True)
     print("building corpora in %s (%.1f GiB each) ..." % (WORK, GIB), flush=True)
@@ -291,7 +329,8 @@ def main():
         sh("%s backup --location %s/share --cert %s/k.cer %s --fqdn bench.local" % (IBS, local, keys, ibs_sources(cpath)))
         archive = sh("find %s/share -name backup.ibs" % local).stdout.split()[0]
         nbytes = os.path.getsize(archive)
-        ibs_t, smbc_t = [], []
+        ibs_t, smbc_t, smb_restore_t = [], [], []
+        restore_args = "--fqdn bench.local --pfx %s/k.pfx --password-file %s/k.pw" % (keys, keys)
         for run in range(RUNS):
             sh("mkdir -p %s/samba/share/ibs-%d" % (WORK, run))
             loc = "smb://127.0.0.1:%d/backup/ibs-%d" % (port, run)
@@ -301,6 +340,11 @@ def main():
             t, _ = timed("smbclient //127.0.0.1/backup -p %d --client-protection=encrypt -A %s -c 'put %s peer-%d.ibs'"
                          % (port, auth, archive, run))
             smbc_t.append(t)
+            dest = os.path.join(WORK, "smb-restore-%d" % run)
+            shutil.rmtree(dest, ignore_errors=True)
+            t, _ = timed("%s restore --location %s --credentials-file %s %s --to %s" % (IBS, loc, auth, restore_args, dest))
+            smb_restore_t.append(t)
+            shutil.rmtree(dest, ignore_errors=True)
         smb_rows = [("ibs backup to SMB (capture+compress+encrypt+upload)", statistics.median(ibs_t)),
                     ("smbclient put of the same archive bytes", statistics.median(smbc_t))]
         status = sh("smbstatus --configfile=%s/samba/smb.conf -b" % WORK, check=False).stdout
@@ -308,10 +352,32 @@ def main():
         os.killpg(proc.pid, 9)
         proc.wait()
 
-    write_results(rows, smb_rows, nbytes, status)
+    # The same backup and restore to Azure Blob storage (Azurite on loopback).
+    az_port, az_proc, az_env = azurite(WORK)
+    az_b, az_r = [], []
+    try:
+        for run in range(RUNS):
+            loc = "az://bench/ibs-%d" % run
+            t, _ = timed("%s backup --location %s --cert %s/k.cer %s --fqdn bench.local"
+                         % (IBS, loc, keys, ibs_sources(cpath)), env=az_env)
+            az_b.append(t)
+            dest = os.path.join(WORK, "az-restore-%d" % run)
+            shutil.rmtree(dest, ignore_errors=True)
+            t, _ = timed("%s restore --location %s %s --to %s" % (IBS, loc, restore_args, dest), env=az_env)
+            az_r.append(t)
+            shutil.rmtree(dest, ignore_errors=True)
+    finally:
+        os.killpg(az_proc.pid, 9)
+        az_proc.wait()
+    infra = next(r for r in rows if r["corpus"] == "infra" and r["tool"] == "ibs")
+    size = infra["source_bytes"]
+    target_rows = [("local directory", infra["backup_s"], infra["restore_s"]),
+                   ("SMB (loopback Samba, encrypted)", statistics.median(ibs_t), statistics.median(smb_restore_t)),
+                   ("Azure Blob (loopback Azurite)", statistics.median(az_b), statistics.median(az_r))]
+    write_results(rows, smb_rows, nbytes, status, target_rows, size)
 
 
-def write_results(rows, smb_rows, nbytes, status):
+def write_results(rows, smb_rows, nbytes, status, target_rows, size):
     out_dir = os.path.join(ROOT, "benches", "results")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
@@ -357,6 +423,11 @@ plot '%s' using 2:xtic(1) title 'infra backup', '' using 3 title 'real backup', 
     if smb_rows:
         lines += ["", "ibs / smbclient throughput ratio: %.2f (ibs also reads, compresses and encrypts the source)."
                   % (smb_rows[1][1] / smb_rows[0][1])]
+    lines += ["", "## ibs on each storage target (infra corpus, %d MB)" % (size // 1000000), "",
+              "| target | backup median s | backup MB/s | restore median s | restore MB/s |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for what, b, r in target_rows:
+        lines.append("| %s | %.2f | %.1f | %.2f | %.1f |" % (what, b, size / b / 1e6, r, size / r / 1e6))
     lines += ["", "![throughput](results/throughput.png)", "", "CSV: [results/results.csv](results/results.csv)", ""]
     open(os.path.join(ROOT, "benches", "RESULTS.md"), "w").write("\n".join(lines))
     print("\n".join(lines))

@@ -8,6 +8,10 @@
 //! `scripts/install-deps.sh`). [`Azurite::start`] looks for it in
 //! `$IBS_AZURITE` (the path of `azurite-blob`), then in
 //! `tools/azurite/node_modules/.bin/` of this workspace, then on `PATH`.
+//!
+//! [`MotoS3`] is the same for S3: moto's server (`moto[s3,server]` from PyPI,
+//! in the virtual environment `tools/moto/.venv`, or `$IBS_MOTO`), on
+//! 127.0.0.1 and a free port.
 #![allow(clippy::expect_used, reason = "a test harness: a broken invariant is a failed test")]
 
 use std::io;
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use ibs_storage::ObjectPath;
+use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 
 use crate::{ObjectOptions, ObjectTarget};
@@ -38,14 +43,12 @@ pub struct AzuriteOptions {
 
 /// A running Azurite blob service.
 pub struct Azurite {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
+    server: Server,
 }
 
 impl std::fmt::Debug for Azurite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Azurite(127.0.0.1:{})", self.port)
+        write!(f, "Azurite(127.0.0.1:{})", self.server.port)
     }
 }
 
@@ -53,17 +56,20 @@ fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn find_binary() -> io::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("IBS_AZURITE") {
+/// `$var`, else `tools/<bundled>` in this workspace, else `name` on `PATH`.
+fn find_binary(var: &str, bundled: &str, name: &str) -> io::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(var) {
         return Ok(PathBuf::from(path));
     }
-    let bundled = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/azurite/node_modules/.bin/azurite-blob");
+    let bundled = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tools")
+        .join(bundled);
     if bundled.exists() {
         return Ok(bundled);
     }
     if let Some(paths) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&paths) {
-            let candidate = dir.join("azurite-blob");
+            let candidate = dir.join(name);
             if candidate.exists() {
                 return Ok(candidate);
             }
@@ -71,34 +77,30 @@ fn find_binary() -> io::Result<PathBuf> {
     }
     Err(io::Error::new(
         io::ErrorKind::NotFound,
-        "azurite-blob not found: run `bash scripts/install-deps.sh` (npm ci --prefix tools/azurite) \
-         or set IBS_AZURITE",
+        format!("{name} not found: run `bash scripts/install-deps.sh` or set {var}"),
     ))
 }
 
-impl Azurite {
-    /// Starts the emulator and waits (at most 30 s) until it accepts connections.
-    pub fn start(options: AzuriteOptions) -> io::Result<Self> {
-        let binary = find_binary()?;
-        let dir = tempfile::Builder::new().prefix("ibs-azurite-").tempdir()?;
-        let port = free_port()?;
-        let log = std::fs::File::create(dir.path().join("azurite.log"))?;
-        let mut cmd = Command::new(&binary);
-        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-            .arg("--disableTelemetry")
-            .arg("--inMemoryPersistence")
-            .arg("--skipApiVersionCheck")
-            .current_dir(dir.path())
+/// A child process that listens on a port, with its output in a log file.
+struct Server {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Spawns `cmd` (run in a fresh folder, output to its log) and waits (at
+    /// most 30 s) until `port` accepts connections.
+    fn spawn(mut cmd: Command, what: &str, dir: tempfile::TempDir, port: u16) -> io::Result<Self> {
+        let log = std::fs::File::create(dir.path().join("server.log"))?;
+        cmd.current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        if let Some(mb) = options.memory_limit_mb {
-            cmd.args(["--extentMemoryLimit", &mb.to_string()]);
-        }
         let child = cmd
             .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", binary.display())))?;
-        let mut azurite = Azurite {
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot start {what}: {e}")))?;
+        let mut server = Server {
             dir,
             port,
             child: Some(child),
@@ -106,39 +108,91 @@ impl Azurite {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok() {
-                return Ok(azurite);
+                return Ok(server);
             }
-            if let Some(child) = azurite.child.as_mut()
+            if let Some(child) = server.child.as_mut()
                 && let Some(status) = child.try_wait()?
             {
                 return Err(io::Error::other(format!(
-                    "azurite exited with {status}: {}",
-                    azurite.log()
+                    "{what} exited with {status}: {}",
+                    server.log()
                 )));
             }
             if Instant::now() > deadline {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("azurite did not listen on {port} within 30 s: {}", azurite.log()),
+                    format!("{what} did not listen on {port} within 30 s: {}", server.log()),
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: &str) -> io::Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the server is not running"))?
+            .id();
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status()?;
+        if !status.success() {
+            return Err(io::Error::other(format!("kill {signal} {pid}: {status}")));
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // A frozen process must be woken to die promptly.
+            let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Azurite {
+    /// Starts the emulator and waits (at most 30 s) until it accepts connections.
+    pub fn start(options: AzuriteOptions) -> io::Result<Self> {
+        let binary = find_binary("IBS_AZURITE", "azurite/node_modules/.bin/azurite-blob", "azurite-blob")?;
+        let dir = tempfile::Builder::new().prefix("ibs-azurite-").tempdir()?;
+        let port = free_port()?;
+        let mut cmd = Command::new(&binary);
+        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("--disableTelemetry")
+            .arg("--inMemoryPersistence")
+            .arg("--skipApiVersionCheck");
+        if let Some(mb) = options.memory_limit_mb {
+            cmd.args(["--extentMemoryLimit", &mb.to_string()]);
+        }
+        Ok(Azurite {
+            server: Server::spawn(cmd, "azurite", dir, port)?,
+        })
+    }
+
     /// The port it listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port
     }
 
     /// The account's blob endpoint, path style: `http://127.0.0.1:<port>/devstoreaccount1`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
+        format!("http://127.0.0.1:{}/{ACCOUNT}", self.server.port)
     }
 
     /// What the emulator wrote to stdout and stderr.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("azurite.log")).unwrap_or_default()
+        self.server.log()
     }
 
     /// The environment variables that point `object_store` (and so `ibs`) at
@@ -206,43 +260,106 @@ impl Azurite {
         Ok(())
     }
 
-    fn signal(&self, signal: &str) -> io::Result<()> {
-        let pid = self
-            .child
-            .as_ref()
-            .ok_or_else(|| io::Error::other("azurite is not running"))?
-            .id();
-        let status = Command::new("kill").args([signal, &pid.to_string()]).status()?;
-        if !status.success() {
-            return Err(io::Error::other(format!("kill {signal} {pid}: {status}")));
-        }
-        Ok(())
-    }
-
     /// Stops the emulator without closing its socket (SIGSTOP): requests hang.
     pub fn freeze(&self) -> io::Result<()> {
-        self.signal("-STOP")
+        self.server.signal("-STOP")
     }
 
     /// Lets a frozen emulator run again (SIGCONT).
     pub fn thaw(&self) -> io::Result<()> {
-        self.signal("-CONT")
+        self.server.signal("-CONT")
     }
 
     /// Kills the emulator (its data goes with it).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // A frozen process must be woken to die promptly.
-            let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.server.stop();
     }
 }
 
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        self.stop();
+/// A running moto S3 server (no authentication checks: any key is accepted).
+pub struct MotoS3 {
+    server: Server,
+}
+
+impl std::fmt::Debug for MotoS3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MotoS3(127.0.0.1:{})", self.server.port)
+    }
+}
+
+impl MotoS3 {
+    /// Starts moto's server and waits (at most 30 s) until it accepts connections.
+    pub fn start() -> io::Result<Self> {
+        let binary = find_binary("IBS_MOTO", "moto/.venv/bin/moto_server", "moto_server")?;
+        let dir = tempfile::Builder::new().prefix("ibs-moto-").tempdir()?;
+        let port = free_port()?;
+        let mut cmd = Command::new(&binary);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        Ok(MotoS3 {
+            server: Server::spawn(cmd, "moto_server", dir, port)?,
+        })
+    }
+
+    /// The endpoint: `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.server.port)
+    }
+
+    /// What the server wrote to stdout and stderr.
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
+
+    /// The environment variables that point `object_store` (and so `ibs`) at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "ibs-test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "ibs-test-secret".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ENDPOINT", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+        ]
+    }
+
+    /// A client builder for this server.
+    pub fn builder(&self) -> AmazonS3Builder {
+        AmazonS3Builder::new()
+            .with_access_key_id("ibs-test")
+            .with_secret_access_key("ibs-test-secret")
+            .with_region("us-east-1")
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+    }
+
+    /// A target on `bucket` (which must exist), objects under `prefix`.
+    pub fn target(&self, bucket: &str, prefix: &str, options: ObjectOptions) -> ObjectTarget {
+        ObjectTarget::s3(
+            self.builder(),
+            bucket,
+            &ObjectPath::parse(prefix).expect("valid prefix"),
+            options,
+        )
+        .expect("s3 client")
+    }
+
+    /// Creates a bucket (`PUT /<bucket>`; moto does not check signatures).
+    pub async fn create_bucket(&self, name: &str) -> io::Result<()> {
+        crate::ensure_tls_provider();
+        let response = reqwest::Client::new()
+            .put(format!("{}/{name}", self.endpoint()))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(io::Error::other)?;
+        if !response.status().is_success() {
+            return Err(io::Error::other(format!("create bucket {name}: {}", response.status())));
+        }
+        Ok(())
+    }
+
+    /// Kills the server.
+    pub fn stop(&mut self) {
+        self.server.stop();
     }
 }
 
