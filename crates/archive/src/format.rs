@@ -153,6 +153,12 @@ impl ArchiveKeys {
     /// (or stored), prefixed with its encoding byte, and sealed as chunk
     /// `counter` of the archive's STREAM with the header digest as associated data.
     ///
+    /// Chunks of at least [`PROBE_MIN`] bytes are probed first: four evenly
+    /// spread [`PROBE_SLICE`]-byte slices are compressed on their own, and if
+    /// they do not shrink below [`PROBE_KEEP`] of their size (random data,
+    /// keys, already-compressed blobs) the chunk is stored without spending a
+    /// full compression on it. Readers see an ordinary stored chunk.
+    ///
     /// Data frames are never `last`; the index is.
     pub fn seal_chunk(
         &self,
@@ -164,7 +170,9 @@ impl ArchiveKeys {
     ) -> Result<Vec<u8>> {
         let region = if last { Region::Index } else { Region::Frame(counter) };
         let mut out = Vec::new();
-        if let Some(compressor) = compressor {
+        if let Some(compressor) = compressor
+            && !incompressible(plain, compressor)
+        {
             out.resize(1 + zstd::zstd_safe::compress_bound(plain.len()), 0);
             let n = compressor
                 .compress_to_buffer(plain, &mut out[1..])
@@ -892,4 +900,36 @@ pub fn open_index(
         ));
     }
     Ok(index)
+}
+/// Chunks shorter than this are compressed without a probe.
+pub const PROBE_MIN: usize = 256 * 1024;
+/// Bytes per probed slice.
+pub const PROBE_SLICE: usize = 16 * 1024;
+/// A probe that compresses to more than this fraction (in 1/100) of its size
+/// means "store the chunk".
+pub const PROBE_KEEP: usize = 97;
+
+/// Whether a sample of `plain` shows it will not compress (see
+/// [`ArchiveKeys::seal_chunk`]). A failed probe compression counts as
+/// compressible, so the full compression decides.
+fn incompressible(plain: &[u8], compressor: &mut zstd::bulk::Compressor<'_>) -> bool {
+    if plain.len() < PROBE_MIN {
+        return false;
+    }
+    let mut scratch = vec![0u8; zstd::zstd_safe::compress_bound(PROBE_SLICE)];
+    let stride = (plain.len() - PROBE_SLICE) / 3;
+    let mut sampled = 0;
+    let mut packed = 0;
+    for i in 0..4 {
+        let start = i * stride;
+        let slice = &plain[start..start + PROBE_SLICE];
+        match compressor.compress_to_buffer(slice, &mut scratch) {
+            Ok(n) => {
+                sampled += slice.len();
+                packed += n;
+            }
+            Err(_) => return false,
+        }
+    }
+    packed * 100 > sampled * PROBE_KEEP
 }

@@ -132,7 +132,7 @@ pub async fn write_backup(
         .producer_version(spec.producer_version.clone())
         .label("fqdn", spec.instance.fqdn())
         .label("region", spec.instance.region())
-        .depth(16);
+        .depth(8);
     if let Some(p) = progress {
         options = options.progress(p);
     }

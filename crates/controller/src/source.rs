@@ -59,18 +59,59 @@ pub trait BackupSource: Send + Sync {
 /// Files up to this size are read whole and checked for change before they
 /// enter the archive (re-read if they changed); larger ones are streamed and a
 /// change during the read fails the source.
-pub const CONSISTENT_READ_MAX: u64 = 16 << 20;
+pub const CONSISTENT_READ_MAX: u64 = 8 << 20;
 
 /// How many times a changing small file is re-read before the source fails.
 const REREADS: usize = 3;
 
+/// Files read ahead of the archive writer, on the blocking pool.
+const PREFETCH_FILES: usize = 16;
+
+/// Bytes of file data read ahead at most (a file counts by its size when listed).
+const PREFETCH_BYTES: u64 = 16 << 20;
+
 /// Every regular file under a directory, read consistently: a file that
 /// changes while it is read is read again (small files) or reported (large
 /// ones). Symbolic links are not followed; other special files are skipped.
+///
+/// Small files are read ahead, up to [`PREFETCH_FILES`] files and
+/// [`PREFETCH_BYTES`] bytes at a time, on the blocking pool (one blocking
+/// task per file: stat, read, stat), so reading overlaps with compression and
+/// encryption; they still enter the archive in listing order.
 #[derive(Clone, Debug)]
 pub struct DirectorySource {
     name: String,
     root: PathBuf,
+}
+
+/// Size, modification time and mode: what must not change during a read.
+type Stamp = (u64, Option<std::time::SystemTime>, u32);
+
+fn stamp_of(m: &std::fs::Metadata) -> Stamp {
+    use std::os::unix::fs::PermissionsExt;
+    (m.len(), m.modified().ok(), m.permissions().mode() & 0o7777)
+}
+
+/// Reads a file whole, again while it changes under the reader (blocking).
+fn read_consistent(path: &Path) -> std::result::Result<Option<(Vec<u8>, Stamp)>, String> {
+    let before = std::fs::symlink_metadata(path).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+    let mut start = stamp_of(&before);
+    if start.0 > CONSISTENT_READ_MAX {
+        return Ok(None);
+    }
+    for _ in 0..=REREADS {
+        let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let after = std::fs::symlink_metadata(path).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+        let after = stamp_of(&after);
+        if after == start && data.len() as u64 == after.0 {
+            return Ok(Some((data, after)));
+        }
+        start = after;
+    }
+    Err(format!(
+        "{} kept changing while it was read ({REREADS} re-reads)",
+        path.display()
+    ))
 }
 
 impl DirectorySource {
@@ -89,47 +130,81 @@ impl DirectorySource {
         }
     }
 
-    /// Every regular file, as (absolute path, relative `/` path), sorted.
-    async fn files(&self) -> Result<Vec<(PathBuf, String)>> {
-        let mut out = Vec::new();
-        let mut todo = vec![(self.root.clone(), String::new())];
-        while let Some((dir, rel)) = todo.pop() {
-            let mut rd = tokio::fs::read_dir(&dir)
-                .await
-                .map_err(|e| self.error(format!("cannot read folder {}: {e}", dir.display())))?;
-            while let Some(entry) = rd
-                .next_entry()
-                .await
-                .map_err(|e| self.error(format!("cannot read folder {}: {e}", dir.display())))?
-            {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let child_rel = if rel.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{rel}/{name}")
-                };
-                let ft = entry
-                    .file_type()
-                    .await
-                    .map_err(|e| self.error(format!("cannot stat {}: {e}", entry.path().display())))?;
-                if ft.is_dir() {
-                    todo.push((entry.path(), child_rel));
-                } else if ft.is_file() {
-                    out.push((entry.path(), child_rel));
-                }
-            }
-        }
-        out.sort_by(|a, b| a.1.cmp(&b.1));
-        Ok(out)
+    /// Every regular file, as (absolute path, relative `/` path, size when
+    /// listed), sorted by relative path; one blocking task for the whole walk.
+    async fn files(&self) -> Result<Vec<(PathBuf, String, u64)>> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || walk(&root))
+            .await
+            .map_err(|e| self.error(format!("the folder walk failed: {e}")))?
+            .map_err(|e| self.error(e))
     }
 
-    async fn stamp(&self, path: &Path) -> Result<(u64, Option<std::time::SystemTime>, u32)> {
-        let m = tokio::fs::metadata(path)
+    async fn stamp(&self, path: &Path) -> Result<Stamp> {
+        let m = tokio::fs::symlink_metadata(path)
             .await
             .map_err(|e| self.error(format!("cannot stat {}: {e}", path.display())))?;
-        use std::os::unix::fs::PermissionsExt;
-        Ok((m.len(), m.modified().ok(), m.permissions().mode() & 0o7777))
+        Ok(stamp_of(&m))
     }
+
+    /// Streams a file larger than [`CONSISTENT_READ_MAX`]; a change during the read fails the source.
+    async fn stream_large(&self, path: &Path, rel: &str, sink: &mut dyn EntrySink) -> Result<()> {
+        let before = self.stamp(path).await?;
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| self.error(format!("cannot read {}: {e}", path.display())))?;
+        sink.begin(rel, Some(before.2), unix(before.1)).await?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|e| self.error(format!("cannot read {}: {e}", path.display())))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            sink.write(&buf[..n]).await?;
+        }
+        let after = self.stamp(path).await?;
+        if after != before || total != before.0 {
+            return Err(self.error(format!(
+                "{} changed while it was read; the backup would hold an inconsistent copy",
+                path.display()
+            )));
+        }
+        sink.end().await
+    }
+}
+
+/// The walk behind [`DirectorySource::files`] (blocking).
+fn walk(root: &Path) -> std::result::Result<Vec<(PathBuf, String, u64)>, String> {
+    let mut out = Vec::new();
+    let mut todo = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = todo.pop() {
+        let rd = std::fs::read_dir(&dir).map_err(|e| format!("cannot read folder {}: {e}", dir.display()))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| format!("cannot read folder {}: {e}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let child_rel = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let ft = entry
+                .file_type()
+                .map_err(|e| format!("cannot stat {}: {e}", entry.path().display()))?;
+            if ft.is_dir() {
+                todo.push((entry.path(), child_rel));
+            } else if ft.is_file() {
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                out.push((entry.path(), child_rel, size));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
 }
 
 fn unix(t: Option<std::time::SystemTime>) -> Option<i64> {
@@ -144,57 +219,41 @@ impl BackupSource for DirectorySource {
     }
 
     async fn capture(&self, sink: &mut dyn EntrySink) -> Result<()> {
-        for (path, rel) in self.files().await? {
-            let before = self.stamp(&path).await?;
-            if before.0 <= CONSISTENT_READ_MAX {
-                let mut attempt = 0;
-                let (data, stamp) = loop {
-                    let data = tokio::fs::read(&path)
-                        .await
-                        .map_err(|e| self.error(format!("cannot read {}: {e}", path.display())))?;
-                    let after = self.stamp(&path).await?;
-                    let start = if attempt == 0 { before } else { after };
-                    if after == start && data.len() as u64 == after.0 {
-                        break (data, after);
-                    }
-                    attempt += 1;
-                    if attempt > REREADS {
-                        return Err(self.error(format!(
-                            "{} kept changing while it was read ({REREADS} re-reads)",
-                            path.display()
-                        )));
-                    }
-                };
-                sink.begin(&rel, Some(stamp.2), unix(stamp.1)).await?;
-                sink.write(&data).await?;
-                sink.end().await?;
-            } else {
-                let mut file = tokio::fs::File::open(&path)
-                    .await
-                    .map_err(|e| self.error(format!("cannot read {}: {e}", path.display())))?;
-                sink.begin(&rel, Some(before.2), unix(before.1)).await?;
-                let mut buf = vec![0u8; 1 << 20];
-                let mut total = 0u64;
-                loop {
-                    let n = file
-                        .read(&mut buf)
-                        .await
-                        .map_err(|e| self.error(format!("cannot read {}: {e}", path.display())))?;
-                    if n == 0 {
-                        break;
-                    }
-                    total += n as u64;
-                    sink.write(&buf[..n]).await?;
+        // Reads run on the blocking pool ahead of the sink, bounded in files
+        // and bytes, and are consumed in listing order.
+        type Read = tokio::task::JoinHandle<std::result::Result<Option<(Vec<u8>, Stamp)>, String>>;
+        let mut files = self.files().await?.into_iter().peekable();
+        let mut ahead: std::collections::VecDeque<(PathBuf, String, u64, Read)> = std::collections::VecDeque::new();
+        let mut ahead_bytes = 0u64;
+        loop {
+            while ahead.len() < PREFETCH_FILES {
+                let Some((_, _, size)) = files.peek() else { break };
+                let size = (*size).min(CONSISTENT_READ_MAX);
+                if !ahead.is_empty() && ahead_bytes + size > PREFETCH_BYTES {
+                    break;
                 }
-                let after = self.stamp(&path).await?;
-                if after != before || total != before.0 {
-                    return Err(self.error(format!(
-                        "{} changed while it was read; the backup would hold an inconsistent copy",
-                        path.display()
-                    )));
-                }
-                sink.end().await?;
+                let Some((path, rel, _)) = files.next() else { break };
+                let read_path = path.clone();
+                let read = tokio::task::spawn_blocking(move || read_consistent(&read_path));
+                ahead_bytes += size;
+                ahead.push_back((path, rel, size, read));
             }
+            let Some((path, rel, size, read)) = ahead.pop_front() else {
+                break;
+            };
+            let read = read
+                .await
+                .map_err(|e| self.error(format!("a read failed: {e}")))?
+                .map_err(|e| self.error(e))?;
+            match read {
+                Some((data, stamp)) => {
+                    sink.begin(&rel, Some(stamp.2), unix(stamp.1)).await?;
+                    sink.write(&data).await?;
+                    sink.end().await?;
+                }
+                None => self.stream_large(&path, &rel, sink).await?,
+            }
+            ahead_bytes -= size;
         }
         Ok(())
     }

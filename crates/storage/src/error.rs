@@ -203,6 +203,7 @@ pub fn classify_io(error: &std::io::Error) -> ErrorKind {
         }
         if errno == Errno::CONNREFUSED
             || errno == Errno::CONNRESET
+            || errno == Errno::NETRESET
             || errno == Errno::CONNABORTED
             || errno == Errno::TIMEDOUT
             || errno == Errno::HOSTUNREACH
@@ -254,6 +255,7 @@ mod tests {
             (Errno::CONNREFUSED, ErrorKind::Connectivity),
             (Errno::TIMEDOUT, ErrorKind::Connectivity),
             (Errno::CONNABORTED, ErrorKind::Connectivity),
+            (Errno::NETRESET, ErrorKind::Connectivity),
             (Errno::IO, ErrorKind::Other),
         ] {
             assert_eq!(classify_io(&os(errno)), kind, "{errno:?}");
