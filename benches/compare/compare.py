@@ -262,8 +262,10 @@ def azurite(work):
     to_sign = "PUT\n" + "\n" * 11 + "x-ms-date:%s\nx-ms-version:2021-08-06\n/%s/%s/bench\nrestype:container" % (
         date, AZ_ACCOUNT, AZ_ACCOUNT)
     sig = base64.b64encode(hmac.new(base64.b64decode(AZ_KEY), to_sign.encode(), hashlib.sha256).digest()).decode()
-    req = urllib.request.Request(endpoint + "/bench?restype=container", method="PUT", data=b"", headers={
-        "x-ms-date": date, "x-ms-version": "2021-08-06", "Authorization": "SharedKey %s:%s" % (AZ_ACCOUNT, sig)})
+    # No body: urllib would add a Content-Type, which is signed.
+    req = urllib.request.Request(endpoint + "/bench?restype=container", method="PUT", headers={
+        "Content-Length": "0", "x-ms-date": date, "x-ms-version": "2021-08-06",
+        "Authorization": "SharedKey %s:%s" % (AZ_ACCOUNT, sig)})
     urllib.request.urlopen(req, timeout=10).close()
     env = dict(os.environ, AZURE_STORAGE_ACCOUNT_NAME=AZ_ACCOUNT, AZURE_STORAGE_ACCOUNT_KEY=AZ_KEY,
                AZURE_STORAGE_ENDPOINT=endpoint, AZURE_ALLOW_HTTP="true")
