@@ -74,8 +74,8 @@ const PREFETCH_BYTES: u64 = 16 << 20;
 /// changes while it is read is read again (small files) or reported (large
 /// ones). Symbolic links are not followed; other special files are skipped.
 ///
-/// Small files are read ahead, up to [`PREFETCH_FILES`] files and
-/// [`PREFETCH_BYTES`] bytes at a time, on the blocking pool (one blocking
+/// Small files are read ahead, up to 16 files and
+/// 16 MiB at a time, on the blocking pool (one blocking
 /// task per file: stat, read, stat), so reading overlaps with compression and
 /// encryption; they still enter the archive in listing order.
 #[derive(Clone, Debug)]
