@@ -224,13 +224,16 @@ async fn retention_over_simulated_days_keeps_seven_days() {
     }
     assert_eq!(ran, 28, "every 12 h for 14 days");
     let target: Arc<dyn StorageTarget> = Arc::new(ibs_storage::LocalTarget::new(dir.path()).unwrap());
-    let cat = Recovery::new(Arc::clone(&target), instance())
-        .catalogue()
-        .await
-        .unwrap();
+    keeps_seven_days(&target, now, 12 * HOUR).await;
+}
+
+/// The default policy after 12-hourly backups: 14–15 complete backups, the
+/// oldest at most seven days (plus `slack`) before `now`.
+async fn keeps_seven_days(target: &Arc<dyn StorageTarget>, now: i64, slack: i64) -> ibs_recovery::Catalogue {
+    let cat = Recovery::new(Arc::clone(target), instance()).catalogue().await.unwrap();
     let oldest = cat.backups.first().unwrap().created;
     assert!(
-        now - oldest <= 7 * 24 * HOUR + 12 * HOUR,
+        now - oldest <= 7 * 24 * HOUR + slack,
         "oldest kept is {} h old",
         (now - oldest) / HOUR
     );
@@ -240,6 +243,7 @@ async fn retention_over_simulated_days_keeps_seven_days() {
         cat.backups.len()
     );
     assert!(cat.backups.iter().all(|b| b.state == BackupState::Complete));
+    cat
 }
 
 #[tokio::test]
@@ -376,22 +380,7 @@ async fn retention_on_azure_blob_with_unknown_capacity_keeps_seven_days() {
         run_job(&spec, &sources(), T0 + i * 12 * HOUR).await.unwrap();
     }
     let now = T0 + 19 * 12 * HOUR;
-    let cat = Recovery::new(Arc::clone(&target), instance())
-        .catalogue()
-        .await
-        .unwrap();
-    let oldest = cat.backups.first().unwrap().created;
-    assert!(
-        now - oldest <= 7 * 24 * HOUR,
-        "oldest kept is {} h old",
-        (now - oldest) / HOUR
-    );
-    assert!(
-        cat.backups.len() >= 14 && cat.backups.len() <= 15,
-        "{} backups",
-        cat.backups.len()
-    );
-    assert!(cat.backups.iter().all(|b| b.state == BackupState::Complete));
+    let cat = keeps_seven_days(&target, now, 0).await;
     assert_eq!(complete_and_sound(&target).await, cat.backups.len());
     assert!(cat.unrecognised.is_empty(), "{:?}", cat.unrecognised);
 }

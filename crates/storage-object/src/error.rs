@@ -91,17 +91,23 @@ pub(crate) fn map_error(op: &'static str, path: &str, err: object_store::Error) 
     if already_exists {
         return StorageError::already_exists(op, path).with_source(err);
     }
+    let text = chain_text(&err);
+    // A 4xx (a range past the end, a bad request) fails the same way again.
+    let client_error = status_in(&text).is_some_and(|s| (400..500).contains(&s));
     let retryable = match kind {
         ErrorKind::Connectivity => true,
-        ErrorKind::Other => !matches!(
-            err,
-            object_store::Error::NotSupported { .. }
-                | object_store::Error::NotImplemented { .. }
-                | object_store::Error::InvalidPath { .. }
-        ),
+        ErrorKind::Other => {
+            !client_error
+                && !matches!(
+                    err,
+                    object_store::Error::NotSupported { .. }
+                        | object_store::Error::NotImplemented { .. }
+                        | object_store::Error::InvalidPath { .. }
+                )
+        }
         _ => false,
     };
-    StorageError::new(kind, op, path, chain_text(&err))
+    StorageError::new(kind, op, path, text)
         .with_retryable(retryable)
         .with_source(err)
 }
@@ -196,6 +202,19 @@ mod tests {
         assert_eq!(classify(&exists), (ErrorKind::Other, true));
         let mapped = map_error("cannot commit", "a/b", exists);
         assert!(mapped.is_already_exists());
+        let range = map_error(
+            "cannot read",
+            "a/b",
+            generic("Server returned non-2xx status code: 416 Range Not Satisfiable: "),
+        );
+        assert_eq!(range.kind(), ErrorKind::Other);
+        assert!(!range.is_retryable(), "a bad range fails the same way again");
+        let busy = map_error(
+            "cannot read",
+            "a/b",
+            generic("Server returned non-2xx status code: 503 Service Unavailable: "),
+        );
+        assert!(busy.is_retryable());
     }
 
     #[test]

@@ -185,7 +185,7 @@ fn ensure_tls_provider() {
     }
 }
 
-fn humantime(d: Duration) -> String {
+fn millis(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
 
@@ -315,9 +315,9 @@ fn suffix(prefix: &ObjectPath) -> String {
 
 fn client_defaults(options: &ObjectOptions) -> [(ClientConfigKey, String); 2] {
     [
-        (ClientConfigKey::ConnectTimeout, humantime(options.connect_timeout)),
+        (ClientConfigKey::ConnectTimeout, millis(options.connect_timeout)),
         // One request (a part, a range) must finish within this.
-        (ClientConfigKey::Timeout, humantime(options.timeout)),
+        (ClientConfigKey::Timeout, millis(options.timeout)),
     ]
 }
 
@@ -334,7 +334,7 @@ impl Inner {
     }
 
     fn marker(&self, folder: &ObjectPath) -> StorePath {
-        self.key(folder).clone().join(FOLDER_MARKER)
+        self.key(folder).join(FOLDER_MARKER)
     }
 
     /// Back from a store key to a path under the root; `None` for keys
@@ -466,15 +466,7 @@ impl StorageTarget for ObjectTarget {
         let want = range.end - range.start;
         let data = inner
             .bounded("cannot read", path, inner.store.get_range(&key, range.clone()))
-            .await
-            .map_err(|e| {
-                // A range starting past the end: the store says 416 (or similar).
-                if e.kind() == ErrorKind::Other {
-                    e.with_retryable(false)
-                } else {
-                    e
-                }
-            })?;
+            .await?;
         if data.len() as u64 != want {
             let meta = self.head(path).await?;
             check_range(path, &range, meta.size)?;

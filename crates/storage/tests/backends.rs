@@ -86,7 +86,16 @@ async fn crash_mid_upload_leaves_only_partial_garbage() {
     assert!(target.tripped());
     // Sticky: the "dead connection" refuses everything afterwards.
     assert!(target.head(&path("b/archive")).await.is_err());
-    let listed = target.inner().list_all(&path("b")).await.unwrap();
+    // tokio's File finishes an accepted write on the blocking pool, so the
+    // forgotten upload's last bytes may land a moment later: wait, bounded.
+    let mut listed = target.inner().list_all(&path("b")).await.unwrap();
+    for _ in 0..100 {
+        if listed.len() == 1 && listed[0].size == 5000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        listed = target.inner().list_all(&path("b")).await.unwrap();
+    }
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert!(listed[0].partial && listed[0].path != path("b/archive"));
     assert_eq!(listed[0].size, 5000);
