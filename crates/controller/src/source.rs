@@ -92,21 +92,49 @@ fn stamp_of(m: &std::fs::Metadata) -> Stamp {
     (m.len(), m.modified().ok(), m.permissions().mode() & 0o7777)
 }
 
+/// How close to "now" a modification time must be to count as racy: file
+/// times come from the kernel's coarse clock (one tick, a few ms), so two
+/// writes within a tick leave the same size and time, and an equal stamp
+/// before and after a read proves nothing while the file's time is that
+/// recent ("racy git"). Such files are waited for, not trusted.
+const RACY_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Whether the file was modified so recently that its stamp cannot tell a
+/// rewrite within the same clock tick. Times far in the future were set on
+/// purpose (not by a write in progress) and are not racy.
+fn racy(stamp: &Stamp) -> bool {
+    let Some(mtime) = stamp.1 else { return false };
+    let now = std::time::SystemTime::now();
+    let gap = match mtime.duration_since(now) {
+        Ok(ahead) => ahead,
+        Err(behind) => behind.duration(),
+    };
+    gap <= RACY_WINDOW
+}
+
 /// Reads a file whole, again while it changes under the reader (blocking).
+/// A read counts only if the file's stamp was not racy before it and is the
+/// same after it.
 fn read_consistent(path: &Path) -> std::result::Result<Option<(Vec<u8>, Stamp)>, String> {
-    let before = std::fs::symlink_metadata(path).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
-    let mut start = stamp_of(&before);
-    if start.0 > CONSISTENT_READ_MAX {
-        return Ok(None);
-    }
+    let stat = |path: &Path| {
+        std::fs::symlink_metadata(path)
+            .map(|m| stamp_of(&m))
+            .map_err(|e| format!("cannot stat {}: {e}", path.display()))
+    };
     for _ in 0..=REREADS {
+        let before = stat(path)?;
+        if before.0 > CONSISTENT_READ_MAX {
+            return Ok(None);
+        }
+        if racy(&before) {
+            std::thread::sleep(RACY_WINDOW);
+            continue;
+        }
         let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let after = std::fs::symlink_metadata(path).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
-        let after = stamp_of(&after);
-        if after == start && data.len() as u64 == after.0 {
+        let after = stat(path)?;
+        if after == before && data.len() as u64 == after.0 {
             return Ok(Some((data, after)));
         }
-        start = after;
     }
     Err(format!(
         "{} kept changing while it was read ({REREADS} re-reads)",
@@ -149,7 +177,20 @@ impl DirectorySource {
 
     /// Streams a file larger than [`CONSISTENT_READ_MAX`]; a change during the read fails the source.
     async fn stream_large(&self, path: &Path, rel: &str, sink: &mut dyn EntrySink) -> Result<()> {
-        let before = self.stamp(path).await?;
+        let mut before = self.stamp(path).await?;
+        for _ in 0..REREADS {
+            if !racy(&before) {
+                break;
+            }
+            tokio::time::sleep(RACY_WINDOW).await;
+            before = self.stamp(path).await?;
+        }
+        if racy(&before) {
+            return Err(self.error(format!(
+                "{} kept changing while it was read ({REREADS} re-reads)",
+                path.display()
+            )));
+        }
         let mut file = tokio::fs::File::open(path)
             .await
             .map_err(|e| self.error(format!("cannot read {}: {e}", path.display())))?;
