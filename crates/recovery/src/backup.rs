@@ -296,14 +296,50 @@ impl Backup {
                 source,
             })?;
         let mut report = RestoreReport::default();
-        let mut checked = HashSet::new();
-        for e in selected {
-            let rel: PathBuf = std::iter::once(e.source.as_str()).chain(e.path.split('/')).collect();
-            let n = self
-                .restore_entry(e, dir, &rel, options.overwrite, &mut checked)
-                .await?;
-            report.bytes += n;
-            report.files.push(rel);
+        let checked = Checked::default();
+        // Small files are placed on the blocking pool while the next ones are
+        // decrypted: up to PLACE_AHEAD files / PLACE_AHEAD_BYTES at a time.
+        let mut placing = Placing::new();
+        let mut placing_bytes = 0u64;
+        let placed: Result<()> = async {
+            for e in selected {
+                let rel: PathBuf = std::iter::once(e.source.as_str()).chain(e.path.split('/')).collect();
+                if e.size <= IN_MEMORY_RESTORE {
+                    let data = self.read(e).await?;
+                    while !placing.is_empty()
+                        && (placing.len() >= PLACE_AHEAD || placing_bytes + e.size > PLACE_AHEAD_BYTES)
+                    {
+                        placing_bytes -= finish_placing(&mut placing).await?;
+                    }
+                    let (dir, rel, checked) = (dir.to_owned(), rel.clone(), checked.clone());
+                    let (source_name, path, overwrite) = (e.source.clone(), e.path.clone(), options.overwrite);
+                    let task = tokio::task::spawn_blocking(move || {
+                        let (at, target) = checked.prepare(&dir, &rel, overwrite, &source_name, &path)?;
+                        place(&at, &target, &data, overwrite)
+                    });
+                    placing.push_back((e.size, task));
+                    placing_bytes += e.size;
+                } else {
+                    while !placing.is_empty() {
+                        placing_bytes -= finish_placing(&mut placing).await?;
+                    }
+                    self.restore_large(e, dir, &rel, options.overwrite, &checked).await?;
+                }
+                report.bytes += e.size;
+                report.files.push(rel);
+            }
+            while !placing.is_empty() {
+                finish_placing(&mut placing).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = placed {
+            // Nothing may still be writing when restore returns.
+            while !placing.is_empty() {
+                let _ = finish_placing(&mut placing).await;
+            }
+            return Err(e);
         }
         let synced = dir.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -320,39 +356,18 @@ impl Backup {
         Ok(report)
     }
 
-    async fn restore_entry(
+    /// Restores an entry too large to hold in memory: streamed into a temporary file, then renamed.
+    async fn restore_large(
         &self,
         entry: &Entry,
         dir: &Path,
         rel: &Path,
         overwrite: bool,
-        checked: &mut HashSet<PathBuf>,
+        checked: &Checked,
     ) -> Result<u64> {
         let (source_name, path) = (entry.source.clone(), entry.path.clone());
-        let (dir, rel) = (dir.to_owned(), rel.to_owned());
-        if entry.size <= IN_MEMORY_RESTORE {
-            // Small files: read (and check) in memory, then place it in one blocking task.
-            let data = self.read(entry).await?;
-            let set = std::mem::take(checked);
-            let (set, result) = blocking(move || {
-                let mut set = set;
-                let r = prepare(&dir, &rel, overwrite, &mut set, &source_name, &path)
-                    .and_then(|(at, target)| place(&at, &target, &data, overwrite));
-                Ok((set, r))
-            })
-            .await?;
-            *checked = set;
-            return result.map(|()| entry.size);
-        }
-        let set = std::mem::take(checked);
-        let (set, prepared) = blocking(move || {
-            let mut set = set;
-            let r = prepare(&dir, &rel, overwrite, &mut set, &source_name, &path);
-            Ok((set, r))
-        })
-        .await?;
-        *checked = set;
-        let (at, target) = prepared?;
+        let (dir, rel, set) = (dir.to_owned(), rel.to_owned(), checked.clone());
+        let (at, target) = blocking(move || set.prepare(&dir, &rel, overwrite, &source_name, &path)).await?;
         let temp = temp_name(&at)?;
         let result = match self.write_temp(entry, &temp).await {
             Ok(n) => rename(&temp, &target, overwrite).await.map(|()| n),
@@ -394,6 +409,44 @@ async fn rename(from: &Path, to: &Path, overwrite: bool) -> Result<()> {
 
 /// Entries up to this size are restored from memory in one blocking task.
 const IN_MEMORY_RESTORE: u64 = 8 << 20;
+
+/// Small files being placed at most at once.
+const PLACE_AHEAD: usize = 16;
+
+/// Bytes of small files being placed at most at once (one file may exceed it).
+const PLACE_AHEAD_BYTES: u64 = 16 << 20;
+
+type Placing = std::collections::VecDeque<(u64, tokio::task::JoinHandle<Result<()>>)>;
+
+/// Waits for the oldest placement; returns its size.
+async fn finish_placing(placing: &mut Placing) -> Result<u64> {
+    let Some((size, task)) = placing.pop_front() else {
+        return Ok(0);
+    };
+    task.await
+        .map_err(|e| RecoveryError::Usage(format!("restore task failed: {e}")))??;
+    Ok(size)
+}
+
+/// Folders this restore has already checked (created, or found to be real
+/// folders and not links), shared by the placing tasks.
+#[derive(Clone, Default)]
+struct Checked(Arc<std::sync::Mutex<HashSet<PathBuf>>>);
+
+impl Checked {
+    /// [`prepare`] under the lock, so two tasks never race to create or check a folder.
+    fn prepare(
+        &self,
+        dir: &Path,
+        rel: &Path,
+        overwrite: bool,
+        source_name: &str,
+        path: &str,
+    ) -> Result<(PathBuf, PathBuf)> {
+        let mut set = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        prepare(dir, rel, overwrite, &mut set, source_name, path)
+    }
+}
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
