@@ -293,7 +293,8 @@ impl<R: RangeRead> ArchiveReader<R> {
     /// Reads, authenticates and decompresses data frame `i` (or takes it from
     /// the one-frame cache, so small entries that share a frame are not
     /// decrypted once each).
-    async fn frame(&self, i: u64, dec: &mut zstd::bulk::Decompressor<'static>) -> Result<Bytes> {
+    /// A decompressor is created in `dec` only on a cache miss.
+    async fn frame(&self, i: u64, dec: &mut Option<zstd::bulk::Decompressor<'static>>) -> Result<Bytes> {
         if let Ok(slot) = self.last_frame.lock()
             && let Some((n, bytes)) = slot.as_ref()
             && *n == i
@@ -302,6 +303,10 @@ impl<R: RangeRead> ArchiveReader<R> {
         }
         let (start, end) = self.frame_span(i)?;
         let sealed = read_at(&self.source, start, (end - start) as usize).await?;
+        let dec = match dec {
+            Some(d) => d,
+            None => dec.insert(decompressor()?),
+        };
         let plain = self.open_frame(i, sealed, dec)?;
         if let Ok(mut slot) = self.last_frame.lock() {
             *slot = Some((i, plain.clone()));
@@ -398,11 +403,7 @@ impl<R: RangeRead> ArchiveReader<R> {
                 check_hash(entry, st.hasher.clone())?;
                 return Ok(None);
             }
-            let dec = match st.dec.as_mut() {
-                Some(d) => d,
-                None => st.dec.insert(decompressor()?),
-            };
-            let plain = self.frame(st.frame, dec).await?;
+            let plain = self.frame(st.frame, &mut st.dec).await?;
             let f = u64::from(self.frame_size());
             let frame_start = st.frame * f;
             let from = (entry.offset + st.done - frame_start) as usize;

@@ -256,17 +256,19 @@ impl Backup {
     /// Refuses entries whose names could escape `dir` (`..`, absolute paths,
     /// backslashes, control characters) and never follows a symbolic link
     /// found under `dir`; never overwrites an existing file unless asked
-    /// (the final rename is `RENAME_NOREPLACE`). Each file is written under a
-    /// temporary name, checked against its SHA-256, then renamed into place; a
-    /// file that fails its check is removed. The file system is synced once at
-    /// the end (`syncfs`), not per file: restoring tens of thousands of small
-    /// files would otherwise be bound by one flush each.
+    /// (the final rename is `RENAME_NOREPLACE`).
+    ///
+    /// One pass over the archive, in order: every frame is decrypted once and
+    /// every entry checked against its SHA-256 (entries of other sources too,
+    /// unless `skip_verify`, so a restore verifies the whole backup). Selected
+    /// files are written under temporary names beside their final ones while
+    /// the next entries are decrypted; only when the whole pass succeeded are
+    /// they renamed into place. On any failure every temporary file and every
+    /// folder this restore created is removed, so a damaged backup places
+    /// nothing. The file system is synced once at the end (`syncfs`), not per
+    /// file. A restore killed midway leaves `.ibs-restore-*.tmp` files.
     pub async fn restore_to(&self, dir: &Path, options: &RestoreOptions) -> Result<RestoreReport> {
-        let selected: Vec<&Entry> = self
-            .entries()
-            .iter()
-            .filter(|e| options.sources.as_ref().is_none_or(|s| s.contains(&e.source)))
-            .collect();
+        let wanted = |e: &Entry| options.sources.as_ref().is_none_or(|s| s.contains(&e.source));
         if let Some(wanted) = &options.sources {
             let present: BTreeSet<&str> = self.sources().into_iter().collect();
             if let Some(missing) = wanted.iter().find(|s| !present.contains(s.as_str())) {
@@ -278,15 +280,12 @@ impl Backup {
             }
         }
         // Check every name before writing anything.
-        for e in &selected {
+        for e in self.entries().iter().filter(|e| wanted(e)) {
             e.check_names().map_err(|err| RecoveryError::UnsafePath {
                 source_name: e.source.clone(),
                 path: e.path.clone(),
                 reason: err.to_string(),
             })?;
-        }
-        if !options.skip_verify {
-            self.verify(None).await?;
         }
         tokio::fs::create_dir_all(dir)
             .await
@@ -295,52 +294,41 @@ impl Backup {
                 path: dir.to_owned(),
                 source,
             })?;
-        let mut report = RestoreReport::default();
         let checked = Checked::default();
-        // Small files are placed on the blocking pool while the next ones are
-        // decrypted: up to PLACE_AHEAD files / PLACE_AHEAD_BYTES at a time.
-        let mut placing = Placing::new();
-        let mut placing_bytes = 0u64;
-        let placed: Result<()> = async {
-            for e in selected {
-                let rel: PathBuf = std::iter::once(e.source.as_str()).chain(e.path.split('/')).collect();
-                if e.size <= IN_MEMORY_RESTORE {
-                    let data = self.read(e).await?;
-                    while !placing.is_empty()
-                        && (placing.len() >= PLACE_AHEAD || placing_bytes + e.size > PLACE_AHEAD_BYTES)
-                    {
-                        placing_bytes -= finish_placing(&mut placing).await?;
-                    }
-                    let (dir, rel, checked) = (dir.to_owned(), rel.clone(), checked.clone());
-                    let (source_name, path, overwrite) = (e.source.clone(), e.path.clone(), options.overwrite);
-                    let task = tokio::task::spawn_blocking(move || {
-                        let (at, target) = checked.prepare(&dir, &rel, overwrite, &source_name, &path)?;
-                        place(&at, &target, &data, overwrite)
-                    });
-                    placing.push_back((e.size, task));
-                    placing_bytes += e.size;
-                } else {
-                    while !placing.is_empty() {
-                        placing_bytes -= finish_placing(&mut placing).await?;
-                    }
-                    self.restore_large(e, dir, &rel, options.overwrite, &checked).await?;
+        let mut staged = Vec::new();
+        let mut report = RestoreReport::default();
+        let pass = self
+            .stage_all(dir, options, &wanted, &checked, &mut staged, &mut report)
+            .await;
+        if let Err(e) = pass {
+            let (temps, folders) = (staged, checked.created());
+            blocking(move || {
+                for (temp, _) in temps {
+                    let _ = std::fs::remove_file(&temp);
                 }
-                report.bytes += e.size;
-                report.files.push(rel);
-            }
-            while !placing.is_empty() {
-                finish_placing(&mut placing).await?;
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = placed {
-            // Nothing may still be writing when restore returns.
-            while !placing.is_empty() {
-                let _ = finish_placing(&mut placing).await;
-            }
+                for folder in folders.iter().rev() {
+                    let _ = std::fs::remove_dir(folder);
+                }
+                Ok(())
+            })
+            .await?;
             return Err(e);
         }
+        let overwrite = options.overwrite;
+        blocking(move || {
+            let mut moves = staged.into_iter();
+            while let Some((temp, target)) = moves.next() {
+                if let Err(e) = rename_sync(&temp, &target, overwrite) {
+                    let _ = std::fs::remove_file(&temp);
+                    for (rest, _) in moves {
+                        let _ = std::fs::remove_file(&rest);
+                    }
+                    return Err(e);
+                }
+            }
+            Ok(())
+        })
+        .await?;
         let synced = dir.to_owned();
         tokio::task::spawn_blocking(move || {
             let d = std::fs::File::open(&synced)?;
@@ -356,27 +344,94 @@ impl Backup {
         Ok(report)
     }
 
-    /// Restores an entry too large to hold in memory: streamed into a temporary file, then renamed.
-    async fn restore_large(
+    /// The pass of [`Backup::restore_to`]: every entry (or every selected one,
+    /// with `skip_verify`) decrypted and checked in archive order, selected
+    /// ones written to temporary files and recorded in `staged` as
+    /// (temporary, final) — on failure too, so the caller can remove them.
+    async fn stage_all(
+        &self,
+        dir: &Path,
+        options: &RestoreOptions,
+        wanted: &(dyn Fn(&Entry) -> bool + Sync),
+        checked: &Checked,
+        staged: &mut Vec<(PathBuf, PathBuf)>,
+        report: &mut RestoreReport,
+    ) -> Result<()> {
+        // Small files are written on the blocking pool while the next ones are
+        // decrypted: up to PLACE_AHEAD files / PLACE_AHEAD_BYTES at a time.
+        let mut placing = Placing::new();
+        let mut placing_bytes = 0u64;
+        let pass: Result<()> = async {
+            for e in self.entries() {
+                if !wanted(e) {
+                    if !options.skip_verify {
+                        // Checked like the rest: the whole backup is verified.
+                        let mut stream = std::pin::pin!(self.stream(e));
+                        while let Some(piece) = stream.next().await {
+                            piece?;
+                        }
+                    }
+                    continue;
+                }
+                let rel: PathBuf = std::iter::once(e.source.as_str()).chain(e.path.split('/')).collect();
+                if e.size <= IN_MEMORY_RESTORE {
+                    let data = self.read(e).await?;
+                    while !placing.is_empty()
+                        && (placing.len() >= PLACE_AHEAD || placing_bytes + e.size > PLACE_AHEAD_BYTES)
+                    {
+                        placing_bytes -= finish_placing(&mut placing, staged).await?;
+                    }
+                    let (dir, rel, checked) = (dir.to_owned(), rel.clone(), checked.clone());
+                    let (source_name, path, overwrite) = (e.source.clone(), e.path.clone(), options.overwrite);
+                    let task = tokio::task::spawn_blocking(move || {
+                        let (at, target) = checked.prepare(&dir, &rel, overwrite, &source_name, &path)?;
+                        let temp = write_temp_sync(&at, &data)?;
+                        Ok((temp, target))
+                    });
+                    placing.push_back((e.size, task));
+                    placing_bytes += e.size;
+                } else {
+                    staged.push(self.stage_large(e, dir, &rel, options.overwrite, checked).await?);
+                }
+                report.bytes += e.size;
+                report.files.push(rel);
+            }
+            while !placing.is_empty() {
+                finish_placing(&mut placing, staged).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if pass.is_err() {
+            // Every write still running finishes (and is recorded) before the caller cleans up.
+            while !placing.is_empty() {
+                let _ = finish_placing(&mut placing, staged).await;
+            }
+        }
+        pass
+    }
+
+    /// Writes an entry too large to hold in memory to a temporary file
+    /// (streamed, checked); returns (temporary, final).
+    async fn stage_large(
         &self,
         entry: &Entry,
         dir: &Path,
         rel: &Path,
         overwrite: bool,
         checked: &Checked,
-    ) -> Result<u64> {
+    ) -> Result<(PathBuf, PathBuf)> {
         let (source_name, path) = (entry.source.clone(), entry.path.clone());
         let (dir, rel, set) = (dir.to_owned(), rel.to_owned(), checked.clone());
         let (at, target) = blocking(move || set.prepare(&dir, &rel, overwrite, &source_name, &path)).await?;
         let temp = temp_name(&at)?;
-        let result = match self.write_temp(entry, &temp).await {
-            Ok(n) => rename(&temp, &target, overwrite).await.map(|()| n),
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&temp).await;
+        match self.write_temp(entry, &temp).await {
+            Ok(_) => Ok((temp, target)),
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&temp).await;
+                Err(e)
+            }
         }
-        result
     }
 
     async fn write_temp(&self, entry: &Entry, temp: &Path) -> Result<u64> {
@@ -402,11 +457,6 @@ impl Backup {
     }
 }
 
-async fn rename(from: &Path, to: &Path, overwrite: bool) -> Result<()> {
-    let (from, to) = (from.to_owned(), to.to_owned());
-    blocking(move || rename_sync(&from, &to, overwrite)).await
-}
-
 /// Entries up to this size are restored from memory in one blocking task.
 const IN_MEMORY_RESTORE: u64 = 8 << 20;
 
@@ -416,22 +466,31 @@ const PLACE_AHEAD: usize = 16;
 /// Bytes of small files being placed at most at once (one file may exceed it).
 const PLACE_AHEAD_BYTES: u64 = 16 << 20;
 
-type Placing = std::collections::VecDeque<(u64, tokio::task::JoinHandle<Result<()>>)>;
+type Placing = std::collections::VecDeque<(u64, tokio::task::JoinHandle<Result<(PathBuf, PathBuf)>>)>;
 
-/// Waits for the oldest placement; returns its size.
-async fn finish_placing(placing: &mut Placing) -> Result<u64> {
+/// Waits for the oldest write of a small file, records its (temporary,
+/// final) pair in `staged`, and returns its size.
+async fn finish_placing(placing: &mut Placing, staged: &mut Vec<(PathBuf, PathBuf)>) -> Result<u64> {
     let Some((size, task)) = placing.pop_front() else {
         return Ok(0);
     };
-    task.await
+    let pair = task
+        .await
         .map_err(|e| RecoveryError::Usage(format!("restore task failed: {e}")))??;
+    staged.push(pair);
     Ok(size)
 }
 
-/// Folders this restore has already checked (created, or found to be real
-/// folders and not links), shared by the placing tasks.
+/// Folders this restore has checked (found to be real folders, not links)
+/// and the ones it created, shared by the writing tasks.
 #[derive(Clone, Default)]
-struct Checked(Arc<std::sync::Mutex<HashSet<PathBuf>>>);
+struct Checked(Arc<std::sync::Mutex<Folders>>);
+
+#[derive(Default)]
+struct Folders {
+    checked: HashSet<PathBuf>,
+    created: Vec<PathBuf>,
+}
 
 impl Checked {
     /// [`prepare`] under the lock, so two tasks never race to create or check a folder.
@@ -443,8 +502,18 @@ impl Checked {
         source_name: &str,
         path: &str,
     ) -> Result<(PathBuf, PathBuf)> {
-        let mut set = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        prepare(dir, rel, overwrite, &mut set, source_name, path)
+        let mut folders = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Folders { checked, created } = &mut *folders;
+        prepare(dir, rel, overwrite, checked, created, source_name, path)
+    }
+
+    /// The folders this restore created, outermost first.
+    fn created(&self) -> Vec<PathBuf> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .created
+            .clone()
     }
 }
 
@@ -468,6 +537,7 @@ fn prepare(
     rel: &Path,
     overwrite: bool,
     checked: &mut HashSet<PathBuf>,
+    created: &mut Vec<PathBuf>,
     source_name: &str,
     path: &str,
 ) -> Result<(PathBuf, PathBuf)> {
@@ -498,6 +568,7 @@ fn prepare(
             Ok(_) => return Err(unsafe_path(format!("{} is not a folder", at.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir(&at).map_err(io("cannot create", &at))?;
+                created.push(at.clone());
             }
             Err(e) => return Err(io("cannot inspect", &at)(e)),
         }
@@ -517,24 +588,26 @@ fn prepare(
 
 /// Writes `data` under a temporary name in `at` and renames it to `target`
 /// (without replacing unless `overwrite`); removes the temporary file on failure.
-fn place(at: &Path, target: &Path, data: &[u8], overwrite: bool) -> Result<()> {
+/// Writes `data` to a new temporary file in folder `at`; returns its path.
+fn write_temp_sync(at: &Path, data: &[u8]) -> Result<PathBuf> {
     use std::io::Write;
     let temp = temp_name(at)?;
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
-        f.write_all(data)
-    };
-    let result = write()
-        .map_err(|source| RecoveryError::Io {
-            action: "cannot write",
-            path: temp.clone(),
-            source,
-        })
-        .and_then(|()| rename_sync(&temp, target, overwrite));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .and_then(|mut f| f.write_all(data));
+    match written {
+        Ok(()) => Ok(temp),
+        Err(source) => {
+            let _ = std::fs::remove_file(&temp);
+            Err(RecoveryError::Io {
+                action: "cannot write",
+                path: temp,
+                source,
+            })
+        }
     }
-    result
 }
 
 fn rename_sync(from: &Path, to: &Path, overwrite: bool) -> Result<()> {

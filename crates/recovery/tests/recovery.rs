@@ -267,6 +267,10 @@ async fn damaged_and_incomplete_backups_are_reported_not_restored() {
     let out = tempfile::tempdir().unwrap();
     assert!(b.restore_to(out.path(), &RestoreOptions::default()).await.is_err());
     assert!(walk(out.path()).is_empty(), "a damaged backup restored files");
+    assert!(
+        std::fs::read_dir(out.path()).unwrap().next().is_none(),
+        "a damaged backup left folders behind"
+    );
 
     // Newest restorable skips the incomplete and damaged ones... and the rotten
     // one is newest and keyless-complete, so it is chosen; after it is removed
