@@ -201,6 +201,9 @@ pub struct VerifyReport {
 /// Largest range a verification reads at once (several frames per read).
 const VERIFY_READ: u64 = 8 << 20;
 
+/// Largest read-ahead of a sequential reader (see `sealed_frame`).
+const READ_AHEAD: u64 = 8 << 20;
+
 /// Most threads one verify batch is split across.
 const OPEN_PARALLEL: usize = 4;
 
@@ -214,6 +217,11 @@ pub struct ArchiveReader<R> {
     offsets: Vec<u64>,
     /// The last frame opened: entries read in order mostly share frames.
     last_frame: std::sync::Mutex<Option<(u64, Bytes)>>,
+    /// Sealed frames read ahead for a sequential reader: frames
+    /// `first..end`, as stored from `first`'s offset.
+    ahead: std::sync::Mutex<Option<(u64, u64, Bytes)>>,
+    /// Frames fetched one after the other so far (0 after a jump).
+    streak: std::sync::atomic::AtomicU64,
 }
 
 impl<R> fmt::Debug for ArchiveReader<R> {
@@ -258,6 +266,8 @@ impl<R: RangeRead> ArchiveReader<R> {
             index,
             offsets,
             last_frame: std::sync::Mutex::new(None),
+            ahead: std::sync::Mutex::new(None),
+            streak: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -301,8 +311,7 @@ impl<R: RangeRead> ArchiveReader<R> {
         {
             return Ok(bytes.clone());
         }
-        let (start, end) = self.frame_span(i)?;
-        let sealed = read_at(&self.source, start, (end - start) as usize).await?;
+        let sealed = self.sealed_frame(i).await?;
         let dec = match dec {
             Some(d) => d,
             None => dec.insert(decompressor()?),
@@ -312,6 +321,57 @@ impl<R: RangeRead> ArchiveReader<R> {
             *slot = Some((i, plain.clone()));
         }
         Ok(plain)
+    }
+
+    /// The sealed bytes of frame `i`. A reader going frame after frame gets
+    /// the following frames read with it, as many as its streak of
+    /// consecutive frames (so one entry of a few frames over-reads at most a
+    /// frame or two) up to [`READ_AHEAD`] bytes in one range read: a remote
+    /// target answers one request per 8 MiB instead of one per frame. A
+    /// reader jumping to a frame reads only that frame.
+    async fn sealed_frame(&self, i: u64) -> Result<Vec<u8>> {
+        if let Ok(slot) = self.ahead.lock()
+            && let Some((first, end, bytes)) = slot.as_ref()
+            && (*first..*end).contains(&i)
+        {
+            let base = self.frame_span(*first)?.0;
+            let (s, e) = self.frame_span(i)?;
+            if let Some(sealed) = bytes.get((s - base) as usize..(e - base) as usize) {
+                self.streak.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(sealed.to_vec());
+            }
+        }
+        let sequential = i > 0
+            && self
+                .last_frame
+                .lock()
+                .is_ok_and(|slot| slot.as_ref().is_some_and(|(n, _)| *n + 1 == i));
+        use std::sync::atomic::Ordering;
+        let streak = if sequential {
+            self.streak.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.streak.store(0, Ordering::Relaxed);
+            0
+        };
+        let (start, mut end) = self.frame_span(i)?;
+        let mut last = i;
+        if streak > 0 {
+            let frames = self.index.frame_lens.len() as u64;
+            while last + 1 < frames && last - i < streak && self.frame_span(last + 1)?.1 - start <= READ_AHEAD {
+                last += 1;
+                end = self.frame_span(last)?.1;
+            }
+        }
+        let read = read_at(&self.source, start, (end - start) as usize).await?;
+        if last == i {
+            return Ok(read);
+        }
+        let first_len = (self.frame_span(i)?.1 - start) as usize;
+        let sealed = read[..first_len].to_vec();
+        if let Ok(mut slot) = self.ahead.lock() {
+            *slot = Some((i, last + 1, Bytes::from(read)));
+        }
+        Ok(sealed)
     }
 
     fn frame_span(&self, i: u64) -> Result<(u64, u64)> {

@@ -215,10 +215,11 @@ fn a_failing_sink_is_reported() {
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
 }
 
-/// Counts the bytes read through it.
+/// Counts the bytes and the range reads through it.
 struct Counting {
     inner: Vec<u8>,
     read: AtomicU64,
+    calls: AtomicU64,
 }
 
 #[async_trait]
@@ -228,6 +229,7 @@ impl RangeRead for Counting {
     }
     async fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         self.read.fetch_add(len as u64, Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
         self.inner.read_range(offset, len).await
     }
 }
@@ -248,6 +250,7 @@ fn reading_one_entry_reads_only_its_frames() {
     let source = Counting {
         inner: bytes,
         read: AtomicU64::new(0),
+        calls: AtomicU64::new(0),
     };
     let reader = block_on(ArchiveReader::open(&source, &[recipient()])).unwrap();
     let opened = source.read.load(Ordering::Relaxed);
@@ -257,6 +260,45 @@ fn reading_one_entry_reads_only_its_frames() {
     let for_entry = source.read.load(Ordering::Relaxed) - opened;
     // The small entry straddles at most two 1 MiB frames.
     assert!(for_entry <= 2 * (1 << 20) + 100, "read {for_entry} of {total} bytes");
+}
+
+#[test]
+fn sequential_reads_go_ahead_and_jumps_do_not() {
+    // 40 entries of 700 KB in 1 MiB frames: ~27 frames, entries straddling them.
+    let entries: Vec<(String, String, Vec<u8>)> = (0..40u64)
+        .map(|n| ("s".to_owned(), format!("f{n:02}"), noise(700_000, n)))
+        .collect();
+    let borrowed: Vec<(&str, &str, Vec<u8>)> = entries
+        .iter()
+        .map(|(s, p, d)| (s.as_str(), p.as_str(), d.clone()))
+        .collect();
+    let bytes = archive(&borrowed, WriterOptions::default());
+    let source = Counting {
+        inner: bytes,
+        read: AtomicU64::new(0),
+        calls: AtomicU64::new(0),
+    };
+    let reader = block_on(ArchiveReader::open(&source, &[recipient()])).unwrap();
+    let frames = reader.index().frame_lens.len() as u64;
+    // One entry in the middle (three frames at most): no more than a frame over.
+    let (calls0, read0) = (
+        source.calls.load(Ordering::Relaxed),
+        source.read.load(Ordering::Relaxed),
+    );
+    let middle = reader.find("s", "f20").unwrap().clone();
+    assert_eq!(block_on(reader.read_entry(&middle)).unwrap(), entries[20].2);
+    let read = source.read.load(Ordering::Relaxed) - read0;
+    assert!(read <= 3 * (1 << 20) + 1000, "one entry read {read} bytes");
+    // Every entry in order: far fewer range reads than frames, each byte once or so.
+    let calls1 = source.calls.load(Ordering::Relaxed);
+    for (e, (_, _, data)) in reader.entries().iter().zip(&entries) {
+        assert_eq!(&block_on(reader.read_entry(e)).unwrap(), data);
+    }
+    let calls = source.calls.load(Ordering::Relaxed) - calls1;
+    assert!(
+        calls * 3 < frames,
+        "{calls} range reads for {frames} frames (after {calls0} to open)"
+    );
 }
 
 #[test]
