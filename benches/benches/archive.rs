@@ -51,7 +51,7 @@ fn corpora(len: usize) -> [(&'static str, Vec<u8>); 2] {
 
 fn frame(c: &mut Criterion) {
     let keys = ArchiveKeys::derive(&FileKey::from_bytes([7; 32]), &[1; 32]);
-    let mut compressor = zstd::bulk::Compressor::new(3).unwrap();
+    let mut compressor = ibs_archive::format::FrameCompressor::new(3, true).unwrap();
     let mut group = c.benchmark_group("frame_seal_1MiB_one_core");
     group.throughput(Throughput::Bytes(u64::from(DEFAULT_FRAME_SIZE)));
     for (name, data) in corpora(DEFAULT_FRAME_SIZE as usize) {

@@ -2,9 +2,11 @@
 # The end-to-end comparison with tar|zstd, restic and Borg (and smbclient for
 # the SMB export), in one command from a fresh clone:
 #   bash benches/compare/run.sh            # 1 GiB corpora, 3 runs per tool
-#   IBS_BENCH_GIB=10 bash benches/compare/run.sh   # the 10 GiB case (peak RSS)
+#   IBS_BENCH_GIB=10 bash benches/compare/run.sh   # the 10 GiB case (peak RSS):
+#       infra corpus, ibs and tar|zstd only, writes benches/RESULTS-10GiB.md
 # Environment: IBS_BENCH_DIR (default /var/tmp/ibs-bench; needs ~8× the corpus
-# size free), IBS_BENCH_RUNS (3). Writes benches/RESULTS.md and benches/results/.
+# size free at 1 GiB, ~4× in the large case), IBS_BENCH_RUNS (3; 1 in the large
+# case). Writes benches/RESULTS.md and benches/results/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/install-deps.sh

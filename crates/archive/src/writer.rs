@@ -26,8 +26,8 @@ use ibs_envelope::{Certificate, FileKey};
 use sha2::{Digest, Sha256};
 
 use crate::format::{
-    ArchiveId, ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, Entry, Footer, Header, HeaderFields, Index,
-    check_entry_path, check_source_name,
+    ArchiveId, ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, Entry, Footer, FrameCompressor, Header, HeaderFields,
+    Index, check_entry_path, check_source_name,
 };
 use crate::{Error, Result};
 
@@ -52,6 +52,7 @@ pub struct Progress {
 pub struct WriterOptions {
     frame_size: u32,
     level: i32,
+    adaptive: bool,
     threads: usize,
     depth: usize,
     created: Option<i64>,
@@ -62,12 +63,13 @@ pub struct WriterOptions {
 }
 
 impl Default for WriterOptions {
-    /// 1 MiB frames, zstd level 3, one worker per core, two frames in flight per
+    /// 1 MiB frames, zstd level 3 (adaptive), one worker per core, two frames in flight per
     /// worker, creation time now, producer version empty.
     fn default() -> Self {
         WriterOptions {
             frame_size: DEFAULT_FRAME_SIZE,
             level: 3,
+            adaptive: true,
             threads: 0,
             depth: 0,
             created: None,
@@ -84,6 +86,7 @@ impl fmt::Debug for WriterOptions {
         f.debug_struct("WriterOptions")
             .field("frame_size", &self.frame_size)
             .field("level", &self.level)
+            .field("adaptive", &self.adaptive)
             .field("threads", &self.threads)
             .field("depth", &self.depth)
             .field("created", &self.created)
@@ -105,6 +108,15 @@ impl WriterOptions {
     /// zstd compression level (default 3).
     pub fn level(mut self, level: i32) -> Self {
         self.level = level;
+        self
+    }
+
+    /// Whether frames whose probe shows the level would not pay are
+    /// compressed at level 1 instead (default true; see
+    /// [`FrameCompressor`](crate::format::FrameCompressor)). Off, every
+    /// compressible frame is compressed at [`level`](Self::level).
+    pub fn adaptive_level(mut self, adaptive: bool) -> Self {
+        self.adaptive = adaptive;
         self
     }
 
@@ -222,7 +234,7 @@ struct Pool {
 }
 
 impl Pool {
-    fn new(threads: usize, keys: Arc<ArchiveKeys>, digest: [u8; 32], level: i32) -> Result<Pool> {
+    fn new(threads: usize, keys: Arc<ArchiveKeys>, digest: [u8; 32], level: i32, adaptive: bool) -> Result<Pool> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let mut workers = Vec::with_capacity(threads);
@@ -231,7 +243,7 @@ impl Pool {
             let keys = Arc::clone(&keys);
             let handle = std::thread::Builder::new()
                 .name(format!("ibs-archive-{i}"))
-                .spawn(move || worker(&rx, &keys, &digest, level))
+                .spawn(move || worker(&rx, &keys, &digest, level, adaptive))
                 .map_err(|e| Error::Sink(io::Error::other(format!("cannot start a worker thread: {e}"))))?;
             workers.push(handle);
         }
@@ -256,8 +268,8 @@ impl Drop for Pool {
     }
 }
 
-fn worker(rx: &Mutex<mpsc::Receiver<Job>>, keys: &ArchiveKeys, digest: &[u8; 32], level: i32) {
-    let mut compressor = zstd::bulk::Compressor::new(level).map_err(|e| e.to_string());
+fn worker(rx: &Mutex<mpsc::Receiver<Job>>, keys: &ArchiveKeys, digest: &[u8; 32], level: i32, adaptive: bool) {
+    let mut compressor = FrameCompressor::new(level, adaptive).map_err(|e| e.to_string());
     loop {
         let job = match rx.lock() {
             Ok(guard) => guard.recv(),
@@ -374,7 +386,7 @@ impl ArchiveEncoder {
         let depth = if options.depth == 0 { 2 * threads } else { options.depth }.max(2);
         let digest = header.digest();
         let keys = Arc::new(keys);
-        let pool = Pool::new(threads, Arc::clone(&keys), digest, options.level)?;
+        let pool = Pool::new(threads, Arc::clone(&keys), digest, options.level, options.adaptive)?;
         let frame_size = options.frame_size as usize;
         let mut queue = VecDeque::with_capacity(depth + 2);
         queue.push_back(Pending::Ready(Bytes::copy_from_slice(header.as_bytes())));
@@ -603,7 +615,7 @@ impl ArchiveEncoder {
 
     fn tail(&mut self) -> Result<Bytes> {
         let body = self.index.encode();
-        let mut compressor = match zstd::bulk::Compressor::new(self.level) {
+        let mut compressor = match FrameCompressor::new(self.level, false) {
             Ok(c) => c,
             Err(e) => {
                 return self.fail(Error::Compression {
