@@ -6,8 +6,8 @@
 //! same. Every decoder takes untrusted bytes and returns an [`Error`], never a
 //! panic.
 
-use std::collections::HashSet;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::str::FromStr;
 
 use bytes::Bytes;
@@ -173,7 +173,9 @@ impl ArchiveKeys {
             let choice = c.choose(plain);
             c.compressor(choice)
         }) {
-            out.resize(1 + zstd::zstd_safe::compress_bound(plain.len()), 0);
+            // Zeroed allocation, not a fill: a large buffer comes from fresh
+            // pages that stay untouched past what the compressor writes.
+            out = vec![0; 1 + zstd::zstd_safe::compress_bound(plain.len())];
             let n = compressor
                 .compress_to_buffer(plain, &mut out[1..])
                 .map_err(|e| Error::Compression {
@@ -724,10 +726,18 @@ pub struct Index {
     pub entries: Vec<Entry>,
 }
 
+/// Encoded bytes of an index entry besides its two names: two name lengths,
+/// size, SHA-256, flags, mode, mtime.
+const ENCODED_ENTRY_FIXED: usize = 2 + 2 + 8 + 32 + 1 + 4 + 8;
+
 impl Index {
     /// Encodes the index body (before compression and sealing).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(24 + 4 * self.frame_lens.len() + 80 * self.entries.len());
+        // Exact size (the index of a large backup is tens of MiB: no growth by doubling).
+        let name = |s: &str| s.len().min(usize::from(u16::MAX));
+        let names: usize = self.entries.iter().map(|e| name(&e.source) + name(&e.path)).sum();
+        let mut out =
+            Vec::with_capacity(24 + 4 * self.frame_lens.len() + ENCODED_ENTRY_FIXED * self.entries.len() + names);
         out.extend_from_slice(&self.data_len.to_le_bytes());
         out.extend_from_slice(&(self.frame_lens.len() as u64).to_le_bytes());
         for len in &self.frame_lens {
@@ -745,6 +755,10 @@ impl Index {
             out.extend_from_slice(&e.mode.unwrap_or(0).to_le_bytes());
             out.extend_from_slice(&e.mtime.unwrap_or(0).to_le_bytes());
         }
+        debug_assert_eq!(
+            out.len(),
+            24 + 4 * self.frame_lens.len() + ENCODED_ENTRY_FIXED * self.entries.len() + names
+        );
         out
     }
 
@@ -797,8 +811,10 @@ impl Index {
                 format!("{entry_count} entries do not fit"),
             ));
         }
-        let mut entries = Vec::with_capacity(entry_count as usize);
-        let mut seen = HashSet::with_capacity(entry_count as usize);
+        let mut entries: Vec<Entry> = Vec::with_capacity(entry_count as usize);
+        // Indices into `entries` by (source, path): no second copy of every name.
+        let mut seen = hashbrown::HashTable::<usize>::with_capacity(entry_count as usize);
+        let hasher = std::hash::RandomState::new();
         let mut offset = 0u64;
         for _ in 0..entry_count {
             let at = c.offset();
@@ -820,13 +836,20 @@ impl Index {
                 .checked_add(size)
                 .filter(|e| *e <= data_len)
                 .ok_or_else(|| Error::malformed(Region::Index, at, "entry sizes exceed the data length"))?;
-            if !seen.insert((source.clone(), path.clone())) {
+            let hash = hasher.hash_one((source.as_str(), path.as_str()));
+            if seen
+                .find(hash, |&i| entries[i].source == source && entries[i].path == path)
+                .is_some()
+            {
                 return Err(Error::malformed(
                     Region::Index,
                     at,
                     format!("entry {source}/{path} appears twice"),
                 ));
             }
+            seen.insert_unique(hash, entries.len(), |&i| {
+                hasher.hash_one((entries[i].source.as_str(), entries[i].path.as_str()))
+            });
             entries.push(Entry {
                 source,
                 path,
@@ -1098,6 +1121,34 @@ mod tests {
         assert_eq!(fixed.choose(&noise(&mut rng)), Choice::Store);
         let mut level_1 = FrameCompressor::new(1, true).unwrap();
         assert_eq!(level_1.choose(&text), Choice::Main);
+    }
+
+    fn empty_entry(source: &str, path: &str) -> Entry {
+        Entry {
+            source: source.into(),
+            path: path.into(),
+            size: 0,
+            sha256: [0; 32],
+            mode: Some(0o644),
+            mtime: None,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn index_names_are_unique_per_source() {
+        // The same path in two sources is fine, and the encoding is exactly as long as computed.
+        let mut index = Index::default();
+        for i in 0..2000 {
+            index.entries.push(empty_entry("identity", &format!("users/{i}.json")));
+            index.entries.push(empty_entry("ca", &format!("users/{i}.json")));
+        }
+        let body = index.encode();
+        assert_eq!(Index::decode(&body, DEFAULT_FRAME_SIZE).unwrap(), index);
+        // A repeated (source, path), however far apart, is refused.
+        index.entries.push(empty_entry("identity", "users/7.json"));
+        let err = Index::decode(&index.encode(), DEFAULT_FRAME_SIZE).unwrap_err();
+        assert!(err.to_string().contains("identity/users/7.json appears twice"), "{err}");
     }
 
     #[test]

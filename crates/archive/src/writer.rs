@@ -12,8 +12,9 @@
 //! sealed index and the footer come last. An archive cut short anywhere has no
 //! valid footer and is rejected by every reader.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::io::{self, Read, Write};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -329,7 +330,10 @@ pub struct ArchiveEncoder {
     buf: Vec<u8>,
     next_counter: u64,
     index: Index,
-    names: HashSet<(String, String)>,
+    /// Indices into `index.entries`, hashed by (source, path): finds a
+    /// repeated name without a second copy of every name.
+    names: hashbrown::HashTable<usize>,
+    name_hasher: std::hash::RandomState,
     current: Option<OpenEntry>,
     state: State,
     progress: Progress,
@@ -403,7 +407,8 @@ impl ArchiveEncoder {
             buf: Vec::with_capacity(frame_size),
             next_counter: 0,
             index: Index::default(),
-            names: HashSet::new(),
+            names: hashbrown::HashTable::new(),
+            name_hasher: std::hash::RandomState::new(),
             current: None,
             state: State::Writing,
             progress: Progress::default(),
@@ -452,7 +457,12 @@ impl ArchiveEncoder {
         }
         check_source_name(&meta.source)?;
         check_entry_path(&meta.path)?;
-        if self.names.contains(&(meta.source.clone(), meta.path.clone())) {
+        let hash = self.name_hasher.hash_one((meta.source.as_str(), meta.path.as_str()));
+        let entries = &self.index.entries;
+        let seen = self.names.find(hash, |&i| {
+            entries[i].source == meta.source && entries[i].path == meta.path
+        });
+        if seen.is_some() {
             return Err(Error::Usage(format!(
                 "entry {}/{} was already written",
                 meta.source, meta.path
@@ -526,7 +536,11 @@ impl ArchiveEncoder {
             mtime: open.meta.mtime,
             offset: open.offset,
         };
-        self.names.insert((entry.source.clone(), entry.path.clone()));
+        let hash = self.name_hasher.hash_one((entry.source.as_str(), entry.path.as_str()));
+        let (entries, hasher) = (&self.index.entries, &self.name_hasher);
+        self.names.insert_unique(hash, entries.len(), |&i| {
+            hasher.hash_one((entries[i].source.as_str(), entries[i].path.as_str()))
+        });
         self.index.entries.push(entry.clone());
         self.progress.entries_done += 1;
         self.report();
@@ -656,6 +670,17 @@ impl ArchiveEncoder {
         }
     }
 
+    /// [`summary`](Self::summary), moving the entries out instead of copying them.
+    pub fn into_summary(mut self) -> ArchiveSummary {
+        ArchiveSummary {
+            archive_id: self.header.fields().archive_id,
+            archive_len: self.progress.bytes_out,
+            data_len: self.index.data_len,
+            frames: self.next_counter,
+            entries: std::mem::take(&mut self.index.entries),
+        }
+    }
+
     /// Whether the whole archive has been produced.
     pub fn is_done(&self) -> bool {
         self.state == State::Done && self.queue.is_empty()
@@ -766,8 +791,7 @@ impl<W: Write> ArchiveWriter<W> {
             self.emit(Some(out))?;
         }
         self.sink.flush().map_err(Error::Sink)?;
-        let summary = self.enc.summary();
-        Ok((self.sink, summary))
+        Ok((self.sink, self.enc.into_summary()))
     }
 }
 
@@ -841,7 +865,6 @@ impl<W: AsyncWrite + Unpin> AsyncArchiveWriter<W> {
             self.emit(Some(out)).await?;
         }
         self.sink.flush().await.map_err(Error::Sink)?;
-        let summary = self.enc.summary();
-        Ok((self.sink, summary))
+        Ok((self.sink, self.enc.into_summary()))
     }
 }

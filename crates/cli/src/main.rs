@@ -415,7 +415,7 @@ async fn restore_cmd(a: &Args) -> Result<(), Failure> {
         "backup {} restored to {}: {} files, {} bytes",
         info.id,
         to.display(),
-        report.files.len(),
+        report.files,
         report.bytes
     );
     Ok(())

@@ -186,8 +186,11 @@ impl RestoreOptions {
 /// What a restore wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RestoreReport {
-    /// Files written, relative to the restore directory.
-    pub files: Vec<PathBuf>,
+    /// Files written. (Which ones: the backup's
+    /// [`entries`](Backup::entries) of the selected sources, in that order —
+    /// not repeated here, so a restore's memory does not grow with its file
+    /// count more than the backup's index does.)
+    pub files: u64,
     /// Bytes written.
     pub bytes: u64,
 }
@@ -295,17 +298,16 @@ impl Backup {
                 source,
             })?;
         let checked = Checked::default();
+        let names = StagingNames::new(dir)?;
         let mut staged = Vec::new();
         let mut report = RestoreReport::default();
         let pass = self
-            .stage_all(dir, options, &wanted, &checked, &mut staged, &mut report)
+            .stage_all(options, &wanted, &names, &checked, &mut staged, &mut report)
             .await;
         if let Err(e) = pass {
-            let (temps, folders) = (staged, checked.created());
+            self.remove_temps(&names, &staged).await;
+            let folders = checked.created();
             blocking(move || {
-                for (temp, _) in temps {
-                    let _ = std::fs::remove_file(&temp);
-                }
                 for folder in folders.iter().rev() {
                     let _ = std::fs::remove_dir(folder);
                 }
@@ -314,21 +316,28 @@ impl Backup {
             .await?;
             return Err(e);
         }
+        // Renamed in batches, the paths computed again from the index (a
+        // list of all pairs would be the largest thing a restore holds).
         let overwrite = options.overwrite;
-        blocking(move || {
-            let mut moves = staged.into_iter();
-            while let Some((temp, target)) = moves.next() {
-                if let Err(e) = rename_sync(&temp, &target, overwrite) {
-                    let _ = std::fs::remove_file(&temp);
-                    for (rest, _) in moves {
-                        let _ = std::fs::remove_file(&rest);
+        for (done, batch) in staged.chunks(RENAME_BATCH).enumerate() {
+            let pairs: Vec<(PathBuf, PathBuf)> = batch.iter().map(|&i| names.pair(&self.entries()[i], i)).collect();
+            let renamed = blocking(move || {
+                for (n, (temp, target)) in pairs.iter().enumerate() {
+                    if let Err(e) = rename_sync(temp, target, overwrite) {
+                        for (rest, _) in &pairs[n..] {
+                            let _ = std::fs::remove_file(rest);
+                        }
+                        return Err(e);
                     }
-                    return Err(e);
                 }
+                Ok(())
+            })
+            .await;
+            if let Err(e) = renamed {
+                self.remove_temps(&names, &staged[(done + 1) * RENAME_BATCH..]).await;
+                return Err(e);
             }
-            Ok(())
-        })
-        .await?;
+        }
         let synced = dir.to_owned();
         tokio::task::spawn_blocking(move || {
             let d = std::fs::File::open(&synced)?;
@@ -344,17 +353,31 @@ impl Backup {
         Ok(report)
     }
 
+    /// Removes the temporary files of the `staged` entries (best effort).
+    async fn remove_temps(&self, names: &StagingNames, staged: &[usize]) {
+        for batch in staged.chunks(RENAME_BATCH) {
+            let temps: Vec<PathBuf> = batch.iter().map(|&i| names.pair(&self.entries()[i], i).0).collect();
+            let _ = blocking(move || {
+                for temp in temps {
+                    let _ = std::fs::remove_file(temp);
+                }
+                Ok(())
+            })
+            .await;
+        }
+    }
+
     /// The pass of [`Backup::restore_to`]: every entry (or every selected one,
     /// with `skip_verify`) decrypted and checked in archive order, selected
-    /// ones written to temporary files and recorded in `staged` as
-    /// (temporary, final) — on failure too, so the caller can remove them.
+    /// ones written to temporary files (named by `names`) and their index
+    /// recorded in `staged` — on failure too, so the caller can remove them.
     async fn stage_all(
         &self,
-        dir: &Path,
         options: &RestoreOptions,
         wanted: &(dyn Fn(&Entry) -> bool + Sync),
+        names: &StagingNames,
         checked: &Checked,
-        staged: &mut Vec<(PathBuf, PathBuf)>,
+        staged: &mut Vec<usize>,
         report: &mut RestoreReport,
     ) -> Result<()> {
         // Small files are written on the blocking pool while the next ones are
@@ -362,7 +385,7 @@ impl Backup {
         let mut placing = Placing::new();
         let mut placing_bytes = 0u64;
         let pass: Result<()> = async {
-            for e in self.entries() {
+            for (index, e) in self.entries().iter().enumerate() {
                 if !wanted(e) {
                     if !options.skip_verify {
                         // Checked like the rest: the whole backup is verified.
@@ -373,7 +396,8 @@ impl Backup {
                     }
                     continue;
                 }
-                let rel: PathBuf = std::iter::once(e.source.as_str()).chain(e.path.split('/')).collect();
+                let rel = relative(e);
+                let (temp, _) = names.pair(e, index);
                 if e.size <= IN_MEMORY_RESTORE {
                     let data = self.read(e).await?;
                     while !placing.is_empty()
@@ -381,20 +405,21 @@ impl Backup {
                     {
                         placing_bytes -= finish_placing(&mut placing, staged).await?;
                     }
-                    let (dir, rel, checked) = (dir.to_owned(), rel.clone(), checked.clone());
+                    let (dir, checked) = (names.dir.clone(), checked.clone());
                     let (source_name, path, overwrite) = (e.source.clone(), e.path.clone(), options.overwrite);
                     let task = tokio::task::spawn_blocking(move || {
-                        let (at, target) = checked.prepare(&dir, &rel, overwrite, &source_name, &path)?;
-                        let temp = write_temp_sync(&at, &data)?;
-                        Ok((temp, target))
+                        checked.prepare(&dir, &rel, overwrite, &source_name, &path)?;
+                        write_temp_sync(&temp, &data)
                     });
-                    placing.push_back((e.size, task));
+                    placing.push_back((index, e.size, task));
                     placing_bytes += e.size;
                 } else {
-                    staged.push(self.stage_large(e, dir, &rel, options.overwrite, checked).await?);
+                    self.stage_large(e, &names.dir, &rel, &temp, options.overwrite, checked)
+                        .await?;
+                    staged.push(index);
                 }
                 report.bytes += e.size;
-                report.files.push(rel);
+                report.files += 1;
             }
             while !placing.is_empty() {
                 finish_placing(&mut placing, staged).await?;
@@ -411,30 +436,25 @@ impl Backup {
         pass
     }
 
-    /// Writes an entry too large to hold in memory to a temporary file
-    /// (streamed, checked); returns (temporary, final).
+    /// Writes an entry too large to hold in memory to the temporary file
+    /// `temp` (streamed, checked).
     async fn stage_large(
         &self,
         entry: &Entry,
         dir: &Path,
         rel: &Path,
+        temp: &Path,
         overwrite: bool,
         checked: &Checked,
-    ) -> Result<(PathBuf, PathBuf)> {
+    ) -> Result<()> {
         let (source_name, path) = (entry.source.clone(), entry.path.clone());
         let (dir, rel, set) = (dir.to_owned(), rel.to_owned(), checked.clone());
-        let (at, target) = blocking(move || set.prepare(&dir, &rel, overwrite, &source_name, &path)).await?;
-        let temp = temp_name(&at)?;
-        match self.write_temp(entry, &temp).await {
-            Ok(_) => Ok((temp, target)),
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&temp).await;
-                Err(e)
-            }
-        }
+        blocking(move || set.prepare(&dir, &rel, overwrite, &source_name, &path)).await?;
+        self.write_temp(entry, temp).await
     }
 
-    async fn write_temp(&self, entry: &Entry, temp: &Path) -> Result<u64> {
+    /// Streams `entry` into the new file `temp`; removes it if writing fails.
+    async fn write_temp(&self, entry: &Entry, temp: &Path) -> Result<()> {
         let io = |action: &'static str| {
             let path = temp.to_owned();
             move |source| RecoveryError::Io { action, path, source }
@@ -445,15 +465,19 @@ impl Backup {
             .open(temp)
             .await
             .map_err(io("cannot create"))?;
-        let mut n = 0u64;
-        let mut stream = std::pin::pin!(self.stream(entry));
-        while let Some(piece) = stream.next().await {
-            let piece = piece?;
-            file.write_all(&piece).await.map_err(io("cannot write"))?;
-            n += piece.len() as u64;
+        let written: Result<()> = async {
+            let mut stream = std::pin::pin!(self.stream(entry));
+            while let Some(piece) = stream.next().await {
+                file.write_all(&piece?).await.map_err(io("cannot write"))?;
+            }
+            file.flush().await.map_err(io("cannot write"))
         }
-        file.flush().await.map_err(io("cannot write"))?;
-        Ok(n)
+        .await;
+        if written.is_err() {
+            drop(file);
+            let _ = tokio::fs::remove_file(temp).await;
+        }
+        written
     }
 }
 
@@ -466,19 +490,55 @@ const PLACE_AHEAD: usize = 16;
 /// Bytes of small files being placed at most at once (one file may exceed it).
 const PLACE_AHEAD_BYTES: u64 = 16 << 20;
 
-type Placing = std::collections::VecDeque<(u64, tokio::task::JoinHandle<Result<(PathBuf, PathBuf)>>)>;
+/// Staged files renamed (or removed) per blocking task.
+const RENAME_BATCH: usize = 1024;
 
-/// Waits for the oldest write of a small file, records its (temporary,
-/// final) pair in `staged`, and returns its size.
-async fn finish_placing(placing: &mut Placing, staged: &mut Vec<(PathBuf, PathBuf)>) -> Result<u64> {
-    let Some((size, task)) = placing.pop_front() else {
+/// Small files being written: (entry index, size, task).
+type Placing = std::collections::VecDeque<(usize, u64, tokio::task::JoinHandle<Result<()>>)>;
+
+/// Waits for the oldest write of a small file, records its entry index in
+/// `staged`, and returns its size.
+async fn finish_placing(placing: &mut Placing, staged: &mut Vec<usize>) -> Result<u64> {
+    let Some((index, size, task)) = placing.pop_front() else {
         return Ok(0);
     };
-    let pair = task
-        .await
+    task.await
         .map_err(|e| RecoveryError::Usage(format!("restore task failed: {e}")))??;
-    staged.push(pair);
+    staged.push(index);
     Ok(size)
+}
+
+/// An entry's path relative to the restore folder: its source, then its path.
+fn relative(e: &Entry) -> PathBuf {
+    std::iter::once(e.source.as_str()).chain(e.path.split('/')).collect()
+}
+
+/// The names of a restore's files: entry `i` is written to
+/// `.ibs-restore-<tag>-<i>.tmp` beside its final name, `tag` random per
+/// restore (so two restores, or a killed one's leftovers, never collide), and
+/// renamed at the end. Both names follow from the entry, so the restore keeps
+/// only entry indices.
+struct StagingNames {
+    dir: PathBuf,
+    tag: u64,
+}
+
+impl StagingNames {
+    fn new(dir: &Path) -> Result<Self> {
+        let mut r = [0u8; 8];
+        getrandom::fill(&mut r).map_err(|e| RecoveryError::Usage(format!("random generator failed: {e}")))?;
+        Ok(StagingNames {
+            dir: dir.to_owned(),
+            tag: u64::from_be_bytes(r),
+        })
+    }
+
+    /// (temporary, final) path of entry `index`.
+    fn pair(&self, e: &Entry, index: usize) -> (PathBuf, PathBuf) {
+        let target = self.dir.join(relative(e));
+        let temp = target.with_file_name(format!(".ibs-restore-{:016x}-{index}.tmp", self.tag));
+        (temp, target)
+    }
 }
 
 /// Folders this restore has checked (found to be real folders, not links)
@@ -494,14 +554,7 @@ struct Folders {
 
 impl Checked {
     /// [`prepare`] under the lock, so two tasks never race to create or check a folder.
-    fn prepare(
-        &self,
-        dir: &Path,
-        rel: &Path,
-        overwrite: bool,
-        source_name: &str,
-        path: &str,
-    ) -> Result<(PathBuf, PathBuf)> {
+    fn prepare(&self, dir: &Path, rel: &Path, overwrite: bool, source_name: &str, path: &str) -> Result<()> {
         let mut folders = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Folders { checked, created } = &mut *folders;
         prepare(dir, rel, overwrite, checked, created, source_name, path)
@@ -523,15 +576,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| RecoveryError::Usage(format!("restore task failed: {e}")))?
 }
 
-fn temp_name(at: &Path) -> Result<PathBuf> {
-    let mut r = [0u8; 4];
-    getrandom::fill(&mut r).map_err(|e| RecoveryError::Usage(format!("random generator failed: {e}")))?;
-    Ok(at.join(format!(".ibs-restore-{:08x}.tmp", u32::from_be_bytes(r))))
-}
-
 /// Walks down from `dir` along `rel`'s parents, creating folders and refusing
 /// symbolic links and non-folders (folders already checked in this restore are
-/// skipped), then checks the final name. Returns (parent folder, final path).
+/// skipped), then checks the final name.
 fn prepare(
     dir: &Path,
     rel: &Path,
@@ -540,7 +587,7 @@ fn prepare(
     created: &mut Vec<PathBuf>,
     source_name: &str,
     path: &str,
-) -> Result<(PathBuf, PathBuf)> {
+) -> Result<()> {
     let unsafe_path = |reason: String| RecoveryError::UnsafePath {
         source_name: source_name.to_owned(),
         path: path.to_owned(),
@@ -583,31 +630,28 @@ fn prepare(
         Ok(_) if !overwrite => return Err(RecoveryError::Exists(target)),
         _ => {}
     }
-    Ok((at, target))
+    Ok(())
 }
 
-/// Writes `data` under a temporary name in `at` and renames it to `target`
-/// (without replacing unless `overwrite`); removes the temporary file on failure.
-/// Writes `data` to a new temporary file in folder `at`; returns its path.
-fn write_temp_sync(at: &Path, data: &[u8]) -> Result<PathBuf> {
+/// Writes `data` to the new file `temp`; removes it if writing fails.
+fn write_temp_sync(temp: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
-    let temp = temp_name(at)?;
-    let written = std::fs::OpenOptions::new()
+    let io = |action: &'static str| {
+        move |source| RecoveryError::Io {
+            action,
+            path: temp.to_owned(),
+            source,
+        }
+    };
+    let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&temp)
-        .and_then(|mut f| f.write_all(data));
-    match written {
-        Ok(()) => Ok(temp),
-        Err(source) => {
-            let _ = std::fs::remove_file(&temp);
-            Err(RecoveryError::Io {
-                action: "cannot write",
-                path: temp,
-                source,
-            })
-        }
-    }
+        .open(temp)
+        .map_err(io("cannot create"))?;
+    file.write_all(data).map_err(|e| {
+        let _ = std::fs::remove_file(temp);
+        io("cannot write")(e)
+    })
 }
 
 fn rename_sync(from: &Path, to: &Path, overwrite: bool) -> Result<()> {
