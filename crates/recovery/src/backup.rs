@@ -334,7 +334,8 @@ impl Backup {
             })
             .await;
             if let Err(e) = renamed {
-                self.remove_temps(&names, &staged[(done + 1) * RENAME_BATCH..]).await;
+                let rest = staged.get((done + 1) * RENAME_BATCH..).unwrap_or_default();
+                self.remove_temps(&names, rest).await;
                 return Err(e);
             }
         }
