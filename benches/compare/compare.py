@@ -12,7 +12,8 @@ Tools, alternated run by run (A B C D, A B C D, ...), encryption on where the
 tool has it: ibs (local directory target), tar | zstd -3 -T0 (the
 compression-bound reference, no encryption), restic, Borg (zstd,3, repokey).
 Each backup goes to a fresh repository (a full backup, as ibs always makes);
-each restore to a fresh directory. Wall time and peak RSS from /usr/bin/time -v.
+each restore to a fresh directory; `sync` (untimed) before every timed command.
+Wall time and peak RSS from /usr/bin/time -v.
 Then ibs backup to a loopback Samba share against `smbclient put` of the same
 bytes, both encrypted, and ibs backup and restore on each target (local
 directory, loopback Samba, loopback Azurite) of the infra corpus.
@@ -60,7 +61,12 @@ def sh(cmd, env=None, cwd=None, check=True):
 
 
 def timed(cmd, env=None, cwd=None):
-    """Runs cmd under /usr/bin/time -v; returns (seconds, peak RSS in MiB)."""
+    """Runs cmd under /usr/bin/time -v; returns (seconds, peak RSS in MiB).
+
+    The file systems are synced first (not timed), so no command pays for
+    writing back what the previous one left dirty (ibs syncs its own output
+    before it reports success; tar, restic and Borg do not)."""
+    os.sync()
     r = sh("/usr/bin/time -v bash -c %s" % shlex_quote(cmd), env=env, cwd=cwd)
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (.+)", r.stderr).group(1)
     parts = [float(p) for p in wall.split(":")]
@@ -429,7 +435,9 @@ plot '%s' using 2:xtic(1) title 'infra backup', '' using 3 title 'real backup', 
     lines = ["# Benchmark results", "",
              "Produced by `bash benches/compare/run.sh` on %s. Machine: %s, %d cores, %d MiB RAM, %s. "
              "Median of %d runs per tool, tools alternated; each backup a full one into a fresh repository, each restore "
-             "into a fresh directory. Ratios are to ibs (backup/restore time of the tool ÷ ibs's: > 1 means ibs is faster)."
+             "into a fresh directory; file systems synced (untimed) before every timed command. ibs syncs what it wrote "
+             "before it returns (the archive at commit, the restored tree at the end), the other tools do not. "
+             "Ratios are to ibs (backup/restore time of the tool ÷ ibs's: > 1 means ibs is faster)."
              % (time.strftime("%Y-%m-%d"), cpu, os.cpu_count(), mem, sh("uname -sr").stdout.strip(), RUNS), "",
              "Versions: " + "; ".join("%s: %s" % kv for kv in versions.items()), "",
              "| corpus | tool | backup MB/s | time ÷ ibs | restore MB/s | time ÷ ibs | output MB | peak RSS backup / restore MiB |",

@@ -264,12 +264,16 @@ impl Backup {
     /// One pass over the archive, in order: every frame is decrypted once and
     /// every entry checked against its SHA-256 (entries of other sources too,
     /// unless `skip_verify`, so a restore verifies the whole backup). Selected
-    /// files are written under temporary names beside their final ones while
-    /// the next entries are decrypted; only when the whole pass succeeded are
-    /// they renamed into place. On any failure every temporary file and every
-    /// folder this restore created is removed, so a damaged backup places
-    /// nothing. The file system is synced once at the end (`syncfs`), not per
-    /// file. A restore killed midway leaves `.ibs-restore-*.tmp` files.
+    /// files are written while the next entries are decrypted, out of sight:
+    /// a source whose folder does not exist yet under a staging folder
+    /// `dir/.ibs-restore-<tag>/`, moved into place whole at the end; a source
+    /// whose folder exists file by file under temporary names beside their
+    /// final ones, renamed at the end. Nothing is placed before the whole pass
+    /// succeeded; on any failure the staging folder, every temporary file and
+    /// every folder this restore created are removed, so a damaged backup
+    /// places nothing. The file system is synced once at the end (`syncfs`),
+    /// not per file. A restore killed midway leaves a `.ibs-restore-*` folder
+    /// or `.ibs-restore-*.tmp` files.
     pub async fn restore_to(&self, dir: &Path, options: &RestoreOptions) -> Result<RestoreReport> {
         let wanted = |e: &Entry| options.sources.as_ref().is_none_or(|s| s.contains(&e.source));
         if let Some(wanted) = &options.sources {
@@ -298,7 +302,13 @@ impl Backup {
                 source,
             })?;
         let checked = Checked::default();
-        let names = StagingNames::new(dir)?;
+        let selected: BTreeSet<&str> = self
+            .entries()
+            .iter()
+            .filter(|e| wanted(e))
+            .map(|e| e.source.as_str())
+            .collect();
+        let names = StagingNames::new(dir, selected).await?;
         let mut staged = Vec::new();
         let mut report = RestoreReport::default();
         let pass = self
@@ -306,8 +316,11 @@ impl Backup {
             .await;
         if let Err(e) = pass {
             self.remove_temps(&names, &staged).await;
-            let folders = checked.created();
+            let (folders, root) = (checked.created(), names.root_if_used());
             blocking(move || {
+                if let Some(root) = root {
+                    let _ = std::fs::remove_dir_all(root);
+                }
                 for folder in folders.iter().rev() {
                     let _ = std::fs::remove_dir(folder);
                 }
@@ -316,9 +329,11 @@ impl Backup {
             .await?;
             return Err(e);
         }
-        // Renamed in batches, the paths computed again from the index (a
-        // list of all pairs would be the largest thing a restore holds).
+        // Files of sources that already existed: renamed in batches, the
+        // paths computed again from the index (a list of all pairs would be
+        // the largest thing a restore holds).
         let overwrite = options.overwrite;
+        staged.retain(|&i| !names.is_fresh(&self.entries()[i]));
         for (done, batch) in staged.chunks(RENAME_BATCH).enumerate() {
             let pairs: Vec<(PathBuf, PathBuf)> = batch.iter().map(|&i| names.pair(&self.entries()[i], i)).collect();
             let renamed = blocking(move || {
@@ -336,8 +351,27 @@ impl Backup {
             if let Err(e) = renamed {
                 let rest = staged.get((done + 1) * RENAME_BATCH..).unwrap_or_default();
                 self.remove_temps(&names, rest).await;
+                if let Some(root) = names.root_if_used() {
+                    let _ = tokio::fs::remove_dir_all(root).await;
+                }
                 return Err(e);
             }
+        }
+        // Sources that did not exist: each moved into place whole.
+        if let Some(root) = names.root_if_used() {
+            let (dir, fresh) = (dir.to_owned(), names.fresh.clone());
+            blocking(move || {
+                let moved = fresh.iter().try_for_each(|source| {
+                    let staged = root.join(source);
+                    match std::fs::symlink_metadata(&staged) {
+                        Ok(_) => rename_sync(&staged, &dir.join(source), false),
+                        Err(_) => Ok(()), // no files in it
+                    }
+                });
+                let _ = std::fs::remove_dir_all(&root);
+                moved
+            })
+            .await?;
         }
         let synced = dir.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -354,10 +388,16 @@ impl Backup {
         Ok(report)
     }
 
-    /// Removes the temporary files of the `staged` entries (best effort).
+    /// Removes the temporary files of the `staged` entries of sources that
+    /// already existed (best effort; the others go with the staging folder).
     async fn remove_temps(&self, names: &StagingNames, staged: &[usize]) {
         for batch in staged.chunks(RENAME_BATCH) {
-            let temps: Vec<PathBuf> = batch.iter().map(|&i| names.pair(&self.entries()[i], i).0).collect();
+            let temps: Vec<PathBuf> = batch
+                .iter()
+                .map(|&i| (i, &self.entries()[i]))
+                .filter(|(_, e)| !names.is_fresh(e))
+                .map(|(i, e)| names.pair(e, i).0)
+                .collect();
             let _ = blocking(move || {
                 for temp in temps {
                     let _ = std::fs::remove_file(temp);
@@ -398,7 +438,7 @@ impl Backup {
                     continue;
                 }
                 let rel = relative(e);
-                let (temp, _) = names.pair(e, index);
+                let (temp, base) = (names.write_path(e, index), names.base(e).to_owned());
                 if e.size <= IN_MEMORY_RESTORE {
                     let data = self.read(e).await?;
                     while !placing.is_empty()
@@ -406,7 +446,7 @@ impl Backup {
                     {
                         placing_bytes -= finish_placing(&mut placing, staged).await?;
                     }
-                    let (dir, checked) = (names.dir.clone(), checked.clone());
+                    let (dir, checked) = (base, checked.clone());
                     let (source_name, path, overwrite) = (e.source.clone(), e.path.clone(), options.overwrite);
                     let task = tokio::task::spawn_blocking(move || {
                         checked.prepare(&dir, &rel, overwrite, &source_name, &path)?;
@@ -415,7 +455,7 @@ impl Backup {
                     placing.push_back((index, e.size, task));
                     placing_bytes += e.size;
                 } else {
-                    self.stage_large(e, &names.dir, &rel, &temp, options.overwrite, checked)
+                    self.stage_large(e, &base, &rel, &temp, options.overwrite, checked)
                         .await?;
                     staged.push(index);
                 }
@@ -514,27 +554,82 @@ fn relative(e: &Entry) -> PathBuf {
     std::iter::once(e.source.as_str()).chain(e.path.split('/')).collect()
 }
 
-/// The names of a restore's files: entry `i` is written to
-/// `.ibs-restore-<tag>-<i>.tmp` beside its final name, `tag` random per
-/// restore (so two restores, or a killed one's leftovers, never collide), and
-/// renamed at the end. Both names follow from the entry, so the restore keeps
-/// only entry indices.
+/// Where a restore writes its files before they are placed, `tag` random per
+/// restore (so two restores, or a killed one's leftovers, never collide):
+///
+/// - a source with no `dir/<source>` yet ("fresh", the usual case of a
+///   disaster recovery) is written under the staging folder
+///   `dir/.ibs-restore-<tag>/<source>/…` at the files' final relative paths
+///   and moved into place whole at the end: one rename per source, not one
+///   per file;
+/// - a source whose folder exists has each file `i` written to
+///   `.ibs-restore-<tag>-<i>.tmp` beside its final name and renamed at the end.
+///
+/// Every name follows from the entry, so the restore keeps only entry indices.
 struct StagingNames {
     dir: PathBuf,
     tag: u64,
+    root: PathBuf,
+    fresh: BTreeSet<String>,
 }
 
 impl StagingNames {
-    fn new(dir: &Path) -> Result<Self> {
+    /// Looks up which of the `selected` sources are fresh and creates the
+    /// staging folder if any is.
+    async fn new(dir: &Path, selected: BTreeSet<&str>) -> Result<Self> {
         let mut r = [0u8; 8];
         getrandom::fill(&mut r).map_err(|e| RecoveryError::Usage(format!("random generator failed: {e}")))?;
+        let tag = u64::from_be_bytes(r);
+        let root = dir.join(format!(".ibs-restore-{tag:016x}"));
+        let mut fresh = BTreeSet::new();
+        for source in selected {
+            match tokio::fs::symlink_metadata(dir.join(source)).await {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    fresh.insert(source.to_owned());
+                }
+                // Anything else (a folder, a link, a file) goes the per-file way and its checks.
+                _ => {}
+            }
+        }
+        if !fresh.is_empty() {
+            tokio::fs::create_dir(&root).await.map_err(|source| RecoveryError::Io {
+                action: "cannot create",
+                path: root.clone(),
+                source,
+            })?;
+        }
         Ok(StagingNames {
             dir: dir.to_owned(),
-            tag: u64::from_be_bytes(r),
+            tag,
+            root,
+            fresh,
         })
     }
 
-    /// (temporary, final) path of entry `index`.
+    fn is_fresh(&self, e: &Entry) -> bool {
+        self.fresh.contains(&e.source)
+    }
+
+    /// The staging folder, if this restore made one.
+    fn root_if_used(&self) -> Option<PathBuf> {
+        (!self.fresh.is_empty()).then(|| self.root.clone())
+    }
+
+    /// The folder entry paths are resolved under while writing.
+    fn base(&self, e: &Entry) -> &Path {
+        if self.is_fresh(e) { &self.root } else { &self.dir }
+    }
+
+    /// Where entry `index` is written.
+    fn write_path(&self, e: &Entry, index: usize) -> PathBuf {
+        if self.is_fresh(e) {
+            self.root.join(relative(e))
+        } else {
+            self.pair(e, index).0
+        }
+    }
+
+    /// (temporary, final) path of entry `index` of a source that existed.
     fn pair(&self, e: &Entry, index: usize) -> (PathBuf, PathBuf) {
         let target = self.dir.join(relative(e));
         let temp = target.with_file_name(format!(".ibs-restore-{:016x}-{index}.tmp", self.tag));

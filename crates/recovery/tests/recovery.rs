@@ -67,12 +67,8 @@ async fn a_backup_round_trips_through_the_local_backend() {
     for (source, path, data) in &entries {
         assert_eq!(&std::fs::read(out.path().join(source).join(path)).unwrap(), data);
     }
-    // No temporary files are left behind.
-    let leftovers: Vec<_> = walk(out.path())
-        .into_iter()
-        .filter(|p| p.contains(".ibs-restore-"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // No temporary files or staging folder are left behind.
+    assert_no_staging_left(out.path());
 
     // Restoring again refuses to overwrite; with overwrite it replaces.
     let again = backup
@@ -103,6 +99,66 @@ async fn a_backup_round_trips_through_the_local_backend() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("no source \"nope\""), "{err}");
+}
+
+/// No `.ibs-restore-*` file or folder anywhere under `dir`.
+fn assert_no_staging_left(dir: &std::path::Path) {
+    let mut leftovers = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.display().to_string().contains(".ibs-restore-") {
+                leftovers.push(p.clone());
+            }
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn a_restore_beside_an_existing_source_folder_places_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    let entries = sample();
+    put_backup(&target, &[&pair_a().cert], &entries, T0, "1.2408.0").await;
+    let r = recovery(&target);
+    let cat = r.catalogue().await.unwrap();
+    let b = r.open(&cat.backups[0], &[&pair_a().identity]).await.unwrap();
+    // identity's folder exists (with a file of its own); the other sources'
+    // do not, so they are staged whole and identity's files one by one.
+    let out = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(out.path().join("identity/directory")).unwrap();
+    std::fs::write(out.path().join("identity/notes.txt"), b"keep").unwrap();
+    let report = b.restore_to(out.path(), &RestoreOptions::default()).await.unwrap();
+    assert_eq!(report.files, entries.len() as u64);
+    for (source, path, data) in &entries {
+        assert_eq!(
+            &std::fs::read(out.path().join(source).join(path)).unwrap(),
+            data,
+            "{source}/{path}"
+        );
+    }
+    assert_eq!(std::fs::read(out.path().join("identity/notes.txt")).unwrap(), b"keep");
+    assert_no_staging_left(out.path());
+
+    // A source whose name is taken by a file is refused, and nothing is
+    // placed (the other sources were staged and are removed).
+    let clash = tempfile::tempdir().unwrap();
+    std::fs::write(clash.path().join("ca"), b"not a folder").unwrap();
+    let err = b
+        .restore_to(clash.path(), &RestoreOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RecoveryError::UnsafePath { .. }), "{err}");
+    assert!(
+        !clash.path().join("identity").exists(),
+        "a refused restore placed files"
+    );
+    assert_no_staging_left(clash.path());
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {
