@@ -33,6 +33,34 @@ async fn unarmed_fault_wrapper_passes_the_conformance_suite() {
 }
 
 #[tokio::test]
+async fn a_large_local_upload_with_write_behind_hints_commits_every_byte() {
+    // 40 MiB in uneven chunks: several write-behind hints (every 16 MiB) run
+    // while the upload goes on; the committed object is byte for byte what
+    // was written, and an aborted large upload leaves nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let target = LocalTarget::new(dir.path()).unwrap();
+    target.create_dir_all(&path("big")).await.unwrap();
+    let data: Vec<u8> = (0..40u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut w = target.put(&path("big/archive"), CommitMode::CreateNew).await.unwrap();
+    for chunk in data.chunks(1_000_003) {
+        w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    let meta = w.commit().await.unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    assert!(std::fs::read(dir.path().join("big/archive")).unwrap() == data);
+
+    let mut w = target.put(&path("big/aborted"), CommitMode::CreateNew).await.unwrap();
+    for chunk in data.chunks(4 << 20).take(6) {
+        w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    w.abort().await.unwrap();
+    let listed = target.list_all(&path("big")).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+}
+
+#[tokio::test]
 async fn missing_location_is_a_path_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = LocalTarget::new(dir.path().join("nope")).unwrap_err();
