@@ -294,6 +294,7 @@ def azurite(work):
 
 def main():
     os.makedirs(WORK, exist_ok=True)
+    remove_trees()  # a previous, interrupted run's; before the corpora are built, not right before a timing
     print("building corpora in %s (%.1f GiB each) ..." % (WORK, GIB), flush=True)
     corpora = [("infra", *corpus("infra", build_infra))]
     if not LARGE:
@@ -342,7 +343,8 @@ def main():
                          "restore_vs_ibs": round(rs / ibs_r, 2),
                          "output_bytes": r["size"], "peak_rss_backup_MiB": round(max(r["rss_b"])),
                          "peak_rss_restore_MiB": round(max(r["rss_r"]))})
-        shutil.rmtree(os.path.join(runs_dir, cname), ignore_errors=True)
+        if LARGE:
+            shutil.rmtree(os.path.join(runs_dir, cname), ignore_errors=True)
     if LARGE:
         write_large(rows)
         return
@@ -373,7 +375,6 @@ def main():
             shutil.rmtree(dest, ignore_errors=True)
             t, _ = timed("%s restore --location %s --credentials-file %s %s --to %s" % (IBS, loc, auth, restore_args, dest))
             smb_restore_t.append(t)
-            shutil.rmtree(dest, ignore_errors=True)
         smb_rows = [("ibs backup to SMB (capture+compress+encrypt+upload)", statistics.median(ibs_t)),
                     ("smbclient put of the same archive bytes", statistics.median(smbc_t))]
         status = sh("smbstatus --configfile=%s/samba/smb.conf -b" % WORK, check=False).stdout
@@ -394,7 +395,6 @@ def main():
             shutil.rmtree(dest, ignore_errors=True)
             t, _ = timed("%s restore --location %s %s --to %s" % (IBS, loc, restore_args, dest), env=az_env)
             az_r.append(t)
-            shutil.rmtree(dest, ignore_errors=True)
     finally:
         os.killpg(az_proc.pid, 9)
         az_proc.wait()
@@ -404,6 +404,17 @@ def main():
                    ("SMB (loopback Samba, encrypted)", statistics.median(ibs_t), statistics.median(smb_restore_t)),
                    ("Azure Blob (loopback Azurite)", statistics.median(az_b), statistics.median(az_r))]
     write_results(rows, smb_rows, nbytes, status, target_rows, size)
+    remove_trees()
+
+
+def remove_trees():
+    """Removes every repository and restored tree of this run. Only at the
+    end: after a bulk delete this machine's ext4 creates files several times
+    slower for minutes (see BENCHMARKING.md), which would slow whichever
+    restore came next."""
+    for name in os.listdir(WORK):
+        if name == "runs" or name.startswith(("smb-restore-", "az-restore-")):
+            shutil.rmtree(os.path.join(WORK, name), ignore_errors=True)
 
 
 def write_results(rows, smb_rows, nbytes, status, target_rows, size):
@@ -435,7 +446,8 @@ plot '%s' using 2:xtic(1) title 'infra backup', '' using 3 title 'real backup', 
     lines = ["# Benchmark results", "",
              "Produced by `bash benches/compare/run.sh` on %s. Machine: %s, %d cores, %d MiB RAM, %s. "
              "Median of %d runs per tool, tools alternated; each backup a full one into a fresh repository, each restore "
-             "into a fresh directory; file systems synced (untimed) before every timed command. ibs syncs what it wrote "
+             "into a fresh directory, all removed only after the last timing (this ext4 creates files slowly for minutes "
+             "after a bulk delete); file systems synced (untimed) before every timed command. ibs syncs what it wrote "
              "before it returns (the archive at commit, the restored tree at the end), the other tools do not. "
              "Ratios are to ibs (backup/restore time of the tool ÷ ibs's: > 1 means ibs is faster)."
              % (time.strftime("%Y-%m-%d"), cpu, os.cpu_count(), mem, sh("uname -sr").stdout.strip(), RUNS), "",
