@@ -113,9 +113,8 @@ impl WriterOptions {
     }
 
     /// Whether frames whose probe shows the level would not pay are
-    /// compressed at level 1 instead (default true; see
-    /// [`FrameCompressor`](crate::format::FrameCompressor)). Off, every
-    /// compressible frame is compressed at [`level`](Self::level).
+    /// compressed at level 1 instead (default true; see [`FrameCompressor`]).
+    /// Off, every compressible frame is compressed at [`level`](Self::level).
     pub fn adaptive_level(mut self, adaptive: bool) -> Self {
         self.adaptive = adaptive;
         self
