@@ -12,7 +12,8 @@ Tools, alternated run by run (A B C D, A B C D, ...), encryption on where the
 tool has it: ibs (local directory target), tar | zstd -3 -T0 (the
 compression-bound reference, no encryption), restic, Borg (zstd,3, repokey).
 Each backup goes to a fresh repository (a full backup, as ibs always makes);
-each restore to a fresh directory; `sync` (untimed) before every timed command.
+each restore to a fresh directory; before every timed command (untimed) `sync`,
+the page cache dropped and the command's input read once (see timed()).
 Wall time and peak RSS from /usr/bin/time -v.
 Then ibs backup to a loopback Samba share against `smbclient put` of the same
 bytes, both encrypted, and ibs backup and restore on each target (local
@@ -60,13 +61,24 @@ def sh(cmd, env=None, cwd=None, check=True):
     return r
 
 
-def timed(cmd, env=None, cwd=None):
+def timed(cmd, env=None, cwd=None, warm=None):
     """Runs cmd under /usr/bin/time -v; returns (seconds, peak RSS in MiB).
 
-    The file systems are synced first (not timed), so no command pays for
-    writing back what the previous one left dirty (ibs syncs its own output
-    before it reports success; tar, restic and Borg do not)."""
+    Every command starts from the same state (prepared untimed): file systems
+    synced, so no command pays for writing back what the previous one left
+    dirty (ibs syncs its own output before it reports success; tar, restic and
+    Borg do not); the page cache dropped (as root), so no command competes with
+    the kernel reclaiming the gigabytes the previous ones wrote; then its input
+    `warm` (a folder or file) read once, so none reads a cold disk."""
     os.sync()
+    if os.geteuid() == 0:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
+    if warm:
+        if os.path.isdir(warm):
+            sh("tar -C %s -cf - . | cat > /dev/null" % shlex_quote(warm))
+        else:
+            sh("cat %s > /dev/null" % shlex_quote(warm))
     r = sh("/usr/bin/time -v bash -c %s" % shlex_quote(cmd), env=env, cwd=cwd)
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (.+)", r.stderr).group(1)
     parts = [float(p) for p in wall.split(":")]
@@ -317,7 +329,7 @@ def main():
                 os.makedirs(out, exist_ok=True)
                 if init:
                     sh(init(out), env=env)
-                secs, rss = timed(backup(cpath, out), env=env, cwd=cpath)
+                secs, rss = timed(backup(cpath, out), env=env, cwd=cpath, warm=cpath)
                 results.setdefault(name, {"backup": [], "restore": [], "rss_b": [], "rss_r": [], "size": du(out)})
                 results[name]["backup"].append(secs)
                 results[name]["rss_b"].append(rss)
@@ -326,7 +338,7 @@ def main():
             for name, backup, restore, init, env in tools(keys):
                 out = os.path.join(runs_dir, cname, name.split()[0].replace("|", "-"), str(run))
                 dest = os.path.join(runs_dir, cname, "restore-%s-%d" % (name.split()[0].replace("|", "-"), run))
-                secs, rss = timed(restore(out, dest), env=env)
+                secs, rss = timed(restore(out, dest), env=env, warm=out)
                 if LARGE:
                     shutil.rmtree(dest, ignore_errors=True)
                 results[name]["restore"].append(secs)
@@ -366,14 +378,15 @@ def main():
             sh("mkdir -p %s/samba/share/ibs-%d" % (WORK, run))
             loc = "smb://127.0.0.1:%d/backup/ibs-%d" % (port, run)
             t, _ = timed("%s backup --location %s --credentials-file %s --cert %s/k.cer %s --fqdn bench.local"
-                         % (IBS, loc, auth, keys, ibs_sources(cpath)))
+                         % (IBS, loc, auth, keys, ibs_sources(cpath)), warm=cpath)
             ibs_t.append(t)
             t, _ = timed("smbclient //127.0.0.1/backup -p %d --client-protection=encrypt -A %s -c 'put %s peer-%d.ibs'"
-                         % (port, auth, archive, run))
+                         % (port, auth, archive, run), warm=archive)
             smbc_t.append(t)
             dest = os.path.join(WORK, "smb-restore-%d" % run)
             shutil.rmtree(dest, ignore_errors=True)
-            t, _ = timed("%s restore --location %s --credentials-file %s %s --to %s" % (IBS, loc, auth, restore_args, dest))
+            t, _ = timed("%s restore --location %s --credentials-file %s %s --to %s" % (IBS, loc, auth, restore_args, dest),
+                         warm="%s/samba/share/ibs-%d" % (WORK, run))
             smb_restore_t.append(t)
         smb_rows = [("ibs backup to SMB (capture+compress+encrypt+upload)", statistics.median(ibs_t)),
                     ("smbclient put of the same archive bytes", statistics.median(smbc_t))]
@@ -389,7 +402,7 @@ def main():
         for run in range(RUNS):
             loc = "az://bench/ibs-%d" % run
             t, _ = timed("%s backup --location %s --cert %s/k.cer %s --fqdn bench.local"
-                         % (IBS, loc, keys, ibs_sources(cpath)), env=az_env)
+                         % (IBS, loc, keys, ibs_sources(cpath)), env=az_env, warm=cpath)
             az_b.append(t)
             dest = os.path.join(WORK, "az-restore-%d" % run)
             shutil.rmtree(dest, ignore_errors=True)
@@ -447,7 +460,8 @@ plot '%s' using 2:xtic(1) title 'infra backup', '' using 3 title 'real backup', 
              "Produced by `bash benches/compare/run.sh` on %s. Machine: %s, %d cores, %d MiB RAM, %s. "
              "Median of %d runs per tool, tools alternated; each backup a full one into a fresh repository, each restore "
              "into a fresh directory, all removed only after the last timing (this ext4 creates files slowly for minutes "
-             "after a bulk delete); file systems synced (untimed) before every timed command. ibs syncs what it wrote "
+             "after a bulk delete). Before every timed command (untimed): file systems synced, page cache dropped, the "
+             "command's input (corpus or repository) read once. ibs syncs what it wrote "
              "before it returns (the archive at commit, the restored tree at the end), the other tools do not. "
              "Ratios are to ibs (backup/restore time of the tool ÷ ibs's: > 1 means ibs is faster)."
              % (time.strftime("%Y-%m-%d"), cpu, os.cpu_count(), mem, sh("uname -sr").stdout.strip(), RUNS), "",
