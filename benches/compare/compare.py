@@ -497,7 +497,8 @@ def write_large(rows):
     lines = ["# Benchmark results, %g GiB case (peak RSS)" % GIB, "",
              "Produced by `IBS_BENCH_GIB=%g bash benches/compare/run.sh` on %s (%s, %d cores). Infra corpus only, "
              "ibs and the tar|zstd reference only, median of %d run(s); each restore into a fresh directory, removed "
-             "after it was timed. The target: ibs's peak RSS under 128 MiB at 1 GiB and at 10 GiB."
+             "after it was timed; every timed command starts synced, with the page cache dropped and its input read "
+             "once. The target: ibs's peak RSS under 128 MiB at 1 GiB and at 10 GiB."
              % (GIB, time.strftime("%Y-%m-%d"), sh("uname -sr").stdout.strip(), os.cpu_count(), RUNS), "",
              "Corpus: %d files, %d MB." % (r0["files"], r0["source_bytes"] // 1000000), "",
              "| tool | backup s | backup MB/s | restore s | restore MB/s | output MB | peak RSS backup / restore MiB |",

@@ -27,8 +27,8 @@
 //! contexts, whatever the archive's size, plus the index it builds: one
 //! [`Entry`] per file (about 150 bytes with its names; repeated names are
 //! found through indices into it, not a second copy), encoded once at the end.
-//! The `ibs` benchmark at 10 GiB (130 000 files) peaks at 78 MiB for a backup
-//! and 79 MiB for a restore (`benches/RESULTS-10GiB.md`).
+//! The `ibs` benchmark at 10 GiB (130 000 files) peaks at 84 MiB for a backup
+//! and 78 MiB for a restore (`benches/RESULTS-10GiB.md`).
 //!
 //! Frames are probed before they are compressed (see
 //! [`format::FrameCompressor`]): stored when a sample does not shrink, and
