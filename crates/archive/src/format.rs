@@ -726,6 +726,49 @@ pub struct Index {
     pub entries: Vec<Entry>,
 }
 
+/// The (source, path) names of a list of entries, as indices into it: finds a
+/// repeated name without a second copy of every name (which, at 100 000s of
+/// entries, was the largest thing a writer or reader held besides the entries).
+#[derive(Debug, Default)]
+pub(crate) struct NameSet {
+    table: hashbrown::HashTable<usize>,
+    hasher: std::hash::RandomState,
+}
+
+impl NameSet {
+    pub(crate) fn with_capacity(entries: usize) -> Self {
+        NameSet {
+            table: hashbrown::HashTable::with_capacity(entries),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn hash(&self, source: &str, path: &str) -> u64 {
+        self.hasher.hash_one((source, path))
+    }
+
+    /// Whether one of `entries` has this source and path.
+    pub(crate) fn contains(&self, entries: &[Entry], source: &str, path: &str) -> bool {
+        self.table
+            .find(self.hash(source, path), |&i| {
+                entries[i].source == source && entries[i].path == path
+            })
+            .is_some()
+    }
+
+    /// Adds the last of `entries` (whose name [`contains`](Self::contains) did not find).
+    pub(crate) fn add_last(&mut self, entries: &[Entry]) {
+        let Some(last) = entries.len().checked_sub(1) else {
+            return;
+        };
+        let hash = self.hash(&entries[last].source, &entries[last].path);
+        let hasher = &self.hasher;
+        self.table.insert_unique(hash, last, |&i| {
+            hasher.hash_one((entries[i].source.as_str(), entries[i].path.as_str()))
+        });
+    }
+}
+
 /// Encoded bytes of an index entry besides its two names: two name lengths,
 /// size, SHA-256, flags, mode, mtime.
 const ENCODED_ENTRY_FIXED: usize = 2 + 2 + 8 + 32 + 1 + 4 + 8;
@@ -812,9 +855,7 @@ impl Index {
             ));
         }
         let mut entries: Vec<Entry> = Vec::with_capacity(entry_count as usize);
-        // Indices into `entries` by (source, path): no second copy of every name.
-        let mut seen = hashbrown::HashTable::<usize>::with_capacity(entry_count as usize);
-        let hasher = std::hash::RandomState::new();
+        let mut seen = NameSet::with_capacity(entry_count as usize);
         let mut offset = 0u64;
         for _ in 0..entry_count {
             let at = c.offset();
@@ -836,20 +877,13 @@ impl Index {
                 .checked_add(size)
                 .filter(|e| *e <= data_len)
                 .ok_or_else(|| Error::malformed(Region::Index, at, "entry sizes exceed the data length"))?;
-            let hash = hasher.hash_one((source.as_str(), path.as_str()));
-            if seen
-                .find(hash, |&i| entries[i].source == source && entries[i].path == path)
-                .is_some()
-            {
+            if seen.contains(&entries, &source, &path) {
                 return Err(Error::malformed(
                     Region::Index,
                     at,
                     format!("entry {source}/{path} appears twice"),
                 ));
             }
-            seen.insert_unique(hash, entries.len(), |&i| {
-                hasher.hash_one((entries[i].source.as_str(), entries[i].path.as_str()))
-            });
             entries.push(Entry {
                 source,
                 path,
@@ -859,6 +893,7 @@ impl Index {
                 mtime: (flags & ENTRY_HAS_MTIME != 0).then_some(mtime),
                 offset,
             });
+            seen.add_last(&entries);
             offset = end;
         }
         if offset != data_len {

@@ -14,7 +14,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::hash::BuildHasher;
 use std::io::{self, Read, Write};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -28,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::format::{
     ArchiveId, ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, Entry, Footer, FrameCompressor, Header, HeaderFields,
-    Index, check_entry_path, check_source_name,
+    Index, NameSet, check_entry_path, check_source_name,
 };
 use crate::{Error, Result};
 
@@ -329,10 +328,7 @@ pub struct ArchiveEncoder {
     buf: Vec<u8>,
     next_counter: u64,
     index: Index,
-    /// Indices into `index.entries`, hashed by (source, path): finds a
-    /// repeated name without a second copy of every name.
-    names: hashbrown::HashTable<usize>,
-    name_hasher: std::hash::RandomState,
+    names: NameSet,
     current: Option<OpenEntry>,
     state: State,
     progress: Progress,
@@ -406,8 +402,7 @@ impl ArchiveEncoder {
             buf: Vec::with_capacity(frame_size),
             next_counter: 0,
             index: Index::default(),
-            names: hashbrown::HashTable::new(),
-            name_hasher: std::hash::RandomState::new(),
+            names: NameSet::default(),
             current: None,
             state: State::Writing,
             progress: Progress::default(),
@@ -456,12 +451,7 @@ impl ArchiveEncoder {
         }
         check_source_name(&meta.source)?;
         check_entry_path(&meta.path)?;
-        let hash = self.name_hasher.hash_one((meta.source.as_str(), meta.path.as_str()));
-        let entries = &self.index.entries;
-        let seen = self.names.find(hash, |&i| {
-            entries[i].source == meta.source && entries[i].path == meta.path
-        });
-        if seen.is_some() {
+        if self.names.contains(&self.index.entries, &meta.source, &meta.path) {
             return Err(Error::Usage(format!(
                 "entry {}/{} was already written",
                 meta.source, meta.path
@@ -535,12 +525,8 @@ impl ArchiveEncoder {
             mtime: open.meta.mtime,
             offset: open.offset,
         };
-        let hash = self.name_hasher.hash_one((entry.source.as_str(), entry.path.as_str()));
-        let (entries, hasher) = (&self.index.entries, &self.name_hasher);
-        self.names.insert_unique(hash, entries.len(), |&i| {
-            hasher.hash_one((entries[i].source.as_str(), entries[i].path.as_str()))
-        });
         self.index.entries.push(entry.clone());
+        self.names.add_last(&self.index.entries);
         self.progress.entries_done += 1;
         self.report();
         Ok(entry)
