@@ -333,7 +333,6 @@ impl Backup {
         // paths computed again from the index (a list of all pairs would be
         // the largest thing a restore holds).
         let overwrite = options.overwrite;
-        staged.retain(|&i| !names.is_fresh(&self.entries()[i]));
         for (done, batch) in staged.chunks(RENAME_BATCH).enumerate() {
             let pairs: Vec<(PathBuf, PathBuf)> = batch.iter().map(|&i| names.pair(&self.entries()[i], i)).collect();
             let renamed = blocking(move || {
@@ -388,16 +387,10 @@ impl Backup {
         Ok(report)
     }
 
-    /// Removes the temporary files of the `staged` entries of sources that
-    /// already existed (best effort; the others go with the staging folder).
+    /// Removes the temporary files of the `staged` entries (best effort).
     async fn remove_temps(&self, names: &StagingNames, staged: &[usize]) {
         for batch in staged.chunks(RENAME_BATCH) {
-            let temps: Vec<PathBuf> = batch
-                .iter()
-                .map(|&i| (i, &self.entries()[i]))
-                .filter(|(_, e)| !names.is_fresh(e))
-                .map(|(i, e)| names.pair(e, i).0)
-                .collect();
+            let temps: Vec<PathBuf> = batch.iter().map(|&i| names.pair(&self.entries()[i], i).0).collect();
             let _ = blocking(move || {
                 for temp in temps {
                     let _ = std::fs::remove_file(temp);
@@ -410,8 +403,10 @@ impl Backup {
 
     /// The pass of [`Backup::restore_to`]: every entry (or every selected one,
     /// with `skip_verify`) decrypted and checked in archive order, selected
-    /// ones written to temporary files (named by `names`) and their index
-    /// recorded in `staged` — on failure too, so the caller can remove them.
+    /// ones written where `names` says; the indices of those written beside
+    /// their final names (sources that existed) are recorded in `staged` — on
+    /// failure too, so the caller can remove them. Files of fresh sources need
+    /// no record: they move, or go, with the staging folder.
     async fn stage_all(
         &self,
         options: &RestoreOptions,
@@ -439,6 +434,7 @@ impl Backup {
                 }
                 let rel = relative(e);
                 let (temp, base) = (names.write_path(e, index), names.base(e).to_owned());
+                let record = (!names.is_fresh(e)).then_some(index);
                 if e.size <= IN_MEMORY_RESTORE {
                     let data = self.read(e).await?;
                     while !placing.is_empty()
@@ -452,12 +448,12 @@ impl Backup {
                         checked.prepare(&dir, &rel, overwrite, &source_name, &path)?;
                         write_temp_sync(&temp, &data)
                     });
-                    placing.push_back((index, e.size, task));
+                    placing.push_back((record, e.size, task));
                     placing_bytes += e.size;
                 } else {
                     self.stage_large(e, &base, &rel, &temp, options.overwrite, checked)
                         .await?;
-                    staged.push(index);
+                    staged.extend(record);
                 }
                 report.bytes += e.size;
                 report.files += 1;
@@ -534,18 +530,18 @@ const PLACE_AHEAD_BYTES: u64 = 16 << 20;
 /// Staged files renamed (or removed) per blocking task.
 const RENAME_BATCH: usize = 1024;
 
-/// Small files being written: (entry index, size, task).
-type Placing = std::collections::VecDeque<(usize, u64, tokio::task::JoinHandle<Result<()>>)>;
+/// Small files being written: (entry index to record in `staged`, size, task).
+type Placing = std::collections::VecDeque<(Option<usize>, u64, tokio::task::JoinHandle<Result<()>>)>;
 
 /// Waits for the oldest write of a small file, records its entry index in
-/// `staged`, and returns its size.
+/// `staged` (if it has one to record), and returns its size.
 async fn finish_placing(placing: &mut Placing, staged: &mut Vec<usize>) -> Result<u64> {
     let Some((index, size, task)) = placing.pop_front() else {
         return Ok(0);
     };
     task.await
         .map_err(|e| RecoveryError::Usage(format!("restore task failed: {e}")))??;
-    staged.push(index);
+    staged.extend(index);
     Ok(size)
 }
 
