@@ -108,7 +108,7 @@ async fn a_retention_plan_executed_on_a_shared_location_touches_only_our_backups
             path: folder,
             created: now - age * day,
             size: 1,
-            state: BackupState::Complete,
+            state: BackupState::Checked,
         });
     }
     let hlh = ours.oem_folder("HLH").unwrap();

@@ -5,8 +5,10 @@
 //! ibs backup  --location LOC --cert FILE [--source NAME=DIR]... [--fqdn F] [--region R]
 //!             [--credentials-file F] [--producer-version V] [--keep-days N]
 //! ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
+//! ibs check   --location LOC [--backup ID | --all]
 //! ibs verify  --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F
 //! ibs restore --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F --to DIR [--source NAME]...
+//!             [--overwrite]
 //! ibs prune   --location LOC [--keep-days N] [--dry-run]
 //! ```
 //!
@@ -70,6 +72,8 @@ struct Args {
     only: Vec<String>,
     dry_run: bool,
     instance_version: Option<String>,
+    overwrite: bool,
+    all: bool,
 }
 
 /// Parses `args` (the first is the program name).
@@ -127,6 +131,8 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Args), Fai
             Long("pfx") => a.pfx.push(text(&mut p)?.into()),
             Long("to") => a.to = Some(text(&mut p)?.into()),
             Long("dry-run") => a.dry_run = true,
+            Long("overwrite") => a.overwrite = true,
+            Long("all") => a.all = true,
             Long("help") | Short('h') => return Err(usage(HELP)),
             other => return Err(usage(format!("{}\n\n{HELP}", other.unexpected()))),
         }
@@ -139,9 +145,13 @@ const HELP: &str = "usage:
   ibs backup  --location LOC --cert FILE [--source NAME=DIR]... [--fqdn F] [--region R]
               [--credentials-file F] [--producer-version V] [--keep-days N]
   ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
+  ibs check   --location LOC [--backup ID | --all]      (no key: archive against manifest)
   ibs verify  --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F
   ibs restore --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F --to DIR [--source NAME]...
+              [--overwrite]
   ibs prune   --location LOC [--keep-days N] [--dry-run]
+check and verify without --backup take the newest backup and fail if it is damaged or incomplete;
+restore without --backup takes the newest restorable one and names every newer one it skipped.
 LOC: \\\\host\\share\\folder, smb://host[:port]/share/folder, az://container/prefix,
      s3://bucket/prefix, or a local directory. Azure/S3 credentials: AZURE_STORAGE_ACCOUNT_NAME,
      AZURE_STORAGE_ACCOUNT_KEY (AZURE_STORAGE_ENDPOINT) / AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
@@ -293,14 +303,17 @@ async fn backup_cmd(a: &Args) -> Result<(), Failure> {
             .clone()
             .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
     };
-    let target = ibs_controller::validate(&settings).await.map_err(alerted)?;
-    let spec = ibs_controller::JobSpec {
-        target,
+    let mut spec = ibs_controller::JobSpec {
+        target: Arc::new(ibs_storage::MemoryTarget::new()),
         instance: inst,
         certificate: settings.certificate.clone(),
         producer_version: settings.producer_version.clone(),
         policy: settings.policy,
+        checks: Default::default(),
     };
+    // Everything that goes into the backup is checked before anything is written.
+    ibs_controller::job::check_spec(&spec).map_err(|e| usage(e.to_string()))?;
+    spec.target = ibs_controller::validate(&settings).await.map_err(alerted)?;
     let start = std::time::Instant::now();
     let s = run_job(&spec, &sources, now()).await.map_err(alerted)?;
     let secs = start.elapsed().as_secs_f64().max(1e-3);
@@ -313,10 +326,39 @@ async fn backup_cmd(a: &Args) -> Result<(), Failure> {
         secs,
         s.data_bytes as f64 / secs / 1e6
     );
-    for d in &s.deleted {
-        println!("retention deleted {d}");
+    if s.attempts > 1 {
+        println!("the first attempt ran out of capacity; space was freed and the second attempt succeeded");
+    }
+    print_deletions(&s.deleted, false);
+    for d in &s.damaged {
+        println!("{d}");
+        let alert = d.alert();
+        println!(
+            "alert: {}: {}\nremediation: {}",
+            alert.title, alert.description, alert.remediation
+        );
+    }
+    for u in &s.unrecognised {
+        println!("left alone (not written by ibs): {u}");
     }
     Ok(())
+}
+
+fn print_deletions(deleted: &[ibs_retention::Deletion], dry_run: bool) {
+    use ibs_retention::Reason;
+    for d in deleted {
+        let why = match d.reason {
+            Reason::IncompleteGarbage => "incomplete: its job never committed it",
+            Reason::Expired => "older than the retention period",
+            Reason::FreeSpace => "oldest, to make room for the next backup",
+        };
+        println!(
+            "{} {} ({} bytes): {why}",
+            if dry_run { "would delete" } else { "deleted" },
+            d.id,
+            d.size
+        );
+    }
 }
 
 /// The error with its operator alert (title and remediation).
@@ -355,12 +397,12 @@ async fn list_cmd(a: &Args) -> Result<(), Failure> {
     let cat = recovery(a)?.catalogue().await?;
     if cat.backups.is_empty() {
         println!("no backups at {}", instance(a)?.backup_root());
-        return Ok(());
+    } else {
+        println!(
+            "{:<26} {:<11} {:>12} {:<12} recipients",
+            "id", "state", "bytes", "version"
+        );
     }
-    println!(
-        "{:<26} {:<11} {:>12} {:<12} recipients",
-        "id", "state", "bytes", "version"
-    );
     for b in &cat.backups {
         println!(
             "{:<26} {:<11} {:>12} {:<12} {}{}",
@@ -376,37 +418,80 @@ async fn list_cmd(a: &Args) -> Result<(), Failure> {
             b.problem.as_ref().map(|p| format!("  ({p})")).unwrap_or_default()
         );
     }
+    for u in &cat.unrecognised {
+        println!("unrecognised (not written by ibs, left alone): {u}");
+    }
     Ok(())
 }
 
+/// `--backup ID`, else the newest backup whatever its state (`verify`, `check`).
 fn choice(a: &Args) -> Choice {
-    a.backup.clone().map_or(Choice::Newest, Choice::Id)
+    a.backup.clone().map_or(Choice::Latest, Choice::Id)
 }
 
-async fn open(a: &Args) -> Result<(ibs_recovery::Backup, BackupInfo), Failure> {
+async fn open(a: &Args, choice: &Choice) -> Result<(ibs_recovery::Backup, BackupInfo), Failure> {
     let ids = identities(a)?;
     let refs: Vec<&Identity> = ids.iter().collect();
     let r = recovery(a)?;
     let cat = r.catalogue().await?;
-    let info = r.choose(&cat, &choice(a))?.clone();
+    let info = r.choose(&cat, choice)?.clone();
+    for (skipped, why) in r.skipped_newer(&cat, &info) {
+        eprintln!("ibs: warning: skipping the newer backup {}: {why}", skipped.id);
+    }
     let backup = r.open(&info, &refs).await?;
     Ok((backup, info))
 }
 
+async fn check_cmd(a: &Args) -> Result<(), Failure> {
+    let r = recovery(a)?;
+    let cat = r.catalogue().await?;
+    let chosen: Vec<&BackupInfo> = if a.all {
+        if a.backup.is_some() {
+            return Err(usage("--all and --backup exclude each other"));
+        }
+        cat.backups.iter().collect()
+    } else {
+        // The newest (or named) backup; one that is damaged or incomplete is refused, named.
+        vec![r.choose(&cat, &choice(a))?]
+    };
+    if chosen.is_empty() {
+        return Err(Failure(format!("no backups at {}", instance(a)?.backup_root()), false));
+    }
+    let mut bad = 0;
+    for info in chosen {
+        if a.all && info.state == ibs_recovery::BackupState::Incomplete {
+            println!(
+                "backup {} skipped: incomplete (never committed, or still being written)",
+                info.id
+            );
+            continue;
+        }
+        match r.check_integrity(info).await {
+            Ok(report) => println!("backup {} checked (no key): {report}", info.id),
+            Err(e) if e.is_damage() => {
+                bad += 1;
+                println!("backup {} FAILED: {e}", info.id);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if bad > 0 {
+        return Err(Failure(format!("{bad} backup(s) failed the check"), false));
+    }
+    Ok(())
+}
+
 async fn verify_cmd(a: &Args) -> Result<(), Failure> {
-    let (backup, info) = open(a).await?;
+    let (backup, info) = open(a, &choice(a)).await?;
     let report = backup.verify(None).await?;
-    println!(
-        "backup {} verified: {} frames, {} entries, {} bytes of data, every tag and hash checked",
-        info.id, report.frames, report.entries, report.data_len
-    );
+    println!("backup {} verified: {report}", info.id);
     Ok(())
 }
 
 async fn restore_cmd(a: &Args) -> Result<(), Failure> {
     let to = a.to.as_ref().ok_or_else(|| usage("--to DIR is required"))?;
-    let (backup, info) = open(a).await?;
-    let mut options = RestoreOptions::default();
+    let (backup, info) = open(a, &a.backup.clone().map_or(Choice::Newest, Choice::Id)).await?;
+    let mut options = RestoreOptions::default().overwrite(a.overwrite);
     if !a.only.is_empty() {
         options = options.sources(a.only.clone());
     }
@@ -424,23 +509,52 @@ async fn restore_cmd(a: &Args) -> Result<(), Failure> {
 async fn prune_cmd(a: &Args) -> Result<(), Failure> {
     let target = target_for_read(a)?;
     let inst = instance(a)?;
-    let plan = ibs_controller::job::plan_retention(&target, &inst, &policy(a)?, now(), None)
-        .await
-        .map_err(alerted)?;
+    let retention = ibs_controller::job::plan_retention(
+        &target,
+        &inst,
+        &policy(a)?,
+        now(),
+        None,
+        &ibs_controller::CheckMemo::default(),
+    )
+    .await
+    .map_err(alerted)?;
+    for c in &retention.checked {
+        println!("checked {} (no key): {c}", c.id);
+    }
+    for d in &retention.damaged {
+        let alert = d.alert();
+        println!(
+            "{d}\nalert: {}: {}\nremediation: {}",
+            alert.title, alert.description, alert.remediation
+        );
+    }
+    let plan = &retention.plan;
+    for w in &plan.warnings {
+        match w {
+            ibs_retention::Warning::Unrecognised { path } => {
+                println!("left alone (not written by ibs): {path}")
+            }
+            ibs_retention::Warning::FromTheFuture { id, created } => {
+                println!("kept {id}: its creation time {created} is in the future (clock skew?)")
+            }
+            ibs_retention::Warning::NotOurs { path } => println!("ignored (not this instance's): {path}"),
+        }
+    }
     if plan.deletions.is_empty() {
         println!("nothing to prune");
     }
-    for d in &plan.deletions {
-        println!(
-            "{} {} ({} bytes, {:?})",
-            if a.dry_run { "would delete" } else { "deleting" },
-            d.id,
-            d.size,
-            d.reason
-        );
+    if a.dry_run {
+        print_deletions(&plan.deletions, true);
+    } else {
+        let deleted = ibs_controller::job::apply(&target, plan).await.map_err(alerted)?;
+        print_deletions(&deleted, false);
     }
-    if !a.dry_run {
-        ibs_controller::job::apply(&target, &plan).await.map_err(alerted)?;
+    if !retention.damaged.is_empty() {
+        return Err(Failure(
+            format!("{} damaged backup(s) found (see above)", retention.damaged.len()),
+            false,
+        ));
     }
     Ok(())
 }
@@ -467,6 +581,7 @@ fn main() -> ExitCode {
                 "backup" => backup_cmd(&a).await,
                 "list" => list_cmd(&a).await,
                 "verify" => verify_cmd(&a).await,
+                "check" => check_cmd(&a).await,
                 "restore" => restore_cmd(&a).await,
                 "prune" => prune_cmd(&a).await,
                 other => Err(usage(format!("unknown command {other:?}\n\n{HELP}"))),

@@ -261,8 +261,8 @@ fn a_backup_process_killed_mid_write_leaves_no_complete_backup_and_no_damage() {
     let complete = list.lines().filter(|l| l.contains(" complete ")).count();
     assert_eq!(complete, 1, "only the earlier backup is complete:\n{list}");
     assert!(list.contains("incomplete"), "{list}");
-    // The earlier backup is intact.
-    ok(&[
+    // verify takes the newest backup, the killed one, and says so.
+    let verify = [
         "verify",
         "--location",
         s(&share),
@@ -272,7 +272,26 @@ fn a_backup_process_killed_mid_write_leaves_no_complete_backup_and_no_damage() {
         s(&pfx),
         "--password-file",
         s(&pw),
-    ]);
+    ];
+    let killed_id = list
+        .lines()
+        .find(|l| l.contains("incomplete"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let err = fails(&verify);
+    assert!(err.contains(killed_id) && err.contains("incomplete"), "{err}");
+    // The earlier backup is intact.
+    let good_id = list
+        .lines()
+        .find(|l| l.contains(" complete "))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let out = ok(&[&verify[..], &["--backup", good_id]].concat());
+    assert!(out.contains("verified") && out.contains("SHA-256"), "{out}");
 }
 
 /// Writes `len` incompressible pseudo-random bytes (xorshift from `seed`).

@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ibs_envelope::Certificate;
-use ibs_retention::Policy;
+use ibs_retention::{Policy, Warning};
 use ibs_storage::{
     Alert, CommitMode, ErrorKind, InstanceLayout, LocalTarget, Location, StorageTarget, StorageTargetExt,
 };
 use ibs_storage_smb::{SmbConfig, SmbCredentials, SmbTarget};
 
-use crate::job::{JobSpec, JobSummary, apply, plan_retention, write_backup};
+use crate::job::{CheckMemo, JobSpec, JobSummary, apply, plan_retention, write_backup};
 use crate::source::BackupSource;
 use crate::{ControllerError, Result};
 
@@ -167,6 +167,7 @@ pub struct Controller {
     running: tokio::sync::Mutex<()>,
     maintenance: Mutex<bool>,
     history: Mutex<Vec<JobRecord>>,
+    checks: CheckMemo,
 }
 
 impl fmt::Debug for Controller {
@@ -194,6 +195,7 @@ impl Controller {
             running: tokio::sync::Mutex::new(()),
             maintenance: Mutex::new(false),
             history: Mutex::new(Vec::new()),
+            checks: CheckMemo::default(),
         }
     }
 
@@ -302,6 +304,7 @@ impl Controller {
             certificate: settings.certificate.clone(),
             producer_version: settings.producer_version.clone(),
             policy: settings.policy,
+            checks: self.checks.clone(),
         };
         let shared = Arc::clone(&self.progress);
         let report: ibs_archive::ProgressFn = Arc::new(move |p: &ibs_archive::Progress| {
@@ -312,8 +315,10 @@ impl Controller {
 }
 
 /// A job with its out-of-capacity rule: on a full target, retention frees
-/// space (oldest first, never the newest complete backup) and the backup is
-/// tried once more; then retention runs as usual.
+/// space (oldest first, never the newest intact backup: see
+/// [`plan_retention`]) and the backup is tried once more; then retention
+/// runs as usual. The summary says how many attempts it took and every
+/// deletion with its reason, in order.
 pub async fn run_job(spec: &JobSpec, sources: &[Arc<dyn BackupSource>], now: i64) -> Result<JobSummary> {
     run_job_with_progress(spec, sources, now, None).await
 }
@@ -325,21 +330,46 @@ pub async fn run_job_with_progress(
     now: i64,
     progress: Option<ibs_archive::ProgressFn>,
 ) -> Result<JobSummary> {
+    let mut freed = Vec::new();
+    let mut damaged = Vec::new();
     let mut summary = match write_backup(spec, sources, now, progress.clone()).await {
         Err(e) if e.kind() == ErrorKind::OutOfCapacity => {
             // Room for a backup as large as the newest one we have.
             let catalogue = ibs_recovery::catalogue(&spec.target, &spec.instance).await?;
             let need = catalogue.complete().last().map(|b| b.size);
-            let plan = plan_retention(&spec.target, &spec.instance, &spec.policy, now, need.or(Some(u64::MAX))).await?;
-            let freed = apply(&spec.target, &plan).await?;
+            let retention = plan_retention(
+                &spec.target,
+                &spec.instance,
+                &spec.policy,
+                now,
+                need.or(Some(u64::MAX)),
+                &spec.checks,
+            )
+            .await?;
+            damaged = retention.damaged;
+            freed = apply(&spec.target, &retention.plan).await?;
             if freed.is_empty() {
                 return Err(e);
             }
-            write_backup(spec, sources, now, progress).await?
+            let mut second = write_backup(spec, sources, now, progress).await?;
+            second.attempts = 2;
+            second
         }
         other => other?,
     };
-    let plan = plan_retention(&spec.target, &spec.instance, &spec.policy, now, None).await?;
-    summary.deleted = apply(&spec.target, &plan).await?;
+    let retention = plan_retention(&spec.target, &spec.instance, &spec.policy, now, None, &spec.checks).await?;
+    summary.deleted = freed;
+    summary.deleted.extend(apply(&spec.target, &retention.plan).await?);
+    damaged.extend(retention.damaged);
+    summary.damaged = damaged;
+    summary.unrecognised = retention
+        .plan
+        .warnings
+        .iter()
+        .filter_map(|w| match w {
+            Warning::Unrecognised { path } => Some(path.to_string()),
+            _ => None,
+        })
+        .collect();
     Ok(summary)
 }

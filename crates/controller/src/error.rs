@@ -34,6 +34,28 @@ pub enum ControllerError {
     /// Reading the backups at the location failed.
     #[error(transparent)]
     Recovery(#[from] ibs_recovery::RecoveryError),
+    /// A backup was committed but does not list as complete when read back
+    /// (it is left for the operator and retention to see as it lists).
+    #[error("backup {id} was written but lists as {state} when read back: {problem}")]
+    NotComplete {
+        /// The backup.
+        id: String,
+        /// How it lists.
+        state: String,
+        /// Why.
+        problem: String,
+    },
+    /// A backup was committed, but reading it back to confirm it lists as
+    /// complete failed (the target's failure class is kept). The backup may
+    /// well be complete: `list` tells.
+    #[error("backup {id} was committed, but reading it back to confirm it lists as complete failed: {source}")]
+    Unconfirmed {
+        /// The backup.
+        id: String,
+        /// What failed.
+        #[source]
+        source: ibs_recovery::RecoveryError,
+    },
     /// A backup source failed to capture its data.
     #[error("source {source_name}: {reason}")]
     Source {
@@ -54,7 +76,9 @@ impl ControllerError {
                 .get_ref()
                 .and_then(|e| e.downcast_ref::<StorageError>())
                 .map_or(ErrorKind::Other, StorageError::kind),
-            ControllerError::Recovery(e) => e.storage_kind().unwrap_or(ErrorKind::Other),
+            ControllerError::Recovery(e) | ControllerError::Unconfirmed { source: e, .. } => {
+                e.storage_kind().unwrap_or(ErrorKind::Other)
+            }
             ControllerError::InvalidSetting {
                 setting: "location", ..
             } => ErrorKind::PathNotFound,

@@ -1,15 +1,16 @@
 //! One backup job: sources → archive → storage target → commit last → retention.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use ibs_archive::{ArchiveEncoder, EntryMeta, Progress, WriterOptions};
 use ibs_envelope::Certificate;
-use ibs_recovery::layout::{BackupId, BackupPaths, Manifest};
-use ibs_recovery::{BackupState as RecoveryState, Catalogue};
-use ibs_retention::{BackupRecord, BackupState, CapacityFacts, Plan, Policy};
-use ibs_storage::{CommitMode, ErrorKind, InstanceLayout, StorageTarget, StorageTargetExt};
+use ibs_recovery::layout::{BackupId, BackupPaths, MANIFEST_NAME, Manifest, is_our_name};
+use ibs_recovery::{BackupInfo, BackupState as RecoveryState, Catalogue, CheckReport};
+use ibs_retention::{BackupRecord, BackupState, CapacityFacts, Deletion, Plan, Policy, Warning};
+use ibs_storage::{Alert, CommitMode, ErrorKind, InstanceLayout, StorageTarget, StorageTargetExt};
 use sha2::{Digest, Sha256};
 
 use crate::source::{BackupSource, EntrySink};
@@ -28,6 +29,9 @@ pub struct JobSpec {
     pub producer_version: String,
     /// Retention policy.
     pub policy: Policy,
+    /// Keyless checks already done (shared by the jobs of one controller, so
+    /// the newest backup is read back once, not at every retention run).
+    pub checks: CheckMemo,
 }
 
 /// What a successful job wrote.
@@ -41,8 +45,87 @@ pub struct JobSummary {
     pub archive_bytes: u64,
     /// Entries captured.
     pub entries: u64,
-    /// Backups deleted by retention afterwards.
-    pub deleted: Vec<String>,
+    /// How many times the backup was written: 2 when the first attempt ran
+    /// out of capacity and space was freed for a second.
+    pub attempts: u32,
+    /// Backups deleted, in order, each with why: to make room for the second
+    /// attempt ([`Reason::FreeSpace`](ibs_retention::Reason::FreeSpace)), then
+    /// by retention after the backup.
+    pub deleted: Vec<Deletion>,
+    /// Backups retention found damaged by reading them (each is also an alert).
+    pub damaged: Vec<DamagedBackup>,
+    /// Objects in the backup folder that ibs did not write (left alone).
+    pub unrecognised: Vec<String>,
+}
+
+/// A backup that looked complete but whose archive does not match its
+/// manifest (found by a keyless check before retention relied on it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedBackup {
+    /// The backup.
+    pub id: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl DamagedBackup {
+    /// The operator alert: a general fault naming no storage problem (the
+    /// backup's bytes are wrong; this text and [`DamagedBackup::problem`]
+    /// name it).
+    pub fn alert(&self) -> Alert {
+        Alert {
+            kind: ErrorKind::Other,
+            title: "A backup at the storage location is damaged",
+            description: "A backup's archive does not match its manifest: it was changed or damaged on the \
+                storage location after it was written. It cannot be restored and is not kept in place of an \
+                intact backup.",
+            remediation: "Check the storage location's health (disk errors, other writers, antivirus \
+                quarantine). The damaged backup is deleted by retention like any other; take a new backup \
+                now if it was the newest one.",
+        }
+    }
+}
+
+impl std::fmt::Display for DamagedBackup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "backup {} is damaged: {}", self.id, self.problem)
+    }
+}
+
+/// Keyless checks that succeeded, remembered for [`CheckMemo::VALID_SECS`]:
+/// a retention run reads a backup only when the memo has no fresh,
+/// matching (same id, same manifest SHA-256) success for it. Clones share
+/// one memo.
+#[derive(Clone, Debug, Default)]
+pub struct CheckMemo(Arc<Mutex<Checks>>);
+
+/// Backup id → (archive SHA-256 found, when it was checked).
+type Checks = HashMap<String, ([u8; 32], i64)>;
+
+impl CheckMemo {
+    /// How long a successful check is trusted (a day), after which a backup
+    /// retention relies on is read again.
+    pub const VALID_SECS: i64 = 24 * 3600;
+
+    fn map(&self) -> std::sync::MutexGuard<'_, Checks> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `backup` was checked and found intact within the last
+    /// [`VALID_SECS`](Self::VALID_SECS) before `now`.
+    pub fn is_fresh(&self, backup: &BackupInfo, now: i64) -> bool {
+        let Some(manifest) = &backup.manifest else {
+            return false;
+        };
+        self.map().get(backup.id.as_str()).is_some_and(|(sha, at)| {
+            *sha == manifest.archive_sha256 && now.saturating_sub(*at) < Self::VALID_SECS && *at <= now
+        })
+    }
+
+    /// Remembers a successful check made at `now`.
+    pub fn remember(&self, report: &CheckReport, now: i64) {
+        self.map().insert(report.id.to_string(), (report.archive_sha256, now));
+    }
 }
 
 /// The sink sources write to: feeds the encoder and moves its output to the
@@ -115,18 +198,41 @@ impl EntrySink for ArchiveSink {
     }
 }
 
+/// Checks what a job writes into the archive header and the manifest,
+/// before anything is written: the producer version is a version
+/// (`MAJOR.MINOR[.BUILD[.REVISION]]`, so the version rule can read it back)
+/// and every recorded value is one printable line.
+pub fn check_spec(spec: &JobSpec) -> Result<()> {
+    let invalid = |setting: &'static str| {
+        move |e: ibs_recovery::RecoveryError| ControllerError::InvalidSetting {
+            setting,
+            reason: e.to_string(),
+        }
+    };
+    ibs_recovery::layout::check_manifest_value("producer version", &spec.producer_version)
+        .map_err(invalid("producer version"))?;
+    spec.producer_version
+        .parse::<ibs_recovery::Version>()
+        .map_err(invalid("producer version"))?;
+    ibs_recovery::layout::check_manifest_value("fqdn", spec.instance.fqdn()).map_err(invalid("fqdn"))?;
+    ibs_recovery::layout::check_manifest_value("region", spec.instance.region()).map_err(invalid("region"))?;
+    Ok(())
+}
+
 /// Writes one backup, committed last: the archive is uploaded under a
 /// temporary name and committed, then the manifest is put with
-/// `CreateNew`. Only then does the backup list as complete.
+/// `CreateNew`. Only then does the backup list as complete — and the job
+/// makes sure it does: it reads the backup back through the catalogue
+/// (manifest, archive header and footer; no key) and fails unless it lists
+/// as complete. Every value that goes into the header or the manifest is
+/// checked ([`check_spec`]) before anything is written.
 pub async fn write_backup(
     spec: &JobSpec,
     sources: &[Arc<dyn BackupSource>],
     now: i64,
     progress: Option<ibs_archive::ProgressFn>,
 ) -> Result<JobSummary> {
-    let id = BackupId::generate(now)?;
-    let paths = BackupPaths::new(&spec.instance, &id)?;
-    spec.target.create_dir_all(&paths.folder).await?;
+    check_spec(spec)?;
     let mut options = WriterOptions::default()
         .created(now)
         .producer_version(spec.producer_version.clone())
@@ -138,6 +244,17 @@ pub async fn write_backup(
     }
     let enc = ArchiveEncoder::new(&[&spec.certificate], options)?;
     let archive_id = enc.header().fields().archive_id;
+    // The id orders after every backup of the same second already there.
+    let existing: Vec<BackupId> = spec
+        .target
+        .list_all(&spec.instance.backup_root())
+        .await?
+        .iter()
+        .filter_map(|o| o.path.parent()?.name()?.parse().ok())
+        .collect();
+    let id = BackupId::next(now, &existing)?;
+    let paths = BackupPaths::new(&spec.instance, &id)?;
+    spec.target.create_dir_all(&paths.folder).await?;
     let mut upload = spec.target.put(&paths.archive, CommitMode::CreateNew).await?;
     // The upload runs as its own task fed by a bounded queue (memory stays
     // bounded: UPLOAD_QUEUE pieces of at most a frame each).
@@ -179,12 +296,29 @@ pub async fn write_backup(
             spec.target
                 .put_bytes(&paths.manifest, Bytes::from(manifest.encode()), CommitMode::CreateNew)
                 .await?;
+            // Read it back as `list` would: "complete" must mean it lists as complete.
+            let listed = ibs_recovery::catalogue_backup(&spec.target, &spec.instance, &id)
+                .await
+                .map_err(|source| ControllerError::Unconfirmed {
+                    id: id.to_string(),
+                    source,
+                })?;
+            if listed.state != RecoveryState::Complete {
+                return Err(ControllerError::NotComplete {
+                    id: id.to_string(),
+                    state: listed.state.to_string(),
+                    problem: listed.problem.unwrap_or_default(),
+                });
+            }
             return Ok(JobSummary {
                 id,
                 data_bytes,
                 archive_bytes: written,
                 entries,
+                attempts: 1,
                 deleted: Vec::new(),
+                damaged: Vec::new(),
+                unrecognised: Vec::new(),
             });
         }
     };
@@ -221,8 +355,9 @@ async fn capture(
     Ok((bytes_in, entries_done))
 }
 
-/// The retention view of a catalogue.
-pub fn records(catalogue: &Catalogue) -> Vec<BackupRecord> {
+/// The retention view of a catalogue: complete backups with a fresh
+/// successful check in `checks` are [`BackupState::Checked`].
+pub fn records(catalogue: &Catalogue, checks: &CheckMemo, now: i64) -> Vec<BackupRecord> {
     catalogue
         .backups
         .iter()
@@ -232,6 +367,7 @@ pub fn records(catalogue: &Catalogue) -> Vec<BackupRecord> {
             created: b.created,
             size: b.size,
             state: match b.state {
+                RecoveryState::Complete if checks.is_fresh(b, now) => BackupState::Checked,
                 RecoveryState::Complete => BackupState::Complete,
                 RecoveryState::Incomplete => BackupState::Incomplete,
                 RecoveryState::Damaged => BackupState::Unreadable,
@@ -240,14 +376,40 @@ pub fn records(catalogue: &Catalogue) -> Vec<BackupRecord> {
         .collect()
 }
 
+/// A retention plan, and what was learnt making it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// What to delete and why; its warnings include every object in the
+    /// backup folder that ibs did not write ([`Warning::Unrecognised`]).
+    pub plan: Plan,
+    /// Backups read whole and found intact while planning.
+    pub checked: Vec<CheckReport>,
+    /// Backups read whole and found damaged while planning.
+    pub damaged: Vec<DamagedBackup>,
+}
+
 /// Plans retention at the location; `next_backup_bytes` asks for room for one more.
+///
+/// Whenever the plan would delete a complete backup while the newest
+/// complete one (the one it keeps in their place) has not been checked, that
+/// one is checked first — its whole archive read and compared with its
+/// manifest, no key needed — and the plan is made again: with it
+/// [checked](BackupState::Checked), or, when it is damaged, with it
+/// [unreadable](BackupState::Unreadable) (reported in
+/// [`Retention::damaged`]) and the next newest protected instead. So the
+/// location never loses its last intact backup to a damaged newer one, at
+/// the cost of one archive read per run in the common case (none when
+/// nothing complete is to be deleted or `checks` remembers a fresh check).
+/// A target that fails during a check fails the plan: nothing is deleted on
+/// a guess.
 pub async fn plan_retention(
     target: &Arc<dyn StorageTarget>,
     instance: &InstanceLayout,
     policy: &Policy,
     now: i64,
     next_backup_bytes: Option<u64>,
-) -> Result<Plan> {
+    checks: &CheckMemo,
+) -> Result<Retention> {
     let catalogue = ibs_recovery::catalogue(target, instance).await?;
     let capacity = match target.capacity().await {
         Ok(c) => CapacityFacts {
@@ -258,22 +420,70 @@ pub async fn plan_retention(
         Err(e) if e.kind() == ErrorKind::Other => CapacityFacts::unknown(),
         Err(e) => return Err(e.into()),
     };
-    Ok(ibs_retention::plan(
-        &records(&catalogue),
-        now,
-        policy,
-        instance,
-        &capacity,
-    ))
+    let mut records = records(&catalogue, checks, now);
+    let mut out = Retention::default();
+    // Each round turns one unchecked complete backup into checked or
+    // unreadable, so this settles within one round per backup.
+    for _ in 0..=records.len() {
+        let mut plan = ibs_retention::plan(&records, now, policy, instance, &capacity);
+        let Some(id) = plan.check_first.take() else {
+            plan.warnings.extend(
+                catalogue
+                    .unrecognised
+                    .iter()
+                    .map(|path| Warning::Unrecognised { path: path.clone() }),
+            );
+            out.plan = plan;
+            return Ok(out);
+        };
+        let (Some(info), Some(record)) = (catalogue.get(&id), records.iter_mut().find(|r| r.id == id)) else {
+            break;
+        };
+        match ibs_recovery::check_integrity(target, info).await {
+            Ok(report) => {
+                checks.remember(&report, now);
+                record.state = BackupState::Checked;
+                out.checked.push(report);
+            }
+            Err(e) if e.is_damage() => {
+                record.state = BackupState::Unreadable;
+                out.damaged.push(DamagedBackup {
+                    id,
+                    problem: e.to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ControllerError::Source {
+        source_name: "retention".into(),
+        reason: "the retention plan did not settle; nothing was deleted".into(),
+    })
 }
 
-/// Carries out a plan: deletes each backup's objects, then its folder.
-pub async fn apply(target: &Arc<dyn StorageTarget>, plan: &Plan) -> Result<Vec<String>> {
+/// Carries out a plan, deleting only what ibs wrote. For each backup: its
+/// manifest first (the commit marker: a deletion cut short leaves an
+/// incomplete backup, which is garbage, never one that looks complete and
+/// is not), then its archive and its own uncommitted uploads, then its
+/// folder — only if nothing else is left in it. Objects ibs did not write
+/// stay, with their folder (the catalogue lists them as unrecognised).
+/// Returns the deletions carried out, in order.
+pub async fn apply(target: &Arc<dyn StorageTarget>, plan: &Plan) -> Result<Vec<Deletion>> {
     let mut deleted = Vec::with_capacity(plan.deletions.len());
     for d in &plan.deletions {
-        target.delete_prefix(&d.path).await?;
-        target.delete_dir(&d.path).await?;
-        deleted.push(d.id.clone());
+        let objects = target.list_all(&d.path).await?;
+        let mut ours: Vec<_> = objects
+            .iter()
+            .filter(|o| o.path.parent().as_ref() == Some(&d.path) && o.path.name().is_some_and(is_our_name))
+            .collect();
+        ours.sort_by_key(|o| o.path.name() != Some(MANIFEST_NAME));
+        for object in &ours {
+            target.delete(&object.path).await?;
+        }
+        if ours.len() == objects.len() {
+            target.delete_dir(&d.path).await?;
+        }
+        deleted.push(d.clone());
     }
     Ok(deleted)
 }

@@ -28,5 +28,5 @@ pub use controller::{
     Controller, JobOutcome, JobRecord, Settings, Trigger, open_target, run_job, run_job_with_progress, validate,
 };
 pub use error::{ControllerError, Result};
-pub use job::{JobSpec, JobSummary};
+pub use job::{CheckMemo, DamagedBackup, JobSpec, JobSummary, Retention};
 pub use source::{BackupSource, DirectorySource, EntrySink};

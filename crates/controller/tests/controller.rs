@@ -80,6 +80,7 @@ fn spec(target: Arc<dyn StorageTarget>, cert: &Certificate) -> JobSpec {
         certificate: cert.clone(),
         producer_version: "1.2408.0".into(),
         policy: Policy::default(),
+        checks: Default::default(),
     }
 }
 
@@ -121,6 +122,12 @@ async fn a_job_failing_at_any_storage_call_leaves_no_false_backup_and_no_damage(
             let complete = complete_and_sound(&target).await;
             match result {
                 Ok(_) => assert_eq!(complete, 2, "call {n}: success must be complete"),
+                // Committed, but the read-back that confirms it failed: a
+                // true backup, reported as unconfirmed (never a false one).
+                Err(e @ ControllerError::Unconfirmed { .. }) => {
+                    assert_eq!(complete, 2, "call {n} ({kind:?}): {e}");
+                    assert_eq!(e.kind(), kind, "call {n}: the failure keeps its class: {e}");
+                }
                 Err(e) => {
                     assert_eq!(complete, 1, "call {n} ({kind:?}): {e}");
                     assert_eq!(e.kind(), kind, "call {n}: the failure keeps its class: {e}");

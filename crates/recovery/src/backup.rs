@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use ibs_archive::{ArchiveReader, Entry, ProgressFn, VerifyReport};
+use ibs_archive::{ArchiveReader, Entry, ProgressFn};
 use ibs_envelope::Identity;
 use ibs_storage::{InstanceLayout, StorageTarget};
 use tokio::io::AsyncWriteExt;
 
-use crate::catalogue::{BackupInfo, BackupState, Catalogue, catalogue, check_integrity};
+use crate::catalogue::{BackupInfo, BackupState, Catalogue, CheckReport, catalogue, check_integrity};
 use crate::target::TargetObject;
 use crate::version::{Version, VersionRule};
 use crate::{RecoveryError, Result};
@@ -19,9 +19,15 @@ use crate::{RecoveryError, Result};
 /// Which backup to restore.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Choice {
-    /// The newest complete backup the version rule allows.
+    /// The newest complete backup the version rule allows (what a restore
+    /// takes by default; [`Recovery::skipped_newer`] says which newer ones
+    /// were passed over and why).
     #[default]
     Newest,
+    /// The newest backup at the location, whatever its state: refused, with
+    /// its id and problem, when it cannot be restored — never an older one
+    /// instead (what `verify` checks by default).
+    Latest,
     /// This backup id.
     Id(String),
 }
@@ -119,7 +125,28 @@ impl Recovery {
                 }
                 Err(RecoveryError::NoRestorable { location, reasons })
             }
+            Choice::Latest => {
+                let b = catalogue.backups.last().ok_or(RecoveryError::NoBackups { location })?;
+                self.restorable(b)?;
+                Ok(b)
+            }
         }
+    }
+
+    /// Every backup in `catalogue` newer than `chosen`, newest first, with
+    /// why it cannot be restored: what [`Choice::Newest`] passed over.
+    pub fn skipped_newer<'c>(
+        &self,
+        catalogue: &'c Catalogue,
+        chosen: &BackupInfo,
+    ) -> Vec<(&'c BackupInfo, RecoveryError)> {
+        catalogue
+            .backups
+            .iter()
+            .rev()
+            .take_while(|b| b.id != chosen.id)
+            .filter_map(|b| self.restorable(b).err().map(|e| (b, e)))
+            .collect()
     }
 
     /// Opens a backup with whichever of `identities` it is encrypted to. When
@@ -136,6 +163,7 @@ impl Recovery {
             })?;
         Ok(Backup {
             info: backup.clone(),
+            target: Arc::clone(&self.target),
             reader,
         })
     }
@@ -147,8 +175,9 @@ impl Recovery {
         self.open(backup, identities).await
     }
 
-    /// Checks a backup's archive against its manifest's SHA-256 (no key; reads every byte).
-    pub async fn check_integrity(&self, backup: &BackupInfo) -> Result<()> {
+    /// Checks a backup's archive against its manifest's size and SHA-256 (no
+    /// key; reads every byte). See [`check_integrity`](crate::check_integrity).
+    pub async fn check_integrity(&self, backup: &BackupInfo) -> Result<CheckReport> {
         check_integrity(&self.target, backup).await
     }
 }
@@ -199,7 +228,34 @@ pub struct RestoreReport {
 #[derive(Debug)]
 pub struct Backup {
     info: BackupInfo,
+    target: Arc<dyn StorageTarget>,
     reader: ArchiveReader<TargetObject>,
+}
+
+/// What [`Backup::verify`] checked, all of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The keyless check: the whole archive read, its size and SHA-256 equal
+    /// to the manifest's.
+    pub check: CheckReport,
+    /// Data frames authenticated and decompressed.
+    pub frames: u64,
+    /// Entries whose SHA-256 matched.
+    pub entries: u64,
+    /// Plaintext bytes checked.
+    pub data_len: u64,
+}
+
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the {} archive bytes match the manifest's size and SHA-256; the header, index and footer \
+             authenticate with the key; {} data frames authenticate and decompress; {} entries ({} bytes \
+             of data) match their SHA-256",
+            self.check.archive_bytes, self.frames, self.entries, self.data_len
+        )
+    }
 }
 
 impl Backup {
@@ -236,10 +292,20 @@ impl Backup {
         }
     }
 
-    /// Authenticates every frame and checks every entry's SHA-256, streaming;
-    /// no plaintext is written anywhere.
+    /// Verifies the whole backup, streaming, writing no plaintext anywhere:
+    /// the archive against its manifest (size and SHA-256, as
+    /// [`check_integrity`](crate::check_integrity)), then with the key every
+    /// frame's tag and every entry's SHA-256 (the header, index and footer
+    /// were authenticated when it was opened). The report says all of it.
     pub async fn verify(&self, progress: Option<&ProgressFn>) -> Result<VerifyReport> {
-        self.reader.verify(progress).await.map_err(|e| self.archive_error(e))
+        let check = check_integrity(&self.target, &self.info).await?;
+        let r = self.reader.verify(progress).await.map_err(|e| self.archive_error(e))?;
+        Ok(VerifyReport {
+            check,
+            frames: r.frames,
+            entries: r.entries,
+            data_len: r.data_len,
+        })
     }
 
     /// Streams one entry (range reads of its frames only; checked against its SHA-256).

@@ -9,7 +9,7 @@ use ibs_envelope::Thumbprint;
 use ibs_storage::{InstanceLayout, ObjectMeta, ObjectPath, StorageTarget, StorageTargetExt};
 use sha2::{Digest, Sha256};
 
-use crate::layout::{ARCHIVE_NAME, BackupId, BackupPaths, MANIFEST_NAME, MAX_MANIFEST_LEN, Manifest};
+use crate::layout::{ARCHIVE_NAME, BackupId, BackupPaths, MANIFEST_NAME, MAX_MANIFEST_LEN, Manifest, hex, is_our_name};
 use crate::target::TargetObject;
 use crate::{RecoveryError, Result};
 
@@ -44,7 +44,8 @@ pub struct BackupInfo {
     pub paths: BackupPaths,
     /// Creation time, Unix seconds (from the manifest, else from the id).
     pub created: i64,
-    /// Bytes it occupies on the target (every object in its folder).
+    /// Bytes its objects occupy on the target (archive, manifest, and
+    /// uncommitted uploads of either; not objects ibs did not write).
     pub size: u64,
     /// Version of the system that made it (from the manifest).
     pub producer_version: Option<String>,
@@ -65,7 +66,10 @@ pub struct BackupInfo {
 pub struct Catalogue {
     /// Backups, oldest first.
     pub backups: Vec<BackupInfo>,
-    /// Objects under the backup folder that are not backups of ours (left alone).
+    /// Objects under the backup folder that ibs did not write: outside any
+    /// backup folder, in a folder whose name is not a backup id, or beside a
+    /// backup's own files. Retention never deletes them (nor the folder
+    /// holding them); `list` and `prune` report them.
     pub unrecognised: Vec<ObjectPath>,
 }
 
@@ -91,8 +95,10 @@ pub async fn catalogue(target: &Arc<dyn StorageTarget>, instance: &InstanceLayou
     let mut unrecognised = Vec::new();
     for meta in objects {
         let rel: Vec<&str> = meta.path.segments().skip(root.segments().count()).collect();
-        match rel.first().map(|f| f.parse::<BackupId>()) {
-            Some(Ok(id)) if rel.len() >= 2 => folders.entry(id).or_default().push(meta),
+        match (rel.first().map(|f| f.parse::<BackupId>()), rel.get(1)) {
+            (Some(Ok(id)), Some(name)) if rel.len() == 2 && is_our_name(name) => {
+                folders.entry(id).or_default().push(meta)
+            }
             _ => unrecognised.push(meta.path.clone()),
         }
     }
@@ -102,6 +108,23 @@ pub async fn catalogue(target: &Arc<dyn StorageTarget>, instance: &InstanceLayou
     }
     backups.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
     Ok(Catalogue { backups, unrecognised })
+}
+
+/// Catalogues one backup, `id` (the same classification as [`catalogue`]):
+/// what a job uses to read back a backup it has just committed.
+pub async fn catalogue_backup(
+    target: &Arc<dyn StorageTarget>,
+    instance: &InstanceLayout,
+    id: &BackupId,
+) -> Result<BackupInfo> {
+    let paths = BackupPaths::new(instance, id)?;
+    let objects: Vec<ObjectMeta> = target
+        .list_all(&paths.folder)
+        .await?
+        .into_iter()
+        .filter(|o| o.path.parent().as_ref() == Some(&paths.folder) && o.path.name().is_some_and(is_our_name))
+        .collect();
+    classify(target, instance, id.clone(), &objects).await
 }
 
 async fn classify(
@@ -192,14 +215,49 @@ async fn classify(
     Ok(info)
 }
 
-/// Reads a complete backup's whole archive and checks it against the SHA-256
-/// in its manifest: an integrity check that needs no key (but reads every byte).
-pub async fn check_integrity(target: &Arc<dyn StorageTarget>, backup: &BackupInfo) -> Result<()> {
-    let manifest = backup.manifest.as_ref().ok_or_else(|| RecoveryError::NotRestorable {
-        id: backup.id.to_string(),
-        state: "incomplete",
-        problem: "no manifest to check against".into(),
-    })?;
+/// What a keyless check of a backup found: its whole archive read and
+/// compared with its manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckReport {
+    /// The backup.
+    pub id: BackupId,
+    /// Archive bytes read (equal to the manifest's `archive-size`).
+    pub archive_bytes: u64,
+    /// The archive's SHA-256 (equal to the manifest's `archive-sha256`).
+    pub archive_sha256: [u8; 32],
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "archive of {} bytes read whole; size and SHA-256 {} match the manifest",
+            self.archive_bytes,
+            hex(&self.archive_sha256)
+        )
+    }
+}
+
+/// Checks a backup without any key: reads its whole archive and compares its
+/// size and SHA-256 with the manifest's (on top of what the catalogue
+/// checked: manifest, archive header and footer). A backup that is not
+/// complete, or whose archive differs, is an error
+/// ([`RecoveryError::is_damage`] tells damage from a failure of the target).
+pub async fn check_integrity(target: &Arc<dyn StorageTarget>, backup: &BackupInfo) -> Result<CheckReport> {
+    let manifest = match (&backup.manifest, backup.state) {
+        (Some(m), BackupState::Complete) => m,
+        (_, state) => {
+            return Err(RecoveryError::NotRestorable {
+                id: backup.id.to_string(),
+                state: if state == BackupState::Incomplete {
+                    "incomplete"
+                } else {
+                    "damaged"
+                },
+                problem: backup.problem.clone().unwrap_or_default(),
+            });
+        }
+    };
     const STEP: u64 = 8 << 20;
     let mut hasher = Sha256::new();
     let mut at = 0;
@@ -208,11 +266,18 @@ pub async fn check_integrity(target: &Arc<dyn StorageTarget>, backup: &BackupInf
         hasher.update(target.read_range(&backup.paths.archive, at..end).await?);
         at = end;
     }
-    if <[u8; 32]>::from(hasher.finalize()) == manifest.archive_sha256 {
-        Ok(())
+    let sha256 = <[u8; 32]>::from(hasher.finalize());
+    if sha256 == manifest.archive_sha256 {
+        Ok(CheckReport {
+            id: backup.id.clone(),
+            archive_bytes: at,
+            archive_sha256: sha256,
+        })
     } else {
         Err(RecoveryError::IntegrityMismatch {
             id: backup.id.to_string(),
+            found: hex(&sha256),
+            expected: hex(&manifest.archive_sha256),
         })
     }
 }

@@ -97,10 +97,16 @@ pub enum RecoveryError {
         source: std::io::Error,
     },
     /// The archive's bytes do not match the SHA-256 in its manifest.
-    #[error("backup {id}: the archive's SHA-256 does not match its manifest (damaged on the share)")]
+    #[error(
+        "backup {id} is damaged: its archive's SHA-256 is {found}, its manifest says {expected} (changed on the share after it was written)"
+    )]
     IntegrityMismatch {
         /// The backup.
         id: String,
+        /// The SHA-256 of the archive as read (hex).
+        found: String,
+        /// The SHA-256 its manifest records (hex).
+        expected: String,
     },
     /// The caller asked for something impossible; the message says what.
     #[error("{0}")]
@@ -108,6 +114,21 @@ pub enum RecoveryError {
 }
 
 impl RecoveryError {
+    /// Whether this says the backup itself is damaged or incomplete (as
+    /// opposed to the target failing, or the caller asking for something
+    /// impossible): the backup's bytes, manifest or structure are not what
+    /// they should be.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            RecoveryError::IntegrityMismatch { .. } | RecoveryError::NotRestorable { .. } => true,
+            RecoveryError::Archive { source, .. } => matches!(
+                source.kind(),
+                ibs_archive::ErrorKind::Malformed | ibs_archive::ErrorKind::Damaged
+            ),
+            _ => false,
+        }
+    }
+
     /// The storage failure class, when the storage target is what failed
     /// (directly, or underneath an archive read).
     pub fn storage_kind(&self) -> Option<StorageKind> {

@@ -34,28 +34,54 @@ pub const MANIFEST_MAGIC: &str = "ibs-backup-manifest 1";
 /// Largest manifest a reader accepts.
 pub const MAX_MANIFEST_LEN: u64 = 64 << 10;
 
-/// A backup's id: its UTC creation time and 32 random bits,
-/// `YYYYMMDDTHHMMSSZ-xxxxxxxx`. Ids sort in time order.
+/// A backup's id: its UTC creation time, a sequence number within that
+/// second and 24 random bits, `YYYYMMDDTHHMMSSZ-ssxxxxxx` (`ss`: two hex
+/// digits, `xxxxxx`: six). Ids sort in creation order, also within one
+/// second: [`BackupId::next`] gives a backup the next sequence number after
+/// the ids already at the location for the same second. (Ids written before
+/// the sequence existed have eight random hex digits in its place; they
+/// parse the same, and order arbitrarily only against ids of the very same
+/// second.)
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackupId(String);
 
 impl BackupId {
-    /// A fresh id for a backup created at `unix_seconds`.
+    /// A fresh id for a backup created at `unix_seconds`, with sequence
+    /// number 0 (see [`BackupId::next`] to order it after existing ones).
     pub fn generate(unix_seconds: i64) -> Result<Self> {
+        Self::next(unix_seconds, std::iter::empty())
+    }
+
+    /// A fresh id for a backup created at `unix_seconds` that sorts after
+    /// every id in `existing` of the same second (the ids already at the
+    /// location). At most 256 backups a second.
+    pub fn next<'a>(unix_seconds: i64, existing: impl IntoIterator<Item = &'a BackupId>) -> Result<Self> {
         let mut r = [0u8; 4];
         getrandom::fill(&mut r).map_err(|e| RecoveryError::Usage(format!("random generator failed: {e}")))?;
         let t = OffsetDateTime::from_unix_timestamp(unix_seconds)
             .map_err(|_| RecoveryError::Usage(format!("time {unix_seconds} out of range")))?;
-        Ok(BackupId(format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{:08x}",
+        let second = format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}Z-",
             t.year(),
             u8::from(t.month()),
             t.day(),
             t.hour(),
             t.minute(),
             t.second(),
-            u32::from_be_bytes(r)
-        )))
+        );
+        let taken = existing
+            .into_iter()
+            .filter_map(|id| id.0.strip_prefix(&second))
+            .filter_map(|rest| u8::from_str_radix(rest.get(..2)?, 16).ok())
+            .max();
+        let sequence = match taken {
+            None => 0,
+            Some(n) => n.checked_add(1).ok_or_else(|| {
+                RecoveryError::Usage(format!("256 backups already carry the time {second}; wait a second"))
+            })?,
+        };
+        let random = u32::from_be_bytes(r) & 0x00ff_ffff;
+        Ok(BackupId(format!("{second}{sequence:02x}{random:06x}")))
     }
 
     /// The id as text.
@@ -96,7 +122,7 @@ impl FromStr for BackupId {
             Ok(id)
         } else {
             Err(RecoveryError::Usage(format!(
-                "{s:?} is not a backup id (expected YYYYMMDDTHHMMSSZ-xxxxxxxx)"
+                "{s:?} is not a backup id (expected YYYYMMDDTHHMMSSZ- and 8 hex digits)"
             )))
         }
     }
@@ -112,6 +138,22 @@ impl fmt::Debug for BackupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "BackupId({})", self.0)
     }
+}
+
+/// Whether `name`, inside a backup folder, is a file ibs writes there: the
+/// archive, the manifest, or an uncommitted upload of either (its
+/// [partial name](ibs_storage::partial_path)). Anything else in a backup
+/// folder was put there by someone else and is never deleted by retention.
+pub fn is_our_name(name: &str) -> bool {
+    if name == ARCHIVE_NAME || name == MANIFEST_NAME {
+        return true;
+    }
+    [ARCHIVE_NAME, MANIFEST_NAME].iter().any(|own| {
+        name.strip_prefix('.')
+            .and_then(|n| n.strip_prefix(own))
+            .and_then(|n| n.strip_prefix(ibs_storage::PARTIAL_MARKER))
+            .is_some_and(|tag| tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
 }
 
 /// The paths of one backup.
@@ -264,6 +306,30 @@ impl Manifest {
             region,
             recipients,
         })
+    }
+}
+
+/// Checks a text value before it goes into a manifest (and the archive
+/// header beside it): one line, no control characters, no leading or
+/// trailing space, at most 256 bytes — what [`Manifest::parse`] reads back
+/// unchanged. A writer checks every value before it writes anything, so a
+/// committed backup never fails to list for a bad label.
+pub fn check_manifest_value(field: &str, value: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(RecoveryError::Usage(format!(
+            "{field} {value:?} cannot be recorded: {why}"
+        )))
+    };
+    if value.is_empty() {
+        bad("it is empty")
+    } else if value.len() > 256 {
+        bad("it is longer than 256 bytes")
+    } else if value.chars().any(char::is_control) {
+        bad("it contains a line break or another control character")
+    } else if value.trim() != value {
+        bad("it starts or ends with white space")
+    } else {
+        Ok(())
     }
 }
 

@@ -60,8 +60,8 @@ pub mod layout;
 mod target;
 pub mod version;
 
-pub use backup::{Backup, Choice, Recovery, RestoreOptions, RestoreReport};
-pub use catalogue::{BackupInfo, BackupState, Catalogue, catalogue, check_integrity};
+pub use backup::{Backup, Choice, Recovery, RestoreOptions, RestoreReport, VerifyReport};
+pub use catalogue::{BackupInfo, BackupState, Catalogue, CheckReport, catalogue, catalogue_backup, check_integrity};
 pub use error::{RecoveryError, Result};
 pub use target::TargetObject;
 pub use version::{Release, Version, VersionRule};
@@ -72,12 +72,12 @@ pub mod blocking {
     use std::path::Path;
     use std::sync::Arc;
 
-    use ibs_archive::{Entry, VerifyReport};
+    use ibs_archive::Entry;
     use ibs_envelope::Identity;
     use ibs_storage::{InstanceLayout, LocalTarget, StorageTarget};
     use tokio::runtime::Runtime;
 
-    use crate::{Catalogue, Choice, RecoveryError, RestoreOptions, RestoreReport, Result};
+    use crate::{Catalogue, Choice, RecoveryError, RestoreOptions, RestoreReport, Result, VerifyReport};
 
     /// [`crate::Recovery`] with blocking methods.
     #[derive(Debug)]

@@ -10,12 +10,23 @@
 //! The rules, each property-tested:
 //!
 //! 1. The newest complete backup is never deleted, whatever the policy or
-//!    capacity says.
+//!    capacity says; and no complete backup is deleted unless that newest one
+//!    has been [checked](BackupState::Checked) — its archive read and found to
+//!    match its manifest. A complete backup's manifest and archive header can
+//!    look right while its body is damaged; protecting an unchecked one could
+//!    delete every good backup and keep a bad one. So while the protected
+//!    backup is unchecked, the plan withholds every deletion of a complete
+//!    backup and names it in [`Plan::check_first`]: the caller checks it
+//!    (one archive read), records the result — [`BackupState::Checked`], or
+//!    [`BackupState::Unreadable`] when it is damaged — and plans again. The
+//!    newest backup is usually intact, so a prune costs one archive read, and
+//!    none when nothing complete would be deleted. With every plan followed
+//!    this way, a location that had an intact backup keeps one.
 //! 2. Incomplete backups older than the grace period are garbage and go first;
 //!    one younger than that may still be being written and is kept.
 //! 3. Backups older than the retention period are deleted; to free space,
-//!    unreadable backups go next, then complete backups oldest first, only as
-//!    many as needed.
+//!    unreadable backups go next, then complete backups older than the
+//!    protected one, oldest first, only as many as needed.
 //! 4. Only backups inside this instance's `MASBackup` folder can be in a plan:
 //!    OEM folders and other instances' folders are never candidates.
 //! 5. Order is by each backup's recorded creation time; a backup "from the
@@ -38,14 +49,23 @@
 //!     size: 20_000_000_000,
 //!     state,
 //! };
-//! let catalogue = [
+//! let mut catalogue = [
 //!     backup("old", 9, BackupState::Complete),
 //!     backup("crashed", 2, BackupState::Incomplete),
 //!     backup("recent", 1, BackupState::Complete),
 //! ];
 //! let p = plan(&catalogue, now, &Policy::default(), &layout, &CapacityFacts::unknown());
 //! let deleted: Vec<_> = p.deletions.iter().map(|d| (d.id.as_str(), d.reason)).collect();
+//! // "old" has expired, but goes only once "recent" is known to be intact:
+//! assert_eq!(deleted, [("crashed", Reason::IncompleteGarbage)]);
+//! assert_eq!(p.check_first.as_deref(), Some("recent"));
+//!
+//! // The caller read "recent"'s archive and it matched its manifest:
+//! catalogue[2].state = BackupState::Checked;
+//! let p = plan(&catalogue, now, &Policy::default(), &layout, &CapacityFacts::unknown());
+//! let deleted: Vec<_> = p.deletions.iter().map(|d| (d.id.as_str(), d.reason)).collect();
 //! assert_eq!(deleted, [("crashed", Reason::IncompleteGarbage), ("old", Reason::Expired)]);
+//! assert_eq!(p.check_first, None);
 //!
 //! // Sizing: 20 GB a backup, every 12 h, kept 7 days = 280 GB.
 //! assert_eq!(Policy::default().projected_need(20_000_000_000), 280_000_000_000);
@@ -173,12 +193,24 @@ impl Policy {
 /// What a catalogue says about a backup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackupState {
-    /// Committed, with its manifest.
+    /// Committed, with a manifest that agrees with the archive's size,
+    /// header and footer; the archive's body has not been read.
     Complete,
+    /// Complete, and its whole archive was read and matched the SHA-256 in
+    /// its manifest (a keyless check).
+    Checked,
     /// Never committed: crashed, or still being written.
     Incomplete,
-    /// Committed, but its manifest cannot be read.
+    /// Committed, but damaged: its manifest cannot be read, its archive is
+    /// missing or differs from the manifest, or a check found its body damaged.
     Unreadable,
+}
+
+impl BackupState {
+    /// Complete, checked or not.
+    pub fn is_complete(self) -> bool {
+        matches!(self, BackupState::Complete | BackupState::Checked)
+    }
 }
 
 /// One backup in the catalogue.
@@ -253,6 +285,12 @@ pub enum Warning {
         /// Its folder.
         path: ObjectPath,
     },
+    /// An object in the backup folder that ibs did not write: never deleted
+    /// (nor the folder holding it).
+    Unrecognised {
+        /// Where it is.
+        path: ObjectPath,
+    },
 }
 
 /// The next backup will not fit even after the plan runs.
@@ -277,6 +315,10 @@ pub struct Plan {
     pub shortfall: Option<Shortfall>,
     /// The backup protected as the newest complete one, if any.
     pub protected: Option<String>,
+    /// The protected backup, when it is not [checked](BackupState::Checked)
+    /// and the plan withheld deletions of complete backups until it is: check
+    /// it and plan again with the result (see the crate docs, rule 1).
+    pub check_first: Option<String>,
 }
 
 impl Plan {
@@ -317,13 +359,20 @@ pub fn plan(
             created: r.created,
         });
     }
-    let protected = present
-        .iter()
-        .rev()
-        .find(|r| r.state == BackupState::Complete)
-        .map(|r| r.id.clone());
+    let newest_complete = present.iter().rev().find(|r| r.state.is_complete());
+    let protected = newest_complete.map(|r| r.id.clone());
+    // Complete backups may go only once the one kept in their place is known to be intact.
+    let may_delete_complete = newest_complete.is_none_or(|r| r.state == BackupState::Checked);
     out.protected = protected.clone();
     let is_protected = |r: &BackupRecord| protected.as_deref() == Some(r.id.as_str());
+    // A complete backup the rules would delete, withheld until the protected one is checked.
+    let withhold = |out: &mut Plan, r: &BackupRecord| {
+        let wait = r.state.is_complete() && !may_delete_complete;
+        if wait {
+            out.check_first = protected.clone();
+        }
+        wait
+    };
 
     let mut deleted = std::collections::HashSet::new();
     let mut delete = |out: &mut Plan, r: &BackupRecord, reason: Reason| {
@@ -349,29 +398,25 @@ pub fn plan(
         .iter()
         .filter(|r| r.state != BackupState::Incomplete && !is_protected(r))
     {
-        if now.saturating_sub(r.created) > max_age {
+        if now.saturating_sub(r.created) > max_age && !withhold(&mut out, r) {
             delete(&mut out, r, Reason::Expired);
         }
     }
     // 3. Free space for the next backup: unreadable first, then complete, oldest first.
-    let needed = capacity.next_backup_bytes.or_else(|| {
-        present
-            .iter()
-            .rev()
-            .find(|r| r.state == BackupState::Complete)
-            .map(|r| r.size)
-    });
+    let needed = capacity.next_backup_bytes.or(newest_complete.map(|r| r.size));
     if let (Some(free), Some(needed)) = (capacity.free_bytes, needed) {
-        let candidates = present.iter().filter(|r| r.state == BackupState::Unreadable).chain(
-            present
-                .iter()
-                .filter(|r| r.state == BackupState::Complete && !is_protected(r)),
-        );
+        // Complete candidates are older than the protected backup (it is the newest complete one).
+        let candidates = present
+            .iter()
+            .filter(|r| r.state == BackupState::Unreadable)
+            .chain(present.iter().filter(|r| r.state.is_complete() && !is_protected(r)));
         for r in candidates {
             if free.saturating_add(out.freed_bytes()) >= needed {
                 break;
             }
-            delete(&mut out, r, Reason::FreeSpace);
+            if !withhold(&mut out, r) {
+                delete(&mut out, r, Reason::FreeSpace);
+            }
         }
         let available = free.saturating_add(out.freed_bytes());
         if available < needed {

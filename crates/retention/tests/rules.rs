@@ -30,7 +30,7 @@ fn ids(p: &Plan) -> Vec<(&str, Reason)> {
     p.deletions.iter().map(|d| (d.id.as_str(), d.reason)).collect()
 }
 
-use BackupState::{Complete as C, Incomplete as I, Unreadable as U};
+use BackupState::{Checked as K, Complete as C, Incomplete as I, Unreadable as U};
 
 #[test]
 fn policy_bounds_are_validated() {
@@ -92,7 +92,7 @@ fn table() {
             catalogue: vec![
                 rec("a", 30 * D, GB, C),
                 rec("b", 20 * D, GB, C),
-                rec("c", 10 * D, GB, C),
+                rec("c", 10 * D, GB, K),
             ],
             capacity: unknown,
             want: vec![("a", Reason::Expired), ("b", Reason::Expired)],
@@ -117,7 +117,7 @@ fn table() {
                 rec("c3", 4 * D, 10 * GB, C),
                 rec("u", 3 * D, 5 * GB, U),
                 rec("crash", 2 * D, 3 * GB, I),
-                rec("c4", D, 10 * GB, C),
+                rec("c4", D, 10 * GB, K),
             ],
             capacity: cap(5 * GB, Some(22 * GB)),
             want: vec![
@@ -129,17 +129,29 @@ fn table() {
         },
         Case {
             name: "the newest complete survives a shortfall",
-            catalogue: vec![rec("c1", 2 * D, 10 * GB, C), rec("c2", D, 10 * GB, C)],
+            catalogue: vec![rec("c1", 2 * D, 10 * GB, C), rec("c2", D, 10 * GB, K)],
             capacity: cap(GB, Some(100 * GB)),
             want: vec![("c1", Reason::FreeSpace)],
             shortfall: true,
         },
         Case {
             name: "next size defaults to the newest complete backup's",
-            catalogue: vec![rec("c1", 2 * D, 4 * GB, C), rec("c2", D, 8 * GB, C)],
+            catalogue: vec![rec("c1", 2 * D, 4 * GB, C), rec("c2", D, 8 * GB, K)],
             capacity: cap(5 * GB, None),
             want: vec![("c1", Reason::FreeSpace)],
             shortfall: false,
+        },
+        Case {
+            name: "an unchecked newest backup holds back every deletion of a complete backup",
+            catalogue: vec![
+                rec("a", 30 * D, GB, C),
+                rec("u", 20 * D, GB, U),
+                rec("crash", 13 * H, GB, I),
+                rec("c", 10 * D, GB, C),
+            ],
+            capacity: cap(0, Some(10 * GB)),
+            want: vec![("crash", Reason::IncompleteGarbage), ("u", Reason::Expired)],
+            shortfall: true,
         },
         Case {
             name: "a backup from the future is kept and does not push older ones out",
@@ -160,6 +172,46 @@ fn table() {
             p.shortfall
         );
     }
+}
+
+#[test]
+fn check_first_names_the_protected_backup_only_when_it_holds_something_back() {
+    let expired_behind_unchecked = [rec("old", 20 * D, GB, C), rec("new", D, GB, C)];
+    let p = plan(
+        &expired_behind_unchecked,
+        NOW,
+        &Policy::default(),
+        &layout(),
+        &CapacityFacts::unknown(),
+    );
+    assert!(p.deletions.is_empty(), "{p:?}");
+    assert_eq!(p.check_first.as_deref(), Some("new"));
+    assert_eq!(p.protected.as_deref(), Some("new"));
+
+    // Nothing complete would go: no check needed.
+    let fresh = [rec("a", 2 * D, GB, C), rec("b", D, GB, C), rec("crash", 2 * D, GB, I)];
+    let p = plan(&fresh, NOW, &Policy::default(), &layout(), &CapacityFacts::unknown());
+    assert_eq!(ids(&p), [("crash", Reason::IncompleteGarbage)]);
+    assert_eq!(p.check_first, None);
+
+    // Found damaged: the next newest is protected (and asked for in turn).
+    let damaged_newest = [
+        rec("a", 20 * D, GB, C),
+        rec("b", 19 * D, GB, C),
+        rec("c", 18 * D, GB, U),
+    ];
+    let p = plan(
+        &damaged_newest,
+        NOW,
+        &Policy::default(),
+        &layout(),
+        &CapacityFacts::unknown(),
+    );
+    assert_eq!(ids(&p), [("c", Reason::Expired)]);
+    assert_eq!(
+        (p.protected.as_deref(), p.check_first.as_deref()),
+        (Some("b"), Some("b"))
+    );
 }
 
 #[test]
@@ -234,7 +286,7 @@ fn arb_record(i: usize) -> impl Strategy<Value = BackupRecord> {
     (
         -3 * D..40 * D,
         1u64..50,
-        prop_oneof![4 => Just(C), 2 => Just(I), 1 => Just(U)],
+        prop_oneof![2 => Just(C), 2 => Just(K), 2 => Just(I), 1 => Just(U)],
         prop_oneof![8 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
     )
         .prop_map(move |(age, size_gb, state, owner)| {
@@ -286,7 +338,7 @@ proptest! {
         let p = plan(&cat, NOW, &policy, &layout(), &capacity);
         let newest = cat
             .iter()
-            .filter(|r| layout().owns(&r.path) && r.state == C && r.created <= NOW + skew(&policy))
+            .filter(|r| layout().owns(&r.path) && r.state.is_complete() && r.created <= NOW + skew(&policy))
             .max_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
         if let Some(newest) = newest {
             prop_assert!(p.deletions.iter().all(|d| d.id != newest.id), "deleted the newest complete {}", newest.id);
@@ -329,14 +381,14 @@ proptest! {
             prop_assert!(free + p.freed_bytes() - last.size < needed);
             // Oldest first among complete ones: every complete, non-protected, present
             // backup older than a freed complete one is deleted too.
-            for freed in for_space.iter().filter(|r| r.state == C) {
-                for r in cat.iter().filter(|r| layout().owns(&r.path) && r.state == C && r.created < freed.created) {
+            for freed in for_space.iter().filter(|r| r.state.is_complete()) {
+                for r in cat.iter().filter(|r| layout().owns(&r.path) && r.state.is_complete() && r.created < freed.created) {
                     prop_assert!(p.deletions.iter().any(|d| d.id == r.id), "{} kept while younger {} freed", r.id, freed.id);
                 }
             }
             // Unreadable before complete.
-            let first_complete = for_space.iter().position(|r| r.state == C).unwrap_or(for_space.len());
-            prop_assert!(for_space[first_complete..].iter().all(|r| r.state == C));
+            let first_complete = for_space.iter().position(|r| r.state.is_complete()).unwrap_or(for_space.len());
+            prop_assert!(for_space[first_complete..].iter().all(|r| r.state.is_complete()));
         }
         if let Some(s) = &p.shortfall {
             prop_assert!(s.available_after_plan < s.needed);
@@ -362,6 +414,67 @@ proptest! {
         // Expiry is measured from the recorded creation time.
         for d in p.deletions.iter().filter(|d| d.reason == Reason::Expired) {
             prop_assert!(NOW - cat.iter().find(|r| r.id == d.id).unwrap().created > i64::from(policy.retention_days()) * D);
+        }
+    }
+
+    #[test]
+    fn complete_backups_go_only_behind_a_checked_one(cat in arb_catalogue(), policy in arb_policy(), capacity in arb_capacity()) {
+        let p = plan(&cat, NOW, &policy, &layout(), &capacity);
+        let protected = p.protected.as_deref().and_then(|id| cat.iter().find(|r| r.id == id));
+        let deletes_complete = p.deletions.iter().any(|d| cat.iter().any(|r| r.id == d.id && r.state.is_complete()));
+        if deletes_complete {
+            prop_assert_eq!(protected.map(|r| r.state), Some(K));
+        }
+        if let Some(id) = &p.check_first {
+            prop_assert_eq!(Some(id.as_str()), p.protected.as_deref());
+            prop_assert_eq!(protected.map(|r| r.state), Some(C));
+        }
+    }
+
+    /// The whole rule, as a controller follows it: plan, check what the plan
+    /// asks for (here an oracle that knows which bodies are damaged), plan
+    /// again, delete. Whatever is damaged — body (only a check sees it),
+    /// header, manifest or missing archive (the catalogue sees those:
+    /// unreadable) — and whatever the capacity, a location that had an intact
+    /// backup keeps one, and nothing outside our folder is touched.
+    #[test]
+    fn a_location_with_an_intact_backup_keeps_one(
+        cat in arb_catalogue(),
+        damage in proptest::collection::vec(prop_oneof![3 => Just(None), 1 => Just(Some("body")), 1 => Just(Some("header")), 1 => Just(Some("manifest")), 1 => Just(Some("missing archive"))], 25),
+        policy in arb_policy(),
+        capacity in arb_capacity(),
+    ) {
+        // What is really there: complete ones may be damaged; what the catalogue shows.
+        let mut shown = cat.clone();
+        let mut intact = std::collections::BTreeSet::new();
+        for (r, d) in shown.iter_mut().zip(&damage) {
+            if !r.state.is_complete() {
+                continue;
+            }
+            match d {
+                None => {
+                    intact.insert(r.id.clone());
+                    r.state = C;
+                }
+                Some("body") => r.state = C,
+                Some(_) => r.state = U,
+            }
+        }
+        let mut checks = 0;
+        let p = loop {
+            let p = plan(&shown, NOW, &policy, &layout(), &capacity);
+            let Some(id) = p.check_first.clone() else { break p };
+            checks += 1;
+            prop_assert!(checks <= cat.len(), "no progress");
+            let r = shown.iter_mut().find(|r| r.id == id).unwrap();
+            r.state = if intact.contains(&id) { K } else { U };
+        };
+        let ours_intact = |id: &String| cat.iter().any(|r| &r.id == id && layout().owns(&r.path));
+        let had = intact.iter().filter(|id| ours_intact(id)).count();
+        let kept = intact.iter().filter(|id| ours_intact(id) && p.deletions.iter().all(|d| &d.id != *id)).count();
+        prop_assert!(had == 0 || kept >= 1, "had {had} intact, kept none: {:?}", p.deletions);
+        for d in &p.deletions {
+            prop_assert!(layout().owns(&d.path));
         }
     }
 }
