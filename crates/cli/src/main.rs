@@ -18,8 +18,9 @@
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, …). SMB credentials come from `--credentials-file` (smbclient's
 //! authentication-file format: `username = …`, `password = …`, `domain = …`) or
 //! the environment (`IBS_SMB_USERNAME`, `IBS_SMB_PASSWORD`, `IBS_SMB_DOMAIN`),
-//! never from the command line. Exit status: 0 success, 1 failure (the alert's
-//! text on stderr), 2 usage error.
+//! never from the command line: a `LOC` with `user@` or `user:password@` in it
+//! is refused (exit 2) and the message does not repeat them. Exit status: 0
+//! success, 1 failure (the alert's text on stderr), 2 usage error.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -170,9 +171,12 @@ fn credentials(a: &Args) -> Result<Option<SmbCredentials>, Failure> {
     }
 }
 
+/// The parsed `--location`. A malformed one is a usage error (exit 2); one
+/// with credentials in it (`smb://user:password@host/…`) is refused without
+/// repeating them (see [`Location::parse`]).
 fn location(a: &Args) -> Result<Location, Failure> {
     let loc = a.location.as_deref().ok_or_else(|| usage("--location is required"))?;
-    Ok(Location::parse(loc)?)
+    Location::parse(loc).map_err(|e| usage(e.to_string()))
 }
 
 fn instance(a: &Args) -> Result<InstanceLayout, Failure> {

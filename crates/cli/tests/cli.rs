@@ -394,6 +394,44 @@ fn smb_round_trip_and_every_failure_class_from_a_real_fault() {
     assert!(err.to_lowercase().contains("connect"), "{err}");
 }
 
+#[test]
+fn credentials_in_a_location_are_refused_without_repeating_them() {
+    let work = tempfile::tempdir().unwrap();
+    let creds = work.path().join("creds");
+    std::fs::write(&creds, "username = bob\npassword = other\n").unwrap();
+    for (args, loc) in [
+        (vec!["list"], "smb://alice:S3cret@127.0.0.1/share"),
+        (
+            vec!["list", "--credentials-file", s(&creds)],
+            "smb://alice:S3cret@127.0.0.1/share",
+        ),
+        (vec!["list"], r"\\alice:S3cret@127.0.0.1\share"),
+        (vec!["prune", "--dry-run"], "smb://alice@127.0.0.1/share"),
+        (vec!["list"], "az://S3cret@backups/x"),
+        (vec!["list"], "s3://alice:S3cret@bucket"),
+    ] {
+        let mut all = args.clone();
+        all.extend(["--location", loc]);
+        let out = ibs(&all);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(2), "ibs {all:?}: {stdout}{stderr}");
+        for secret in ["S3cret", "alice"] {
+            assert!(
+                !stdout.contains(secret) && !stderr.contains(secret),
+                "ibs {all:?} repeated {secret:?}: {stdout}{stderr}"
+            );
+        }
+        assert!(stderr.contains("credentials"), "{stderr}");
+        assert!(
+            stderr.contains("--credentials-file") && stderr.contains("IBS_SMB_"),
+            "{stderr}"
+        );
+    }
+}
+
 fn fails_backup(loc: &str, cer: &Path, creds: &Path) -> String {
     let sources = source_args();
     let mut args = vec![
