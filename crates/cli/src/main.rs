@@ -1,7 +1,8 @@
 //! `ibs`: the infrastructure backup command.
 //!
 //! ```text
-//! ibs keygen  --out DIR [--name NAME] [--bits 2048|3072|4096] [--password-file F] [--legacy-pfx]
+//! ibs keygen  --out DIR [--name NAME] [--bits 2048|3072|4096] [--password-file F [--allow-empty-password]]
+//!             [--legacy-pfx]
 //! ibs backup  --location LOC --cert FILE [--source NAME=DIR]... [--fqdn F] [--region R]
 //!             [--credentials-file F] [--producer-version V] [--keep-days N]
 //! ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
@@ -20,8 +21,18 @@
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, …). SMB credentials come from `--credentials-file` (smbclient's
 //! authentication-file format: `username = …`, `password = …`, `domain = …`) or
 //! the environment (`IBS_SMB_USERNAME`, `IBS_SMB_PASSWORD`, `IBS_SMB_DOMAIN`),
-//! never from the command line. Exit status: 0 success, 1 failure (the alert's
-//! text on stderr), 2 usage error.
+//! never from the command line: a `LOC` with `user@` or `user:password@` in it
+//! is refused (exit 2) and the message does not repeat them. Exit status: 0
+//! success, 1 failure (the alert's text on stderr), 2 usage error.
+//!
+//! `keygen` writes `NAME.cer`, `NAME.pfx` and, unless `--password-file` gives
+//! the password, a generated `NAME.password` (mode 0600), all inside `--out`.
+//! It checks every argument first and writes nothing when one is wrong: a
+//! `--name` that is not a plain file name (a path separator, `.`, `..` or a
+//! leading `..`, NUL, empty), `--bits` other than 2048/3072/4096, an empty
+//! password file (refused unless `--allow-empty-password` says an empty
+//! password is meant), or an output file that already exists (keys are never
+//! overwritten). If writing fails midway, the files this run wrote are removed.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -57,6 +68,7 @@ struct Args {
     name: Option<String>,
     bits: Option<usize>,
     password_file: Option<PathBuf>,
+    allow_empty_password: bool,
     legacy_pfx: bool,
     location: Option<String>,
     cert: Option<PathBuf>,
@@ -105,6 +117,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Args), Fai
             }
             Long("password-file") => a.password_file = Some(text(&mut p)?.into()),
             Long("legacy-pfx") => a.legacy_pfx = true,
+            Long("allow-empty-password") => a.allow_empty_password = true,
             Long("location") => a.location = Some(text(&mut p)?),
             Long("cert") => a.cert = Some(text(&mut p)?.into()),
             Long("source") if verb == "restore" => a.only.push(text(&mut p)?),
@@ -141,7 +154,8 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Args), Fai
 }
 
 const HELP: &str = "usage:
-  ibs keygen  --out DIR [--name NAME] [--bits 2048|3072|4096] [--password-file F] [--legacy-pfx]
+  ibs keygen  --out DIR [--name NAME] [--bits 2048|3072|4096] [--password-file F [--allow-empty-password]]
+              [--legacy-pfx]
   ibs backup  --location LOC --cert FILE [--source NAME=DIR]... [--fqdn F] [--region R]
               [--credentials-file F] [--producer-version V] [--keep-days N]
   ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
@@ -180,9 +194,12 @@ fn credentials(a: &Args) -> Result<Option<SmbCredentials>, Failure> {
     }
 }
 
+/// The parsed `--location`. A malformed one is a usage error (exit 2); one
+/// with credentials in it (`smb://user:password@host/…`) is refused without
+/// repeating them (see [`Location::parse`]).
 fn location(a: &Args) -> Result<Location, Failure> {
     let loc = a.location.as_deref().ok_or_else(|| usage("--location is required"))?;
-    Ok(Location::parse(loc)?)
+    Location::parse(loc).map_err(|e| usage(e.to_string()))
 }
 
 fn instance(a: &Args) -> Result<InstanceLayout, Failure> {
@@ -225,47 +242,157 @@ fn random_password() -> Result<String, Failure> {
         .collect())
 }
 
+/// Why a `--name` cannot name key files: it must stay one plain file name
+/// inside `--out`.
+fn bad_key_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if name == "." || name.starts_with("..") {
+        Some("is or starts with `..` / `.`")
+    } else if name.contains(['/', '\\']) {
+        Some("contains a path separator")
+    } else if name.chars().any(char::is_control) {
+        Some("contains NUL or a control character")
+    } else {
+        None
+    }
+}
+
+/// What one `ibs keygen` run has written so far: removed again if the run fails.
+#[derive(Default)]
+struct Written {
+    files: Vec<PathBuf>,
+    /// Folders this run created, deepest first.
+    dirs: Vec<PathBuf>,
+}
+
+impl Written {
+    /// Creates `dir` and any missing parents, remembering which were new.
+    fn create_dir_all(&mut self, dir: &std::path::Path) -> Result<(), Failure> {
+        let mut missing = Vec::new();
+        let mut at = Some(dir);
+        while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err()) {
+            missing.push(d.to_owned());
+            at = d.parent();
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Failure(format!("cannot create {}: {e}", dir.display()), false))?;
+        self.dirs = missing;
+        Ok(())
+    }
+
+    /// Removes what was written (files, then the folders if they are empty).
+    fn undo(&mut self) {
+        for f in self.files.drain(..) {
+            let _ = std::fs::remove_file(f);
+        }
+        for d in self.dirs.drain(..) {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// `ibs keygen`: checks every argument and that no output file exists before
+/// writing anything; never overwrites a key; on a failure after the first
+/// write, removes what this run wrote. An empty password file is refused
+/// unless `--allow-empty-password` says it is meant.
 fn keygen_cmd(a: &Args) -> Result<(), Failure> {
     let out = a.out.as_ref().ok_or_else(|| usage("--out DIR is required"))?;
     let name = a.name.as_deref().unwrap_or("backup-encryption");
-    std::fs::create_dir_all(out).map_err(|e| Failure(format!("cannot create {}: {e}", out.display()), false))?;
-    let (password, written_pw) = match &a.password_file {
-        Some(f) => (
-            Password::from_file_contents(
+    if let Some(why) = bad_key_name(name) {
+        return Err(usage(format!(
+            "--name {name:?} {why}: give a plain file name (the files are written as NAME.cer, NAME.pfx \
+             and NAME.password inside --out)"
+        )));
+    }
+    let key_size = match a.bits {
+        Some(bits) => keygen::KeySize::from_bits(bits).ok_or_else(|| usage("--bits takes 2048, 3072 or 4096"))?,
+        None => keygen::KeySize::default(),
+    };
+    if a.allow_empty_password && a.password_file.is_none() {
+        return Err(usage(
+            "--allow-empty-password only applies with --password-file (without one, a strong password is generated)",
+        ));
+    }
+    let given = match &a.password_file {
+        Some(f) => {
+            let password = Password::from_file_contents(
                 &std::fs::read(f).map_err(|e| Failure(format!("cannot read {}: {e}", f.display()), false))?,
-            )?,
-            None,
-        ),
-        None => {
-            // No password given: make a strong one and keep it beside the .pfx (mode 0600).
-            let pw = random_password()?;
-            let path = out.join(format!("{name}.password"));
-            write_private(&path, format!("{pw}\n").as_bytes())?;
-            (Password::new(pw), Some(path))
+            )?;
+            if password.expose().is_empty() && !a.allow_empty_password {
+                return Err(usage(format!(
+                    "the password file {} is empty (its first line is the password): the .pfx would be \
+                     protected by an empty password. Put a password in it, leave out --password-file to \
+                     have one generated, or add --allow-empty-password if an empty one is really meant",
+                    f.display()
+                )));
+            }
+            Some(password)
         }
+        None => None,
+    };
+    let cer_path = out.join(format!("{name}.cer"));
+    let pfx_path = out.join(format!("{name}.pfx"));
+    let pw_path = out.join(format!("{name}.password"));
+    let mut outputs = vec![&cer_path, &pfx_path];
+    if given.is_none() {
+        outputs.push(&pw_path);
+    }
+    // symlink_metadata: a dangling link is in the way too.
+    let existing: Vec<String> = outputs
+        .iter()
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !existing.is_empty() {
+        return Err(usage(format!(
+            "{} already exist(s); keygen never overwrites keys: choose another --name or --out, or move the \
+             old files away",
+            existing.join(", ")
+        )));
+    }
+    let (password, generated) = match given {
+        Some(p) => (p, false),
+        // No password given: make a strong one and keep it beside the .pfx (mode 0600).
+        None => (Password::new(random_password()?), true),
     };
     let mut options = keygen::KeygenOptions::new(name, now() - 300);
-    if let Some(bits) = a.bits {
-        options.key_size = keygen::KeySize::from_bits(bits).ok_or_else(|| usage("--bits takes 2048, 3072 or 4096"))?;
-    }
+    options.key_size = key_size;
     if a.legacy_pfx {
         options.pfx_encoding = keygen::PfxEncoding::Legacy3DesSha1;
     }
     let pair = keygen::generate(&options, &password)?;
-    let (cer, pfx) = pair.write_to(out, name)?;
-    println!("certificate: {} (give this to the backup service)", cer.display());
-    println!("private key: {} (keep offline; needed for recovery)", pfx.display());
-    if let Some(p) = written_pw {
+    let mut written = Written::default();
+    let result = (|| {
+        written.create_dir_all(out)?;
+        if generated {
+            write_private(&pw_path, &[password.expose().as_bytes(), b"\n"])?;
+            written.files.push(pw_path.clone());
+        }
+        // Writes both or neither; refuses to overwrite.
+        pair.write_to(out, name)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        written.undo();
+        return Err(e);
+    }
+    println!("certificate: {} (give this to the backup service)", cer_path.display());
+    println!(
+        "private key: {} (keep offline; needed for recovery)",
+        pfx_path.display()
+    );
+    if generated {
         println!(
             "password:    {} (keep with the .pfx, or move it somewhere safer)",
-            p.display()
+            pw_path.display()
         );
     }
     println!("thumbprint:  {}", pair.certificate.thumbprint());
     Ok(())
 }
 
-fn write_private(path: &std::path::Path, data: &[u8]) -> Result<(), Failure> {
+/// Creates `path` (never replacing a file) with mode 0600 and writes `parts` to it.
+fn write_private(path: &std::path::Path, parts: &[&[u8]]) -> Result<(), Failure> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -274,8 +401,11 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> Result<(), Failure> {
         .mode(0o600)
         .open(path)
         .map_err(|e| Failure(format!("cannot create {}: {e}", path.display()), false))?;
-    f.write_all(data)
-        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display()), false))
+    parts.iter().try_for_each(|part| f.write_all(part)).map_err(|e| {
+        // Created by this call: do not leave half a file behind.
+        let _ = std::fs::remove_file(path);
+        Failure(format!("cannot write {}: {e}", path.display()), false)
+    })
 }
 
 async fn backup_cmd(a: &Args) -> Result<(), Failure> {

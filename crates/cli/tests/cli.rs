@@ -208,6 +208,78 @@ fn local_round_trip_with_key_rotation() {
     assert_eq!(ibs(&["frobnicate"]).status.code(), Some(2));
 }
 
+fn usage_error(args: &[&str]) -> String {
+    let out = ibs(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "ibs {args:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn keygen_checks_every_argument_before_writing_anything() {
+    let work = tempfile::tempdir().unwrap();
+    let keys = work.path().join("keys");
+    // A bad key size: no stray .password (nor folder).
+    let err = usage_error(&["keygen", "--out", s(&keys), "--bits", "1000"]);
+    assert!(err.contains("--bits"), "{err}");
+    assert!(!keys.exists(), "{:?}", walk(&keys));
+    // Names that would leave --out, or are not plain names.
+    for name in ["../x", "a/b", "a\\b", "..", ".", "", "..x", "x\ty", "/abs"] {
+        let err = usage_error(&["keygen", "--out", s(&keys), "--name", name]);
+        assert!(err.contains("--name"), "{name:?}: {err}");
+    }
+    assert_eq!(walk(work.path()), Vec::<PathBuf>::new(), "something was written");
+    assert!(!keys.exists());
+
+    // An empty password file: refused unless asked for.
+    std::fs::create_dir(&keys).unwrap();
+    let empty = work.path().join("empty-pw");
+    std::fs::write(&empty, "\n").unwrap();
+    let args = ["keygen", "--out", s(&keys), "--name", "k", "--password-file", s(&empty)];
+    let err = usage_error(&args);
+    assert!(err.contains("empty") && err.contains("--allow-empty-password"), "{err}");
+    assert_eq!(walk(&keys), Vec::<PathBuf>::new());
+    let err = usage_error(&["keygen", "--out", s(&keys), "--allow-empty-password"]);
+    assert!(err.contains("--password-file"), "{err}");
+    let mut allowed = args.to_vec();
+    allowed.push("--allow-empty-password");
+    ok(&allowed);
+    assert!(keys.join("k.cer").is_file() && keys.join("k.pfx").is_file());
+    assert!(!keys.join("k.password").exists());
+    assert!(ibs(&["keygen", "--help"]).status.code() == Some(2));
+    assert!(String::from_utf8_lossy(&ibs(&["--help"]).stderr).contains("--allow-empty-password"));
+}
+
+#[test]
+fn keygen_never_overwrites_and_writes_nothing_when_an_output_exists() {
+    let work = tempfile::tempdir().unwrap();
+    let keys = work.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let pw = work.path().join("pw");
+    std::fs::write(&pw, "Passw0rd-for-test\n").unwrap();
+    for existing in ["k.cer", "k.pfx", "k.password"] {
+        std::fs::write(keys.join(existing), b"precious").unwrap();
+        let err = usage_error(&["keygen", "--out", s(&keys), "--name", "k"]);
+        assert!(err.contains(existing) && err.contains("already exist"), "{err}");
+        assert_eq!(
+            walk(&keys),
+            vec![keys.join(existing)],
+            "keygen wrote beside an existing {existing}"
+        );
+        assert_eq!(std::fs::read(keys.join(existing)).unwrap(), b"precious");
+        std::fs::remove_file(keys.join(existing)).unwrap();
+    }
+    // With --password-file no .password is written, so one lying there is no obstacle.
+    std::fs::write(keys.join("k.password"), b"precious").unwrap();
+    ok(&["keygen", "--out", s(&keys), "--name", "k", "--password-file", s(&pw)]);
+    assert_eq!(std::fs::read(keys.join("k.password")).unwrap(), b"precious");
+    // A dangling symbolic link is in the way too.
+    std::os::unix::fs::symlink(work.path().join("nowhere"), keys.join("j.cer")).unwrap();
+    let err = usage_error(&["keygen", "--out", s(&keys), "--name", "j"]);
+    assert!(err.contains("j.cer"), "{err}");
+    assert!(!keys.join("j.password").exists() && !work.path().join("nowhere").exists());
+}
+
 #[test]
 fn a_backup_process_killed_mid_write_leaves_no_complete_backup_and_no_damage() {
     let work = tempfile::tempdir().unwrap();
@@ -411,6 +483,44 @@ fn smb_round_trip_and_every_failure_class_from_a_real_fault() {
     server.stop().unwrap();
     let err = fails_backup(&loc, &cer, &good);
     assert!(err.to_lowercase().contains("connect"), "{err}");
+}
+
+#[test]
+fn credentials_in_a_location_are_refused_without_repeating_them() {
+    let work = tempfile::tempdir().unwrap();
+    let creds = work.path().join("creds");
+    std::fs::write(&creds, "username = bob\npassword = other\n").unwrap();
+    for (args, loc) in [
+        (vec!["list"], "smb://alice:S3cret@127.0.0.1/share"),
+        (
+            vec!["list", "--credentials-file", s(&creds)],
+            "smb://alice:S3cret@127.0.0.1/share",
+        ),
+        (vec!["list"], r"\\alice:S3cret@127.0.0.1\share"),
+        (vec!["prune", "--dry-run"], "smb://alice@127.0.0.1/share"),
+        (vec!["list"], "az://S3cret@backups/x"),
+        (vec!["list"], "s3://alice:S3cret@bucket"),
+    ] {
+        let mut all = args.clone();
+        all.extend(["--location", loc]);
+        let out = ibs(&all);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(2), "ibs {all:?}: {stdout}{stderr}");
+        for secret in ["S3cret", "alice"] {
+            assert!(
+                !stdout.contains(secret) && !stderr.contains(secret),
+                "ibs {all:?} repeated {secret:?}: {stdout}{stderr}"
+            );
+        }
+        assert!(stderr.contains("credentials"), "{stderr}");
+        assert!(
+            stderr.contains("--credentials-file") && stderr.contains("IBS_SMB_"),
+            "{stderr}"
+        );
+    }
 }
 
 fn fails_backup(loc: &str, cer: &Path, creds: &Path) -> String {

@@ -28,13 +28,42 @@
 //! * It has **one global lock** per process (pavao serialises every call), so
 //!   SMB operations of one process never run in parallel.
 //! * Its own timeouts may take up to about three times the configured value.
-//!   Every operation is therefore also bounded here with [`SmbConfig::timeout`]:
-//!   when the bound passes, the caller gets a **connectivity** error at once
-//!   (the blocked thread finishes in the background, and later calls queue
-//!   behind it and are bounded the same way). A frozen or silent server never
-//!   hangs a caller.
+//!   Every call is therefore also bounded here with [`SmbConfig::timeout`]
+//!   (see [time limits](#time-limits) for exactly what that bounds). A frozen
+//!   or silent server never hangs a caller.
 //! * It needs the system library: `libsmbclient-dev` on Debian to build,
 //!   `libsmbclient` to run.
+//!
+//! # Time limits
+//!
+//! What [`SmbConfig::timeout`] (default 30 s) bounds, exactly:
+//!
+//! * **Each call on its own.** Every [`StorageTarget`] method, and `write`,
+//!   `commit` and `abort` of an upload, returns within the limit of its own
+//!   start (plus the scheduler's delay). When the limit passes, the call fails
+//!   at once with a retryable **connectivity** error whose text names that
+//!   limit ("no answer from … within 30 s, the time limit of each SMB
+//!   operation").
+//! * **Not a sequence of calls.** Helpers such as `put_bytes` and `read_all`,
+//!   and a backup job, make several calls, each with its own limit. A stalled
+//!   upload fails its `write` after the limit; its `abort` and any clean-up
+//!   after it wait up to the limit each. A failed job can therefore take a few
+//!   times the limit, while every message names the per-call limit.
+//! * **Not a piece already handed over.** `write` returns once its piece is
+//!   queued; the upload thread sends it while the caller prepares the next one.
+//!   A stalled piece is reported by the *next* `write` (or `commit`), after that
+//!   call's own limit, when the piece has waited longer than the limit; the
+//!   message then also says for how long ("a … -byte piece written before has
+//!   had no answer for … s").
+//! * **Not the work a timed-out call leaves behind.** Its thread stays blocked
+//!   in libsmbclient until the server answers or libsmbclient's own timeout
+//!   (set to the same limit, at least 1 s, and taking up to about three times
+//!   that) fires. Meanwhile libsmbclient's process-wide lock is held: later
+//!   calls queue behind it and fail at their own limits. A `commit` that timed
+//!   out may still complete on the server afterwards, so the object can appear
+//!   although the caller was told the commit failed (the controller writes a
+//!   backup's manifest only after its archive committed, so such an archive is
+//!   an incomplete backup, never one that looks complete).
 //!
 //! # Encryption
 //!
@@ -226,7 +255,9 @@ impl SmbConfig {
         self
     }
 
-    /// Bound of every operation (default 30 s).
+    /// Time limit of each call (default 30 s); see the
+    /// [crate docs](crate#time-limits) for exactly what it bounds. Also set as
+    /// libsmbclient's own timeout (at least 1 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -334,18 +365,21 @@ pub(crate) async fn bounded<T: Send + 'static>(
             path,
             format!("SMB task failed: {join}"),
         )),
-        Err(_) => Err(timed_out(config, what, path)),
+        Err(_) => Err(timed_out(config, what, path, "")),
     }
 }
 
-/// The connectivity error of an operation that passed its time bound.
-pub(crate) fn timed_out(config: &SmbConfig, what: &'static str, path: &str) -> StorageError {
+/// The connectivity error of a call that waited its whole bound
+/// ([`SmbConfig::timeout`], which is what the text names), with `note`
+/// (what else the caller should know) appended.
+pub(crate) fn timed_out(config: &SmbConfig, what: &'static str, path: &str, note: &str) -> StorageError {
     StorageError::new(
         ErrorKind::Connectivity,
         what,
         path,
         format!(
-            "no answer from {} within {} s (server down, frozen or unreachable)",
+            "no answer from {} within {} s, the time limit of each SMB operation{note} \
+             (server down, frozen or unreachable)",
             config.display(),
             config.timeout.as_secs_f64()
         ),
@@ -415,6 +449,11 @@ impl Inner {
     /// A classified error for a failed call on `path`, with probes where one
     /// errno covers two situations.
     pub(crate) fn error(&self, what: &'static str, path: &str, e: SmbError) -> StorageError {
+        self.error_with(what, path, e, "")
+    }
+
+    /// [`Inner::error`] with `note` (what else the caller should know) in the text.
+    pub(crate) fn error_with(&self, what: &'static str, path: &str, e: SmbError, note: &str) -> StorageError {
         // The path as the caller named it (relative to the target); the share is in `Display`.
         let shown = path.to_owned();
         let io = match e {
@@ -443,7 +482,14 @@ impl Inner {
                 ),
             },
             ErrorKind::OutOfCapacity => format!("the share is full ({io})"),
-            ErrorKind::Connectivity => format!("cannot reach {} ({io})", self.config.display()),
+            // libsmbclient's own timeout (set to ours) fired: name the limit.
+            ErrorKind::Connectivity if io.kind() == std::io::ErrorKind::TimedOut => format!(
+                "no answer from {} within {} s, the time limit of each SMB operation, as libsmbclient \
+                 applies it ({io}{note})",
+                self.config.display(),
+                self.config.timeout.as_secs_f64().max(1.0)
+            ),
+            ErrorKind::Connectivity => format!("cannot reach {} ({io}{note})", self.config.display()),
             ErrorKind::Other => io.to_string(),
         };
         let retryable = matches!(kind, ErrorKind::Connectivity | ErrorKind::Other);

@@ -2,8 +2,9 @@
 //! sends it chunks and waits (bounded) for each answer.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -19,11 +20,16 @@ enum Cmd {
     Abort(oneshot::Sender<Result<()>>),
 }
 
+/// The piece the upload thread is sending in the background (after `write`
+/// returned): its size and when it was handed to libsmbclient.
+type InFlight = Arc<Mutex<Option<(usize, Instant)>>>;
+
 /// An upload in progress (see [`SmbTarget::put`](ibs_storage::StorageTarget::put)).
 pub(crate) struct SmbWriter {
     target: SmbTarget,
     path: ObjectPath,
     tx: Option<mpsc::Sender<Cmd>>,
+    in_flight: InFlight,
 }
 
 impl std::fmt::Debug for SmbWriter {
@@ -38,14 +44,17 @@ pub(crate) async fn start(target: &SmbTarget, path: &ObjectPath, mode: CommitMod
     let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
     let inner = Arc::clone(&target.inner);
     let (final_path, temp_path) = (path.clone(), temp.clone());
+    let in_flight = InFlight::default();
+    let sending = Arc::clone(&in_flight);
     std::thread::Builder::new()
         .name("ibs-smb-upload".into())
-        .spawn(move || upload(&inner, &final_path, &temp_path, mode, &rx, ready_tx))
+        .spawn(move || upload(&inner, &final_path, &temp_path, mode, &rx, ready_tx, &sending))
         .map_err(|e| StorageError::new(ErrorKind::Other, "cannot start upload", path.as_str(), e.to_string()))?;
     let writer = SmbWriter {
         target: target.clone(),
         path: path.clone(),
         tx: Some(tx),
+        in_flight,
     };
     writer.wait("cannot start upload", ready_rx).await?;
     Ok(Box::new(writer))
@@ -62,7 +71,19 @@ impl SmbWriter {
                 self.path.as_str(),
                 "upload thread ended",
             )),
-            Err(_) => Err(crate::timed_out(config, what, self.path.as_str())),
+            Err(_) => {
+                // This call waited its bound; a piece sent before an earlier
+                // call returned has been waiting longer: say so rather than
+                // imply the bound was all the server had.
+                let note = match self.in_flight.lock().ok().and_then(|g| *g) {
+                    Some((bytes, since)) => format!(
+                        "; a {bytes}-byte piece written before has had no answer for {:.1} s",
+                        since.elapsed().as_secs_f64()
+                    ),
+                    None => String::new(),
+                };
+                Err(crate::timed_out(config, what, self.path.as_str(), &note))
+            }
         }
     }
 
@@ -111,6 +132,7 @@ fn upload(
     mode: CommitMode,
     rx: &mpsc::Receiver<Cmd>,
     ready: oneshot::Sender<Result<()>>,
+    in_flight: &Mutex<Option<(usize, Instant)>>,
 ) {
     let client = match inner.client() {
         Ok(c) => c,
@@ -140,7 +162,15 @@ fn upload(
     let mut buf = BytesMut::with_capacity(chunk);
     // The error of a write that was acknowledged to the caller before it ran.
     let mut failed: Option<StorageError> = None;
-    let write_err = |e: std::io::Error| inner.error("cannot write", temp.as_str(), pavao::SmbError::Io(e));
+    // A piece's failure says how long the piece had (libsmbclient's own
+    // timeout may take longer than the limit it was given).
+    let write_err = |e: std::io::Error, bytes: usize, since: Instant| {
+        let note = format!(
+            "; a {bytes}-byte piece written before had no answer for {:.1} s",
+            since.elapsed().as_secs_f64()
+        );
+        inner.error_with("cannot write", temp.as_str(), pavao::SmbError::Io(e), &note)
+    };
     loop {
         let Ok(cmd) = rx.recv() else {
             // Dropped without commit or abort: clean up.
@@ -163,9 +193,12 @@ fn upload(
                 }
                 let full = buf.split().freeze();
                 let _ = reply.send(Ok(()));
+                let since = Instant::now();
+                set(in_flight, Some((full.len(), since)));
                 if let Err(e) = file.write_all(&full) {
-                    failed = Some(write_err(e));
+                    failed = Some(write_err(e, full.len(), since));
                 }
+                set(in_flight, None);
             }
             Cmd::Abort(reply) => {
                 drop(file);
@@ -179,7 +212,10 @@ fn upload(
             Cmd::Commit(reply) => {
                 let mut result = match failed.take() {
                     Some(e) => Err(e),
-                    None => file.write_all(&buf).map_err(write_err),
+                    None => {
+                        let since = Instant::now();
+                        file.write_all(&buf).map_err(|e| write_err(e, buf.len(), since))
+                    }
                 };
                 drop(file); // close: the server has acknowledged every write
                 if result.is_ok() {
@@ -196,6 +232,12 @@ fn upload(
                 return;
             }
         }
+    }
+}
+
+fn set(in_flight: &Mutex<Option<(usize, Instant)>>, value: Option<(usize, Instant)>) {
+    if let Ok(mut guard) = in_flight.lock() {
+        *guard = value;
     }
 }
 

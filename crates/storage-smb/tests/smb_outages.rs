@@ -96,3 +96,61 @@ async fn a_frozen_server_is_a_connectivity_failure_within_the_bound() {
         }
     }
 }
+
+/// The seconds after `marker` in `text` (`… marker 3.1 s …`).
+fn seconds_after(text: &str, marker: &str) -> f64 {
+    let rest = &text[text.find(marker).unwrap_or_else(|| panic!("no {marker:?} in {text}")) + marker.len()..];
+    rest.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_names_the_bound_that_applied_and_keeps_it() {
+    let _serial = SERIAL.lock().await;
+    let bound = Duration::from_millis(1500);
+    let slack = Duration::from_secs(2);
+    let server = SambaServer::start(SambaOptions::default()).unwrap();
+    let target = SmbTarget::new(server.config().timeout(bound)).unwrap();
+    let mut upload = target.put(&p("stalled"), CommitMode::CreateNew).await.unwrap();
+    server.freeze().unwrap();
+    // A whole piece (4 MiB, the default write size): `write` returns at once
+    // and the upload thread sends it in the background, where it stalls.
+    let sent = Instant::now();
+    upload.write(Bytes::from(vec![7u8; 4 << 20])).await.unwrap();
+    assert!(sent.elapsed() < bound, "write took {:?}", sent.elapsed());
+    // The caller takes a while to prepare the next piece. Meanwhile either
+    // libsmbclient's own timeout (set to the same limit) fails the piece, or
+    // it does not, and the next write waits out the limit itself.
+    tokio::time::sleep(bound).await;
+    let start = Instant::now();
+    let err = upload.write(Bytes::from_static(b"next")).await.unwrap_err();
+    let took = start.elapsed();
+    let msg = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Connectivity, "{msg}");
+    // This call kept the bound, and the text names the bound that applied…
+    assert!(took < bound + slack, "write took {took:?}: {msg}");
+    assert!(
+        msg.contains("within 1.5 s, the time limit of each SMB operation"),
+        "{msg}"
+    );
+    // …and says how long the stalled piece really had: at least the limit,
+    // never more than it has been since it was written.
+    assert!(msg.contains("4194304-byte piece"), "{msg}");
+    let had = seconds_after(&msg, "had no answer for");
+    assert!(
+        had >= bound.as_secs_f64() - 0.15 && had <= sent.elapsed().as_secs_f64() + 0.05,
+        "{msg} (written {:?} ago)",
+        sent.elapsed()
+    );
+    // Aborting waits its own bound, no more.
+    let start = Instant::now();
+    let err = upload.abort().await.unwrap_err();
+    let took = start.elapsed();
+    let msg = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Connectivity, "{msg}");
+    assert!(took >= bound && took < bound + slack, "abort took {took:?}: {msg}");
+    assert!(
+        msg.contains("within 1.5 s, the time limit of each SMB operation"),
+        "{msg}"
+    );
+    server.thaw().unwrap();
+}

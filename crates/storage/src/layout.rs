@@ -218,13 +218,68 @@ fn parse_object(provider: ObjectProvider, rest: &str, fail: impl Fn(String) -> S
     })
 }
 
+/// Why a location with `user@` or `user:password@` in it is refused.
+const NO_CREDENTIALS: &str = "a location cannot carry credentials (`user@` or `user:password@`): \
+     it is shown in messages and logs. Remove them and pass them separately: SMB credentials come \
+     from --credentials-file (smbclient's format) or the IBS_SMB_USERNAME / IBS_SMB_PASSWORD / \
+     IBS_SMB_DOMAIN environment (`SmbCredentials` for library callers); Azure and S3 keys from \
+     the AZURE_STORAGE_* / AWS_* environment";
+
+/// Where userinfo (`user@`, `user:password@`) ends in `rest`, the text after a
+/// location's scheme or leading `\\` (with `/` separators): the last `@` in
+/// the first segment (server or container), or in the second one (share, or
+/// what a password with a `/` in it spills into) when `second` says to look
+/// there too. `None` when there is none.
+fn userinfo_end(rest: &str, second: bool) -> Option<usize> {
+    let mut segments = rest.splitn(3, '/');
+    let first = segments.next().unwrap_or_default();
+    let mut region = first.len();
+    if second && let Some(next) = segments.next() {
+        region += 1 + next.len();
+    }
+    rest[..region].rfind('@')
+}
+
+/// `text` with everything from `start` up to and including the `@` at `at`
+/// replaced, so an error can name the location without its credentials.
+fn without_userinfo(text: &str, start: usize, at: usize) -> String {
+    format!("{}<credentials removed>{}", &text[..start], &text[start + at..])
+}
+
 impl Location {
     /// Parses `\\host\share[\sub…]`, `//host/share[/sub…]`,
     /// `smb://host[:port]/share[/sub…]`, `az://container[/prefix…]`,
     /// `s3://bucket[/prefix…]`, or a local path.
+    ///
+    /// A location never carries credentials: an `@` in the server part or the
+    /// share name (`smb://user:password@host/share`, `\\user@host\share`,
+    /// `az://key@container`) is refused, and the error names the location
+    /// with that part removed — neither the user nor the password is repeated.
+    /// Credentials are given separately ([`ErrorKind::PathNotFound`], like
+    /// every malformed location).
     pub fn parse(text: &str) -> Result<Self> {
-        let fail = |why: String| StorageError::new(ErrorKind::PathNotFound, "invalid storage location", text, why);
         let text_trimmed = text.trim();
+        // Before anything echoes the text: refuse (and hide) credentials.
+        let leading = text.len() - text.trim_start().len();
+        let scheme_end = text_trimmed.find("://").map(|i| i + 3);
+        let unc = text_trimmed.starts_with(r"\\") || text_trimmed.starts_with("//");
+        let remote = if unc { Some(2) } else { scheme_end };
+        if let Some(start) = remote {
+            let rest = text_trimmed[start..].replace('\\', "/");
+            let scheme = text_trimmed[..start].to_ascii_lowercase();
+            // SMB: the server, then the share; elsewhere only the first
+            // segment, unless it has a ':' (never valid there: a password split by '/').
+            let second = unc || scheme == "smb://" || rest.split('/').next().is_some_and(|s| s.contains(':'));
+            if let Some(at) = userinfo_end(&rest, second) {
+                return Err(StorageError::new(
+                    ErrorKind::PathNotFound,
+                    "invalid storage location",
+                    without_userinfo(text, leading + start, at),
+                    NO_CREDENTIALS,
+                ));
+            }
+        }
+        let fail = |why: String| StorageError::new(ErrorKind::PathNotFound, "invalid storage location", text, why);
         if text_trimmed.is_empty() {
             return Err(fail("the location is empty".into()));
         }
@@ -534,6 +589,60 @@ mod tests {
             assert!(err.to_string().contains(needle), "{text:?}: {err}");
             assert_eq!(err.kind(), ErrorKind::PathNotFound);
         }
+    }
+
+    #[test]
+    fn credentials_in_a_location_are_refused_and_never_repeated() {
+        for (text, shown) in [
+            (
+                "smb://alice:S3cret@127.0.0.1/share",
+                "smb://<credentials removed>@127.0.0.1/share",
+            ),
+            ("smb://alice@fs/share/x", "smb://<credentials removed>@fs/share/x"),
+            (
+                "SMB://alice:S3cret@[::1]:445/share",
+                "SMB://<credentials removed>@[::1]:445/share",
+            ),
+            ("smb://alice:S3/cret@fs/share", "smb://<credentials removed>@fs/share"),
+            (r"\\alice:S3cret@fs\share", r"\\<credentials removed>@fs\share"),
+            (r"\\CONTOSO;alice@fs\share\x", r"\\<credentials removed>@fs\share\x"),
+            ("//alice:S3cret@fs/share", "//<credentials removed>@fs/share"),
+            ("az://alice:S3cret@backups/x", "az://<credentials removed>@backups/x"),
+            ("az://S3cret@backups", "az://<credentials removed>@backups"),
+            ("s3://alice:S3/cret@bucket/x", "s3://<credentials removed>@bucket/x"),
+            (
+                "https://alice:S3cret@example/x",
+                "https://<credentials removed>@example/x",
+            ),
+            (
+                "  smb://alice:S3cret@fs/share",
+                "  smb://<credentials removed>@fs/share",
+            ),
+        ] {
+            let err = Location::parse(text).unwrap_err();
+            let msg = err.to_string();
+            let debug = format!("{err:?}");
+            for secret in ["alice", "S3cret", "S3/cret", "CONTOSO"] {
+                assert!(
+                    !msg.contains(secret) && !debug.contains(secret),
+                    "{text:?}: {msg} / {debug}"
+                );
+            }
+            assert!(msg.contains(shown), "{text:?}: {msg}");
+            assert!(
+                msg.contains("cannot carry credentials") && msg.contains("--credentials-file"),
+                "{msg}"
+            );
+            assert!(msg.contains("IBS_SMB_"), "{msg}");
+            assert_eq!(err.kind(), ErrorKind::PathNotFound);
+        }
+        // An '@' deeper in the path is a folder name, not credentials.
+        assert_eq!(
+            Location::parse("smb://fs/share/team@lab").unwrap(),
+            smb("fs", None, "share", "team@lab")
+        );
+        assert!(Location::parse("az://backups/team@lab").is_ok());
+        assert!(matches!(Location::parse("./a@b").unwrap(), Location::Local(_)));
     }
 
     #[test]
