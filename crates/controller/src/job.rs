@@ -12,7 +12,7 @@ use ibs_retention::{BackupRecord, BackupState, CapacityFacts, Plan, Policy};
 use ibs_storage::{CommitMode, ErrorKind, InstanceLayout, StorageTarget, StorageTargetExt};
 use sha2::{Digest, Sha256};
 
-use crate::source::{BackupSource, EntrySink};
+use crate::source::{BackupSource, CaptureWarning, EntrySink, Warnings};
 use crate::{ControllerError, Result};
 
 /// What a job needs to know.
@@ -43,6 +43,9 @@ pub struct JobSummary {
     pub entries: u64,
     /// Backups deleted by retention afterwards.
     pub deleted: Vec<String>,
+    /// What the sources skipped or captured inexactly (a live system); when
+    /// not empty the job succeeded with warnings.
+    pub warnings: Warnings,
 }
 
 /// The sink sources write to: feeds the encoder and moves its output to the
@@ -52,14 +55,14 @@ struct ArchiveSink {
     enc: ArchiveEncoder,
     upload: tokio::sync::mpsc::Sender<Bytes>,
     source: String,
+    warnings: Warnings,
 }
 
 impl ArchiveSink {
     async fn emit(&mut self, bytes: Bytes) -> Result<()> {
         if self.upload.send(bytes).await.is_err() {
             // The uploader stopped on an error; `write_backup` reports it.
-            return Err(ControllerError::Source {
-                source_name: "upload".into(),
+            return Err(ControllerError::Internal {
                 reason: "the upload stopped".into(),
             });
         }
@@ -113,6 +116,10 @@ impl EntrySink for ArchiveSink {
         self.enc.end_entry()?;
         self.drain_ready().await
     }
+
+    fn warn(&mut self, warning: CaptureWarning) {
+        self.warnings.push(warning);
+    }
 }
 
 /// Writes one backup, committed last: the archive is uploaded under a
@@ -156,14 +163,13 @@ pub async fn write_backup(
         (upload, Ok((<[u8; 32]>::from(hasher.finalize()), written)))
     });
     let captured = capture(enc, tx, sources).await;
-    let (upload, uploaded) = uploader.await.map_err(|e| ControllerError::Source {
-        source_name: "upload".into(),
+    let (upload, uploaded) = uploader.await.map_err(|e| ControllerError::Internal {
         reason: format!("the upload task failed: {e}"),
     })?;
     let failure = match (captured, uploaded) {
         (_, Err(e)) => Some(ControllerError::from(e)),
         (Err(e), Ok(_)) => Some(e),
-        (Ok((data_bytes, entries)), Ok((hash, written))) => {
+        (Ok((data_bytes, entries, warnings)), Ok((hash, written))) => {
             upload.commit().await?;
             let manifest = Manifest {
                 id: id.clone(),
@@ -185,13 +191,13 @@ pub async fn write_backup(
                 archive_bytes: written,
                 entries,
                 deleted: Vec::new(),
+                warnings,
             });
         }
     };
     let _ = upload.abort().await;
     let _ = spec.target.delete_dir(&paths.folder).await;
-    Err(failure.unwrap_or_else(|| ControllerError::Source {
-        source_name: "upload".into(),
+    Err(failure.unwrap_or_else(|| ControllerError::Internal {
         reason: "unknown failure".into(),
     }))
 }
@@ -203,11 +209,12 @@ async fn capture(
     enc: ArchiveEncoder,
     upload: tokio::sync::mpsc::Sender<Bytes>,
     sources: &[Arc<dyn BackupSource>],
-) -> Result<(u64, u64)> {
+) -> Result<(u64, u64, Warnings)> {
     let mut sink = ArchiveSink {
         enc,
         upload,
         source: String::new(),
+        warnings: Warnings::default(),
     };
     for source in sources {
         sink.source = source.name().to_owned();
@@ -218,7 +225,7 @@ async fn capture(
     let Progress {
         bytes_in, entries_done, ..
     } = sink.enc.progress();
-    Ok((bytes_in, entries_done))
+    Ok((bytes_in, entries_done, sink.warnings))
 }
 
 /// The retention view of a catalogue.
