@@ -426,7 +426,7 @@ struct Racing {
 }
 
 impl Racing {
-    fn new(inner: DirectorySource, race: impl FnOnce() + Send + 'static) -> Arc<dyn BackupSource> {
+    fn source(inner: DirectorySource, race: impl FnOnce() + Send + 'static) -> Arc<dyn BackupSource> {
         Arc::new(Racing {
             inner,
             race: std::sync::Mutex::new(Some(Box::new(race))),
@@ -464,7 +464,7 @@ async fn a_file_deleted_between_walk_and_read_is_skipped_with_a_warning() {
     let (gone_file, gone_folder) = (data.path().join("f39"), data.path().join("z"));
     let source = {
         let (f, d) = (gone_file.clone(), gone_folder.clone());
-        Racing::new(DirectorySource::new("rbac", data.path()), move || {
+        Racing::source(DirectorySource::new("rbac", data.path()), move || {
             std::fs::remove_file(f).unwrap();
             std::fs::remove_dir_all(d).unwrap();
         })
@@ -524,7 +524,7 @@ async fn strict_mode_fails_the_source_instead() {
     let gone = data.path().join("f39");
     let source = {
         let gone = gone.clone();
-        Racing::new(DirectorySource::new("rbac", data.path()).strict(true), move || {
+        Racing::source(DirectorySource::new("rbac", data.path()).strict(true), move || {
             std::fs::remove_file(gone).unwrap();
         })
     };
@@ -729,7 +729,7 @@ async fn a_source_that_cannot_be_read_is_a_source_fault_not_a_storage_fault() {
     let replaced = data.path().join("f39");
     let source = {
         let replaced = replaced.clone();
-        Racing::new(DirectorySource::new("ca", data.path()), move || {
+        Racing::source(DirectorySource::new("ca", data.path()), move || {
             std::fs::remove_file(&replaced).unwrap();
             std::fs::create_dir(&replaced).unwrap();
         })
