@@ -3,7 +3,7 @@
 //! ```text
 //! ibs keygen  --out DIR [--name NAME] [--bits 2048|3072|4096] [--password-file F [--allow-empty-password]]
 //!             [--legacy-pfx]
-//! ibs backup  --location LOC --cert FILE [--source NAME=DIR]... [--fqdn F] [--region R]
+//! ibs backup  --location LOC --cert FILE [--source NAME=DIR]... [--exclude GLOB]... [--fqdn F] [--region R]
 //!             [--credentials-file F] [--producer-version V] [--keep-days N]
 //! ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
 //! ibs check   --location LOC [--backup ID | --all]
@@ -33,6 +33,14 @@
 //! password file (refused unless `--allow-empty-password` says an empty
 //! password is meant), or an output file that already exists (keys are never
 //! overwritten). If writing fails midway, the files this run wrote are removed.
+//!
+//! `backup` on a live system: a file deleted during the backup is skipped and
+//! one that keeps changing is captured as last read; the backup still
+//! succeeds (exit 0) and prints one `warning:` line per item on stderr.
+//! `--exclude GLOB` (repeatable) takes gitignore-style patterns (`**/*.tmp`,
+//! `cache/`, `/logs`), matched relative to each source's folder. A local
+//! location inside a source is left out of that source's backups; a source
+//! inside the location's `MASBackup` folder is a usage error.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -73,6 +81,7 @@ struct Args {
     location: Option<String>,
     cert: Option<PathBuf>,
     sources: Vec<(String, PathBuf)>,
+    excludes: Vec<String>,
     fqdn: Option<String>,
     region: Option<String>,
     credentials_file: Option<PathBuf>,
@@ -128,6 +137,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Args), Fai
                     .ok_or_else(|| usage(format!("--source takes NAME=DIR, got {v:?}")))?;
                 a.sources.push((n.to_owned(), d.into()));
             }
+            Long("exclude") => a.excludes.push(text(&mut p)?),
             Long("fqdn") => a.fqdn = Some(text(&mut p)?),
             Long("region") => a.region = Some(text(&mut p)?),
             Long("credentials-file") => a.credentials_file = Some(text(&mut p)?.into()),
@@ -156,7 +166,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Args), Fai
 const HELP: &str = "usage:
   ibs keygen  --out DIR [--name NAME] [--bits 2048|3072|4096] [--password-file F [--allow-empty-password]]
               [--legacy-pfx]
-  ibs backup  --location LOC --cert FILE [--source NAME=DIR]... [--fqdn F] [--region R]
+  ibs backup  --location LOC --cert FILE [--source NAME=DIR]... [--exclude GLOB]... [--fqdn F] [--region R]
               [--credentials-file F] [--producer-version V] [--keep-days N]
   ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
   ibs check   --location LOC [--backup ID | --all]      (no key: archive against manifest)
@@ -415,11 +425,16 @@ async fn backup_cmd(a: &Args) -> Result<(), Failure> {
     if a.sources.is_empty() {
         return Err(usage("at least one --source NAME=DIR is required"));
     }
-    let sources: Vec<Arc<dyn BackupSource>> = a
-        .sources
-        .iter()
-        .map(|(n, d)| Arc::new(DirectorySource::new(n.clone(), d.clone())) as Arc<dyn BackupSource>)
-        .collect();
+    let mut dirs = Vec::with_capacity(a.sources.len());
+    for (n, d) in &a.sources {
+        let mut source = DirectorySource::new(n.clone(), d.clone());
+        for pattern in &a.excludes {
+            source = source
+                .exclude(pattern.clone())
+                .map_err(|e| usage(format!("--exclude: {e}")))?;
+        }
+        dirs.push(source);
+    }
     let inst = instance(a)?;
     let settings = Settings {
         location: location(a)?,
@@ -433,17 +448,23 @@ async fn backup_cmd(a: &Args) -> Result<(), Failure> {
             .clone()
             .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
     };
-    let mut spec = ibs_controller::JobSpec {
-        target: Arc::new(ibs_storage::MemoryTarget::new()),
+    // Before anything is written: a source inside the backup folder, or a
+    // value the backup would record that could not be read back, is a usage error.
+    let mut sources: Vec<Arc<dyn BackupSource>> = Vec::with_capacity(dirs.len());
+    for source in dirs {
+        let source = settings.prepare_source(source).map_err(|e| usage(e.to_string()))?;
+        sources.push(Arc::new(source));
+    }
+    ibs_controller::job::check_recorded(&settings.producer_version, &inst).map_err(|e| usage(e.to_string()))?;
+    let target = ibs_controller::validate(&settings).await.map_err(alerted)?;
+    let spec = ibs_controller::JobSpec {
+        target,
         instance: inst,
         certificate: settings.certificate.clone(),
         producer_version: settings.producer_version.clone(),
         policy: settings.policy,
         checks: Default::default(),
     };
-    // Everything that goes into the backup is checked before anything is written.
-    ibs_controller::job::check_spec(&spec).map_err(|e| usage(e.to_string()))?;
-    spec.target = ibs_controller::validate(&settings).await.map_err(alerted)?;
     let start = std::time::Instant::now();
     let s = run_job(&spec, &sources, now()).await.map_err(alerted)?;
     let secs = start.elapsed().as_secs_f64().max(1e-3);
@@ -470,6 +491,16 @@ async fn backup_cmd(a: &Args) -> Result<(), Failure> {
     }
     for u in &s.unrecognised {
         println!("left alone (not written by ibs): {u}");
+    }
+    for w in s.warnings.kept() {
+        eprintln!("ibs: warning: {w}");
+    }
+    if s.warnings.not_kept() > 0 {
+        eprintln!(
+            "ibs: warning: and {} more items skipped or changed during capture (only the first {} are listed)",
+            s.warnings.not_kept(),
+            ibs_controller::Warnings::KEPT
+        );
     }
     Ok(())
 }

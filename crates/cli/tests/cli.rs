@@ -629,3 +629,194 @@ fn azure_blob_round_trip_through_azurite_and_failure_classes() {
     assert!(text.to_lowercase().contains("cannot be reached"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
 }
+
+/// Restores the newest backup at `share` to `to`.
+fn restore_newest(share: &Path, pfx: &Path, pw: &Path, to: &Path) {
+    ok(&[
+        "restore",
+        "--location",
+        s(share),
+        "--fqdn",
+        FQDN,
+        "--pfx",
+        s(pfx),
+        "--password-file",
+        s(pw),
+        "--to",
+        s(to),
+    ]);
+}
+
+#[test]
+fn a_live_backup_with_excludes_exits_zero_and_prints_its_warnings() {
+    use std::io::Write;
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
+    let data = work.path().join("data");
+    for d in ["cache", "svc/cache", "svc/conf"] {
+        std::fs::create_dir_all(data.join(d)).unwrap();
+    }
+    for f in [
+        "a.json",
+        "a.tmp",
+        "cache/x",
+        "svc/cache/y",
+        "svc/conf/c.json",
+        "svc/conf/c.tmp",
+    ] {
+        std::fs::write(data.join(f), f).unwrap();
+    }
+    // A log appended every 2 ms while the backup runs.
+    let log = data.join("app.log");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, mut file) = (
+            std::sync::Arc::clone(&stop),
+            std::fs::File::options().create(true).append(true).open(&log).unwrap(),
+        );
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                writeln!(file, "line {n}").unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let source = format!("data={}", data.display());
+    let args = [
+        "backup",
+        "--location",
+        s(&share),
+        "--cert",
+        s(&cer),
+        "--fqdn",
+        FQDN,
+        "--source",
+        &source,
+        "--exclude",
+        "**/*.tmp",
+        "--exclude",
+        "cache/",
+    ];
+    // A writer stalled for a whole racy window on a busy machine could make
+    // one capture look settled; the warning must show up in one of three.
+    let mut warned = None;
+    for _ in 0..3 {
+        let out = ibs(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "exit {:?}: {stderr}", out.status.code());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("complete"));
+        if !stderr.is_empty() {
+            warned = Some(stderr);
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let stderr = warned.expect("no backup reported the log as changing");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "ibs: warning: source data: {}: changed during capture (kept changing through every re-read); \
+             captured as last read",
+            log.display()
+        )
+    );
+    let to = work.path().join("restored");
+    restore_newest(&share, &pfx, &pw, &to);
+    let mut got: Vec<String> = walk(&to.join("data"))
+        .iter()
+        .map(|p| p.strip_prefix(to.join("data")).unwrap().display().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["a.json", "app.log", "svc/conf/c.json"]);
+    // A bad pattern is a usage error.
+    let mut bad = args.to_vec();
+    bad.push("--exclude");
+    bad.push("!a.json");
+    let out = ibs(&bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("negated patterns"));
+}
+
+#[test]
+fn a_missing_source_fails_with_a_source_alert_not_a_storage_alert() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer, _, _) = keygen(&work.path().join("keys"), "k");
+    let missing = work.path().join("no-such-folder");
+    let source = format!("ca={}", missing.display());
+    let err = fails(&[
+        "backup",
+        "--location",
+        s(&share),
+        "--cert",
+        s(&cer),
+        "--fqdn",
+        FQDN,
+        "--source",
+        &source,
+    ]);
+    assert!(!err.contains("storage location"), "{err}");
+    assert!(err.contains("Backup source ca could not be read"), "{err}");
+    assert!(err.contains(&format!("source ca: {}", missing.display())), "{err}");
+    assert!(
+        err.contains(&format!("remediation: Check that {}", missing.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_location_inside_a_source_is_left_out_of_its_backups() {
+    let work = tempfile::tempdir().unwrap();
+    let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
+    let var = work.path().join("var");
+    let share = var.join("backups");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(var.join("state.json"), b"{}").unwrap();
+    let source = format!("var={}", var.display());
+    let args = [
+        "backup",
+        "--location",
+        s(&share),
+        "--cert",
+        s(&cer),
+        "--fqdn",
+        FQDN,
+        "--source",
+        &source,
+    ];
+    ok(&args);
+    let second = ok(&args);
+    assert!(second.contains("1 entries"), "{second}");
+    let to = work.path().join("restored");
+    restore_newest(&share, &pfx, &pw, &to);
+    let got: Vec<PathBuf> = walk(&to.join("var"));
+    assert_eq!(
+        got,
+        [to.join("var/state.json")],
+        "the earlier backup is not in the new one"
+    );
+    // A source inside the location's MASBackup folder is a usage error, before anything is written.
+    let inside = share.join(FQDN).join("local/MASBackup");
+    let source = format!("oops={}", inside.display());
+    let before = walk(&share);
+    let out = ibs(&[
+        "backup",
+        "--location",
+        s(&share),
+        "--cert",
+        s(&cer),
+        "--fqdn",
+        FQDN,
+        "--source",
+        &source,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inside the backup folder"));
+    assert_eq!(walk(&share), before);
+}

@@ -13,7 +13,7 @@ use ibs_storage::{
 use ibs_storage_smb::{SmbConfig, SmbCredentials, SmbTarget};
 
 use crate::job::{CheckMemo, JobSpec, JobSummary, apply, plan_retention, write_backup};
-use crate::source::BackupSource;
+use crate::source::{BackupSource, DirectorySource};
 use crate::{ControllerError, Result};
 
 /// Everything backup needs. Credentials never appear in `Debug` output.
@@ -55,12 +55,65 @@ impl Settings {
         open_target(&self.location, self.credentials.clone())
     }
 
+    /// Keeps a source and the location apart; call it before the first
+    /// backup (nothing is written). When the location is a local
+    /// directory inside the source, the location's backup folder
+    /// (`<dir>/<fqdn>/<region>/MASBackup`) is excluded from the source, so a
+    /// backup never holds the earlier backups (a source such as `/var` with
+    /// the location at `/var/backups` keeps working). A source inside that
+    /// backup folder is refused: it would back up backups.
+    pub fn prepare_source(&self, source: DirectorySource) -> Result<DirectorySource> {
+        let Location::Local(dir) = &self.location else {
+            return Ok(source);
+        };
+        let mut folder = dir.clone();
+        for segment in self.instance()?.backup_root().segments() {
+            folder.push(segment);
+        }
+        let root = resolved(source.root());
+        let backups = resolved(&folder);
+        if root.starts_with(&backups) {
+            return Err(ControllerError::InvalidSetting {
+                setting: "source",
+                reason: format!(
+                    "source {} ({}) is inside the backup folder {} of the location; back up the system's own \
+                     folders, not the backups",
+                    source.name(),
+                    source.root().display(),
+                    folder.display()
+                ),
+            });
+        }
+        Ok(source.exclude_folder(folder))
+    }
+
     /// The instance layout (`fqdn/region/MASBackup`).
     pub fn instance(&self) -> Result<InstanceLayout> {
         InstanceLayout::new(&self.fqdn, &self.region).map_err(|e| ControllerError::InvalidSetting {
             setting: "fqdn/region",
             reason: e.to_string(),
         })
+    }
+}
+
+/// `path` absolute, with symbolic links resolved as far as it exists (the
+/// rest appended as given), so two spellings of one folder compare equal.
+fn resolved(path: &std::path::Path) -> std::path::PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut real) = std::fs::canonicalize(existing) {
+            real.extend(rest.iter().rev());
+            return real;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return absolute,
+        }
     }
 }
 
@@ -132,6 +185,17 @@ pub enum JobOutcome {
         /// Plaintext bytes captured per second.
         bytes_per_second: f64,
     },
+    /// Done, but a source skipped or captured inexactly some items of the
+    /// live system (`summary.warnings` says which): the backup is complete
+    /// and restorable, and an operator should look at the warnings.
+    SucceededWithWarnings {
+        /// The backup, what it holds, and the warnings.
+        summary: JobSummary,
+        /// Wall time in seconds.
+        seconds: f64,
+        /// Plaintext bytes captured per second.
+        bytes_per_second: f64,
+    },
     /// A scheduled job skipped for a maintenance window.
     Skipped {
         /// Why.
@@ -146,6 +210,17 @@ pub enum JobOutcome {
         /// The error.
         error: String,
     },
+}
+
+impl JobOutcome {
+    /// Whether the job wrote a backup ([`JobOutcome::Succeeded`] or
+    /// [`JobOutcome::SucceededWithWarnings`]).
+    pub fn is_success(&self) -> bool {
+        matches!(
+            self,
+            JobOutcome::Succeeded { .. } | JobOutcome::SucceededWithWarnings { .. }
+        )
+    }
 }
 
 /// One entry of the job history.
@@ -236,7 +311,7 @@ impl Controller {
         let last = lock(&self.history)
             .iter()
             .rev()
-            .find(|r| matches!(r.outcome, JobOutcome::Succeeded { .. }))
+            .find(|r| r.outcome.is_success())
             .map(|r| r.started);
         last.is_none_or(|t| now - t >= interval)
     }
@@ -274,10 +349,19 @@ impl Controller {
         let outcome = match result {
             Ok(summary) => {
                 let seconds = start.elapsed().as_secs_f64();
-                JobOutcome::Succeeded {
-                    bytes_per_second: summary.data_bytes as f64 / seconds.max(1e-6),
-                    summary,
-                    seconds,
+                let bytes_per_second = summary.data_bytes as f64 / seconds.max(1e-6);
+                if summary.warnings.is_empty() {
+                    JobOutcome::Succeeded {
+                        bytes_per_second,
+                        summary,
+                        seconds,
+                    }
+                } else {
+                    JobOutcome::SucceededWithWarnings {
+                        bytes_per_second,
+                        summary,
+                        seconds,
+                    }
                 }
             }
             Err(e) => JobOutcome::Failed {

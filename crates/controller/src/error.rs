@@ -1,4 +1,14 @@
 //! The crate's one error type, and how each failure maps to an operator alert.
+//!
+//! Rules: only a failure of the storage target (directly, or carried through
+//! the archive writer or a catalogue read) gets one of the storage classes and
+//! its alert. A backup source that cannot be read is
+//! [`ControllerError::Source`]: a general fault whose alert names the source
+//! and the path and talks about the source, never about the storage location.
+//! Anything else is a general fault whose alert quotes the error.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
 
 use ibs_storage::{Alert, ErrorKind, StorageError};
 
@@ -56,41 +66,92 @@ pub enum ControllerError {
         #[source]
         source: ibs_recovery::RecoveryError,
     },
-    /// A backup source failed to capture its data.
-    #[error("source {source_name}: {reason}")]
+    /// A backup source failed to capture its data (not a storage fault).
+    #[error("source {source_name}: {}: {reason}", path.display())]
     Source {
         /// The source.
         source_name: String,
+        /// The file or folder of the source that failed (for a source that is
+        /// not a folder, whatever names the failed item best).
+        path: PathBuf,
+        /// What went wrong, and the system's error text.
+        reason: String,
+    },
+    /// The job itself failed (an internal task stopped); retrying can help.
+    #[error("the backup job failed: {reason}; retry the backup")]
+    Internal {
         /// What went wrong.
         reason: String,
     },
 }
 
 impl ControllerError {
-    /// The failure class: the storage crate's five classes. Anything that is
-    /// not the target's fault is a general fault (retry).
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            ControllerError::Storage(e) => e.kind(),
-            ControllerError::Archive(ibs_archive::Error::Sink(io)) => io
-                .get_ref()
-                .and_then(|e| e.downcast_ref::<StorageError>())
-                .map_or(ErrorKind::Other, StorageError::kind),
-            ControllerError::Recovery(e) | ControllerError::Unconfirmed { source: e, .. } => {
-                e.storage_kind().unwrap_or(ErrorKind::Other)
-            }
-            ControllerError::InvalidSetting {
-                setting: "location", ..
-            } => ErrorKind::PathNotFound,
-            _ => ErrorKind::Other,
+    /// A [`ControllerError::Source`]: source `source_name` failed on `path`.
+    pub fn source(source_name: impl Into<String>, path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        ControllerError::Source {
+            source_name: source_name.into(),
+            path: path.into(),
+            reason: reason.into(),
         }
     }
 
-    /// The operator alert for this failure.
+    /// The failure class: the storage crate's five classes. Anything that is
+    /// not the target's fault is a general fault (retry).
+    pub fn kind(&self) -> ErrorKind {
+        self.storage_kind().unwrap_or(ErrorKind::Other)
+    }
+
+    /// The storage class when the storage target (or the location setting) is at fault.
+    fn storage_kind(&self) -> Option<ErrorKind> {
+        match self {
+            ControllerError::Storage(e) => Some(e.kind()),
+            ControllerError::Archive(ibs_archive::Error::Sink(io)) => io
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<StorageError>())
+                .map(StorageError::kind),
+            ControllerError::Recovery(e) | ControllerError::Unconfirmed { source: e, .. } => e.storage_kind(),
+            ControllerError::InvalidSetting {
+                setting: "location", ..
+            } => Some(ErrorKind::PathNotFound),
+            _ => None,
+        }
+    }
+
+    /// The operator alert for this failure: the storage class's alert for a
+    /// storage failure, the source's own alert for a source failure, and a
+    /// general-fault alert quoting the error for the rest.
     pub fn alert(&self) -> Alert {
         match self {
             ControllerError::Storage(e) => e.alert(),
-            _ => self.kind().alert(),
+            ControllerError::Source {
+                source_name,
+                path,
+                reason,
+            } => Alert {
+                kind: ErrorKind::Other,
+                title: Cow::Owned(format!("Backup source {source_name} could not be read")),
+                description: Cow::Owned(format!(
+                    "The backup failed because source {source_name} could not be captured: {}: {reason}.",
+                    path.display()
+                )),
+                remediation: Cow::Owned(format!(
+                    "Check that {} (source {source_name}) exists, is what the source expects (a folder for a \
+                     source root, a regular file for a file) and can be read by the backup service; fix it or \
+                     exclude it from the source, then retry the backup.",
+                    path.display()
+                )),
+            },
+            _ => match self.storage_kind() {
+                Some(storage) => storage.alert(),
+                None => Alert {
+                    kind: ErrorKind::Other,
+                    title: Cow::Borrowed("Backup failed because of a general fault"),
+                    description: Cow::Owned(format!("The backup failed: {self}.")),
+                    remediation: Cow::Borrowed(
+                        "Retry the backup. If the problem persists, collect the logs and escalate to support.",
+                    ),
+                },
+            },
         }
     }
 }

@@ -13,7 +13,7 @@ use ibs_retention::{BackupRecord, BackupState, CapacityFacts, Deletion, Plan, Po
 use ibs_storage::{Alert, CommitMode, ErrorKind, InstanceLayout, StorageTarget, StorageTargetExt};
 use sha2::{Digest, Sha256};
 
-use crate::source::{BackupSource, EntrySink};
+use crate::source::{BackupSource, CaptureWarning, EntrySink, Warnings};
 use crate::{ControllerError, Result};
 
 /// What a job needs to know.
@@ -56,6 +56,9 @@ pub struct JobSummary {
     pub damaged: Vec<DamagedBackup>,
     /// Objects in the backup folder that ibs did not write (left alone).
     pub unrecognised: Vec<String>,
+    /// What the sources skipped or captured inexactly (a live system); when
+    /// not empty the job succeeded with warnings.
+    pub warnings: Warnings,
 }
 
 /// A backup that looked complete but whose archive does not match its
@@ -69,19 +72,24 @@ pub struct DamagedBackup {
 }
 
 impl DamagedBackup {
-    /// The operator alert: a general fault naming no storage problem (the
-    /// backup's bytes are wrong; this text and [`DamagedBackup::problem`]
-    /// name it).
+    /// The operator alert: a general fault naming the backup and what is
+    /// wrong with it (its bytes are wrong, not the storage connection).
     pub fn alert(&self) -> Alert {
+        use std::borrow::Cow;
         Alert {
             kind: ErrorKind::Other,
-            title: "A backup at the storage location is damaged",
-            description: "A backup's archive does not match its manifest: it was changed or damaged on the \
-                storage location after it was written. It cannot be restored and is not kept in place of an \
-                intact backup.",
-            remediation: "Check the storage location's health (disk errors, other writers, antivirus \
-                quarantine). The damaged backup is deleted by retention like any other; take a new backup \
-                now if it was the newest one.",
+            title: Cow::Owned(format!("Backup {} at the storage location is damaged", self.id)),
+            description: Cow::Owned(format!(
+                "Backup {} does not match its manifest: {}. It was changed or damaged on the storage \
+                 location after it was written; it cannot be restored and is never kept in place of an intact \
+                 backup.",
+                self.id, self.problem
+            )),
+            remediation: Cow::Borrowed(
+                "Check the storage location's health (disk errors, other writers, antivirus quarantine). \
+                 Retention deletes the damaged backup like any other; take a new backup now if it was the \
+                 newest one.",
+            ),
         }
     }
 }
@@ -135,14 +143,14 @@ struct ArchiveSink {
     enc: ArchiveEncoder,
     upload: tokio::sync::mpsc::Sender<Bytes>,
     source: String,
+    warnings: Warnings,
 }
 
 impl ArchiveSink {
     async fn emit(&mut self, bytes: Bytes) -> Result<()> {
         if self.upload.send(bytes).await.is_err() {
             // The uploader stopped on an error; `write_backup` reports it.
-            return Err(ControllerError::Source {
-                source_name: "upload".into(),
+            return Err(ControllerError::Internal {
                 reason: "the upload stopped".into(),
             });
         }
@@ -196,6 +204,10 @@ impl EntrySink for ArchiveSink {
         self.enc.end_entry()?;
         self.drain_ready().await
     }
+
+    fn warn(&mut self, warning: CaptureWarning) {
+        self.warnings.push(warning);
+    }
 }
 
 /// Checks what a job writes into the archive header and the manifest,
@@ -203,19 +215,25 @@ impl EntrySink for ArchiveSink {
 /// (`MAJOR.MINOR[.BUILD[.REVISION]]`, so the version rule can read it back)
 /// and every recorded value is one printable line.
 pub fn check_spec(spec: &JobSpec) -> Result<()> {
+    check_recorded(&spec.producer_version, &spec.instance)
+}
+
+/// [`check_spec`] of the values themselves (for a caller that checks before
+/// it has a target).
+pub fn check_recorded(producer_version: &str, instance: &InstanceLayout) -> Result<()> {
     let invalid = |setting: &'static str| {
         move |e: ibs_recovery::RecoveryError| ControllerError::InvalidSetting {
             setting,
             reason: e.to_string(),
         }
     };
-    ibs_recovery::layout::check_manifest_value("producer version", &spec.producer_version)
+    ibs_recovery::layout::check_manifest_value("producer version", producer_version)
         .map_err(invalid("producer version"))?;
-    spec.producer_version
+    producer_version
         .parse::<ibs_recovery::Version>()
         .map_err(invalid("producer version"))?;
-    ibs_recovery::layout::check_manifest_value("fqdn", spec.instance.fqdn()).map_err(invalid("fqdn"))?;
-    ibs_recovery::layout::check_manifest_value("region", spec.instance.region()).map_err(invalid("region"))?;
+    ibs_recovery::layout::check_manifest_value("fqdn", instance.fqdn()).map_err(invalid("fqdn"))?;
+    ibs_recovery::layout::check_manifest_value("region", instance.region()).map_err(invalid("region"))?;
     Ok(())
 }
 
@@ -273,14 +291,13 @@ pub async fn write_backup(
         (upload, Ok((<[u8; 32]>::from(hasher.finalize()), written)))
     });
     let captured = capture(enc, tx, sources).await;
-    let (upload, uploaded) = uploader.await.map_err(|e| ControllerError::Source {
-        source_name: "upload".into(),
+    let (upload, uploaded) = uploader.await.map_err(|e| ControllerError::Internal {
         reason: format!("the upload task failed: {e}"),
     })?;
     let failure = match (captured, uploaded) {
         (_, Err(e)) => Some(ControllerError::from(e)),
         (Err(e), Ok(_)) => Some(e),
-        (Ok((data_bytes, entries)), Ok((hash, written))) => {
+        (Ok((data_bytes, entries, warnings)), Ok((hash, written))) => {
             upload.commit().await?;
             let manifest = Manifest {
                 id: id.clone(),
@@ -319,13 +336,13 @@ pub async fn write_backup(
                 deleted: Vec::new(),
                 damaged: Vec::new(),
                 unrecognised: Vec::new(),
+                warnings,
             });
         }
     };
     let _ = upload.abort().await;
     let _ = spec.target.delete_dir(&paths.folder).await;
-    Err(failure.unwrap_or_else(|| ControllerError::Source {
-        source_name: "upload".into(),
+    Err(failure.unwrap_or_else(|| ControllerError::Internal {
         reason: "unknown failure".into(),
     }))
 }
@@ -337,11 +354,12 @@ async fn capture(
     enc: ArchiveEncoder,
     upload: tokio::sync::mpsc::Sender<Bytes>,
     sources: &[Arc<dyn BackupSource>],
-) -> Result<(u64, u64)> {
+) -> Result<(u64, u64, Warnings)> {
     let mut sink = ArchiveSink {
         enc,
         upload,
         source: String::new(),
+        warnings: Warnings::default(),
     };
     for source in sources {
         sink.source = source.name().to_owned();
@@ -352,7 +370,7 @@ async fn capture(
     let Progress {
         bytes_in, entries_done, ..
     } = sink.enc.progress();
-    Ok((bytes_in, entries_done))
+    Ok((bytes_in, entries_done, sink.warnings))
 }
 
 /// The retention view of a catalogue: complete backups with a fresh
@@ -455,8 +473,7 @@ pub async fn plan_retention(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ControllerError::Source {
-        source_name: "retention".into(),
+    Err(ControllerError::Internal {
         reason: "the retention plan did not settle; nothing was deleted".into(),
     })
 }

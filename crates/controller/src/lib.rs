@@ -12,7 +12,26 @@
 //!   manifest last (the backup lists as complete only then) and runs retention;
 //!   on a full target it frees space and retries once.
 //! * [`JobRecord`]: history and status, failures classified with the storage
-//!   crate's five classes and their alerts.
+//!   crate's five classes and their alerts. Only storage failures get the
+//!   storage alerts; a source that cannot be read is a general fault whose
+//!   alert names the source and the path.
+//!
+//! Live capture: a file deleted during the backup is skipped, and one that
+//! keeps changing is captured as last read; both are reported as
+//! [`CaptureWarning`]s (the first [`Warnings::KEPT`] kept, the rest counted)
+//! and the job ends [`JobOutcome::SucceededWithWarnings`]. An embedder who
+//! prefers a failure asks for [`DirectorySource::strict`].
+//!
+//! A local location inside a source: [`Settings::prepare_source`] excludes
+//! the location's `MASBackup` folder from the source rather than refusing
+//! the pair. We chose exclusion over an error because a source such as
+//! `/var` with the backups at `/var/backups` is a reasonable setup that an
+//! error would make impossible without hand-written excludes, and the
+//! excluded folder holds only what this library wrote (OEM siblings of
+//! `MASBackup` are still captured). The reverse, a source inside the
+//! `MASBackup` folder, is refused: it can only be a mistake. A location on
+//! a share that is also mounted inside a source cannot be recognised; exclude
+//! the mount with [`DirectorySource::exclude`].
 //!
 //! Crash safety: a job killed at any point leaves earlier backups untouched and
 //! no backup that lists as complete (the manifest, put with `CreateNew`, is the
@@ -29,4 +48,4 @@ pub use controller::{
 };
 pub use error::{ControllerError, Result};
 pub use job::{CheckMemo, DamagedBackup, JobSpec, JobSummary, Retention};
-pub use source::{BackupSource, DirectorySource, EntrySink};
+pub use source::{BackupSource, CaptureProblem, CaptureWarning, DirectorySource, EntrySink, Warnings};

@@ -6,6 +6,7 @@
 //! trying again can help; [`StorageError::alert`] gives the operator-facing
 //! title, description and remediation. Errors never carry credentials.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The failure class: what an operator must do differs for each.
@@ -24,17 +25,20 @@ pub enum ErrorKind {
 }
 
 /// An operator-facing alert for a failure class: part of the public API so
-/// controllers and the CLI show the same words.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// controllers and the CLI show the same words. The five classes' texts are
+/// fixed; a caller whose failure is not the storage's (a backup source that
+/// cannot be read) builds its own alert of class [`ErrorKind::Other`] naming
+/// what failed, hence owned-or-static text.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Alert {
     /// The class the alert is for.
     pub kind: ErrorKind,
     /// A short title.
-    pub title: &'static str,
+    pub title: Cow<'static, str>,
     /// What happened.
-    pub description: &'static str,
+    pub description: Cow<'static, str>,
     /// What the operator should do.
-    pub remediation: &'static str,
+    pub remediation: Cow<'static, str>,
 }
 
 impl ErrorKind {
@@ -52,38 +56,54 @@ impl ErrorKind {
         match self {
             ErrorKind::OutOfCapacity => Alert {
                 kind: self,
-                title: "Backup storage location is out of capacity",
-                description: "The external storage location does not have enough free space to store the backup.",
-                remediation: "Add capacity to the storage location, or delete the oldest backups at the location \
+                title: Cow::Borrowed("Backup storage location is out of capacity"),
+                description: Cow::Borrowed(
+                    "The external storage location does not have enough free space to store the backup.",
+                ),
+                remediation: Cow::Borrowed(
+                    "Add capacity to the storage location, or delete the oldest backups at the location \
                     (oldest first; keep the newest complete backup). Size the location for one backup size \
                     x backups per day x days kept.",
+                ),
             },
             ErrorKind::Connectivity => Alert {
                 kind: self,
-                title: "Backup storage location cannot be reached",
-                description: "The storage location could not be reached over the network, or it stopped responding.",
-                remediation: "Fix the network connectivity between the system and the storage location \
+                title: Cow::Borrowed("Backup storage location cannot be reached"),
+                description: Cow::Borrowed(
+                    "The storage location could not be reached over the network, or it stopped responding.",
+                ),
+                remediation: Cow::Borrowed(
+                    "Fix the network connectivity between the system and the storage location \
                     (file server up, port 445 reachable, firewall and DNS), then retry the backup.",
+                ),
             },
             ErrorKind::PathNotFound => Alert {
                 kind: self,
-                title: "Backup storage path cannot be resolved",
-                description: "The path to the storage location does not exist or cannot be resolved.",
-                remediation: "Check that the share and folder can be opened from another machine, then update \
+                title: Cow::Borrowed("Backup storage path cannot be resolved"),
+                description: Cow::Borrowed("The path to the storage location does not exist or cannot be resolved."),
+                remediation: Cow::Borrowed(
+                    "Check that the share and folder can be opened from another machine, then update \
                     the backup storage path in the backup settings.",
+                ),
             },
             ErrorKind::Authentication => Alert {
                 kind: self,
-                title: "Backup storage location refused the credentials",
-                description: "Authentication to the storage location failed, or the account has no access.",
-                remediation: "Check the user name, password and domain for the storage location, and that the \
+                title: Cow::Borrowed("Backup storage location refused the credentials"),
+                description: Cow::Borrowed(
+                    "Authentication to the storage location failed, or the account has no access.",
+                ),
+                remediation: Cow::Borrowed(
+                    "Check the user name, password and domain for the storage location, and that the \
                     account may read and write the share; update the credentials in the backup settings.",
+                ),
             },
             ErrorKind::Other => Alert {
                 kind: self,
-                title: "Backup failed because of a general fault",
-                description: "The backup failed because of an unexpected fault at the storage location.",
-                remediation: "Retry the backup. If the problem persists, collect the logs and escalate to support.",
+                title: Cow::Borrowed("Backup failed because of a general fault"),
+                description: Cow::Borrowed("The backup failed because of an unexpected fault at the storage location."),
+                remediation: Cow::Borrowed(
+                    "Retry the backup. If the problem persists, collect the logs and escalate to support.",
+                ),
             },
         }
     }
