@@ -820,3 +820,233 @@ fn a_location_inside_a_source_is_left_out_of_its_backups() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("inside the backup folder"));
     assert_eq!(walk(&share), before);
 }
+
+// ---- trust: never lose the last good backup, say exactly what was checked ----
+
+/// The backup folders at a local share, oldest first (by id).
+fn backup_folders(share: &Path) -> Vec<PathBuf> {
+    let root = share.join(FQDN).join("local/MASBackup");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("backup.manifest").exists())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Ages a backup: its manifest's creation time (what retention reads) set
+/// `days` into the past. The manifest is unauthenticated by design (the
+/// keyless catalogue reads it), so this is what a clock change would do.
+fn age(folder: &Path, days: i64) {
+    let manifest = folder.join("backup.manifest");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let aged: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("created: ") {
+            Some(t) => format!("created: {}\n", t.parse::<i64>().unwrap() - days * 86_400),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(manifest, aged).unwrap();
+}
+
+/// Flips one byte in the middle of a backup's archive (body damage: the
+/// manifest, header and footer still look right).
+fn flip_middle_byte(folder: &Path) {
+    let archive = folder.join("backup.ibs");
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(archive, bytes).unwrap();
+}
+
+fn id_of(folder: &Path) -> &str {
+    folder.file_name().unwrap().to_str().unwrap()
+}
+
+fn ibs_out(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = ibs(args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_damaged_newest_backup_does_not_cost_the_good_ones() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
+    for _ in 0..4 {
+        backup(s(&share), &cer, &[]);
+    }
+    let folders = backup_folders(&share);
+    assert_eq!(folders.len(), 4);
+    for (folder, days) in folders.iter().zip([20, 19, 18, 17]) {
+        age(folder, days);
+    }
+    let damaged = &folders[3];
+    flip_middle_byte(damaged);
+    // The keyless listing cannot see body damage; `check` can, with no key.
+    let list = ok(&["list", "--location", s(&share), "--fqdn", FQDN]);
+    assert_eq!(list.matches(" complete ").count(), 4, "{list}");
+    let (code, out, _) = ibs_out(&["check", "--location", s(&share), "--fqdn", FQDN, "--all"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(&format!("backup {} FAILED", id_of(damaged))), "{out}");
+    assert_eq!(out.matches("checked (no key)").count(), 3, "{out}");
+
+    let (code, out, err) = ibs_out(&["prune", "--location", s(&share), "--fqdn", FQDN, "--keep-days", "7"]);
+    // Damage found is an alert naming the backup (exit 1), after pruning.
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains(&format!("Backup {} at the storage location is damaged", id_of(damaged))), "{out}");
+    // The newest intact one (18 days) is kept; the rest are gone.
+    let left = backup_folders(&share);
+    assert_eq!(left, [folders[2].clone()], "{out}");
+    ok(&[
+        "verify",
+        "--location",
+        s(&share),
+        "--fqdn",
+        FQDN,
+        "--pfx",
+        s(&pfx),
+        "--password-file",
+        s(&pw),
+    ]);
+}
+
+#[test]
+fn prune_deletes_only_what_ibs_wrote() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer, _, _) = keygen(&work.path().join("keys"), "k");
+    backup(s(&share), &cer, &[]);
+    backup(s(&share), &cer, &[]);
+    let folders = backup_folders(&share);
+    age(&folders[0], 30);
+    let root = share.join(FQDN).join("local/MASBackup");
+    // A folder named like a backup, holding someone else's file; a file of
+    // someone else's inside an expired backup; a file beside the backups.
+    let foreign_folder = root.join("20200101T000000Z-deadbeef");
+    std::fs::create_dir(&foreign_folder).unwrap();
+    std::fs::write(foreign_folder.join("important.docx"), b"not ours").unwrap();
+    std::fs::write(folders[0].join("notes.txt"), b"not ours either").unwrap();
+    std::fs::write(root.join("README.txt"), b"OEM notes").unwrap();
+
+    let list = ok(&["list", "--location", s(&share), "--fqdn", FQDN]);
+    for name in ["important.docx", "notes.txt", "README.txt"] {
+        assert!(list.contains(&format!("unrecognised (not written by ibs, left alone): ")) && list.contains(name), "{list}");
+    }
+    assert_eq!(list.matches(" complete ").count(), 2, "{list}");
+    assert!(!list.contains("deadbeef "), "a foreign folder listed as a backup:\n{list}");
+
+    let out = ok(&["prune", "--location", s(&share), "--fqdn", FQDN, "--keep-days", "7"]);
+    assert!(out.contains(&format!("deleted {}", id_of(&folders[0]))), "{out}");
+    for name in ["important.docx", "notes.txt", "README.txt"] {
+        assert!(out.contains(name), "prune does not report {name}:\n{out}");
+    }
+    assert_eq!(std::fs::read(foreign_folder.join("important.docx")).unwrap(), b"not ours");
+    assert_eq!(std::fs::read(folders[0].join("notes.txt")).unwrap(), b"not ours either");
+    assert!(!folders[0].join("backup.ibs").exists() && !folders[0].join("backup.manifest").exists());
+    assert_eq!(std::fs::read(root.join("README.txt")).unwrap(), b"OEM notes");
+    assert!(folders[1].join("backup.manifest").exists());
+}
+
+#[test]
+fn verify_checks_the_archive_against_its_manifest_and_says_what_it_checked() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
+    backup(s(&share), &cer, &[]);
+    let verify = [
+        "verify",
+        "--location",
+        s(&share),
+        "--fqdn",
+        FQDN,
+        "--pfx",
+        s(&pfx),
+        "--password-file",
+        s(&pw),
+    ];
+    let out = ok(&verify);
+    for what in ["SHA-256", "manifest", "header", "frames", "entries"] {
+        assert!(out.contains(what), "verify does not say it checked {what}: {out}");
+    }
+    // A manifest whose archive-sha256 is zeros: verify and check fail.
+    let folder = &backup_folders(&share)[0];
+    let manifest = folder.join("backup.manifest");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let zeroed: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("archive-sha256: ") {
+                format!("archive-sha256: {}\n", "0".repeat(64))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&manifest, zeroed).unwrap();
+    let err = fails(&verify);
+    assert!(err.contains(id_of(folder)) && err.contains("SHA-256"), "{err}");
+    let (code, out, _) = ibs_out(&["check", "--location", s(&share), "--fqdn", FQDN]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("FAILED"), "{out}");
+}
+
+#[test]
+fn verify_takes_the_newest_backup_and_restore_names_what_it_skipped() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
+    backup(s(&share), &cer, &[]);
+    backup(s(&share), &cer, &[]);
+    let folders = backup_folders(&share);
+    // The newest is damaged (its archive shortened: the listing sees it).
+    let archive = folders[1].join("backup.ibs");
+    let bytes = std::fs::read(&archive).unwrap();
+    std::fs::write(&archive, &bytes[..bytes.len() - 10]).unwrap();
+    let keys = ["--pfx", s(&pfx), "--password-file", s(&pw)];
+    let mut verify = vec!["verify", "--location", s(&share), "--fqdn", FQDN];
+    verify.extend(keys);
+    let err = fails(&verify);
+    assert!(err.contains(id_of(&folders[1])) && err.contains("damaged"), "{err}");
+    assert!(!err.contains("verified"), "{err}");
+    // restore takes the newest restorable one, naming the newer one it skipped.
+    let to = work.path().join("restored");
+    let mut restore = vec!["restore", "--location", s(&share), "--fqdn", FQDN, "--to", s(&to)];
+    restore.extend(keys);
+    let (code, out, err) = ibs_out(&restore);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(id_of(&folders[0])), "{out}");
+    assert!(
+        err.contains(&format!("skipping the newer backup {}", id_of(&folders[1]))) && err.contains("damaged"),
+        "{err}"
+    );
+}
+
+#[test]
+fn values_the_backup_records_are_checked_before_anything_is_written() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer, _, _) = keygen(&work.path().join("keys"), "k");
+    for version in ["1.0\nid: x", "", " 1.0", "not-a-version", "1.0\t"] {
+        let sources = source_args();
+        let mut args = vec!["backup", "--location", s(&share), "--cert", s(&cer), "--fqdn", FQDN];
+        args.extend(sources.iter().map(String::as_str));
+        args.extend(["--producer-version", version]);
+        let (code, out, err) = ibs_out(&args);
+        assert_eq!(code, Some(2), "{version:?}: {out}{err}");
+        assert!(err.contains("producer version"), "{err}");
+        assert!(!out.contains("complete"), "{out}");
+        assert!(walk(&share).is_empty(), "{version:?} wrote {:?}", walk(&share));
+    }
+}

@@ -790,3 +790,199 @@ async fn a_local_location_inside_a_source_is_left_out_and_a_source_inside_the_ba
     );
     assert!(err.to_string().contains("inside the backup folder"), "{err}");
 }
+
+// ---- trust: the backup retention keeps must be intact; "complete" must list as complete ----
+
+/// A target that changes what is put through it, when armed: flips one byte
+/// in the middle of the next archive upload (damage on the share that the
+/// manifest, header and footer do not show), or replaces the next manifest.
+#[derive(Debug)]
+struct Tamper {
+    inner: MemoryTarget,
+    mode: std::sync::Mutex<Option<&'static str>>,
+}
+
+impl std::fmt::Display for Tamper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tamper({})", self.inner)
+    }
+}
+
+#[derive(Debug)]
+struct TamperWriter {
+    inner: Box<dyn ibs_storage::ObjectWriter>,
+    buffered: Vec<u8>,
+    mode: &'static str,
+}
+
+#[async_trait]
+impl ibs_storage::ObjectWriter for TamperWriter {
+    async fn write(&mut self, chunk: bytes::Bytes) -> ibs_storage::Result<()> {
+        self.buffered.extend_from_slice(&chunk);
+        Ok(())
+    }
+    async fn commit(mut self: Box<Self>) -> ibs_storage::Result<ibs_storage::ObjectMeta> {
+        let mut data = std::mem::take(&mut self.buffered);
+        match self.mode {
+            "rot" => {
+                let mid = data.len() / 2;
+                data[mid] ^= 0x10;
+            }
+            _ => data = b"ibs-backup-manifest 1\nid: garbled\n".to_vec(),
+        }
+        self.inner.write(data.into()).await?;
+        self.inner.commit().await
+    }
+    async fn abort(self: Box<Self>) -> ibs_storage::Result<()> {
+        self.inner.abort().await
+    }
+}
+
+#[async_trait]
+impl StorageTarget for Tamper {
+    async fn create_dir_all(&self, path: &ibs_storage::ObjectPath) -> ibs_storage::Result<()> {
+        self.inner.create_dir_all(path).await
+    }
+    async fn put(
+        &self,
+        path: &ibs_storage::ObjectPath,
+        mode: ibs_storage::CommitMode,
+    ) -> ibs_storage::Result<Box<dyn ibs_storage::ObjectWriter>> {
+        let writer = self.inner.put(path, mode).await?;
+        let armed = {
+            let mut m = self.mode.lock().unwrap();
+            let hit = match *m {
+                Some("rot") => path.name() == Some("backup.ibs"),
+                Some(_) => path.name() == Some("backup.manifest"),
+                None => false,
+            };
+            if hit { m.take() } else { None }
+        };
+        Ok(match armed {
+            Some(mode) => Box::new(TamperWriter {
+                inner: writer,
+                buffered: Vec::new(),
+                mode,
+            }),
+            None => writer,
+        })
+    }
+    async fn read_range(
+        &self,
+        path: &ibs_storage::ObjectPath,
+        range: std::ops::Range<u64>,
+    ) -> ibs_storage::Result<bytes::Bytes> {
+        self.inner.read_range(path, range).await
+    }
+    async fn head(&self, path: &ibs_storage::ObjectPath) -> ibs_storage::Result<ibs_storage::ObjectMeta> {
+        self.inner.head(path).await
+    }
+    async fn list(
+        &self,
+        prefix: &ibs_storage::ObjectPath,
+    ) -> ibs_storage::Result<futures::stream::BoxStream<'static, ibs_storage::Result<ibs_storage::ObjectMeta>>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, path: &ibs_storage::ObjectPath) -> ibs_storage::Result<()> {
+        self.inner.delete(path).await
+    }
+    async fn delete_dir(&self, path: &ibs_storage::ObjectPath) -> ibs_storage::Result<()> {
+        self.inner.delete_dir(path).await
+    }
+    async fn capacity(&self) -> ibs_storage::Result<ibs_storage::Capacity> {
+        self.inner.capacity().await
+    }
+}
+
+fn tamper(inner: MemoryTarget) -> (Arc<Tamper>, Arc<dyn StorageTarget>) {
+    let t = Arc::new(Tamper {
+        inner,
+        mode: std::sync::Mutex::new(None),
+    });
+    let d: Arc<dyn StorageTarget> = t.clone();
+    (t, d)
+}
+
+#[tokio::test]
+async fn freeing_space_never_deletes_the_newest_intact_backup_for_a_damaged_newer_one() {
+    let probe: Arc<dyn StorageTarget> = Arc::new(MemoryTarget::new());
+    let one = write_backup(&spec(probe, &pair(0).cert), &sources(), T0, None)
+        .await
+        .unwrap();
+    // Room for two backups and a half: after the second, retention frees space for a third.
+    let (t, target) = tamper(MemoryTarget::with_capacity(one.archive_bytes * 5 / 2 + 4096));
+    let spec = spec(Arc::clone(&target), &pair(0).cert);
+    let first = run_job(&spec, &sources(), T0).await.unwrap();
+    // The second backup is damaged on its way to the share (the manifest
+    // records what was sent): it still lists as complete.
+    *t.mode.lock().unwrap() = Some("rot");
+    let second = run_job(&spec, &sources(), T0 + 2).await.unwrap();
+    let found: Vec<&str> = second.damaged.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(found, [second.id.as_str()], "{second:?}");
+    assert!(second.damaged[0].alert().title.contains(second.id.as_str()));
+    assert_eq!(second.damaged[0].alert().kind, ErrorKind::Other);
+    // The 2-second-old first backup is the newest intact one: it stays; the
+    // damaged one is what goes to make room, and the record says why.
+    let deleted: Vec<(&str, ibs_retention::Reason)> = second.deleted.iter().map(|d| (d.id.as_str(), d.reason)).collect();
+    assert_eq!(deleted, [(second.id.as_str(), ibs_retention::Reason::FreeSpace)]);
+    let cat = Recovery::new(Arc::clone(&target), instance()).catalogue().await.unwrap();
+    let kept: Vec<_> = cat.complete().map(|b| b.id.clone()).collect();
+    assert_eq!(kept, [first.id.clone()]);
+    assert_eq!(complete_and_sound(&target).await, 1);
+}
+
+#[tokio::test]
+async fn a_job_whose_committed_backup_would_not_list_as_complete_fails() {
+    let (t, target) = tamper(MemoryTarget::new());
+    *t.mode.lock().unwrap() = Some("manifest");
+    let err = run_job(&spec(Arc::clone(&target), &pair(0).cert), &sources(), T0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ControllerError::NotComplete { .. }), "{err}");
+    assert!(err.to_string().contains("damaged"), "{err}");
+    // What `list` shows agrees with the failure: nothing complete.
+    assert_eq!(complete_and_sound(&target).await, 0);
+}
+
+#[tokio::test]
+async fn backups_of_the_same_second_order_by_creation() {
+    let target: Arc<dyn StorageTarget> = Arc::new(MemoryTarget::new());
+    let spec = spec(Arc::clone(&target), &pair(0).cert);
+    let mut made = Vec::new();
+    for _ in 0..6 {
+        made.push(write_backup(&spec, &sources(), T0, None).await.unwrap().id);
+    }
+    let r = Recovery::new(Arc::clone(&target), instance());
+    let cat = r.catalogue().await.unwrap();
+    let listed: Vec<_> = cat.backups.iter().map(|b| b.id.clone()).collect();
+    assert_eq!(listed, made, "the catalogue's order is the order they were made in");
+    assert_eq!(r.choose(&cat, &Choice::Newest).unwrap().id, made[5]);
+}
+
+#[tokio::test]
+async fn retention_reads_the_newest_backup_once_and_remembers_it() {
+    let target: Arc<dyn StorageTarget> = Arc::new(MemoryTarget::new());
+    let spec = spec(Arc::clone(&target), &pair(0).cert);
+    let day = 86_400;
+    // Nothing expires for a week: no backup is read back.
+    for d in 0..7 {
+        let s = run_job(&spec, &sources(), T0 + d * day).await.unwrap();
+        assert!(s.deleted.is_empty() && s.damaged.is_empty(), "{s:?}");
+    }
+    let inst = instance();
+    let plan = |now| ibs_controller::job::plan_retention(&target, &inst, &spec.policy, now, None, &spec.checks);
+    let fresh = plan(T0 + 6 * day).await.unwrap();
+    assert!(fresh.checked.is_empty(), "nothing complete would go: no read");
+    // Day 9: two have expired; the newest is read once, then remembered.
+    let first = plan(T0 + 9 * day).await.unwrap();
+    assert_eq!(first.checked.len(), 1);
+    assert_eq!(first.plan.deletions.len(), 2, "{:?}", first.plan);
+    let again = plan(T0 + 9 * day).await.unwrap();
+    assert!(again.checked.is_empty(), "{again:?}");
+    assert_eq!(again.plan.deletions.len(), 2);
+    // A fresh memo (another process) reads it again.
+    let other = ibs_controller::job::plan_retention(&target, &instance(), &spec.policy, T0 + 9 * day, None, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(other.checked.len(), 1);
+}
