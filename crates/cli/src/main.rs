@@ -656,7 +656,24 @@ async fn restore_cmd(a: &Args) -> Result<(), Failure> {
     if !a.only.is_empty() {
         options = options.sources(a.only.clone());
     }
-    let report = backup.restore_to(to, &options).await?;
+    let report = tokio::select! {
+        report = backup.restore_to(to, &options) => report?,
+        signal = stop_signal() => {
+            // The restore stops here; its leftovers are removed once every
+            // write still running has finished (see `main`).
+            let sources = backup.sources().into_iter().map(str::to_owned).collect();
+            *lock_stopped() = Some((to.clone(), sources));
+            return Err(Failure(format!("restore stopped by {signal}; removing what it wrote"), false));
+        }
+    };
+    if !report.leftovers.is_empty() {
+        println!(
+            "removed what an interrupted restore had left in {}: {} staging folder(s), {} temporary file(s)",
+            to.display(),
+            report.leftovers.staging_folders,
+            report.leftovers.temporary_files
+        );
+    }
     println!(
         "backup {} restored to {}: {} files, {} bytes",
         info.id,
@@ -665,6 +682,28 @@ async fn restore_cmd(a: &Args) -> Result<(), Failure> {
         report.bytes
     );
     Ok(())
+}
+
+/// A restore stopped by a signal: its folder and the backup's sources, for
+/// the clean-up after the runtime has finished every write.
+type Stopped = Option<(PathBuf, Vec<String>)>;
+
+fn lock_stopped() -> std::sync::MutexGuard<'static, Stopped> {
+    static STOPPED: std::sync::Mutex<Stopped> = std::sync::Mutex::new(None);
+    STOPPED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, with the signal's name; never
+/// when signals cannot be watched.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 async fn prune_cmd(a: &Args) -> Result<(), Failure> {
@@ -737,7 +776,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|e| Failure(format!("cannot start: {e}"), false))?;
-        rt.block_on(async {
+        let result = rt.block_on(async {
             match verb.as_str() {
                 "backup" => backup_cmd(&a).await,
                 "list" => list_cmd(&a).await,
@@ -747,7 +786,26 @@ fn main() -> ExitCode {
                 "prune" => prune_cmd(&a).await,
                 other => Err(usage(format!("unknown command {other:?}\n\n{HELP}"))),
             }
-        })
+        });
+        // Every blocking task (file writes of a stopped restore) finishes first.
+        rt.shutdown_timeout(std::time::Duration::from_secs(60));
+        if let Some((to, sources)) = lock_stopped().take() {
+            let names: Vec<&str> = sources.iter().map(String::as_str).collect();
+            return match ibs_recovery::remove_restore_leftovers(&to, &names) {
+                Ok(_) => Err(Failure(
+                    format!(
+                        "{}; its staging folder and temporary files are removed",
+                        result.err().map_or_else(|| "restore stopped".to_owned(), |f| f.0)
+                    ),
+                    false,
+                )),
+                Err(e) => Err(Failure(
+                    format!("restore stopped; removing what it wrote failed: {e}"),
+                    false,
+                )),
+            };
+        }
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

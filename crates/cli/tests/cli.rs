@@ -901,7 +901,10 @@ fn a_damaged_newest_backup_does_not_cost_the_good_ones() {
     let (code, out, err) = ibs_out(&["prune", "--location", s(&share), "--fqdn", FQDN, "--keep-days", "7"]);
     // Damage found is an alert naming the backup (exit 1), after pruning.
     assert_eq!(code, Some(1), "{out}{err}");
-    assert!(out.contains(&format!("Backup {} at the storage location is damaged", id_of(damaged))), "{out}");
+    assert!(
+        out.contains(&format!("Backup {} at the storage location is damaged", id_of(damaged))),
+        "{out}"
+    );
     // The newest intact one (18 days) is kept; the rest are gone.
     let left = backup_folders(&share);
     assert_eq!(left, [folders[2].clone()], "{out}");
@@ -939,17 +942,26 @@ fn prune_deletes_only_what_ibs_wrote() {
 
     let list = ok(&["list", "--location", s(&share), "--fqdn", FQDN]);
     for name in ["important.docx", "notes.txt", "README.txt"] {
-        assert!(list.contains(&format!("unrecognised (not written by ibs, left alone): ")) && list.contains(name), "{list}");
+        assert!(
+            list.contains(&format!("unrecognised (not written by ibs, left alone): ")) && list.contains(name),
+            "{list}"
+        );
     }
     assert_eq!(list.matches(" complete ").count(), 2, "{list}");
-    assert!(!list.contains("deadbeef "), "a foreign folder listed as a backup:\n{list}");
+    assert!(
+        !list.contains("deadbeef "),
+        "a foreign folder listed as a backup:\n{list}"
+    );
 
     let out = ok(&["prune", "--location", s(&share), "--fqdn", FQDN, "--keep-days", "7"]);
     assert!(out.contains(&format!("deleted {}", id_of(&folders[0]))), "{out}");
     for name in ["important.docx", "notes.txt", "README.txt"] {
         assert!(out.contains(name), "prune does not report {name}:\n{out}");
     }
-    assert_eq!(std::fs::read(foreign_folder.join("important.docx")).unwrap(), b"not ours");
+    assert_eq!(
+        std::fs::read(foreign_folder.join("important.docx")).unwrap(),
+        b"not ours"
+    );
     assert_eq!(std::fs::read(folders[0].join("notes.txt")).unwrap(), b"not ours either");
     assert!(!folders[0].join("backup.ibs").exists() && !folders[0].join("backup.manifest").exists());
     assert_eq!(std::fs::read(root.join("README.txt")).unwrap(), b"OEM notes");
@@ -1049,4 +1061,126 @@ fn values_the_backup_records_are_checked_before_anything_is_written() {
         assert!(!out.contains("complete"), "{out}");
         assert!(walk(&share).is_empty(), "{version:?} wrote {:?}", walk(&share));
     }
+}
+
+/// Starts `ibs restore` of the newest backup into `to` and, once it has
+/// written more than a megabyte under a staging name, sends it `signal`.
+fn interrupt_restore(share: &Path, pfx: &Path, pw: &Path, to: &Path, signal: &str) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_ibs"))
+        .args(["restore", "--location", s(share), "--fqdn", FQDN, "--pfx", s(pfx)])
+        .args(["--password-file", s(pw), "--to", s(to)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = false;
+    while Instant::now() < deadline && !sent {
+        let staged: u64 = walk(to)
+            .iter()
+            .filter(|p| p.to_string_lossy().contains(".ibs-restore-"))
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum();
+        if staged > 1 << 20 {
+            let status = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            sent = true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(sent, "the restore finished before it could be stopped");
+    out
+}
+
+#[test]
+fn an_interrupted_restore_leaves_nothing_half_done_behind() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
+    let big = work.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    noise_file(&big.join("blob.bin"), 300 << 20, 0x2545_F491_4F6C_DD1D);
+    backup(s(&share), &cer, &["--source", &format!("key-vault={}", big.display())]);
+
+    // Killed (SIGKILL): it cannot clean up; the next restore does, and says so.
+    let killed = work.path().join("killed");
+    let out = interrupt_restore(&share, &pfx, &pw, &killed, "-KILL");
+    assert_eq!(out.status.code(), None, "killed by a signal");
+    assert!(
+        walk(&killed)
+            .iter()
+            .any(|p| p.to_string_lossy().contains(".ibs-restore-"))
+    );
+    let restored = ok(&[
+        "restore",
+        "--location",
+        s(&share),
+        "--fqdn",
+        FQDN,
+        "--pfx",
+        s(&pfx),
+        "--password-file",
+        s(&pw),
+        "--to",
+        s(&killed),
+    ]);
+    assert!(
+        restored.contains("removed what an interrupted restore had left"),
+        "{restored}"
+    );
+    let left: Vec<PathBuf> = walk(&killed)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".ibs-restore-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        std::fs::read(killed.join("key-vault/blob.bin")).unwrap(),
+        std::fs::read(big.join("blob.bin")).unwrap()
+    );
+
+    // Stopped (Ctrl-C, SIGTERM): it cleans up itself before it exits.
+    for signal in ["-INT", "-TERM"] {
+        let stopped = work.path().join(format!("stopped{signal}"));
+        let out = interrupt_restore(&share, &pfx, &pw, &stopped, signal);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("SIG{}", &signal[1..])), "{err}");
+        assert!(walk(&stopped).is_empty(), "{signal} left {:?}", walk(&stopped));
+    }
+}
+
+#[test]
+fn restore_overwrite_replaces_existing_files() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
+    backup(s(&share), &cer, &[]);
+    let to = work.path().join("restored");
+    restore_newest(&share, &pfx, &pw, &to);
+    let file = walk(&to.join("rbac")).into_iter().next().unwrap();
+    std::fs::write(&file, b"changed since").unwrap();
+    let args = [
+        "restore",
+        "--location",
+        s(&share),
+        "--fqdn",
+        FQDN,
+        "--pfx",
+        s(&pfx),
+        "--password-file",
+        s(&pw),
+        "--to",
+        s(&to),
+    ];
+    let err = fails(&args);
+    assert!(err.contains("already exists") && err.contains("--overwrite"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"changed since");
+    ok(&[&args[..], &["--overwrite"]].concat());
+    same_tree(&sample().join("rbac"), &to.join("rbac"));
 }

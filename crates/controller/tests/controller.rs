@@ -923,9 +923,13 @@ async fn freeing_space_never_deletes_the_newest_intact_backup_for_a_damaged_newe
     assert_eq!(second.damaged[0].alert().kind, ErrorKind::Other);
     // The 2-second-old first backup is the newest intact one: it stays; the
     // damaged one is what goes to make room, and the record says why.
-    let deleted: Vec<(&str, ibs_retention::Reason)> = second.deleted.iter().map(|d| (d.id.as_str(), d.reason)).collect();
+    let deleted: Vec<(&str, ibs_retention::Reason)> =
+        second.deleted.iter().map(|d| (d.id.as_str(), d.reason)).collect();
     assert_eq!(deleted, [(second.id.as_str(), ibs_retention::Reason::FreeSpace)]);
-    let cat = Recovery::new(Arc::clone(&target), instance()).catalogue().await.unwrap();
+    let cat = Recovery::new(Arc::clone(&target), instance())
+        .catalogue()
+        .await
+        .unwrap();
     let kept: Vec<_> = cat.complete().map(|b| b.id.clone()).collect();
     assert_eq!(kept, [first.id.clone()]);
     assert_eq!(complete_and_sound(&target).await, 1);
@@ -981,8 +985,15 @@ async fn retention_reads_the_newest_backup_once_and_remembers_it() {
     assert!(again.checked.is_empty(), "{again:?}");
     assert_eq!(again.plan.deletions.len(), 2);
     // A fresh memo (another process) reads it again.
-    let other = ibs_controller::job::plan_retention(&target, &instance(), &spec.policy, T0 + 9 * day, None, &Default::default())
-        .await
-        .unwrap();
+    let other = ibs_controller::job::plan_retention(
+        &target,
+        &instance(),
+        &spec.policy,
+        T0 + 9 * day,
+        None,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(other.checked.len(), 1);
 }

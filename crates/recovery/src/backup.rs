@@ -197,7 +197,9 @@ impl RestoreOptions {
         self
     }
 
-    /// Replaces files that already exist (default: refuse).
+    /// Replaces files that already exist (default: refuse). A symbolic link
+    /// where a file goes is replaced by the file, never followed; a link or
+    /// a non-folder where a folder goes is still refused.
     pub fn overwrite(mut self, yes: bool) -> Self {
         self.overwrite = yes;
         self
@@ -212,6 +214,94 @@ impl RestoreOptions {
     }
 }
 
+/// What an earlier, interrupted restore had left in a restore folder, and
+/// this one removed (see [`remove_restore_leftovers`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Staging folders (`.ibs-restore-<tag>/`) removed with their contents.
+    pub staging_folders: u64,
+    /// Temporary files (`.ibs-restore-<tag>-<n>.tmp`) removed.
+    pub temporary_files: u64,
+}
+
+impl Leftovers {
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.staging_folders == 0 && self.temporary_files == 0
+    }
+}
+
+/// Whether `name` is a staging folder's: `.ibs-restore-` and 16 hex digits.
+fn is_staging_name(name: &str) -> bool {
+    name.strip_prefix(".ibs-restore-")
+        .is_some_and(|tag| tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether `name` is a temporary file's: `.ibs-restore-<16 hex>-<digits>.tmp`.
+fn is_temporary_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(".ibs-restore-").and_then(|r| r.strip_suffix(".tmp")) else {
+        return false;
+    };
+    match rest.split_once('-') {
+        Some((tag, n)) => {
+            tag.len() == 16
+                && tag.bytes().all(|b| b.is_ascii_hexdigit())
+                && !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+/// Removes what an interrupted restore (killed, or stopped by a signal) left
+/// in the restore folder `dir`: staging folders directly in `dir`, and
+/// temporary files anywhere under the folders `dir/<source>` of `sources`
+/// (where a restore writes them). Only names a restore makes are touched,
+/// symbolic links are never followed, and nothing else is changed. Blocking.
+/// [`Backup::restore_to`] calls it before it starts; a tool that stops a
+/// restore calls it afterwards.
+pub fn remove_restore_leftovers(dir: &Path, sources: &[&str]) -> Result<Leftovers> {
+    let io = |action: &'static str, p: &Path| {
+        let path = p.to_owned();
+        move |source| RecoveryError::Io { action, path, source }
+    };
+    let mut found = Leftovers::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(io("cannot list", dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io("cannot list", dir))?;
+        let name = entry.file_name();
+        let is_dir = entry.file_type().map_err(io("cannot inspect", &entry.path()))?.is_dir();
+        if is_dir && name.to_str().is_some_and(is_staging_name) {
+            std::fs::remove_dir_all(entry.path()).map_err(io("cannot remove", &entry.path()))?;
+            found.staging_folders += 1;
+        }
+    }
+    // Temporary files sit beside the files of sources that existed.
+    let mut stack: Vec<PathBuf> = sources.iter().map(|s| dir.join(s)).collect();
+    while let Some(folder) = stack.pop() {
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(e) => e,
+            // Not a folder (or gone): nothing of ours inside.
+            Err(_) => continue,
+        };
+        for entry in entries {
+            let entry = entry.map_err(io("cannot list", &folder))?;
+            let kind = entry.file_type().map_err(io("cannot inspect", &entry.path()))?;
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() && entry.file_name().to_str().is_some_and(is_temporary_name) {
+                std::fs::remove_file(entry.path()).map_err(io("cannot remove", &entry.path()))?;
+                found.temporary_files += 1;
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// What a restore wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RestoreReport {
@@ -222,6 +312,9 @@ pub struct RestoreReport {
     pub files: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// What an earlier, interrupted restore had left in the folder and this
+    /// one removed before it started.
+    pub leftovers: Leftovers,
 }
 
 /// An opened backup.
@@ -339,7 +432,9 @@ impl Backup {
     /// every folder this restore created are removed, so a damaged backup
     /// places nothing. The file system is synced once at the end (`syncfs`),
     /// not per file. A restore killed midway leaves a `.ibs-restore-*` folder
-    /// or `.ibs-restore-*.tmp` files.
+    /// or `.ibs-restore-*.tmp` files; the next restore into the same folder
+    /// removes them before it starts ([`RestoreReport::leftovers`]). One
+    /// restore at a time writes into a folder (an advisory lock on it).
     pub async fn restore_to(&self, dir: &Path, options: &RestoreOptions) -> Result<RestoreReport> {
         let wanted = |e: &Entry| options.sources.as_ref().is_none_or(|s| s.contains(&e.source));
         if let Some(wanted) = &options.sources {
@@ -367,6 +462,16 @@ impl Backup {
                 path: dir.to_owned(),
                 source,
             })?;
+        // One restore at a time into a folder (the lock goes with the
+        // process), then whatever an interrupted one left is removed.
+        let _lock = lock_restore_folder(dir).await?;
+        let all_sources: Vec<String> = self.sources().into_iter().map(str::to_owned).collect();
+        let at = dir.to_owned();
+        let leftovers = blocking(move || {
+            let names: Vec<&str> = all_sources.iter().map(String::as_str).collect();
+            remove_restore_leftovers(&at, &names)
+        })
+        .await?;
         let checked = Checked::default();
         let selected: BTreeSet<&str> = self
             .entries()
@@ -376,7 +481,10 @@ impl Backup {
             .collect();
         let names = StagingNames::new(dir, selected).await?;
         let mut staged = Vec::new();
-        let mut report = RestoreReport::default();
+        let mut report = RestoreReport {
+            leftovers,
+            ..RestoreReport::default()
+        };
         let pass = self
             .stage_all(options, &wanted, &names, &checked, &mut staged, &mut report)
             .await;
@@ -584,6 +692,33 @@ impl Backup {
     }
 }
 
+/// Takes an exclusive advisory lock (`flock`) on the restore folder itself,
+/// held until the returned file is dropped: a second restore into the same
+/// folder is refused instead of removing the first one's temporary files.
+async fn lock_restore_folder(dir: &Path) -> Result<std::fs::File> {
+    let at = dir.to_owned();
+    blocking(move || {
+        let folder = std::fs::File::open(&at).map_err(|source| RecoveryError::Io {
+            action: "cannot open",
+            path: at.clone(),
+            source,
+        })?;
+        match rustix::fs::flock(&folder, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(folder),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(RecoveryError::Usage(format!(
+                "another restore is writing into {}; wait for it to finish, or restore into another folder",
+                at.display()
+            ))),
+            Err(e) => Err(RecoveryError::Io {
+                action: "cannot lock",
+                path: at,
+                source: e.into(),
+            }),
+        }
+    })
+    .await
+}
+
 /// Entries up to this size are restored from memory in one blocking task.
 const IN_MEMORY_RESTORE: u64 = 8 << 20;
 
@@ -781,10 +916,12 @@ fn prepare(
     }
     let target = at.join(file_name);
     match std::fs::symlink_metadata(&target) {
-        Ok(m) if m.file_type().is_symlink() => {
-            return Err(unsafe_path(format!("{} is a symbolic link", target.display())));
+        // Replaced by the final rename, which replaces a link itself and
+        // never follows it: the file it points to is not touched.
+        Ok(m) if m.file_type().is_symlink() && overwrite => {}
+        Ok(m) if !m.is_file() && !m.file_type().is_symlink() => {
+            return Err(unsafe_path(format!("{} is not a file", target.display())));
         }
-        Ok(m) if !m.is_file() => return Err(unsafe_path(format!("{} is not a file", target.display()))),
         Ok(_) if !overwrite => return Err(RecoveryError::Exists(target)),
         _ => {}
     }

@@ -83,7 +83,10 @@ pub enum RecoveryError {
         reason: String,
     },
     /// A restore target already exists (restores never overwrite silently).
-    #[error("{} already exists; restore into an empty directory or allow overwriting", .0.display())]
+    #[error(
+        "{} already exists; restore into an empty folder, or replace existing files with `ibs restore --overwrite` (RestoreOptions::overwrite)",
+        .0.display()
+    )]
     Exists(PathBuf),
     /// A local file-system operation failed.
     #[error("{action} {}: {source}", path.display())]

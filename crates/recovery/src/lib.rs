@@ -60,7 +60,9 @@ pub mod layout;
 mod target;
 pub mod version;
 
-pub use backup::{Backup, Choice, Recovery, RestoreOptions, RestoreReport, VerifyReport};
+pub use backup::{
+    Backup, Choice, Leftovers, Recovery, RestoreOptions, RestoreReport, VerifyReport, remove_restore_leftovers,
+};
 pub use catalogue::{BackupInfo, BackupState, Catalogue, CheckReport, catalogue, catalogue_backup, check_integrity};
 pub use error::{RecoveryError, Result};
 pub use target::TargetObject;

@@ -486,12 +486,72 @@ async fn symbolic_links_in_the_restore_directory_are_not_followed() {
     let victim = elsewhere.path().join("victim");
     std::fs::write(&victim, b"keep").unwrap();
     std::os::unix::fs::symlink(&victim, out.path().join("rbac/a/b.json")).unwrap();
-    let err = b
-        .restore_to(out.path(), &RestoreOptions::default().overwrite(true))
+    // Without overwrite it exists; with it, the link itself is replaced
+    // (never followed: the file it points to is untouched).
+    let err = b.restore_to(out.path(), &RestoreOptions::default()).await.unwrap_err();
+    assert!(matches!(err, RecoveryError::Exists(_)), "{err}");
+    assert!(err.to_string().contains("--overwrite"), "{err}");
+    b.restore_to(out.path(), &RestoreOptions::default().overwrite(true))
         .await
-        .unwrap_err();
-    assert!(err.to_string().contains("symbolic link"), "{err}");
+        .unwrap();
+    let placed = out.path().join("rbac/a/b.json");
+    assert!(!std::fs::symlink_metadata(&placed).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(&placed).unwrap(), b"{}");
     assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+}
+
+#[tokio::test]
+async fn a_restore_removes_what_an_interrupted_one_left_and_two_never_share_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    put_backup(&target, &[&pair_a().cert], &sample(), T0, "1.0").await;
+    let b = recovery(&target)
+        .open_choice(&Choice::Newest, &[&pair_a().identity])
+        .await
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // What a killed restore leaves: a staging folder, and temporaries beside
+    // the files of a source that existed (deep and shallow); plus files of
+    // the operator's with similar names, which stay.
+    let staging = out.path().join(".ibs-restore-00112233445566ff");
+    std::fs::create_dir_all(staging.join("identity/directory")).unwrap();
+    std::fs::write(staging.join("identity/directory/users.json"), b"half").unwrap();
+    std::fs::create_dir_all(out.path().join("ca/deep/er")).unwrap();
+    std::fs::write(out.path().join("ca/.ibs-restore-00112233445566ff-3.tmp"), b"x").unwrap();
+    std::fs::write(out.path().join("ca/deep/er/.ibs-restore-aabbccddeeff0011-12.tmp"), b"x").unwrap();
+    let keep = [
+        out.path().join("ca/deep/.ibs-restore-notes.tmp"),
+        out.path().join(".ibs-restore-mine"),
+        out.path().join("ca/deep/er/mine.txt"),
+    ];
+    for k in &keep {
+        std::fs::write(k, b"operator's").unwrap();
+    }
+    // While another restore holds the folder, a second one is refused and
+    // removes nothing.
+    let held = std::fs::File::open(out.path()).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let err = b.restore_to(out.path(), &RestoreOptions::default()).await.unwrap_err();
+    assert!(err.to_string().contains("another restore"), "{err}");
+    assert!(staging.exists());
+    drop(held);
+
+    let report = b.restore_to(out.path(), &RestoreOptions::default()).await.unwrap();
+    assert_eq!(report.leftovers.staging_folders, 1, "{report:?}");
+    assert_eq!(report.leftovers.temporary_files, 2, "{report:?}");
+    assert!(!staging.exists());
+    assert!(!out.path().join("ca/.ibs-restore-00112233445566ff-3.tmp").exists());
+    assert!(
+        !out.path()
+            .join("ca/deep/er/.ibs-restore-aabbccddeeff0011-12.tmp")
+            .exists()
+    );
+    for k in &keep {
+        assert_eq!(std::fs::read(k).unwrap(), b"operator's", "{}", k.display());
+    }
+    for (source, path, data) in sample() {
+        assert_eq!(std::fs::read(out.path().join(source).join(path)).unwrap(), data);
+    }
 }
 
 /// Counts the bytes read through `read_range`.
