@@ -931,7 +931,7 @@ async fn freeing_space_never_deletes_the_newest_intact_backup_for_a_damaged_newe
         .await
         .unwrap();
     let kept: Vec<_> = cat.complete().map(|b| b.id.clone()).collect();
-    assert_eq!(kept, [first.id.clone()]);
+    assert_eq!(kept, std::slice::from_ref(&first.id));
     assert_eq!(complete_and_sound(&target).await, 1);
 }
 
