@@ -393,6 +393,36 @@ async fn retention_on_azure_blob_with_unknown_capacity_keeps_seven_days() {
     let cat = keeps_seven_days(&target, now, 0).await;
     assert_eq!(complete_and_sound(&target).await, cat.backups.len());
     assert!(cat.unrecognised.is_empty(), "{:?}", cat.unrecognised);
+    // The retention property, with other tools' objects under the prefix.
+    let one = complete_sizes(&target).await;
+    for seed in 200..203 {
+        let prefix = format!("case{seed}");
+        let case: Arc<dyn StorageTarget> = Arc::new(azurite.target("backups", &prefix, ObjectOptions::default()));
+        retention_case(&case, seed, one).await;
+    }
+}
+
+async fn complete_sizes(target: &Arc<dyn StorageTarget>) -> u64 {
+    let cat = Recovery::new(Arc::clone(target), instance()).catalogue().await.unwrap();
+    cat.complete().map(|b| b.size).max().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_on_smb_deletes_only_what_it_wrote_and_keeps_an_intact_backup() {
+    use ibs_storage_smb::SmbTarget;
+    use ibs_storage_smb::testing::{SambaOptions, SambaServer};
+    let server = SambaServer::start(SambaOptions::default()).unwrap();
+    let probe: Arc<dyn StorageTarget> = Arc::new(MemoryTarget::new());
+    let one = write_backup(&spec(probe, &pair(0).cert), &sources(), T0, None)
+        .await
+        .unwrap()
+        .archive_bytes;
+    for seed in 300..303 {
+        let folder = ibs_storage::ObjectPath::root().child(&format!("case{seed}")).unwrap();
+        std::fs::create_dir(server.share_dir().join(folder.as_str())).unwrap();
+        let target: Arc<dyn StorageTarget> = Arc::new(SmbTarget::new(server.config().base(folder)).unwrap());
+        retention_case(&target, seed, one).await;
+    }
 }
 
 // ---- Live capture (issue #16, items 10–12) ----
@@ -996,4 +1026,158 @@ async fn retention_reads_the_newest_backup_once_and_remembers_it() {
     .await
     .unwrap();
     assert_eq!(other.checked.len(), 1);
+}
+
+/// A small deterministic generator (xorshift), so each case can be replayed by its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// One case of the retention property on a real target: a few backups of
+/// various ages, some damaged (body, header, manifest, missing archive),
+/// objects of other tools' under the backup folder, and a retention run
+/// (plan with checks, then apply) at some capacity. Whatever the case, a
+/// location that had an intact backup keeps one, and every object ibs did
+/// not write is still there, unchanged.
+async fn retention_case(target: &Arc<dyn StorageTarget>, seed: u64, one_size: u64) {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let spec = spec(Arc::clone(target), &pair(0).cert);
+    let day = 86_400;
+    let now = T0 + 20 * day;
+    let n = 1 + rng.below(5);
+    let mut intact = Vec::new();
+    let root = instance().backup_root();
+    for i in 0..n {
+        let s = write_backup(&spec, &sources(), T0 + (rng.below(20) as i64) * day + i as i64, None)
+            .await
+            .unwrap();
+        let folder = root.child(s.id.as_str()).unwrap();
+        let archive = folder.child("backup.ibs").unwrap();
+        let manifest = folder.child("backup.manifest").unwrap();
+        let put = |path: ibs_storage::ObjectPath, data: Vec<u8>| async move {
+            use ibs_storage::StorageTargetExt;
+            target.delete(&path).await.unwrap();
+            target
+                .put_bytes(&path, data.into(), ibs_storage::CommitMode::CreateNew)
+                .await
+                .unwrap();
+        };
+        use ibs_storage::StorageTargetExt;
+        let mut bytes = target.read_all(&archive).await.unwrap().to_vec();
+        match rng.below(8) {
+            0 => {
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 1;
+                put(archive, bytes).await;
+            }
+            1 => {
+                bytes[40] ^= 1;
+                put(archive, bytes).await;
+            }
+            2 => put(manifest, b"ibs-backup-manifest 1\ngarbage".to_vec()).await,
+            3 => target.delete(&archive).await.unwrap(),
+            _ => intact.push(s.id.clone()),
+        }
+    }
+    // Other tools' objects: beside a backup's files, in a folder named like
+    // a backup, directly in the backup folder, nested in a backup's folder.
+    let some = Recovery::new(Arc::clone(target), instance())
+        .catalogue()
+        .await
+        .unwrap()
+        .backups[0]
+        .id
+        .clone();
+    let foreign = [
+        root.child(some.as_str()).unwrap().child("notes.txt").unwrap(),
+        root.child("20200101T000000Z-deadbeef")
+            .unwrap()
+            .child("important.docx")
+            .unwrap(),
+        root.child("README.txt").unwrap(),
+        root.child(some.as_str())
+            .unwrap()
+            .child("sub")
+            .unwrap()
+            .child("x.bin")
+            .unwrap(),
+    ];
+    for (i, path) in foreign.iter().enumerate() {
+        use ibs_storage::StorageTargetExt;
+        target.create_dir_all(&path.parent().unwrap()).await.unwrap();
+        target
+            .put_bytes(path, vec![i as u8; 10].into(), ibs_storage::CommitMode::CreateNew)
+            .await
+            .unwrap();
+    }
+    let next = match rng.below(3) {
+        0 => None,
+        1 => Some(one_size),
+        _ => Some(one_size * (1 + rng.below(4))),
+    };
+    let policy = Policy::new(12, 2 + rng.below(10) as u32).unwrap();
+    let retention = ibs_controller::job::plan_retention(target, &instance(), &policy, now, next, &Default::default())
+        .await
+        .unwrap();
+    ibs_controller::job::apply(target, &retention.plan).await.unwrap();
+    let r = Recovery::new(Arc::clone(target), instance());
+    let cat = r.catalogue().await.unwrap();
+    let mut still_intact = 0;
+    for b in cat.complete() {
+        if r.check_integrity(b).await.is_ok() {
+            still_intact += 1;
+        }
+    }
+    assert!(
+        intact.is_empty() || still_intact >= 1,
+        "seed {seed}: had {} intact, none left; plan {:?}",
+        intact.len(),
+        retention.plan
+    );
+    for (i, path) in foreign.iter().enumerate() {
+        use ibs_storage::StorageTargetExt;
+        assert_eq!(
+            target.read_all(path).await.unwrap().to_vec(),
+            vec![i as u8; 10],
+            "seed {seed}: {path}"
+        );
+    }
+    // Every damaged backup retention read is reported.
+    for d in &retention.damaged {
+        assert!(
+            !intact.contains(&d.id.parse().unwrap()),
+            "seed {seed}: intact {} reported damaged",
+            d.id
+        );
+    }
+}
+
+#[tokio::test]
+async fn retention_never_leaves_a_location_without_an_intact_backup_nor_touches_what_it_did_not_write() {
+    let probe: Arc<dyn StorageTarget> = Arc::new(MemoryTarget::new());
+    let one = write_backup(&spec(probe, &pair(0).cert), &sources(), T0, None)
+        .await
+        .unwrap()
+        .archive_bytes;
+    for seed in 0..48 {
+        // Capacity unknown, ample, or tight (a backup's worth free, or less).
+        let target: Arc<dyn StorageTarget> = match seed % 3 {
+            0 => Arc::new(MemoryTarget::new()),
+            1 => Arc::new(MemoryTarget::with_capacity(one * 12)),
+            _ => Arc::new(MemoryTarget::with_capacity(one * 5 + 8192 + (seed % 5) * one / 2)),
+        };
+        retention_case(&target, seed, one).await;
+    }
+    for seed in 100..108 {
+        let dir = tempfile::tempdir().unwrap();
+        let target: Arc<dyn StorageTarget> = Arc::new(ibs_storage::LocalTarget::new(dir.path()).unwrap());
+        retention_case(&target, seed, one).await;
+    }
 }
