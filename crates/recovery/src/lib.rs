@@ -10,11 +10,15 @@
 //! 3. **Open** ([`Recovery::open`]) with one or more `.pfx` identities: the one
 //!    whose thumbprint matches a recipient is used; if none does, the error lists
 //!    the thumbprints the backup needs.
-//! 4. **Verify** ([`Backup::verify`]) every frame tag and content hash, streaming,
-//!    writing nothing; **read** one entry ([`Backup::stream`], [`Backup::read`])
+//! 4. **Check** without a key ([`check_integrity`]): the whole archive read and
+//!    compared with its manifest's size and SHA-256 — damage a catalogue
+//!    cannot see. **Verify** ([`Backup::verify`]) does that too, then every
+//!    frame tag and content hash with the key, streaming, writing nothing
+//!    (its [`VerifyReport`] says all it checked); **read** one entry ([`Backup::stream`], [`Backup::read`])
 //!    with range reads of its frames only; **restore** all or some sources to a
-//!    directory ([`Backup::restore_to`]), refusing names that would escape it and
-//!    never overwriting silently.
+//!    directory ([`Backup::restore_to`]), refusing names that would escape it,
+//!    never overwriting silently, removing what an interrupted restore left
+//!    ([`remove_restore_leftovers`]).
 //!
 //! The API is async over any [`ibs_storage::StorageTarget`]; [`blocking`] wraps
 //! it for test harnesses and tools:
