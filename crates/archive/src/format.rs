@@ -41,8 +41,11 @@ pub const MIN_FRAME_SIZE: u32 = 4 << 10;
 pub const MAX_FRAME_SIZE: u32 = 16 << 20;
 /// The default frame size: 1 MiB of plaintext.
 pub const DEFAULT_FRAME_SIZE: u32 = 1 << 20;
-/// Largest sealed or decompressed index a reader accepts.
+/// Largest decompressed (raw) index a reader accepts.
 pub const MAX_INDEX_LEN: u64 = 256 << 20;
+/// Largest sealed index: a raw index of [`MAX_INDEX_LEN`] stored (not
+/// compressed) plus its encoding byte and tag.
+pub const MAX_SEALED_INDEX_LEN: u64 = MAX_INDEX_LEN + 17;
 /// Longest producer version string.
 pub const MAX_PRODUCER_VERSION_LEN: usize = 256;
 /// Most labels in a header.
@@ -234,6 +237,18 @@ impl ArchiveKeys {
                 Ok(Bytes::from(sealed).slice(1..))
             }
             ENCODING_ZSTD => {
+                // Exactly one frame: no second frame, skippable frame or
+                // trailing bytes (some libraries skip those silently).
+                match zstd::zstd_safe::find_frame_compressed_size(payload) {
+                    Ok(n) if n == payload.len() => {}
+                    _ => {
+                        return Err(Error::malformed(
+                            region,
+                            1,
+                            "the zstd payload is not exactly one frame (trailing bytes or a second frame)",
+                        ));
+                    }
+                }
                 let declared = zstd::zstd_safe::get_frame_content_size(payload)
                     .ok()
                     .flatten()
@@ -589,11 +604,11 @@ impl Footer {
             frame_count,
             archive_id,
         };
-        if !(MIN_SEALED_FRAME_LEN as u64..=MAX_INDEX_LEN).contains(&index_len) {
+        if !(MIN_SEALED_FRAME_LEN as u64..=MAX_SEALED_INDEX_LEN).contains(&index_len) {
             return Err(Error::malformed(
                 Region::Footer,
                 base + 8,
-                format!("index length {index_len} outside {MIN_SEALED_FRAME_LEN}..={MAX_INDEX_LEN}"),
+                format!("index length {index_len} outside {MIN_SEALED_FRAME_LEN}..={MAX_SEALED_INDEX_LEN}"),
             ));
         }
         if index_offset
@@ -1131,6 +1146,30 @@ mod tests {
 
     fn zstd_len(data: &[u8], level: i32) -> usize {
         zstd::bulk::compress(data, level).unwrap().len()
+    }
+
+    #[test]
+    fn a_zstd_chunk_is_exactly_one_frame() {
+        let keys = ArchiveKeys::derive(&FileKey::from_bytes([7; 32]), &[1; SALT_LEN]);
+        let digest = [3u8; 32];
+        let raw = b"hello hello hello hello";
+        let frame = zstd::bulk::compress(raw, 1).unwrap();
+        let skippable = [0x50, 0x2a, 0x4d, 0x18, 0, 0, 0, 0];
+        let mut decompressor = zstd::bulk::Decompressor::new().unwrap();
+        for (extra, ok) in [
+            (&[][..], true),
+            (&frame[..], false),
+            (&skippable[..], false),
+            (&b"junk"[..], false),
+            (&[0u8][..], false),
+        ] {
+            let mut chunk = vec![ENCODING_ZSTD];
+            chunk.extend_from_slice(&frame);
+            chunk.extend_from_slice(extra);
+            keys.payload.seal_chunk(0, false, &digest, &mut chunk).unwrap();
+            let opened = keys.open_chunk(&digest, 0, false, chunk, raw.len(), &mut decompressor);
+            assert_eq!(opened.is_ok(), ok, "extra {extra:?}: {opened:?}");
+        }
     }
 
     #[test]

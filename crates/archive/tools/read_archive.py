@@ -76,7 +76,12 @@ def open_chunk(aead, digest, counter, last, sealed, expected, exact):
             raise Unreadable("zstd frame without content size")
         if params.content_size > expected:
             raise Unreadable("chunk %d too large" % counter)
-        raw = zstandard.ZstdDecompressor().decompress(payload)
+        # Exactly one frame: ZstdDecompressor.decompress() would silently
+        # ignore a second frame, a skippable frame or trailing bytes.
+        d = zstandard.ZstdDecompressor().decompressobj()
+        raw = d.decompress(payload)
+        if not d.eof or d.unused_data:
+            raise Unreadable("chunk %d: zstd payload is not exactly one frame" % counter)
     else:
         raise Unreadable("unknown encoding %d" % encoding)
     if (exact and len(raw) != expected) or len(raw) > expected:
