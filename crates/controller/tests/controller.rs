@@ -1181,3 +1181,33 @@ async fn retention_never_leaves_a_location_without_an_intact_backup_nor_touches_
         retention_case(&target, seed, one).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_and_errors_never_show_credentials() {
+    const PASSWORD: &str = "Pa55-w0rd!q7Zr";
+    let mut s = settings(std::path::Path::new("/nonexistent"), &pair(0).cert);
+    // An SMB location on a loopback port nothing listens on, with real credentials.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    s.location = Location::parse(&format!("smb://127.0.0.1:{port}/backups/lab")).unwrap();
+    s.credentials = Some(ibs_storage_smb::SmbCredentials::new("CONTOSO", "backupsvc", PASSWORD));
+    let shown = format!("{s:?}");
+    assert!(shown.contains("backupsvc"), "the account is shown: {shown}");
+    let controller = Controller::new(sources());
+    let err = controller.enable(s.clone()).await.unwrap_err();
+    let alert = err.alert();
+    for text in [
+        shown,
+        err.to_string(),
+        format!("{err:?}"),
+        format!("{} {} {}", alert.title, alert.description, alert.remediation),
+        format!("{:?}", s.target().map(|t| t.to_string())),
+        format!("{:?}", s.credentials),
+    ] {
+        assert!(!text.contains(PASSWORD), "password shown: {text}");
+        assert!(!text.contains("q7Zr"), "part of the password shown: {text}");
+    }
+}

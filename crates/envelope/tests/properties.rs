@@ -148,13 +148,42 @@ fn key_commitment_differs_per_key_and_salt() {
     assert!(a.verify_commitment(&a.commitment()[..31]).is_err());
 }
 
+/// Whether `text` shows bytes the way a derived `Debug` would: a list of
+/// numbers (`[171, 171, …]`) or a run of hex digits.
+fn shows_bytes(text: &str) -> bool {
+    let list = text
+        .split(|c: char| !(c.is_ascii_digit() || c == ',' || c == ' '))
+        .any(|run| {
+            run.split(", ")
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .count()
+                >= 4
+        });
+    let hex = text.split(|c: char| !c.is_ascii_hexdigit()).any(|run| run.len() >= 16);
+    list || hex
+}
+
 #[test]
 fn secrets_are_redacted_in_debug() {
     let key = FileKey::from_bytes([0xab; 32]);
-    let shown = format!("{key:?} {:?} {:?}", Password::new("hunter2"), identity());
-    assert!(
-        !shown.contains("hunter2") && !shown.to_lowercase().contains("abab"),
-        "{shown}"
-    );
-    assert!(!format!("{:?}", PayloadKey::derive(&key, &[0; SALT_LEN])).contains("171"));
+    let payload = PayloadKey::derive(&key, &[0; SALT_LEN]);
+    for (what, shown) in [
+        ("file key", format!("{key:?}")),
+        ("payload key", format!("{payload:?}")),
+        ("password", format!("{:?}", Password::new("hunter2-secret"))),
+        // Its certificate's thumbprint is public; the rest must not show bytes.
+        (
+            "identity",
+            format!("{:?}", identity()).replace(&identity().certificate().thumbprint().to_string(), "T"),
+        ),
+    ] {
+        assert!(!shows_bytes(&shown), "{what} shows bytes: {shown}");
+        assert!(!shown.contains("hunter2"), "{what}: {shown}");
+        // A private key's parts are hundreds of digits: nothing long is shown.
+        assert!(shown.len() < 300, "{what}: {shown}");
+    }
+    // The check itself: what a derived Debug would print is caught.
+    assert!(shows_bytes(&format!("{:?}", [0xabu8; 32])));
+    assert!(shows_bytes(&format!("{:?}", [0x17u8; 32])));
+    assert!(shows_bytes("ab".repeat(16).as_str()));
 }

@@ -91,6 +91,12 @@ async fn local_capacity_matches_statvfs() {
     let dir = tempfile::tempdir().unwrap();
     let cap = LocalTarget::new(dir.path()).unwrap().capacity().await.unwrap();
     let (free, total) = (cap.free_bytes.unwrap(), cap.total_bytes.unwrap());
+    // What the file system says, read the same moment (free space may move a little).
+    let st = rustix::fs::statvfs(dir.path()).unwrap();
+    let fs_total = st.f_blocks * st.f_frsize;
+    let fs_avail = st.f_bavail * st.f_frsize;
+    assert_eq!(total, fs_total);
+    assert!(free.abs_diff(fs_avail) <= 64 << 20, "free {free}, statvfs {fs_avail}");
     assert!(free > 0 && total >= free);
 }
 
