@@ -469,8 +469,9 @@ async fn backup_cmd(a: &Args) -> Result<(), Failure> {
     let s = run_job(&spec, &sources, now()).await.map_err(alerted)?;
     let secs = start.elapsed().as_secs_f64().max(1e-3);
     println!(
-        "backup {} complete: {} entries, {} bytes of data, {} bytes written, {:.1} s ({:.0} MB/s)",
+        "backup {} complete{}: {} entries, {} bytes of data, {} bytes written, {:.1} s ({:.0} MB/s)",
         s.id,
+        if s.has_warnings() { " with warnings (below)" } else { "" },
         s.entries,
         s.data_bytes,
         s.archive_bytes,
@@ -491,6 +492,15 @@ async fn backup_cmd(a: &Args) -> Result<(), Failure> {
     }
     for u in &s.unrecognised {
         println!("left alone (not written by ibs): {u}");
+    }
+    for kept in &s.kept_folders {
+        println!("kept folder {kept}");
+    }
+    if let Some(f) = &s.retention_failed {
+        eprintln!(
+            "ibs: warning: the backup is complete, but retention after it failed: {}\nalert: {}: {}\nremediation: {}",
+            f.error, f.alert.title, f.alert.description, f.alert.remediation
+        );
     }
     for w in s.warnings.kept() {
         eprintln!("ibs: warning: {w}");
@@ -747,8 +757,11 @@ async fn prune_cmd(a: &Args) -> Result<(), Failure> {
     if a.dry_run {
         print_deletions(&plan.deletions, true);
     } else {
-        let deleted = ibs_controller::job::apply(&target, plan).await.map_err(alerted)?;
-        print_deletions(&deleted, false);
+        let applied = ibs_controller::job::apply(&target, plan).await.map_err(alerted)?;
+        print_deletions(&applied.deleted, false);
+        for kept in &applied.kept_folders {
+            println!("kept folder {kept}");
+        }
     }
     if !retention.damaged.is_empty() {
         return Err(Failure(

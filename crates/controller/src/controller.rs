@@ -12,7 +12,9 @@ use ibs_storage::{
 };
 use ibs_storage_smb::{SmbConfig, SmbCredentials, SmbTarget};
 
-use crate::job::{CheckMemo, JobSpec, JobSummary, apply, plan_retention, write_backup};
+use crate::job::{
+    CheckMemo, DamagedBackup, JobSpec, JobSummary, RetentionFailure, apply, plan_retention, write_backup,
+};
 use crate::source::{BackupSource, DirectorySource};
 use crate::{ControllerError, Result};
 
@@ -185,9 +187,12 @@ pub enum JobOutcome {
         /// Plaintext bytes captured per second.
         bytes_per_second: f64,
     },
-    /// Done, but a source skipped or captured inexactly some items of the
-    /// live system (`summary.warnings` says which): the backup is complete
-    /// and restorable, and an operator should look at the warnings.
+    /// Done, with something to report ([`JobSummary::has_warnings`]): a
+    /// source skipped or captured inexactly some items of the live system
+    /// (`summary.warnings`), retention found a damaged backup
+    /// (`summary.damaged`), or retention failed after the backup
+    /// (`summary.retention_failed`). The backup is complete and restorable;
+    /// an operator should look at the rest.
     SucceededWithWarnings {
         /// The backup, what it holds, and the warnings.
         summary: JobSummary,
@@ -350,7 +355,7 @@ impl Controller {
             Ok(summary) => {
                 let seconds = start.elapsed().as_secs_f64();
                 let bytes_per_second = summary.data_bytes as f64 / seconds.max(1e-6);
-                if summary.warnings.is_empty() {
+                if !summary.has_warnings() {
                     JobOutcome::Succeeded {
                         bytes_per_second,
                         summary,
@@ -416,6 +421,7 @@ pub async fn run_job_with_progress(
 ) -> Result<JobSummary> {
     let mut freed = Vec::new();
     let mut damaged = Vec::new();
+    let mut kept_folders = Vec::new();
     let mut summary = match write_backup(spec, sources, now, progress.clone()).await {
         Err(e) if e.kind() == ErrorKind::OutOfCapacity => {
             // Room for a backup as large as the newest one we have.
@@ -431,7 +437,9 @@ pub async fn run_job_with_progress(
             )
             .await?;
             damaged = retention.damaged;
-            freed = apply(&spec.target, &retention.plan).await?;
+            let applied = apply(&spec.target, &retention.plan).await?;
+            kept_folders = applied.kept_folders;
+            freed = applied.deleted;
             if freed.is_empty() {
                 return Err(e);
             }
@@ -441,11 +449,27 @@ pub async fn run_job_with_progress(
         }
         other => other?,
     };
-    let retention = plan_retention(&spec.target, &spec.instance, &spec.policy, now, None, &spec.checks).await?;
+    // The backup is committed and reads back as complete: from here on a
+    // failure is retention's, reported with the backup, not a failed job.
     summary.deleted = freed;
-    summary.deleted.extend(apply(&spec.target, &retention.plan).await?);
-    damaged.extend(retention.damaged);
+    match retain(spec, now, &mut summary).await {
+        Ok(found) => damaged.extend(found),
+        Err(e) => {
+            summary.retention_failed = Some(RetentionFailure {
+                error: e.to_string(),
+                alert: e.alert(),
+            })
+        }
+    }
     summary.damaged = damaged;
+    summary.kept_folders.splice(0..0, kept_folders);
+    Ok(summary)
+}
+
+/// Retention after a backup: plans, applies, records what it did in
+/// `summary`; returns the damaged backups it found.
+async fn retain(spec: &JobSpec, now: i64, summary: &mut JobSummary) -> Result<Vec<DamagedBackup>> {
+    let retention = plan_retention(&spec.target, &spec.instance, &spec.policy, now, None, &spec.checks).await?;
     summary.unrecognised = retention
         .plan
         .warnings
@@ -455,5 +479,8 @@ pub async fn run_job_with_progress(
             _ => None,
         })
         .collect();
-    Ok(summary)
+    let applied = apply(&spec.target, &retention.plan).await?;
+    summary.deleted.extend(applied.deleted);
+    summary.kept_folders.extend(applied.kept_folders);
+    Ok(retention.damaged)
 }

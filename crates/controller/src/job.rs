@@ -56,9 +56,33 @@ pub struct JobSummary {
     pub damaged: Vec<DamagedBackup>,
     /// Objects in the backup folder that ibs did not write (left alone).
     pub unrecognised: Vec<String>,
+    /// Folders of deleted backups that were kept because something else is
+    /// in them, each with why.
+    pub kept_folders: Vec<String>,
+    /// Retention after the backup failed: the backup itself is complete (it
+    /// was committed and read back), so the job succeeds with this warning
+    /// and the next run retries retention.
+    pub retention_failed: Option<RetentionFailure>,
     /// What the sources skipped or captured inexactly (a live system); when
     /// not empty the job succeeded with warnings.
     pub warnings: Warnings,
+}
+
+/// Retention that failed after a backup was committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionFailure {
+    /// The error.
+    pub error: String,
+    /// Its alert.
+    pub alert: Alert,
+}
+
+impl JobSummary {
+    /// Whether the job has something to report beside its backup: capture
+    /// warnings, damaged backups found, or retention that failed.
+    pub fn has_warnings(&self) -> bool {
+        !self.warnings.is_empty() || !self.damaged.is_empty() || self.retention_failed.is_some()
+    }
 }
 
 /// A backup that looked complete but whose archive does not match its
@@ -80,9 +104,8 @@ impl DamagedBackup {
             kind: ErrorKind::Other,
             title: Cow::Owned(format!("Backup {} at the storage location is damaged", self.id)),
             description: Cow::Owned(format!(
-                "Backup {} does not match its manifest: {}. It was changed or damaged on the storage \
-                 location after it was written; it cannot be restored and is never kept in place of an intact \
-                 backup.",
+                "Backup {} does not match its manifest: {}. It was changed or damaged on the storage location \
+                 after it was written; it cannot be restored and is never kept in place of an intact backup.",
                 self.id, self.problem
             )),
             remediation: Cow::Borrowed(
@@ -336,6 +359,8 @@ pub async fn write_backup(
                 deleted: Vec::new(),
                 damaged: Vec::new(),
                 unrecognised: Vec::new(),
+                kept_folders: Vec::new(),
+                retention_failed: None,
                 warnings,
             });
         }
@@ -465,10 +490,14 @@ pub async fn plan_retention(
             }
             Err(e) if e.is_damage() => {
                 record.state = BackupState::Unreadable;
-                out.damaged.push(DamagedBackup {
-                    id,
-                    problem: e.to_string(),
-                });
+                let problem = match e {
+                    ibs_recovery::RecoveryError::IntegrityMismatch { found, expected, .. } => {
+                        format!("its archive's SHA-256 is {found}, its manifest says {expected}")
+                    }
+                    ibs_recovery::RecoveryError::NotRestorable { problem, .. } => problem,
+                    other => other.to_string(),
+                };
+                out.damaged.push(DamagedBackup { id, problem });
             }
             Err(e) => return Err(e.into()),
         }
@@ -478,15 +507,27 @@ pub async fn plan_retention(
     })
 }
 
+/// What [`apply`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The deletions carried out, in order.
+    pub deleted: Vec<Deletion>,
+    /// Folders of deleted backups that stay, each with why: something ibs
+    /// did not write is in them (listed or not: a symbolic link, an empty
+    /// folder, a name the target cannot show), or removing the empty folder
+    /// failed. The backup itself is gone either way.
+    pub kept_folders: Vec<String>,
+}
+
 /// Carries out a plan, deleting only what ibs wrote. For each backup: its
 /// manifest first (the commit marker: a deletion cut short leaves an
 /// incomplete backup, which is garbage, never one that looks complete and
 /// is not), then its archive and its own uncommitted uploads, then its
 /// folder — only if nothing else is left in it. Objects ibs did not write
-/// stay, with their folder (the catalogue lists them as unrecognised).
-/// Returns the deletions carried out, in order.
-pub async fn apply(target: &Arc<dyn StorageTarget>, plan: &Plan) -> Result<Vec<Deletion>> {
-    let mut deleted = Vec::with_capacity(plan.deletions.len());
+/// stay, with their folder (the catalogue lists them as unrecognised); a
+/// folder that cannot be removed is reported, not an error.
+pub async fn apply(target: &Arc<dyn StorageTarget>, plan: &Plan) -> Result<Applied> {
+    let mut out = Applied::default();
     for d in &plan.deletions {
         let objects = target.list_all(&d.path).await?;
         let mut ours: Vec<_> = objects
@@ -498,9 +539,14 @@ pub async fn apply(target: &Arc<dyn StorageTarget>, plan: &Plan) -> Result<Vec<D
             target.delete(&object.path).await?;
         }
         if ours.len() == objects.len() {
-            target.delete_dir(&d.path).await?;
+            if let Err(e) = target.delete_dir(&d.path).await {
+                out.kept_folders.push(format!("{}: {e}", d.path));
+            }
+        } else {
+            out.kept_folders
+                .push(format!("{}: it holds files ibs did not write", d.path));
         }
-        deleted.push(d.clone());
+        out.deleted.push(d.clone());
     }
-    Ok(deleted)
+    Ok(out)
 }

@@ -47,5 +47,5 @@ pub use controller::{
     Controller, JobOutcome, JobRecord, Settings, Trigger, open_target, run_job, run_job_with_progress, validate,
 };
 pub use error::{ControllerError, Result};
-pub use job::{CheckMemo, DamagedBackup, JobSpec, JobSummary, Retention};
+pub use job::{Applied, CheckMemo, DamagedBackup, JobSpec, JobSummary, Retention, RetentionFailure};
 pub use source::{BackupSource, CaptureProblem, CaptureWarning, DirectorySource, EntrySink, Warnings};

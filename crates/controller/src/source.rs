@@ -73,6 +73,11 @@ pub enum CaptureProblem {
     /// last read, which may not match any one moment of the file (for a file
     /// that is only appended to, it is a prefix of what was written).
     ChangedDuringCapture,
+    /// The source had nothing to capture (no file at all, or every file
+    /// excluded): often an unmounted or emptied folder. The backup records
+    /// the source with no entries; retention may then delete older backups
+    /// that hold its data, so this is worth an operator's look.
+    Empty,
 }
 
 impl fmt::Display for CaptureProblem {
@@ -81,6 +86,9 @@ impl fmt::Display for CaptureProblem {
             CaptureProblem::Vanished => "vanished during capture (deleted or moved); skipped",
             CaptureProblem::ChangedDuringCapture => {
                 "changed during capture (kept changing through every re-read); captured as last read"
+            }
+            CaptureProblem::Empty => {
+                "the source holds no file to back up (an unmounted or emptied folder, or everything excluded?)"
             }
         })
     }
@@ -455,6 +463,7 @@ impl DirectorySource {
                         "kept changing while it was read ({REREADS} re-reads; strict mode); retry when it is quiet \
                          or exclude it"
                     ),
+                    CaptureProblem::Empty => "holds no file to back up (strict mode)".to_owned(),
                 },
             ));
         }
@@ -666,6 +675,9 @@ impl BackupSource for DirectorySource {
         // and bytes, and are consumed in listing order.
         type Pending = tokio::task::JoinHandle<std::result::Result<Read, String>>;
         let walked = self.files().await?;
+        if walked.files.is_empty() {
+            self.problem(sink, &self.root, CaptureProblem::Empty)?;
+        }
         for gone in &walked.vanished {
             self.problem(sink, gone, CaptureProblem::Vanished)?;
         }
