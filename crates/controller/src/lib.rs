@@ -45,6 +45,7 @@ pub mod source;
 
 pub use controller::{
     Controller, JobOutcome, JobRecord, Settings, Trigger, open_target, run_job, run_job_with_progress, validate,
+    validate_target,
 };
 pub use error::{ControllerError, Result};
 pub use job::{CheckMemo, DamagedBackup, JobSpec, JobSummary, Retention};
