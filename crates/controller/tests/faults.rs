@@ -632,6 +632,9 @@ async fn job_faults_at_every_call(backend: Backend, modes: &[Mode]) {
     let summary = validate_and_run(&probe.target, T0).await.unwrap();
     let calls = probe.faulty.calls();
     let log = probe.recorder.calls();
+    // The commit: a fault before it or at it leaves no new complete backup,
+    // one after it cannot undo it.
+    let commit = call_number(&log, "commit", MANIFEST_NAME);
     assert!(
         log.iter()
             .any(|c| c.op == "delete" && c.path.contains(&earlier.expired)),
@@ -664,6 +667,11 @@ async fn job_faults_at_every_call(backend: Backend, modes: &[Mode]) {
                 // (retention, or freeing space for a retry that succeeded).
                 if after.state(&earlier.expired) != Some(BackupState::Complete) {
                     assert!(new_complete, "{ctx}: {} deleted without a new backup", earlier.expired);
+                }
+                if n > commit {
+                    assert!(new_complete, "{ctx}: the commit took effect before the fault");
+                } else if let Err(e) = &result {
+                    assert!(!new_complete, "{ctx}: failed before its commit, yet complete: {e}");
                 }
                 match &result {
                     Ok(s) => {
@@ -896,6 +904,7 @@ async fn lost_reply_at_every_call_of_a_job_and_a_prune(backend: Backend) {
     let job = validate_and_run(&probe.target, T0).await.unwrap();
     prune(&probe.target, later).await.unwrap();
     let calls = probe.faulty.calls();
+    let commit = call_number(&probe.recorder.calls(), "commit", MANIFEST_NAME);
     let done = check_invariants(&before, &probe, &may_go, "undisturbed").await;
     assert_eq!(done.ids(), [earlier.newest.clone(), job.id.to_string()].into());
 
@@ -912,11 +921,16 @@ async fn lost_reply_at_every_call_of_a_job_and_a_prune(backend: Backend) {
             site.faulty.rearm(FaultPlan::none());
             let after = check_invariants(&before, &site, &may_go, &ctx).await;
             let new: Vec<String> = after.ids().difference(&before.ids()).cloned().collect();
+            let new_complete = new.iter().any(|id| after.state(id) == Some(BackupState::Complete));
             match &job {
                 Some(Ok(s)) => assert_eq!(after.state(s.id.as_str()), Some(BackupState::Complete), "{ctx}"),
                 Some(Err(ControllerError::Unconfirmed { id, .. })) => {
                     assert_eq!(after.state(id), Some(BackupState::Complete), "{ctx}")
                 }
+                // The commit's reply lost: the backup is there, and the job must say so.
+                Some(Err(e)) if n == commit => panic!("{ctx}: a committed backup reported as failed: {e}"),
+                // Failed before its commit (whatever took effect): no complete backup.
+                Some(Err(e)) if n < commit => assert!(!new_complete, "{ctx}: {e}"),
                 _ => {}
             }
             // The newest earlier backup stays until a newer one is complete.
