@@ -919,6 +919,10 @@ async fn lost_reply_at_every_call_of_a_job_and_a_prune(backend: Backend) {
                 Ok(()) => Some(run_job(&spec(Arc::clone(&site.target)), &sources(), T0).await),
                 Err(_) => None,
             };
+            // One job leaves at most one backup folder (a retry cleans up its first attempt).
+            let between = Snap::of(&site.plain).await;
+            let made: Vec<String> = between.ids().difference(&before.ids()).cloned().collect();
+            assert!(made.len() <= 1, "{ctx}: {made:?}");
             let pruned = prune(&site.target, later).await;
             site.faulty.rearm(FaultPlan::none());
             let after = check_invariants(&before, &site, &may_go, &ctx).await;
