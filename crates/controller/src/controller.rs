@@ -408,7 +408,8 @@ impl Controller {
 
 /// A job with its out-of-capacity rule: on a full target, retention frees
 /// space (oldest first, never the newest intact backup: see
-/// [`plan_retention`]) and the backup is tried once more; then retention
+/// [`plan_retention`]) and the backup is tried once more (not when the
+/// backup was committed and only reading it back failed); then retention
 /// runs as usual. The summary says how many attempts it took and every
 /// deletion with its reason, in order.
 pub async fn run_job(spec: &JobSpec, sources: &[Arc<dyn BackupSource>], now: i64) -> Result<JobSummary> {
