@@ -261,7 +261,7 @@ struct Site {
     recorder: Recorder,
     faulty: Arc<FaultyTarget<Recorder>>,
     target: Arc<dyn StorageTarget>,
-    _dir: Option<tempfile::TempDir>,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Site {
@@ -274,7 +274,7 @@ impl Site {
             recorder,
             faulty,
             target,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -291,7 +291,7 @@ impl Site {
     /// A new site holding a copy of this one's objects (committed and
     /// partial alike; a local copy is a plain file copy).
     async fn copy(&self, backend: Backend) -> Self {
-        match (backend, &self._dir) {
+        match (backend, &self.dir) {
             (Backend::Local, Some(from)) => {
                 let dir = local_dir();
                 copy_tree(from.path(), dir.path());
