@@ -154,6 +154,14 @@ pub fn open_target(location: &Location, credentials: Option<SmbCredentials>) -> 
 pub async fn validate(settings: &Settings) -> Result<Arc<dyn StorageTarget>> {
     let instance = settings.instance()?;
     let target = settings.target()?;
+    validate_target(&target, &instance).await?;
+    Ok(target)
+}
+
+/// The location check of [`validate`] on a target already opened (a test
+/// wraps it to inject faults): creates the instance's backup folder, writes
+/// a probe object there and removes it.
+pub async fn validate_target(target: &Arc<dyn StorageTarget>, instance: &InstanceLayout) -> Result<()> {
     let root = instance.backup_root();
     target.create_dir_all(&root).await?;
     let probe = root.child(".ibs-write-probe")?;
@@ -161,7 +169,7 @@ pub async fn validate(settings: &Settings) -> Result<Arc<dyn StorageTarget>> {
         .put_bytes(&probe, Bytes::from_static(b"ibs"), CommitMode::Overwrite)
         .await?;
     target.delete(&probe).await?;
-    Ok(target)
+    Ok(())
 }
 
 /// What started a job.
@@ -405,7 +413,8 @@ impl Controller {
 
 /// A job with its out-of-capacity rule: on a full target, retention frees
 /// space (oldest first, never the newest intact backup: see
-/// [`plan_retention`]) and the backup is tried once more; then retention
+/// [`plan_retention`]) and the backup is tried once more (not when the
+/// backup was committed and only reading it back failed); then retention
 /// runs as usual. The summary says how many attempts it took and every
 /// deletion with its reason, in order.
 pub async fn run_job(spec: &JobSpec, sources: &[Arc<dyn BackupSource>], now: i64) -> Result<JobSummary> {
@@ -423,7 +432,9 @@ pub async fn run_job_with_progress(
     let mut damaged = Vec::new();
     let mut kept_folders = Vec::new();
     let mut summary = match write_backup(spec, sources, now, progress.clone()).await {
-        Err(e) if e.kind() == ErrorKind::OutOfCapacity => {
+        // Not when the backup was committed and only reading it back failed
+        // (whatever the class): a retry would write it twice.
+        Err(e) if e.kind() == ErrorKind::OutOfCapacity && !matches!(e, ControllerError::Unconfirmed { .. }) => {
             // Room for a backup as large as the newest one we have.
             let catalogue = ibs_recovery::catalogue(&spec.target, &spec.instance).await?;
             let need = catalogue.complete().last().map(|b| b.size);

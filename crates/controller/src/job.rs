@@ -262,7 +262,10 @@ pub fn check_recorded(producer_version: &str, instance: &InstanceLayout) -> Resu
 
 /// Writes one backup, committed last: the archive is uploaded under a
 /// temporary name and committed, then the manifest is put with
-/// `CreateNew`. Only then does the backup list as complete — and the job
+/// `CreateNew` (when that put reports an error, the manifest is read: one
+/// with exactly our bytes means the commit took effect and only its reply
+/// was lost, so the job goes on; otherwise what the attempt committed is
+/// removed, manifest first). Only then does the backup list as complete — and the job
 /// makes sure it does: it reads the backup back through the catalogue
 /// (manifest, archive header and footer; no key) and fails unless it lists
 /// as complete. Every value that goes into the header or the manifest is
@@ -321,7 +324,13 @@ pub async fn write_backup(
         (_, Err(e)) => Some(ControllerError::from(e)),
         (Err(e), Ok(_)) => Some(e),
         (Ok((data_bytes, entries, warnings)), Ok((hash, written))) => {
-            upload.commit().await?;
+            if let Err(e) = upload.commit().await {
+                // Its reply may have been lost after the archive was committed:
+                // remove it rather than leave a whole archive as garbage (on
+                // a full share the retry needs that space).
+                discard(&spec.target, &paths).await;
+                return Err(e.into());
+            }
             let manifest = Manifest {
                 id: id.clone(),
                 archive_id,
@@ -333,9 +342,29 @@ pub async fn write_backup(
                 region: spec.instance.region().to_owned(),
                 recipients: vec![spec.certificate.thumbprint()],
             };
-            spec.target
-                .put_bytes(&paths.manifest, Bytes::from(manifest.encode()), CommitMode::CreateNew)
-                .await?;
+            let encoded = Bytes::from(manifest.encode());
+            if let Err(e) = spec
+                .target
+                .put_bytes(&paths.manifest, encoded.clone(), CommitMode::CreateNew)
+                .await
+            {
+                // The commit may have taken effect and only its reply been
+                // lost (or a backend's retry of it found it done and said
+                // "already exists"). The manifest is ours exactly when it has
+                // our bytes (they name this archive's id and SHA-256): then
+                // the backup is committed and the read-back below confirms
+                // it. Otherwise the put failed as far as we can tell, and
+                // what this attempt wrote is discarded (a manifest that is
+                // not ours is left alone, and so is its folder).
+                match spec.target.read_all(&paths.manifest).await {
+                    Ok(found) if found == encoded => {}
+                    Ok(_) => return Err(e.into()),
+                    Err(_) => {
+                        discard(&spec.target, &paths).await;
+                        return Err(e.into());
+                    }
+                }
+            }
             // Read it back as `list` would: "complete" must mean it lists as complete.
             let listed = ibs_recovery::catalogue_backup(&spec.target, &spec.instance, &id)
                 .await
@@ -370,6 +399,17 @@ pub async fn write_backup(
     Err(failure.unwrap_or_else(|| ControllerError::Internal {
         reason: "unknown failure".into(),
     }))
+}
+
+/// Removes what a failed attempt may have committed, as retention deletes a
+/// backup: the manifest first (it may be there after all, its commit's
+/// reply lost), then the archive, then the folder; it stops at the first
+/// failure, so it never leaves a manifest without its archive (a backup that
+/// would list as damaged). Best effort: what is left lists as incomplete.
+async fn discard(target: &Arc<dyn StorageTarget>, paths: &BackupPaths) {
+    if target.delete(&paths.manifest).await.is_ok() && target.delete(&paths.archive).await.is_ok() {
+        let _ = target.delete_dir(&paths.folder).await;
+    }
 }
 
 /// Pieces queued between the encoder and the upload.

@@ -36,7 +36,11 @@
 //! Crash safety: a job killed at any point leaves earlier backups untouched and
 //! no backup that lists as complete (the manifest, put with `CreateNew`, is the
 //! last write). The tests prove it by failing every storage call of a small
-//! backup in turn, and by killing a real `ibs backup` process mid-write.
+//! backup in turn, and by killing a real `ibs backup` process mid-write;
+//! `tests/faults.rs` does it for every call of a whole job (validation to
+//! retention, with the out-of-capacity retry) and of a prune, in each of the
+//! five failure classes, on the in-memory and the local target, and for
+//! lost replies (a call that took effect but reported an error).
 
 mod controller;
 mod error;
@@ -45,6 +49,7 @@ pub mod source;
 
 pub use controller::{
     Controller, JobOutcome, JobRecord, Settings, Trigger, open_target, run_job, run_job_with_progress, validate,
+    validate_target,
 };
 pub use error::{ControllerError, Result};
 pub use job::{Applied, CheckMemo, DamagedBackup, JobSpec, JobSummary, Retention, RetentionFailure};

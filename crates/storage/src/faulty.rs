@@ -6,6 +6,18 @@
 //! failing (a dead connection or a crashed process). A cut upload can be left
 //! behind as a partial object, as a killed process would leave it.
 //!
+//! A fault can also be a **lost reply** ([`FaultPlan::lost_reply_at_call`]):
+//! the N-th call is passed to the wrapped target and takes effect there, and
+//! only then does the caller get the injected error — as when a connection
+//! drops after the server carried out a request but before its answer
+//! arrived. A `commit` whose reply is lost has committed the object (it is
+//! visible at its path); a `delete` has deleted it; a `put` has started an
+//! upload the caller never sees (dropped, so discarded); a `write` has
+//! appended its bytes. When the wrapped call itself fails, its own error is
+//! returned (there was no effect to hide). A lost reply is not sticky: later
+//! calls go through, so a test sees how the caller copes with the state it
+//! did not learn about.
+//!
 //! The usual test: run a job once through an unarmed wrapper to count its
 //! calls, then once per call number with the fault armed there.
 
@@ -36,6 +48,10 @@ pub struct FaultPlan {
     /// Whether an upload cut by the fault is left behind as a partial object
     /// (as after a crash) instead of being discarded.
     pub leave_garbage: bool,
+    /// Whether the call at `fail_at_call` is carried out by the wrapped
+    /// target before the error is returned (a lost reply) instead of failing
+    /// without effect.
+    pub lost_reply: bool,
 }
 
 impl FaultPlan {
@@ -47,6 +63,7 @@ impl FaultPlan {
             kind: ErrorKind::Other,
             sticky: false,
             leave_garbage: false,
+            lost_reply: false,
         }
     }
 
@@ -57,6 +74,18 @@ impl FaultPlan {
             kind,
             sticky: true,
             leave_garbage: true,
+            ..FaultPlan::none()
+        }
+    }
+
+    /// Carry out call `n`, then report `kind` to the caller as if it had
+    /// failed (its reply was lost); later calls go through (see the module
+    /// docs for what each call has done when its reply is lost).
+    pub fn lost_reply_at_call(n: u64, kind: ErrorKind) -> Self {
+        FaultPlan {
+            fail_at_call: Some(n),
+            kind,
+            lost_reply: true,
             ..FaultPlan::none()
         }
     }
@@ -84,16 +113,35 @@ impl Shared {
         *self.plan.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts a call and says whether it must fail.
-    fn call(&self, op: &'static str, path: &str) -> Result<()> {
+    /// Counts a call and says whether it must fail before it is carried
+    /// out (`Err`), or after it (a [`Reply`] holding the error to report).
+    fn call(&self, op: &'static str, path: &str) -> Result<Reply> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let plan = self.plan();
         let tripped = self.tripped.load(Ordering::SeqCst) > 0;
+        if plan.fail_at_call == Some(n) && plan.lost_reply {
+            self.tripped.fetch_add(1, Ordering::SeqCst);
+            return Ok(Reply(Some(injected(plan.kind, op, path, n))));
+        }
         if (plan.sticky && tripped) || plan.fail_at_call == Some(n) {
             self.tripped.fetch_add(1, Ordering::SeqCst);
             return Err(injected(plan.kind, op, path, n));
         }
-        Ok(())
+        Ok(Reply(None))
+    }
+}
+
+/// What the caller is told once a call has been carried out: its own
+/// result, or the injected error when the reply is lost.
+#[must_use]
+struct Reply(Option<StorageError>);
+
+impl Reply {
+    fn give<T>(self, result: Result<T>) -> Result<T> {
+        match (self.0, result) {
+            (Some(lost), Ok(_)) => Err(lost),
+            (_, result) => result,
+        }
     }
 }
 
@@ -155,13 +203,14 @@ impl<T: fmt::Display> fmt::Display for FaultyTarget<T> {
 #[async_trait]
 impl<T: StorageTarget> StorageTarget for FaultyTarget<T> {
     async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
-        self.shared.call("cannot create folder", path.as_str())?;
-        self.inner.create_dir_all(path).await
+        let reply = self.shared.call("cannot create folder", path.as_str())?;
+        reply.give(self.inner.create_dir_all(path).await)
     }
 
     async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
-        self.shared.call("cannot write", path.as_str())?;
-        let inner = self.inner.put(path, mode).await?;
+        let reply = self.shared.call("cannot write", path.as_str())?;
+        // A lost reply drops the started upload: the caller never saw it.
+        let inner = reply.give(self.inner.put(path, mode).await)?;
         Ok(Box::new(FaultyWriter {
             inner: Some(inner),
             shared: self.shared.clone(),
@@ -170,33 +219,33 @@ impl<T: StorageTarget> StorageTarget for FaultyTarget<T> {
     }
 
     async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
-        self.shared.call("cannot read", path.as_str())?;
-        self.inner.read_range(path, range).await
+        let reply = self.shared.call("cannot read", path.as_str())?;
+        reply.give(self.inner.read_range(path, range).await)
     }
 
     async fn head(&self, path: &ObjectPath) -> Result<ObjectMeta> {
-        self.shared.call("cannot stat", path.as_str())?;
-        self.inner.head(path).await
+        let reply = self.shared.call("cannot stat", path.as_str())?;
+        reply.give(self.inner.head(path).await)
     }
 
     async fn list(&self, prefix: &ObjectPath) -> Result<BoxStream<'static, Result<ObjectMeta>>> {
-        self.shared.call("cannot list", prefix.as_str())?;
-        self.inner.list(prefix).await
+        let reply = self.shared.call("cannot list", prefix.as_str())?;
+        reply.give(self.inner.list(prefix).await)
     }
 
     async fn delete(&self, path: &ObjectPath) -> Result<()> {
-        self.shared.call("cannot delete", path.as_str())?;
-        self.inner.delete(path).await
+        let reply = self.shared.call("cannot delete", path.as_str())?;
+        reply.give(self.inner.delete(path).await)
     }
 
     async fn delete_dir(&self, path: &ObjectPath) -> Result<()> {
-        self.shared.call("cannot delete folder", path.as_str())?;
-        self.inner.delete_dir(path).await
+        let reply = self.shared.call("cannot delete folder", path.as_str())?;
+        reply.give(self.inner.delete_dir(path).await)
     }
 
     async fn capacity(&self) -> Result<Capacity> {
-        self.shared.call("cannot query capacity of", "/")?;
-        self.inner.capacity().await
+        let reply = self.shared.call("cannot query capacity of", "/")?;
+        reply.give(self.inner.capacity().await)
     }
 }
 
@@ -230,9 +279,10 @@ impl FaultyWriter {
 #[async_trait]
 impl ObjectWriter for FaultyWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        if let Err(e) = self.shared.call("cannot write", self.path.as_str()) {
-            return Err(self.fail(e).await);
-        }
+        let reply = match self.shared.call("cannot write", self.path.as_str()) {
+            Ok(reply) => reply,
+            Err(e) => return Err(self.fail(e).await),
+        };
         let plan = self.shared.plan();
         let before = self.shared.bytes.fetch_add(chunk.len() as u64, Ordering::SeqCst);
         let gone = self.gone("cannot write");
@@ -247,15 +297,16 @@ impl ObjectWriter for FaultyWriter {
             let e = injected(plan.kind, "cannot write", self.path.as_str(), n);
             return Err(self.fail(e).await);
         }
-        inner.write(chunk).await
+        reply.give(inner.write(chunk).await)
     }
 
     async fn commit(mut self: Box<Self>) -> Result<ObjectMeta> {
-        if let Err(e) = self.shared.call("cannot commit", self.path.as_str()) {
-            return Err(self.fail(e).await);
-        }
+        let reply = match self.shared.call("cannot commit", self.path.as_str()) {
+            Ok(reply) => reply,
+            Err(e) => return Err(self.fail(e).await),
+        };
         match self.inner.take() {
-            Some(inner) => inner.commit().await,
+            Some(inner) => reply.give(inner.commit().await),
             None => Err(self.gone("cannot commit")),
         }
     }
@@ -263,16 +314,19 @@ impl ObjectWriter for FaultyWriter {
     async fn abort(mut self: Box<Self>) -> Result<()> {
         let counted = self.shared.call("cannot discard upload", self.path.as_str());
         let inner = self.inner.take();
-        if let Err(e) = counted {
-            if let Some(inner) = inner
-                && self.shared.plan().leave_garbage
-            {
-                std::mem::forget(inner);
+        let reply = match counted {
+            Ok(reply) => reply,
+            Err(e) => {
+                if let Some(inner) = inner
+                    && self.shared.plan().leave_garbage
+                {
+                    std::mem::forget(inner);
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         match inner {
-            Some(inner) => inner.abort().await,
+            Some(inner) => reply.give(inner.abort().await),
             None => Ok(()),
         }
     }
