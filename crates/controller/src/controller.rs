@@ -454,7 +454,15 @@ pub async fn run_job_with_progress(
             if freed.is_empty() {
                 return Err(e);
             }
-            let mut second = write_backup(spec, sources, now, progress).await?;
+            let mut second = match write_backup(spec, sources, now, progress).await {
+                Ok(second) => second,
+                Err(source) => {
+                    return Err(ControllerError::RetryFailed {
+                        freed: freed.iter().map(|d| d.id.clone()).collect(),
+                        source: Box::new(source),
+                    });
+                }
+            };
             second.attempts = 2;
             second
         }

@@ -77,6 +77,17 @@ pub enum ControllerError {
         /// What went wrong, and the system's error text.
         reason: String,
     },
+    /// The location was out of capacity; retention deleted `freed` (oldest
+    /// first, never the newest intact backup) and the second attempt failed
+    /// too. The failure class is the second attempt's.
+    #[error("the location was out of capacity; deleted {} to make room, then the second attempt failed: {source}", freed.join(", "))]
+    RetryFailed {
+        /// The backups deleted to make room.
+        freed: Vec<String>,
+        /// Why the second attempt failed.
+        #[source]
+        source: Box<ControllerError>,
+    },
     /// The job itself failed (an internal task stopped); retrying can help.
     #[error("the backup job failed: {reason}; retry the backup")]
     Internal {
@@ -104,6 +115,7 @@ impl ControllerError {
     /// The storage class when the storage target (or the location setting) is at fault.
     fn storage_kind(&self) -> Option<ErrorKind> {
         match self {
+            ControllerError::RetryFailed { source, .. } => source.storage_kind(),
             ControllerError::Storage(e) => Some(e.kind()),
             ControllerError::Archive(ibs_archive::Error::Sink(io)) => io
                 .get_ref()
@@ -123,6 +135,7 @@ impl ControllerError {
     pub fn alert(&self) -> Alert {
         match self {
             ControllerError::Storage(e) => e.alert(),
+            ControllerError::RetryFailed { source, .. } => source.alert(),
             ControllerError::Source {
                 source_name,
                 path,

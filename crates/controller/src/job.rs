@@ -565,7 +565,7 @@ pub struct Applied {
 /// is not), then its archive and its own uncommitted uploads, then its
 /// folder — only if nothing else is left in it. Objects ibs did not write
 /// stay, with their folder (the catalogue lists them as unrecognised); a
-/// folder that cannot be removed is reported, not an error.
+/// folder that turns out not to be empty is reported, not an error.
 pub async fn apply(target: &Arc<dyn StorageTarget>, plan: &Plan) -> Result<Applied> {
     let mut out = Applied::default();
     for d in &plan.deletions {
@@ -579,8 +579,13 @@ pub async fn apply(target: &Arc<dyn StorageTarget>, plan: &Plan) -> Result<Appli
             target.delete(&object.path).await?;
         }
         if ours.len() == objects.len() {
-            if let Err(e) = target.delete_dir(&d.path).await {
-                out.kept_folders.push(format!("{}: {e}", d.path));
+            match target.delete_dir(&d.path).await {
+                Ok(()) => {}
+                // Not empty after all (a link, an empty folder, a name the
+                // listing cannot show): kept and reported. A failure of the
+                // target itself (unreachable, refused) fails the run.
+                Err(e) if e.kind() == ErrorKind::Other => out.kept_folders.push(format!("{}: {e}", d.path)),
+                Err(e) => return Err(e.into()),
             }
         } else {
             out.kept_folders

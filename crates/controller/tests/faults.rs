@@ -121,7 +121,7 @@ async fn prune(target: &Arc<dyn StorageTarget>, now: i64) -> ibs_controller::Res
         &CheckMemo::default(),
     )
     .await?;
-    apply(target, &retention.plan).await
+    Ok(apply(target, &retention.plan).await?.deleted)
 }
 
 // ---------------------------------------------------------------------------
@@ -674,6 +674,19 @@ async fn job_faults_at_every_call(backend: Backend, modes: &[Mode]) {
                     assert!(!new_complete, "{ctx}: failed before its commit, yet complete: {e}");
                 }
                 match &result {
+                    Ok(s) if s.retention_failed.is_some() => {
+                        // Committed and confirmed; retention after it failed,
+                        // reported with the failure's class; nothing lost.
+                        let failure = s.retention_failed.as_ref().unwrap();
+                        assert_eq!(failure.alert.kind, kind, "{ctx}: {failure:?}");
+                        assert_eq!(new, [s.id.to_string()], "{ctx}");
+                        assert!(new_complete, "{ctx}: success must be complete");
+                        let mut allowed = earlier.complete();
+                        allowed.insert(s.id.to_string());
+                        assert!(after.complete_ids().is_subset(&allowed), "{ctx}");
+                        assert!(after.complete_ids().contains(&s.id.to_string()), "{ctx}");
+                        *outcomes.entry("ok, retention failed").or_default() += 1;
+                    }
                     Ok(s) => {
                         assert_eq!(new, [s.id.to_string()], "{ctx}");
                         assert!(new_complete, "{ctx}: success must be complete");
@@ -707,14 +720,12 @@ async fn job_faults_at_every_call(backend: Backend, modes: &[Mode]) {
             }
         }
     }
-    // Every path was taken: failures before and after the commit, and a
-    // transient out-of-capacity fault recovered by freeing space and retrying.
+    // Every path was taken: failures before the commit, the commit's
+    // read-back failing, retention after the commit failing (a success with
+    // the failure reported), and a transient out-of-capacity fault recovered
+    // by freeing space and retrying.
     eprintln!("{backend:?}: {outcomes:?}");
-    for what in [
-        "failed, no new backup",
-        "failed after the commit",
-        "unconfirmed, complete",
-    ] {
+    for what in ["failed, no new backup", "ok, retention failed", "unconfirmed, complete"] {
         assert!(outcomes.contains_key(what), "{what}: {outcomes:?}");
     }
     if modes.iter().any(|m| matches!(m, Mode::Transient)) {
@@ -1074,6 +1085,21 @@ async fn out_of_capacity_when_the_retry_fails_too_alerts_and_loses_nothing() {
     assert_eq!(err.kind(), ErrorKind::OutOfCapacity, "{err}");
     assert_eq!(err.alert().kind, ErrorKind::OutOfCapacity);
     assert_eq!(err.alert().title, ErrorKind::OutOfCapacity.alert().title);
+    // The error says what was freed for the retry.
+    match &err {
+        ControllerError::RetryFailed { freed, .. } => {
+            let garbage: Vec<String> = before
+                .catalogue
+                .backups
+                .iter()
+                .filter(|b| b.state == BackupState::Incomplete)
+                .map(|b| b.id.to_string())
+                .collect();
+            assert_eq!(freed, &garbage, "{err}");
+            assert!(freed.iter().all(|id| err.to_string().contains(id.as_str())), "{err}");
+        }
+        other => panic!("expected RetryFailed, got {other}"),
+    }
     // It was tried twice: the garbage was freed for the retry.
     let log = site.recorder.calls();
     assert_eq!(
