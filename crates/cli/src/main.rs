@@ -213,15 +213,16 @@ fn location(a: &Args) -> Result<Location, Failure> {
 }
 
 fn instance(a: &Args) -> Result<InstanceLayout, Failure> {
-    Ok(InstanceLayout::new(
+    InstanceLayout::new(
         a.fqdn.as_deref().unwrap_or(DEFAULT_FQDN),
         a.region.as_deref().unwrap_or(DEFAULT_REGION),
-    )?)
+    )
+    .map_err(|e| usage(format!("--fqdn / --region: {e}")))
 }
 
 fn policy(a: &Args) -> Result<Policy, Failure> {
     Ok(match a.keep_days {
-        Some(d) => Policy::new(12, d)?,
+        Some(d) => Policy::new(12, d).map_err(|e| usage(format!("--keep-days: {e}")))?,
         None => Policy::default(),
     })
 }
@@ -456,6 +457,7 @@ async fn backup_cmd(a: &Args) -> Result<(), Failure> {
         sources.push(Arc::new(source));
     }
     ibs_controller::job::check_recorded(&settings.producer_version, &inst).map_err(|e| usage(e.to_string()))?;
+    ibs_controller::job::check_sources(&sources).map_err(|e| usage(e.to_string()))?;
     let target = ibs_controller::validate(&settings).await.map_err(alerted)?;
     let spec = ibs_controller::JobSpec {
         target,
@@ -666,14 +668,29 @@ async fn restore_cmd(a: &Args) -> Result<(), Failure> {
     if !a.only.is_empty() {
         options = options.sources(a.only.clone());
     }
-    let report = tokio::select! {
-        report = backup.restore_to(to, &options) => report?,
-        signal = stop_signal() => {
-            // The restore stops here; its leftovers are removed once every
-            // write still running has finished (see `main`).
+    let lock = ibs_recovery::RestoreLock::acquire(to).await?;
+    let finished = tokio::select! {
+        report = backup.restore_locked(&lock, &options) => Ok(report),
+        signal = stop_signal() => Err(signal),
+    };
+    let report = match finished {
+        Ok(Err(e)) if e.is_damage() && a.backup.is_none() => {
+            return Err(Failure(
+                format!(
+                    "{e}\nThe newest backup is damaged. `ibs check --location … --all` shows which backups are \
+                     intact (no key needed); restore one of them with --backup ID."
+                ),
+                false,
+            ));
+        }
+        Ok(report) => report?,
+        Err(signal) => {
+            // The restore stops here. Its leftovers are removed once every
+            // write still running has finished, under the lock it still
+            // holds (see `main`).
             let sources = backup.sources().into_iter().map(str::to_owned).collect();
-            *lock_stopped() = Some((to.clone(), sources));
-            return Err(Failure(format!("restore stopped by {signal}; removing what it wrote"), false));
+            *lock_stopped() = Some((lock, sources));
+            return Err(Failure(format!("restore stopped by {signal}"), false));
         }
     };
     if !report.leftovers.is_empty() {
@@ -694,9 +711,9 @@ async fn restore_cmd(a: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A restore stopped by a signal: its folder and the backup's sources, for
-/// the clean-up after the runtime has finished every write.
-type Stopped = Option<(PathBuf, Vec<String>)>;
+/// A restore stopped by a signal: the lock on its folder and the backup's
+/// sources, for the clean-up after the runtime has finished every write.
+type Stopped = Option<(ibs_recovery::RestoreLock, Vec<String>)>;
 
 fn lock_stopped() -> std::sync::MutexGuard<'static, Stopped> {
     static STOPPED: std::sync::Mutex<Stopped> = std::sync::Mutex::new(None);
@@ -802,20 +819,18 @@ fn main() -> ExitCode {
         });
         // Every blocking task (file writes of a stopped restore) finishes first.
         rt.shutdown_timeout(std::time::Duration::from_secs(60));
-        if let Some((to, sources)) = lock_stopped().take() {
+        if let Some((lock, sources)) = lock_stopped().take() {
             let names: Vec<&str> = sources.iter().map(String::as_str).collect();
-            return match ibs_recovery::remove_restore_leftovers(&to, &names) {
+            let stopped = result.err().map_or_else(|| "restore stopped".to_owned(), |f| f.0);
+            return match lock.remove_leftovers(&names) {
                 Ok(_) => Err(Failure(
                     format!(
-                        "{}; its staging folder and temporary files are removed",
-                        result.err().map_or_else(|| "restore stopped".to_owned(), |f| f.0)
+                        "{stopped}; its staging folder and temporary files are removed (files it had already \
+                         moved into place, if it was stopped while placing them, stay)"
                     ),
                     false,
                 )),
-                Err(e) => Err(Failure(
-                    format!("restore stopped; removing what it wrote failed: {e}"),
-                    false,
-                )),
+                Err(e) => Err(Failure(format!("{stopped}; removing what it wrote failed: {e}"), false)),
             };
         }
         result

@@ -835,20 +835,37 @@ fn backup_folders(share: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Ages a backup: its manifest's creation time (what retention reads) set
-/// `days` into the past. The manifest is unauthenticated by design (the
-/// keyless catalogue reads it), so this is what a clock change would do.
-fn age(folder: &Path, days: i64) {
-    let manifest = folder.join("backup.manifest");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    let aged: String = text
-        .lines()
-        .map(|l| match l.strip_prefix("created: ") {
-            Some(t) => format!("created: {}\n", t.parse::<i64>().unwrap() - days * 86_400),
-            None => format!("{l}\n"),
-        })
+/// A backup of the sample state made `days` ago at the local share, as the
+/// controller made it then (the `ibs` command always uses today's clock).
+fn backup_days_ago(share: &Path, cer: &Path, days: i64) {
+    use ibs_controller::{BackupSource, DirectorySource, JobSpec};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let spec = JobSpec {
+        target: std::sync::Arc::new(ibs_storage::LocalTarget::new(share).unwrap()),
+        instance: ibs_storage::InstanceLayout::new(FQDN, "local").unwrap(),
+        certificate: ibs_envelope::Certificate::from_file(cer).unwrap(),
+        producer_version: "1.2408.0".into(),
+        policy: ibs_retention::Policy::default(),
+        checks: Default::default(),
+    };
+    let sources: Vec<std::sync::Arc<dyn BackupSource>> = ["identity", "rbac", "key-vault"]
+        .iter()
+        .map(|n| std::sync::Arc::new(DirectorySource::new(*n, sample().join(n))) as std::sync::Arc<dyn BackupSource>)
         .collect();
-    std::fs::write(manifest, aged).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(ibs_controller::job::write_backup(
+            &spec,
+            &sources,
+            now - days * 86_400,
+            None,
+        ))
+        .unwrap();
 }
 
 /// Flips one byte in the middle of a backup's archive (body damage: the
@@ -880,14 +897,11 @@ fn a_damaged_newest_backup_does_not_cost_the_good_ones() {
     let share = work.path().join("share");
     std::fs::create_dir(&share).unwrap();
     let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
-    for _ in 0..4 {
-        backup(s(&share), &cer, &[]);
+    for days in [20, 19, 18, 17] {
+        backup_days_ago(&share, &cer, days);
     }
     let folders = backup_folders(&share);
     assert_eq!(folders.len(), 4);
-    for (folder, days) in folders.iter().zip([20, 19, 18, 17]) {
-        age(folder, days);
-    }
     let damaged = &folders[3];
     flip_middle_byte(damaged);
     // The keyless listing cannot see body damage; `check` can, with no key.
@@ -928,9 +942,8 @@ fn prune_deletes_only_what_ibs_wrote() {
     std::fs::create_dir(&share).unwrap();
     let (cer, _, _) = keygen(&work.path().join("keys"), "k");
     backup(s(&share), &cer, &[]);
-    backup(s(&share), &cer, &[]);
+    backup_days_ago(&share, &cer, 30);
     let folders = backup_folders(&share);
-    age(&folders[0], 30);
     let root = share.join(FQDN).join("local/MASBackup");
     // A folder named like a backup, holding someone else's file; a file of
     // someone else's inside an expired backup; a file beside the backups.
@@ -1106,7 +1119,7 @@ fn an_interrupted_restore_leaves_nothing_half_done_behind() {
     let big = work.path().join("big");
     std::fs::create_dir(&big).unwrap();
     noise_file(&big.join("blob.bin"), 300 << 20, 0x2545_F491_4F6C_DD1D);
-    backup(s(&share), &cer, &["--source", &format!("key-vault={}", big.display())]);
+    backup(s(&share), &cer, &["--source", &format!("blobs={}", big.display())]);
 
     // Killed (SIGKILL): it cannot clean up; the next restore does, and says so.
     let killed = work.path().join("killed");
@@ -1140,7 +1153,7 @@ fn an_interrupted_restore_leaves_nothing_half_done_behind() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(
-        std::fs::read(killed.join("key-vault/blob.bin")).unwrap(),
+        std::fs::read(killed.join("blobs/blob.bin")).unwrap(),
         std::fs::read(big.join("blob.bin")).unwrap()
     );
 
@@ -1184,4 +1197,89 @@ fn restore_overwrite_replaces_existing_files() {
     assert_eq!(std::fs::read(&file).unwrap(), b"changed since");
     ok(&[&args[..], &["--overwrite"]].concat());
     same_tree(&sample().join("rbac"), &to.join("rbac"));
+}
+
+#[test]
+fn what_the_listing_cannot_see_in_a_backup_folder_does_not_stop_prune_or_backup() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer, _, _) = keygen(&work.path().join("keys"), "k");
+    backup(s(&share), &cer, &[]);
+    for days in [20, 19] {
+        backup_days_ago(&share, &cer, days);
+    }
+    let folders = backup_folders(&share);
+    // A symbolic link and an empty folder: the local listing shows neither.
+    std::os::unix::fs::symlink("/etc/passwd", folders[0].join("link")).unwrap();
+    std::fs::create_dir(folders[1].join("emptydir")).unwrap();
+    let out = ok(&["prune", "--location", s(&share), "--fqdn", FQDN, "--keep-days", "7"]);
+    for f in &folders[..2] {
+        assert!(out.contains(&format!("deleted {}", id_of(f))), "{out}");
+        assert!(
+            out.contains(&format!(
+                "kept folder {}",
+                "azs.contoso.com/local/MASBackup/".to_owned() + id_of(f)
+            )),
+            "{out}"
+        );
+        assert!(!f.join("backup.manifest").exists() && !f.join("backup.ibs").exists());
+    }
+    assert!(
+        std::fs::symlink_metadata(folders[0].join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(folders[1].join("emptydir").is_dir());
+    // And a backup after that succeeds (exit 0).
+    backup(s(&share), &cer, &[]);
+}
+
+#[test]
+fn bad_sources_and_settings_are_usage_errors_before_anything_is_written() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer, _, _) = keygen(&work.path().join("keys"), "k");
+    let rbac = format!("rbac={}", sample().join("rbac").display());
+    let cases: Vec<Vec<String>> = vec![
+        vec!["--source".into(), format!("rb ac={}", sample().join("rbac").display())],
+        vec!["--source".into(), format!("={}", sample().join("rbac").display())],
+        vec!["--source".into(), rbac.clone(), "--source".into(), rbac.clone()],
+        vec!["--source".into(), rbac.clone(), "--keep-days".into(), "0".into()],
+        vec!["--source".into(), rbac.clone(), "--keep-days".into(), "15".into()],
+        vec!["--source".into(), rbac.clone(), "--region".into(), "a b".into()],
+    ];
+    for extra in &cases {
+        let mut args = vec!["backup", "--location", s(&share), "--cert", s(&cer), "--fqdn", FQDN];
+        args.extend(extra.iter().map(String::as_str));
+        let (code, out, err) = ibs_out(&args);
+        assert_eq!(code, Some(2), "{extra:?}: {out}{err}");
+        assert!(walk(&share).is_empty(), "{extra:?} wrote {:?}", walk(&share));
+    }
+}
+
+#[test]
+fn an_empty_source_is_a_warning() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer, _, _) = keygen(&work.path().join("keys"), "k");
+    let empty = work.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (code, out, err) = ibs_out(&[
+        "backup",
+        "--location",
+        s(&share),
+        "--cert",
+        s(&cer),
+        "--fqdn",
+        FQDN,
+        "--source",
+        &format!("rbac={}", empty.display()),
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("complete with warnings"), "{out}");
+    assert!(err.contains("holds no file to back up"), "{err}");
 }

@@ -260,6 +260,26 @@ pub fn check_recorded(producer_version: &str, instance: &InstanceLayout) -> Resu
     Ok(())
 }
 
+/// Checks the sources' names before anything is written: each a valid
+/// source name (1–64 ASCII letters, digits, `.`, `_`, `-`), none twice.
+pub fn check_sources(sources: &[Arc<dyn BackupSource>]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for source in sources {
+        let name = source.name();
+        ibs_archive::format::check_source_name(name).map_err(|e| ControllerError::InvalidSetting {
+            setting: "source",
+            reason: e.to_string(),
+        })?;
+        if !seen.insert(name) {
+            return Err(ControllerError::InvalidSetting {
+                setting: "source",
+                reason: format!("source {name:?} is given twice"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Writes one backup, committed last: the archive is uploaded under a
 /// temporary name and committed, then the manifest is put with
 /// `CreateNew` (when that put reports an error, the manifest is read: one
@@ -277,6 +297,7 @@ pub async fn write_backup(
     progress: Option<ibs_archive::ProgressFn>,
 ) -> Result<JobSummary> {
     check_spec(spec)?;
+    check_sources(sources)?;
     let mut options = WriterOptions::default()
         .created(now)
         .producer_version(spec.producer_version.clone())

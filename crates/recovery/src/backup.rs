@@ -253,14 +253,54 @@ fn is_temporary_name(name: &str) -> bool {
     }
 }
 
-/// Removes what an interrupted restore (killed, or stopped by a signal) left
-/// in the restore folder `dir`: staging folders directly in `dir`, and
-/// temporary files anywhere under the folders `dir/<source>` of `sources`
-/// (where a restore writes them). Only names a restore makes are touched,
-/// symbolic links are never followed, and nothing else is changed. Blocking.
-/// [`Backup::restore_to`] calls it before it starts; a tool that stops a
-/// restore calls it afterwards.
-pub fn remove_restore_leftovers(dir: &Path, sources: &[&str]) -> Result<Leftovers> {
+/// An exclusive hold on a restore folder: an advisory lock (`flock`) on the
+/// folder itself, released when this is dropped (or the process ends). Two
+/// restores never write into one folder at once, and leftovers are removed
+/// only under the lock, so a restore never removes another one's files.
+/// [`Backup::restore_to`] takes one itself; a tool that may stop a restore
+/// takes it first ([`Backup::restore_locked`]) and keeps it until it has
+/// cleaned up ([`RestoreLock::remove_leftovers`]).
+#[derive(Debug)]
+pub struct RestoreLock {
+    folder: PathBuf,
+    _held: std::fs::File,
+}
+
+impl RestoreLock {
+    /// Creates `dir` if needed and locks it; refused (not waited for) while
+    /// another restore holds it.
+    pub async fn acquire(dir: &Path) -> Result<Self> {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|source| RecoveryError::Io {
+                action: "cannot create",
+                path: dir.to_owned(),
+                source,
+            })?;
+        let held = lock_restore_folder(dir).await?;
+        Ok(RestoreLock {
+            folder: dir.to_owned(),
+            _held: held,
+        })
+    }
+
+    /// The locked folder.
+    pub fn path(&self) -> &Path {
+        &self.folder
+    }
+
+    /// Removes what an interrupted restore (killed, or stopped by a signal)
+    /// left in the folder: staging folders directly in it, and temporary
+    /// files anywhere under its folders `<source>` of `sources` (where a
+    /// restore writes them; names that are not valid source names are
+    /// skipped). Only names a restore makes are touched, symbolic links are
+    /// never followed, and nothing else is changed. Blocking.
+    pub fn remove_leftovers(&self, sources: &[&str]) -> Result<Leftovers> {
+        remove_restore_leftovers(&self.folder, sources)
+    }
+}
+
+fn remove_restore_leftovers(dir: &Path, sources: &[&str]) -> Result<Leftovers> {
     let io = |action: &'static str, p: &Path| {
         let path = p.to_owned();
         move |source| RecoveryError::Io { action, path, source }
@@ -281,7 +321,11 @@ pub fn remove_restore_leftovers(dir: &Path, sources: &[&str]) -> Result<Leftover
         }
     }
     // Temporary files sit beside the files of sources that existed.
-    let mut stack: Vec<PathBuf> = sources.iter().map(|s| dir.join(s)).collect();
+    let mut stack: Vec<PathBuf> = sources
+        .iter()
+        .filter(|s| ibs_archive::format::check_source_name(s).is_ok())
+        .map(|s| dir.join(s))
+        .collect();
     while let Some(folder) = stack.pop() {
         let entries = match std::fs::read_dir(&folder) {
             Ok(e) => e,
@@ -436,6 +480,16 @@ impl Backup {
     /// removes them before it starts ([`RestoreReport::leftovers`]). One
     /// restore at a time writes into a folder (an advisory lock on it).
     pub async fn restore_to(&self, dir: &Path, options: &RestoreOptions) -> Result<RestoreReport> {
+        let lock = RestoreLock::acquire(dir).await?;
+        self.restore_locked(&lock, options).await
+    }
+
+    /// [`Backup::restore_to`] into the folder `lock` holds. A caller that may
+    /// stop the restore (drop this future) keeps the lock until it has
+    /// removed the leftovers ([`RestoreLock::remove_leftovers`]) — after
+    /// every write the runtime still runs has finished.
+    pub async fn restore_locked(&self, lock: &RestoreLock, options: &RestoreOptions) -> Result<RestoreReport> {
+        let dir = lock.path();
         let wanted = |e: &Entry| options.sources.as_ref().is_none_or(|s| s.contains(&e.source));
         if let Some(wanted) = &options.sources {
             let present: BTreeSet<&str> = self.sources().into_iter().collect();
@@ -455,16 +509,7 @@ impl Backup {
                 reason: err.to_string(),
             })?;
         }
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|source| RecoveryError::Io {
-                action: "cannot create",
-                path: dir.to_owned(),
-                source,
-            })?;
-        // One restore at a time into a folder (the lock goes with the
-        // process), then whatever an interrupted one left is removed.
-        let _lock = lock_restore_folder(dir).await?;
+        // Under the lock: whatever an interrupted restore left is removed.
         let all_sources: Vec<String> = self.sources().into_iter().map(str::to_owned).collect();
         let at = dir.to_owned();
         let leftovers = blocking(move || {
@@ -536,9 +581,15 @@ impl Backup {
             blocking(move || {
                 let moved = fresh.iter().try_for_each(|source| {
                     let staged = root.join(source);
+                    // Every selected source has files, so its staged folder
+                    // must be there: if it is gone, say so, never report success.
                     match std::fs::symlink_metadata(&staged) {
                         Ok(_) => rename_sync(&staged, &dir.join(source), false),
-                        Err(_) => Ok(()), // no files in it
+                        Err(e) => Err(RecoveryError::Io {
+                            action: "the staged files are gone from",
+                            path: staged.clone(),
+                            source: e,
+                        }),
                     }
                 });
                 let _ = std::fs::remove_dir_all(&root);

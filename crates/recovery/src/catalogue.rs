@@ -172,6 +172,28 @@ async fn classify(
     if manifest.id != id {
         return damaged(info, format!("manifest names backup {}, folder is {id}", manifest.id));
     }
+    if manifest.created != id.created() {
+        return damaged(
+            info,
+            format!(
+                "the manifest's creation time {} is not its id's ({})",
+                manifest.created,
+                id.created()
+            ),
+        );
+    }
+    if manifest.fqdn != instance.fqdn() || manifest.region != instance.region() {
+        return damaged(
+            info,
+            format!(
+                "the manifest is for instance {}/{}, the folder is {}/{}'s",
+                manifest.fqdn,
+                manifest.region,
+                instance.fqdn(),
+                instance.region()
+            ),
+        );
+    }
     let Some(archive_meta) = find(ARCHIVE_NAME) else {
         return damaged(info, "the archive is missing".into());
     };
@@ -191,6 +213,9 @@ async fn classify(
             let thumbprints = archive.recipient_thumbprints();
             if fields.archive_id != manifest.archive_id {
                 return damaged(info, "the archive's id differs from its manifest's".into());
+            }
+            if fields.created != manifest.created {
+                return damaged(info, "the archive's creation time differs from its manifest's".into());
             }
             if fields.producer_version != manifest.producer_version || thumbprints != manifest.recipients {
                 return damaged(

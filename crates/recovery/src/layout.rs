@@ -54,7 +54,7 @@ impl BackupId {
 
     /// A fresh id for a backup created at `unix_seconds` that sorts after
     /// every id in `existing` of the same second (the ids already at the
-    /// location). At most 256 backups a second.
+    /// location); past 256 in one second they share sequence `ff`.
     pub fn next<'a>(unix_seconds: i64, existing: impl IntoIterator<Item = &'a BackupId>) -> Result<Self> {
         let mut r = [0u8; 4];
         getrandom::fill(&mut r).map_err(|e| RecoveryError::Usage(format!("random generator failed: {e}")))?;
@@ -74,12 +74,10 @@ impl BackupId {
             .filter_map(|id| id.0.strip_prefix(&second))
             .filter_map(|rest| u8::from_str_radix(rest.get(..2)?, 16).ok())
             .max();
-        let sequence = match taken {
-            None => 0,
-            Some(n) => n.checked_add(1).ok_or_else(|| {
-                RecoveryError::Usage(format!("256 backups already carry the time {second}; wait a second"))
-            })?,
-        };
+        // An id made before the sequence existed (8 random digits) can look
+        // like any sequence number: past ff the order within this one second
+        // falls back to the random digits rather than failing.
+        let sequence = taken.map_or(0, |n| n.saturating_add(1));
         let random = u32::from_be_bytes(r) & 0x00ff_ffff;
         Ok(BackupId(format!("{second}{sequence:02x}{random:06x}")))
     }
@@ -343,7 +341,8 @@ pub(crate) fn hex(b: &[u8]) -> String {
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.is_ascii() {
+    // `from_str_radix` alone would take a sign ("+f").
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];

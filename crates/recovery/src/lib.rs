@@ -18,7 +18,7 @@
 //!    with range reads of its frames only; **restore** all or some sources to a
 //!    directory ([`Backup::restore_to`]), refusing names that would escape it,
 //!    never overwriting silently, removing what an interrupted restore left
-//!    ([`remove_restore_leftovers`]).
+//!    ([`RestoreLock`]).
 //!
 //! The API is async over any [`ibs_storage::StorageTarget`]; [`blocking`] wraps
 //! it for test harnesses and tools:
@@ -64,9 +64,7 @@ pub mod layout;
 mod target;
 pub mod version;
 
-pub use backup::{
-    Backup, Choice, Leftovers, Recovery, RestoreOptions, RestoreReport, VerifyReport, remove_restore_leftovers,
-};
+pub use backup::{Backup, Choice, Leftovers, Recovery, RestoreLock, RestoreOptions, RestoreReport, VerifyReport};
 pub use catalogue::{BackupInfo, BackupState, Catalogue, CheckReport, catalogue, catalogue_backup, check_integrity};
 pub use error::{RecoveryError, Result};
 pub use target::TargetObject;

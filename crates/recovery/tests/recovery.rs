@@ -667,3 +667,43 @@ async fn a_failing_target_keeps_its_failure_class() {
     let err = b.read(b.find("a", "b").unwrap()).await.unwrap_err();
     assert_eq!(err.storage_kind(), Some(ErrorKind::PathNotFound), "{err}");
 }
+
+#[tokio::test]
+async fn a_manifest_that_disagrees_with_its_id_header_or_instance_is_damaged() {
+    use ibs_storage::StorageTargetExt;
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    let id = put_backup(&target, &[&pair_a().cert], &sample(), T0, "1.0").await;
+    let paths = BackupPaths::new(&instance(), &id).unwrap();
+    let original = target.read_all(&paths.manifest).await.unwrap();
+    let text = String::from_utf8(original.to_vec()).unwrap();
+    for (from, to, why) in [
+        (
+            format!("created: {T0}"),
+            format!("created: {}", T0 - 30 * DAY),
+            "creation time",
+        ),
+        (
+            "fqdn: azs.contoso.com".to_owned(),
+            "fqdn: evil.example".to_owned(),
+            "instance",
+        ),
+        ("region: local".to_owned(), "region: west".to_owned(), "instance"),
+    ] {
+        assert!(text.contains(&from), "{text}");
+        let changed = text.replace(&from, &to);
+        target.delete(&paths.manifest).await.unwrap();
+        target
+            .put_bytes(
+                &paths.manifest,
+                changed.into_bytes().into(),
+                ibs_storage::CommitMode::CreateNew,
+            )
+            .await
+            .unwrap();
+        let cat = recovery(&target).catalogue().await.unwrap();
+        let b = cat.get(id.as_str()).unwrap();
+        assert_eq!(b.state, BackupState::Damaged, "{to}");
+        assert!(b.problem.as_deref().unwrap().contains(why), "{:?}", b.problem);
+    }
+}

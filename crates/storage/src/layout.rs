@@ -305,10 +305,19 @@ impl Location {
         let mut parts = rest.splitn(2, '/');
         let authority = parts.next().unwrap_or_default();
         let tail = parts.next().unwrap_or_default();
+        // What follows a ':' in the server part is not repeated in an error:
+        // it is a port, or (mistyped) a password.
+        let hide_port = |why: String| {
+            let shown = match authority.rsplit_once(':') {
+                Some((host, _)) => text.replacen(authority, &format!("{host}:<hidden>"), 1),
+                None => text.to_owned(),
+            };
+            StorageError::new(ErrorKind::PathNotFound, "invalid storage location", shown, why)
+        };
         let (host, port) = if from_url {
-            split_host_port(authority).map_err(fail)?
+            split_host_port(authority).map_err(hide_port)?
         } else if authority.contains(':') {
-            return Err(fail(
+            return Err(hide_port(
                 "a UNC path cannot name a port: use smb://server:port/share".into(),
             ));
         } else {
@@ -362,7 +371,7 @@ fn split_host_port(authority: &str) -> std::result::Result<(&str, Option<u16>), 
         Some(p) => match p.parse::<u16>() {
             Ok(0) => return Err("port 0 is not valid".into()),
             Ok(n) => Some(n),
-            Err(_) => return Err(format!("'{p}' is not a valid port")),
+            Err(_) => return Err("the port after ':' is not a number from 1 to 65535".into()),
         },
     };
     Ok((host, port))
@@ -635,6 +644,13 @@ mod tests {
             );
             assert!(msg.contains("IBS_SMB_"), "{msg}");
             assert_eq!(err.kind(), ErrorKind::PathNotFound);
+        }
+        // A mistyped `smb://user:password/share` (no '@'): the "port" is not repeated.
+        for text in ["smb://fs:S3cret/share", r"\\fs:S3cret\share"] {
+            let err = Location::parse(text).unwrap_err();
+            let (msg, debug) = (err.to_string(), format!("{err:?}"));
+            assert!(!msg.contains("S3cret") && !debug.contains("S3cret"), "{msg} / {debug}");
+            assert!(msg.contains("fs:<hidden>"), "{msg}");
         }
         // An '@' deeper in the path is a folder name, not credentials.
         assert_eq!(
