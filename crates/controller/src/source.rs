@@ -264,6 +264,17 @@ fn gitignore_glob(pattern: &str) -> std::result::Result<(globset::Glob, bool), S
     if body.is_empty() {
         return Err(format!("{pattern:?} would exclude the whole source"));
     }
+    // Paths are matched relative to the source root, without `./` or `..`:
+    // such a pattern would silently match nothing.
+    if body.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(format!(
+            "{pattern:?}: patterns are relative to the source folder and cannot contain `.` or `..` segments \
+             (write `/f1` for a file at the top, `f1` for any depth)"
+        ));
+    }
+    if body.split('/').all(|seg| seg == "**") {
+        return Err(format!("{pattern:?} would exclude the whole source"));
+    }
     let glob = if anchored {
         body.to_owned()
     } else {
@@ -759,6 +770,16 @@ mod tests {
         .unwrap();
         assert_eq!(rels(&w), ["a/x"]);
         assert_eq!(w.vanished, [gone]);
+    }
+
+    #[test]
+    fn patterns_that_would_silently_match_nothing_or_everything_are_refused() {
+        for p in ["./f1", "a/../b", "**/", "**", "/**/**", "."] {
+            assert!(gitignore_glob(p).is_err(), "{p:?}");
+        }
+        for p in ["f1", "/f1", "**/*.tmp", "cache/", "a/**/b"] {
+            assert!(gitignore_glob(p).is_ok(), "{p:?}");
+        }
     }
 
     #[test]
