@@ -3,7 +3,7 @@
 //! ```text
 //! ibs keygen  --out DIR [--name NAME] [--bits 2048|3072|4096] [--password-file F [--allow-empty-password]]
 //!             [--legacy-pfx]
-//! ibs backup  --location LOC --cert FILE [--source NAME=DIR]... [--exclude GLOB]... [--fqdn F] [--region R]
+//! ibs backup  --location LOC --cert FILE [--cert FILE]... [--source NAME=DIR]... [--exclude GLOB]... [--fqdn F] [--region R]
 //!             [--credentials-file F] [--producer-version V] [--keep-days N]
 //! ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
 //! ibs check   --location LOC [--backup ID | --all]
@@ -79,7 +79,7 @@ struct Args {
     allow_empty_password: bool,
     legacy_pfx: bool,
     location: Option<String>,
-    cert: Option<PathBuf>,
+    certs: Vec<PathBuf>,
     sources: Vec<(String, PathBuf)>,
     excludes: Vec<String>,
     fqdn: Option<String>,
@@ -128,7 +128,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Args), Fai
             Long("legacy-pfx") => a.legacy_pfx = true,
             Long("allow-empty-password") => a.allow_empty_password = true,
             Long("location") => a.location = Some(text(&mut p)?),
-            Long("cert") => a.cert = Some(text(&mut p)?.into()),
+            Long("cert") => a.certs.push(text(&mut p)?.into()),
             Long("source") if verb == "restore" => a.only.push(text(&mut p)?),
             Long("source") => {
                 let v = text(&mut p)?;
@@ -166,7 +166,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Args), Fai
 const HELP: &str = "usage:
   ibs keygen  --out DIR [--name NAME] [--bits 2048|3072|4096] [--password-file F [--allow-empty-password]]
               [--legacy-pfx]
-  ibs backup  --location LOC --cert FILE [--source NAME=DIR]... [--exclude GLOB]... [--fqdn F] [--region R]
+  ibs backup  --location LOC --cert FILE [--cert FILE]... [--source NAME=DIR]... [--exclude GLOB]... [--fqdn F] [--region R]
               [--credentials-file F] [--producer-version V] [--keep-days N]
   ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
   ibs check   --location LOC [--backup ID | --all]      (no key: archive against manifest)
@@ -420,9 +420,19 @@ fn write_private(path: &std::path::Path, parts: &[&[u8]]) -> Result<(), Failure>
 }
 
 async fn backup_cmd(a: &Args) -> Result<(), Failure> {
-    let cert_path = a.cert.as_ref().ok_or_else(|| usage("--cert FILE is required"))?;
-    let cert =
-        Certificate::from_file(cert_path).map_err(|e| Failure(format!("{}: {e}", cert_path.display()), false))?;
+    if a.certs.is_empty() {
+        return Err(usage(
+            "--cert FILE is required (repeat it, or give a PEM bundle, for several recipients)",
+        ));
+    }
+    // Every certificate of every file (a PEM file may hold several): the
+    // backup is encrypted to all of them, each .pfx alone restores it.
+    let mut certificates = Vec::new();
+    for path in &a.certs {
+        let found = Certificate::from_file_all(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+        certificates.extend(found);
+    }
+    ibs_controller::job::check_recipients(&certificates).map_err(|e| usage(e.to_string()))?;
     if a.sources.is_empty() {
         return Err(usage("at least one --source NAME=DIR is required"));
     }
@@ -440,7 +450,7 @@ async fn backup_cmd(a: &Args) -> Result<(), Failure> {
     let settings = Settings {
         location: location(a)?,
         credentials: credentials(a)?,
-        certificate: cert,
+        certificates,
         fqdn: inst.fqdn().to_owned(),
         region: inst.region().to_owned(),
         policy: policy(a)?,
@@ -462,7 +472,7 @@ async fn backup_cmd(a: &Args) -> Result<(), Failure> {
     let spec = ibs_controller::JobSpec {
         target,
         instance: inst,
-        certificate: settings.certificate.clone(),
+        certificates: settings.certificates.clone(),
         producer_version: settings.producer_version.clone(),
         policy: settings.policy,
         checks: Default::default(),

@@ -846,7 +846,7 @@ fn backup_days_ago(share: &Path, cer: &Path, days: i64) {
     let spec = JobSpec {
         target: std::sync::Arc::new(ibs_storage::LocalTarget::new(share).unwrap()),
         instance: ibs_storage::InstanceLayout::new(FQDN, "local").unwrap(),
-        certificate: ibs_envelope::Certificate::from_file(cer).unwrap(),
+        certificates: vec![ibs_envelope::Certificate::from_file(cer).unwrap()],
         producer_version: "1.2408.0".into(),
         policy: ibs_retention::Policy::default(),
         checks: Default::default(),
@@ -1282,4 +1282,119 @@ fn an_empty_source_is_a_warning() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("complete with warnings"), "{out}");
     assert!(err.contains("holds no file to back up"), "{err}");
+}
+
+/// `cer` as PEM text (the keygen writes DER), via OpenSSL.
+fn pem_of(cer: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-inform", "DER", "-in", s(cer), "-outform", "PEM"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn thumbprint_of(cer: &Path) -> String {
+    ibs_envelope::Certificate::from_file(cer)
+        .unwrap()
+        .thumbprint()
+        .to_string()
+}
+
+#[test]
+fn a_backup_encrypted_to_several_certificates_restores_with_each_pfx_alone() {
+    let work = tempfile::tempdir().unwrap();
+    let keys = work.path().join("keys");
+    let (a_cer, a_pfx, a_pw) = keygen(&keys, "a");
+    let (b_cer, b_pfx, b_pw) = keygen(&keys, "b");
+    let (c_cer, c_pfx, c_pw) = keygen(&keys, "c");
+    // Two --cert, and a PEM bundle of two more certificates (one repeated: refused).
+    let bundle = work.path().join("bundle.pem");
+    std::fs::write(&bundle, format!("{}{}", pem_of(&b_cer), pem_of(&c_cer))).unwrap();
+    // Read as one certificate, a bundle is refused, never cut to its first.
+    let one = ibs_envelope::Certificate::from_file(&bundle).unwrap_err().to_string();
+    assert!(one.contains("2 certificates"), "{one}");
+    assert_eq!(ibs_envelope::Certificate::from_file_all(&bundle).unwrap().len(), 2);
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let err = usage_error(&[
+        "backup",
+        "--location",
+        s(&share),
+        "--cert",
+        s(&a_cer),
+        "--cert",
+        s(&bundle),
+        "--cert",
+        s(&c_cer),
+        "--source",
+        &format!("rbac={}", sample().join("rbac").display()),
+    ]);
+    assert!(err.contains("given twice"), "{err}");
+    backup(s(&share), &a_cer, &["--cert", s(&bundle)]);
+    let list = ok(&["list", "--location", s(&share), "--fqdn", FQDN]);
+    for cer in [&a_cer, &b_cer, &c_cer] {
+        assert!(list.contains(&thumbprint_of(cer)), "{list}");
+    }
+    for (pfx, pw) in [(&a_pfx, &a_pw), (&b_pfx, &b_pw), (&c_pfx, &c_pw)] {
+        let to = work
+            .path()
+            .join(format!("restored-{}", pfx.file_stem().unwrap().to_str().unwrap()));
+        restore_newest(&share, pfx, pw, &to);
+        same_tree(&sample().join("rbac"), &to.join("rbac"));
+    }
+}
+
+#[test]
+fn more_certificates_than_the_format_allows_is_a_clear_error() {
+    let work = tempfile::tempdir().unwrap();
+    let key = work.path().join("k.pem");
+    let status = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            s(&key),
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // 33 certificates (one key, 33 names: 33 thumbprints) in one PEM bundle.
+    let mut bundle = String::new();
+    for i in 0..33 {
+        let out = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-key",
+                s(&key),
+                "-subj",
+                &format!("/CN=r{i}"),
+                "-days",
+                "2",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        bundle.push_str(&String::from_utf8(out.stdout).unwrap());
+    }
+    let path = work.path().join("bundle.pem");
+    std::fs::write(&path, bundle).unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let err = usage_error(&[
+        "backup",
+        "--location",
+        s(&share),
+        "--cert",
+        s(&path),
+        "--source",
+        &format!("rbac={}", sample().join("rbac").display()),
+    ]);
+    assert!(err.contains("33 certificates") && err.contains("at most 32"), "{err}");
+    assert!(walk(&share).is_empty());
 }

@@ -25,8 +25,9 @@ pub struct Settings {
     pub location: Location,
     /// SMB credentials (unused for a local directory).
     pub credentials: Option<SmbCredentials>,
-    /// The encryption certificate (RSA ≥ 2048).
-    pub certificate: Certificate,
+    /// The certificates backups are encrypted to (RSA ≥ 2048; 1 to 32, no
+    /// two alike): each one's `.pfx` alone restores them.
+    pub certificates: Vec<Certificate>,
     /// External domain fqdn of this instance.
     pub fqdn: String,
     /// Region of this instance.
@@ -42,7 +43,14 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("location", &self.location)
             .field("credentials", &self.credentials.as_ref().map(SmbCredentials::account))
-            .field("certificate", &self.certificate.thumbprint().to_string())
+            .field(
+                "certificates",
+                &self
+                    .certificates
+                    .iter()
+                    .map(|c| c.thumbprint().to_string())
+                    .collect::<Vec<_>>(),
+            )
             .field("fqdn", &self.fqdn)
             .field("region", &self.region)
             .field("policy", &self.policy)
@@ -398,7 +406,7 @@ impl Controller {
         let spec = JobSpec {
             target: settings.target()?,
             instance: settings.instance()?,
-            certificate: settings.certificate.clone(),
+            certificates: settings.certificates.clone(),
             producer_version: settings.producer_version.clone(),
             policy: settings.policy,
             checks: self.checks.clone(),

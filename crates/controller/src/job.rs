@@ -23,8 +23,9 @@ pub struct JobSpec {
     pub target: Arc<dyn StorageTarget>,
     /// The instance's folder layout.
     pub instance: InstanceLayout,
-    /// The encryption certificate.
-    pub certificate: Certificate,
+    /// The certificates the backup is encrypted to (1 to 32, no two alike;
+    /// checked by [`check_spec`]).
+    pub certificates: Vec<Certificate>,
     /// The producing system's version.
     pub producer_version: String,
     /// Retention policy.
@@ -238,7 +239,34 @@ impl EntrySink for ArchiveSink {
 /// (`MAJOR.MINOR[.BUILD[.REVISION]]`, so the version rule can read it back)
 /// and every recorded value is one printable line.
 pub fn check_spec(spec: &JobSpec) -> Result<()> {
+    check_recipients(&spec.certificates)?;
     check_recorded(&spec.producer_version, &spec.instance)
+}
+
+/// Checks the certificates a backup is encrypted to: at least one, at most
+/// the format's 32, none twice.
+pub fn check_recipients(certificates: &[Certificate]) -> Result<()> {
+    let invalid = |reason: String| ControllerError::InvalidSetting {
+        setting: "certificate",
+        reason,
+    };
+    let max = ibs_archive::format::MAX_RECIPIENTS;
+    if certificates.is_empty() {
+        return Err(invalid("no certificate to encrypt to".into()));
+    }
+    if certificates.len() > max {
+        return Err(invalid(format!(
+            "{} certificates; a backup can be encrypted to at most {max}",
+            certificates.len()
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for c in certificates {
+        if !seen.insert(c.thumbprint()) {
+            return Err(invalid(format!("certificate {} is given twice", c.thumbprint())));
+        }
+    }
+    Ok(())
 }
 
 /// [`check_spec`] of the values themselves (for a caller that checks before
@@ -307,7 +335,8 @@ pub async fn write_backup(
     if let Some(p) = progress {
         options = options.progress(p);
     }
-    let enc = ArchiveEncoder::new(&[&spec.certificate], options)?;
+    let recipients: Vec<&Certificate> = spec.certificates.iter().collect();
+    let enc = ArchiveEncoder::new(&recipients, options)?;
     let archive_id = enc.header().fields().archive_id;
     // The id orders after every backup of the same second already there.
     let existing: Vec<BackupId> = spec
@@ -361,7 +390,7 @@ pub async fn write_backup(
                 producer_version: spec.producer_version.clone(),
                 fqdn: spec.instance.fqdn().to_owned(),
                 region: spec.instance.region().to_owned(),
-                recipients: vec![spec.certificate.thumbprint()],
+                recipients: spec.certificates.iter().map(Certificate::thumbprint).collect(),
             };
             let encoded = Bytes::from(manifest.encode());
             if let Err(e) = spec

@@ -77,7 +77,7 @@ fn spec(target: Arc<dyn StorageTarget>, cert: &Certificate) -> JobSpec {
     JobSpec {
         target,
         instance: instance(),
-        certificate: cert.clone(),
+        certificates: vec![cert.clone()],
         producer_version: "1.2408.0".into(),
         policy: Policy::default(),
         checks: Default::default(),
@@ -187,7 +187,7 @@ fn settings(dir: &std::path::Path, cert: &Certificate) -> Settings {
     Settings {
         location: Location::Local(dir.to_owned()),
         credentials: None,
-        certificate: cert.clone(),
+        certificates: vec![cert.clone()],
         fqdn: "azs.contoso.com".into(),
         region: "local".into(),
         policy: Policy::default(),

@@ -102,7 +102,7 @@ fn spec(target: Arc<dyn StorageTarget>) -> JobSpec {
     JobSpec {
         target,
         instance: instance(),
-        certificate: pair().cert.clone(),
+        certificates: vec![pair().cert.clone()],
         producer_version: "1.2408.0".into(),
         policy: Policy::default(),
         checks: CheckMemo::default(),

@@ -124,24 +124,51 @@ impl Certificate {
     /// Parses a `.cer` file's contents: DER, or PEM (with a UTF-8 BOM, CRLF
     /// line endings, and text such as OpenSSL's "Bag Attributes" around the
     /// block all tolerated).
+    ///
+    /// A PEM file with several certificates is refused (never silently cut
+    /// to its first): read it with [`Certificate::parse_all`].
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-        if bytes.first() == Some(&0x30) {
-            Self::from_der(bytes)
-        } else {
-            Self::from_der(&pem_certificate_to_der(bytes)?)
+        let mut all = Self::parse_all(bytes)?;
+        match all.len() {
+            1 => Ok(all.remove(0)),
+            n => Err(Error::InvalidCertificate {
+                reason: format!("the file holds {n} certificates where one is expected"),
+            }),
         }
     }
 
-    /// Reads and parses a `.cer` file.
+    /// Parses a `.cer` file's contents that may hold several certificates:
+    /// DER (one), or PEM with one or more `CERTIFICATE` blocks (a bundle),
+    /// in file order. Each must be a valid RSA ≥ 2048 certificate.
+    pub fn parse_all(bytes: &[u8]) -> Result<Vec<Self>> {
+        let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+        if bytes.first() == Some(&0x30) {
+            return Ok(vec![Self::from_der(bytes)?]);
+        }
+        let blocks = pem_certificates_to_der(bytes)?;
+        blocks
+            .iter()
+            .enumerate()
+            .map(|(i, der)| {
+                Self::from_der(der).map_err(|e| match e {
+                    Error::InvalidCertificate { reason } if blocks.len() > 1 => Error::InvalidCertificate {
+                        reason: format!("certificate {} of {}: {reason}", i + 1, blocks.len()),
+                    },
+                    other => other,
+                })
+            })
+            .collect()
+    }
+
+    /// Reads and parses a `.cer` file holding one certificate.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            action: "cannot read certificate",
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&bytes)
+        Self::parse(&read_file(path.as_ref())?)
+    }
+
+    /// Reads and parses a `.cer` file holding one or more certificates (see
+    /// [`Certificate::parse_all`]).
+    pub fn from_file_all(path: impl AsRef<Path>) -> Result<Vec<Self>> {
+        Self::parse_all(&read_file(path.as_ref())?)
     }
 
     /// Parses a DER-encoded certificate.
@@ -274,23 +301,42 @@ pub(crate) fn algorithm_name(oid: &str) -> String {
 }
 
 /// Extracts the first `CERTIFICATE` block of a PEM text and decodes it.
-fn pem_certificate_to_der(text: &[u8]) -> Result<Vec<u8>> {
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        action: "cannot read certificate",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Every `CERTIFICATE` block of a PEM text, decoded, in order (text around
+/// and between the blocks is ignored).
+fn pem_certificates_to_der(text: &[u8]) -> Result<Vec<Vec<u8>>> {
     const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
     const END: &[u8] = b"-----END CERTIFICATE-----";
-    let start = find(text, BEGIN).ok_or_else(|| Error::InvalidCertificate {
-        reason: "neither DER nor PEM: no \"-----BEGIN CERTIFICATE-----\" line found".into(),
-    })? + BEGIN.len();
-    let len = find(&text[start..], END).ok_or_else(|| Error::InvalidCertificate {
-        reason: "the PEM block has no \"-----END CERTIFICATE-----\" line".into(),
-    })?;
-    let body: Vec<u8> = text[start..start + len]
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    base64_decode(&body).ok_or_else(|| Error::InvalidCertificate {
-        reason: "the PEM block is not valid base64".into(),
-    })
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = find(rest, BEGIN) {
+        let start = at + BEGIN.len();
+        let len = find(&rest[start..], END).ok_or_else(|| Error::InvalidCertificate {
+            reason: "a PEM block has no \"-----END CERTIFICATE-----\" line".into(),
+        })?;
+        let body: Vec<u8> = rest[start..start + len]
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        out.push(base64_decode(&body).ok_or_else(|| Error::InvalidCertificate {
+            reason: "a PEM block is not valid base64".into(),
+        })?);
+        rest = &rest[start + len + END.len()..];
+    }
+    if out.is_empty() {
+        return Err(Error::InvalidCertificate {
+            reason: "neither DER nor PEM: no \"-----BEGIN CERTIFICATE-----\" line found".into(),
+        });
+    }
+    Ok(out)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
