@@ -1398,3 +1398,239 @@ fn more_certificates_than_the_format_allows_is_a_clear_error() {
     assert!(err.contains("33 certificates") && err.contains("at most 32"), "{err}");
     assert!(walk(&share).is_empty());
 }
+
+fn backup_of(loc: &str, cer: &Path, creds: &Path, source: &str, dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ibs"));
+    c.args([
+        "backup",
+        "--location",
+        loc,
+        "--cert",
+        s(cer),
+        "--fqdn",
+        FQDN,
+        "--credentials-file",
+        s(creds),
+    ])
+    .arg("--source")
+    .arg(format!("{source}={}", dir.display()));
+    c
+}
+
+#[test]
+fn a_full_smb_share_frees_the_oldest_backup_and_the_retry_succeeds() {
+    let work = tempfile::tempdir().unwrap();
+    let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
+    let server = SambaServer::start(SambaOptions {
+        tmpfs_bytes: Some(64 << 20),
+        ..SambaOptions::default()
+    })
+    .unwrap();
+    std::fs::create_dir(server.share_dir().join("backups")).unwrap();
+    let loc = format!("smb://127.0.0.1:{}/backup/backups", server.port());
+    let creds = credentials_file(&server, work.path(), "ibs-test-Passw0rd");
+    // Three backups of 15 MiB of noise: 45 of the share's 64 MiB.
+    let small = work.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    for i in 0..3 {
+        noise_file(&small.join("blob.bin"), 15 << 20, 100 + i);
+        let out = backup_of(&loc, &cer, &creds, "key-vault", &small).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let list = ok(&[
+        "list",
+        "--location",
+        &loc,
+        "--fqdn",
+        FQDN,
+        "--credentials-file",
+        s(&creds),
+    ]);
+    let ids: Vec<String> = list
+        .lines()
+        .filter(|l| l.contains(" complete "))
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3, "{list}");
+    // A 25 MiB backup does not fit in what is left: the oldest goes, the retry succeeds.
+    let big = work.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    noise_file(&big.join("blob.bin"), 25 << 20, 7);
+    let out = backup_of(&loc, &cer, &creds, "key-vault", &big).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("the first attempt ran out of capacity"), "{text}");
+    assert!(
+        text.contains(&format!("deleted {}", ids[0])) && text.contains("oldest, to make room"),
+        "{text}"
+    );
+    // The new backup is the newest and restores.
+    let to = work.path().join("restored");
+    ok(&[
+        "restore",
+        "--location",
+        &loc,
+        "--fqdn",
+        FQDN,
+        "--credentials-file",
+        s(&creds),
+        "--pfx",
+        s(&pfx),
+        "--password-file",
+        s(&pw),
+        "--to",
+        s(&to),
+    ]);
+    assert_eq!(
+        std::fs::read(to.join("key-vault/blob.bin")).unwrap(),
+        std::fs::read(big.join("blob.bin")).unwrap()
+    );
+}
+
+#[test]
+fn two_backups_at_once_to_one_smb_share_both_complete() {
+    let work = tempfile::tempdir().unwrap();
+    let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
+    let server = SambaServer::start(SambaOptions::default()).unwrap();
+    std::fs::create_dir(server.share_dir().join("backups")).unwrap();
+    let loc = format!("smb://127.0.0.1:{}/backup/backups", server.port());
+    let creds = credentials_file(&server, work.path(), "ibs-test-Passw0rd");
+    let dirs: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let d = work.path().join(format!("src{i}"));
+            std::fs::create_dir(&d).unwrap();
+            noise_file(&d.join("blob.bin"), 8 << 20, 50 + i);
+            d
+        })
+        .collect();
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            backup_of(&loc, &cer, &creds, "key-vault", d)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let list = ok(&[
+        "list",
+        "--location",
+        &loc,
+        "--fqdn",
+        FQDN,
+        "--credentials-file",
+        s(&creds),
+    ]);
+    let ids: Vec<&str> = list
+        .lines()
+        .filter(|l| l.contains(" complete "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{list}");
+    assert_ne!(ids[0], ids[1]);
+    assert!(!list.contains("damaged") && !list.contains("incomplete"), "{list}");
+    // Each holds its own data.
+    let mut restored = Vec::new();
+    for id in &ids {
+        let to = work.path().join(format!("restored-{id}"));
+        ok(&[
+            "restore",
+            "--location",
+            &loc,
+            "--fqdn",
+            FQDN,
+            "--credentials-file",
+            s(&creds),
+            "--pfx",
+            s(&pfx),
+            "--password-file",
+            s(&pw),
+            "--to",
+            s(&to),
+            "--backup",
+            id,
+        ]);
+        restored.push(std::fs::read(to.join("key-vault/blob.bin")).unwrap());
+    }
+    let originals: Vec<Vec<u8>> = dirs
+        .iter()
+        .map(|d| std::fs::read(d.join("blob.bin")).unwrap())
+        .collect();
+    restored.sort();
+    let mut want = originals.clone();
+    want.sort();
+    assert_eq!(restored, want);
+}
+
+#[test]
+fn two_restores_into_one_folder_at_once_never_mix() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
+    let big = work.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    noise_file(&big.join("blob.bin"), 64 << 20, 9);
+    backup(s(&share), &cer, &["--source", &format!("blobs={}", big.display())]);
+    let to = work.path().join("restored");
+    let args = [
+        "restore",
+        "--location",
+        s(&share),
+        "--fqdn",
+        FQDN,
+        "--pfx",
+        s(&pfx),
+        "--password-file",
+        s(&pw),
+        "--to",
+        s(&to),
+    ];
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_ibs"))
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let ok_count = outs.iter().filter(|o| o.status.success()).count();
+    // One restores; the other is refused (the folder is taken, or the files exist by then).
+    assert_eq!(
+        ok_count,
+        1,
+        "{:?}",
+        outs.iter()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .collect::<Vec<_>>()
+    );
+    let refused = outs.iter().find(|o| !o.status.success()).unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("another restore") || err.contains("already exists"),
+        "{err}"
+    );
+    same_tree(&sample().join("rbac"), &to.join("rbac"));
+    assert_eq!(
+        std::fs::read(to.join("blobs/blob.bin")).unwrap(),
+        std::fs::read(big.join("blob.bin")).unwrap()
+    );
+    let left: Vec<PathBuf> = walk(&to)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".ibs-restore-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -439,13 +439,20 @@ pub async fn run_job_with_progress(
     let mut freed = Vec::new();
     let mut damaged = Vec::new();
     let mut kept_folders = Vec::new();
+    // Free space before the first attempt: if it runs out, the backup needs more than this.
+    let free_before = spec.target.capacity().await.ok().and_then(|c| c.free_bytes);
     let mut summary = match write_backup(spec, sources, now, progress.clone()).await {
         // Not when the backup was committed and only reading it back failed
         // (whatever the class): a retry would write it twice.
         Err(e) if e.kind() == ErrorKind::OutOfCapacity && !matches!(e, ControllerError::Unconfirmed { .. }) => {
-            // Room for a backup as large as the newest one we have.
+            // Room for a backup as large as the newest one we have, and more
+            // than the first attempt had (it filled that and failed).
             let catalogue = ibs_recovery::catalogue(&spec.target, &spec.instance).await?;
-            let need = catalogue.complete().last().map(|b| b.size);
+            let newest = catalogue.complete().last().map(|b| b.size);
+            let need = match (newest, free_before) {
+                (Some(n), Some(f)) => Some(n.max(f.saturating_add(1))),
+                (n, f) => n.or(f.map(|f| f.saturating_add(1))),
+            };
             let retention = plan_retention(
                 &spec.target,
                 &spec.instance,

@@ -26,8 +26,13 @@
 //!   is the commit marker of a backup, is always one — so two writers can never
 //!   overwrite each other's backup. A multipart upload checks that the name is
 //!   free right before completing (object stores offer no conditional
-//!   multipart completion everywhere); the archive names carry a random backup
-//!   id, and the manifest's conditional put decides.
+//!   multipart completion everywhere through `object_store`): that is a
+//!   check, then an act, so **two multipart uploads of one name completing
+//!   at the same moment can both succeed**, the later completion replacing
+//!   the earlier (seen on S3; each object is always one writer's bytes,
+//!   whole). ibs never relies on it: an archive's name carries its backup's
+//!   unique id, and the manifest's conditional put decides which backup
+//!   exists.
 //! * **Folders** do not exist in object stores, but the trait has them (a
 //!   missing folder is a path error, not a silently created prefix). They are
 //!   kept as empty marker objects named [`FOLDER_MARKER`] inside the folder;

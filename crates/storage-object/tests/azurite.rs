@@ -260,3 +260,60 @@ async fn frozen_emulator_times_out_as_connectivity() {
     );
     azurite.stop();
 }
+
+/// Two writers of one name committing at the same moment, several rounds.
+/// A single-part upload (a manifest: a conditional put) has exactly one
+/// winner every time. A multipart upload (an archive) checks, then
+/// completes: both may succeed (see the crate docs) — but what is left is
+/// always one writer's bytes, whole, and never a mix.
+async fn racing_commits(target: &dyn StorageTarget, rounds: u64) {
+    target.create_dir_all(&path("race")).await.unwrap();
+    for round in 0..rounds {
+        for (name, len, single) in [
+            (format!("race/manifest{round}"), 300usize, true),
+            (format!("race/archive{round}"), 11 << 20, false),
+        ] {
+            let (one, two) = (noise(len, 2 * round + 1), noise(len, 2 * round + 2));
+            let mut first = target.put(&path(&name), CommitMode::CreateNew).await.unwrap();
+            let mut second = target.put(&path(&name), CommitMode::CreateNew).await.unwrap();
+            first.write(Bytes::from(one.clone())).await.unwrap();
+            second.write(Bytes::from(two.clone())).await.unwrap();
+            let (a, b) = tokio::join!(first.commit(), second.commit());
+            let lost =
+                |r: &ibs_storage::Result<ibs_storage::ObjectMeta>| r.as_ref().is_err_and(|e| e.is_already_exists());
+            if single {
+                assert!(
+                    (a.is_ok() && lost(&b)) || (lost(&a) && b.is_ok()),
+                    "{name}: exactly one conditional put wins: {a:?} {b:?}"
+                );
+            } else {
+                assert!(a.is_ok() || b.is_ok(), "{name}: neither committed: {a:?} {b:?}");
+                assert!(a.is_ok() || lost(&a), "{name}: {a:?}");
+                assert!(b.is_ok() || lost(&b), "{name}: {b:?}");
+            }
+            let kept = target.read_all(&path(&name)).await.unwrap();
+            let whole = &kept[..] == &one[..] || &kept[..] == &two[..];
+            assert!(whole, "{name}: the object is not one writer's bytes, whole");
+            if a.is_err() {
+                assert!(&kept[..] == &two[..], "{name}: the loser's bytes are there");
+            }
+            if b.is_err() {
+                assert!(&kept[..] == &one[..], "{name}: the loser's bytes are there");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_committing_one_name_at_once_on_azurite() {
+    let azurite = azurite_with("race2", AzuriteOptions::default()).await;
+    racing_commits(&azurite.target("race2", "", small_parts()), 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_committing_one_name_at_once_on_moto_s3() {
+    let mut moto = ibs_storage_object::testing::MotoS3::start().expect("start moto_server");
+    moto.create_bucket("race").await.unwrap();
+    racing_commits(&moto.target("race", "lab", small_parts()), 4).await;
+    moto.stop();
+}
