@@ -60,6 +60,8 @@ pub const MAX_RECIPIENTS: usize = 32;
 pub const MAX_SOURCE_LEN: usize = 64;
 /// Longest entry path.
 pub const MAX_PATH_LEN: usize = 4096;
+/// Largest entry mode: the permission bits `0o777` with sticky, setgid and setuid.
+pub const MAX_MODE: u32 = 0o7777;
 /// Shortest possible sealed frame: encoding byte, one byte of data, tag.
 pub const MIN_SEALED_FRAME_LEN: usize = 1 + 1 + TAG_LEN;
 

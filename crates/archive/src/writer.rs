@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::format::{
     ArchiveId, ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, Entry, Footer, FrameCompressor, Header, HeaderFields,
-    Index, NameSet, check_entry_path, check_source_name,
+    Index, MAX_MODE, NameSet, check_entry_path, check_source_name,
 };
 use crate::{Error, Result};
 
@@ -197,7 +197,8 @@ impl EntryMeta {
         }
     }
 
-    /// Unix permission bits.
+    /// Unix permission bits: the low 12 bits of `st_mode` (`0..=0o7777`,
+    /// with setuid, setgid and sticky); the writer refuses any other bit.
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = Some(mode);
         self
@@ -451,6 +452,16 @@ impl ArchiveEncoder {
         }
         check_source_name(&meta.source)?;
         check_entry_path(&meta.path)?;
+        if let Some(mode) = meta.mode
+            && mode > MAX_MODE
+        {
+            // A whole st_mode (with its file-type bits) would be written as
+            // is, and FORMAT.md §7 says those bits are 0.
+            return Err(Error::Usage(format!(
+                "entry {}/{}: mode {mode:#o} has bits beyond the permission bits {MAX_MODE:#o}",
+                meta.source, meta.path
+            )));
+        }
         if self.names.contains(&self.index.entries, &meta.source, &meta.path) {
             return Err(Error::Usage(format!(
                 "entry {}/{} was already written",

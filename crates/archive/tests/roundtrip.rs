@@ -346,36 +346,103 @@ fn entry_size() -> impl Strategy<Value = usize> {
     ]
 }
 
+/// A source name within the rules: 1–64 ASCII letters, digits, `.`, `_`, `-`.
+fn source_name() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9._-]{1,64}".prop_filter("not . or ..", |s| s != "." && s != "..")
+}
+
+/// One path segment within the rules: any Unicode but '/', '\\' and control
+/// characters (spaces, other separators, format characters, combining marks,
+/// astral planes included), not `.` or `..`.
+fn path_segment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[^/\\\\\\p{Cc}]{1,12}",
+        "[a-z .~-]{1,6}",
+        Just("\u{2028}\u{200d}\u{feff}".to_owned()),
+        Just("...".to_owned()),
+        Just(" ".to_owned()),
+    ]
+    .prop_filter("not . or ..", |s| s != "." && s != "..")
+}
+
+fn entry_path() -> impl Strategy<Value = String> {
+    proptest::collection::vec(path_segment(), 1..6).prop_map(|segments| segments.join("/"))
+}
+
+/// (source, path, mode, mtime, size, compressible)
+type GenEntry = (String, String, Option<u32>, Option<i64>, usize, bool);
+
+fn gen_entry() -> impl Strategy<Value = GenEntry> {
+    (
+        prop_oneof![source_name(), Just("src".to_owned())],
+        entry_path(),
+        proptest::option::of(0u32..=0o7777),
+        proptest::option::of(prop_oneof![any::<i64>(), -1i64..=1, Just(i64::MIN), Just(i64::MAX)]),
+        entry_size(),
+        any::<bool>(),
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
 
+    /// Any entries the rules allow — arbitrary Unicode names, every mode
+    /// 0..=0o7777, any mtime (negative ones too), empty and multi-frame
+    /// sizes — come back with their names, metadata and bytes.
     #[test]
     fn any_set_of_entries_round_trips(
-        sizes in proptest::collection::vec((entry_size(), any::<bool>()), 0..8),
+        generated in proptest::collection::vec(gen_entry(), 0..8),
         seed in any::<u64>(),
     ) {
-        let entries: Vec<(String, Vec<u8>)> = sizes
-            .iter()
+        // No (source, path) twice: the writer refuses that (tested above).
+        let mut names = std::collections::HashSet::new();
+        let entries: Vec<(GenEntry, Vec<u8>)> = generated
+            .into_iter()
+            .filter(|e| names.insert((e.0.clone(), e.1.clone())))
             .enumerate()
-            .map(|(i, (len, compressible))| {
-                let data = if *compressible { text(*len, seed + i as u64) } else { noise(*len, seed + i as u64) };
-                (format!("dir/{i}.bin"), data)
+            .map(|(i, e)| {
+                let data = if e.5 { text(e.4, seed + i as u64) } else { noise(e.4, seed + i as u64) };
+                (e, data)
             })
             .collect();
         let cert = cert("recipient");
         let mut w = ArchiveWriter::new(Vec::new(), &[&cert], small_frames().depth(3)).unwrap();
-        for (path, data) in &entries {
-            w.add_entry(EntryMeta::new("src", path.as_str()), &data[..]).unwrap();
+        for ((source, path, mode, mtime, _, _), data) in &entries {
+            let mut meta = EntryMeta::new(source.as_str(), path.as_str());
+            if let Some(m) = mode {
+                meta = meta.mode(*m);
+            }
+            if let Some(t) = mtime {
+                meta = meta.mtime(*t);
+            }
+            w.add_entry(meta, &data[..]).unwrap();
         }
         let (bytes, summary) = w.finish().unwrap();
         prop_assert_eq!(summary.archive_len, bytes.len() as u64);
         let a = blocking::Archive::open(bytes, &[recipient()]).unwrap();
         prop_assert_eq!(a.entries().len(), entries.len());
-        for (entry, (path, data)) in a.entries().iter().zip(&entries) {
+        for (entry, ((source, path, mode, mtime, _, _), data)) in a.entries().iter().zip(&entries) {
+            prop_assert_eq!(&entry.source, source);
             prop_assert_eq!(&entry.path, path);
+            prop_assert_eq!(entry.mode, *mode);
+            prop_assert_eq!(entry.mtime, *mtime);
+            prop_assert!(entry.check_names().is_ok());
+            prop_assert_eq!(a.find(source, path), Some(entry));
             prop_assert_eq!(&a.read_entry(entry).unwrap(), data);
         }
         let report = a.verify().unwrap();
         prop_assert_eq!(report.entries, entries.len() as u64);
+    }
+
+    /// A mode with more than the 12 permission bits (a whole `st_mode` with
+    /// its file-type bits) is refused, not written: FORMAT.md §7 says those
+    /// bits MUST be 0.
+    #[test]
+    fn modes_beyond_the_permission_bits_are_refused(mode in 0o10000u32..) {
+        let cert = cert("recipient");
+        let mut w = ArchiveWriter::new(Vec::new(), &[&cert], WriterOptions::default()).unwrap();
+        let err = w.add_entry(EntryMeta::new("s", "f").mode(mode), &b"x"[..]).unwrap_err();
+        prop_assert_eq!(err.kind(), ErrorKind::Usage);
+        prop_assert!(err.to_string().contains("mode"), "{}", err);
     }
 }

@@ -58,8 +58,11 @@ impl BackupId {
     pub fn next<'a>(unix_seconds: i64, existing: impl IntoIterator<Item = &'a BackupId>) -> Result<Self> {
         let mut r = [0u8; 4];
         getrandom::fill(&mut r).map_err(|e| RecoveryError::Usage(format!("random generator failed: {e}")))?;
+        // An id's year has four digits (and a negative one would not parse).
         let t = OffsetDateTime::from_unix_timestamp(unix_seconds)
-            .map_err(|_| RecoveryError::Usage(format!("time {unix_seconds} out of range")))?;
+            .ok()
+            .filter(|t| (0..=9999).contains(&t.year()))
+            .ok_or_else(|| RecoveryError::Usage(format!("time {unix_seconds} out of range")))?;
         let second = format!(
             "{:04}{:02}{:02}T{:02}{:02}{:02}Z-",
             t.year(),
@@ -89,18 +92,22 @@ impl BackupId {
 
     /// The creation time encoded in the id, Unix seconds.
     pub fn created(&self) -> i64 {
-        // Parsing validated the shape, so these fields are digits.
-        let n = |r: std::ops::Range<usize>| self.0[r].parse::<i64>().unwrap_or(0);
+        // Parsing checked that the time is a real one.
+        self.time().unwrap_or(0)
+    }
+
+    /// The time the id names, if its date and time of day exist.
+    fn time(&self) -> Option<i64> {
+        let n = |r: std::ops::Range<usize>| self.0.get(r)?.parse::<u16>().ok();
         let date = time::Date::from_calendar_date(
-            n(0..4) as i32,
-            time::Month::try_from(n(4..6) as u8).unwrap_or(time::Month::January),
-            n(6..8) as u8,
-        );
-        let tm = time::Time::from_hms(n(9..11) as u8, n(11..13) as u8, n(13..15) as u8);
-        match (date, tm) {
-            (Ok(d), Ok(t)) => time::PrimitiveDateTime::new(d, t).assume_utc().unix_timestamp(),
-            _ => 0,
-        }
+            i32::from(n(0..4)?),
+            time::Month::try_from(u8::try_from(n(4..6)?).ok()?).ok()?,
+            u8::try_from(n(6..8)?).ok()?,
+        )
+        .ok()?;
+        let hms = |r| u8::try_from(n(r)?).ok();
+        let tm = time::Time::from_hms(hms(9..11)?, hms(11..13)?, hms(13..15)?).ok()?;
+        Some(time::PrimitiveDateTime::new(date, tm).assume_utc().unix_timestamp())
     }
 }
 
@@ -116,7 +123,8 @@ impl FromStr for BackupId {
             && b[16] == b'-'
             && b[17..].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
         let id = BackupId(s.to_owned());
-        if shape && id.created() != 0 {
+        // (Not `created() != 0`: 19700101T000000Z is a time like any other.)
+        if shape && id.time().is_some() {
             Ok(id)
         } else {
             Err(RecoveryError::Usage(format!(

@@ -278,3 +278,68 @@ pub async fn missing_paths(target: &dyn StorageTarget, base: &ObjectPath) {
         "{target}: the error names the path: {err}"
     );
 }
+
+/// Ends a test that cannot run here (no root, a tool missing, …): under CI
+/// (`CI` set, and not `false` or `0`) it fails the test, so a machine that
+/// lacks what the suite needs cannot pass it by skipping; elsewhere it prints
+/// `SKIPPED: <test>: <why>` on stderr and appends that line to the file named
+/// by `IBS_SKIP_LOG` (which `scripts/test.sh` counts). The test is named by
+/// its thread, as the test harness names it. Call it and return:
+///
+/// ```no_run
+/// # fn have_root() -> bool { true }
+/// if !have_root() {
+///     return ibs_storage::conformance::skip_or_fail("not root: cannot mount a tmpfs");
+/// }
+/// ```
+#[track_caller]
+pub fn skip_or_fail(why: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "false" | "0"));
+    let log = std::env::var_os("IBS_SKIP_LOG").map(std::path::PathBuf::from);
+    let thread = std::thread::current();
+    skip_or_fail_as(thread.name().unwrap_or("<unnamed test>"), why, ci, log.as_deref());
+}
+
+#[track_caller]
+fn skip_or_fail_as(test: &str, why: &str, ci: bool, log: Option<&std::path::Path>) {
+    assert!(
+        !ci,
+        "{test} cannot run here: {why}. Under CI (CI is set) a test that cannot run fails instead of skipping"
+    );
+    let line = format!("SKIPPED: {test}: {why}");
+    eprintln!("{line}");
+    if let Some(log) = log {
+        use std::io::Write;
+        // Appends of one short line from each test process do not interleave.
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("IBS_SKIP_LOG {}: {e}", log.display()));
+        f.write_all(format!("{line}\n").as_bytes())
+            .unwrap_or_else(|e| panic!("IBS_SKIP_LOG {}: {e}", log.display()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::skip_or_fail_as;
+
+    #[test]
+    #[should_panic(expected = "a test that cannot run fails instead of skipping")]
+    fn under_ci_a_skip_fails() {
+        skip_or_fail_as("some_test", "not root", true, None);
+    }
+
+    #[test]
+    fn elsewhere_a_skip_is_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("skips");
+        skip_or_fail_as("one", "not root", false, Some(&log));
+        skip_or_fail_as("two", "no smbd", false, Some(&log));
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "SKIPPED: one: not root\nSKIPPED: two: no smbd\n"
+        );
+    }
+}

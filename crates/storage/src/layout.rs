@@ -231,13 +231,36 @@ const NO_CREDENTIALS: &str = "a location cannot carry credentials (`user@` or `u
 /// what a password with a `/` in it spills into) when `second` says to look
 /// there too. `None` when there is none.
 fn userinfo_end(rest: &str, second: bool) -> Option<usize> {
-    let mut segments = rest.splitn(3, '/');
-    let first = segments.next().unwrap_or_default();
-    let mut region = first.len();
-    if second && let Some(next) = segments.next() {
-        region += 1 + next.len();
+    let first_end = rest.find('/').unwrap_or(rest.len());
+    if !plain_authority(&rest[..first_end]) {
+        // `user:pa/ss/word@host`: a password may hold any number of '/'.
+        // The text is no location anyway; hide up to its last '@'.
+        return rest.rfind('@');
+    }
+    let mut region = first_end;
+    if second {
+        // The share is the next segment that is not empty (`\\host\\share`
+        // has an empty one before it, which parsing skips too).
+        let after = &rest[first_end..];
+        let start = after.find(|c| c != '/').unwrap_or(after.len());
+        region += start + after[start..].find('/').unwrap_or(after.len() - start);
     }
     rest[..region].rfind('@')
+}
+
+/// Whether `first`, a location's first segment, has a shape a server part
+/// can take: `host`, `host:port`, `[v6]` or `[v6]:port` (a port all digits).
+/// Anything else with a ':' may be `user:password` cut short by a '/'.
+fn plain_authority(first: &str) -> bool {
+    let port = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(v6) = first.strip_prefix('[') {
+        return match v6.split_once(']') {
+            Some((_, "")) => true,
+            Some((_, after)) => after.strip_prefix(':').is_some_and(port),
+            None => false,
+        };
+    }
+    first.split_once(':').is_none_or(|(_, p)| port(p))
 }
 
 /// `text` with everything from `start` up to and including the `@` at `at`
@@ -306,10 +329,12 @@ impl Location {
         let authority = parts.next().unwrap_or_default();
         let tail = parts.next().unwrap_or_default();
         // What follows a ':' in the server part is not repeated in an error:
-        // it is a port, or (mistyped) a password.
+        // it is a port, or (mistyped) a password, which may go on past a '/':
+        // nothing after the ':' is shown.
+        let authority_at = leading + if from_url { "smb://".len() } else { 2 };
         let hide_port = |why: String| {
             let shown = match authority.rsplit_once(':') {
-                Some((host, _)) => text.replacen(authority, &format!("{host}:<hidden>"), 1),
+                Some((host, _)) => format!("{}{host}:<hidden>", &text[..authority_at]),
                 None => text.to_owned(),
             };
             StorageError::new(ErrorKind::PathNotFound, "invalid storage location", shown, why)
@@ -336,7 +361,9 @@ impl Location {
         let share = segments
             .next()
             .ok_or_else(|| fail("no share name: expected \\\\server\\share".into()))?;
-        if share.chars().any(|c| "\"*+,:;<=>?[]|".contains(c) || c.is_control()) || share.len() > 80 {
+        // ('\\' too: the `//server/share` form keeps backslashes, and a share
+        // name cannot hold one.)
+        if share.chars().any(|c| "\"*+,:;<=>?[]|\\".contains(c) || c.is_control()) || share.len() > 80 {
             return Err(fail(format!("'{share}' is not a valid share name")));
         }
         let mut path = ObjectPath::root();
@@ -387,27 +414,31 @@ impl fmt::Display for Location {
         match self {
             Location::Smb {
                 host,
-                port: None,
+                port,
                 share,
                 path,
             } => {
-                write!(f, r"\\{host}\{share}")?;
+                // A UNC path names no port and no IPv6 address (its ':' would
+                // read as one): those print as smb:// URLs.
+                let sep = if port.is_none() && !host.contains(':') {
+                    write!(f, r"\\{host}\{share}")?;
+                    '\\'
+                } else {
+                    if host.contains(':') {
+                        write!(f, "smb://[{host}]")?;
+                    } else {
+                        write!(f, "smb://{host}")?;
+                    }
+                    if let Some(port) = port {
+                        write!(f, ":{port}")?;
+                    }
+                    write!(f, "/{share}")?;
+                    '/'
+                };
                 for s in path.segments() {
-                    write!(f, r"\{s}")?;
+                    write!(f, "{sep}{s}")?;
                 }
-                Ok(())
-            }
-            Location::Smb {
-                host,
-                port: Some(port),
-                share,
-                path,
-            } => {
-                write!(f, "smb://{host}:{port}/{share}")?;
-                for s in path.segments() {
-                    write!(f, "/{s}")?;
-                }
-                Ok(())
+                trailing_separator(f, path.name().unwrap_or(share), sep)
             }
             Location::Local(p) => write!(f, "{}", p.display()),
             Location::Object {
@@ -419,10 +450,20 @@ impl fmt::Display for Location {
                 for s in path.segments() {
                     write!(f, "/{s}")?;
                 }
-                Ok(())
+                trailing_separator(f, path.name().unwrap_or(container), '/')
             }
         }
     }
+}
+
+/// Ends a printed location whose last name ends in white space with a
+/// separator, which parsing ignores, so that the white space is not taken
+/// for padding around the text and trimmed.
+fn trailing_separator(f: &mut fmt::Formatter<'_>, last: &str, sep: char) -> fmt::Result {
+    if last.ends_with(char::is_whitespace) {
+        write!(f, "{sep}")?;
+    }
+    Ok(())
 }
 
 /// One cloud instance's folders at a location.
@@ -619,6 +660,10 @@ mod tests {
             ("az://alice:S3cret@backups/x", "az://<credentials removed>@backups/x"),
             ("az://S3cret@backups", "az://<credentials removed>@backups"),
             ("s3://alice:S3/cret@bucket/x", "s3://<credentials removed>@bucket/x"),
+            // Found by the property tests: a password with two '/', and a
+            // share after an empty segment.
+            ("smb://alice:S3/cr/et@fs/share", "smb://<credentials removed>@fs/share"),
+            (r"\\fs\\alice:S3cret@x", r"\\<credentials removed>@x"),
             (
                 "https://alice:S3cret@example/x",
                 "https://<credentials removed>@example/x",
@@ -668,6 +713,12 @@ mod tests {
             "smb://127.0.0.1:4455/share/x",
             "az://backups/lab/x",
             "s3://my.bucket",
+            // Found by the property tests: an IPv6 server (no UNC form), and
+            // a last name ending in white space (kept by a separator).
+            "smb://[::1]/share",
+            "smb://[fe80::1]:4455/share/x",
+            r"\\fs\share \",
+            "az://backups/lab /",
         ] {
             let loc = Location::parse(text).unwrap();
             assert_eq!(loc.to_string(), text);

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use ibs_storage::{
     CommitMode, ErrorKind, FaultPlan, FaultyTarget, LocalTarget, MemoryTarget, ObjectPath, StorageTarget,
-    StorageTargetExt, conformance,
+    StorageTargetExt, conformance, conformance::skip_or_fail,
 };
 
 fn path(s: &str) -> ObjectPath {
@@ -164,9 +164,9 @@ async fn fault_at_each_call_is_reported_with_its_class() {
 /// A real full filesystem: a tmpfs the test mounts (needs root).
 #[tokio::test]
 async fn full_tmpfs_is_out_of_capacity_and_nothing_partial_is_committed() {
-    let Some(mount) = TmpfsMount::new("256k") else {
-        eprintln!("SKIPPED full_tmpfs_...: not root, cannot mount a tmpfs");
-        return;
+    let mount = match TmpfsMount::new("256k") {
+        Ok(mount) => mount,
+        Err(why) => return skip_or_fail(&why),
     };
     let target = LocalTarget::new(&mount.path).unwrap();
     let cap = target.capacity().await.unwrap();
@@ -209,22 +209,21 @@ struct TmpfsMount {
 }
 
 impl TmpfsMount {
-    fn new(size: &str) -> Option<Self> {
+    /// Mounts a tmpfs of `size`, or says why it cannot.
+    fn new(size: &str) -> Result<Self, String> {
         if !is_root() {
-            return None;
+            return Err("not root: cannot mount a tmpfs".into());
         }
-        let dir = tempfile::tempdir().ok()?;
-        let ok = std::process::Command::new("mount")
+        let dir = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
+        let status = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
             .arg(dir.path())
             .status()
-            .ok()?
-            .success();
-        if !ok {
-            eprintln!("mount -t tmpfs failed (no CAP_SYS_ADMIN?)");
-            return None;
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !status.success() {
+            return Err(format!("mount -t tmpfs failed ({status}): no CAP_SYS_ADMIN?"));
         }
-        Some(TmpfsMount {
+        Ok(TmpfsMount {
             path: dir.path().to_owned(),
             _dir: dir,
         })

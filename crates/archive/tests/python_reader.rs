@@ -1,0 +1,545 @@
+//! The independent Python reader (`tools/read_archive.py`, written from
+//! FORMAT.md) reads what the writer writes today, not only the vectors
+//! committed once: odd but valid names at the limits, empty entries, entries
+//! spanning frames, every frame encoding (stored, zstd at level 1 and at the
+//! configured level through the adaptive choice), several recipients. It
+//! extracts every entry, which must come back byte for byte with the metadata
+//! and header fields the writer recorded. Where a fresh archive is damaged,
+//! both readers fail at the same stage and in the same region.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use common::{cert, noise, python_failure, python_reader, read_in_stages, recipient, region_of, text};
+use ibs_archive::format::{FOOTER_LEN, MAX_PATH_LEN, MAX_SOURCE_LEN, MIN_FRAME_SIZE};
+use ibs_archive::{ArchiveSummary, ArchiveWriter, EntryMeta, WriterOptions, blocking};
+
+/// (source, path, mode, mtime, data)
+type Spec = (String, String, Option<u32>, Option<i64>, Vec<u8>);
+
+fn entry(source: &str, path: &str, data: Vec<u8>) -> Spec {
+    (source.into(), path.into(), None, None, data)
+}
+
+fn write(entries: &[Spec], recipients: &[&str], options: WriterOptions) -> (Vec<u8>, ArchiveSummary) {
+    let certs: Vec<_> = recipients.iter().map(|r| cert(r)).collect();
+    let refs: Vec<_> = certs.iter().collect();
+    let mut w = ArchiveWriter::new(Vec::new(), &refs, options).unwrap();
+    for (source, path, mode, mtime, data) in entries {
+        let mut meta = EntryMeta::new(source.as_str(), path.as_str());
+        if let Some(m) = mode {
+            meta = meta.mode(*m);
+        }
+        if let Some(t) = mtime {
+            meta = meta.mtime(*t);
+        }
+        w.add_entry(meta, &data[..]).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// What the Python reader printed with `--format lines`.
+#[derive(Debug, Default)]
+struct Printed {
+    fields: Vec<(String, String)>,
+    labels: Vec<(String, String)>,
+    recipients: Vec<String>,
+    frames: Vec<String>,
+    entries: Vec<Vec<String>>,
+}
+
+fn parse_lines(stdout: &[u8]) -> Printed {
+    let text = std::str::from_utf8(stdout).expect("the reader prints UTF-8");
+    let mut p = Printed::default();
+    // Only '\n' ends a record: names may hold U+2028 and other separators
+    // that are not control characters.
+    for line in text.split('\n').filter(|l| !l.is_empty()) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        match cols[0] {
+            "label" => p.labels.push((cols[1].into(), cols[2].into())),
+            "recipient" => p.recipients.push(cols[1].into()),
+            "frame" => {
+                assert_eq!(cols[1], p.frames.len().to_string(), "{line}");
+                p.frames.push(cols[2].into());
+            }
+            "entry" => p.entries.push(cols[1..].iter().map(|s| s.to_string()).collect()),
+            key => p.fields.push((key.into(), cols[1..].join("\t"))),
+        }
+    }
+    p
+}
+
+/// Runs the Python reader as `key` on `bytes`, dumping every entry, and checks
+/// that it printed what the writer recorded and extracted every entry byte
+/// for byte. Returns the encoding it found for each frame.
+fn python_reads_back(
+    bytes: &[u8],
+    summary: &ArchiveSummary,
+    entries: &[Spec],
+    options: &Expected,
+    key: &str,
+) -> Vec<String> {
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("backup.ibs");
+    std::fs::write(&archive, bytes).unwrap();
+    let dump = work.path().join("dump");
+    std::fs::create_dir(&dump).unwrap();
+    let out = python_reader(
+        &archive,
+        key,
+        &[
+            OsStr::new("--format"),
+            OsStr::new("lines"),
+            OsStr::new("--dump"),
+            dump.as_os_str(),
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = parse_lines(&out.stdout);
+
+    let field = |k: &str| {
+        printed
+            .fields
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{k} not printed: {printed:?}"))
+    };
+    assert_eq!(field("archive_id"), summary.archive_id.to_string());
+    assert_eq!(field("created"), options.created.to_string());
+    assert_eq!(field("producer_version"), options.producer_version);
+    assert_eq!(field("frame_size"), options.frame_size.to_string());
+    assert_eq!(field("frames"), summary.frames.to_string());
+    assert_eq!(field("data_length"), summary.data_len.to_string());
+    assert_eq!(printed.labels, options.labels);
+    let thumbprints: Vec<String> = options
+        .recipients
+        .iter()
+        .map(|r| cert(r).thumbprint().to_string())
+        .collect();
+    assert_eq!(printed.recipients, thumbprints);
+    assert_eq!(printed.frames.len() as u64, summary.frames);
+
+    // Every entry, in order, with the metadata the writer recorded ...
+    assert_eq!(printed.entries.len(), entries.len());
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for ((e, spec), got) in summary.entries.iter().zip(entries).zip(&printed.entries) {
+        assert_eq!((&e.source, &e.path), (&spec.0, &spec.1));
+        let want = vec![
+            e.source.clone(),
+            e.path.clone(),
+            e.size.to_string(),
+            hex(&e.sha256),
+            e.offset.to_string(),
+            opt(spec.2.map(|m| m.to_string())),
+            opt(spec.3.map(|t| t.to_string())),
+        ];
+        assert_eq!(got, &want, "{}/{}", spec.0, spec.1);
+        // ... and its bytes, extracted by the Python reader.
+        let mut file = dump.join(&spec.0);
+        for segment in spec.1.split('/') {
+            file.push(segment);
+        }
+        let dumped = read_long(&file);
+        assert!(dumped == spec.4, "{}/{}: extracted bytes differ", spec.0, spec.1);
+    }
+    printed.frames
+}
+
+/// Reads a file whose path may be longer than `PATH_MAX` (a 4096-byte entry
+/// path under a temporary folder), by changing into its folders one by one.
+fn read_long(path: &Path) -> Vec<u8> {
+    if path.as_os_str().len() < 4000 {
+        return std::fs::read(path).unwrap();
+    }
+    let py = "import os, sys\nparts = sys.argv[1].split('/')\nos.chdir('/')\nfor p in parts[1:-1]:\n    os.chdir(p)\nsys.stdout.buffer.write(open(parts[-1], 'rb').read())\n";
+    let out = std::process::Command::new(common::python())
+        .args(["-c", py])
+        .arg(path)
+        .env("PYTHONUTF8", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{path:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+struct Expected {
+    created: i64,
+    producer_version: String,
+    frame_size: u32,
+    labels: Vec<(String, String)>,
+    recipients: Vec<&'static str>,
+}
+
+impl Expected {
+    fn options(&self) -> WriterOptions {
+        let mut o = WriterOptions::default()
+            .created(self.created)
+            .producer_version(self.producer_version.clone())
+            .frame_size(self.frame_size)
+            .threads(2);
+        for (k, v) in &self.labels {
+            o = o.label(k.clone(), v.clone());
+        }
+        o
+    }
+}
+
+/// A path of exactly `len` bytes: `segment`-byte folders of `fill`, then a
+/// file name making up the rest (each name within a file system's 255 bytes).
+fn path_of_len(len: usize, fill: char, segment: usize) -> String {
+    let mut p = String::new();
+    let per = segment / fill.len_utf8();
+    while len - p.len() > segment + 1 + 10 {
+        p.extend(std::iter::repeat_n(fill, per));
+        p.push('/');
+    }
+    let rest = len - p.len();
+    p.extend(std::iter::repeat_n('x', rest));
+    assert_eq!(p.len(), len);
+    p
+}
+
+#[test]
+fn python_reads_fresh_archives_with_odd_names_small_frames_and_several_recipients() {
+    let f = MIN_FRAME_SIZE as usize;
+    let longest_source: String = "Src_name-1.".chars().cycle().take(MAX_SOURCE_LEN).collect();
+    let entries: Vec<Spec> = vec![
+        entry("empty", "first.bin", Vec::new()),
+        (
+            "identity".into(),
+            "users/directory.json".into(),
+            Some(0o600),
+            Some(1_750_000_000),
+            text(3 * f + 7, 1),
+        ),
+        entry("empty", "between.bin", Vec::new()),
+        (
+            "ca".into(),
+            "ünïcødé/証明書/root cert (2).cer".into(),
+            Some(0o7777),
+            Some(-1),
+            noise(f + 1, 2),
+        ),
+        (
+            "key-vault".into(),
+            " lead/trail /  two  spaces/#%&'\"*:<>?|~`$;=[]{}!@+,^.txt".into(),
+            Some(0),
+            Some(i64::MIN),
+            text(f - 1, 3),
+        ),
+        (
+            "rm".into(),
+            "😀 emoji/\u{200d}zwj/\u{2028}line sep/\u{202e}rtl/\u{feff}bom.json".into(),
+            Some(0o4755),
+            Some(i64::MAX),
+            noise(2 * f, 4),
+        ),
+        // Names compared as bytes: normalisation and case make different entries.
+        entry("n", "caf\u{e9}", b"nfc".to_vec()),
+        entry("n", "cafe\u{301}", b"nfd".to_vec()),
+        entry("n", "README", b"upper".to_vec()),
+        entry("n", "readme", b"lower".to_vec()),
+        entry("...", "three dots is a valid source name", text(100, 5)),
+        entry("x", "x", vec![0]),
+        entry(
+            &longest_source,
+            &path_of_len(MAX_PATH_LEN, 'd', 200),
+            text(2 * f + 3, 6),
+        ),
+        entry("deep", &path_of_len(MAX_PATH_LEN, 'é', 20), noise(17, 7)),
+        entry("deep", "a/".repeat(300).trim_end_matches('/'), Vec::new()),
+        entry("empty", "last.bin", Vec::new()),
+    ];
+    let expected = Expected {
+        created: -86_400 * 365,
+        producer_version: "1.2408.0.21".into(),
+        frame_size: MIN_FRAME_SIZE,
+        labels: vec![
+            ("fqdn".into(), "azs.contoso.com".into()),
+            ("note".into(), "ünïcødé ✓ with spaces".into()),
+            ("k".repeat(64), "v".repeat(1024)),
+        ],
+        recipients: vec!["other", "recipient"],
+    };
+    let (bytes, summary) = write(&entries, &expected.recipients, expected.options());
+    assert!(summary.frames >= 8, "{} frames", summary.frames);
+    // Each recipient's key reads it (the reader picks the stanza by certificate).
+    let mut encodings = Vec::new();
+    for key in ["recipient", "other"] {
+        encodings = python_reads_back(&bytes, &summary, &entries, &expected, key);
+    }
+    // Small frames: text is compressed, noise is stored (zstd would not shrink it).
+    assert!(
+        encodings.iter().any(|e| e == "zstd") && encodings.iter().any(|e| e == "stored"),
+        "{encodings:?}"
+    );
+    // The Rust reader agrees.
+    let contents = read_in_stages(&bytes, recipient()).unwrap();
+    assert_eq!(contents, entries.iter().map(|e| e.4.clone()).collect::<Vec<_>>());
+}
+
+/// How the writer sealed frame `plain` (of `sealed_len` bytes): stored, or
+/// zstd at level 1 (`fast`) or at the configured `level` (`main`), told apart
+/// by the exact length each level gives (zstd's output is deterministic).
+fn how_sealed(plain: &[u8], sealed_len: usize, level: i32) -> &'static str {
+    let payload = sealed_len - 17;
+    if payload == plain.len() {
+        return "stored";
+    }
+    let fast = zstd::bulk::compress(plain, 1).unwrap().len();
+    let main = zstd::bulk::compress(plain, level).unwrap().len();
+    match (payload == fast, payload == main) {
+        (true, false) => "fast",
+        (false, true) => "main",
+        (true, true) => "either",
+        (false, false) => panic!("{payload} bytes: neither level 1 ({fast}) nor {level} ({main})"),
+    }
+}
+
+/// GUID lines: their redundancy is all in the symbols, so level 1 does as well.
+fn guids(len: usize, seed: u64) -> Vec<u8> {
+    let raw = noise(len, seed);
+    let mut out = Vec::with_capacity(len + 40);
+    for chunk in raw.chunks(16) {
+        if out.len() >= len {
+            break;
+        }
+        out.extend_from_slice(format!("{}\n", hex(chunk)).as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Text made of copies of its own earlier bytes at varying distances, with a
+/// few literals between: a deeper match search (level 9) packs it far
+/// tighter than level 1 does.
+fn self_similar(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n) as usize
+    };
+    let mut out = b"seed text for the generator ".to_vec();
+    while out.len() < len {
+        if next(10) < 3 {
+            for _ in 0..1 + next(4) {
+                out.push(b'a' + next(26) as u8);
+            }
+        } else {
+            let n = 3 + next(28);
+            let from = out.len() - 1 - next(out.len().min(8000) as u64);
+            for i in 0..n {
+                out.push(out[from + i]);
+            }
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+#[test]
+fn python_reads_every_frame_encoding_of_the_adaptive_writer() {
+    // Frames large enough to be probed (FORMAT.md §6; `FrameCompressor`).
+    let frame = 256 << 10;
+    let level = 9;
+    let entries: Vec<Spec> = vec![
+        entry("kv", "secrets.bin", noise(2 * frame, 1)),
+        entry("rm", "guids.txt", guids(2 * frame, 2)),
+        entry("rbac", "assignments.json", text(frame, 3)),
+        entry("id", "history.log", self_similar(2 * frame, 5)),
+        entry("ca", "tail.json", text(frame / 3, 4)),
+    ];
+    let expected = Expected {
+        created: 1_763_769_600,
+        producer_version: "1.2408.0".into(),
+        frame_size: frame as u32,
+        labels: vec![("region".into(), "local".into())],
+        recipients: vec!["recipient"],
+    };
+    let options = expected.options().level(level).adaptive_level(true);
+    let (bytes, summary) = write(&entries, &expected.recipients, options);
+    let encodings = python_reads_back(&bytes, &summary, &entries, &expected, "recipient");
+
+    let archive = blocking::Archive::open(bytes.clone(), &[recipient()]).unwrap();
+    let stream: Vec<u8> = entries.iter().flat_map(|e| e.4.clone()).collect();
+    let how: Vec<&str> = archive
+        .into_inner()
+        .index()
+        .frame_lens
+        .iter()
+        .enumerate()
+        .map(|(i, len)| {
+            let plain = &stream[i * frame..((i + 1) * frame).min(stream.len())];
+            how_sealed(plain, *len as usize, level)
+        })
+        .collect();
+    // Stored (noise), level 1 (GUIDs, JSON) and level 9 (self-similar text),
+    // each in a probed frame (all but the last, which is too short to probe).
+    for kind in ["stored", "fast", "main"] {
+        assert!(how[..how.len() - 1].contains(&kind), "no probed {kind} frame: {how:?}");
+    }
+    // The Python reader saw the same encodings.
+    let python_saw: Vec<&str> = how
+        .iter()
+        .map(|h| if *h == "stored" { "stored" } else { "zstd" })
+        .collect();
+    assert_eq!(encodings, python_saw);
+}
+
+/// Changes an archive's bytes.
+type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+
+/// Damage done to a fresh archive, and where both readers must say it failed.
+struct Damage {
+    what: &'static str,
+    stage: &'static str,
+    region: String,
+    apply: Mutation,
+}
+
+#[test]
+fn both_readers_fail_at_the_same_stage_and_region_on_a_damaged_fresh_archive() {
+    let f = MIN_FRAME_SIZE as usize;
+    // Noise only: every frame is stored, so all but the last are equally long.
+    let entries = vec![
+        entry("a", "one.bin", noise(2 * f + 100, 1)),
+        entry("b", "two.bin", noise(2 * f, 2)),
+    ];
+    let options = WriterOptions::default().frame_size(MIN_FRAME_SIZE).threads(2);
+    let (good, summary) = write(&entries, &["recipient"], options);
+    let reader = blocking::Archive::open(good.clone(), &[recipient()]).unwrap();
+    let hlen = reader.info().header.as_bytes().len();
+    let offsets = reader.into_inner().index().frame_offsets(hlen as u64);
+    // Leaked: every damage closure holds it (a test, run once).
+    let off: &'static [usize] = offsets.iter().map(|o| *o as usize).collect::<Vec<_>>().leak();
+    let n = good.len();
+    let index_at = n - FOOTER_LEN - summary_index_len(&good);
+    let last = summary.frames as usize - 1;
+    let d = |what, stage, region: &str, apply: Mutation| Damage {
+        what,
+        stage,
+        region: region.to_owned(),
+        apply,
+    };
+    let damages = vec![
+        d("magic", "inspect", "header", Box::new(|b| b[1] ^= 1)),
+        d("version", "inspect", "header", Box::new(|b| b[8] = 7)),
+        d(
+            "header length below 456",
+            "inspect",
+            "header",
+            Box::new(|b| b[10..14].copy_from_slice(&100u32.to_le_bytes())),
+        ),
+        d(
+            "frame size",
+            "inspect",
+            "header",
+            Box::new(|b| b[38..42].copy_from_slice(&1u32.to_le_bytes())),
+        ),
+        d("header flags", "inspect", "header", Box::new(|b| b[43] = 1)),
+        d("creation time", "open", "header", Box::new(|b| b[30] ^= 1)),
+        d("salt", "open", "header", Box::new(|b| b[50] ^= 1)),
+        d("key commitment", "open", "header", Box::new(|b| b[80] ^= 1)),
+        d("wrapped key", "open", "header", Box::new(move |b| b[hlen - 40] ^= 1)),
+        d("header MAC", "open", "header", Box::new(move |b| b[hlen - 1] ^= 1)),
+        d(
+            "frame 0 ciphertext",
+            "verify",
+            "frame 0",
+            Box::new(move |b| b[off[0] + 5] ^= 1),
+        ),
+        d(
+            "frame 1 tag",
+            "verify",
+            "frame 1",
+            Box::new(move |b| b[off[2] - 1] ^= 1),
+        ),
+        d(
+            "frames 1 and 2 swapped",
+            "verify",
+            "frame 1",
+            Box::new(move |b| {
+                let (one, two) = (b[off[1]..off[2]].to_vec(), b[off[2]..off[3]].to_vec());
+                assert_eq!(one.len(), two.len());
+                b[off[1]..off[2]].copy_from_slice(&two);
+                b[off[2]..off[3]].copy_from_slice(&one);
+            }),
+        ),
+        d(
+            "last frame ciphertext",
+            "verify",
+            &format!("frame {last}"),
+            Box::new(move |b| b[off[last] + 3] ^= 1),
+        ),
+        d("sealed index", "open", "index", Box::new(move |b| b[index_at + 2] ^= 1)),
+        d("footer frame count", "open", "index", Box::new(move |b| b[n - 32] ^= 1)),
+        d(
+            "footer archive id",
+            "inspect",
+            "footer",
+            Box::new(move |b| b[n - 20] ^= 1),
+        ),
+        d("footer magic", "inspect", "footer", Box::new(move |b| b[n - 1] ^= 1)),
+        d(
+            "footer index length",
+            "inspect",
+            "archive",
+            Box::new(move |b| b[n - 40] ^= 1),
+        ),
+        d(
+            "cut in the last frame",
+            "inspect",
+            "footer",
+            Box::new(move |b| b.truncate(off[last] + 9)),
+        ),
+        d(
+            "trailing bytes",
+            "inspect",
+            "footer",
+            Box::new(|b| b.extend_from_slice(b"0123456789abcdef")),
+        ),
+        d("cut to 40 bytes", "inspect", "archive", Box::new(|b| b.truncate(40))),
+    ];
+    let work = tempfile::tempdir().unwrap();
+    for damage in &damages {
+        let mut bytes = good.clone();
+        (damage.apply)(&mut bytes);
+        let (stage, err) = read_in_stages(&bytes, recipient()).map(|_| ()).expect_err(damage.what);
+        let rust = (stage.to_owned(), region_of(&err));
+        let file = work.path().join("damaged.ibs");
+        std::fs::write(&file, &bytes).unwrap();
+        let python = python_failure(&python_reader(&file, "recipient", &[]));
+        let want = (damage.stage.to_owned(), damage.region.clone());
+        assert_eq!(rust, want, "Rust reader, {}: {err}", damage.what);
+        assert_eq!(python, want, "Python reader, {}", damage.what);
+    }
+    // A key the archive is not encrypted to: `key`, for both.
+    let file = work.path().join("good.ibs");
+    std::fs::write(&file, &good).unwrap();
+    let (stage, err) = read_in_stages(&good, common::other()).map(|_| ()).unwrap_err();
+    assert_eq!((stage, region_of(&err).as_str()), ("open", "key"), "{err}");
+    assert_eq!(
+        python_failure(&python_reader(&file, "other", &[])),
+        ("open".into(), "key".into())
+    );
+}
+
+/// The sealed index length, from the footer.
+fn summary_index_len(archive: &[u8]) -> usize {
+    let footer = &archive[archive.len() - FOOTER_LEN..];
+    u64::from_le_bytes(footer[8..16].try_into().unwrap()) as usize
+}
