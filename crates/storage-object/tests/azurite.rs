@@ -292,13 +292,13 @@ async fn racing_commits(target: &dyn StorageTarget, rounds: u64) {
                 assert!(b.is_ok() || lost(&b), "{name}: {b:?}");
             }
             let kept = target.read_all(&path(&name)).await.unwrap();
-            let whole = &kept[..] == &one[..] || &kept[..] == &two[..];
+            let whole = kept[..] == one[..] || kept[..] == two[..];
             assert!(whole, "{name}: the object is not one writer's bytes, whole");
             if a.is_err() {
-                assert!(&kept[..] == &two[..], "{name}: the loser's bytes are there");
+                assert!(kept[..] == two[..], "{name}: the loser's bytes are there");
             }
             if b.is_err() {
-                assert!(&kept[..] == &one[..], "{name}: the loser's bytes are there");
+                assert!(kept[..] == one[..], "{name}: the loser's bytes are there");
             }
         }
     }
