@@ -1418,7 +1418,7 @@ fn backup_of(loc: &str, cer: &Path, creds: &Path, source: &str, dir: &Path) -> C
 }
 
 #[test]
-fn a_full_smb_share_frees_the_oldest_backup_and_the_retry_succeeds() {
+fn a_share_filled_by_another_tool_frees_the_oldest_backup_and_the_retry_succeeds() {
     let work = tempfile::tempdir().unwrap();
     let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
     let server = SambaServer::start(SambaOptions {
@@ -1453,10 +1453,14 @@ fn a_full_smb_share_frees_the_oldest_backup_and_the_retry_succeeds() {
         .map(|l| l.split_whitespace().next().unwrap().to_owned())
         .collect();
     assert_eq!(ids.len(), 3, "{list}");
-    // A 25 MiB backup does not fit in what is left: the oldest goes, the retry succeeds.
+    // Another tool fills the share beside MASBackup: the next 15 MiB backup
+    // does not fit in what is left. The oldest backup goes, the retry succeeds.
+    let oem = server.share_dir().join("backups").join(FQDN).join("local").join("HLH");
+    std::fs::create_dir_all(&oem).unwrap();
+    noise_file(&oem.join("bmc-dump.bin"), 12 << 20, 3);
     let big = work.path().join("big");
     std::fs::create_dir(&big).unwrap();
-    noise_file(&big.join("blob.bin"), 25 << 20, 7);
+    noise_file(&big.join("blob.bin"), 15 << 20, 7);
     let out = backup_of(&loc, &cer, &creds, "key-vault", &big).output().unwrap();
     let text = format!(
         "{}{}",
@@ -1490,6 +1494,8 @@ fn a_full_smb_share_frees_the_oldest_backup_and_the_retry_succeeds() {
         std::fs::read(to.join("key-vault/blob.bin")).unwrap(),
         std::fs::read(big.join("blob.bin")).unwrap()
     );
+    // The other tool's file is untouched.
+    assert_eq!(std::fs::metadata(oem.join("bmc-dump.bin")).unwrap().len(), 12 << 20);
 }
 
 #[test]

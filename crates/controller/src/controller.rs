@@ -14,6 +14,7 @@ use ibs_storage_smb::{SmbConfig, SmbCredentials, SmbTarget};
 
 use crate::job::{
     CheckMemo, DamagedBackup, JobSpec, JobSummary, RetentionFailure, apply, plan_retention, write_backup,
+    write_backup_counting,
 };
 use crate::source::{BackupSource, DirectorySource};
 use crate::{ControllerError, Result};
@@ -439,20 +440,22 @@ pub async fn run_job_with_progress(
     let mut freed = Vec::new();
     let mut damaged = Vec::new();
     let mut kept_folders = Vec::new();
-    // Free space before the first attempt: if it runs out, the backup needs more than this.
-    let free_before = spec.target.capacity().await.ok().and_then(|c| c.free_bytes);
-    let mut summary = match write_backup(spec, sources, now, progress.clone()).await {
+    // How far the first attempt got: if it ran out of space, the backup
+    // needs more than that.
+    let sent = std::sync::atomic::AtomicU64::new(0);
+    let mut summary = match write_backup_counting(spec, sources, now, progress.clone(), &sent).await {
         // Not when the backup was committed and only reading it back failed
         // (whatever the class): a retry would write it twice.
         Err(e) if e.kind() == ErrorKind::OutOfCapacity && !matches!(e, ControllerError::Unconfirmed { .. }) => {
-            // Room for a backup as large as the newest one we have, and more
-            // than the first attempt had (it filled that and failed).
             let catalogue = ibs_recovery::catalogue(&spec.target, &spec.instance).await?;
             let newest = catalogue.complete().last().map(|b| b.size);
-            let need = match (newest, free_before) {
-                (Some(n), Some(f)) => Some(n.max(f.saturating_add(1))),
-                (n, f) => n.or(f.map(|f| f.saturating_add(1))),
-            };
+            // Room for a backup like the newest: never more is deleted for a
+            // retry that may fail anyway (a backup that has grown beyond the
+            // space left fails with the capacity alert, and nothing complete is
+            // lost for it). With no complete backup, room for more than the
+            // first attempt wrote (only garbage and damaged ones can go).
+            let first = sent.load(std::sync::atomic::Ordering::Relaxed).saturating_add(1);
+            let need = Some(newest.unwrap_or(first));
             let retention = plan_retention(
                 &spec.target,
                 &spec.instance,

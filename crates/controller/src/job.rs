@@ -1,6 +1,7 @@
 //! One backup job: sources → archive → storage target → commit last → retention.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -324,6 +325,18 @@ pub async fn write_backup(
     now: i64,
     progress: Option<ibs_archive::ProgressFn>,
 ) -> Result<JobSummary> {
+    write_backup_counting(spec, sources, now, progress, &AtomicU64::new(0)).await
+}
+
+/// [`write_backup`], counting in `sent` the archive bytes handed to the
+/// upload (on failure too: how far an attempt got before the share was full).
+pub(crate) async fn write_backup_counting(
+    spec: &JobSpec,
+    sources: &[Arc<dyn BackupSource>],
+    now: i64,
+    progress: Option<ibs_archive::ProgressFn>,
+    sent: &AtomicU64,
+) -> Result<JobSummary> {
     check_spec(spec)?;
     check_sources(sources)?;
     let mut options = WriterOptions::default()
@@ -354,12 +367,15 @@ pub async fn write_backup(
     // bounded: UPLOAD_QUEUE pieces of at most a frame each).
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(UPLOAD_QUEUE);
     // The uploader also hashes what it sends, off the encoder's task.
+    let counter = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&counter);
     let uploader = tokio::spawn(async move {
         let mut hasher = Sha256::new();
         let mut written = 0u64;
         while let Some(piece) = rx.recv().await {
             hasher.update(&piece);
             written += piece.len() as u64;
+            counted.store(written, Ordering::Relaxed);
             if let Err(e) = upload.write(piece).await {
                 return (upload, Err(e));
             }
@@ -367,7 +383,9 @@ pub async fn write_backup(
         (upload, Ok((<[u8; 32]>::from(hasher.finalize()), written)))
     });
     let captured = capture(enc, tx, sources).await;
-    let (upload, uploaded) = uploader.await.map_err(|e| ControllerError::Internal {
+    let joined = uploader.await;
+    sent.store(counter.load(Ordering::Relaxed), Ordering::Relaxed);
+    let (upload, uploaded) = joined.map_err(|e| ControllerError::Internal {
         reason: format!("the upload task failed: {e}"),
     })?;
     let failure = match (captured, uploaded) {
