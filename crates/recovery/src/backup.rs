@@ -215,7 +215,7 @@ impl RestoreOptions {
 }
 
 /// What an earlier, interrupted restore had left in a restore folder, and
-/// this one removed (see [`remove_restore_leftovers`]).
+/// this one removed (see [`RestoreLock::remove_leftovers`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Leftovers {
     /// Staging folders (`.ibs-restore-<tag>/`) removed with their contents.
