@@ -631,6 +631,26 @@ fn azure_blob_round_trip_through_azurite_and_failure_classes() {
 }
 
 /// Restores the newest backup at `share` to `to`.
+/// `ibs restore` of `loc` with one key into `to`, then `extra` (e.g.
+/// `--credentials-file F`, `--backup ID`, `--overwrite`).
+fn restore_args<'a>(loc: &'a str, pfx: &'a Path, pw: &'a Path, to: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "restore",
+        "--location",
+        loc,
+        "--fqdn",
+        FQDN,
+        "--pfx",
+        s(pfx),
+        "--password-file",
+        s(pw),
+        "--to",
+        s(to),
+    ];
+    args.extend(extra);
+    args
+}
+
 fn restore_newest(share: &Path, pfx: &Path, pw: &Path, to: &Path) {
     ok(&[
         "restore",
@@ -1130,19 +1150,7 @@ fn an_interrupted_restore_leaves_nothing_half_done_behind() {
             .iter()
             .any(|p| p.to_string_lossy().contains(".ibs-restore-"))
     );
-    let restored = ok(&[
-        "restore",
-        "--location",
-        s(&share),
-        "--fqdn",
-        FQDN,
-        "--pfx",
-        s(&pfx),
-        "--password-file",
-        s(&pw),
-        "--to",
-        s(&killed),
-    ]);
+    let restored = ok(&restore_args(s(&share), &pfx, &pw, &killed, &[]));
     assert!(
         restored.contains("removed what an interrupted restore had left"),
         "{restored}"
@@ -1179,19 +1187,7 @@ fn restore_overwrite_replaces_existing_files() {
     restore_newest(&share, &pfx, &pw, &to);
     let file = walk(&to.join("rbac")).into_iter().next().unwrap();
     std::fs::write(&file, b"changed since").unwrap();
-    let args = [
-        "restore",
-        "--location",
-        s(&share),
-        "--fqdn",
-        FQDN,
-        "--pfx",
-        s(&pfx),
-        "--password-file",
-        s(&pw),
-        "--to",
-        s(&to),
-    ];
+    let args = restore_args(s(&share), &pfx, &pw, &to, &[]);
     let err = fails(&args);
     assert!(err.contains("already exists") && err.contains("--overwrite"), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"changed since");
@@ -1475,21 +1471,7 @@ fn a_share_filled_by_another_tool_frees_the_oldest_backup_and_the_retry_succeeds
     );
     // The new backup is the newest and restores.
     let to = work.path().join("restored");
-    ok(&[
-        "restore",
-        "--location",
-        &loc,
-        "--fqdn",
-        FQDN,
-        "--credentials-file",
-        s(&creds),
-        "--pfx",
-        s(&pfx),
-        "--password-file",
-        s(&pw),
-        "--to",
-        s(&to),
-    ]);
+    ok(&restore_args(&loc, &pfx, &pw, &to, &["--credentials-file", s(&creds)]));
     assert_eq!(
         std::fs::read(to.join("key-vault/blob.bin")).unwrap(),
         std::fs::read(big.join("blob.bin")).unwrap()
@@ -1549,23 +1531,13 @@ fn two_backups_at_once_to_one_smb_share_both_complete() {
     let mut restored = Vec::new();
     for id in &ids {
         let to = work.path().join(format!("restored-{id}"));
-        ok(&[
-            "restore",
-            "--location",
+        ok(&restore_args(
             &loc,
-            "--fqdn",
-            FQDN,
-            "--credentials-file",
-            s(&creds),
-            "--pfx",
-            s(&pfx),
-            "--password-file",
-            s(&pw),
-            "--to",
-            s(&to),
-            "--backup",
-            id,
-        ]);
+            &pfx,
+            &pw,
+            &to,
+            &["--credentials-file", s(&creds), "--backup", id],
+        ));
         restored.push(std::fs::read(to.join("key-vault/blob.bin")).unwrap());
     }
     let originals: Vec<Vec<u8>> = dirs
@@ -1589,23 +1561,11 @@ fn two_restores_into_one_folder_at_once_never_mix() {
     noise_file(&big.join("blob.bin"), 64 << 20, 9);
     backup(s(&share), &cer, &["--source", &format!("blobs={}", big.display())]);
     let to = work.path().join("restored");
-    let args = [
-        "restore",
-        "--location",
-        s(&share),
-        "--fqdn",
-        FQDN,
-        "--pfx",
-        s(&pfx),
-        "--password-file",
-        s(&pw),
-        "--to",
-        s(&to),
-    ];
+    let args = restore_args(s(&share), &pfx, &pw, &to, &[]);
     let children: Vec<_> = (0..2)
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_ibs"))
-                .args(args)
+                .args(&args)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()

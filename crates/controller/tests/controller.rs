@@ -3,6 +3,9 @@
 //! key rotation.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::Fixed;
+
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
@@ -34,24 +37,6 @@ fn pair(n: usize) -> &'static Pair {
             identity: Identity::from_pkcs12(&p.pfx, &pw).unwrap(),
         }
     })
-}
-
-/// A small in-memory source.
-struct Fixed(&'static str, Vec<(&'static str, Vec<u8>)>);
-
-#[async_trait]
-impl BackupSource for Fixed {
-    fn name(&self) -> &str {
-        self.0
-    }
-    async fn capture(&self, sink: &mut dyn EntrySink) -> ibs_controller::Result<()> {
-        for (path, data) in &self.1 {
-            sink.begin(path, None, None).await?;
-            sink.write(data).await?;
-            sink.end().await?;
-        }
-        Ok(())
-    }
 }
 
 fn sources() -> Vec<Arc<dyn BackupSource>> {

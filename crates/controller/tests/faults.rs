@@ -13,6 +13,9 @@
 //!    when the retry fails too, nothing is lost.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::Fixed;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;
@@ -23,7 +26,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use ibs_controller::job::{JobSummary, apply, plan_retention, write_backup};
-use ibs_controller::{BackupSource, CheckMemo, ControllerError, EntrySink, JobSpec, run_job, validate_target};
+use ibs_controller::{BackupSource, CheckMemo, ControllerError, JobSpec, run_job, validate_target};
 use ibs_envelope::{Certificate, Identity, Password, keygen};
 use ibs_recovery::layout::{ARCHIVE_NAME, BackupPaths, MANIFEST_NAME};
 use ibs_recovery::{BackupState, Catalogue, Recovery};
@@ -52,24 +55,6 @@ fn pair() -> &'static Pair {
             identity: Identity::from_pkcs12(&p.pfx, &pw).unwrap(),
         }
     })
-}
-
-/// A small in-memory source.
-struct Fixed(&'static str, Vec<(&'static str, Vec<u8>)>);
-
-#[async_trait]
-impl BackupSource for Fixed {
-    fn name(&self) -> &str {
-        self.0
-    }
-    async fn capture(&self, sink: &mut dyn EntrySink) -> ibs_controller::Result<()> {
-        for (path, data) in &self.1 {
-            sink.begin(path, None, None).await?;
-            sink.write(data).await?;
-            sink.end().await?;
-        }
-        Ok(())
-    }
 }
 
 /// Tiny sources (a few kB): `scale` multiplies the size of the second one,
