@@ -670,9 +670,18 @@ fn walk(
     Ok(out)
 }
 
+/// Unix seconds of a file time, before 1970 too (negative; whole seconds
+/// toward the past, as `st_mtime` counts them).
 fn unix(t: Option<std::time::SystemTime>) -> Option<i64> {
-    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
+    let t = t?;
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).ok(),
+        Err(before) => {
+            let d = before.duration();
+            let secs = i64::try_from(d.as_secs()).ok()?;
+            Some(if d.subsec_nanos() > 0 { -secs - 1 } else { -secs })
+        }
+    }
 }
 
 #[async_trait]
@@ -770,6 +779,21 @@ mod tests {
         .unwrap();
         assert_eq!(rels(&w), ["a/x"]);
         assert_eq!(w.vanished, [gone]);
+    }
+
+    #[test]
+    fn file_times_before_1970_are_kept() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(
+            unix(Some(UNIX_EPOCH + Duration::from_secs(978_307_200))),
+            Some(978_307_200)
+        );
+        assert_eq!(
+            unix(Some(UNIX_EPOCH - Duration::from_secs(315_619_200))),
+            Some(-315_619_200)
+        );
+        assert_eq!(unix(Some(UNIX_EPOCH - Duration::from_millis(1500))), Some(-2));
+        assert_eq!(unix(None), None);
     }
 
     #[test]

@@ -669,9 +669,10 @@ impl Backup {
                     }
                     let (dir, checked) = (base, checked.clone());
                     let (source_name, path, overwrite) = (e.source.clone(), e.path.clone(), options.overwrite);
+                    let (mode, mtime) = (e.mode, e.mtime);
                     let task = tokio::task::spawn_blocking(move || {
                         checked.prepare(&dir, &rel, overwrite, &source_name, &path)?;
-                        write_temp_sync(&temp, &data)
+                        write_temp_sync(&temp, &data, mode, mtime)
                     });
                     placing.push_back((record, e.size, task));
                     placing_bytes += e.size;
@@ -721,9 +722,7 @@ impl Backup {
             let path = temp.to_owned();
             move |source| RecoveryError::Io { action, path, source }
         };
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
+        let mut file = tokio::fs::OpenOptions::from(new_file_options(entry.mode))
             .open(temp)
             .await
             .map_err(io("cannot create"))?;
@@ -732,11 +731,15 @@ impl Backup {
             while let Some(piece) = stream.next().await {
                 file.write_all(&piece?).await.map_err(io("cannot write"))?;
             }
-            file.flush().await.map_err(io("cannot write"))
+            file.flush().await.map_err(io("cannot write"))?;
+            let (mode, mtime) = (entry.mode, entry.mtime);
+            let file = file.into_std().await;
+            blocking(move || Ok(finish_file(&file, mode, mtime)))
+                .await?
+                .map_err(io("cannot write"))
         }
         .await;
         if written.is_err() {
-            drop(file);
             let _ = tokio::fs::remove_file(temp).await;
         }
         written
@@ -979,8 +982,43 @@ fn prepare(
     Ok(())
 }
 
-/// Writes `data` to the new file `temp`; removes it if writing fails.
-fn write_temp_sync(temp: &Path, data: &[u8]) -> Result<()> {
+/// How a restored file is created: new (never an existing file), readable
+/// by its owner only while it is written when the entry has a mode (so a
+/// `0600` key is never more open, even for a moment), otherwise as the
+/// process's umask says.
+fn new_file_options(mode: Option<u32>) -> std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true)
+        .create_new(true)
+        .mode(if mode.is_some() { 0o600 } else { 0o666 });
+    o
+}
+
+/// Gives a written file the entry's mode and modification time. The mode is
+/// applied exactly as stored, without setuid and setgid: those are kept
+/// only with the owner, which this format does not record (FORMAT.md §7).
+fn finish_file(file: &std::fs::File, mode: Option<u32>, mtime: Option<i64>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(mode) = mode {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o1777))?;
+    }
+    if let Some(t) = mtime {
+        let at = if t >= 0 {
+            std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(t.unsigned_abs()))
+        } else {
+            std::time::UNIX_EPOCH.checked_sub(std::time::Duration::from_secs(t.unsigned_abs()))
+        };
+        if let Some(at) = at {
+            file.set_modified(at)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `data` to the new file `temp` with `entry`'s mode and time;
+/// removes it if writing fails.
+fn write_temp_sync(temp: &Path, data: &[u8], mode: Option<u32>, mtime: Option<i64>) -> Result<()> {
     use std::io::Write;
     let io = |action: &'static str| {
         move |source| RecoveryError::Io {
@@ -989,15 +1027,13 @@ fn write_temp_sync(temp: &Path, data: &[u8]) -> Result<()> {
             source,
         }
     };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(temp)
-        .map_err(io("cannot create"))?;
-    file.write_all(data).map_err(|e| {
-        let _ = std::fs::remove_file(temp);
-        io("cannot write")(e)
-    })
+    let mut file = new_file_options(mode).open(temp).map_err(io("cannot create"))?;
+    file.write_all(data)
+        .and_then(|()| finish_file(&file, mode, mtime))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(temp);
+            io("cannot write")(e)
+        })
 }
 
 fn rename_sync(from: &Path, to: &Path, overwrite: bool) -> Result<()> {
