@@ -78,6 +78,13 @@ pub enum CaptureProblem {
     /// the source with no entries; retention may then delete older backups
     /// that hold its data, so this is worth an operator's look.
     Empty,
+    /// The name cannot be recorded by archive format version 1 (it is not
+    /// UTF-8, or holds a control character such as a newline or tab, or a
+    /// backslash): the file (or the folder and all in it) is skipped.
+    UnrecordableName,
+    /// A symbolic link, FIFO, socket or device: archive format version 1
+    /// records regular files only, so it is skipped.
+    NotARegularFile,
 }
 
 impl fmt::Display for CaptureProblem {
@@ -89,6 +96,13 @@ impl fmt::Display for CaptureProblem {
             }
             CaptureProblem::Empty => {
                 "the source holds no file to back up (an unmounted or emptied folder, or everything excluded?)"
+            }
+            CaptureProblem::UnrecordableName => {
+                "its name is not UTF-8 or holds a control character or backslash, which this archive format \
+                 cannot record; skipped (with everything in it, for a folder)"
+            }
+            CaptureProblem::NotARegularFile => {
+                "a symbolic link, FIFO, socket or device, which this archive format does not record; skipped"
             }
         })
     }
@@ -475,12 +489,17 @@ impl DirectorySource {
                          or exclude it"
                     ),
                     CaptureProblem::Empty => "holds no file to back up (strict mode)".to_owned(),
+                    CaptureProblem::UnrecordableName => {
+                        "has a name this archive format cannot record (strict mode)".to_owned()
+                    }
+                    CaptureProblem::NotARegularFile => "is not a regular file or folder (strict mode)".to_owned(),
                 },
             ));
         }
         sink.warn(CaptureWarning {
             source: self.name.clone(),
-            path: path.display().to_string(),
+            // Escaped: a name may hold a newline or bytes that are not UTF-8.
+            path: escape_path(path),
             problem,
         });
         Ok(())
@@ -566,6 +585,9 @@ struct Walked {
     files: Vec<(PathBuf, String, u64)>,
     /// Folders and files listed by their parent, gone when looked at.
     vanished: Vec<PathBuf>,
+    /// Skipped, with why (names that cannot be recorded, links and other
+    /// non-regular files).
+    skipped: Vec<(PathBuf, CaptureProblem)>,
 }
 
 /// The walk behind [`DirectorySource::files`] (blocking). `before_folder`
@@ -586,6 +608,7 @@ fn walk(
     let mut out = Walked {
         files: Vec::new(),
         vanished: Vec::new(),
+        skipped: Vec::new(),
     };
     let mut todo = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, rel)) = todo.pop() {
@@ -619,7 +642,13 @@ fn walk(
                 }
                 Err(e) => return Err((dir.clone(), format!("cannot read the folder: {e}"))),
             };
-            let name = entry.file_name().to_string_lossy().into_owned();
+            let name = match entry.file_name().to_str() {
+                Some(n) if !n.chars().any(|c| c.is_control() || c == '\\') => n.to_owned(),
+                _ => {
+                    out.skipped.push((entry.path(), CaptureProblem::UnrecordableName));
+                    continue;
+                }
+            };
             let child_rel = if rel.is_empty() {
                 name.clone()
             } else {
@@ -663,11 +692,34 @@ fn walk(
                     Err(_) => 0,
                 };
                 out.files.push((entry.path(), child_rel, size));
+            } else if !filter.excludes.excludes(&child_rel, false) {
+                out.skipped.push((entry.path(), CaptureProblem::NotARegularFile));
             }
         }
     }
     out.files.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(out)
+}
+
+/// A path for a message: as it is when it is printable UTF-8, otherwise
+/// with control characters escaped and invalid bytes as `\xNN`.
+fn escape_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 /// Unix seconds of a file time, before 1970 too (negative; whole seconds
@@ -697,6 +749,9 @@ impl BackupSource for DirectorySource {
         let walked = self.files().await?;
         if walked.files.is_empty() {
             self.problem(sink, &self.root, CaptureProblem::Empty)?;
+        }
+        for (path, problem) in &walked.skipped {
+            self.problem(sink, path, *problem)?;
         }
         for gone in &walked.vanished {
             self.problem(sink, gone, CaptureProblem::Vanished)?;

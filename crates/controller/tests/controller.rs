@@ -1196,3 +1196,61 @@ async fn settings_and_errors_never_show_credentials() {
         assert!(!text.contains("q7Zr"), "part of the password shown: {text}");
     }
 }
+
+#[tokio::test]
+async fn names_and_kinds_the_format_cannot_record_are_skipped_with_a_warning() {
+    use std::os::unix::ffi::OsStrExt;
+    let data = tempfile::tempdir().unwrap();
+    let odd: [&[u8]; 4] = [b"bad\xff.txt", b"new\nline", b"tab\tname", b"back\\slash"];
+    for name in odd {
+        std::fs::write(data.path().join(std::ffi::OsStr::from_bytes(name)), b"odd").unwrap();
+    }
+    std::fs::create_dir(data.path().join(std::ffi::OsStr::from_bytes(b"dir\nname"))).unwrap();
+    std::fs::write(data.path().join(std::ffi::OsStr::from_bytes(b"dir\nname/inside")), b"x").unwrap();
+    std::fs::write(data.path().join("good.json"), b"{}").unwrap();
+    std::os::unix::fs::symlink("good.json", data.path().join("link")).unwrap();
+    let fifo = data.path().join("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let target: Arc<dyn StorageTarget> = Arc::new(MemoryTarget::new());
+    let source: Arc<dyn BackupSource> = Arc::new(DirectorySource::new("state", data.path()));
+    let summary = run_job(&spec(Arc::clone(&target), &pair(0).cert), &[source], T0)
+        .await
+        .unwrap();
+    assert_eq!(summary.entries, 1, "{summary:?}");
+    let shown: Vec<String> = summary.warnings.kept().iter().map(ToString::to_string).collect();
+    assert_eq!(shown.len(), 7, "{shown:#?}");
+    for (needle, problem) in [
+        ("bad\\xff.txt", CaptureProblem::UnrecordableName),
+        ("new\\nline", CaptureProblem::UnrecordableName),
+        ("tab\\tname", CaptureProblem::UnrecordableName),
+        ("back\\slash", CaptureProblem::UnrecordableName),
+        ("dir\\nname", CaptureProblem::UnrecordableName),
+        ("/link", CaptureProblem::NotARegularFile),
+        ("/pipe", CaptureProblem::NotARegularFile),
+    ] {
+        let w = summary
+            .warnings
+            .kept()
+            .iter()
+            .find(|w| w.path.ends_with(needle))
+            .unwrap_or_else(|| panic!("no warning for {needle}: {shown:#?}"));
+        assert_eq!(w.problem, problem, "{w}");
+    }
+    // No warning line breaks: names are escaped.
+    assert!(
+        shown.iter().all(|w| !w.contains('\n') && !w.contains('\t')),
+        "{shown:#?}"
+    );
+    // Strict mode fails the source instead.
+    let strict: Arc<dyn BackupSource> = Arc::new(DirectorySource::new("state", data.path()).strict(true));
+    let err = run_job(&spec(Arc::clone(&target), &pair(0).cert), &[strict], T0 + HOUR)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ControllerError::Source { .. }), "{err}");
+}
