@@ -455,13 +455,13 @@ pub async fn run_job_with_progress(
             // lost for it). With no complete backup, room for more than the
             // first attempt wrote (only garbage and damaged ones can go).
             let first = sent.load(std::sync::atomic::Ordering::Relaxed).saturating_add(1);
-            let need = Some(newest.unwrap_or(first));
+            let need = newest.unwrap_or(first);
             let retention = plan_retention(
                 &spec.target,
                 &spec.instance,
                 &spec.policy,
                 now,
-                need.or(Some(u64::MAX)),
+                Some(need),
                 &spec.checks,
             )
             .await?;
