@@ -187,6 +187,19 @@ fn prim<'n>(node: Option<&'n Node<'_>>, want: u8) -> Result<&'n [u8]> {
     }
 }
 
+/// Re-encodes one whole BER value as DER — indefinite lengths made
+/// definite, constructed strings joined — with no PFX structure or MAC
+/// around it: the converter alone (what the `ber_to_der` fuzz target runs).
+pub(crate) fn to_der_all(input: &[u8]) -> Result<Vec<u8>> {
+    let (root, rest) = parse(input, 0)?;
+    if !rest.is_empty() {
+        return Err(invalid("data follows the value"));
+    }
+    let mut out = Vec::new();
+    to_der(&root, false, 0, &mut out)?;
+    Ok(out)
+}
+
 /// Whether a PFX uses BER constructs that a DER reader refuses.
 pub(crate) fn is_ber(pfx: &[u8]) -> bool {
     pfx.len() >= 2 && pfx[0] == 0x30 && pfx[1] == 0x80

@@ -77,3 +77,15 @@ pub use wrap::{FILE_KEY_LEN, FileKey, Stanza, unwrap_file_key, unwrap_with, wrap
 
 /// Re-exported so callers can name key types without depending on `rsa` directly.
 pub use rsa;
+
+/// Hooks for the fuzz targets in `fuzz/` (not part of the API, no stability
+/// promise); compiled always, so that the stable replay of the seed corpora
+/// and the workspace's lints see the same code.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The BER→DER converter used for BER-encoded PFX files (NSS, Firefox),
+    /// on one whole value.
+    pub fn ber_to_der(input: &[u8]) -> crate::Result<Vec<u8>> {
+        crate::ber::to_der_all(input)
+    }
+}
