@@ -13,9 +13,7 @@
 use std::sync::OnceLock;
 
 use futures::executor::block_on;
-use ibs_archive::format::{
-    ArchiveKeys, COMPRESSION_ZSTD, HeaderFields, MAGIC, MIN_FRAME_SIZE,
-};
+use ibs_archive::format::{ArchiveKeys, COMPRESSION_ZSTD, HeaderFields, MAGIC, MIN_FRAME_SIZE};
 use ibs_archive::{ArchiveId, ArchiveReader, Footer, Header};
 use ibs_envelope::{FileKey, Identity, Password, Sha256Fingerprint, Stanza, Thumbprint};
 use libfuzzer_sys::fuzz_target;
@@ -68,10 +66,20 @@ fn sealed_archive(chunks: &[&[u8]], key: &FileKey) -> Option<Vec<u8>> {
         out.extend(keys.seal_chunk(&digest, i as u64, false, f, None).ok()?);
     }
     let index_offset = out.len() as u64;
-    let index = keys.seal_chunk(&digest, frames.len() as u64, true, chunks[0], None).ok()?;
+    let index = keys
+        .seal_chunk(&digest, frames.len() as u64, true, chunks[0], None)
+        .ok()?;
     let index_len = index.len() as u64;
     out.extend(index);
-    out.extend(Footer { index_offset, index_len, frame_count: frames.len() as u64, archive_id: ArchiveId([1; 16]) }.encode());
+    out.extend(
+        Footer {
+            index_offset,
+            index_len,
+            frame_count: frames.len() as u64,
+            archive_id: ArchiveId([1; 16]),
+        }
+        .encode(),
+    );
     Some(out)
 }
 

@@ -503,11 +503,7 @@ impl Backup {
         }
         // Check every name before writing anything.
         for e in self.entries().iter().filter(|e| wanted(e)) {
-            e.check_names().map_err(|err| RecoveryError::UnsafePath {
-                source_name: e.source.clone(),
-                path: e.path.clone(),
-                reason: err.to_string(),
-            })?;
+            check_restore_names(e)?;
         }
         // Under the lock: whatever an interrupted restore left is removed.
         let all_sources: Vec<String> = self.sources().into_iter().map(str::to_owned).collect();
@@ -800,6 +796,16 @@ async fn finish_placing(placing: &mut Placing, staged: &mut Vec<usize>) -> Resul
     Ok(size)
 }
 
+/// Refuses an entry whose names a restore must not use on a file system
+/// (see [`Entry::check_names`]).
+fn check_restore_names(e: &Entry) -> Result<()> {
+    e.check_names().map_err(|err| RecoveryError::UnsafePath {
+        source_name: e.source.clone(),
+        path: e.path.clone(),
+        reason: err.to_string(),
+    })
+}
+
 /// An entry's path relative to the restore folder: its source, then its path.
 fn relative(e: &Entry) -> PathBuf {
     std::iter::once(e.source.as_str()).chain(e.path.split('/')).collect()
@@ -831,7 +837,7 @@ impl StagingNames {
         let mut r = [0u8; 8];
         getrandom::fill(&mut r).map_err(|e| RecoveryError::Usage(format!("random generator failed: {e}")))?;
         let tag = u64::from_be_bytes(r);
-        let root = dir.join(format!(".ibs-restore-{tag:016x}"));
+        let mut names = StagingNames::with_tag(dir, tag);
         let mut fresh = BTreeSet::new();
         for source in selected {
             match tokio::fs::symlink_metadata(dir.join(source)).await {
@@ -843,18 +849,26 @@ impl StagingNames {
             }
         }
         if !fresh.is_empty() {
-            tokio::fs::create_dir(&root).await.map_err(|source| RecoveryError::Io {
-                action: "cannot create",
-                path: root.clone(),
-                source,
-            })?;
+            tokio::fs::create_dir(&names.root)
+                .await
+                .map_err(|source| RecoveryError::Io {
+                    action: "cannot create",
+                    path: names.root.clone(),
+                    source,
+                })?;
         }
-        Ok(StagingNames {
+        names.fresh = fresh;
+        Ok(names)
+    }
+
+    /// The names of a restore into `dir` with `tag`, no source fresh yet.
+    fn with_tag(dir: &Path, tag: u64) -> Self {
+        StagingNames {
             dir: dir.to_owned(),
             tag,
-            root,
-            fresh,
-        })
+            root: dir.join(format!(".ibs-restore-{tag:016x}")),
+            fresh: BTreeSet::new(),
+        }
     }
 
     fn is_fresh(&self, e: &Entry) -> bool {
@@ -1051,4 +1065,57 @@ fn rename_sync(from: &Path, to: &Path, overwrite: bool) -> Result<()> {
             source: e.into(),
         }),
     }
+}
+
+/// Where a restore into `dir` would put an entry, for the fuzz target
+/// `restore_names` (see [`crate::fuzzing`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestorePaths {
+    /// The entry's path relative to the restore folder.
+    pub relative: PathBuf,
+    /// Its final path.
+    pub target: PathBuf,
+    /// Where it is written when its source's folder exists: a temporary
+    /// file renamed to `target` at the end.
+    pub temp: PathBuf,
+    /// Where it is written when its source is fresh: under `staging_root`.
+    pub staged: PathBuf,
+    /// The staging folder of a restore with this tag.
+    pub staging_root: PathBuf,
+    /// The folder a fresh source is moved from at the end …
+    pub moved_from: PathBuf,
+    /// … and where it is moved to.
+    pub moved_to: PathBuf,
+}
+
+/// The name checks of [`Backup::restore_to`] on (`source`, `path`), then, if
+/// they pass, the paths a restore into `dir` with staging tag `tag` would
+/// use for it as entry `index`: the restore's own functions, without the
+/// file system.
+pub fn restore_paths(dir: &Path, source: &str, path: &str, tag: u64, index: usize) -> Result<RestorePaths> {
+    let e = Entry {
+        source: source.to_owned(),
+        path: path.to_owned(),
+        size: 0,
+        sha256: [0; 32],
+        mode: None,
+        mtime: None,
+        offset: 0,
+    };
+    check_restore_names(&e)?;
+    let existing = StagingNames::with_tag(dir, tag);
+    let mut fresh = StagingNames::with_tag(dir, tag);
+    fresh.fresh.insert(e.source.clone());
+    let (temp, target) = existing.pair(&e, index);
+    debug_assert_eq!(existing.write_path(&e, index), temp);
+    debug_assert_eq!(fresh.base(&e), fresh.root.as_path());
+    Ok(RestorePaths {
+        relative: relative(&e),
+        target,
+        temp,
+        staged: fresh.write_path(&e, index),
+        moved_from: fresh.root.join(&e.source),
+        moved_to: dir.join(&e.source),
+        staging_root: fresh.root,
+    })
 }

@@ -70,6 +70,15 @@ pub use error::{RecoveryError, Result};
 pub use target::TargetObject;
 pub use version::{Release, Version, VersionRule};
 
+/// Hooks for the fuzz targets in `fuzz/`: the restore's path handling
+/// without the file system. Not part of the API (hidden, no stability
+/// promise); compiled always so that the stable replay of the seed corpora
+/// (`fuzz/replay.sh`) and the workspace's lints see the same code.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::backup::{RestorePaths, restore_paths};
+}
+
 /// Blocking wrappers (each owns a small Tokio runtime) for test harnesses and
 /// tools without one.
 pub mod blocking {
