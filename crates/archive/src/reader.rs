@@ -420,9 +420,15 @@ impl<R: RangeRead> ArchiveReader<R> {
                 .into_iter()
                 .map(|part| scope.spawn(move || open(part, &mut decompressor()?)))
                 .collect();
-            let mut out = open(first, dec)?;
-            for handle in handles {
-                out.extend(handle.join().map_err(|_| Error::WorkerLost)??);
+            let first = open(first, dec);
+            // Every worker is joined, also when a part failed: `scope` alone
+            // waits only for the workers' closures, then detaches them, so
+            // they could still be exiting (running thread-local destructors)
+            // after this returned. A fuzzer's leak check saw exactly that.
+            let parts: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+            let mut out = first?;
+            for part in parts {
+                out.extend(part.map_err(|_| Error::WorkerLost)??);
             }
             Ok(out)
         })
