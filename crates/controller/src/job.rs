@@ -199,15 +199,18 @@ impl ArchiveSink {
 
 #[async_trait]
 impl EntrySink for ArchiveSink {
-    async fn begin(&mut self, path: &str, mode: Option<u32>, mtime: Option<i64>) -> Result<()> {
-        let mut meta = EntryMeta::new(self.source.clone(), path);
-        if let Some(m) = mode {
-            meta = meta.mode(m);
+    async fn begin(&mut self, entry: EntryMeta) -> Result<()> {
+        if entry.source() != self.source {
+            return Err(ControllerError::Internal {
+                reason: format!(
+                    "source {} wrote an entry of source {} ({})",
+                    self.source,
+                    entry.source(),
+                    entry.path()
+                ),
+            });
         }
-        if let Some(t) = mtime {
-            meta = meta.mtime(t);
-        }
-        self.enc.start_entry(meta)?;
+        self.enc.start_entry(entry)?;
         Ok(())
     }
 
@@ -496,6 +499,8 @@ async fn capture(
     };
     for source in sources {
         sink.source = source.name().to_owned();
+        // Recorded even when it captures nothing: it restores as an empty folder.
+        sink.enc.add_source(source.name())?;
         source.capture(&mut sink).await?;
     }
     sink.enc.finish()?;

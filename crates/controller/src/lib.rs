@@ -53,4 +53,6 @@ pub use controller::{
 };
 pub use error::{ControllerError, Result};
 pub use job::{Applied, CheckMemo, DamagedBackup, JobSpec, JobSummary, Retention, RetentionFailure};
-pub use source::{BackupSource, CaptureProblem, CaptureWarning, DirectorySource, EntrySink, Warnings};
+pub use source::{
+    BackupSource, CaptureProblem, CaptureWarning, DirectorySource, EntryMeta, EntryPath, EntrySink, Extent, Warnings,
+};

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+pub use ibs_archive::{EntryMeta, EntryPath, Extent};
 use tokio::io::AsyncReadExt;
 
 use crate::{ControllerError, Result};
@@ -39,11 +40,19 @@ pub mod names {
 }
 
 /// Where a source writes its entries (the running backup's archive).
+///
+/// Entries come in key order (FORMAT.md §14.5: a depth-first walk with each
+/// folder's children sorted by name bytes, a folder before its contents);
+/// one out of order, repeated, or under a path that is a file or link is
+/// refused with both names. Parent folders not given are recorded without
+/// metadata.
 #[async_trait]
 pub trait EntrySink: Send {
-    /// Starts entry `path` (relative, `/`-separated) of the current source.
-    async fn begin(&mut self, path: &str, mode: Option<u32>, mtime: Option<i64>) -> Result<()>;
-    /// Appends data to the entry.
+    /// Starts an entry of the current source: a file, folder or link with
+    /// its metadata ([`EntryMeta`]; its source must be the current source's
+    /// name). A file's data follows through [`write`](Self::write).
+    async fn begin(&mut self, entry: EntryMeta) -> Result<()>;
+    /// Appends data to the entry (files only; a sparse file's extents' data).
     async fn write(&mut self, data: &[u8]) -> Result<()>;
     /// Ends the entry.
     async fn end(&mut self) -> Result<()>;
@@ -473,6 +482,14 @@ impl DirectorySource {
         &self.excludes.patterns
     }
 
+    fn meta(&self, rel: &str, stamp: &Stamp) -> EntryMeta {
+        let meta = EntryMeta::new(self.name.clone(), rel).mode(stamp.2);
+        match unix(stamp.1) {
+            Some(t) => meta.mtime(t),
+            None => meta,
+        }
+    }
+
     fn error(&self, path: &Path, reason: impl Into<String>) -> ControllerError {
         ControllerError::source(self.name.clone(), path, reason)
     }
@@ -550,7 +567,7 @@ impl DirectorySource {
             Err(e) if vanished(&e) => return self.problem(sink, path, CaptureProblem::Vanished),
             Err(e) => return Err(self.error(path, format!("cannot read the file: {e}"))),
         };
-        sink.begin(rel, Some(before.2), unix(before.1)).await?;
+        sink.begin(self.meta(rel, &before)).await?;
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
         loop {
@@ -697,7 +714,9 @@ fn walk(
             }
         }
     }
-    out.files.sort_by(|a, b| a.1.cmp(&b.1));
+    // Key order (FORMAT.md §14.5): `/` sorts before every other byte.
+    out.files
+        .sort_by(|a, b| ibs_archive::path_cmp(a.1.as_bytes(), b.1.as_bytes()));
     Ok(out)
 }
 
@@ -784,7 +803,7 @@ impl BackupSource for DirectorySource {
                     if changed && self.strict {
                         return self.problem(sink, &path, CaptureProblem::ChangedDuringCapture);
                     }
-                    sink.begin(&rel, Some(stamp.2), unix(stamp.1)).await?;
+                    sink.begin(self.meta(&rel, &stamp)).await?;
                     sink.write(&data).await?;
                     sink.end().await?;
                     if changed {

@@ -134,7 +134,7 @@ async fn a_second_job_is_refused_while_one_runs() {
         async fn capture(&self, sink: &mut dyn EntrySink) -> ibs_controller::Result<()> {
             self.0.notify_one();
             self.1.notified().await;
-            sink.begin("x", None, None).await?;
+            sink.begin(ibs_controller::EntryMeta::new("slow", "x")).await?;
             sink.end().await
         }
     }
@@ -288,7 +288,10 @@ async fn changing_the_certificate_affects_only_new_backups() {
     assert_eq!(cat.backups[1].recipients, vec![pair(1).cert.thumbprint()]);
     let newest = r.open_choice(&Choice::Newest, &[&pair(1).identity]).await.unwrap();
     assert_eq!(
-        newest.read(newest.find("rbac", "sub/a.json").unwrap()).await.unwrap(),
+        newest
+            .read(&newest.find("rbac", "sub/a.json").await.unwrap().unwrap())
+            .await
+            .unwrap(),
         b"{\"a\":1}"
     );
     assert!(r.open(&cat.backups[0], &[&pair(1).identity]).await.is_err());
@@ -352,7 +355,12 @@ async fn a_file_changing_during_capture_is_captured_whole_or_reported() {
     assert_eq!(cat.complete().count(), 20);
     for b in cat.complete().filter(|b| !reported.contains(&b.id)) {
         let opened = r.open(b, &[&pair(0).identity]).await.unwrap();
-        let got = String::from_utf8(opened.read(&opened.entries()[0]).await.unwrap()).unwrap();
+        let first = {
+            use futures::TryStreamExt;
+            let all: Vec<_> = opened.entries().try_collect().await.unwrap();
+            all.into_iter().find(|e| e.is_file()).unwrap()
+        };
+        let got = String::from_utf8(opened.read(&first).await.unwrap()).unwrap();
         let first = got.split(';').next().unwrap().to_owned();
         assert!(
             got.split(';').filter(|s| !s.is_empty()).all(|s| s == first),
@@ -423,11 +431,11 @@ struct RaceSink<'a> {
 
 #[async_trait]
 impl EntrySink for RaceSink<'_> {
-    async fn begin(&mut self, path: &str, mode: Option<u32>, mtime: Option<i64>) -> ibs_controller::Result<()> {
+    async fn begin(&mut self, entry: ibs_controller::EntryMeta) -> ibs_controller::Result<()> {
         if let Some(race) = self.race.take() {
             race();
         }
-        self.inner.begin(path, mode, mtime).await
+        self.inner.begin(entry).await
     }
     async fn write(&mut self, data: &[u8]) -> ibs_controller::Result<()> {
         self.inner.write(data).await
@@ -534,10 +542,13 @@ async fn a_file_deleted_between_walk_and_read_is_skipped_with_a_warning() {
         .await
         .unwrap();
     assert_eq!(
-        backup.read(backup.find("rbac", "f38").unwrap()).await.unwrap(),
+        backup
+            .read(&backup.find("rbac", "f38").await.unwrap().unwrap())
+            .await
+            .unwrap(),
         b"file 38"
     );
-    assert!(backup.find("rbac", "f39").is_none());
+    assert!(backup.find("rbac", "f39").await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -640,7 +651,10 @@ async fn a_log_appended_during_capture_is_captured_as_a_prefix_with_a_warning() 
     let r = Recovery::new(Arc::clone(&target), instance());
     for b in r.catalogue().await.unwrap().complete() {
         let opened = r.open(b, &[&pair(0).identity]).await.unwrap();
-        let got = opened.read(opened.find("logs", "app.log").unwrap()).await.unwrap();
+        let got = opened
+            .read(&opened.find("logs", "app.log").await.unwrap().unwrap())
+            .await
+            .unwrap();
         assert!(!got.is_empty() && written.starts_with(&got), "not a prefix of the log");
     }
 }
@@ -694,7 +708,14 @@ async fn excludes_leave_out_files_and_folders() {
         .open_choice(&Choice::Newest, &[&pair(0).identity])
         .await
         .unwrap();
-    let mut paths: Vec<String> = backup.entries().iter().map(|e| e.path.to_string()).collect();
+    let mut paths: Vec<String> = {
+        use futures::TryStreamExt;
+        let all: Vec<_> = backup.entries().try_collect().await.unwrap();
+        all.into_iter()
+            .filter(|e| e.is_file())
+            .map(|e| e.path.to_string())
+            .collect()
+    };
     paths.sort();
     assert_eq!(paths, ["a.json", "svc/conf/c.json"]);
     let err = DirectorySource::new("rbac", data.path())
