@@ -3,6 +3,7 @@
 //! ```text
 //! ibs keygen  --out DIR [--name NAME] [--bits 2048|3072|4096] [--password-file F [--allow-empty-password]]
 //!             [--legacy-pfx]
+//! ibs keygen  --signing --out DIR [--name NAME]
 //! ibs backup  --location LOC --cert FILE [--cert FILE]... [--source NAME=DIR]... [--exclude GLOB]... [--fqdn F] [--region R]
 //!             [--credentials-file F] [--producer-version V] [--keep-days N]
 //! ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
@@ -34,6 +35,16 @@
 //! password is meant), or an output file that already exists (keys are never
 //! overwritten). If writing fails midway, the files this run wrote are removed.
 //!
+//! `keygen --signing` makes the controller's Ed25519 signing key instead:
+//! `NAME.sign.key` (PKCS#8 PEM, mode 0600, for the controller) and
+//! `NAME.sign.pub` (the public key, for recovery to check who wrote a
+//! backup), and prints the key's fingerprint. Both are PEM as OpenSSL writes
+//! them (`openssl pkey -in NAME.sign.key -pubout` prints `NAME.sign.pub`).
+//! The same rules hold: `--name` a plain file name (default `backup-signing`),
+//! never an overwrite, nothing left behind on a failure. `--bits`,
+//! `--password-file`, `--allow-empty-password` and `--legacy-pfx` do not apply
+//! to it (usage error).
+//!
 //! `backup` on a live system: a file deleted during the backup is skipped and
 //! one that keeps changing is captured as last read; the backup still
 //! succeeds (exit 0) and prints one `warning:` line per item on stderr.
@@ -48,7 +59,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ibs_controller::{BackupSource, DirectorySource, Settings, run_job};
-use ibs_envelope::{Certificate, Identity, Password, keygen};
+use ibs_envelope::{Certificate, Identity, Password, SigningKey, keygen};
 use ibs_recovery::{BackupInfo, Choice, Recovery, RestoreOptions};
 use ibs_retention::Policy;
 use ibs_storage::{InstanceLayout, Location, StorageTarget};
@@ -78,6 +89,7 @@ struct Args {
     password_file: Option<PathBuf>,
     allow_empty_password: bool,
     legacy_pfx: bool,
+    signing: bool,
     location: Option<String>,
     certs: Vec<PathBuf>,
     sources: Vec<(String, PathBuf)>,
@@ -126,6 +138,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Args), Fai
             }
             Long("password-file") => a.password_file = Some(text(&mut p)?.into()),
             Long("legacy-pfx") => a.legacy_pfx = true,
+            Long("signing") => a.signing = true,
             Long("allow-empty-password") => a.allow_empty_password = true,
             Long("location") => a.location = Some(text(&mut p)?),
             Long("cert") => a.certs.push(text(&mut p)?.into()),
@@ -166,6 +179,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Args), Fai
 const HELP: &str = "usage:
   ibs keygen  --out DIR [--name NAME] [--bits 2048|3072|4096] [--password-file F [--allow-empty-password]]
               [--legacy-pfx]
+  ibs keygen  --signing --out DIR [--name NAME]      (the controller's Ed25519 signing key)
   ibs backup  --location LOC --cert FILE [--cert FILE]... [--source NAME=DIR]... [--exclude GLOB]... [--fqdn F] [--region R]
               [--credentials-file F] [--producer-version V] [--keep-days N]
   ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
@@ -307,6 +321,9 @@ impl Written {
 /// write, removes what this run wrote. An empty password file is refused
 /// unless `--allow-empty-password` says it is meant.
 fn keygen_cmd(a: &Args) -> Result<(), Failure> {
+    if a.signing {
+        return signing_keygen_cmd(a);
+    }
     let out = a.out.as_ref().ok_or_else(|| usage("--out DIR is required"))?;
     let name = a.name.as_deref().unwrap_or("backup-encryption");
     if let Some(why) = bad_key_name(name) {
@@ -402,21 +419,98 @@ fn keygen_cmd(a: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `ibs keygen --signing`: the controller's Ed25519 key pair, as
+/// `NAME.sign.key` (0600) and `NAME.sign.pub`, under the same rules as the
+/// certificate keygen (arguments and existing files checked before anything
+/// is written, no overwrite, what was written removed on a failure).
+fn signing_keygen_cmd(a: &Args) -> Result<(), Failure> {
+    let not_with = [
+        (a.bits.is_some(), "--bits"),
+        (a.password_file.is_some(), "--password-file"),
+        (a.allow_empty_password, "--allow-empty-password"),
+        (a.legacy_pfx, "--legacy-pfx"),
+    ];
+    if let Some((_, flag)) = not_with.iter().find(|(given, _)| *given) {
+        return Err(usage(format!(
+            "{flag} does not apply to --signing: a signing key is Ed25519 (no size to choose) and its file is \
+             protected by its permissions (mode 0600), not a password"
+        )));
+    }
+    let out = a.out.as_ref().ok_or_else(|| usage("--out DIR is required"))?;
+    let name = a.name.as_deref().unwrap_or("backup-signing");
+    if let Some(why) = bad_key_name(name) {
+        return Err(usage(format!(
+            "--name {name:?} {why}: give a plain file name (the files are written as NAME.sign.key and \
+             NAME.sign.pub inside --out)"
+        )));
+    }
+    let key_path = out.join(format!("{name}.sign.key"));
+    let pub_path = out.join(format!("{name}.sign.pub"));
+    // symlink_metadata: a dangling link is in the way too.
+    let existing: Vec<String> = [&key_path, &pub_path]
+        .iter()
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !existing.is_empty() {
+        return Err(usage(format!(
+            "{} already exist(s); keygen never overwrites keys: choose another --name or --out, or move the \
+             old files away",
+            existing.join(", ")
+        )));
+    }
+    let key = SigningKey::generate()?;
+    let public = key.verifying_key();
+    let mut written = Written::default();
+    let result = (|| {
+        written.create_dir_all(out)?;
+        write_new(&key_path, &[key.to_pem().as_bytes()], 0o600)?;
+        written.files.push(key_path.clone());
+        write_new(&pub_path, &[public.to_pem().as_bytes()], 0o644)?;
+        written.files.push(pub_path.clone());
+        Ok(())
+    })();
+    if let Err(e) = result {
+        written.undo();
+        return Err(e);
+    }
+    println!(
+        "signing key: {} (for the controller only; keep it readable by it alone)",
+        key_path.display()
+    );
+    println!(
+        "public key:  {} (for recovery, to check who wrote a backup)",
+        pub_path.display()
+    );
+    println!("fingerprint: {}", public.fingerprint());
+    Ok(())
+}
+
 /// Creates `path` (never replacing a file) with mode 0600 and writes `parts` to it.
 fn write_private(path: &std::path::Path, parts: &[&[u8]]) -> Result<(), Failure> {
+    write_new(path, parts, 0o600)
+}
+
+/// Creates `path` (never replacing a file) with `mode`, writes `parts` to it
+/// and syncs it.
+fn write_new(path: &std::path::Path, parts: &[&[u8]], mode: u32) -> Result<(), Failure> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)
         .map_err(|e| Failure(format!("cannot create {}: {e}", path.display()), false))?;
-    parts.iter().try_for_each(|part| f.write_all(part)).map_err(|e| {
-        // Created by this call: do not leave half a file behind.
-        let _ = std::fs::remove_file(path);
-        Failure(format!("cannot write {}: {e}", path.display()), false)
-    })
+    parts
+        .iter()
+        .try_for_each(|part| f.write_all(part))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| {
+            // Created by this call: do not leave half a file behind.
+            let _ = std::fs::remove_file(path);
+            Failure(format!("cannot write {}: {e}", path.display()), false)
+        })
 }
 
 async fn backup_cmd(a: &Args) -> Result<(), Failure> {

@@ -281,6 +281,78 @@ fn keygen_never_overwrites_and_writes_nothing_when_an_output_exists() {
 }
 
 #[test]
+fn keygen_signing_writes_a_key_pair_openssl_reads_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().unwrap();
+    let keys = work.path().join("keys");
+    let stdout = ok(&["keygen", "--signing", "--out", s(&keys), "--name", "ctl"]);
+    let key = keys.join("ctl.sign.key");
+    let public = keys.join("ctl.sign.pub");
+    assert_eq!(walk(&keys).len(), 2, "{:?}", walk(&keys));
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    // The fingerprint printed is the public key's; the two files are one key pair.
+    let verifying = ibs_envelope::VerifyingKey::from_file(&public).unwrap();
+    let fingerprint = verifying.fingerprint().to_string();
+    assert!(stdout.contains(&format!("fingerprint: {fingerprint}")), "{stdout}");
+    let signing = ibs_envelope::SigningKey::from_file(&key).unwrap();
+    assert_eq!(signing.verifying_key(), verifying);
+    // OpenSSL derives exactly the .sign.pub from the .sign.key.
+    let out = Command::new("openssl")
+        .args(["pkey", "-in", s(&key), "-pubout"])
+        .output()
+        .expect("the openssl binary must be installed (the .ci/run script installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, std::fs::read(&public).unwrap());
+
+    // Never an overwrite, and nothing written beside an existing file.
+    let before = (std::fs::read(&key).unwrap(), std::fs::read(&public).unwrap());
+    let err = usage_error(&["keygen", "--signing", "--out", s(&keys), "--name", "ctl"]);
+    assert!(err.contains("ctl.sign.key") && err.contains("already exist"), "{err}");
+    assert_eq!((std::fs::read(&key).unwrap(), std::fs::read(&public).unwrap()), before);
+    for existing in ["n.sign.key", "n.sign.pub"] {
+        std::fs::write(keys.join(existing), b"precious").unwrap();
+        let err = usage_error(&["keygen", "--signing", "--out", s(&keys), "--name", "n"]);
+        assert!(err.contains(existing), "{err}");
+        assert_eq!(std::fs::read(keys.join(existing)).unwrap(), b"precious");
+        assert_eq!(walk(&keys).len(), 3, "keygen wrote beside an existing {existing}");
+        std::fs::remove_file(keys.join(existing)).unwrap();
+    }
+    // The default name.
+    ok(&["keygen", "--signing", "--out", s(&keys)]);
+    assert!(keys.join("backup-signing.sign.key").is_file() && keys.join("backup-signing.sign.pub").is_file());
+}
+
+#[test]
+fn keygen_signing_refuses_certificate_options_and_bad_names_before_writing() {
+    let work = tempfile::tempdir().unwrap();
+    let keys = work.path().join("keys");
+    let pw = work.path().join("pw");
+    std::fs::write(&pw, "Passw0rd-for-test\n").unwrap();
+    for (extra, flag) in [
+        (&["--bits", "4096"][..], "--bits"),
+        (&["--password-file", s(&pw)], "--password-file"),
+        (
+            &["--password-file", s(&pw), "--allow-empty-password"],
+            "--password-file",
+        ),
+        (&["--legacy-pfx"], "--legacy-pfx"),
+    ] {
+        let mut args = vec!["keygen", "--signing", "--out", s(&keys)];
+        args.extend_from_slice(extra);
+        let err = usage_error(&args);
+        assert!(err.contains(flag) && err.contains("--signing"), "{extra:?}: {err}");
+    }
+    for name in ["../x", "a/b", "..", "", "x\ty"] {
+        let err = usage_error(&["keygen", "--signing", "--out", s(&keys), "--name", name]);
+        assert!(err.contains("--name"), "{name:?}: {err}");
+    }
+    let err = usage_error(&["keygen", "--signing"]);
+    assert!(err.contains("--out"), "{err}");
+    assert!(!keys.exists(), "{:?}", walk(&keys));
+    assert!(String::from_utf8_lossy(&ibs(&["--help"]).stderr).contains("--signing"));
+}
+
+#[test]
 fn a_backup_process_killed_mid_write_leaves_no_complete_backup_and_no_damage() {
     let work = tempfile::tempdir().unwrap();
     let share = work.path().join("share");

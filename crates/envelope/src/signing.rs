@@ -8,6 +8,28 @@
 //! the matching [`VerifyingKey`] (`NAME.sign.pub`), or just its
 //! [`SignerFingerprint`] to compare with the key an archive names.
 //!
+//! ```
+//! use ibs_envelope::{SignerFingerprint, SigningKey, VerifyingKey};
+//!
+//! # fn main() -> Result<(), ibs_envelope::Error> {
+//! // The controller, once: a key pair, written as NAME.sign.key and NAME.sign.pub.
+//! let key = SigningKey::generate()?;
+//! let (key_pem, pub_pem) = (key.to_pem(), key.verifying_key().to_pem());
+//!
+//! // Each backup: sign.
+//! let key = SigningKey::from_pem(key_pem.as_bytes())?;
+//! let signature = key.sign(b"what the controller wrote");
+//!
+//! // Recovery: check the signature with the public key, and the key by its fingerprint.
+//! let public = VerifyingKey::from_pem(pub_pem.as_bytes())?;
+//! public.verify(b"what the controller wrote", &signature)?;
+//! assert!(public.verify(b"what an attacker wrote", &signature).is_err());
+//! let expected: SignerFingerprint = public.fingerprint().to_string().parse()?;
+//! assert_eq!(public.fingerprint(), expected);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Key files
 //!
 //! PEM exactly as OpenSSL writes it, so the usual tools work on the files:
