@@ -5,12 +5,13 @@
 //!             [--legacy-pfx]
 //! ibs keygen  --signing --out DIR [--name NAME]
 //! ibs backup  --location LOC --cert FILE [--cert FILE]... [--source NAME=DIR]... [--exclude GLOB]... [--fqdn F] [--region R]
-//!             [--credentials-file F] [--producer-version V] [--keep-days N]
+//!             [--credentials-file F] [--producer-version V] [--keep-days N] [--sign KEY]
 //! ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
 //! ibs check   --location LOC [--backup ID | --all]
 //! ibs verify  --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F
+//!             [--trust-signer PUB]... [--allow-unsigned]
 //! ibs restore --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F --to DIR [--source NAME]...
-//!             [--overwrite]
+//!             [--overwrite] [--no-owner] [--trust-signer PUB]... [--allow-unsigned]
 //! ibs prune   --location LOC [--keep-days N] [--dry-run]
 //! ```
 //!
@@ -44,6 +45,21 @@
 //! never an overwrite, nothing left behind on a failure. `--bits`,
 //! `--password-file`, `--allow-empty-password` and `--legacy-pfx` do not apply
 //! to it (usage error).
+//!
+//! `backup --sign NAME.sign.key` signs the backup with the controller's
+//! key; `verify` and `restore` with `--trust-signer NAME.sign.pub`
+//! (repeatable: old and new keys during a rotation) refuse a backup that is
+//! unsigned, signed by another key, or whose signature fails, naming the
+//! signer found; `--allow-unsigned` accepts unsigned backups (every backup of
+//! format version 1) and says so. Without `--trust-signer` they work, and say
+//! that who wrote the backup was not checked. `list` shows each backup's
+//! signer fingerprint (as its header claims it; `verify` checks it).
+//!
+//! `restore` gives back files, folders, symbolic links (never followed),
+//! hard links, modes, modification times, sparse holes and extended
+//! attributes; owners too when run as root (`--no-owner` skips them), and
+//! then setuid/setgid bits — without owners those bits are dropped. What it
+//! could not apply is said once, not per file.
 //!
 //! `backup` on a live system: a file deleted during the backup is skipped and
 //! one that keeps changing is captured as last read; the backup still
@@ -107,6 +123,10 @@ struct Args {
     instance_version: Option<String>,
     overwrite: bool,
     all: bool,
+    sign: Option<PathBuf>,
+    trust_signers: Vec<PathBuf>,
+    allow_unsigned: bool,
+    no_owner: bool,
 }
 
 /// Parses `args` (the first is the program name).
@@ -169,6 +189,10 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Args), Fai
             Long("dry-run") => a.dry_run = true,
             Long("overwrite") => a.overwrite = true,
             Long("all") => a.all = true,
+            Long("sign") => a.sign = Some(text(&mut p)?.into()),
+            Long("trust-signer") => a.trust_signers.push(text(&mut p)?.into()),
+            Long("allow-unsigned") => a.allow_unsigned = true,
+            Long("no-owner") => a.no_owner = true,
             Long("help") | Short('h') => return Err(usage(HELP)),
             other => return Err(usage(format!("{}\n\n{HELP}", other.unexpected()))),
         }
@@ -181,12 +205,13 @@ const HELP: &str = "usage:
               [--legacy-pfx]
   ibs keygen  --signing --out DIR [--name NAME]      (the controller's Ed25519 signing key)
   ibs backup  --location LOC --cert FILE [--cert FILE]... [--source NAME=DIR]... [--exclude GLOB]... [--fqdn F] [--region R]
-              [--credentials-file F] [--producer-version V] [--keep-days N]
+              [--credentials-file F] [--producer-version V] [--keep-days N] [--sign NAME.sign.key]
   ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
   ibs check   --location LOC [--backup ID | --all]      (no key: archive against manifest)
   ibs verify  --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F
+              [--trust-signer NAME.sign.pub]... [--allow-unsigned]
   ibs restore --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F --to DIR [--source NAME]...
-              [--overwrite]
+              [--overwrite] [--no-owner] [--trust-signer NAME.sign.pub]... [--allow-unsigned]
   ibs prune   --location LOC [--keep-days N] [--dry-run]
 check and verify without --backup take the newest backup and fail if it is damaged or incomplete;
 restore without --backup takes the newest restorable one and names every newer one it skipped.
@@ -552,6 +577,12 @@ async fn backup_cmd(a: &Args) -> Result<(), Failure> {
             .producer_version
             .clone()
             .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+        signer: match &a.sign {
+            None => None,
+            Some(path) => Some(Arc::new(
+                SigningKey::from_file(path).map_err(|e| usage(format!("--sign: {e}")))?,
+            )),
+        },
     };
     // Before anything is written: a source inside the backup folder, or a
     // value the backup would record that could not be read back, is a usage error.
@@ -570,6 +601,7 @@ async fn backup_cmd(a: &Args) -> Result<(), Failure> {
         producer_version: settings.producer_version.clone(),
         policy: settings.policy,
         checks: Default::default(),
+        signer: settings.signer.clone(),
     };
     let start = std::time::Instant::now();
     let s = run_job(&spec, &sources, now()).await.map_err(alerted)?;
@@ -584,6 +616,9 @@ async fn backup_cmd(a: &Args) -> Result<(), Failure> {
         secs,
         s.data_bytes as f64 / secs / 1e6
     );
+    if let Some(key) = &settings.signer {
+        println!("signed by {}", key.verifying_key().fingerprint());
+    }
     if s.attempts > 1 {
         println!("the first attempt ran out of capacity; space was freed and the second attempt succeeded");
     }
@@ -656,7 +691,16 @@ fn recovery(a: &Args) -> Result<Recovery, Failure> {
     if let Some(v) = &a.instance_version {
         r = r.instance_version(v.parse()?);
     }
-    Ok(r)
+    let mut trusted = Vec::with_capacity(a.trust_signers.len());
+    for path in &a.trust_signers {
+        trusted.push(ibs_envelope::VerifyingKey::from_file(path).map_err(|e| usage(format!("--trust-signer: {e}")))?);
+    }
+    if a.allow_unsigned && trusted.is_empty() {
+        return Err(usage(
+            "--allow-unsigned only makes sense with --trust-signer (without it, no signer is checked)",
+        ));
+    }
+    Ok(r.trust_signers(trusted).allow_unsigned(a.allow_unsigned))
 }
 
 fn target_for_read(a: &Args) -> Result<Arc<dyn StorageTarget>, Failure> {
@@ -676,17 +720,25 @@ async fn list_cmd(a: &Args) -> Result<(), Failure> {
         println!("no backups at {}", instance(a)?.backup_root());
     } else {
         println!(
-            "{:<26} {:<11} {:>12} {:<12} recipients",
-            "id", "state", "bytes", "version"
+            "{:<26} {:<11} {:>12} {:<12} {:<16} recipients",
+            "id", "state", "bytes", "version", "signer"
         );
     }
     for b in &cat.backups {
+        // The signer as the header claims it (checked when opened): 16 hex
+        // digits here; `verify` prints it whole.
+        let signer = match (b.format_version, b.signer) {
+            (_, Some(fp)) => fp.to_string()[..16].to_owned(),
+            (Some(_), None) => "unsigned".to_owned(),
+            (None, None) => "-".to_owned(),
+        };
         println!(
-            "{:<26} {:<11} {:>12} {:<12} {}{}",
+            "{:<26} {:<11} {:>12} {:<12} {:<16} {}{}",
             b.id.as_str(),
             b.state.to_string(),
             b.size,
             b.producer_version.as_deref().unwrap_or("-"),
+            signer,
             b.recipients
                 .iter()
                 .map(ToString::to_string)
@@ -716,6 +768,29 @@ async fn open(a: &Args, choice: &Choice) -> Result<(ibs_recovery::Backup, Backup
         eprintln!("ibs: warning: skipping the newer backup {}: {why}", skipped.id);
     }
     let backup = r.open(&info, &refs).await?;
+    match (backup.signer(), r.checks_signers()) {
+        (ibs_archive::Signer::Verified(key), true) => {
+            eprintln!(
+                "ibs: backup {} is signed by trusted signer {}",
+                info.id,
+                key.fingerprint()
+            );
+        }
+        (ibs_archive::Signer::Unsigned, true) => eprintln!(
+            "ibs: warning: backup {} is NOT signed (format version {}); accepted because of --allow-unsigned:              nothing proves the controller made it",
+            info.id,
+            backup.format_version()
+        ),
+        (ibs_archive::Signer::Verified(key), false) => eprintln!(
+            "ibs: warning: backup {} is signed by {}, but no --trust-signer was given: who made it was not              checked",
+            info.id,
+            key.fingerprint()
+        ),
+        (ibs_archive::Signer::Unsigned, false) => eprintln!(
+            "ibs: warning: backup {} is not signed and no --trust-signer was given: who made it was not checked",
+            info.id
+        ),
+    }
     Ok((backup, info))
 }
 
@@ -769,6 +844,9 @@ async fn restore_cmd(a: &Args) -> Result<(), Failure> {
     let to = a.to.as_ref().ok_or_else(|| usage("--to DIR is required"))?;
     let (backup, info) = open(a, &a.backup.clone().map_or(Choice::Newest, Choice::Id)).await?;
     let mut options = RestoreOptions::default().overwrite(a.overwrite);
+    if a.no_owner {
+        options = options.owners(false);
+    }
     if !a.only.is_empty() {
         options = options.sources(a.only.clone());
     }
@@ -806,12 +884,19 @@ async fn restore_cmd(a: &Args) -> Result<(), Failure> {
         );
     }
     println!(
-        "backup {} restored to {}: {} files, {} bytes",
+        "backup {} restored to {}: {} files, {} bytes, {} folders, {} symbolic links, {} hard links, {} sources",
         info.id,
         to.display(),
         report.files,
-        report.bytes
+        report.bytes,
+        report.folders,
+        report.symlinks,
+        report.hard_links,
+        report.sources
     );
+    for note in &report.not_applied {
+        eprintln!("ibs: warning: {note}");
+    }
     Ok(())
 }
 

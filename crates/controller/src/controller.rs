@@ -37,6 +37,8 @@ pub struct Settings {
     pub policy: Policy,
     /// Version of this system (recorded in every backup).
     pub producer_version: String,
+    /// The controller's signing key (every backup signed when set).
+    pub signer: Option<Arc<ibs_envelope::SigningKey>>,
 }
 
 impl fmt::Debug for Settings {
@@ -56,6 +58,7 @@ impl fmt::Debug for Settings {
             .field("region", &self.region)
             .field("policy", &self.policy)
             .field("producer_version", &self.producer_version)
+            .field("signer", &self.signer.as_ref().map(|k| k.verifying_key().fingerprint()))
             .finish()
     }
 }
@@ -411,6 +414,7 @@ impl Controller {
             producer_version: settings.producer_version.clone(),
             policy: settings.policy,
             checks: self.checks.clone(),
+            signer: settings.signer.clone(),
         };
         let shared = Arc::clone(&self.progress);
         let report: ibs_archive::ProgressFn = Arc::new(move |p: &ibs_archive::Progress| {

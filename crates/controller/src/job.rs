@@ -34,6 +34,10 @@ pub struct JobSpec {
     /// Keyless checks already done (shared by the jobs of one controller, so
     /// the newest backup is read back once, not at every retention run).
     pub checks: CheckMemo,
+    /// The controller's signing key: when set, every backup is signed
+    /// (FORMAT.md §14.7) and recovery given the matching public key refuses
+    /// backups nobody but this controller signed.
+    pub signer: Option<Arc<ibs_envelope::SigningKey>>,
 }
 
 /// What a successful job wrote.
@@ -348,6 +352,9 @@ pub(crate) async fn write_backup_counting(
         .label("fqdn", spec.instance.fqdn())
         .label("region", spec.instance.region())
         .depth(8);
+    if let Some(key) = &spec.signer {
+        options = options.signer(Arc::clone(key));
+    }
     if let Some(p) = progress {
         options = options.progress(p);
     }

@@ -66,6 +66,7 @@ fn spec(target: Arc<dyn StorageTarget>, cert: &Certificate) -> JobSpec {
         producer_version: "1.2408.0".into(),
         policy: Policy::default(),
         checks: Default::default(),
+        signer: None,
     }
 }
 
@@ -177,6 +178,7 @@ fn settings(dir: &std::path::Path, cert: &Certificate) -> Settings {
         region: "local".into(),
         policy: Policy::default(),
         producer_version: "1.2408.0".into(),
+        signer: None,
     }
 }
 

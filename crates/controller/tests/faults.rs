@@ -91,6 +91,7 @@ fn spec(target: Arc<dyn StorageTarget>) -> JobSpec {
         producer_version: "1.2408.0".into(),
         policy: Policy::default(),
         checks: CheckMemo::default(),
+        signer: None,
     }
 }
 
