@@ -82,7 +82,8 @@ files with holes where they are sparse (extents written at their offsets,
 then truncated to the size); folders (mode and times applied after their
 contents); symbolic links as links, never followed; hard links as second
 names of the earlier file (os.link; their own metadata is the file's, so
-none is applied). Names are used as bytes. Every folder is opened relative
+none is applied); extended attributes with os.setxattr (a file system that
+refuses one makes --dump refuse). Names are used as bytes. Every folder is opened relative
 to its parent with O_NOFOLLOW and every name created exclusively, so nothing
 is written through a symbolic link or over an existing name. Modes: the
 stored 12 bits (files without one 0600, folders 0700), never wider; setuid
@@ -1016,13 +1017,19 @@ def write_all(fd, data, offset):
 
 
 def apply_meta(e, owners, fd=None, name=None, dir_fd=None):
-    """Owner, mode and times of entry `e` on `fd` (or on `name` in `dir_fd`,
-    not following a symbolic link)."""
+    """Owner, extended attributes, mode and times of entry `e` on `fd` (or on
+    `name` in `dir_fd`, not following a symbolic link), in that order (chown
+    may clear setuid bits and capabilities)."""
     own = owners and e["uid"] is not None
     target = fd if fd is not None else name
     kw = {} if fd is not None else dict(dir_fd=dir_fd, follow_symlinks=False)
     if own:
         os.chown(target, e["uid"], e["gid"], **kw)
+    for xname, value in e["xattrs"] or ():
+        if fd is not None:
+            os.setxattr(fd, xname, value)
+        else:  # no *xattr call takes a dir_fd: reach the name through /proc
+            os.setxattr(b"/proc/self/fd/%d/%s" % (dir_fd, name), xname, value, follow_symlinks=False)
     if e["mode"] is not None and e["kind"] != SYMLINK:
         os.chmod(target, e["mode"] & (0o7777 if own else 0o1777), **kw)
     if e["mtime"] is not None:

@@ -73,7 +73,7 @@ def tree():
         E("symlink", 0, b"d/z-abs", target=b"/etc/passwd", mtime=(1234567890, 5), owner=(4321, 8765)),
         E("file", 0, b"d-after", b"after"),
         E("symlink", 2, b"dangling", target=b"../../nowhere/\xff"),
-        E("folder", 2, b"empty-folder", mode=0o555, mtime=(0, 0)),
+        E("folder", 2, b"empty-folder", mode=0o555, mtime=(0, 0), xattrs=[(b"user.folder", b"f")]),
     ]
     return ["src", "empty", "zz.other"], entries
 
@@ -162,6 +162,9 @@ class V2(unittest.TestCase):
                 self.assertEqual(os.readlink(p), e.target)
             if e.mode is not None and e.kind != "symlink":
                 self.assertEqual(stat.S_IMODE(st.st_mode), e.mode, p)
+            if e.xattrs is not None:
+                self.assertEqual({os.fsencode(n): os.getxattr(p, n, follow_symlinks=False) for n in
+                                  os.listxattr(p, follow_symlinks=False)}, dict(e.xattrs))
             if e.mtime is not None:
                 self.assertEqual(st.st_mtime_ns, e.mtime[0] * 10 ** 9 + e.mtime[1], p)
             if e.owner is not None and os.geteuid() == 0:
