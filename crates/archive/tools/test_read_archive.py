@@ -186,7 +186,8 @@ class V2(unittest.TestCase):
         self.assertIn("source\tempty", lines)
         self.assertIn("signer\t-", lines)
         self.assertEqual([ln for ln in lines if ln.startswith("xattr\t")],
-                         ["xattr\tsrc\td/sparse\tuser.a\t31", "xattr\tsrc\td/sparse\tuser.b\t00ff"])
+                         ["xattr\tsrc\td/sparse\tuser.a\t31", "xattr\tsrc\td/sparse\tuser.b\t00ff",
+                          "xattr\tzz.other\tempty-folder\tuser.folder\t66"])
 
     def test_dump_without_owners_drops_setuid(self):
         sources, entries = tree()
