@@ -114,8 +114,13 @@ fn hex(b: &[u8]) -> String {
 
 fn frame_offsets(bytes: &[u8], id: &Identity) -> Res<Vec<usize>> {
     let r = block_on(ArchiveReader::open(bytes.to_vec(), &[id]))?;
-    let hlen = r.info().header.as_bytes().len() as u64;
-    Ok(r.index().frame_offsets(hlen).into_iter().map(|o| o as usize).collect())
+    let mut out: Vec<usize> = r.frame_offsets().iter().map(|o| *o as usize).collect();
+    if let (Some(last), Some(len)) = (out.last().copied(), r.frame_lens().last()) {
+        out.push(last + *len as usize);
+    } else {
+        out.push(r.info().header.as_bytes().len());
+    }
+    Ok(out)
 }
 
 fn main() -> Res<()> {

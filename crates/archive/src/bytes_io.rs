@@ -21,6 +21,10 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    pub(crate) fn region(&self) -> Region {
+        self.region
+    }
+
     pub(crate) fn offset(&self) -> u64 {
         self.base + self.pos as u64
     }
@@ -97,4 +101,11 @@ pub(crate) fn put_string(out: &mut Vec<u8>, s: &str) {
     let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
+}
+
+/// Appends u16-length-prefixed bytes. Callers check the length first.
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    let len = u16::try_from(b.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&b[..usize::from(len)]);
 }

@@ -11,8 +11,14 @@ pub enum Region {
     Header,
     /// Data frame number `n` (counted from 0).
     Frame(u64),
-    /// The sealed index.
+    /// The sealed index (version 1).
     Index,
+    /// The root (version 2): frame table, sources, index piece records.
+    Root,
+    /// Index piece number `n` (version 2, counted from 0).
+    Piece(u64),
+    /// The signature block (version 2).
+    Signature,
     /// The fixed-size footer.
     Footer,
     /// The archive as a whole (its length, or bytes after the footer).
@@ -25,6 +31,9 @@ impl fmt::Display for Region {
             Region::Header => f.write_str("header"),
             Region::Frame(n) => write!(f, "frame {n}"),
             Region::Index => f.write_str("index"),
+            Region::Root => f.write_str("root"),
+            Region::Piece(n) => write!(f, "piece {n}"),
+            Region::Signature => f.write_str("signature"),
             Region::Footer => f.write_str("footer"),
             Region::Archive => f.write_str("archive"),
         }
@@ -48,6 +57,9 @@ pub enum ErrorKind {
     /// The caller used the API in a way it does not allow (bad entry name,
     /// duplicate entry, data outside an entry, …).
     Usage,
+    /// The archive is well-formed and authentic to its key, but not signed by
+    /// a signer the reader trusts (unsigned, or another signer).
+    Untrusted,
 }
 
 /// Every failure of this crate.
@@ -65,11 +77,13 @@ pub enum Error {
         offset: u64,
     },
     /// The archive was written in a format version this reader does not know.
-    #[error("archive format version {found} is not supported (this reader reads version {supported}); use a newer ibs")]
+    #[error(
+        "archive format version {found} is not supported (this reader reads versions 1 to {supported}); use a newer ibs"
+    )]
     UnsupportedVersion {
         /// Version found in the header.
         found: u16,
-        /// The version this library reads and writes.
+        /// The newest version this library reads (and the one it writes).
         supported: u16,
     },
     /// The bytes are not well-formed.
@@ -140,6 +154,30 @@ pub enum Error {
     /// A compression worker thread stopped unexpectedly.
     #[error("a compression worker stopped unexpectedly")]
     WorkerLost,
+    /// The archive's signature does not verify with the key its header names:
+    /// it was altered after it was signed, or forged.
+    #[error(
+        "the archive's signature by signer {found} does not verify: the archive was altered after it was signed, or forged"
+    )]
+    BadSignature {
+        /// The fingerprint of the key the header names.
+        found: ibs_envelope::SignerFingerprint,
+    },
+    /// The archive is not signed by a trusted signer.
+    #[error("{}", untrusted_message(found))]
+    Untrusted {
+        /// The signer found (`None`: the archive is not signed).
+        found: Option<ibs_envelope::SignerFingerprint>,
+    },
+}
+
+fn untrusted_message(found: &Option<ibs_envelope::SignerFingerprint>) -> String {
+    match found {
+        None => "the archive is not signed, and only archives signed by a trusted signer are accepted \
+                 (a backup made by an older release, or by someone other than the controller)"
+            .into(),
+        Some(fp) => format!("the archive is signed by {fp}, which is not a trusted signer"),
+    }
 }
 
 impl Error {
@@ -156,6 +194,8 @@ impl Error {
             Error::Usage(_) => ErrorKind::Usage,
             Error::Compression { .. } => ErrorKind::Damaged,
             Error::WorkerLost => ErrorKind::Io,
+            Error::BadSignature { .. } => ErrorKind::Damaged,
+            Error::Untrusted { .. } => ErrorKind::Untrusted,
         }
     }
 

@@ -23,8 +23,10 @@ use crate::{Error, Region, Result};
 pub const MAGIC: [u8; 8] = *b"\x89IBS\r\n\x1a\n";
 /// The last eight bytes of every archive.
 pub const FOOTER_MAGIC: [u8; 8] = *b"\x89IBSEND\n";
-/// The format version this library writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this library writes (it reads this and [`FORMAT_VERSION_1`]).
+pub const FORMAT_VERSION: u16 = 2;
+/// The first format version, still read.
+pub const FORMAT_VERSION_1: u16 = 1;
 /// Bytes of the header needed to learn its length: magic, version, length.
 pub const HEADER_PREFIX_LEN: usize = 14;
 /// Length of the footer.
@@ -216,11 +218,39 @@ impl ArchiveKeys {
         header_digest: &[u8; 32],
         counter: u64,
         last: bool,
-        mut sealed: Vec<u8>,
+        sealed: Vec<u8>,
         expected_len: usize,
         decompressor: &mut zstd::bulk::Decompressor<'_>,
     ) -> Result<Bytes> {
         let region = if last { Region::Index } else { Region::Frame(counter) };
+        self.open_chunk_in(
+            header_digest,
+            counter,
+            last,
+            sealed,
+            expected_len,
+            !last,
+            region,
+            decompressor,
+        )
+    }
+
+    /// [`open_chunk`](Self::open_chunk) with the region named in errors
+    /// given, and `exact` saying whether the plaintext must be exactly
+    /// `len` bytes (a data frame) or at most `len` (an index, piece or root).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_chunk_in(
+        &self,
+        header_digest: &[u8; 32],
+        counter: u64,
+        last: bool,
+        mut sealed: Vec<u8>,
+        expected_len: usize,
+        exact: bool,
+        region: Region,
+        decompressor: &mut zstd::bulk::Decompressor<'_>,
+    ) -> Result<Bytes> {
+        let at_most = !exact;
         self.payload
             .open_chunk(counter, last, header_digest, &mut sealed)
             .map_err(|_| Error::Authentication { region })?;
@@ -229,7 +259,7 @@ impl ArchiveKeys {
             .ok_or_else(|| Error::malformed(region, 0, "empty chunk"))?;
         match encoding {
             ENCODING_STORED => {
-                if (last && payload.len() > expected_len) || (!last && payload.len() != expected_len) {
+                if (at_most && payload.len() > expected_len) || (!at_most && payload.len() != expected_len) {
                     return Err(Error::malformed(
                         region,
                         0,
@@ -256,7 +286,7 @@ impl ArchiveKeys {
                     .flatten()
                     .ok_or_else(|| Error::malformed(region, 1, "zstd frame does not declare its content size"))?;
                 let len = usize::try_from(declared).unwrap_or(usize::MAX);
-                if (last && len > expected_len) || (!last && len != expected_len) {
+                if (at_most && len > expected_len) || (!at_most && len != expected_len) {
                     return Err(Error::malformed(
                         region,
                         1,
@@ -305,6 +335,10 @@ pub struct HeaderFields {
     pub labels: Vec<(String, String)>,
     /// The file key wrapped to each recipient certificate.
     pub recipients: Vec<Stanza>,
+    /// The format version (1 or 2; writers write 2).
+    pub version: u16,
+    /// The signer's Ed25519 public key (version 2), if the archive is signed.
+    pub signer: Option<[u8; 32]>,
 }
 
 /// A decoded (or freshly sealed) header, with the exact bytes it came from.
@@ -323,7 +357,7 @@ impl Header {
             return Err(Error::NotAnArchive { offset: 0 });
         }
         let version = c.u16("format version")?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_1 {
             return Err(Error::UnsupportedVersion {
                 found: version,
                 supported: FORMAT_VERSION,
@@ -346,7 +380,7 @@ impl Header {
         check_header_fields(&fields)?;
         let mut out = Vec::with_capacity(512);
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&fields.version.to_le_bytes());
         out.extend_from_slice(&[0u8; 4]); // length, patched below
         out.extend_from_slice(&fields.archive_id.0);
         out.extend_from_slice(&fields.created.to_le_bytes());
@@ -367,6 +401,15 @@ impl Header {
             out.extend_from_slice(&r.thumbprint.0);
             out.extend_from_slice(&(r.wrapped_key.len() as u16).to_le_bytes());
             out.extend_from_slice(&r.wrapped_key);
+        }
+        if fields.version >= FORMAT_VERSION {
+            match &fields.signer {
+                None => out.push(crate::v2::SIGNER_NONE),
+                Some(key) => {
+                    out.push(crate::v2::SIGNER_ED25519);
+                    out.extend_from_slice(key);
+                }
+            }
         }
         let len = u32::try_from(out.len() + HEADER_MAC_LEN)
             .ok()
@@ -462,6 +505,23 @@ impl Header {
                 wrapped_key,
             });
         }
+        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+        let signer = if version >= FORMAT_VERSION {
+            let at = c.offset();
+            match c.u8("signer algorithm")? {
+                crate::v2::SIGNER_NONE => None,
+                crate::v2::SIGNER_ED25519 => Some(c.array("signer public key")?),
+                other => {
+                    return Err(Error::malformed(
+                        Region::Header,
+                        at,
+                        format!("unknown signer algorithm {other}"),
+                    ));
+                }
+            }
+        } else {
+            None
+        };
         c.expect_end("header fields")?;
         Ok(Header {
             fields: HeaderFields {
@@ -474,6 +534,8 @@ impl Header {
                 producer_version,
                 labels,
                 recipients,
+                version,
+                signer,
             },
             bytes: bytes.to_vec(),
         })
@@ -543,6 +605,12 @@ fn check_header_fields(f: &HeaderFields) -> Result<()> {
                 "label {k:?} too long (key ≤ {MAX_LABEL_KEY_LEN}, value ≤ {MAX_LABEL_VALUE_LEN} bytes)"
             ));
         }
+    }
+    if f.version != FORMAT_VERSION && f.version != FORMAT_VERSION_1 {
+        return usage(format!("format version {} is not one this library writes", f.version));
+    }
+    if f.version == FORMAT_VERSION_1 && f.signer.is_some() {
+        return usage("a version 1 archive cannot be signed".into());
     }
     if !(1..=MAX_RECIPIENTS).contains(&f.recipients.len()) {
         return usage(format!("an archive needs 1..={MAX_RECIPIENTS} recipients"));
@@ -662,43 +730,7 @@ impl Footer {
     }
 }
 
-/// One named entry: a file or blob of one backup source.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    /// The backup source it belongs to (`identity`, `ca`, `key-vault`, …).
-    pub source: String,
-    /// Its path within the source, `/`-separated and relative.
-    pub path: String,
-    /// Plaintext size in bytes.
-    pub size: u64,
-    /// SHA-256 of the plaintext.
-    pub sha256: [u8; 32],
-    /// Unix permission bits, where meaningful.
-    pub mode: Option<u32>,
-    /// Modification time, Unix seconds, where meaningful.
-    pub mtime: Option<i64>,
-    /// Offset of its first byte in the archive's logical data stream.
-    pub offset: u64,
-}
-
-impl Entry {
-    /// The data frames holding this entry (empty for an empty entry).
-    pub fn frames(&self, frame_size: u32) -> std::ops::Range<u64> {
-        if self.size == 0 {
-            return 0..0;
-        }
-        let f = u64::from(frame_size);
-        self.offset / f..(self.offset + self.size - 1) / f + 1
-    }
-
-    /// Checks the source name and path against the rules the writer enforces
-    /// (see [`check_source_name`] and [`check_entry_path`]). A reader calls this
-    /// before using a path on a file system.
-    pub fn check_names(&self) -> Result<()> {
-        check_source_name(&self.source)?;
-        check_entry_path(&self.path)
-    }
-}
+pub use crate::entry::{EMPTY_SHA256, Entry, EntryKind, EntryPath, Extent};
 
 /// A source name: 1–64 bytes of ASCII letters, digits, `.`, `_` and `-`, not `.` or `..`.
 pub fn check_source_name(name: &str) -> Result<()> {
@@ -760,15 +792,15 @@ impl NameSet {
         }
     }
 
-    fn hash(&self, source: &str, path: &str) -> u64 {
+    fn hash(&self, source: &str, path: &[u8]) -> u64 {
         self.hasher.hash_one((source, path))
     }
 
     /// Whether one of `entries` has this source and path.
-    pub(crate) fn contains(&self, entries: &[Entry], source: &str, path: &str) -> bool {
+    pub(crate) fn contains(&self, entries: &[Entry], source: &str, path: &[u8]) -> bool {
         self.table
             .find(self.hash(source, path), |&i| {
-                entries[i].source == source && entries[i].path == path
+                entries[i].source == source && entries[i].path.as_bytes() == path
             })
             .is_some()
     }
@@ -778,10 +810,10 @@ impl NameSet {
         let Some(last) = entries.len().checked_sub(1) else {
             return;
         };
-        let hash = self.hash(&entries[last].source, &entries[last].path);
+        let hash = self.hash(&entries[last].source, entries[last].path.as_bytes());
         let hasher = &self.hasher;
         self.table.insert_unique(hash, last, |&i| {
-            hasher.hash_one((entries[i].source.as_str(), entries[i].path.as_str()))
+            hasher.hash_one((entries[i].source.as_str(), entries[i].path.as_bytes()))
         });
     }
 }
@@ -794,8 +826,12 @@ impl Index {
     /// Encodes the index body (before compression and sealing).
     pub fn encode(&self) -> Vec<u8> {
         // Exact size (the index of a large backup is tens of MiB: no growth by doubling).
-        let name = |s: &str| s.len().min(usize::from(u16::MAX));
-        let names: usize = self.entries.iter().map(|e| name(&e.source) + name(&e.path)).sum();
+        let name = |s: &[u8]| s.len().min(usize::from(u16::MAX));
+        let names: usize = self
+            .entries
+            .iter()
+            .map(|e| name(e.source.as_bytes()) + name(e.path.as_bytes()))
+            .sum();
         let mut out =
             Vec::with_capacity(24 + 4 * self.frame_lens.len() + ENCODED_ENTRY_FIXED * self.entries.len() + names);
         out.extend_from_slice(&self.data_len.to_le_bytes());
@@ -806,7 +842,7 @@ impl Index {
         out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
         for e in &self.entries {
             put_string(&mut out, &e.source);
-            put_string(&mut out, &e.path);
+            crate::bytes_io::put_bytes(&mut out, e.path.as_bytes());
             out.extend_from_slice(&e.size.to_le_bytes());
             out.extend_from_slice(&e.sha256);
             let flags = (if e.mode.is_some() { ENTRY_HAS_MODE } else { 0 })
@@ -894,22 +930,19 @@ impl Index {
                 .checked_add(size)
                 .filter(|e| *e <= data_len)
                 .ok_or_else(|| Error::malformed(Region::Index, at, "entry sizes exceed the data length"))?;
-            if seen.contains(&entries, &source, &path) {
+            let path = EntryPath::from(path);
+            if seen.contains(&entries, &source, path.as_bytes()) {
                 return Err(Error::malformed(
                     Region::Index,
                     at,
                     format!("entry {source}/{path} appears twice"),
                 ));
             }
-            entries.push(Entry {
-                source,
-                path,
-                size,
-                sha256,
-                mode: (flags & ENTRY_HAS_MODE != 0).then_some(mode),
-                mtime: (flags & ENTRY_HAS_MTIME != 0).then_some(mtime),
-                offset,
-            });
+            let mut entry = Entry::file(source, path, size, sha256);
+            entry.mode = (flags & ENTRY_HAS_MODE != 0).then_some(mode);
+            entry.mtime = (flags & ENTRY_HAS_MTIME != 0).then_some(mtime);
+            entry.offset = offset;
+            entries.push(entry);
             seen.add_last(&entries);
             offset = end;
         }
@@ -1200,15 +1233,9 @@ mod tests {
     }
 
     fn empty_entry(source: &str, path: &str) -> Entry {
-        Entry {
-            source: source.into(),
-            path: path.into(),
-            size: 0,
-            sha256: [0; 32],
-            mode: Some(0o644),
-            mtime: None,
-            offset: 0,
-        }
+        let mut e = Entry::file(source, path, 0, [0; 32]);
+        e.mode = Some(0o644);
+        e
     }
 
     #[test]

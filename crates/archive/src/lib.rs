@@ -61,26 +61,32 @@
 //! writer.add_entry(EntryMeta::new("rbac", "assignments.json"), &br#"[{"role":"Owner"}]"#[..])?;
 //! writer.add_entry(EntryMeta::new("ca", "root.cer").mode(0o644), &b"0\x82..."[..])?;
 //! let (archive, summary) = writer.finish()?;
-//! assert_eq!(summary.entries.len(), 2);
+//! assert_eq!(summary.entries, 2);
 //!
 //! // Recovering needs the .pfx.
 //! let identity = Identity::from_pkcs12(&pair.pfx, &password)?;
 //! let reader = blocking::Archive::open(archive, &[&identity])?;
-//! let entry = reader.find("rbac", "assignments.json").expect("present");
+//! let entry = reader.find("rbac", "assignments.json")?.expect("present");
 //! assert_eq!(reader.read_entry(entry)?, br#"[{"role":"Owner"}]"#);
 //! assert_eq!(reader.verify()?.entries, 2);
 //! # Ok(()) }
 //! ```
 
 mod bytes_io;
+mod entry;
 mod error;
 pub mod format;
 pub mod reader;
+pub mod v2;
 pub mod writer;
 
+pub use entry::{EMPTY_SHA256, Entry, EntryKind, EntryPath, Extent, escape_bytes, path_cmp};
 pub use error::{Error, ErrorKind, Region, Result};
-pub use format::{ArchiveId, Entry, FORMAT_VERSION, Footer, Header, HeaderFields, Index};
-pub use reader::{ArchiveInfo, ArchiveReader, RangeRead, VerifyReport, blocking, inspect};
+pub use format::{ArchiveId, FORMAT_VERSION, FORMAT_VERSION_1, Footer, Header, HeaderFields, Index};
+pub use reader::{
+    ArchiveFooter, ArchiveInfo, ArchiveReader, RangeRead, Signer, VerifyReport, blocking, check_signature, inspect,
+    verify_signature,
+};
 pub use writer::{
     ArchiveEncoder, ArchiveSummary, ArchiveWriter, AsyncArchiveWriter, EntryMeta, Progress, ProgressFn, WriterOptions,
 };

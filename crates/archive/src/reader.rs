@@ -14,11 +14,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 use futures::io::{AsyncWrite, AsyncWriteExt};
-use ibs_envelope::{FileKey, Identity, Thumbprint};
+use ibs_envelope::{FileKey, Identity, SignerFingerprint, Thumbprint, VerifyingKey};
 use sha2::{Digest, Sha256};
 
+use crate::entry::{Entry, EntryKind, path_cmp};
 use crate::format::{
-    ArchiveKeys, Entry, FOOTER_LEN, Footer, HEADER_PREFIX_LEN, Header, HeaderFields, Index, open_index,
+    ArchiveKeys, FOOTER_LEN, FORMAT_VERSION_1, Footer, HEADER_PREFIX_LEN, Header, HeaderFields, MIN_SEALED_FRAME_LEN,
+    open_index,
+};
+use crate::v2::{
+    FOOTER_LEN_V2, FooterV2, MAX_PIECE_LEN, MAX_ROOT_LEN, Root, TreeCheck, decode_piece, signature_message,
 };
 use crate::writer::{Progress, ProgressFn};
 use crate::{Error, Region, Result};
@@ -112,18 +117,59 @@ async fn read_at<R: RangeRead + ?Sized>(source: &R, offset: u64, len: usize) -> 
     Ok(out)
 }
 
+/// The footer of either format version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveFooter {
+    /// Version 1: where the index is.
+    V1(Footer),
+    /// Version 2: where the root and the signature are.
+    V2(FooterV2),
+}
+
+impl ArchiveFooter {
+    /// The archive id the footer carries.
+    pub fn archive_id(&self) -> crate::ArchiveId {
+        match self {
+            ArchiveFooter::V1(f) => f.archive_id,
+            ArchiveFooter::V2(f) => f.archive_id,
+        }
+    }
+
+    /// The number of data frames.
+    pub fn frame_count(&self) -> u64 {
+        match self {
+            ArchiveFooter::V1(f) => f.frame_count,
+            ArchiveFooter::V2(f) => f.frame_count,
+        }
+    }
+}
+
 /// What can be learnt about an archive without its key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArchiveInfo {
     /// The decoded header (MAC not yet checked unless the archive was opened).
     pub header: Header,
     /// The decoded footer.
-    pub footer: Footer,
+    pub footer: ArchiveFooter,
     /// Total length of the archive.
     pub archive_len: u64,
 }
 
 impl ArchiveInfo {
+    /// The format version (1 or 2).
+    pub fn version(&self) -> u16 {
+        self.fields().version
+    }
+
+    /// The fingerprint of the signer the header names (a claim until the
+    /// signature is checked: [`check_signature`], or opening the archive).
+    pub fn signer_fingerprint(&self) -> Option<SignerFingerprint> {
+        self.fields()
+            .signer
+            .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+            .map(|k| k.fingerprint())
+    }
+
     /// The header's fields: id, creation time, producer version, labels, recipients.
     pub fn fields(&self) -> &HeaderFields {
         self.header.fields()
@@ -175,14 +221,152 @@ pub async fn inspect<R: RangeRead + ?Sized>(source: &R) -> Result<ArchiveInfo> {
         ));
     }
     let header = Header::decode(&read_at(source, 0, header_len).await?)?;
-    let footer_bytes = read_at(source, archive_len - FOOTER_LEN as u64, FOOTER_LEN).await?;
-    let footer = Footer::decode(&footer_bytes, archive_len)?;
-    footer.check_against(&header)?;
+    let footer = if header.fields().version == FORMAT_VERSION_1 {
+        let footer_bytes = read_at(source, archive_len - FOOTER_LEN as u64, FOOTER_LEN).await?;
+        let footer = Footer::decode(&footer_bytes, archive_len)?;
+        footer.check_against(&header)?;
+        ArchiveFooter::V1(footer)
+    } else {
+        if header_len as u64 + FOOTER_LEN_V2 as u64 > archive_len {
+            return Err(Error::malformed(
+                Region::Archive,
+                archive_len,
+                format!("{archive_len} bytes is too short for a version 2 archive"),
+            ));
+        }
+        let footer_bytes = read_at(source, archive_len - FOOTER_LEN_V2 as u64, FOOTER_LEN_V2).await?;
+        let footer = FooterV2::decode(&footer_bytes, archive_len)?;
+        check_footer_v2(&footer, &header)?;
+        ArchiveFooter::V2(footer)
+    };
     Ok(ArchiveInfo {
         header,
         footer,
         archive_len,
     })
+}
+
+fn check_footer_v2(f: &FooterV2, header: &Header) -> Result<()> {
+    let at = f.root_offset + u64::from(f.root_len) + u64::from(f.signature_len);
+    if f.archive_id != header.fields().archive_id {
+        return Err(Error::malformed(
+            Region::Footer,
+            at + 32,
+            "footer belongs to another archive (archive ids differ)",
+        ));
+    }
+    let signed = header.fields().signer.is_some();
+    if signed != (f.signature_len > 1) {
+        return Err(Error::malformed(
+            Region::Signature,
+            at + 12,
+            "the signature block does not match the header's signer",
+        ));
+    }
+    let body = f
+        .root_offset
+        .checked_sub(header.as_bytes().len() as u64)
+        .ok_or_else(|| Error::malformed(Region::Footer, at, "root offset points inside the header"))?;
+    let chunks = f.chunk_count - 1;
+    if chunks > body / MIN_SEALED_FRAME_LEN as u64 || (chunks == 0 && body != 0) {
+        return Err(Error::malformed(
+            Region::Footer,
+            at + 16,
+            format!("{chunks} chunks cannot fill {body} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Who signed an archive, once the signature has been checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signer {
+    /// No signature (every version 1 archive; a version 2 archive written without a key).
+    Unsigned,
+    /// Signed, and the signature verifies with this key (which may or may not be trusted).
+    Verified(VerifyingKey),
+}
+
+impl Signer {
+    /// The signer's fingerprint, when signed.
+    pub fn fingerprint(&self) -> Option<SignerFingerprint> {
+        match self {
+            Signer::Unsigned => None,
+            Signer::Verified(k) => Some(k.fingerprint()),
+        }
+    }
+
+    /// Checks this signer against the keys a reader trusts (FORMAT.md §14.7):
+    /// signed by one of `trusted`, or unsigned when `allow_unsigned`. With no
+    /// trusted key at all, everything passes (the caller says so to its user).
+    pub fn check_trust(&self, trusted: &[VerifyingKey], allow_unsigned: bool) -> Result<()> {
+        if trusted.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Signer::Unsigned if allow_unsigned => Ok(()),
+            Signer::Unsigned => Err(Error::Untrusted { found: None }),
+            Signer::Verified(k) if trusted.contains(k) => Ok(()),
+            Signer::Verified(k) => Err(Error::Untrusted {
+                found: Some(k.fingerprint()),
+            }),
+        }
+    }
+}
+
+/// Verifies a version 2 archive's signature block against its header, the
+/// sealed root and the footer, without any key but the signer's public one
+/// (which the header carries). `tail` is the sealed root followed by the
+/// signature block. Version 1 archives are [`Signer::Unsigned`].
+pub fn verify_signature(info: &ArchiveInfo, tail: &[u8]) -> Result<Signer> {
+    let ArchiveFooter::V2(footer) = &info.footer else {
+        return Ok(Signer::Unsigned);
+    };
+    let root_len = footer.root_len as usize;
+    if tail.len() != root_len + footer.signature_len as usize {
+        return Err(Error::malformed(
+            Region::Signature,
+            footer.root_offset,
+            "root and signature block length",
+        ));
+    }
+    let (root, block) = tail.split_at(root_len);
+    let at = footer.root_offset + root_len as u64;
+    match (info.fields().signer, block) {
+        (None, [0]) => Ok(Signer::Unsigned),
+        (Some(key), [1, sig @ ..]) if sig.len() == crate::v2::SIGNATURE_LEN => {
+            let key = VerifyingKey::from_bytes(&key).map_err(|_| {
+                Error::malformed(Region::Header, 0, "the signer's public key is not a valid Ed25519 key")
+            })?;
+            let mut signature = [0u8; crate::v2::SIGNATURE_LEN];
+            signature.copy_from_slice(sig);
+            let message = signature_message(&info.header.digest(), root, &footer.encode());
+            key.verify(&message, &signature).map_err(|_| Error::BadSignature {
+                found: key.fingerprint(),
+            })?;
+            Ok(Signer::Verified(key))
+        }
+        _ => Err(Error::malformed(
+            Region::Signature,
+            at,
+            "the signature block does not match the header's signer",
+        )),
+    }
+}
+
+/// Reads the root and signature block and checks the signature, keyless
+/// (see [`verify_signature`]). One range read of the root's size.
+pub async fn check_signature<R: RangeRead + ?Sized>(source: &R, info: &ArchiveInfo) -> Result<Signer> {
+    let ArchiveFooter::V2(footer) = &info.footer else {
+        return Ok(Signer::Unsigned);
+    };
+    let tail = read_at(
+        source,
+        footer.root_offset,
+        footer.root_len as usize + footer.signature_len as usize,
+    )
+    .await?;
+    verify_signature(info, &tail)
 }
 
 /// What a full verification covered.
@@ -207,14 +391,34 @@ const READ_AHEAD: u64 = 8 << 20;
 /// Most threads one verify batch is split across.
 const OPEN_PARALLEL: usize = 4;
 
-/// An opened archive: header authenticated, index decrypted and checked.
+/// How entries are held: a version 1 index whole, a version 2 root with
+/// pieces read on demand.
+enum Entries {
+    V1 { entries: Vec<Entry>, sources: Vec<String> },
+    V2 { root: Root },
+}
+
+/// An opened archive: header authenticated, signature (if any) verified,
+/// index (version 1) or root (version 2) decrypted and checked.
+///
+/// A version 2 archive's entries are read piece by piece as they are needed
+/// ([`entries`](Self::entries) streams them, [`find`](Self::find) reads one
+/// piece): memory is flat in the number of entries. A version 1 archive's
+/// index is held whole (those archives are few and small).
 pub struct ArchiveReader<R> {
     source: R,
     info: ArchiveInfo,
     keys: ArchiveKeys,
     digest: [u8; 32],
-    index: Index,
-    offsets: Vec<u64>,
+    entries: Entries,
+    signer: Signer,
+    data_len: u64,
+    frame_lens: Vec<u32>,
+    frame_offsets: Vec<u64>,
+    /// Chunk number of each data frame (version 2; version 1: the frame's number).
+    frame_counters: Option<Vec<u64>>,
+    /// The last index piece read (lookups near each other share it).
+    piece_cache: std::sync::Mutex<Option<(usize, Arc<Vec<Entry>>)>>,
     /// The last frame opened: entries read in order mostly share frames.
     last_frame: std::sync::Mutex<Option<(u64, Bytes)>>,
     /// Sealed frames read ahead for a sequential reader: frames
@@ -228,7 +432,15 @@ impl<R> fmt::Debug for ArchiveReader<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ArchiveReader")
             .field("archive_id", &self.info.fields().archive_id)
-            .field("entries", &self.index.entries.len())
+            .field("version", &self.info.version())
+            .field(
+                "entries",
+                &match &self.entries {
+                    Entries::V1 { entries, .. } => entries.len() as u64,
+                    Entries::V2 { root } => root.entry_count,
+                },
+            )
+            .field("signer", &self.signer)
             .finish_non_exhaustive()
     }
 }
@@ -237,7 +449,9 @@ impl<R: RangeRead> ArchiveReader<R> {
     /// Opens an archive with whichever of `identities` is a recipient.
     ///
     /// With none, the error is [`ibs_envelope::Error::NoMatchingIdentity`]
-    /// (inside [`Error::Envelope`]) listing the thumbprints needed.
+    /// (inside [`Error::Envelope`]) listing the thumbprints needed. A version
+    /// 2 archive's signature, when it has one, is verified first (whether
+    /// its signer is trusted is the caller's question: [`Signer::check_trust`]).
     pub async fn open(source: R, identities: &[&Identity]) -> Result<Self> {
         let info = inspect(&source).await?;
         let keys = info.header.unlock(identities)?;
@@ -252,19 +466,93 @@ impl<R: RangeRead> ArchiveReader<R> {
     }
 
     async fn open_unlocked(source: R, info: ArchiveInfo, keys: ArchiveKeys) -> Result<Self> {
-        let footer = info.footer;
-        let sealed = read_at(&source, footer.index_offset, footer.index_len as usize).await?;
-        let mut dec = decompressor()?;
-        let index = open_index(&keys, &info.header, &footer, sealed, &mut dec)?;
-        let offsets = index.frame_offsets(info.header.as_bytes().len() as u64);
         let digest = info.header.digest();
+        let header_len = info.header.as_bytes().len() as u64;
+        let frame_size = info.fields().frame_size;
+        let mut dec = decompressor()?;
+        let (entries, signer, data_len, frame_lens, frame_offsets, frame_counters) = match info.footer {
+            ArchiveFooter::V1(footer) => {
+                let sealed = read_at(&source, footer.index_offset, footer.index_len as usize).await?;
+                let index = open_index(&keys, &info.header, &footer, sealed, &mut dec)?;
+                let offsets = index.frame_offsets(header_len);
+                let mut sources: Vec<String> = Vec::new();
+                for e in &index.entries {
+                    if !sources.contains(&e.source) {
+                        sources.push(e.source.clone());
+                    }
+                }
+                let _ = frame_size;
+                (
+                    Entries::V1 {
+                        entries: index.entries,
+                        sources,
+                    },
+                    Signer::Unsigned,
+                    index.data_len,
+                    index.frame_lens,
+                    offsets,
+                    None,
+                )
+            }
+            ArchiveFooter::V2(footer) => {
+                let mut tail = read_at(
+                    &source,
+                    footer.root_offset,
+                    footer.root_len as usize + footer.signature_len as usize,
+                )
+                .await?;
+                let signer = verify_signature(&info, &tail)?;
+                tail.truncate(footer.root_len as usize);
+                let body = keys.open_chunk_in(
+                    &digest,
+                    footer.chunk_count - 1,
+                    true,
+                    tail,
+                    MAX_ROOT_LEN,
+                    false,
+                    Region::Root,
+                    &mut dec,
+                )?;
+                let root = Root::decode(&body, frame_size)?;
+                let pieces = root.pieces.len() as u64;
+                if root.frame_lens.len() as u64 != footer.frame_count
+                    || root.frame_lens.len() as u64 + pieces + 1 != footer.chunk_count
+                {
+                    return Err(Error::malformed(
+                        Region::Root,
+                        0,
+                        format!(
+                            "root lists {} frames and {pieces} pieces; the footer says {} frames, {} chunks",
+                            root.frame_lens.len(),
+                            footer.frame_count,
+                            footer.chunk_count
+                        ),
+                    ));
+                }
+                let layout = root.layout(header_len, footer.root_offset)?;
+                let (data_len, frame_lens) = (root.data_len, root.frame_lens.clone());
+                (
+                    Entries::V2 { root },
+                    signer,
+                    data_len,
+                    frame_lens,
+                    layout.frame_offsets,
+                    Some(layout.frame_counters),
+                )
+            }
+        };
         Ok(ArchiveReader {
             source,
             info,
             keys,
             digest,
-            index,
-            offsets,
+            entries,
+            signer,
+            data_len,
+            frame_lens,
+            frame_offsets,
+            frame_counters,
+            piece_cache: std::sync::Mutex::new(None),
             last_frame: std::sync::Mutex::new(None),
             ahead: std::sync::Mutex::new(None),
             streak: std::sync::atomic::AtomicU64::new(0),
@@ -276,19 +564,135 @@ impl<R: RangeRead> ArchiveReader<R> {
         &self.info
     }
 
-    /// Every entry, in the order of its data.
-    pub fn entries(&self) -> &[Entry] {
-        &self.index.entries
+    /// Who signed the archive (the signature has been verified).
+    pub fn signer(&self) -> Signer {
+        self.signer
     }
 
-    /// The entry `path` of `source`, if present.
-    pub fn find(&self, source: &str, path: &str) -> Option<&Entry> {
-        self.index.entries.iter().find(|e| e.source == source && e.path == path)
+    /// The number of entries.
+    pub fn entry_count(&self) -> u64 {
+        match &self.entries {
+            Entries::V1 { entries, .. } => entries.len() as u64,
+            Entries::V2 { root } => root.entry_count,
+        }
     }
 
-    /// The decrypted index.
-    pub fn index(&self) -> &Index {
-        &self.index
+    /// The sources, with or without entries (version 1 records only sources
+    /// that have entries), in the order of the archive.
+    pub fn sources(&self) -> &[String] {
+        match &self.entries {
+            Entries::V1 { sources, .. } => sources,
+            Entries::V2 { root } => &root.sources,
+        }
+    }
+
+    /// Total stream bytes of all entries.
+    pub fn data_len(&self) -> u64 {
+        self.data_len
+    }
+
+    /// Sealed length of each data frame.
+    pub fn frame_lens(&self) -> &[u32] {
+        &self.frame_lens
+    }
+
+    /// Offset of each data frame in the archive (version 2: index pieces may
+    /// lie between frames).
+    pub fn frame_offsets(&self) -> &[u64] {
+        &self.frame_offsets
+    }
+
+    /// Every entry, in archive order, read piece by piece (version 2): the
+    /// order and tree rules of FORMAT.md §14.5 and every hard link's target
+    /// are checked as they stream, and the stream ends with the first error.
+    pub fn entries(&self) -> impl Stream<Item = Result<Entry>> + '_ {
+        futures::stream::try_unfold(EntryCursor::new(self), |mut cursor| async move {
+            Ok(cursor.next().await?.map(|e| (e, cursor)))
+        })
+    }
+
+    /// Every entry in memory at once (memory grows with the count: prefer
+    /// [`entries`](Self::entries) for large archives).
+    pub async fn load_entries(&self) -> Result<Vec<Entry>> {
+        use futures::TryStreamExt;
+        self.entries().try_collect().await
+    }
+
+    /// The entry `path` of `source`, if present. Version 2: reads the one
+    /// piece that would hold it (binary search on the root's first keys).
+    pub async fn find(&self, source: &str, path: impl AsRef<[u8]>) -> Result<Option<Entry>> {
+        let path = path.as_ref();
+        match &self.entries {
+            Entries::V1 { entries, .. } => Ok(entries
+                .iter()
+                .find(|e| e.source == source && e.path.as_bytes() == path)
+                .cloned()),
+            Entries::V2 { root } => {
+                let Some(s) = root.sources.iter().position(|n| n == source) else {
+                    return Ok(None);
+                };
+                let s = s as u16;
+                let key_cmp = |src: u16, p: &[u8]| src.cmp(&s).then_with(|| path_cmp(p, path));
+                let after = root
+                    .pieces
+                    .partition_point(|r| key_cmp(r.first_source, &r.first_path) != std::cmp::Ordering::Greater);
+                let Some(i) = after.checked_sub(1) else {
+                    return Ok(None);
+                };
+                let piece = self.piece(i).await?;
+                let found = piece
+                    .binary_search_by(|e| {
+                        let src = root.sources.iter().position(|n| *n == e.source).unwrap_or(usize::MAX) as u16;
+                        key_cmp(src, e.path.as_bytes())
+                    })
+                    .ok()
+                    .map(|j| piece[j].clone());
+                Ok(found)
+            }
+        }
+    }
+
+    /// Reads, checks and decodes index piece `i` (or takes it from the one-piece cache).
+    async fn piece(&self, i: usize) -> Result<Arc<Vec<Entry>>> {
+        if let Ok(slot) = self.piece_cache.lock()
+            && let Some((n, entries)) = slot.as_ref()
+            && *n == i
+        {
+            return Ok(Arc::clone(entries));
+        }
+        let Entries::V2 { root } = &self.entries else {
+            return Err(Error::Usage("a version 1 archive has no index pieces".into()));
+        };
+        let rec = root
+            .pieces
+            .get(i)
+            .ok_or_else(|| Error::Usage(format!("no index piece {i}")))?;
+        let sealed = read_at(&self.source, rec.offset, rec.sealed_len as usize).await?;
+        let region = Region::Piece(i as u64);
+        if <[u8; 32]>::from(Sha256::digest(&sealed)) != rec.sha256 {
+            return Err(Error::Authentication { region });
+        }
+        let mut dec = decompressor()?;
+        let body = self.keys.open_chunk_in(
+            &self.digest,
+            root.piece_counter(i),
+            false,
+            sealed,
+            MAX_PIECE_LEN,
+            false,
+            region,
+            &mut dec,
+        )?;
+        let next = root.pieces.get(i + 1).map_or(root.data_len, |r| r.stream_offset);
+        let entries: Vec<Entry> = decode_piece(&body, i, rec, next, &root.sources)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        let entries = Arc::new(entries);
+        if let Ok(mut slot) = self.piece_cache.lock() {
+            *slot = Some((i, Arc::clone(&entries)));
+        }
+        Ok(entries)
     }
 
     /// The underlying byte source.
@@ -298,6 +702,18 @@ impl<R: RangeRead> ArchiveReader<R> {
 
     fn frame_size(&self) -> u32 {
         self.info.fields().frame_size
+    }
+
+    fn frame_counter(&self, i: u64) -> u64 {
+        match &self.frame_counters {
+            None => i,
+            Some(c) => c.get(i as usize).copied().unwrap_or(u64::MAX),
+        }
+    }
+
+    fn frame_plain_len(&self, i: u64) -> usize {
+        let f = u64::from(self.frame_size());
+        (self.data_len.saturating_sub(i * f)).min(f) as usize
     }
 
     /// Reads, authenticates and decompresses data frame `i` (or takes it from
@@ -356,7 +772,7 @@ impl<R: RangeRead> ArchiveReader<R> {
         let (start, mut end) = self.frame_span(i)?;
         let mut last = i;
         if streak > 0 {
-            let frames = self.index.frame_lens.len() as u64;
+            let frames = self.frame_lens.len() as u64;
             while last + 1 < frames && last - i < streak && self.frame_span(last + 1)?.1 - start <= READ_AHEAD {
                 last += 1;
                 end = self.frame_span(last)?.1;
@@ -374,10 +790,11 @@ impl<R: RangeRead> ArchiveReader<R> {
         Ok(sealed)
     }
 
+    /// Start and end offset of data frame `i` (pieces may lie between frames).
     fn frame_span(&self, i: u64) -> Result<(u64, u64)> {
         let idx = usize::try_from(i).unwrap_or(usize::MAX);
-        match (self.offsets.get(idx), self.offsets.get(idx.saturating_add(1))) {
-            (Some(s), Some(e)) => Ok((*s, *e)),
+        match (self.frame_offsets.get(idx), self.frame_lens.get(idx)) {
+            (Some(s), Some(l)) => Ok((*s, *s + u64::from(*l))),
             _ => Err(Error::malformed(Region::Index, 0, format!("no frame {i}"))),
         }
     }
@@ -394,7 +811,7 @@ impl<R: RangeRead> ArchiveReader<R> {
     ) -> Result<Vec<Bytes>> {
         let open = |part: Vec<(u64, Vec<u8>, usize)>, dec: &mut zstd::bulk::Decompressor<'static>| {
             part.into_iter()
-                .map(|(i, frame, plain_len)| self.keys.open_chunk(&self.digest, i, false, frame, plain_len, dec))
+                .map(|(i, frame, plain_len)| self.open_frame_len(i, frame, plain_len, dec))
                 .collect::<Result<Vec<Bytes>>>()
         };
         let parts = std::thread::available_parallelism()
@@ -435,13 +852,32 @@ impl<R: RangeRead> ArchiveReader<R> {
     }
 
     fn open_frame(&self, i: u64, sealed: Vec<u8>, dec: &mut zstd::bulk::Decompressor<'static>) -> Result<Bytes> {
-        let plain_len = self.index.frame_plain_len(i, self.frame_size());
-        self.keys.open_chunk(&self.digest, i, false, sealed, plain_len, dec)
+        self.open_frame_len(i, sealed, self.frame_plain_len(i), dec)
     }
 
-    /// Streams one entry's plaintext, reading only its frames. The stream ends
-    /// with an error instead of its last piece if the content does not match
-    /// its SHA-256.
+    fn open_frame_len(
+        &self,
+        i: u64,
+        sealed: Vec<u8>,
+        plain_len: usize,
+        dec: &mut zstd::bulk::Decompressor<'static>,
+    ) -> Result<Bytes> {
+        self.keys.open_chunk_in(
+            &self.digest,
+            self.frame_counter(i),
+            false,
+            sealed,
+            plain_len,
+            true,
+            Region::Frame(i),
+            dec,
+        )
+    }
+
+    /// Streams one entry's stream bytes (a sparse file's extents, in order;
+    /// nothing for a folder or link), reading only its frames. The stream
+    /// ends with an error instead of its last piece if the content does not
+    /// match its SHA-256.
     pub fn entry_stream<'a>(&'a self, entry: &'a Entry) -> impl Stream<Item = Result<Bytes>> + 'a {
         struct St {
             frame: u64,
@@ -452,6 +888,7 @@ impl<R: RangeRead> ArchiveReader<R> {
             finished: bool,
         }
         let frames = entry.frames(self.frame_size());
+        let len = entry.stream_len();
         let st = St {
             frame: frames.start,
             end_frame: frames.end,
@@ -473,7 +910,7 @@ impl<R: RangeRead> ArchiveReader<R> {
             let f = u64::from(self.frame_size());
             let frame_start = st.frame * f;
             let from = (entry.offset + st.done - frame_start) as usize;
-            let take = ((entry.size - st.done) as usize).min(plain.len().saturating_sub(from));
+            let take = ((len - st.done) as usize).min(plain.len().saturating_sub(from));
             let piece = plain.slice(from..from + take);
             st.hasher.update(&piece);
             st.done += take as u64;
@@ -486,10 +923,10 @@ impl<R: RangeRead> ArchiveReader<R> {
         })
     }
 
-    /// Reads a whole entry into memory (checked against its SHA-256).
+    /// Reads a whole entry's stream bytes into memory (checked against its SHA-256).
     pub async fn read_entry(&self, entry: &Entry) -> Result<Vec<u8>> {
         use futures::TryStreamExt;
-        let mut out = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0).min(64 << 20));
+        let mut out = Vec::with_capacity(usize::try_from(entry.stream_len()).unwrap_or(0).min(64 << 20));
         let mut stream = std::pin::pin!(self.entry_stream(entry));
         while let Some(piece) = stream.try_next().await? {
             out.extend_from_slice(&piece);
@@ -497,8 +934,8 @@ impl<R: RangeRead> ArchiveReader<R> {
         Ok(out)
     }
 
-    /// Copies an entry to `sink` and returns its size. On a content mismatch
-    /// the last piece is withheld and the error returned.
+    /// Copies an entry's stream bytes to `sink` and returns how many. On a
+    /// content mismatch the last piece is withheld and the error returned.
     pub async fn copy_entry<W: AsyncWrite + Unpin>(&self, entry: &Entry, sink: &mut W) -> Result<u64> {
         use futures::TryStreamExt;
         let mut stream = std::pin::pin!(self.entry_stream(entry));
@@ -511,14 +948,15 @@ impl<R: RangeRead> ArchiveReader<R> {
         Ok(n)
     }
 
-    /// Authenticates every frame, decompresses it and checks every entry's
-    /// SHA-256, streaming: nothing is written anywhere and memory stays at a
-    /// few frames. `progress` is called after every frame.
+    /// Authenticates every frame and piece, decompresses them and checks every
+    /// entry's SHA-256, the order and tree rules and every hard link,
+    /// streaming: nothing is written anywhere and memory stays at a few
+    /// frames and one piece. `progress` is called after every frame.
     pub async fn verify(&self, progress: Option<&ProgressFn>) -> Result<VerifyReport> {
         let mut dec = decompressor()?;
-        let frame_count = self.index.frame_lens.len() as u64;
-        let f = u64::from(self.frame_size());
-        let mut entries = self.index.entries.iter().peekable();
+        let frame_count = self.frame_lens.len() as u64;
+        let mut cursor = EntryCursor::new(self);
+        let mut current = cursor.next().await?;
         let mut hasher = Sha256::new();
         let mut in_entry = 0u64; // bytes of the current entry hashed so far
         let mut report = VerifyReport {
@@ -528,7 +966,6 @@ impl<R: RangeRead> ArchiveReader<R> {
             archive_len: self.info.archive_len,
         };
         let mut prog = Progress::default();
-        // Empty entries before the first frame (and between frames) complete at once.
         let mut next = 0u64;
         while next < frame_count {
             // One range read covering as many whole frames as fit in VERIFY_READ.
@@ -542,32 +979,38 @@ impl<R: RangeRead> ArchiveReader<R> {
             let mut sealed = Vec::with_capacity((last - next + 1) as usize);
             for i in next..=last {
                 let (s, e) = self.frame_span(i)?;
-                let plain_len = self.index.frame_plain_len(i, self.frame_size());
-                sealed.push((i, batch[(s - start) as usize..(e - start) as usize].to_vec(), plain_len));
+                sealed.push((
+                    i,
+                    batch[(s - start) as usize..(e - start) as usize].to_vec(),
+                    self.frame_plain_len(i),
+                ));
             }
             drop(batch);
             let opened = self.open_frames(sealed, &mut dec)?;
             for (i, plain) in (next..=last).zip(opened) {
                 let (_, e) = self.frame_span(i)?;
                 let mut data = &plain[..];
-                let mut pos = i * f;
-                while let Some(entry) = entries.peek() {
-                    let need = entry.size - in_entry;
-                    let take = need.min(data.len() as u64) as usize;
+                loop {
+                    let Some(entry) = current.as_ref() else {
+                        if data.is_empty() {
+                            break;
+                        }
+                        return Err(Error::malformed(Region::Frame(i), 0, "data after the last entry"));
+                    };
+                    let len = entry.stream_len();
+                    let take = (len - in_entry).min(data.len() as u64) as usize;
                     hasher.update(&data[..take]);
                     data = &data[take..];
                     in_entry += take as u64;
-                    pos += take as u64;
-                    if in_entry == entry.size {
+                    if in_entry == len {
                         check_hash(entry, std::mem::take(&mut hasher))?;
                         report.entries += 1;
                         in_entry = 0;
-                        entries.next();
+                        current = cursor.next().await?;
                     } else {
                         break;
                     }
                 }
-                debug_assert!(data.is_empty() && pos == i * f + plain.len() as u64);
                 report.frames += 1;
                 report.data_len += plain.len() as u64;
                 prog.frames_done = report.frames;
@@ -580,12 +1023,105 @@ impl<R: RangeRead> ArchiveReader<R> {
             }
             next = last + 1;
         }
-        // Trailing empty entries (or all of them, in an archive without data).
-        for entry in entries {
-            check_hash(entry, std::mem::take(&mut hasher))?;
+        // Trailing entries without data (or all of them, in an archive without data).
+        while let Some(entry) = current {
+            if entry.stream_len() != 0 {
+                return Err(Error::malformed(
+                    Region::Archive,
+                    0,
+                    format!("entry {} has no data in the frames", entry.display_name()),
+                ));
+            }
+            check_hash(&entry, std::mem::take(&mut hasher))?;
             report.entries += 1;
+            current = cursor.next().await?;
         }
         Ok(report)
+    }
+}
+
+/// Walks the entries in order, one piece at a time, checking the order and
+/// tree rules (version 2) and every hard link's target.
+struct EntryCursor<'a, R> {
+    reader: &'a ArchiveReader<R>,
+    piece: usize,
+    pos: usize,
+    current: Option<Arc<Vec<Entry>>>,
+    tree: TreeCheck,
+    source_index: u16,
+}
+
+impl<'a, R: RangeRead> EntryCursor<'a, R> {
+    fn new(reader: &'a ArchiveReader<R>) -> Self {
+        EntryCursor {
+            reader,
+            piece: 0,
+            pos: 0,
+            current: None,
+            tree: TreeCheck::default(),
+            source_index: 0,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Entry>> {
+        let root = match &self.reader.entries {
+            Entries::V1 { entries, .. } => {
+                let e = entries.get(self.pos).cloned();
+                self.pos += 1;
+                return Ok(e);
+            }
+            Entries::V2 { root } => root,
+        };
+        loop {
+            if let Some(piece) = &self.current
+                && let Some(e) = piece.get(self.pos)
+            {
+                let e = e.clone();
+                self.pos += 1;
+                let region = Region::Piece(self.piece as u64);
+                // Sources appear in the order of their index: find this one's from the last.
+                while root
+                    .sources
+                    .get(usize::from(self.source_index))
+                    .is_some_and(|s| *s != e.source)
+                {
+                    self.source_index += 1;
+                }
+                if usize::from(self.source_index) >= root.sources.len() {
+                    return Err(Error::malformed(
+                        region,
+                        0,
+                        format!("entry {} is out of source order", e.display_name()),
+                    ));
+                }
+                self.tree
+                    .check(self.source_index, e.path.as_bytes(), e.kind == EntryKind::Folder)
+                    .map_err(|why| Error::malformed(region, 0, why))?;
+                if let EntryKind::HardLink { target } = &e.kind {
+                    let found = self.reader.find(&e.source, target.as_bytes()).await?;
+                    if !found.is_some_and(|t| t.kind == EntryKind::File) {
+                        return Err(Error::malformed(
+                            region,
+                            0,
+                            format!(
+                                "hard link {} to {target}, which is not an earlier file",
+                                e.display_name()
+                            ),
+                        ));
+                    }
+                }
+                return Ok(Some(e));
+            }
+            if self.current.is_some() {
+                self.piece += 1;
+                self.pos = 0;
+            }
+            if self.piece >= root.pieces.len() {
+                self.current = None;
+                return Ok(None);
+            }
+            self.current = Some(self.reader.piece(self.piece).await?);
+        }
     }
 }
 
@@ -596,7 +1132,7 @@ fn check_hash(entry: &Entry, hasher: Sha256) -> Result<()> {
     } else {
         Err(Error::ContentMismatch {
             source_name: entry.source.clone(),
-            path: entry.path.clone(),
+            path: entry.path.to_string(),
         })
     }
 }
@@ -622,7 +1158,7 @@ fn decompressor() -> Result<zstd::bulk::Decompressor<'static>> {
 /// # w.add_entry(EntryMeta::new("ca", "root.cer"), &b"DER"[..])?;
 /// # let (bytes, _) = w.finish()?;
 /// let archive = blocking::Archive::open(bytes, &[&identity])?;
-/// let root = archive.find("ca", "root.cer").expect("entry present");
+/// let root = archive.find("ca", "root.cer")?.expect("entry present");
 /// assert_eq!(archive.read_entry(root)?, b"DER");
 /// archive.verify()?;
 /// # Ok(()) }
@@ -634,7 +1170,7 @@ pub mod blocking {
     use futures::executor::block_on;
     use ibs_envelope::Identity;
 
-    use super::{ArchiveInfo, ArchiveReader, RangeRead, VerifyReport};
+    use super::{ArchiveInfo, ArchiveReader, RangeRead, Signer, VerifyReport};
     use crate::format::Entry;
     use crate::{Error, Result};
 
@@ -669,14 +1205,19 @@ pub mod blocking {
             self.0.info()
         }
 
-        /// Every entry.
-        pub fn entries(&self) -> &[Entry] {
-            self.0.entries()
+        /// Who signed it (verified).
+        pub fn signer(&self) -> Signer {
+            self.0.signer()
+        }
+
+        /// Every entry, in order, in memory (checked as in [`ArchiveReader::entries`]).
+        pub fn entries(&self) -> Result<Vec<Entry>> {
+            block_on(self.0.load_entries())
         }
 
         /// The entry `path` of `source`.
-        pub fn find(&self, source: &str, path: &str) -> Option<&Entry> {
-            self.0.find(source, path)
+        pub fn find(&self, source: &str, path: impl AsRef<[u8]>) -> Result<Option<Entry>> {
+            block_on(self.0.find(source, path))
         }
 
         /// A whole entry in memory, checked.

@@ -22,12 +22,17 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use ibs_envelope::{Certificate, FileKey};
+use ibs_envelope::{Certificate, FileKey, SigningKey};
 use sha2::{Digest, Sha256};
 
+use crate::entry::{Entry, EntryKind, EntryPath, Extent, is_ancestor, parent_of};
 use crate::format::{
-    ArchiveId, ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, Entry, Footer, FrameCompressor, Header, HeaderFields,
-    Index, MAX_MODE, NameSet, check_entry_path, check_source_name,
+    ArchiveId, ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, FORMAT_VERSION, FrameCompressor, Header,
+    HeaderFields, check_source_name,
+};
+use crate::v2::{
+    FOOTER_LEN_V2, FooterV2, MAX_SOURCES, PIECE_TARGET_LEN, PieceRecord, Root, TreeCheck, check_entry_fields,
+    encode_entry, signature_message,
 };
 use crate::{Error, Result};
 
@@ -60,6 +65,7 @@ pub struct WriterOptions {
     labels: Vec<(String, String)>,
     archive_id: Option<ArchiveId>,
     progress: Option<ProgressFn>,
+    signer: Option<Arc<SigningKey>>,
 }
 
 impl Default for WriterOptions {
@@ -77,6 +83,7 @@ impl Default for WriterOptions {
             labels: Vec::new(),
             archive_id: None,
             progress: None,
+            signer: None,
         }
     }
 }
@@ -94,6 +101,7 @@ impl fmt::Debug for WriterOptions {
             .field("labels", &self.labels)
             .field("archive_id", &self.archive_id)
             .field("progress", &self.progress.is_some())
+            .field("signer", &self.signer.as_ref().map(|k| k.verifying_key().fingerprint()))
             .finish()
     }
 }
@@ -160,6 +168,13 @@ impl WriterOptions {
         self.progress = Some(f);
         self
     }
+
+    /// Signs the archive with this controller key (FORMAT.md §14.7): its
+    /// public key goes into the header, the signature after the root.
+    pub fn signer(mut self, key: Arc<SigningKey>) -> Self {
+        self.signer = Some(key);
+        self
+    }
 }
 
 /// What a finished archive holds.
@@ -173,51 +188,121 @@ pub struct ArchiveSummary {
     pub data_len: u64,
     /// Number of data frames.
     pub frames: u64,
-    /// The entries, as recorded in the index.
-    pub entries: Vec<Entry>,
+    /// Number of entries (folders the writer added for parents included).
+    pub entries: u64,
+    /// The sources, in the order of their index (with or without entries).
+    pub sources: Vec<String>,
+    /// The signer's fingerprint, when signed.
+    pub signer: Option<ibs_envelope::SignerFingerprint>,
 }
 
-/// Names and metadata of an entry about to be written.
+/// Names and metadata of an entry about to be written: a file by default,
+/// or a folder, symbolic link or hard link.
+///
+/// ```
+/// use ibs_archive::EntryMeta;
+/// let key = EntryMeta::new("ca", "private/root.key").mode(0o600).mtime_ns(1_700_000_000, 5).owner(0, 0);
+/// let dir = EntryMeta::new("ca", "private").folder().mode(0o700);
+/// let link = EntryMeta::new("ca", "current").symlink("private/root.key");
+/// assert_eq!(key.path(), "private/root.key");
+/// # let _ = (dir, link);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryMeta {
-    source: String,
-    path: String,
-    mode: Option<u32>,
-    mtime: Option<i64>,
+    entry: Entry,
 }
 
 impl EntryMeta {
-    /// An entry `path` of `source` (rules: [`check_source_name`], [`check_entry_path`]).
-    pub fn new(source: impl Into<String>, path: impl Into<String>) -> Self {
+    /// A file `path` of `source` (rules: [`check_source_name`], FORMAT.md §14.5).
+    pub fn new(source: impl Into<String>, path: impl Into<EntryPath>) -> Self {
         EntryMeta {
-            source: source.into(),
-            path: path.into(),
-            mode: None,
-            mtime: None,
+            entry: Entry::file(source, path, 0, crate::entry::EMPTY_SHA256),
         }
+    }
+
+    /// Makes it a folder (no data).
+    pub fn folder(mut self) -> Self {
+        self.entry.kind = EntryKind::Folder;
+        self
+    }
+
+    /// Makes it a symbolic link to `target` (any bytes but NUL; never followed).
+    pub fn symlink(mut self, target: impl Into<Vec<u8>>) -> Self {
+        self.entry.kind = EntryKind::Symlink { target: target.into() };
+        self
+    }
+
+    /// Makes it a hard link to the earlier file entry `target` of the same source.
+    pub fn hard_link(mut self, target: impl Into<EntryPath>) -> Self {
+        self.entry.kind = EntryKind::HardLink { target: target.into() };
+        self
     }
 
     /// Unix permission bits: the low 12 bits of `st_mode` (`0..=0o7777`,
     /// with setuid, setgid and sticky); the writer refuses any other bit.
     pub fn mode(mut self, mode: u32) -> Self {
-        self.mode = Some(mode);
+        self.entry.mode = Some(mode);
         self
     }
 
     /// Modification time, Unix seconds.
     pub fn mtime(mut self, unix_seconds: i64) -> Self {
-        self.mtime = Some(unix_seconds);
+        self.entry.mtime = Some(unix_seconds);
+        self.entry.mtime_nanos = 0;
+        self
+    }
+
+    /// Modification time, Unix seconds (negative before 1970) and nanoseconds.
+    pub fn mtime_ns(mut self, unix_seconds: i64, nanos: u32) -> Self {
+        self.entry.mtime = Some(unix_seconds);
+        self.entry.mtime_nanos = nanos;
+        self
+    }
+
+    /// Owner user and group ids.
+    pub fn owner(mut self, uid: u32, gid: u32) -> Self {
+        self.entry.owner = Some((uid, gid));
+        self
+    }
+
+    /// Owner user and group names (empty when unknown).
+    pub fn owner_names(mut self, user: impl Into<Vec<u8>>, group: impl Into<Vec<u8>>) -> Self {
+        self.entry.owner_names = Some((user.into(), group.into()));
+        self
+    }
+
+    /// A sparse file of logical length `size` whose data lies in `extents`
+    /// (sorted, not overlapping); the data written for the entry is the
+    /// extents' content, in order, and nothing else.
+    pub fn sparse(mut self, size: u64, extents: Vec<Extent>) -> Self {
+        self.entry.size = size;
+        self.entry.extents = Some(extents);
+        self
+    }
+
+    /// An extended attribute (kept in name order).
+    pub fn xattr(mut self, name: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        let name = name.into();
+        match self.entry.xattrs.binary_search_by(|(n, _)| n.cmp(&name)) {
+            Ok(i) => self.entry.xattrs[i].1 = value.into(),
+            Err(i) => self.entry.xattrs.insert(i, (name, value.into())),
+        }
         self
     }
 
     /// The source name.
     pub fn source(&self) -> &str {
-        &self.source
+        &self.entry.source
     }
 
     /// The path within the source.
-    pub fn path(&self) -> &str {
-        &self.path
+    pub fn path(&self) -> &EntryPath {
+        &self.entry.path
+    }
+
+    /// The entry's kind.
+    pub fn kind(&self) -> &EntryKind {
+        &self.entry.kind
     }
 }
 
@@ -290,13 +375,15 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, keys: &ArchiveKeys, digest: &[u8; 32]
 enum Pending {
     Ready(Bytes),
     Frame(oneshot::Receiver<Result<Vec<u8>>>),
+    /// A sealed index piece: its record's offset is set when it is emitted.
+    Piece(usize, Bytes),
     Tail,
 }
 
 struct OpenEntry {
-    meta: EntryMeta,
-    offset: u64,
-    size: u64,
+    entry: Entry,
+    source: u16,
+    written: u64,
     hasher: Sha256,
 }
 
@@ -328,8 +415,19 @@ pub struct ArchiveEncoder {
     in_flight: usize,
     buf: Vec<u8>,
     next_counter: u64,
-    index: Index,
-    names: NameSet,
+    data_frames: u64,
+    data_len: u64,
+    frame_lens: Vec<u32>,
+    sources: Vec<String>,
+    tree: TreeCheck,
+    piece: Vec<u8>,
+    piece_entries: u32,
+    piece_first: Option<(u16, Vec<u8>, u64)>,
+    pieces: Vec<PieceRecord>,
+    piece_compressor: Option<FrameCompressor>,
+    entry_count: u64,
+    signer: Option<Arc<SigningKey>>,
+    summary_sources: Vec<String>,
     current: Option<OpenEntry>,
     state: State,
     progress: Progress,
@@ -375,6 +473,8 @@ impl ArchiveEncoder {
                 producer_version: options.producer_version,
                 labels: options.labels,
                 recipients: stanzas,
+                version: FORMAT_VERSION,
+                signer: options.signer.as_ref().map(|k| *k.verifying_key().as_bytes()),
             },
             &keys,
         )?;
@@ -402,8 +502,19 @@ impl ArchiveEncoder {
             in_flight: 0,
             buf: Vec::with_capacity(frame_size),
             next_counter: 0,
-            index: Index::default(),
-            names: NameSet::default(),
+            data_frames: 0,
+            data_len: 0,
+            frame_lens: Vec::new(),
+            sources: Vec::new(),
+            tree: TreeCheck::default(),
+            piece: Vec::new(),
+            piece_entries: 0,
+            piece_first: None,
+            pieces: Vec::new(),
+            piece_compressor: None,
+            entry_count: 0,
+            signer: options.signer,
+            summary_sources: Vec::new(),
             current: None,
             state: State::Writing,
             progress: Progress::default(),
@@ -441,37 +552,97 @@ impl ArchiveEncoder {
         Err(e)
     }
 
-    /// Begins an entry. Its data follows through [`write`](Self::write).
+    /// Records source `name` (a source with no entries is still recorded,
+    /// and restores as an empty folder) and makes it the current one.
+    /// Entries of a source are added together: once entries of a later
+    /// source were added, an earlier source cannot take more.
+    pub fn add_source(&mut self, name: &str) -> Result<()> {
+        self.usable(State::Writing)?;
+        self.source_index(name).map(|_| ())
+    }
+
+    fn source_index(&mut self, name: &str) -> Result<u16> {
+        check_source_name(name)?;
+        if let Some(i) = self.sources.iter().position(|s| s == name) {
+            if i + 1 != self.sources.len() {
+                return Err(Error::Usage(format!(
+                    "source {name} was already finished: add every entry of a source together (entries must come in (source, path) order)"
+                )));
+            }
+            return Ok(i as u16);
+        }
+        if self.sources.len() >= MAX_SOURCES {
+            return Err(Error::Usage(format!("an archive holds at most {MAX_SOURCES} sources")));
+        }
+        self.sources.push(name.to_owned());
+        Ok((self.sources.len() - 1) as u16)
+    }
+
+    /// Begins an entry. A file's data follows through [`write`](Self::write);
+    /// other kinds take none. Entries come in (source, path) key order
+    /// (FORMAT.md §14.5: a depth-first walk with each folder's children sorted
+    /// by name bytes); an entry out of order, repeated, or under a path that
+    /// is a file or link is refused with both names. A parent folder the
+    /// caller did not add is added first, without metadata.
     pub fn start_entry(&mut self, meta: EntryMeta) -> Result<()> {
         self.usable(State::Writing)?;
         if let Some(open) = &self.current {
             return Err(Error::Usage(format!(
-                "entry {}/{} is still open",
-                open.meta.source, open.meta.path
+                "entry {} is still open",
+                open.entry.display_name()
             )));
         }
-        check_source_name(&meta.source)?;
-        check_entry_path(&meta.path)?;
-        if let Some(mode) = meta.mode
-            && mode > MAX_MODE
+        let mut entry = meta.entry;
+        if entry.extents.is_none() {
+            entry.size = 0;
+        }
+        if entry
+            .owner_names
+            .as_ref()
+            .is_some_and(|(u, g)| u.is_empty() && g.is_empty())
         {
-            // A whole st_mode (with its file-type bits) would be written as
-            // is, and FORMAT.md §7 says those bits are 0.
-            return Err(Error::Usage(format!(
-                "entry {}/{}: mode {mode:#o} has bits beyond the permission bits {MAX_MODE:#o}",
-                meta.source, meta.path
-            )));
+            entry.owner_names = None;
         }
-        if self.names.contains(&self.index.entries, &meta.source, &meta.path) {
-            return Err(Error::Usage(format!(
-                "entry {}/{} was already written",
-                meta.source, meta.path
-            )));
+        check_entry_fields(&entry).map_err(|why| Error::Usage(format!("entry {}: {why}", entry.display_name())))?;
+        let source = self.source_index(&entry.source)?;
+        // Parents not yet recorded, outermost first.
+        let path = entry.path.as_bytes();
+        let tree = std::mem::take(&mut self.tree);
+        let same_source = tree.last().is_some_and(|(s, _)| s == source);
+        let open = if same_source { tree.open_folders() } else { &[] };
+        let deepest_open = open.iter().rev().find(|f| is_ancestor(f, path)).map_or(0, |f| f.len());
+        let mut missing = Vec::new();
+        let mut p = parent_of(path);
+        while let Some(parent) = p {
+            if parent.len() <= deepest_open {
+                break;
+            }
+            missing.push(parent.to_vec());
+            p = parent_of(parent);
         }
+        missing.reverse();
+        let mut trial = tree.clone();
+        let checked = missing
+            .iter()
+            .try_for_each(|m| trial.check(source, m, true))
+            .and_then(|()| trial.check(source, path, entry.kind == EntryKind::Folder));
+        if let Err(why) = checked {
+            // Nothing was recorded: the caller may go on with another entry.
+            self.tree = tree;
+            return Err(Error::Usage(format!("entry {}: {why}", entry.display_name())));
+        }
+        self.tree = trial;
+        for m in missing {
+            let mut folder = Entry::file(entry.source.clone(), m, 0, crate::entry::EMPTY_SHA256);
+            folder.kind = EntryKind::Folder;
+            folder.offset = self.data_len;
+            self.add_to_piece(source, &folder)?;
+        }
+        entry.offset = self.data_len;
         self.current = Some(OpenEntry {
-            meta,
-            offset: self.index.data_len,
-            size: 0,
+            entry,
+            source,
+            written: 0,
             hasher: Sha256::new(),
         });
         Ok(())
@@ -481,8 +652,16 @@ impl ArchiveEncoder {
     /// nothing when the pipeline is full (drain an output first).
     pub fn write(&mut self, data: &[u8]) -> Result<usize> {
         self.usable(State::Writing)?;
-        if self.current.is_none() {
-            return Err(Error::Usage("write outside an entry: call start_entry first".into()));
+        match &self.current {
+            None => return Err(Error::Usage("write outside an entry: call start_entry first".into())),
+            Some(open) if open.entry.kind != EntryKind::File => {
+                return Err(Error::Usage(format!(
+                    "entry {} is a {}: it has no data",
+                    open.entry.display_name(),
+                    open.entry.kind.name()
+                )));
+            }
+            Some(_) => {}
         }
         if data.is_empty() {
             return Ok(0);
@@ -497,9 +676,9 @@ impl ArchiveEncoder {
         self.buf.extend_from_slice(&data[..n]);
         if let Some(open) = self.current.as_mut() {
             open.hasher.update(&data[..n]);
-            open.size += n as u64;
+            open.written += n as u64;
         }
-        self.index.data_len += n as u64;
+        self.data_len += n as u64;
         self.progress.bytes_in += n as u64;
         if self.buf.len() == self.frame_size && !self.is_saturated() {
             self.submit_frame()?;
@@ -512,6 +691,7 @@ impl ArchiveEncoder {
         let (reply, rx) = oneshot::channel();
         let counter = self.next_counter;
         self.next_counter += 1;
+        self.data_frames += 1;
         if let Err(e) = self.pool.submit(Job { counter, data, reply }) {
             return self.fail(e);
         }
@@ -520,27 +700,96 @@ impl ArchiveEncoder {
         Ok(())
     }
 
-    /// Ends the open entry and returns it as the index will record it.
+    /// Ends the open entry and returns it as the index records it.
     pub fn end_entry(&mut self) -> Result<Entry> {
         self.usable(State::Writing)?;
         let open = self
             .current
             .take()
             .ok_or_else(|| Error::Usage("end_entry without an open entry".into()))?;
-        let entry = Entry {
-            source: open.meta.source,
-            path: open.meta.path,
-            size: open.size,
-            sha256: open.hasher.finalize().into(),
-            mode: open.meta.mode,
-            mtime: open.meta.mtime,
-            offset: open.offset,
-        };
-        self.index.entries.push(entry.clone());
-        self.names.add_last(&self.index.entries);
+        let mut entry = open.entry;
+        match &entry.extents {
+            None => entry.size = open.written,
+            Some(extents) => {
+                let want: u64 = extents.iter().map(|x| x.len).sum();
+                if want != open.written {
+                    return self.fail(Error::Usage(format!(
+                        "sparse entry {}: {} bytes written, its extents hold {want}",
+                        entry.display_name(),
+                        open.written
+                    )));
+                }
+            }
+        }
+        entry.sha256 = open.hasher.finalize().into();
+        self.add_to_piece(open.source, &entry)?;
         self.progress.entries_done += 1;
         self.report();
         Ok(entry)
+    }
+
+    fn add_to_piece(&mut self, source: u16, entry: &Entry) -> Result<()> {
+        if self.piece_entries == 0 {
+            self.piece.clear();
+            self.piece.extend_from_slice(&[0; 4]);
+            self.piece_first = Some((source, entry.path.as_bytes().to_vec(), entry.offset));
+        }
+        encode_entry(&mut self.piece, entry, source);
+        self.piece_entries += 1;
+        self.entry_count += 1;
+        if self.piece.len() >= PIECE_TARGET_LEN {
+            self.seal_piece()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the entries gathered so far as the next index piece and queues it.
+    fn seal_piece(&mut self) -> Result<()> {
+        let Some((first_source, first_path, stream_offset)) = self.piece_first.take() else {
+            return Ok(());
+        };
+        let entries = std::mem::take(&mut self.piece_entries);
+        self.piece[..4].copy_from_slice(&entries.to_le_bytes());
+        if self.piece_compressor.is_none() {
+            match FrameCompressor::new(self.level, false) {
+                Ok(c) => self.piece_compressor = Some(c),
+                Err(e) => {
+                    return self.fail(Error::Compression {
+                        region: crate::Region::Piece(self.pieces.len() as u64),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        let counter = self.next_counter;
+        let sealed = match self.keys.seal_chunk(
+            &self.digest,
+            counter,
+            false,
+            &self.piece,
+            self.piece_compressor.as_mut(),
+        ) {
+            Ok(s) => s,
+            Err(e) => return self.fail(e),
+        };
+        self.next_counter += 1;
+        self.piece.clear();
+        let Ok(sealed_len) = u32::try_from(sealed.len()) else {
+            return self.fail(Error::Usage("index piece larger than 4 GiB".into()));
+        };
+        self.pieces.push(PieceRecord {
+            offset: 0,
+            sealed_len,
+            frames_before: self.data_frames,
+            sha256: Sha256::digest(&sealed).into(),
+            entries,
+            stream_offset,
+            first_source,
+            first_path,
+        });
+        self.queue
+            .push_back(Pending::Piece(self.pieces.len() - 1, Bytes::from(sealed)));
+        Ok(())
     }
 
     /// Ends the archive: the last partial frame, the index and the footer are
@@ -549,13 +798,14 @@ impl ArchiveEncoder {
         self.usable(State::Writing)?;
         if let Some(open) = &self.current {
             return Err(Error::Usage(format!(
-                "entry {}/{} is still open",
-                open.meta.source, open.meta.path
+                "entry {} is still open",
+                open.entry.display_name()
             )));
         }
         if !self.buf.is_empty() {
             self.submit_frame()?;
         }
+        self.seal_piece()?;
         self.queue.push_back(Pending::Tail);
         self.state = State::Finishing;
         Ok(())
@@ -571,10 +821,18 @@ impl ArchiveEncoder {
                 let sealed = rx.await;
                 self.frame_done(sealed)?
             }
+            Some(Pending::Piece(i, b)) => self.piece_out(i, b),
             Some(Pending::Tail) => self.tail()?,
         };
         self.emitted(&out);
         Ok(Some(out))
+    }
+
+    fn piece_out(&mut self, i: usize, bytes: Bytes) -> Bytes {
+        if let Some(rec) = self.pieces.get_mut(i) {
+            rec.offset = self.progress.bytes_out;
+        }
+        bytes
     }
 
     /// Like [`next_output`](Self::next_output) but never waits: `None` when the
@@ -582,7 +840,7 @@ impl ArchiveEncoder {
     pub fn next_ready(&mut self) -> Result<Option<Bytes>> {
         let sealed = match self.queue.front_mut() {
             None => return Ok(None),
-            Some(Pending::Ready(_) | Pending::Tail) => None,
+            Some(Pending::Ready(_) | Pending::Piece(..) | Pending::Tail) => None,
             Some(Pending::Frame(rx)) => match rx.try_recv() {
                 Ok(None) => return Ok(None),
                 Ok(Some(r)) => Some(Ok(r)),
@@ -591,6 +849,7 @@ impl ArchiveEncoder {
         };
         let out = match (self.queue.pop_front(), sealed) {
             (Some(Pending::Ready(b)), _) => b,
+            (Some(Pending::Piece(i, b)), _) => self.piece_out(i, b),
             (Some(Pending::Tail), _) => self.tail()?,
             (_, Some(sealed)) => self.frame_done(sealed)?,
             (_, None) => return Ok(None),
@@ -614,7 +873,7 @@ impl ArchiveEncoder {
         let Ok(len) = u32::try_from(sealed.len()) else {
             return self.fail(Error::Usage("frame larger than 4 GiB".into()));
         };
-        self.index.frame_lens.push(len);
+        self.frame_lens.push(len);
         self.progress.frames_done += 1;
         // Submit a frame that waited for room in the pipeline.
         if self.state == State::Writing && self.buf.len() == self.frame_size {
@@ -624,33 +883,57 @@ impl ArchiveEncoder {
     }
 
     fn tail(&mut self) -> Result<Bytes> {
-        let body = self.index.encode();
+        let root = Root {
+            data_len: self.data_len,
+            frame_lens: std::mem::take(&mut self.frame_lens),
+            sources: self.sources.clone(),
+            entry_count: self.entry_count,
+            pieces: std::mem::take(&mut self.pieces),
+        };
+        let body = root.encode();
         let mut compressor = match FrameCompressor::new(self.level, false) {
             Ok(c) => c,
             Err(e) => {
                 return self.fail(Error::Compression {
-                    region: crate::Region::Index,
+                    region: crate::Region::Root,
                     reason: e.to_string(),
                 });
             }
         };
+        let root_counter = self.next_counter;
         let sealed = match self
             .keys
-            .seal_chunk(&self.digest, self.next_counter, true, &body, Some(&mut compressor))
+            .seal_chunk(&self.digest, root_counter, true, &body, Some(&mut compressor))
         {
             Ok(s) => s,
             Err(e) => return self.fail(e),
         };
-        let index_offset =
-            self.header.as_bytes().len() as u64 + self.index.frame_lens.iter().map(|l| u64::from(*l)).sum::<u64>();
-        let footer = Footer {
-            index_offset,
-            index_len: sealed.len() as u64,
-            frame_count: self.next_counter,
-            archive_id: self.header.fields().archive_id,
+        let Ok(root_len) = u32::try_from(sealed.len()) else {
+            return self.fail(Error::Usage("root larger than 4 GiB".into()));
         };
+        let signature_len = if self.signer.is_some() { 65 } else { 1 };
+        let footer = FooterV2 {
+            root_offset: self.progress.bytes_out,
+            root_len,
+            signature_len,
+            chunk_count: root_counter + 1,
+            frame_count: self.data_frames,
+            archive_id: self.header.fields().archive_id,
+        }
+        .encode();
         let mut out = sealed;
-        out.extend_from_slice(&footer.encode());
+        match &self.signer {
+            None => out.push(crate::v2::SIGNER_NONE),
+            Some(key) => {
+                let message = signature_message(&self.digest, &out, &footer);
+                let signature = key.sign(&message);
+                out.push(crate::v2::SIGNER_ED25519);
+                out.extend_from_slice(&signature);
+            }
+        }
+        out.extend_from_slice(&footer);
+        debug_assert_eq!(footer.len(), FOOTER_LEN_V2);
+        self.summary_sources = root.sources;
         self.state = State::Done;
         Ok(Bytes::from(out))
     }
@@ -660,21 +943,21 @@ impl ArchiveEncoder {
         ArchiveSummary {
             archive_id: self.header.fields().archive_id,
             archive_len: self.progress.bytes_out,
-            data_len: self.index.data_len,
-            frames: self.next_counter,
-            entries: self.index.entries.clone(),
+            data_len: self.data_len,
+            frames: self.data_frames,
+            entries: self.entry_count,
+            sources: if self.state == State::Done {
+                self.summary_sources.clone()
+            } else {
+                self.sources.clone()
+            },
+            signer: self.signer.as_ref().map(|k| k.verifying_key().fingerprint()),
         }
     }
 
-    /// [`summary`](Self::summary), moving the entries out instead of copying them.
-    pub fn into_summary(mut self) -> ArchiveSummary {
-        ArchiveSummary {
-            archive_id: self.header.fields().archive_id,
-            archive_len: self.progress.bytes_out,
-            data_len: self.index.data_len,
-            frames: self.next_counter,
-            entries: std::mem::take(&mut self.index.entries),
-        }
+    /// [`summary`](Self::summary), taking the encoder.
+    pub fn into_summary(self) -> ArchiveSummary {
+        self.summary()
     }
 
     /// Whether the whole archive has been produced.
@@ -733,10 +1016,11 @@ impl<W: Write> ArchiveWriter<W> {
 
     /// Adds one entry, reading its data from `reader` to the end.
     pub fn add_entry<R: Read>(&mut self, meta: EntryMeta, mut reader: R) -> Result<Entry> {
-        let (source, path) = (meta.source.clone(), meta.path.clone());
+        let (source, path) = (meta.source().to_owned(), meta.path().to_string());
+        let is_file = *meta.kind() == EntryKind::File;
         self.enc.start_entry(meta)?;
-        let mut buf = vec![0u8; READ_CHUNK];
-        loop {
+        let mut buf = vec![0u8; if is_file { READ_CHUNK } else { 0 }];
+        while is_file {
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -752,7 +1036,21 @@ impl<W: Write> ArchiveWriter<W> {
             };
             self.push(&buf[..n])?;
         }
-        self.enc.end_entry()
+        let entry = self.enc.end_entry()?;
+        while let Some(out) = self.enc.next_ready()? {
+            self.emit(Some(out))?;
+        }
+        Ok(entry)
+    }
+
+    /// Adds an entry without data: a folder, a link, or an empty file.
+    pub fn add(&mut self, meta: EntryMeta) -> Result<Entry> {
+        self.add_entry(meta, io::empty())
+    }
+
+    /// Records a source (see [`ArchiveEncoder::add_source`]).
+    pub fn add_source(&mut self, name: &str) -> Result<()> {
+        self.enc.add_source(name)
     }
 
     fn push(&mut self, mut data: &[u8]) -> Result<()> {
@@ -811,10 +1109,11 @@ impl<W: AsyncWrite + Unpin> AsyncArchiveWriter<W> {
 
     /// Adds one entry, reading its data from `reader` to the end.
     pub async fn add_entry<R: AsyncRead + Unpin>(&mut self, meta: EntryMeta, mut reader: R) -> Result<Entry> {
-        let (source, path) = (meta.source.clone(), meta.path.clone());
+        let (source, path) = (meta.source().to_owned(), meta.path().to_string());
+        let is_file = *meta.kind() == EntryKind::File;
         self.enc.start_entry(meta)?;
-        let mut buf = vec![0u8; READ_CHUNK];
-        loop {
+        let mut buf = vec![0u8; if is_file { READ_CHUNK } else { 0 }];
+        while is_file {
             let n = match reader.read(&mut buf).await {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -841,7 +1140,16 @@ impl<W: AsyncWrite + Unpin> AsyncArchiveWriter<W> {
                 }
             }
         }
-        self.enc.end_entry()
+        let entry = self.enc.end_entry()?;
+        while let Some(out) = self.enc.next_ready()? {
+            self.emit(Some(out)).await?;
+        }
+        Ok(entry)
+    }
+
+    /// Records a source (see [`ArchiveEncoder::add_source`]).
+    pub fn add_source(&mut self, name: &str) -> Result<()> {
+        self.enc.add_source(name)
     }
 
     async fn emit(&mut self, out: Option<Bytes>) -> Result<()> {

@@ -20,9 +20,9 @@ fn small_archive(seed: u64) -> (Vec<u8>, FileKey) {
         .label("fqdn", "a.example");
     let enc = ArchiveEncoder::with_file_key(&key, &[&cert], options).unwrap();
     let mut w = ArchiveWriter::from_encoder(enc, Vec::new());
+    w.add_entry(EntryMeta::new("a", "empty"), &b""[..]).unwrap();
     w.add_entry(EntryMeta::new("a", "text.json"), &text(5000, seed)[..])
         .unwrap();
-    w.add_entry(EntryMeta::new("a", "empty"), &b""[..]).unwrap();
     w.add_entry(EntryMeta::new("b", "blob"), &noise(6000, seed)[..])
         .unwrap();
     (w.finish().unwrap().0, key)
@@ -33,8 +33,8 @@ fn check_with_key(bytes: Vec<u8>, key: &FileKey) -> Result<(), Error> {
     block_on(async {
         let r = ArchiveReader::open_with_file_key(bytes, key).await?;
         r.verify(None).await?;
-        for e in r.entries() {
-            r.read_entry(e).await?;
+        for e in r.load_entries().await? {
+            r.read_entry(&e).await?;
         }
         Ok(())
     })
@@ -108,7 +108,11 @@ fn trailing_bytes_are_detected() {
 /// Frame boundaries from the index of a pristine archive.
 fn frame_offsets(bytes: &[u8], key: &FileKey) -> Vec<u64> {
     let r = block_on(ArchiveReader::open_with_file_key(bytes.to_vec(), key)).unwrap();
-    r.index().frame_offsets(r.info().header.as_bytes().len() as u64)
+    let mut out = r.frame_offsets().to_vec();
+    out.push(out.last().map_or(r.info().header.as_bytes().len() as u64, |o| {
+        o + u64::from(*r.frame_lens().last().unwrap())
+    }));
+    out
 }
 
 #[test]
@@ -161,23 +165,40 @@ fn archives_spliced_together_are_detected() {
     let hlen = header_len(&a);
     assert_eq!(hlen, header_len(&b));
     let off = frame_offsets(&a, &key_a);
-    let index_at = *off.last().unwrap() as usize;
+    let ibs_archive::ArchiveFooter::V2(footer) = block_on(ibs_archive::inspect(&a)).unwrap().footer else {
+        panic!("a version 2 archive")
+    };
+    let root_at = footer.root_offset as usize;
+    let piece_at = *off.last().unwrap() as usize; // the one index piece follows the last frame
 
     // B's header on A's body: footer ids differ.
     let mut s = b[..hlen].to_vec();
     s.extend_from_slice(&a[hlen..]);
     assert!(check_with_identity(s).is_err());
-    // A with B's index and footer: ids differ; with A's footer id patched in, the index fails.
-    let mut s = a[..index_at].to_vec();
-    s.extend_from_slice(&b[index_at..]);
+    // A with B's root and footer: ids differ; with A's footer id patched in, the root fails.
+    let mut s = a[..root_at].to_vec();
+    s.extend_from_slice(&b[root_at..]);
     assert_eq!(
         check_with_key(s.clone(), &key_a).unwrap_err().kind(),
         ErrorKind::Malformed
     );
     let n = s.len();
-    s[n - 24..n - 8].copy_from_slice(&a[a.len() - 24..a.len() - 8]);
+    s[n - 32..n - 16].copy_from_slice(&a[a.len() - 32..a.len() - 16]);
     let err = check_with_key(s, &key_a).unwrap_err();
-    assert!(matches!(err, Error::Authentication { region: Region::Index }), "{err}");
+    assert!(matches!(err, Error::Authentication { region: Region::Root }), "{err}");
+    // A with B's index piece (same length): its hash in A's root differs.
+    let mut s = a.clone();
+    s[piece_at..root_at].copy_from_slice(&b[piece_at..root_at]);
+    let err = check_with_key(s, &key_a).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Authentication {
+                region: Region::Piece(0)
+            }
+        ),
+        "{err}"
+    );
     // A with one frame of B.
     let (f0, f1) = (off[1] as usize, off[2] as usize);
     let mut s = a.clone();

@@ -56,21 +56,27 @@ fn entries_round_trip_with_metadata_and_labels() {
     assert_eq!(info.label("fqdn"), Some("azs.contoso.com"));
     assert_eq!(info.fields().created, 1_760_000_000);
     assert_eq!(info.recipient_thumbprints(), vec![cert.thumbprint()]);
-    assert_eq!(archive.entries(), &summary.entries[..]);
-    let e = archive.find("identity", "users/directory.json").unwrap();
+    // The writer added the parent folders `users` and `vaults`.
+    assert_eq!(archive.entries().unwrap().len() as u64, summary.entries);
+    assert_eq!(summary.entries, 5);
+    let e = archive.find("identity", "users/directory.json").unwrap().unwrap();
     assert_eq!((e.mode, e.mtime), (Some(0o600), Some(1_750_000_000)));
-    assert_eq!(archive.read_entry(e).unwrap(), doc);
+    assert_eq!(archive.read_entry(&e).unwrap(), doc);
+    let folder = archive.find("identity", "users").unwrap().unwrap();
+    assert_eq!((folder.kind, folder.mode), (ibs_archive::EntryKind::Folder, None));
     assert_eq!(
-        archive.read_entry(archive.find("ca", "root.cer").unwrap()).unwrap(),
+        archive
+            .read_entry(&archive.find("ca", "root.cer").unwrap().unwrap())
+            .unwrap(),
         b""
     );
     let mut out = Vec::new();
     let n = archive
-        .copy_entry(archive.find("key-vault", "vaults/v1.bin").unwrap(), &mut out)
+        .copy_entry(&archive.find("key-vault", "vaults/v1.bin").unwrap().unwrap(), &mut out)
         .unwrap();
     assert_eq!((n, out), (blob.len() as u64, blob));
     let report = archive.verify().unwrap();
-    assert_eq!(report.entries, 3);
+    assert_eq!(report.entries, 5);
     assert_eq!(report.data_len, summary.data_len);
 }
 
@@ -78,7 +84,7 @@ fn entries_round_trip_with_metadata_and_labels() {
 fn an_archive_with_no_entries_opens_and_verifies() {
     let bytes = archive(&[], WriterOptions::default());
     let a = blocking::Archive::open(bytes, &[recipient()]).unwrap();
-    assert!(a.entries().is_empty());
+    assert!(a.entries().unwrap().is_empty());
     assert_eq!(a.verify().unwrap().frames, 0);
 }
 
@@ -90,7 +96,7 @@ fn several_recipients_each_open_it_and_a_stranger_learns_which_keys_it_needs() {
     let bytes = w.finish().unwrap().0;
     for id in [recipient(), other()] {
         let a = blocking::Archive::open(bytes.clone(), &[id]).unwrap();
-        assert_eq!(a.read_entry(&a.entries()[0]).unwrap(), b"{}");
+        assert_eq!(a.read_entry(&a.entries().unwrap()[0]).unwrap(), b"{}");
     }
     let only_one = archive(&[("rbac", "a.json", b"{}".to_vec())], WriterOptions::default());
     let err = blocking::Archive::open(only_one, &[other()]).unwrap_err();
@@ -118,7 +124,7 @@ fn async_writer_produces_the_same_format() {
         w.finish().await.unwrap().0.into_inner()
     });
     let a = blocking::Archive::open(bytes, &[recipient()]).unwrap();
-    assert_eq!(a.read_entry(&a.entries()[0]).unwrap(), data);
+    assert_eq!(a.read_entry(&a.entries().unwrap()[0]).unwrap(), data);
 }
 
 #[test]
@@ -158,7 +164,7 @@ fn writer_rules_are_enforced() {
     assert!(dup.to_string().contains("already written"), "{dup}");
     // The writer is still usable after refused names.
     let (bytes, summary) = w.finish().unwrap();
-    assert_eq!(summary.entries.len(), 1);
+    assert_eq!(summary.entries, 2);
     blocking::Archive::open(bytes, &[recipient()])
         .unwrap()
         .verify()
@@ -255,7 +261,7 @@ fn reading_one_entry_reads_only_its_frames() {
     let reader = block_on(ArchiveReader::open(&source, &[recipient()])).unwrap();
     let opened = source.read.load(Ordering::Relaxed);
     assert!(opened < 64 << 10, "opening read {opened} bytes");
-    let entry = reader.find("b", "small").unwrap().clone();
+    let entry = block_on(reader.find("b", "small")).unwrap().unwrap();
     assert_eq!(block_on(reader.read_entry(&entry)).unwrap(), small);
     let for_entry = source.read.load(Ordering::Relaxed) - opened;
     // The small entry straddles at most two 1 MiB frames.
@@ -279,19 +285,19 @@ fn sequential_reads_go_ahead_and_jumps_do_not() {
         calls: AtomicU64::new(0),
     };
     let reader = block_on(ArchiveReader::open(&source, &[recipient()])).unwrap();
-    let frames = reader.index().frame_lens.len() as u64;
+    let frames = reader.frame_lens().len() as u64;
     // One entry in the middle (three frames at most): no more than a frame over.
     let (calls0, read0) = (
         source.calls.load(Ordering::Relaxed),
         source.read.load(Ordering::Relaxed),
     );
-    let middle = reader.find("s", "f20").unwrap().clone();
+    let middle = block_on(reader.find("s", "f20")).unwrap().unwrap();
     assert_eq!(block_on(reader.read_entry(&middle)).unwrap(), entries[20].2);
     let read = source.read.load(Ordering::Relaxed) - read0;
     assert!(read <= 3 * (1 << 20) + 1000, "one entry read {read} bytes");
     // Every entry in order: far fewer range reads than frames, each byte once or so.
     let calls1 = source.calls.load(Ordering::Relaxed);
-    for (e, (_, _, data)) in reader.entries().iter().zip(&entries) {
+    for (e, (_, _, data)) in block_on(reader.load_entries()).unwrap().iter().zip(&entries) {
         assert_eq!(&block_on(reader.read_entry(e)).unwrap(), data);
     }
     let calls = source.calls.load(Ordering::Relaxed) - calls1;
@@ -310,7 +316,7 @@ fn keyless_inspection_reads_header_and_footer() {
     let info = block_on(inspect(&bytes)).unwrap();
     assert_eq!(info.fields().producer_version, "2.0");
     assert_eq!(info.archive_len, bytes.len() as u64);
-    assert_eq!(info.footer.archive_id, info.fields().archive_id);
+    assert_eq!(info.footer.archive_id(), info.fields().archive_id);
 }
 
 #[test]
@@ -324,7 +330,7 @@ fn a_file_on_disk_opens_with_the_blocking_api() {
     )
     .unwrap();
     let a = blocking::open_file(&path, &[recipient()]).unwrap();
-    assert_eq!(a.read_entry(&a.entries()[0]).unwrap(), data);
+    assert_eq!(a.read_entry(&a.entries().unwrap()[0]).unwrap(), data);
     let missing = blocking::open_file(&dir.path().join("nope"), &[recipient()]).unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::Io);
     assert!(missing.to_string().contains("nope"), "{missing}");
@@ -394,11 +400,18 @@ proptest! {
         generated in proptest::collection::vec(gen_entry(), 0..8),
         seed in any::<u64>(),
     ) {
-        // No (source, path) twice: the writer refuses that (tested above).
+        // No (source, path) twice: the writer refuses that (tested above);
+        // no file where another entry needs a folder; in key order.
         let mut names = std::collections::HashSet::new();
-        let entries: Vec<(GenEntry, Vec<u8>)> = generated
+        let mut generated: Vec<GenEntry> = generated
             .into_iter()
             .filter(|e| names.insert((e.0.clone(), e.1.clone())))
+            .collect();
+        let all = generated.clone();
+        generated.retain(|e| !all.iter().any(|o| o.0 == e.0 && o.1.starts_with(&format!("{}/", e.1))));
+        generated.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| ibs_archive::path_cmp(a.1.as_bytes(), b.1.as_bytes())));
+        let entries: Vec<(GenEntry, Vec<u8>)> = generated
+            .into_iter()
             .enumerate()
             .map(|(i, e)| {
                 let data = if e.5 { text(e.4, seed + i as u64) } else { noise(e.4, seed + i as u64) };
@@ -420,18 +433,21 @@ proptest! {
         let (bytes, summary) = w.finish().unwrap();
         prop_assert_eq!(summary.archive_len, bytes.len() as u64);
         let a = blocking::Archive::open(bytes, &[recipient()]).unwrap();
-        prop_assert_eq!(a.entries().len(), entries.len());
-        for (entry, ((source, path, mode, mtime, _, _), data)) in a.entries().iter().zip(&entries) {
+        // The writer adds the parent folders nobody added.
+        let files: Vec<_> = a.entries().unwrap().into_iter().filter(|e| e.is_file()).collect();
+        prop_assert_eq!(files.len(), entries.len());
+        for (entry, ((source, path, mode, mtime, _, _), data)) in files.iter().zip(&entries) {
             prop_assert_eq!(&entry.source, source);
             prop_assert_eq!(&entry.path, path);
             prop_assert_eq!(entry.mode, *mode);
             prop_assert_eq!(entry.mtime, *mtime);
             prop_assert!(entry.check_names().is_ok());
-            prop_assert_eq!(a.find(source, path), Some(entry));
+            let found = a.find(source, path).unwrap();
+            prop_assert_eq!(found.as_ref(), Some(entry));
             prop_assert_eq!(&a.read_entry(entry).unwrap(), data);
         }
         let report = a.verify().unwrap();
-        prop_assert_eq!(report.entries, entries.len() as u64);
+        prop_assert_eq!(report.entries, summary.entries);
     }
 
     /// A mode with more than the 12 permission bits (a whole `st_mode` with

@@ -26,14 +26,19 @@ fn vector_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
-/// Every vector on disk, by name.
+/// Every vector on disk, by name (`v1/NAME`, `v2/NAME`).
 fn vector_names() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(vector_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "expect"))
-        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> = Vec::new();
+    for version in ["v1", "v2"] {
+        let Ok(dir) = std::fs::read_dir(vector_dir().join(version)) else {
+            continue;
+        };
+        names.extend(
+            dir.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "expect"))
+                .map(|p| format!("{version}/{}", p.file_stem().unwrap().to_string_lossy())),
+        );
+    }
     names.sort();
     names
 }
@@ -58,7 +63,7 @@ fn vector(name: &str) -> (Vec<u8>, Expect) {
         assert_eq!(n.parse::<usize>().unwrap(), entries.len(), "{}", p.display());
     }
     let expect = Expect {
-        name: p.file_stem().unwrap().to_string_lossy().into_owned(),
+        name: name.to_owned(),
         ok: field("expect").as_deref() == Some("ok"),
         stage: field("stage").unwrap_or_default(),
         kind: field("kind").unwrap_or_default(),
@@ -87,8 +92,8 @@ fn check_rust(name: &str) {
             .map_err(|e| ("open", e))?;
         r.verify(None).await.map_err(|e| ("verify", e))?;
         let mut seen = Vec::new();
-        for e in r.entries() {
-            let data = r.read_entry(e).await.map_err(|e| ("verify", e))?;
+        for e in r.load_entries().await.map_err(|e| ("verify", e))? {
+            let data = r.read_entry(&e).await.map_err(|e| ("verify", e))?;
             assert_eq!(data.len() as u64, e.size);
             seen.push((format!("{}/{}", e.source, e.path), e.size, hex(&e.sha256)));
         }
@@ -165,30 +170,30 @@ macro_rules! vectors {
 }
 
 vectors! {
-    bad_footer_archive_id => "bad-footer-archive-id",
-    bad_footer_frame_count => "bad-footer-frame-count",
-    bad_frame_ciphertext => "bad-frame-ciphertext",
-    bad_frame_tag => "bad-frame-tag",
-    bad_header_field => "bad-header-field",
-    bad_header_mac => "bad-header-mac",
-    bad_index => "bad-index",
-    bad_magic => "bad-magic",
-    bad_not_an_archive => "bad-not-an-archive",
-    bad_shortened_final_frame => "bad-shortened-final-frame",
-    bad_spliced_frame => "bad-spliced-frame",
-    bad_spliced_header => "bad-spliced-header",
-    bad_spliced_index => "bad-spliced-index",
-    bad_swapped_frames => "bad-swapped-frames",
-    bad_trailing_garbage => "bad-trailing-garbage",
-    bad_truncated_final_frame => "bad-truncated-final-frame",
-    bad_truncated_footer => "bad-truncated-footer",
-    bad_unknown_version => "bad-unknown-version",
-    bad_wrapped_key => "bad-wrapped-key",
-    bad_wrong_recipient => "bad-wrong-recipient",
-    ok_basic => "ok-basic",
-    ok_empty => "ok-empty",
-    ok_frame_boundaries => "ok-frame-boundaries",
-    ok_two_recipients => "ok-two-recipients",
+    v1_bad_footer_archive_id => "v1/bad-footer-archive-id",
+    v1_bad_footer_frame_count => "v1/bad-footer-frame-count",
+    v1_bad_frame_ciphertext => "v1/bad-frame-ciphertext",
+    v1_bad_frame_tag => "v1/bad-frame-tag",
+    v1_bad_header_field => "v1/bad-header-field",
+    v1_bad_header_mac => "v1/bad-header-mac",
+    v1_bad_index => "v1/bad-index",
+    v1_bad_magic => "v1/bad-magic",
+    v1_bad_not_an_archive => "v1/bad-not-an-archive",
+    v1_bad_shortened_final_frame => "v1/bad-shortened-final-frame",
+    v1_bad_spliced_frame => "v1/bad-spliced-frame",
+    v1_bad_spliced_header => "v1/bad-spliced-header",
+    v1_bad_spliced_index => "v1/bad-spliced-index",
+    v1_bad_swapped_frames => "v1/bad-swapped-frames",
+    v1_bad_trailing_garbage => "v1/bad-trailing-garbage",
+    v1_bad_truncated_final_frame => "v1/bad-truncated-final-frame",
+    v1_bad_truncated_footer => "v1/bad-truncated-footer",
+    v1_bad_unknown_version => "v1/bad-unknown-version",
+    v1_bad_wrapped_key => "v1/bad-wrapped-key",
+    v1_bad_wrong_recipient => "v1/bad-wrong-recipient",
+    v1_ok_basic => "v1/ok-basic",
+    v1_ok_empty => "v1/ok-empty",
+    v1_ok_frame_boundaries => "v1/ok-frame-boundaries",
+    v1_ok_two_recipients => "v1/ok-two-recipients",
 }
 
 #[test]

@@ -12,6 +12,7 @@ use rsa::pkcs1::der::Decode as _;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
+use crate::pem::{base64_decode, find};
 use crate::{Error, Result};
 
 /// Smallest RSA modulus accepted, in bits.
@@ -339,59 +340,9 @@ fn pem_certificates_to_der(text: &[u8]) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Standard base64 with padding; `None` on any invalid input.
-fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    if !input.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(input.len() / 4 * 3);
-    let quads = input.len() / 4;
-    for (i, quad) in input.chunks_exact(4).enumerate() {
-        let pad = quad.iter().rev().take_while(|c| **c == b'=').count();
-        if pad > 2 || (pad > 0 && i + 1 != quads) {
-            return None;
-        }
-        let mut acc = 0u32;
-        for &c in &quad[..4 - pad] {
-            acc = (acc << 6) | value(c)?;
-        }
-        acc <<= 6 * pad as u32;
-        let bytes = acc.to_be_bytes();
-        out.extend_from_slice(&bytes[1..4 - pad]);
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_known_answers() {
-        assert_eq!(base64_decode(b"").unwrap(), b"");
-        assert_eq!(base64_decode(b"Zg==").unwrap(), b"f");
-        assert_eq!(base64_decode(b"Zm8=").unwrap(), b"fo");
-        assert_eq!(base64_decode(b"Zm9v").unwrap(), b"foo");
-        assert_eq!(base64_decode(b"Zm9vYmFy").unwrap(), b"foobar");
-        assert!(base64_decode(b"Zm9").is_none());
-        assert!(base64_decode(b"Z===").is_none());
-        assert!(base64_decode(b"Zg==Zg==").is_none());
-        assert!(base64_decode(b"Zm9*").is_none());
-    }
 
     #[test]
     fn thumbprint_hex_forms() {

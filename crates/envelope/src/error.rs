@@ -1,8 +1,8 @@
 //! The one error type of this crate.
 //!
 //! Rules: parse errors say which file kind failed and why, with the detail the
-//! underlying parser gives; decryption errors stay coarse (`DecryptionFailed`,
-//! `WrongPassword`, `NoMatchingIdentity`) so they tell an attacker nothing about
+//! underlying parser gives; decryption and verification errors stay coarse (`DecryptionFailed`,
+//! `WrongPassword`, `NoMatchingIdentity`, `SignatureInvalid`) so they tell an attacker nothing about
 //! where or why authentication failed. No variant ever carries key material or
 //! a password.
 
@@ -87,6 +87,21 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// The bytes are not a usable Ed25519 signing (private) key: not PKCS#8
+    /// PEM, another algorithm, or inconsistent. The reason never quotes the key.
+    #[error("not a usable Ed25519 signing key: {0}")]
+    BadSigningKey(String),
+    /// The bytes are not a usable Ed25519 public key: not SubjectPublicKeyInfo
+    /// PEM, another algorithm, not a canonical point, or a weak (small-order) one.
+    #[error("not a usable Ed25519 public key: {0}")]
+    BadVerifyingKey(String),
+    /// A signature does not verify under the public key given. Deliberately
+    /// coarse: it says nothing about which check failed.
+    #[error("the signature does not verify: the data was changed, or was not signed by this key")]
+    SignatureInvalid,
+    /// The text is not a signer fingerprint (64 hex digits).
+    #[error("not a signer fingerprint: {0}")]
+    BadFingerprint(String),
     /// Reading or writing a key file failed.
     #[error("{action} {path}: {source}")]
     Io {

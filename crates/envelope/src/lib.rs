@@ -8,6 +8,10 @@
 //! operator's password-protected `.pfx` ([`Identity`]) and unwraps the file key
 //! ([`unwrap_file_key`]). [`keygen`] makes new self-signed key pairs.
 //!
+//! The controller also signs what it writes with an Ed25519 [`SigningKey`],
+//! so that recovery can check, with the [`VerifyingKey`] or its
+//! [`SignerFingerprint`], who wrote an archive ([`signing`]).
+//!
 //! Every parser here takes untrusted bytes and returns an [`Error`], never a
 //! panic. Secrets ([`FileKey`], [`Password`], private keys) are zeroized on
 //! drop and redacted from `Debug`.
@@ -61,7 +65,9 @@ mod cert;
 mod error;
 mod identity;
 pub mod keygen;
+mod pem;
 mod secret;
+pub mod signing;
 mod stream;
 mod wrap;
 
@@ -69,6 +75,7 @@ pub use cert::{Certificate, MAX_RSA_BITS, MIN_RSA_BITS, Sha256Fingerprint, Thumb
 pub use error::{Error, Result};
 pub use identity::Identity;
 pub use secret::Password;
+pub use signing::{PUBLIC_KEY_LEN, SIGNATURE_LEN, SignerFingerprint, SigningKey, VerifyingKey};
 pub use stream::{
     COMMITMENT_LEN, PayloadKey, SALT_LEN, StreamOpener, StreamSealer, TAG_LEN, derive_key, generate_salt, open_message,
     seal_message,

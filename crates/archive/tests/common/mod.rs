@@ -162,8 +162,8 @@ pub fn read_in_stages(bytes: &[u8], identity: &Identity) -> Result<Vec<Vec<u8>>,
             .map_err(|e| ("open", e))?;
         r.verify(None).await.map_err(|e| ("verify", e))?;
         let mut out = Vec::new();
-        for e in r.entries() {
-            out.push(r.read_entry(e).await.map_err(|e| ("verify", e))?);
+        for e in r.load_entries().await.map_err(|e| ("verify", e))? {
+            out.push(r.read_entry(&e).await.map_err(|e| ("verify", e))?);
         }
         Ok(out)
     })
