@@ -6,16 +6,30 @@
 //! extracts every entry, which must come back byte for byte with the metadata
 //! and header fields the writer recorded. Where a fresh archive is damaged,
 //! both readers fail at the same stage and in the same region.
+//!
+//! Version 2 (FORMAT.md §14): every entry kind, names as bytes (invalid
+//! UTF-8, newline, tab, backslash), owners, times before 1970 and with
+//! nanoseconds, sparse files, extended attributes, empty sources and
+//! signatures; the Python reader prints each entry as the Rust reader reads
+//! it, and its `--dump` gives back the same tree (checked with `lstat`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use common::{cert, noise, python_failure, python_reader, read_in_stages, recipient, region_of, text};
-use ibs_archive::format::{FOOTER_LEN, MAX_PATH_LEN, MAX_SOURCE_LEN, MIN_FRAME_SIZE};
-use ibs_archive::{ArchiveSummary, ArchiveWriter, EntryMeta, WriterOptions, blocking};
+use ibs_archive::format::{MAX_PATH_LEN, MAX_SOURCE_LEN, MIN_FRAME_SIZE};
+use ibs_archive::v2::FOOTER_LEN_V2;
+use ibs_archive::{
+    ArchiveSummary, ArchiveWriter, Entry, EntryKind, EntryMeta, EntryPath, Extent, WriterOptions, blocking,
+    escape_bytes,
+};
+use ibs_envelope::SigningKey;
 
 /// (source, path, mode, mtime, data)
 type Spec = (String, String, Option<u32>, Option<i64>, Vec<u8>);
@@ -24,11 +38,15 @@ fn entry(source: &str, path: &str, data: Vec<u8>) -> Spec {
     (source.into(), path.into(), None, None, data)
 }
 
+/// Writes `entries`, sorted into the (source, path) key order version 2
+/// requires (FORMAT.md §14.5; the writer adds parent folders).
 fn write(entries: &[Spec], recipients: &[&str], options: WriterOptions) -> (Vec<u8>, ArchiveSummary) {
+    let mut entries = entries.to_vec();
+    sort_specs(&mut entries);
     let certs: Vec<_> = recipients.iter().map(|r| cert(r)).collect();
     let refs: Vec<_> = certs.iter().collect();
     let mut w = ArchiveWriter::new(Vec::new(), &refs, options).unwrap();
-    for (source, path, mode, mtime, data) in entries {
+    for (source, path, mode, mtime, data) in &entries {
         let mut meta = EntryMeta::new(source.as_str(), path.as_str());
         if let Some(m) = mode {
             meta = meta.mode(*m);
@@ -39,6 +57,12 @@ fn write(entries: &[Spec], recipients: &[&str], options: WriterOptions) -> (Vec<
         w.add_entry(meta, &data[..]).unwrap();
     }
     w.finish().unwrap()
+}
+
+/// Key order: by source name (sources are numbered as first added), then
+/// path segment by segment.
+fn sort_specs(entries: &mut [Spec]) {
+    entries.sort_by(|a, b| a.0.cmp(&b.0).then(ibs_archive::path_cmp(a.1.as_bytes(), b.1.as_bytes())));
 }
 
 fn hex(b: &[u8]) -> String {
@@ -52,7 +76,19 @@ struct Printed {
     labels: Vec<(String, String)>,
     recipients: Vec<String>,
     frames: Vec<String>,
+    sources: Vec<String>,
     entries: Vec<Vec<String>>,
+    xattrs: Vec<Vec<String>>,
+}
+
+impl Printed {
+    fn field(&self, k: &str) -> String {
+        self.fields
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{k} not printed: {self:?}"))
+    }
 }
 
 fn parse_lines(stdout: &[u8]) -> Printed {
@@ -70,6 +106,8 @@ fn parse_lines(stdout: &[u8]) -> Printed {
                 p.frames.push(cols[2].into());
             }
             "entry" => p.entries.push(cols[1..].iter().map(|s| s.to_string()).collect()),
+            "source" => p.sources.push(cols[1].into()),
+            "xattr" => p.xattrs.push(cols[1..].iter().map(|s| s.to_string()).collect()),
             key => p.fields.push((key.into(), cols[1..].join("\t"))),
         }
     }
@@ -104,20 +142,16 @@ fn python_reads_back(
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let printed = parse_lines(&out.stdout);
 
-    let field = |k: &str| {
-        printed
-            .fields
-            .iter()
-            .find(|(name, _)| name == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("{k} not printed: {printed:?}"))
-    };
+    let field = |k: &str| printed.field(k);
+    assert_eq!(field("version"), "2");
     assert_eq!(field("archive_id"), summary.archive_id.to_string());
     assert_eq!(field("created"), options.created.to_string());
     assert_eq!(field("producer_version"), options.producer_version);
     assert_eq!(field("frame_size"), options.frame_size.to_string());
     assert_eq!(field("frames"), summary.frames.to_string());
     assert_eq!(field("data_length"), summary.data_len.to_string());
+    assert_eq!(field("signer"), summary.signer.map_or("-".into(), |s| s.to_string()));
+    assert_eq!(printed.sources, summary.sources);
     assert_eq!(printed.labels, options.labels);
     let thumbprints: Vec<String> = options
         .recipients
@@ -127,26 +161,16 @@ fn python_reads_back(
     assert_eq!(printed.recipients, thumbprints);
     assert_eq!(printed.frames.len() as u64, summary.frames);
 
-    // Every entry, in order, with the metadata the writer recorded ...
-    assert_eq!(printed.entries.len(), entries.len());
-    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    // Every entry, in order (the folders the writer added too), as the Rust
+    // reader reads it ...
     let written = blocking::Archive::open(bytes.to_vec(), &[recipient()])
         .unwrap()
         .entries()
         .unwrap();
-    for ((e, spec), got) in written.iter().zip(entries).zip(&printed.entries) {
-        assert_eq!((&e.source, &e.path.to_string()), (&spec.0, &spec.1));
-        let want = vec![
-            e.source.clone(),
-            e.path.to_string(),
-            e.size.to_string(),
-            hex(&e.sha256),
-            e.offset.to_string(),
-            opt(spec.2.map(|m| m.to_string())),
-            opt(spec.3.map(|t| t.to_string())),
-        ];
-        assert_eq!(got, &want, "{}/{}", spec.0, spec.1);
-        // ... and its bytes, extracted by the Python reader.
+    assert_eq!(written.len() as u64, summary.entries);
+    check_printed_entries(&printed, &written);
+    // ... and the bytes of each file the caller wrote, extracted by the Python reader.
+    for spec in entries {
         let mut file = dump.join(&spec.0);
         for segment in spec.1.split('/') {
             file.push(segment);
@@ -155,6 +179,48 @@ fn python_reads_back(
         assert!(dumped == spec.4, "{}/{}: extracted bytes differ", spec.0, spec.1);
     }
     printed.frames
+}
+
+/// The Python reader printed (`--format lines`) every entry and extended
+/// attribute as the Rust reader reads them, names escaped alike (§14.5).
+fn check_printed_entries(printed: &Printed, written: &[Entry]) {
+    assert_eq!(printed.entries.len(), written.len());
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let mut xattrs = Vec::new();
+    for (e, got) in written.iter().zip(&printed.entries) {
+        let file = e.is_file();
+        let want = vec![
+            e.source.clone(),
+            e.path.to_string(),
+            opt(file.then(|| e.size.to_string())),
+            opt(file.then(|| hex(&e.sha256))),
+            opt(file.then(|| e.offset.to_string())),
+            opt(e.mode.map(|m| m.to_string())),
+            opt(e.mtime.map(|t| t.to_string())),
+            e.kind.name().to_string(),
+            opt(e.mtime.map(|_| e.mtime_nanos.to_string())),
+            opt(e.owner.map(|o| o.0.to_string())),
+            opt(e.owner.map(|o| o.1.to_string())),
+            opt(e.owner_names.as_ref().map(|n| escape_bytes(&n.0))),
+            opt(e.owner_names.as_ref().map(|n| escape_bytes(&n.1))),
+            opt(e.extents.as_ref().map(|x| {
+                x.iter()
+                    .map(|x| format!("{}+{}", x.offset, x.len))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })),
+            opt(match &e.kind {
+                EntryKind::Symlink { target } => Some(escape_bytes(target)),
+                EntryKind::HardLink { target } => Some(target.to_string()),
+                _ => None,
+            }),
+        ];
+        assert_eq!(got, &want, "{}", e.display_name());
+        for (name, value) in &e.xattrs {
+            xattrs.push(vec![e.source.clone(), e.path.to_string(), escape_bytes(name), hex(value)]);
+        }
+    }
+    assert_eq!(printed.xattrs, xattrs);
 }
 
 /// Reads a file whose path may be longer than `PATH_MAX` (a 4096-byte entry
@@ -289,9 +355,21 @@ fn python_reads_fresh_archives_with_odd_names_small_frames_and_several_recipient
         encodings.iter().any(|e| e == "zstd") && encodings.iter().any(|e| e == "stored"),
         "{encodings:?}"
     );
-    // The Rust reader agrees.
-    let contents = read_in_stages(&bytes, recipient()).unwrap();
-    assert_eq!(contents, entries.iter().map(|e| e.4.clone()).collect::<Vec<_>>());
+    // The Rust reader agrees (files in key order, among the folders the writer added).
+    let mut sorted = entries.clone();
+    sort_specs(&mut sorted);
+    let written = blocking::Archive::open(bytes.clone(), &[recipient()])
+        .unwrap()
+        .entries()
+        .unwrap();
+    let contents: Vec<Vec<u8>> = read_in_stages(&bytes, recipient())
+        .unwrap()
+        .into_iter()
+        .zip(&written)
+        .filter(|(_, e)| e.is_file())
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(contents, sorted.iter().map(|e| e.4.clone()).collect::<Vec<_>>());
 }
 
 /// How the writer sealed frame `plain` (of `sealed_len` bytes): stored, or
@@ -360,13 +438,14 @@ fn python_reads_every_frame_encoding_of_the_adaptive_writer() {
     // Frames large enough to be probed (FORMAT.md §6; `FrameCompressor`).
     let frame = 256 << 10;
     let level = 9;
-    let entries: Vec<Spec> = vec![
+    let mut entries: Vec<Spec> = vec![
         entry("kv", "secrets.bin", noise(2 * frame, 1)),
         entry("rm", "guids.txt", guids(2 * frame, 2)),
         entry("rbac", "assignments.json", text(frame, 3)),
         entry("id", "history.log", self_similar(2 * frame, 5)),
         entry("ca", "tail.json", text(frame / 3, 4)),
     ];
+    sort_specs(&mut entries); // the order of the data stream
     let expected = Expected {
         created: 1_763_769_600,
         producer_version: "1.2408.0".into(),
@@ -436,7 +515,19 @@ fn both_readers_fail_at_the_same_stage_and_region_on_a_damaged_fresh_archive() {
     // Leaked: every damage closure holds it (a test, run once).
     let off: &'static [usize] = offsets.iter().map(|o| *o as usize).collect::<Vec<_>>().leak();
     let n = good.len();
-    let index_at = n - FOOTER_LEN - summary_index_len(&good);
+    let root_at = root_offset(&good);
+    // The one index piece: where the frames leave a gap before the root.
+    let piece_at = {
+        let mut p = hlen;
+        for (o, l) in inner.frame_offsets().iter().zip(inner.frame_lens()) {
+            if *o as usize != p {
+                break;
+            }
+            p += *l as usize;
+        }
+        p
+    };
+    assert!(piece_at < root_at);
     let last = summary.frames as usize - 1;
     let d = |what, stage, region: &str, apply: Mutation| Damage {
         what,
@@ -444,11 +535,12 @@ fn both_readers_fail_at_the_same_stage_and_region_on_a_damaged_fresh_archive() {
         region: region.to_owned(),
         apply,
     };
+    let footer = n - FOOTER_LEN_V2;
     let damages = vec![
         d("magic", "inspect", "header", Box::new(|b| b[1] ^= 1)),
         d("version", "inspect", "header", Box::new(|b| b[8] = 7)),
         d(
-            "header length below 456",
+            "header length below 457",
             "inspect",
             "header",
             Box::new(|b| b[10..14].copy_from_slice(&100u32.to_le_bytes())),
@@ -460,6 +552,18 @@ fn both_readers_fail_at_the_same_stage_and_region_on_a_damaged_fresh_archive() {
             Box::new(|b| b[38..42].copy_from_slice(&1u32.to_le_bytes())),
         ),
         d("header flags", "inspect", "header", Box::new(|b| b[43] = 1)),
+        d(
+            "signer algorithm unknown",
+            "inspect",
+            "header",
+            Box::new(move |b| b[hlen - 33] = 2),
+        ),
+        d(
+            "signer algorithm without a key",
+            "inspect",
+            "header",
+            Box::new(move |b| b[hlen - 33] = 1),
+        ),
         d("creation time", "open", "header", Box::new(|b| b[30] ^= 1)),
         d("salt", "open", "header", Box::new(|b| b[50] ^= 1)),
         d("key commitment", "open", "header", Box::new(|b| b[80] ^= 1)),
@@ -494,21 +598,32 @@ fn both_readers_fail_at_the_same_stage_and_region_on_a_damaged_fresh_archive() {
             &format!("frame {last}"),
             Box::new(move |b| b[off[last] + 3] ^= 1),
         ),
-        d("sealed index", "open", "index", Box::new(move |b| b[index_at + 2] ^= 1)),
-        d("footer frame count", "open", "index", Box::new(move |b| b[n - 32] ^= 1)),
+        d("sealed piece", "verify", "piece 0", Box::new(move |b| b[piece_at + 2] ^= 1)),
+        d("sealed root", "open", "root", Box::new(move |b| b[root_at + 2] ^= 1)),
+        d(
+            "unsigned signature block says signed",
+            "open",
+            "signature",
+            Box::new(move |b| b[footer - 1] = 1),
+        ),
+        d("footer root length", "inspect", "archive", Box::new(move |b| b[footer + 8] ^= 1)),
+        d(
+            "footer signature block length",
+            "inspect",
+            "footer",
+            Box::new(move |b| b[footer + 12] = 0),
+        ),
+        // The root opens as chunk M - 1 only.
+        d("footer chunk count", "open", "root", Box::new(move |b| b[footer + 16] += 1)),
+        d("footer data frame count", "open", "root", Box::new(move |b| b[footer + 24] += 1)),
         d(
             "footer archive id",
             "inspect",
             "footer",
-            Box::new(move |b| b[n - 20] ^= 1),
+            Box::new(move |b| b[footer + 40] ^= 1),
         ),
+        d("footer reserved bytes", "inspect", "footer", Box::new(move |b| b[footer + 50] = 1)),
         d("footer magic", "inspect", "footer", Box::new(move |b| b[n - 1] ^= 1)),
-        d(
-            "footer index length",
-            "inspect",
-            "archive",
-            Box::new(move |b| b[n - 40] ^= 1),
-        ),
         d(
             "cut in the last frame",
             "inspect",
@@ -547,8 +662,8 @@ fn both_readers_fail_at_the_same_stage_and_region_on_a_damaged_fresh_archive() {
     );
 }
 
-/// The sealed index length, from the footer.
-fn summary_index_len(archive: &[u8]) -> usize {
-    let footer = &archive[archive.len() - FOOTER_LEN..];
-    u64::from_le_bytes(footer[8..16].try_into().unwrap()) as usize
+/// The root's offset, from the (version 2) footer.
+fn root_offset(archive: &[u8]) -> usize {
+    let footer = &archive[archive.len() - FOOTER_LEN_V2..];
+    u64::from_le_bytes(footer[..8].try_into().unwrap()) as usize
 }

@@ -88,7 +88,7 @@ to its parent with O_NOFOLLOW and every name created exclusively, so nothing
 is written through a symbolic link or over an existing name. Modes: the
 stored 12 bits (files without one 0600, folders 0700), never wider; setuid
 and setgid only when the owners are applied. Times with nanoseconds (atime
-set to the mtime). Owners (numeric uid/gid, never the names) only when
+set to the mtime; clamped to what os.utime takes, years 1677-2262). Owners (numeric uid/gid, never the names) only when
 running as root and without `--no-owner`.
 
 Exits 1 if the archive is unreadable (or refused: signer, manifest),
@@ -100,12 +100,15 @@ printing on stderr
             | root | piece N | signature | manifest
 
 `stage` is the step of reading that failed. Version 1 (section 9):
-`inspect` steps 1-2 (no key), `open` steps 3-4, `verify` step 5. Version 2
-(section 14.8): `inspect` steps 1-2 -- header, footer, signature block and
-signature, trusted signers; all keyless --, `open` steps 3-4 (file key,
-commitment, header MAC, root), `verify` step 5 (pieces, frames, entries).
-The manifest check is keyless and belongs to `inspect` (after the header,
-footer and signature). `region` is the part of the archive at fault:
+`inspect` steps 1-2 (header and footer, no key), `open` steps 3-4, `verify`
+step 5. Version 2 (section 14.8): `inspect` step 1 (header and footer: the
+small keyless reads a catalogue makes), `open` steps 2-4 (signature block,
+signature and trusted signers -- keyless, but they need the root's range --,
+then file key, commitment, header MAC, root), `verify` step 5 (pieces,
+frames, entries); the Rust reader draws the same lines. A refusal for the
+signer (also of an unsigned version 1 archive) is at `open`, before any key
+is used. The manifest check is keyless and belongs to `inspect` (after the
+header and footer). `region` is the part of the archive at fault:
 `archive` its length as a whole; `key` no stanza opens with the key given;
 `entry` an entry's SHA-256; `index` the version 1 index; `root` the version
 2 root (and its agreement with the footer); `piece N` index piece N (from
@@ -854,16 +857,15 @@ def read(data, private_key, certificate=None, trusted=(), allow_unsigned=False, 
     stage = "inspect"
     try:
         h = inspect(data)
-        check_signature(data, h, trusted, allow_unsigned)
         if manifest is not None:
             check_manifest(manifest[0], manifest[1], data, h)
+        stage = "open"
+        check_signature(data, h, trusted, allow_unsigned)
         if h["version"] == 1:
-            stage = "open"
             aead, digest, total, offsets, entries = open_archive(data, h, private_key, certificate)
             stage = "verify"
             encodings, contents = verify(data, h, aead, digest, total, offsets, entries)
         else:
-            stage = "open"
             aead, digest, root = open_v2(data, h, private_key, certificate)
             stage = "verify"
             raw_entries, encodings, contents = verify_v2(data, h, aead, digest, root)
@@ -1033,7 +1035,9 @@ def apply_meta(e, owners, fd=None, name=None, dir_fd=None):
     if e["mode"] is not None and e["kind"] != SYMLINK:
         os.chmod(target, e["mode"] & (0o7777 if own else 0o1777), **kw)
     if e["mtime"] is not None:
-        ns = e["mtime"] * 10 ** 9 + e["mtime_ns"]
+        # os.utime takes 64-bit nanoseconds (years 1677-2262): clamp beyond,
+        # as the kernel clamps a time the file system cannot hold.
+        ns = min(max(e["mtime"] * 10 ** 9 + e["mtime_ns"], -(1 << 63)), (1 << 63) - 1)
         os.utime(target, ns=(ns, ns), **kw)
 
 

@@ -234,27 +234,27 @@ class V2(unittest.TestCase):
         self.assertEqual(json.loads(out.stdout)["signer"], fp)
         out = self.run_reader(signed, "--trust-signer", pems[1], "--trust-signer", pems[0])
         self.assertEqual(out.returncode, 0, out.stderr.decode())
-        err = self.fails(signed, "inspect", "signature", "--trust-signer", pems[1])
+        err = self.fails(signed, "open", "signature", "--trust-signer", pems[1])
         self.assertIn(fp, err)
         unsigned = write(entries, ["s"], [cert("recipient")])
-        self.fails(unsigned, "inspect", "signature", "--trust-signer", pems[0])
+        self.fails(unsigned, "open", "signature", "--trust-signer", pems[0])
         out = self.run_reader(unsigned, "--trust-signer", pems[0], "--allow-unsigned")
         self.assertEqual(out.returncode, 0, out.stderr.decode())
-        v1 = slurp(HERE, "..", "tests", "vectors", "ok-basic.ibs")
-        self.fails(v1, "inspect", "signature", "--trust-signer", pems[0])
+        v1 = slurp(HERE, "..", "tests", "vectors", "v1", "ok-basic.ibs")
+        self.fails(v1, "open", "signature", "--trust-signer", pems[0])
         # A bad signature is an error whoever is trusted; so is a changed footer field it covers.
         bad = bytearray(signed)
         bad[-64 - 30] ^= 1
-        self.fails(bytes(bad), "inspect", "signature")
+        self.fails(bytes(bad), "open", "signature")
         bad = bytearray(signed)
         bad[-64 + 16] ^= 4  # chunk count
-        self.fails(bytes(bad), "inspect", "signature")
+        self.fails(bytes(bad), "open", "signature")
         # A non-canonical S (S + L) is refused even though OpenSSL would too.
         L = 2 ** 252 + 27742317777372353535851937790883648493
         bad = bytearray(signed)
         s = int.from_bytes(bad[-64 - 32:-64], "little") + L
         bad[-64 - 32:-64] = s.to_bytes(32, "little")
-        self.fails(bytes(bad), "inspect", "signature")
+        self.fails(bytes(bad), "open", "signature")
 
     def test_damage(self):
         sources, entries = tree()
@@ -274,7 +274,7 @@ class V2(unittest.TestCase):
         self.fails(flip(n - 20), "inspect", "footer")  # archive id
         self.fails(flip(n - 64 + 12), "inspect", "footer")  # signature block length
         self.fails(flip(n - 64 + 8), "inspect", "archive")  # root length
-        self.fails(flip(n - 65), "inspect", "signature")  # unsigned block 0x00 -> 0x01
+        self.fails(flip(n - 65), "open", "signature")  # unsigned block 0x00 -> 0x01
         self.fails(flip(n - 64 + 16), "open", "root")  # chunk count: the root opens at the wrong counter
         self.fails(flip(root_offset + 3), "open", "root")
         self.fails(flip(hlen(data) - 1), "open", "header")
@@ -356,7 +356,7 @@ class V2(unittest.TestCase):
                        dict(extra="bad\x01: x\n")]:
             self.fails(data, "inspect", "manifest", "--manifest", manifest(**change))
         # Version 1 archives have manifests too.
-        v1 = slurp(HERE, "..", "tests", "vectors", "ok-basic.ibs")
+        v1 = slurp(HERE, "..", "tests", "vectors", "v1", "ok-basic.ibs")
         self.fails(v1, "inspect", "manifest", "--manifest", manifest())
 
 
