@@ -61,7 +61,7 @@ fn put_u8_bytes(out: &mut Vec<u8>, b: &[u8]) {
 
 /// Checks what a writer must refuse and a reader must reject in an entry's
 /// own fields (not its order or tree position). Returns why not.
-pub(crate) fn check_entry_fields(e: &Entry) -> std::result::Result<(), String> {
+pub fn check_entry_fields(e: &Entry) -> std::result::Result<(), String> {
     check_path_bytes(e.path.as_bytes()).map_err(|w| format!("path {}", w))?;
     if let Some(mode) = e.mode
         && mode > crate::format::MAX_MODE
@@ -141,8 +141,10 @@ pub(crate) fn check_entry_fields(e: &Entry) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Appends entry `e` (its fields checked) as source `source`.
-pub(crate) fn encode_entry(out: &mut Vec<u8>, e: &Entry, source: u16) {
+/// Appends entry `e` as source index `source` to a raw index piece. Callers
+/// check the fields first ([`check_entry_fields`]); tools that craft
+/// archives (test vectors) may not.
+pub fn encode_entry(out: &mut Vec<u8>, e: &Entry, source: u16) {
     out.push(e.kind.code());
     out.extend_from_slice(&source.to_le_bytes());
     put_u16_bytes(out, e.path.as_bytes());

@@ -59,6 +59,11 @@ pub struct BackupInfo {
     pub problem: Option<String>,
     /// The parsed manifest, when there is a valid one.
     pub manifest: Option<Manifest>,
+    /// The archive's format version, when its header was read.
+    pub format_version: Option<u16>,
+    /// The fingerprint of the signer the archive's header names (a claim
+    /// until the backup is opened, which verifies the signature), if signed.
+    pub signer: Option<ibs_envelope::SignerFingerprint>,
 }
 
 /// What was found at a location.
@@ -147,6 +152,8 @@ async fn classify(
         state: BackupState::Incomplete,
         problem: Some("no manifest: the backup job did not finish".into()),
         manifest: None,
+        format_version: None,
+        signer: None,
     };
     let Some(manifest_meta) = find(MANIFEST_NAME) else {
         return Ok(info);
@@ -211,6 +218,8 @@ async fn classify(
         Ok(archive) => {
             let fields = archive.fields();
             let thumbprints = archive.recipient_thumbprints();
+            info.format_version = Some(archive.version());
+            info.signer = archive.signer_fingerprint();
             if fields.archive_id != manifest.archive_id {
                 return damaged(info, "the archive's id differs from its manifest's".into());
             }

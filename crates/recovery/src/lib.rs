@@ -61,12 +61,14 @@ mod backup;
 mod catalogue;
 mod error;
 pub mod layout;
+pub mod restore;
 mod target;
 pub mod version;
 
-pub use backup::{Backup, Choice, Leftovers, Recovery, RestoreLock, RestoreOptions, RestoreReport, VerifyReport};
+pub use backup::{Backup, Choice, Leftovers, Recovery, RestoreLock, VerifyReport};
 pub use catalogue::{BackupInfo, BackupState, Catalogue, CheckReport, catalogue, catalogue_backup, check_integrity};
 pub use error::{RecoveryError, Result};
+pub use restore::{RestoreOptions, RestoreReport};
 pub use target::TargetObject;
 pub use version::{Release, Version, VersionRule};
 
@@ -76,7 +78,7 @@ pub use version::{Release, Version, VersionRule};
 /// (`fuzz/replay.sh`) and the workspace's lints see the same code.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::backup::{RestorePaths, restore_paths};
+    pub use crate::restore::{RestorePaths, restore_paths};
 }
 
 /// Blocking wrappers (each owns a small Tokio runtime) for test harnesses and
@@ -150,9 +152,11 @@ pub mod blocking {
             self.inner.info()
         }
 
-        /// Every entry.
-        pub fn entries(&self) -> &[Entry] {
-            self.inner.entries()
+        /// Every entry, in memory (a large backup: prefer the async
+        /// [`crate::Backup::entries`] stream).
+        pub fn entries(&self) -> Result<Vec<Entry>> {
+            use futures::TryStreamExt;
+            self.rt.block_on(self.inner.entries().try_collect())
         }
 
         /// The sources, sorted.
@@ -162,10 +166,10 @@ pub mod blocking {
 
         /// Entry `path` of `source`, in memory (checked).
         pub fn read(&self, source: &str, path: &str) -> Result<Vec<u8>> {
-            let entry = self.inner.find(source, path).ok_or_else(|| {
+            let entry = self.rt.block_on(self.inner.find(source, path))?.ok_or_else(|| {
                 RecoveryError::Usage(format!("backup {} has no entry {source}/{path}", self.info().id))
             })?;
-            self.rt.block_on(self.inner.read(entry))
+            self.rt.block_on(self.inner.read(&entry))
         }
 
         /// Verifies every frame and entry.

@@ -48,17 +48,18 @@ async fn a_backup_round_trips_through_the_local_backend() {
     let backup = r.open(info, &[&pair_a().identity]).await.unwrap();
     assert_eq!(backup.sources(), ["ca", "identity", "key-vault", "resource-manager"]);
     for (source, path, data) in &entries {
-        let e = backup.find(source, path).unwrap();
-        assert_eq!(&backup.read(e).await.unwrap(), data, "{source}/{path}");
+        let e = backup.find(source, path).await.unwrap().unwrap();
+        assert_eq!(&backup.read(&e).await.unwrap(), data, "{source}/{path}");
         let mut streamed = Vec::new();
-        let mut s = std::pin::pin!(backup.stream(e));
+        let mut s = std::pin::pin!(backup.stream(&e));
         while let Some(piece) = s.next().await {
             streamed.extend_from_slice(&piece.unwrap());
         }
         assert_eq!(&streamed, data);
     }
     let report = backup.verify(None).await.unwrap();
-    assert_eq!(report.entries, entries.len() as u64);
+    // The files and the four parent folders the writer recorded for them.
+    assert_eq!(report.entries, entries.len() as u64 + 4);
 
     // Restore everything, then compare file by file.
     let out = tempfile::tempdir().unwrap();
@@ -205,12 +206,18 @@ async fn rotation_two_backups_under_two_certificates_recovered_with_two_pfx_file
     let newest = r.open_choice(&Choice::Newest, &both).await.unwrap();
     assert_eq!(newest.info().id, new);
     assert_eq!(
-        newest.read(newest.find("rbac", "v2.json").unwrap()).await.unwrap(),
+        newest
+            .read(&newest.find("rbac", "v2.json").await.unwrap().unwrap())
+            .await
+            .unwrap(),
         b"new"
     );
     let older = r.open_choice(&Choice::Id(old.to_string()), &both).await.unwrap();
     assert_eq!(
-        older.read(older.find("rbac", "v1.json").unwrap()).await.unwrap(),
+        older
+            .read(&older.find("rbac", "v1.json").await.unwrap().unwrap())
+            .await
+            .unwrap(),
         b"old"
     );
 
@@ -442,7 +449,7 @@ async fn hostile_entry_names_in_a_crafted_archive_are_refused() {
         let r = recovery(&target);
         let b = r.open_choice(&Choice::Newest, &[&pair_a().identity]).await.unwrap();
         // Listing and reading it is fine; restoring is not, and writes nothing.
-        assert!(b.find("ok", path).is_some());
+        assert!(b.find("ok", path).await.unwrap().is_some());
         let out = tempfile::tempdir().unwrap();
         let err = b
             .restore_to(&out.path().join("restore"), &RestoreOptions::default())
@@ -624,7 +631,10 @@ async fn reading_one_entry_uses_range_reads_not_the_whole_archive() {
     let size = cat.backups[0].size;
     let b = r.open(&cat.backups[0], &[&pair_a().identity]).await.unwrap();
     let before = counting.read.load(Ordering::Relaxed);
-    assert_eq!(b.read(b.find("ca", "root.cer").unwrap()).await.unwrap(), b"root");
+    assert_eq!(
+        b.read(&b.find("ca", "root.cer").await.unwrap().unwrap()).await.unwrap(),
+        b"root"
+    );
     let used = counting.read.load(Ordering::Relaxed) - before;
     assert!(
         used < 2 << 20,
@@ -646,7 +656,7 @@ fn the_blocking_api_reads_a_local_directory() {
     assert_eq!(recovery.catalogue().unwrap().backups.len(), 1);
     let backup = recovery.open(&Choice::Newest, &[&pair_a().identity]).unwrap();
     assert_eq!(backup.read("ca", "root.cer").unwrap(), [0x30, 0x82, 0x01, 0x0a]);
-    assert_eq!(backup.verify().unwrap().entries, 5);
+    assert_eq!(backup.verify().unwrap().entries, 5 + 4);
     let out = tempfile::tempdir().unwrap();
     let report = backup.restore_to(out.path(), &RestoreOptions::default()).unwrap();
     assert_eq!(report.files, 5);
@@ -662,9 +672,10 @@ async fn a_failing_target_keeps_its_failure_class() {
     let r = recovery(&target);
     let cat = r.catalogue().await.unwrap();
     let b = r.open(&cat.backups[0], &[&pair_a().identity]).await.unwrap();
+    let entry = b.find("a", "b").await.unwrap().unwrap();
     // The share loses the archive after it was opened.
     target.delete(&cat.backups[0].paths.archive).await.unwrap();
-    let err = b.read(b.find("a", "b").unwrap()).await.unwrap_err();
+    let err = b.read(&entry).await.unwrap_err();
     assert_eq!(err.storage_kind(), Some(ErrorKind::PathNotFound), "{err}");
 }
 

@@ -92,7 +92,13 @@ pub async fn put_backup(
             .label("region", REGION),
     )
     .unwrap();
-    for (source, path, data) in entries {
+    // The writer takes entries in (source, path) order.
+    let mut sorted: Vec<&(&str, &str, Vec<u8>)> = entries.iter().collect();
+    sorted.sort_by(|a, b| {
+        a.0.cmp(b.0)
+            .then_with(|| ibs_archive::path_cmp(a.1.as_bytes(), b.1.as_bytes()))
+    });
+    for (source, path, data) in sorted {
         w.add_entry(EntryMeta::new(*source, *path), &data[..]).unwrap();
     }
     let (archive, summary) = w.finish().unwrap();
@@ -151,6 +157,9 @@ pub fn crafted_archive(cert: &Certificate, entries: &[(&str, &str, &[u8])], vers
             producer_version: version.into(),
             labels: Vec::new(),
             recipients: ibs_envelope::wrap_file_key(&file_key, &[cert]).unwrap(),
+            // Version 1: what a hostile producer may still write, and readers read.
+            version: ibs_archive::FORMAT_VERSION_1,
+            signer: None,
         },
         &keys,
     )
@@ -170,15 +179,9 @@ pub fn crafted_archive(cert: &Certificate, entries: &[(&str, &str, &[u8])], vers
     }
     let mut offset = 0;
     for (source, path, d) in entries {
-        index.entries.push(Entry {
-            source: (*source).into(),
-            path: (*path).into(),
-            size: d.len() as u64,
-            sha256: Sha256::digest(d).into(),
-            mode: None,
-            mtime: None,
-            offset,
-        });
+        let mut entry = Entry::file(*source, *path, d.len() as u64, Sha256::digest(d).into());
+        entry.offset = offset;
+        index.entries.push(entry);
         offset += d.len() as u64;
     }
     let frame_count = index.frame_lens.len() as u64;
