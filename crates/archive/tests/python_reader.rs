@@ -774,7 +774,7 @@ fn kinds_tree() -> Vec<Kind> {
                 .mtime(1_000_000_000),
         ),
         file(
-            EntryMeta::new("alpha", p(b"dir/sub/new\nline\ttab\\back\x01"))
+            EntryMeta::new("alpha", p(b"dir/sub/new\nline\ttab\\back\x01\xc2\x85\x7f"))
                 .mode(0o600)
                 .mtime_ns(5, 999_999_999),
             b"x".to_vec(),

@@ -83,13 +83,15 @@ then truncated to the size); folders (mode and times applied after their
 contents); symbolic links as links, never followed; hard links as second
 names of the earlier file (os.link; their own metadata is the file's, so
 none is applied); extended attributes with os.setxattr (a file system that
-refuses one makes --dump refuse). Names are used as bytes. Every folder is opened relative
-to its parent with O_NOFOLLOW and every name created exclusively, so nothing
-is written through a symbolic link or over an existing name. Modes: the
-stored 12 bits (files without one 0600, folders 0700), never wider; setuid
-and setgid only when the owners are applied. Times with nanoseconds (atime
-set to the mtime; clamped to what os.utime takes, years 1677-2262). Owners (numeric uid/gid, never the names) only when
-running as root and without `--no-owner`.
+refuses one makes --dump refuse). Names are used as bytes. Every folder is
+opened relative to its parent with O_NOFOLLOW and every name created
+exclusively, so nothing is written through a symbolic link or over an
+existing name (a source's folder may exist). Modes: the stored 12 bits
+(files without one 0600, folders 0700), never wider; setuid and setgid only
+when the owners are applied. Times with nanoseconds (atime set to the mtime;
+clamped to what os.utime takes, years 1677-2262). Owners (numeric uid/gid,
+never the names) only when running as root and without `--no-owner`. The
+contents are held in memory (a checking tool, not a restore engine).
 
 Exits 1 if the archive is unreadable (or refused: signer, manifest),
 printing on stderr
