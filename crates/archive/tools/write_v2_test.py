@@ -72,8 +72,9 @@ def str16(s):
 
 
 def write(entries, sources, certs, frame_size=4096, piece_bytes=65536, signer=None, created=1763788530,
-          producer="1.2408.0.21", labels=(), compress=True, archive_id=None):
-    """The bytes of a version 2 archive. `signer` is an Ed25519PrivateKey or None."""
+          producer="1.2408.0.21", labels=(), compress=True, archive_id=None, stream_extra=b""):
+    """The bytes of a version 2 archive. `signer` is an Ed25519PrivateKey or
+    None; `stream_extra` is data no entry holds (to break the rules)."""
     file_key, salt = os.urandom(32), os.urandom(32)
     archive_id = archive_id or os.urandom(16)
     oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
@@ -145,6 +146,8 @@ def write(entries, sources, certs, frame_size=4096, piece_bytes=65536, signer=No
         flush_frames(False)
         if len(piece) >= piece_bytes:
             flush_piece()
+    stream += stream_extra
+    offset += len(stream_extra)
     flush_frames(True)
     flush_piece()
     root = struct.pack("<QQ", offset, len(frame_lens)) + b"".join(struct.pack("<I", n) for n in frame_lens)
@@ -163,3 +166,87 @@ def write(entries, sources, certs, frame_size=4096, piece_bytes=65536, signer=No
         out.extend(b"\1" + signer.sign(message))
     out.extend(footer + bytes(8) + b"\x89IBSEN2\n")
     return bytes(out)
+
+
+def cases(certs):
+    """(name, archive bytes, expected stage, expected region[, the Rust
+    reader's stage and region where they differ]) of archives that break one
+    rule of section 14 each (or none), for both readers to judge alike."""
+    E = Entry
+    ok_first = E("file", 0, b"0", b"zero")  # a valid first key: the root lists it
+
+    def case(name, entries, region="piece 0", sources=("s",), **kw):
+        stage = "ok" if region is None else "open" if region == "root" else "verify"
+        return (name, write([ok_first] + entries, list(sources), certs, **kw), stage, region or "-")
+
+    out = [
+        case("ok-every-kind", [
+            E("folder", 0, b"d", mode=0o755, mtime=(-1, 5)),
+            E("file", 0, b"d/f", b"data" * 3000, owner=(1, 2), names=(b"u", b"")),
+            E("hardlink", 0, b"d/h", target=b"d/f"),
+            E("file", 0, b"d/holes", bytes(100000), extents=[(4096, 10), (90000, 10)],
+              xattrs=[(b"user.a", b"1"), (b"user.b", b"")]),
+            E("symlink", 0, b"d/l", target=b"/abs/\xff"),
+        ], None, sources=("s", "empty"), piece_bytes=60),
+        case("order", [E("file", 0, b"b"), E("file", 0, b"a")]),
+        case("duplicate", [E("file", 0, b"a"), E("file", 0, b"a")]),
+        case("order-segment-wise", [E("folder", 0, b"a"), E("file", 0, b"a-b"), E("file", 0, b"a/b")]),
+        # Each entry its own piece: the root's first keys are out of order.
+        case("order-across-pieces", [E("file", 0, b"b"), E("file", 0, b"a")], "root", piece_bytes=1),
+        case("tree-no-parent", [E("file", 0, b"a/b")]),
+        case("tree-parent-is-file", [E("file", 0, b"a"), E("file", 0, b"a/b")]),
+        case("tree-through-symlink", [E("symlink", 0, b"l", target=b"."), E("file", 0, b"l/x")]),
+        case("tree-grandparent-only", [E("folder", 0, b"a"), E("file", 0, b"a/b/c")]),
+        case("hardlink-later", [E("hardlink", 0, b"a", target=b"b"), E("file", 0, b"b")]),
+        case("hardlink-to-folder", [E("folder", 0, b"a"), E("hardlink", 0, b"b", target=b"a")]),
+        case("hardlink-to-link", [E("hardlink", 0, b"a", target=b"0"), E("hardlink", 0, b"b", target=b"a")]),
+        case("hardlink-other-source", [E("file", 1, b"a"), E("hardlink", 1, b"b", target=b"0")],
+             sources=("s", "t")),
+        case("hardlink-empty-target", [E("hardlink", 0, b"a", target=b"")]),
+        case("path-dotdot", [E("file", 0, b"a/../b")]),
+        case("path-empty-segment", [E("file", 0, b"a//b")]),
+        case("path-trailing-slash", [E("folder", 0, b"a/")]),
+        case("path-segment-256", [E("file", 0, b"x" * 256)]),
+        case("path-nul", [E("file", 0, b"a\0")]),
+        case("extents-overlap", [E("file", 0, b"f", b"abcd", extents=[(0, 2), (1, 2)])]),
+        case("extents-past-size", [E("file", 0, b"f", b"abcd", extents=[(2, 4)])]),
+        case("extents-empty-one", [E("file", 0, b"f", b"abcd", extents=[(0, 0)])]),
+        case("sparse-folder", [E("folder", 0, b"f", extents=[])]),
+        case("xattrs-none", [E("file", 0, b"f", xattrs=[])]),
+        case("xattrs-order", [E("file", 0, b"f", xattrs=[(b"b", b""), (b"a", b"")])]),
+        case("xattrs-same-name", [E("file", 0, b"f", xattrs=[(b"a", b""), (b"a", b"")])]),
+        case("xattrs-empty-name", [E("file", 0, b"f", xattrs=[(b"", b"")])]),
+        case("xattrs-too-large", [E("file", 0, b"f", xattrs=[(b"a", b"x" * 65536)])]),
+        case("xattrs-at-limit", [E("file", 0, b"f", xattrs=[(b"a", b"x" * 65535)])], None),
+        case("mode-too-wide", [E("file", 0, b"f", mode=0o10000)]),
+        case("nanoseconds", [E("file", 0, b"f", mtime=(0, 10 ** 9))]),
+        case("owner-name-nul", [E("file", 0, b"f", names=(b"a\0", b""))]),
+        case("symlink-empty", [E("symlink", 0, b"l", target=b"")]),
+        case("symlink-nul", [E("symlink", 0, b"l", target=b"a\0b")]),
+        case("source-index", [E("file", 3, b"f")]),
+        case("sources-twice", [], "root", sources=("s", "s")),
+        case("source-dotdot", [], "root", sources=("..",)),
+        case("source-slash", [], "root", sources=("a/b",)),
+    ]
+    # Data but no entry at all: section 14.6 ties T to the last piece's
+    # entries only, so with no piece it says nothing. This reader checks T = 0
+    # with the root; the Rust reader finds the data no entry holds when it
+    # opens frame 0 (verify, frame 0). Both refuse; FORMAT.md should say where.
+    out.append(("no-entries-but-data", write([], ["s"], certs, stream_extra=b"x" * 10), "open", "root",
+                "verify", "frame 0"))
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+    from cryptography import x509
+    out_dir, cert_files = sys.argv[1], sys.argv[2:]
+    certs = []
+    for name in cert_files:
+        with open(name, "rb") as f:
+            certs.append(x509.load_der_x509_certificate(f.read()))
+    with open(os.path.join(out_dir, "cases.txt"), "w") as listing:
+        for name, data, *expected in cases(certs):
+            with open(os.path.join(out_dir, name + ".ibs"), "wb") as f:
+                f.write(data)
+            listing.write("\t".join([name] + expected) + "\n")
