@@ -639,6 +639,26 @@ fn both_readers_fail_at_the_same_stage_and_region_on_a_damaged_fresh_archive() {
             Box::new(move |b| b[footer + 16] += 1),
         ),
         d(
+            "footer chunk count below data frames + 1",
+            "inspect",
+            "footer",
+            Box::new(move |b| b[footer + 16..footer + 24].copy_from_slice(&1u64.to_le_bytes())),
+        ),
+        d(
+            "footer root offset inside the header",
+            "inspect",
+            "footer",
+            Box::new(move |b| {
+                // Root length grown to match, so the footer still fits the length.
+                let len = u32::from_le_bytes(b[footer + 8..footer + 12].try_into().unwrap());
+                let off = u64::from_le_bytes(b[footer..footer + 8].try_into().unwrap());
+                let new_off = 20u64;
+                b[footer..footer + 8].copy_from_slice(&new_off.to_le_bytes());
+                let grown = len + u32::try_from(off - new_off).unwrap();
+                b[footer + 8..footer + 12].copy_from_slice(&grown.to_le_bytes());
+            }),
+        ),
+        d(
             "footer data frame count",
             "open",
             "root",
