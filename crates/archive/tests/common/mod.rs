@@ -133,8 +133,9 @@ pub fn python_failure(out: &std::process::Output) -> (String, String) {
 
 /// The region of an archive error in the words the vectors and the Python
 /// reader use: `header`, `footer`, `archive`, `index`, `frame N` (the
-/// crate's [`ibs_archive::Region`]), `key` (no identity matches a recipient)
-/// and `entry` (an entry's SHA-256).
+/// crate's [`ibs_archive::Region`], with `root`, `piece N` and `signature`
+/// for version 2), `key` (no identity matches a recipient), `entry` (an
+/// entry's SHA-256) and `signature` (a signature that does not verify).
 pub fn region_of(e: &ibs_archive::Error) -> String {
     use ibs_archive::Error;
     match e {
@@ -144,6 +145,8 @@ pub fn region_of(e: &ibs_archive::Error) -> String {
         Error::NotAnArchive { .. } | Error::UnsupportedVersion { .. } => "header".into(),
         Error::Envelope(_) => "key".into(),
         Error::ContentMismatch { .. } => "entry".into(),
+        // A signature that does not verify, or a signer not trusted (version 2).
+        Error::BadSignature { .. } | Error::Untrusted { .. } => "signature".into(),
         other => panic!("not an error of the archive's bytes: {other:?}"),
     }
 }
