@@ -621,6 +621,20 @@ impl ArchiveEncoder {
             p = parent_of(parent);
         }
         missing.reverse();
+        if let Some((s, last)) = tree.last()
+            && s == source
+            && missing.iter().any(|m| m.as_slice() == last)
+        {
+            let why = format!(
+                "{} has no folder entry for its parent {} before it: {} was written as a file or link, which \
+                 cannot hold entries",
+                entry.path,
+                crate::entry::escape_bytes(last),
+                crate::entry::escape_bytes(last)
+            );
+            self.tree = tree;
+            return Err(Error::Usage(format!("entry {}: {why}", entry.display_name())));
+        }
         let mut trial = tree.clone();
         let checked = missing
             .iter()
@@ -1020,6 +1034,8 @@ impl<W: Write> ArchiveWriter<W> {
         let is_file = *meta.kind() == EntryKind::File;
         self.enc.start_entry(meta)?;
         let mut buf = vec![0u8; if is_file { READ_CHUNK } else { 0 }];
+        // Only a file has data: the loop ends at the reader's end.
+        #[allow(clippy::while_immutable_condition)]
         while is_file {
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
@@ -1113,6 +1129,8 @@ impl<W: AsyncWrite + Unpin> AsyncArchiveWriter<W> {
         let is_file = *meta.kind() == EntryKind::File;
         self.enc.start_entry(meta)?;
         let mut buf = vec![0u8; if is_file { READ_CHUNK } else { 0 }];
+        // Only a file has data: the loop ends at the reader's end.
+        #[allow(clippy::while_immutable_condition)]
         while is_file {
             let n = match reader.read(&mut buf).await {
                 Ok(0) => break,

@@ -942,6 +942,7 @@ fn backup_days_ago(share: &Path, cer: &Path, days: i64) {
         producer_version: "1.2408.0".into(),
         policy: ibs_retention::Policy::default(),
         checks: Default::default(),
+        signer: None,
     };
     let sources: Vec<std::sync::Arc<dyn BackupSource>> = ["identity", "rbac", "key-vault"]
         .iter()
