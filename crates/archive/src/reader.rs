@@ -354,6 +354,22 @@ pub fn verify_signature(info: &ArchiveInfo, tail: &[u8]) -> Result<Signer> {
     }
 }
 
+/// A version 2 archive's sealed root and signature block, read in one range
+/// and the signature verified (`None` for version 1).
+async fn read_tail<R: RangeRead + ?Sized>(source: &R, info: &ArchiveInfo) -> Result<Option<(Vec<u8>, Signer)>> {
+    let ArchiveFooter::V2(footer) = &info.footer else {
+        return Ok(None);
+    };
+    let tail = read_at(
+        source,
+        footer.root_offset,
+        footer.root_len as usize + footer.signature_len as usize,
+    )
+    .await?;
+    let signer = verify_signature(info, &tail)?;
+    Ok(Some((tail, signer)))
+}
+
 /// Reads the root and signature block and checks the signature, keyless
 /// (see [`verify_signature`]). One range read of the root's size.
 pub async fn check_signature<R: RangeRead + ?Sized>(source: &R, info: &ArchiveInfo) -> Result<Signer> {
@@ -454,18 +470,26 @@ impl<R: RangeRead> ArchiveReader<R> {
     /// its signer is trusted is the caller's question: [`Signer::check_trust`]).
     pub async fn open(source: R, identities: &[&Identity]) -> Result<Self> {
         let info = inspect(&source).await?;
+        // FORMAT.md §14.8: the signature (keyless) before the key.
+        let tail = read_tail(&source, &info).await?;
         let keys = info.header.unlock(identities)?;
-        Self::open_unlocked(source, info, keys).await
+        Self::open_unlocked(source, info, keys, tail).await
     }
 
     /// Opens an archive with its file key already unwrapped.
     pub async fn open_with_file_key(source: R, file_key: &FileKey) -> Result<Self> {
         let info = inspect(&source).await?;
+        let tail = read_tail(&source, &info).await?;
         let keys = info.header.unlock_with(file_key)?;
-        Self::open_unlocked(source, info, keys).await
+        Self::open_unlocked(source, info, keys, tail).await
     }
 
-    async fn open_unlocked(source: R, info: ArchiveInfo, keys: ArchiveKeys) -> Result<Self> {
+    async fn open_unlocked(
+        source: R,
+        info: ArchiveInfo,
+        keys: ArchiveKeys,
+        tail: Option<(Vec<u8>, Signer)>,
+    ) -> Result<Self> {
         let digest = info.header.digest();
         let header_len = info.header.as_bytes().len() as u64;
         let frame_size = info.fields().frame_size;
@@ -495,13 +519,10 @@ impl<R: RangeRead> ArchiveReader<R> {
                 )
             }
             ArchiveFooter::V2(footer) => {
-                let mut tail = read_at(
-                    &source,
-                    footer.root_offset,
-                    footer.root_len as usize + footer.signature_len as usize,
-                )
-                .await?;
-                let signer = verify_signature(&info, &tail)?;
+                let (mut tail, signer) = match tail {
+                    Some(t) => t,
+                    None => return Err(Error::Usage("a version 2 archive is opened with its root".into())),
+                };
                 tail.truncate(footer.root_len as usize);
                 let body = keys.open_chunk_in(
                     &digest,

@@ -583,6 +583,9 @@ impl Root {
             pieces.push(rec);
         }
         c.expect_end("root")?;
+        if pieces.is_empty() && data_len != 0 {
+            return Err(Error::malformed(Region::Root, 0, "data but no index pieces to say whose"));
+        }
         if total != entry_count {
             return Err(Error::malformed(
                 Region::Root,

@@ -228,12 +228,9 @@ def cases(certs):
         case("source-dotdot", [], "root", sources=("..",)),
         case("source-slash", [], "root", sources=("a/b",)),
     ]
-    # Data but no entry at all: section 14.6 ties T to the last piece's
-    # entries only, so with no piece it says nothing. This reader checks T = 0
-    # with the root; the Rust reader finds the data no entry holds when it
-    # opens frame 0 (verify, frame 0). Both refuse; FORMAT.md should say where.
+    # Data but no entry at all: section 14.6 says P = 0 means E = T = 0.
     out.append(("no-entries-but-data", write([], ["s"], certs, stream_extra=b"x" * 10), "open", "root",
-                "verify", "frame 0"))
+                "open", "root"))
     return out
 
 
