@@ -108,10 +108,10 @@ pub fn check_entry_fields(e: &Entry) -> std::result::Result<(), String> {
                 return Err(format!("a {} has no size or extents", other.name()));
             }
             match other {
-                EntryKind::Symlink { target } => {
-                    if target.is_empty() || target.len() > MAX_LINK_TARGET_LEN || target.contains(&0) {
-                        return Err("a symbolic link's target is 1-4096 bytes without NUL".into());
-                    }
+                EntryKind::Symlink { target }
+                    if target.is_empty() || target.len() > MAX_LINK_TARGET_LEN || target.contains(&0) =>
+                {
+                    return Err("a symbolic link's target is 1-4096 bytes without NUL".into());
                 }
                 EntryKind::HardLink { target } => {
                     check_path_bytes(target.as_bytes()).map_err(|w| format!("hard link target {w}"))?;
@@ -278,7 +278,7 @@ pub(crate) fn decode_entry(c: &mut Cursor<'_>, sources: &[String], offset: u64) 
             };
             (EntryKind::File, size, sha, extents)
         }
-        1 | 2 | 3 if sparse => return Err(Error::malformed(c_region(c), at, "only a file can be sparse")),
+        1..=3 if sparse => return Err(Error::malformed(c_region(c), at, "only a file can be sparse")),
         1 => (EntryKind::Folder, 0, EMPTY_SHA256, None),
         2 => {
             let n = usize::from(c.u16("link target length")?);

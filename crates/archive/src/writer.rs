@@ -1020,21 +1020,23 @@ impl<W: Write> ArchiveWriter<W> {
         let is_file = *meta.kind() == EntryKind::File;
         self.enc.start_entry(meta)?;
         let mut buf = vec![0u8; if is_file { READ_CHUNK } else { 0 }];
-        while is_file {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    self.enc.state = State::Failed;
-                    return Err(Error::EntrySource {
-                        source_name: source,
-                        path,
-                        error,
-                    });
-                }
-            };
-            self.push(&buf[..n])?;
+        if is_file {
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(error) => {
+                        self.enc.state = State::Failed;
+                        return Err(Error::EntrySource {
+                            source_name: source,
+                            path,
+                            error,
+                        });
+                    }
+                };
+                self.push(&buf[..n])?;
+            }
         }
         let entry = self.enc.end_entry()?;
         while let Some(out) = self.enc.next_ready()? {
@@ -1113,30 +1115,32 @@ impl<W: AsyncWrite + Unpin> AsyncArchiveWriter<W> {
         let is_file = *meta.kind() == EntryKind::File;
         self.enc.start_entry(meta)?;
         let mut buf = vec![0u8; if is_file { READ_CHUNK } else { 0 }];
-        while is_file {
-            let n = match reader.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    self.enc.state = State::Failed;
-                    return Err(Error::EntrySource {
-                        source_name: source,
-                        path,
-                        error,
-                    });
-                }
-            };
-            let mut data = &buf[..n];
-            while !data.is_empty() {
-                let n = self.enc.write(data)?;
-                data = &data[n..];
-                if n == 0 {
-                    let out = self.enc.next_output().await?;
-                    self.emit(out).await?;
-                }
-                while let Some(out) = self.enc.next_ready()? {
-                    self.emit(Some(out)).await?;
+        if is_file {
+            loop {
+                let n = match reader.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(error) => {
+                        self.enc.state = State::Failed;
+                        return Err(Error::EntrySource {
+                            source_name: source,
+                            path,
+                            error,
+                        });
+                    }
+                };
+                let mut data = &buf[..n];
+                while !data.is_empty() {
+                    let n = self.enc.write(data)?;
+                    data = &data[n..];
+                    if n == 0 {
+                        let out = self.enc.next_output().await?;
+                        self.emit(out).await?;
+                    }
+                    while let Some(out) = self.enc.next_ready()? {
+                        self.emit(Some(out)).await?;
+                    }
                 }
             }
         }
