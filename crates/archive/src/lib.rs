@@ -76,6 +76,8 @@ mod bytes_io;
 mod entry;
 mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod reader;
 pub mod v2;
 pub mod writer;

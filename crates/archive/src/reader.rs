@@ -335,8 +335,10 @@ pub fn verify_signature(info: &ArchiveInfo, tail: &[u8]) -> Result<Signer> {
     match (info.fields().signer, block) {
         (None, [0]) => Ok(Signer::Unsigned),
         (Some(key), [1, sig @ ..]) if sig.len() == crate::v2::SIGNATURE_LEN => {
-            let key = VerifyingKey::from_bytes(&key).map_err(|_| {
-                Error::malformed(Region::Header, 0, "the signer's public key is not a valid Ed25519 key")
+            // A key strict verification refuses (small order, not a point)
+            // verifies nothing: the signature does not verify (FORMAT.md §14.7).
+            let key = VerifyingKey::from_bytes(&key).map_err(|_| Error::BadSignature {
+                found: fingerprint_of(&key),
             })?;
             let mut signature = [0u8; crate::v2::SIGNATURE_LEN];
             signature.copy_from_slice(sig);
@@ -354,20 +356,13 @@ pub fn verify_signature(info: &ArchiveInfo, tail: &[u8]) -> Result<Signer> {
     }
 }
 
-/// A version 2 archive's sealed root and signature block, read in one range
-/// and the signature verified (`None` for version 1).
-async fn read_tail<R: RangeRead + ?Sized>(source: &R, info: &ArchiveInfo) -> Result<Option<(Vec<u8>, Signer)>> {
-    let ArchiveFooter::V2(footer) = &info.footer else {
-        return Ok(None);
-    };
-    let tail = read_at(
-        source,
-        footer.root_offset,
-        footer.root_len as usize + footer.signature_len as usize,
-    )
-    .await?;
-    let signer = verify_signature(info, &tail)?;
-    Ok(Some((tail, signer)))
+/// The fingerprint of a signer public key, also one that is not a valid
+/// Ed25519 key (FORMAT.md §14.2).
+fn fingerprint_of(key: &[u8; 32]) -> SignerFingerprint {
+    let mut h = Sha256::new();
+    h.update(b"ibs-signer-ed25519\0");
+    h.update(key);
+    SignerFingerprint(h.finalize().into())
 }
 
 /// Reads the root and signature block and checks the signature, keyless
@@ -383,6 +378,24 @@ pub async fn check_signature<R: RangeRead + ?Sized>(source: &R, info: &ArchiveIn
     )
     .await?;
     verify_signature(info, &tail)
+}
+
+/// FORMAT.md §14.8 step 2, before any key is used: a version 2 archive's
+/// root and signature block, read in one range, with the signature checked
+/// (`None` for version 1). A forged or altered signed archive is refused
+/// whoever opens it, before its file key is unwrapped or its root decrypted.
+async fn signed_tail<R: RangeRead + ?Sized>(source: &R, info: &ArchiveInfo) -> Result<Option<(Vec<u8>, Signer)>> {
+    let ArchiveFooter::V2(footer) = &info.footer else {
+        return Ok(None);
+    };
+    let tail = read_at(
+        source,
+        footer.root_offset,
+        footer.root_len as usize + footer.signature_len as usize,
+    )
+    .await?;
+    let signer = verify_signature(info, &tail)?;
+    Ok(Some((tail, signer)))
 }
 
 /// What a full verification covered.
@@ -466,12 +479,12 @@ impl<R: RangeRead> ArchiveReader<R> {
     ///
     /// With none, the error is [`ibs_envelope::Error::NoMatchingIdentity`]
     /// (inside [`Error::Envelope`]) listing the thumbprints needed. A version
-    /// 2 archive's signature, when it has one, is verified first (whether
-    /// its signer is trusted is the caller's question: [`Signer::check_trust`]).
+    /// 2 archive's signature, when it has one, is verified first, before any
+    /// key is used (FORMAT.md §14.8 step 2; whether its signer is trusted is
+    /// the caller's question: [`Signer::check_trust`]).
     pub async fn open(source: R, identities: &[&Identity]) -> Result<Self> {
         let info = inspect(&source).await?;
-        // FORMAT.md §14.8: the signature (keyless) before the key.
-        let tail = read_tail(&source, &info).await?;
+        let tail = signed_tail(&source, &info).await?;
         let keys = info.header.unlock(identities)?;
         Self::open_unlocked(source, info, keys, tail).await
     }
@@ -479,7 +492,7 @@ impl<R: RangeRead> ArchiveReader<R> {
     /// Opens an archive with its file key already unwrapped.
     pub async fn open_with_file_key(source: R, file_key: &FileKey) -> Result<Self> {
         let info = inspect(&source).await?;
-        let tail = read_tail(&source, &info).await?;
+        let tail = signed_tail(&source, &info).await?;
         let keys = info.header.unlock_with(file_key)?;
         Self::open_unlocked(source, info, keys, tail).await
     }
@@ -519,9 +532,8 @@ impl<R: RangeRead> ArchiveReader<R> {
                 )
             }
             ArchiveFooter::V2(footer) => {
-                let (mut tail, signer) = match tail {
-                    Some(t) => t,
-                    None => return Err(Error::Usage("a version 2 archive is opened with its root".into())),
+                let Some((mut tail, signer)) = tail else {
+                    return Err(Error::Usage("a version 2 archive opened without its root".into()));
                 };
                 tail.truncate(footer.root_len as usize);
                 let body = keys.open_chunk_in(
@@ -1260,6 +1272,69 @@ pub mod blocking {
         /// The async reader inside.
         pub fn into_inner(self) -> ArchiveReader<R> {
             self.0
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use futures::executor::block_on;
+    use ibs_envelope::{Certificate, Identity, Password, SigningKey};
+
+    use super::*;
+    use crate::{ArchiveWriter, EntryMeta, WriterOptions};
+
+    fn data(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    }
+
+    fn signed_archive() -> Vec<u8> {
+        let cert = Certificate::from_file(data("recipient.cer")).unwrap();
+        let key = Arc::new(SigningKey::from_seed(&[3; 32]));
+        let mut w = ArchiveWriter::new(Vec::new(), &[&cert], WriterOptions::default().signer(key)).unwrap();
+        w.add_entry(EntryMeta::new("s", "a"), &b"x"[..]).unwrap();
+        w.finish().unwrap().0
+    }
+
+    /// FORMAT.md §14.8: the signature is step 2, before the file key is
+    /// unwrapped (step 3): a forged or altered archive is refused as such
+    /// whoever opens it, before any private key is used on its header.
+    #[test]
+    fn the_signature_is_checked_before_any_key_is_used() {
+        let mut bytes = signed_archive();
+        let other = Identity::from_file(data("other.pfx"), &Password::new("ibs-test-vectors")).unwrap();
+        let err = block_on(ArchiveReader::open(bytes.clone(), &[&other])).unwrap_err();
+        assert!(matches!(err, Error::Envelope(_)), "{err}");
+        let sig = bytes.len() - crate::v2::FOOTER_LEN_V2 - 30;
+        bytes[sig] ^= 1;
+        let err = block_on(ArchiveReader::open(bytes.clone(), &[&other])).unwrap_err();
+        assert!(matches!(err, Error::BadSignature { .. }), "{err}");
+        let err = block_on(ArchiveReader::open_with_file_key(bytes, &FileKey::from_bytes([0; 32]))).unwrap_err();
+        assert!(matches!(err, Error::BadSignature { .. }), "{err}");
+    }
+
+    /// A signer key strict verification refuses is a signature that does not
+    /// verify (FORMAT.md §14.7), named by its fingerprint.
+    #[test]
+    fn a_small_order_signer_key_is_a_bad_signature() {
+        let bytes = signed_archive();
+        let mut info = block_on(inspect(&bytes)).unwrap();
+        let mut fields = info.header.fields().clone();
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        fields.signer = Some(weak);
+        info.header = Header::seal(fields, &ArchiveKeys::derive(&FileKey::from_bytes([0; 32]), &[0; 32])).unwrap();
+        let ArchiveFooter::V2(f) = info.footer else {
+            panic!("version 2")
+        };
+        let tail = &bytes[f.root_offset as usize..bytes.len() - crate::v2::FOOTER_LEN_V2];
+        match verify_signature(&info, tail) {
+            Err(Error::BadSignature { found }) => assert_eq!(found, fingerprint_of(&weak)),
+            other => panic!("{other:?}"),
         }
     }
 }

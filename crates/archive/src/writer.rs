@@ -621,20 +621,6 @@ impl ArchiveEncoder {
             p = parent_of(parent);
         }
         missing.reverse();
-        if let Some((s, last)) = tree.last()
-            && s == source
-            && missing.iter().any(|m| m.as_slice() == last)
-        {
-            let why = format!(
-                "{} has no folder entry for its parent {} before it: {} was written as a file or link, which \
-                 cannot hold entries",
-                entry.path,
-                crate::entry::escape_bytes(last),
-                crate::entry::escape_bytes(last)
-            );
-            self.tree = tree;
-            return Err(Error::Usage(format!("entry {}: {why}", entry.display_name())));
-        }
         let mut trial = tree.clone();
         let checked = missing
             .iter()
@@ -1034,23 +1020,23 @@ impl<W: Write> ArchiveWriter<W> {
         let is_file = *meta.kind() == EntryKind::File;
         self.enc.start_entry(meta)?;
         let mut buf = vec![0u8; if is_file { READ_CHUNK } else { 0 }];
-        // Only a file has data: the loop ends at the reader's end.
-        #[allow(clippy::while_immutable_condition)]
-        while is_file {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    self.enc.state = State::Failed;
-                    return Err(Error::EntrySource {
-                        source_name: source,
-                        path,
-                        error,
-                    });
-                }
-            };
-            self.push(&buf[..n])?;
+        if is_file {
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(error) => {
+                        self.enc.state = State::Failed;
+                        return Err(Error::EntrySource {
+                            source_name: source,
+                            path,
+                            error,
+                        });
+                    }
+                };
+                self.push(&buf[..n])?;
+            }
         }
         let entry = self.enc.end_entry()?;
         while let Some(out) = self.enc.next_ready()? {
@@ -1129,32 +1115,32 @@ impl<W: AsyncWrite + Unpin> AsyncArchiveWriter<W> {
         let is_file = *meta.kind() == EntryKind::File;
         self.enc.start_entry(meta)?;
         let mut buf = vec![0u8; if is_file { READ_CHUNK } else { 0 }];
-        // Only a file has data: the loop ends at the reader's end.
-        #[allow(clippy::while_immutable_condition)]
-        while is_file {
-            let n = match reader.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    self.enc.state = State::Failed;
-                    return Err(Error::EntrySource {
-                        source_name: source,
-                        path,
-                        error,
-                    });
-                }
-            };
-            let mut data = &buf[..n];
-            while !data.is_empty() {
-                let n = self.enc.write(data)?;
-                data = &data[n..];
-                if n == 0 {
-                    let out = self.enc.next_output().await?;
-                    self.emit(out).await?;
-                }
-                while let Some(out) = self.enc.next_ready()? {
-                    self.emit(Some(out)).await?;
+        if is_file {
+            loop {
+                let n = match reader.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(error) => {
+                        self.enc.state = State::Failed;
+                        return Err(Error::EntrySource {
+                            source_name: source,
+                            path,
+                            error,
+                        });
+                    }
+                };
+                let mut data = &buf[..n];
+                while !data.is_empty() {
+                    let n = self.enc.write(data)?;
+                    data = &data[n..];
+                    if n == 0 {
+                        let out = self.enc.next_output().await?;
+                        self.emit(out).await?;
+                    }
+                    while let Some(out) = self.enc.next_ready()? {
+                        self.emit(Some(out)).await?;
+                    }
                 }
             }
         }

@@ -132,10 +132,10 @@ pub fn python_failure(out: &std::process::Output) -> (String, String) {
 }
 
 /// The region of an archive error in the words the vectors and the Python
-/// reader use: `header`, `footer`, `archive`, `index`, `frame N` (the
-/// crate's [`ibs_archive::Region`], with `root`, `piece N` and `signature`
-/// for version 2), `key` (no identity matches a recipient), `entry` (an
-/// entry's SHA-256) and `signature` (a signature that does not verify).
+/// reader use: `header`, `footer`, `archive`, `index`, `frame N`, `root`,
+/// `piece N`, `signature` (the crate's [`ibs_archive::Region`]), `key` (no
+/// identity matches a recipient), `entry` (an entry's SHA-256) and
+/// `signature` also for a signature that does not verify.
 pub fn region_of(e: &ibs_archive::Error) -> String {
     use ibs_archive::Error;
     match e {
