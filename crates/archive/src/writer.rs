@@ -621,6 +621,20 @@ impl ArchiveEncoder {
             p = parent_of(parent);
         }
         missing.reverse();
+        if let Some((s, last)) = tree.last()
+            && s == source
+            && missing.iter().any(|m| m.as_slice() == last)
+        {
+            let why = format!(
+                "{} has no folder entry for its parent {} before it: {} was written as a file or link, which \
+                 cannot hold entries",
+                entry.path,
+                crate::entry::escape_bytes(last),
+                crate::entry::escape_bytes(last)
+            );
+            self.tree = tree;
+            return Err(Error::Usage(format!("entry {}: {why}", entry.display_name())));
+        }
         let mut trial = tree.clone();
         let checked = missing
             .iter()
