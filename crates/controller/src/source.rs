@@ -88,7 +88,8 @@ pub enum CaptureProblem {
     /// backup records the source with no entries; retention may then delete
     /// older backups that hold its data, so this is worth an operator's look.
     Empty,
-    /// The path is longer than the archive format's 4096 bytes: the file
+    /// The path is longer than the archive format's 4096 bytes (or, with
+    /// the source root before it, than the system's path limit): the file
     /// (or the folder and all in it) is skipped. (Any other name is
     /// recorded as it is: names are bytes.)
     UnrecordableName,
@@ -112,8 +113,8 @@ impl fmt::Display for CaptureProblem {
                 "the source holds nothing to back up (an unmounted or emptied folder, or everything excluded?)"
             }
             CaptureProblem::UnrecordableName => {
-                "its path is longer than the 4096 bytes this archive format can record; skipped (with everything \
-                 in it, for a folder)"
+                "its path is longer than the 4096 bytes this archive format can record (or than the system's path \
+                 limit); skipped (with everything in it, for a folder)"
             }
             CaptureProblem::SpecialFile => "a FIFO, socket or device, which a backup does not record; skipped",
             CaptureProblem::ExtendedAttributesTooLarge => {
@@ -840,11 +841,24 @@ impl Walker {
                 rel.push(b'/');
             }
             rel.extend_from_slice(name.as_bytes());
+            if rel.len() > MAX_PATH {
+                level.next += 1;
+                if !self.filter.excludes.excludes(&rel, false) {
+                    out.push(Item::Problem(path, CaptureProblem::UnrecordableName));
+                }
+                continue;
+            }
             let meta = match std::fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) if vanished(&e) => {
                     level.next += 1;
                     out.push(Item::Problem(path, CaptureProblem::Vanished));
+                    continue;
+                }
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NAMETOOLONG.raw_os_error()) => {
+                    // Recordable, but beyond the system's path limit from the root.
+                    level.next += 1;
+                    out.push(Item::Problem(path, CaptureProblem::UnrecordableName));
                     continue;
                 }
                 Err(e) => return Err((path, format!("cannot stat: {e}"))),
@@ -858,10 +872,6 @@ impl Walker {
             if self.filter.excludes.excludes(&rel, ft.is_dir())
                 || (ft.is_dir() && self.skip.contains(&(meta.dev(), meta.ino())))
             {
-                continue;
-            }
-            if rel.len() > MAX_PATH {
-                out.push(Item::Problem(path, CaptureProblem::UnrecordableName));
                 continue;
             }
             let stat = stat_of(&meta);

@@ -521,7 +521,10 @@ async fn a_file_deleted_between_walk_and_read_is_skipped_with_a_warning() {
     let (f, z) = (gone_file.display().to_string(), gone_folder.display().to_string());
     assert_eq!(
         gone,
-        [(f.as_str(), CaptureProblem::Vanished), (z.as_str(), CaptureProblem::Vanished)]
+        [
+            (f.as_str(), CaptureProblem::Vanished),
+            (z.as_str(), CaptureProblem::Vanished)
+        ]
     );
     assert!(summary.warnings.kept().iter().all(|w| w.source == "rbac"));
     assert!(

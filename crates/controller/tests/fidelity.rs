@@ -52,7 +52,12 @@ async fn round_trip(target: Arc<dyn StorageTarget>) {
     let source: Arc<dyn BackupSource> = Arc::new(DirectorySource::new("state", &src));
     let summary = write_backup(&spec, &[source], T0, None).await.unwrap();
     // The FIFO, and nothing else, is reported as skipped.
-    let warnings: Vec<_> = summary.warnings.kept().iter().map(|w| (w.path.clone(), w.problem)).collect();
+    let warnings: Vec<_> = summary
+        .warnings
+        .kept()
+        .iter()
+        .map(|w| (w.path.clone(), w.problem))
+        .collect();
     assert_eq!(
         warnings,
         [(src.join(tree::FIFO).display().to_string(), CaptureProblem::SpecialFile)]

@@ -65,7 +65,11 @@ fn folder(path: &Path, mode: u32) {
 pub fn build(root: &Path) -> bool {
     let root_user = is_root();
     folder(&root.join("secrets"), 0o700);
-    file(&root.join("secrets/key"), b"-----BEGIN PRIVATE KEY-----\nMC4CAQ==\n", 0o600);
+    file(
+        &root.join("secrets/key"),
+        b"-----BEGIN PRIVATE KEY-----\nMC4CAQ==\n",
+        0o600,
+    );
     folder(&root.join("bin"), 0o755);
     file(&root.join("bin/run.sh"), b"#!/bin/sh\necho hello\n", 0o755);
     if root_user {
@@ -103,10 +107,16 @@ pub fn build(root: &Path) -> bool {
         f.write_all_at(SPARSE_DATA.0, 0).unwrap();
         f.write_all_at(SPARSE_DATA.1, 200 << 20).unwrap();
     }
-    let status = std::process::Command::new("mkfifo").arg(root.join(FIFO)).status().unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(root.join(FIFO))
+        .status()
+        .unwrap();
     assert!(status.success());
     // Folder times last (adding entries changes them), with nanoseconds.
-    for (i, d) in ["secrets", "bin", "dated", "links", "hard", "empty", "shared", "a"].iter().enumerate() {
+    for (i, d) in ["secrets", "bin", "dated", "links", "hard", "empty", "shared", "a"]
+        .iter()
+        .enumerate()
+    {
         set_mtime(&root.join(d), (1_600_000_000 + i as i64, 987_654_321));
     }
     root_user
@@ -115,7 +125,10 @@ pub fn build(root: &Path) -> bool {
 /// Every path under `dir`, relative, sorted, links not followed.
 pub fn listing(dir: &Path) -> Vec<PathBuf> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
-        let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         names.sort();
         for n in names {
             let p = dir.join(&n);
@@ -155,7 +168,10 @@ pub fn compare(src: &Path, restored: &Path, owners: bool) {
     let mut diffs = Vec::new();
     for rel in &expected {
         let (a, b) = (src.join(rel), restored.join(rel));
-        let (ma, mb) = (std::fs::symlink_metadata(&a).unwrap(), std::fs::symlink_metadata(&b).unwrap());
+        let (ma, mb) = (
+            std::fs::symlink_metadata(&a).unwrap(),
+            std::fs::symlink_metadata(&b).unwrap(),
+        );
         let mut differ = |what: &str, x: String, y: String| {
             if x != y {
                 diffs.push(format!("{}: {what}: {x} != {y}", rel.display()));
@@ -163,7 +179,11 @@ pub fn compare(src: &Path, restored: &Path, owners: bool) {
         };
         differ("type", format!("{:?}", ma.file_type()), format!("{:?}", mb.file_type()));
         if !ma.file_type().is_symlink() {
-            differ("mode", format!("{:o}", ma.mode() & 0o7777), format!("{:o}", mb.mode() & 0o7777));
+            differ(
+                "mode",
+                format!("{:o}", ma.mode() & 0o7777),
+                format!("{:o}", mb.mode() & 0o7777),
+            );
         }
         differ(
             "mtime",
@@ -171,7 +191,11 @@ pub fn compare(src: &Path, restored: &Path, owners: bool) {
             format!("{}.{:09}", mb.mtime(), mb.mtime_nsec()),
         );
         if owners {
-            differ("owner", format!("{}:{}", ma.uid(), ma.gid()), format!("{}:{}", mb.uid(), mb.gid()));
+            differ(
+                "owner",
+                format!("{}:{}", ma.uid(), ma.gid()),
+                format!("{}:{}", mb.uid(), mb.gid()),
+            );
         }
         if ma.file_type().is_symlink() {
             differ(
@@ -192,7 +216,11 @@ pub fn compare(src: &Path, restored: &Path, owners: bool) {
         std::fs::metadata(restored.join("hard/one")).unwrap(),
         std::fs::metadata(restored.join("hard/two")).unwrap(),
     );
-    assert_eq!((one.ino(), one.nlink()), (two.ino(), 2), "the hard link pair is not one file");
+    assert_eq!(
+        (one.ino(), one.nlink()),
+        (two.ino(), 2),
+        "the hard link pair is not one file"
+    );
     for (name, t) in [("dated/1960.txt", MTIME_1960), ("dated/2001.txt", MTIME_2001)] {
         let m = std::fs::metadata(restored.join(name)).unwrap();
         assert_eq!((m.mtime(), m.mtime_nsec()), (t.0, i64::from(t.1)), "{name}");
