@@ -445,6 +445,12 @@ fn racy(stat: &Stat) -> bool {
     (now - mtime).abs() <= RACY_WINDOW.as_nanos() as i128
 }
 
+/// A sparse file's size and data extents.
+type Sparse = (u64, Vec<Extent>);
+
+/// A hook run before a folder is read (tests race through it).
+type FolderHook = Box<dyn FnMut(&Path) + Send>;
+
 /// A file's read, done on the blocking pool.
 enum Read {
     /// Read whole (a sparse file: its extents' bytes, in order); `changed`
@@ -452,8 +458,7 @@ enum Read {
     Whole {
         data: Vec<u8>,
         stat: Stat,
-        /// A sparse file's size and data extents.
-        extents: Option<(u64, Vec<Extent>)>,
+        extents: Option<Sparse>,
         changed: bool,
     },
     /// Larger than [`CONSISTENT_READ_MAX`]: streamed by the capture instead.
@@ -524,7 +529,7 @@ fn read_consistent(path: &Path) -> std::result::Result<Read, String> {
 /// Reads a small file (blocking): all of it, or only its data extents when
 /// it has holes. `false` when an extent ended early (the file shrank; the
 /// rest is zeros).
-fn read_small(path: &Path, stat: &Stat) -> std::io::Result<(Vec<u8>, Option<(u64, Vec<Extent>)>, bool)> {
+fn read_small(path: &Path, stat: &Stat) -> std::io::Result<(Vec<u8>, Option<Sparse>, bool)> {
     use std::io::Read as _;
     if !stat.looks_sparse() {
         return Ok((std::fs::read(path)?, None, true));
@@ -766,7 +771,7 @@ struct Walker {
     stack: Vec<Level>,
     started: bool,
     /// Runs before each folder below the root is read (tests race through it).
-    before_folder: Option<Box<dyn FnMut(&Path) + Send>>,
+    before_folder: Option<FolderHook>,
 }
 
 /// The names in a folder, sorted by bytes (blocking).
@@ -1424,7 +1429,7 @@ mod tests {
     }
 
     /// The whole walk, step by step as a capture takes it.
-    fn walk(root: &Path, filter: Filter, hook: Option<Box<dyn FnMut(&Path) + Send>>) -> Vec<Item> {
+    fn walk(root: &Path, filter: Filter, hook: Option<FolderHook>) -> Vec<Item> {
         let mut w = Walker::new(root.to_owned(), filter, false);
         w.before_folder = hook;
         let mut all = Vec::new();
