@@ -1,6 +1,7 @@
 //! Backup sources: what a backup captures.
 
 use std::fmt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -82,18 +83,23 @@ pub enum CaptureProblem {
     /// last read, which may not match any one moment of the file (for a file
     /// that is only appended to, it is a prefix of what was written).
     ChangedDuringCapture,
-    /// The source had nothing to capture (no file at all, or every file
-    /// excluded): often an unmounted or emptied folder. The backup records
-    /// the source with no entries; retention may then delete older backups
-    /// that hold its data, so this is worth an operator's look.
+    /// The source had nothing to capture (no entry at all: an empty root,
+    /// or everything excluded): often an unmounted or emptied folder. The
+    /// backup records the source with no entries; retention may then delete
+    /// older backups that hold its data, so this is worth an operator's look.
     Empty,
-    /// The name cannot be recorded by archive format version 1 (it is not
-    /// UTF-8, or holds a control character such as a newline or tab, or a
-    /// backslash): the file (or the folder and all in it) is skipped.
+    /// The path is longer than the archive format's 4096 bytes (or, with
+    /// the source root before it, than the system's path limit): the file
+    /// (or the folder and all in it) is skipped. (Any other name is
+    /// recorded as it is: names are bytes.)
     UnrecordableName,
-    /// A symbolic link, FIFO, socket or device: archive format version 1
-    /// records regular files only, so it is skipped.
-    NotARegularFile,
+    /// A FIFO, socket or device: the archive records files, folders and
+    /// links only, so it is skipped.
+    SpecialFile,
+    /// Its extended attributes exceed what the archive format records for
+    /// one entry (64 KiB of names and values, names up to 255 bytes): the
+    /// entry is captured without them.
+    ExtendedAttributesTooLarge,
 }
 
 impl fmt::Display for CaptureProblem {
@@ -104,14 +110,15 @@ impl fmt::Display for CaptureProblem {
                 "changed during capture (kept changing through every re-read); captured as last read"
             }
             CaptureProblem::Empty => {
-                "the source holds no file to back up (an unmounted or emptied folder, or everything excluded?)"
+                "the source holds nothing to back up (an unmounted or emptied folder, or everything excluded?)"
             }
             CaptureProblem::UnrecordableName => {
-                "its name is not UTF-8 or holds a control character or backslash, which this archive format \
-                 cannot record; skipped (with everything in it, for a folder)"
+                "its path is longer than the 4096 bytes this archive format can record (or than the system's path \
+                 limit); skipped (with everything in it, for a folder)"
             }
-            CaptureProblem::NotARegularFile => {
-                "a symbolic link, FIFO, socket or device, which this archive format does not record; skipped"
+            CaptureProblem::SpecialFile => "a FIFO, socket or device, which a backup does not record; skipped",
+            CaptureProblem::ExtendedAttributesTooLarge => {
+                "its extended attributes exceed the 64 KiB this archive format records per entry; captured without them"
             }
         })
     }
@@ -122,7 +129,9 @@ impl fmt::Display for CaptureProblem {
 pub struct CaptureWarning {
     /// The source.
     pub source: String,
-    /// The item: for a [`DirectorySource`], the file or folder's path on disk.
+    /// The item: for a [`DirectorySource`], the file or folder's path on
+    /// disk, escaped for display (FORMAT.md §14.5: a backslash as `\\`,
+    /// `\n`, `\t`, other control characters and invalid UTF-8 as `\xNN`).
     pub path: String,
     /// What happened to it.
     pub problem: CaptureProblem,
@@ -192,9 +201,53 @@ const PREFETCH_FILES: usize = 16;
 /// Bytes of file data read ahead at most (a file counts by its size when listed).
 const PREFETCH_BYTES: u64 = 16 << 20;
 
-/// Every regular file under a directory, read consistently while the system
-/// keeps running. Symbolic links are not followed; other special files are
-/// skipped.
+/// Entries one step of the walk lists at most (one blocking task per step,
+/// and at most one folder read per step).
+const WALK_BATCH: usize = 256;
+
+/// Entries queued ahead of the sink at most, listed or being read.
+const QUEUE_MAX: usize = 512;
+
+/// The longest path the archive format records (FORMAT.md §14.5).
+const MAX_PATH: usize = 4096;
+
+/// Names and values of one entry's extended attributes, at most (FORMAT.md §14.4).
+const MAX_XATTR_BYTES: usize = 64 << 10;
+
+/// Everything under a folder — files, folders, symbolic links and hard
+/// links, with their metadata — read consistently while the system keeps
+/// running.
+///
+/// What is captured (archive format version 2, FORMAT.md §14):
+///
+/// * **folders**, each before its contents, in key order: a depth-first walk
+///   with each folder's children sorted by name bytes;
+/// * **regular files**, their data read as described below; a file with
+///   holes (fewer blocks allocated than its size) is recorded as sparse:
+///   its data extents are found with `lseek(SEEK_DATA/SEEK_HOLE)` and only
+///   their bytes are read and stored, so a 256 MiB file holding 18 bytes
+///   reads one page;
+/// * **symbolic links**, their target bytes as `readlink` gives them (never
+///   followed; absolute, relative and dangling alike);
+/// * **hard links**: a file with more than one link whose inode was already
+///   captured by this source is recorded as a second name of the first
+///   path captured;
+/// * **names as bytes**: any name the file system holds (invalid UTF-8,
+///   newlines, tabs, backslashes) is recorded as it is;
+/// * **metadata** of every entry: the 12 mode bits (with setuid, setgid and
+///   sticky), owner uid and gid, user and group names (from `/etc/passwd`
+///   and `/etc/group`, read once per capture: the workspace forbids
+///   `unsafe`, so the C library's `getpwuid_r` is not called, and an id
+///   known only to a directory service such as LDAP or SSSD is recorded
+///   without a name), and the modification time in nanoseconds (before 1970
+///   too);
+/// * **extended attributes** (`llistxattr`/`lgetxattr`, never following a
+///   link) only when asked for with [`DirectorySource::xattrs`].
+///
+/// What is skipped, each with a warning: FIFOs, sockets and devices
+/// ([`CaptureProblem::SpecialFile`]), and paths longer than the format's
+/// 4096 bytes ([`CaptureProblem::UnrecordableName`]). The root folder's own
+/// metadata is not recorded (a source restores into a folder of its name).
 ///
 /// Live capture rules:
 ///
@@ -203,6 +256,7 @@ const PREFETCH_BYTES: u64 = 16 << 20;
 ///   as last read and reported ([`CaptureProblem::ChangedDuringCapture`]);
 /// * a file or folder that vanishes between the listing and its read is
 ///   skipped and reported ([`CaptureProblem::Vanished`]);
+/// * a source with nothing to capture is reported ([`CaptureProblem::Empty`]);
 /// * reports go to [`EntrySink::warn`] and the job succeeds with warnings.
 ///   [`DirectorySource::strict`] turns each of them into a failure of the
 ///   source instead;
@@ -211,19 +265,27 @@ const PREFETCH_BYTES: u64 = 16 << 20;
 ///   [`ControllerError::Source`] naming the path.
 ///
 /// [`DirectorySource::exclude`] takes gitignore-style patterns, matched
-/// against paths relative to the root; [`DirectorySource::exclude_folder`]
-/// skips one folder by identity (how a local storage location inside the
-/// source is kept out, see [`crate::Settings::prepare_source`]).
+/// against paths relative to the root (as bytes: they match names that are
+/// not UTF-8 too); [`DirectorySource::exclude_folder`] skips one folder by
+/// identity (how a local storage location inside the source is kept out,
+/// see [`crate::Settings::prepare_source`]).
 ///
-/// Small files are read ahead, up to 16 files and
-/// 16 MiB at a time, on the blocking pool (one blocking
-/// task per file: stat, read, stat), so reading overlaps with compression and
-/// encryption; they still enter the archive in listing order.
+/// Memory: the walk streams. It holds the sorted names of each folder on
+/// the way from the root to the current one (depth × the widest folder),
+/// up to 512 entries listed ahead, and small files read ahead, up to 16
+/// files and 16 MiB at a time, on the blocking pool (one blocking task per
+/// file: stat, read, stat), so reading overlaps with compression and
+/// encryption; entries still enter the archive in key order. It does not
+/// grow with the number of files, with one exception: to find hard links,
+/// the capture remembers the (device, inode) and path of every captured
+/// file that has more than one link, so that map grows with the number of
+/// multiply-linked files (about 100 bytes each plus the path).
 #[derive(Clone, Debug)]
 pub struct DirectorySource {
     name: String,
     root: PathBuf,
     strict: bool,
+    xattrs: bool,
     excludes: Excludes,
     skip_folders: Vec<PathBuf>,
 }
@@ -257,7 +319,11 @@ impl Excludes {
         })
     }
 
-    fn excludes(&self, rel: &str, is_folder: bool) -> bool {
+    /// Whether the path `rel` (relative to the root, `/`-separated bytes)
+    /// is excluded; matched as bytes, so names that are not UTF-8 match too.
+    fn excludes(&self, rel: &[u8], is_folder: bool) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let rel = Path::new(std::ffi::OsStr::from_bytes(rel));
         self.any.is_match(rel) || (is_folder && self.folders.is_match(rel))
     }
 }
@@ -310,12 +376,54 @@ fn gitignore_glob(pattern: &str) -> std::result::Result<(globset::Glob, bool), S
     Ok((glob, folder_only))
 }
 
-/// Size, modification time and mode: what must not change during a read.
-type Stamp = (u64, Option<std::time::SystemTime>, u32);
+/// What a capture records of an inode, from `lstat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stat {
+    /// Size in bytes.
+    size: u64,
+    /// Modification time: Unix seconds (negative before 1970) and nanoseconds.
+    mtime: (i64, u32),
+    /// The low 12 bits of `st_mode`.
+    mode: u32,
+    /// Owner uid and gid.
+    owner: (u32, u32),
+    /// Identity, for hard links and for the change check.
+    dev: u64,
+    ino: u64,
+    /// Number of hard links.
+    nlink: u64,
+    /// Bytes allocated (`st_blocks` × 512).
+    allocated: u64,
+}
 
-fn stamp_of(m: &std::fs::Metadata) -> Stamp {
-    use std::os::unix::fs::PermissionsExt;
-    (m.len(), m.modified().ok(), m.permissions().mode() & 0o7777)
+fn stat_of(m: &std::fs::Metadata) -> Stat {
+    use std::os::unix::fs::MetadataExt;
+    Stat {
+        size: m.len(),
+        // `st_mtime_nsec` is in 0..1e9 (the seconds count toward the past).
+        mtime: (m.mtime(), u32::try_from(m.mtime_nsec()).unwrap_or(0).min(999_999_999)),
+        mode: m.mode() & 0o7777,
+        owner: (m.uid(), m.gid()),
+        dev: m.dev(),
+        ino: m.ino(),
+        nlink: m.nlink(),
+        allocated: m.blocks().saturating_mul(512),
+    }
+}
+
+/// What must not change while a file is read: size, time, mode, owner and
+/// inode.
+type Stamp = (u64, (i64, u32), u32, (u32, u32), u64);
+
+impl Stat {
+    fn stamp(&self) -> Stamp {
+        (self.size, self.mtime, self.mode, self.owner, self.ino)
+    }
+
+    /// Whether the file may have holes: fewer bytes allocated than its size.
+    fn looks_sparse(&self) -> bool {
+        self.allocated < self.size
+    }
 }
 
 /// How close to "now" a modification time must be to count as racy: file
@@ -328,20 +436,31 @@ const RACY_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
 /// Whether the file was modified so recently that its stamp cannot tell a
 /// rewrite within the same clock tick. Times far in the future were set on
 /// purpose (not by a write in progress) and are not racy.
-fn racy(stamp: &Stamp) -> bool {
-    let Some(mtime) = stamp.1 else { return false };
-    let now = std::time::SystemTime::now();
-    let gap = match mtime.duration_since(now) {
-        Ok(ahead) => ahead,
-        Err(behind) => behind.duration(),
+fn racy(stat: &Stat) -> bool {
+    let now = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i128::from(d.as_secs()) * 1_000_000_000 + i128::from(d.subsec_nanos()),
+        Err(_) => return false,
     };
-    gap <= RACY_WINDOW
+    let mtime = i128::from(stat.mtime.0) * 1_000_000_000 + i128::from(stat.mtime.1);
+    (now - mtime).abs() <= RACY_WINDOW.as_nanos() as i128
 }
+
+/// A sparse file's size and data extents.
+type Sparse = (u64, Vec<Extent>);
+
+/// A hook run before a folder is read (tests race through it).
+type FolderHook = Box<dyn FnMut(&Path) + Send>;
 
 /// A file's read, done on the blocking pool.
 enum Read {
-    /// Read whole; `changed` when it kept changing through every re-read.
-    Whole { data: Vec<u8>, stamp: Stamp, changed: bool },
+    /// Read whole (a sparse file: its extents' bytes, in order); `changed`
+    /// when it kept changing through every re-read.
+    Whole {
+        data: Vec<u8>,
+        stat: Stat,
+        extents: Option<Sparse>,
+        changed: bool,
+    },
     /// Larger than [`CONSISTENT_READ_MAX`]: streamed by the capture instead.
     Large,
     /// Gone since the listing.
@@ -373,34 +492,216 @@ fn read_consistent(path: &Path) -> std::result::Result<Read, String> {
                 kind_of(&meta)
             ));
         }
-        let before = stamp_of(&meta);
-        if before.0 > CONSISTENT_READ_MAX {
+        let before = stat_of(&meta);
+        if before.size > CONSISTENT_READ_MAX {
             return Ok(Read::Large);
         }
         if racy(&before) && !last_try {
             std::thread::sleep(RACY_WINDOW);
             continue;
         }
-        let data = match std::fs::read(path) {
-            Ok(d) => d,
+        let (data, extents, complete) = match read_small(path, &before) {
+            Ok(read) => read,
             Err(e) if vanished(&e) => return Ok(Read::Vanished),
             Err(e) => return Err(format!("cannot read the file: {e}")),
         };
         let after = match std::fs::symlink_metadata(path) {
-            Ok(m) => stamp_of(&m),
+            Ok(m) => stat_of(&m),
             // Deleted right after the read: what was read is what there was.
             Err(e) if vanished(&e) => before,
             Err(e) => return Err(format!("cannot stat the file: {e}")),
         };
-        let settled = !racy(&before) && after == before && data.len() as u64 == after.0;
+        let settled = !racy(&before)
+            && after.stamp() == before.stamp()
+            && complete
+            && (extents.is_some() || data.len() as u64 == after.size);
         if settled || last_try {
             return Ok(Read::Whole {
                 data,
-                stamp: after,
+                stat: after,
+                extents,
                 changed: !settled,
             });
         }
     }
+}
+
+/// Reads a small file (blocking): all of it, or only its data extents when
+/// it has holes. `false` when an extent ended early (the file shrank; the
+/// rest is zeros).
+fn read_small(path: &Path, stat: &Stat) -> std::io::Result<(Vec<u8>, Option<Sparse>, bool)> {
+    use std::io::Read as _;
+    if !stat.looks_sparse() {
+        return Ok((std::fs::read(path)?, None, true));
+    }
+    let mut file = std::fs::File::open(path)?;
+    let Some(extents) = data_extents(&file, stat.size) else {
+        let mut data = Vec::new();
+        file.read_to_end(&mut data)?;
+        return Ok((data, None, true));
+    };
+    let total: u64 = extents.iter().map(|x| x.len).sum();
+    let mut data = vec![0u8; usize::try_from(total).unwrap_or(0)];
+    let mut complete = true;
+    let mut at = 0usize;
+    for x in &extents {
+        let len = usize::try_from(x.len).unwrap_or(0);
+        complete &= read_at_most(&file, x.offset, &mut data[at..at + len])?;
+        at += len;
+    }
+    Ok((data, Some((stat.size, extents)), complete))
+}
+
+/// Fills `buf` from `offset` (blocking); `false` when the file ended first
+/// (the rest of `buf` is left as it was: zeros).
+fn read_at_most(file: &std::fs::File, offset: u64, buf: &mut [u8]) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => return Ok(false),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// The data extents of the first `size` bytes of a file with holes, found
+/// with `lseek(SEEK_DATA)` / `lseek(SEEK_HOLE)` (blocking). `None` when the
+/// file is dense after all (one extent covering it; a compressed file
+/// system also allocates fewer blocks than the size) or the file system
+/// cannot tell (it is then read whole).
+fn data_extents(file: &std::fs::File, size: u64) -> Option<Vec<Extent>> {
+    use rustix::fs::{SeekFrom, seek};
+    let mut extents = Vec::new();
+    let mut at = 0u64;
+    while at < size {
+        let start = match seek(file, SeekFrom::Data(at)) {
+            Ok(start) => start,
+            // No data after `at`: holes to the end.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return None,
+        };
+        if start >= size {
+            break;
+        }
+        let end = match seek(file, SeekFrom::Hole(start)) {
+            Ok(end) => end.min(size),
+            Err(_) => return None,
+        };
+        if end <= start {
+            return None;
+        }
+        extents.push(Extent {
+            offset: start,
+            len: end - start,
+        });
+        at = end;
+    }
+    if let [only] = extents.as_slice()
+        && only.offset == 0
+        && only.len == size
+    {
+        return None;
+    }
+    Some(extents)
+}
+
+/// Extended attributes of one entry, sorted by name.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The extended attributes of `path`, not following a link (blocking).
+/// None on a file system without them.
+fn read_xattrs(path: &Path) -> std::io::Result<Xattrs> {
+    use rustix::io::Errno;
+    let mut list = vec![0u8; 1024];
+    let len = loop {
+        match rustix::fs::llistxattr(path, &mut list[..]) {
+            Ok(n) => break n,
+            Err(Errno::RANGE) => {
+                let want = rustix::fs::llistxattr_query(path)?;
+                list.resize(want.max(list.len() * 2), 0);
+            }
+            Err(Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut out = Vec::new();
+    let mut value = vec![0u8; 256];
+    for name in list[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name_os = std::ffi::OsStr::from_bytes(name);
+        let n = loop {
+            match rustix::fs::lgetxattr(path, name_os, &mut value[..]) {
+                Ok(n) => break Some(n),
+                Err(Errno::RANGE) => {
+                    let want = rustix::fs::lgetxattr_query(path, name_os)?;
+                    value.resize(want.max(value.len() * 2), 0);
+                }
+                // Removed since the listing.
+                Err(Errno::NODATA) => break None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if let Some(n) = n {
+            out.push((name.to_vec(), value[..n].to_vec()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether the archive format can record these extended attributes on one
+/// entry (FORMAT.md §14.4).
+fn xattrs_fit(x: &Xattrs) -> bool {
+    x.iter().all(|(n, _)| n.len() <= 255) && x.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() <= MAX_XATTR_BYTES
+}
+
+/// User and group names by id, from `/etc/passwd` and `/etc/group`, read
+/// once per capture.
+#[derive(Debug, Default)]
+struct OwnerNames {
+    users: std::collections::HashMap<u32, Vec<u8>>,
+    groups: std::collections::HashMap<u32, Vec<u8>>,
+}
+
+impl OwnerNames {
+    /// Reads the two files (blocking); a missing or unreadable one names nobody.
+    fn load() -> Self {
+        let read = |p: &str| std::fs::read(p).map(|t| parse_id_names(&t)).unwrap_or_default();
+        OwnerNames {
+            users: read("/etc/passwd"),
+            groups: read("/etc/group"),
+        }
+    }
+
+    /// The names of an owner, empty when unknown.
+    fn of(&self, (uid, gid): (u32, u32)) -> (Vec<u8>, Vec<u8>) {
+        let name = |m: &std::collections::HashMap<u32, Vec<u8>>, id| m.get(&id).cloned().unwrap_or_default();
+        (name(&self.users, uid), name(&self.groups, gid))
+    }
+}
+
+/// `name:x:id:…` lines (`/etc/passwd`, `/etc/group`) as id → name; the
+/// first line of an id wins, as in the C library's lookup. NIS markers
+/// (`+`, `-`) and comments are ignored.
+fn parse_id_names(text: &[u8]) -> std::collections::HashMap<u32, Vec<u8>> {
+    let mut out = std::collections::HashMap::new();
+    for line in text.split(|b| *b == b'\n') {
+        let mut fields = line.split(|b| *b == b':');
+        let (Some(name), Some(_), Some(id)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        if name.is_empty() || name.len() > 255 || name.contains(&0) || matches!(name[0], b'+' | b'-' | b'#') {
+            continue;
+        }
+        let Some(id) = std::str::from_utf8(id).ok().and_then(|s| s.trim().parse::<u32>().ok()) else {
+            continue;
+        };
+        out.entry(id).or_insert_with(|| name.to_vec());
+    }
+    out
 }
 
 /// What a file system object is, in words.
@@ -422,14 +723,262 @@ fn kind_of(m: &std::fs::Metadata) -> &'static str {
     }
 }
 
+/// What the walk leaves out.
+struct Filter {
+    excludes: Excludes,
+    skip: Vec<PathBuf>,
+}
+
+/// One step of the walk's output, in key order.
+enum Item {
+    /// A folder; its contents follow.
+    Folder { rel: Vec<u8>, stat: Stat, xattrs: Xattrs },
+    /// A symbolic link and its target.
+    Symlink {
+        rel: Vec<u8>,
+        stat: Stat,
+        target: Vec<u8>,
+        xattrs: Xattrs,
+    },
+    /// A regular file, as listed (read later).
+    File {
+        path: PathBuf,
+        rel: Vec<u8>,
+        listed: Stat,
+        xattrs: Xattrs,
+    },
+    /// Something skipped or gone.
+    Problem(PathBuf, CaptureProblem),
+}
+
+/// One open folder of the walk: its children's names, sorted by bytes.
+struct Level {
+    dir: PathBuf,
+    rel: Vec<u8>,
+    names: Vec<std::ffi::OsString>,
+    next: usize,
+}
+
+/// The streaming, depth-first walk behind [`DirectorySource::capture`]
+/// (blocking: each [`Walker::next_batch`] runs on the blocking pool). It
+/// holds the sorted names of the folders from the root to the current one.
+struct Walker {
+    root: PathBuf,
+    filter: Filter,
+    xattrs: bool,
+    /// The identities of [`Filter::skip`], taken when the walk starts.
+    skip: Vec<(u64, u64)>,
+    stack: Vec<Level>,
+    started: bool,
+    /// Runs before each folder below the root is read (tests race through it).
+    before_folder: Option<FolderHook>,
+}
+
+/// The names in a folder, sorted by bytes (blocking).
+fn list(dir: &Path) -> std::io::Result<Vec<std::ffi::OsString>> {
+    let mut names = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
+impl Walker {
+    fn new(root: PathBuf, filter: Filter, xattrs: bool) -> Self {
+        Walker {
+            root,
+            filter,
+            xattrs,
+            skip: Vec::new(),
+            stack: Vec::new(),
+            started: false,
+            before_folder: None,
+        }
+    }
+
+    /// The next entries in key order, up to [`WALK_BATCH`], reading at most
+    /// one folder; none when the walk is done (blocking). The error is the
+    /// path that failed and why.
+    fn next_batch(&mut self) -> std::result::Result<Vec<Item>, (PathBuf, String)> {
+        use std::os::unix::fs::MetadataExt;
+        if !self.started {
+            self.started = true;
+            self.skip = self
+                .filter
+                .skip
+                .iter()
+                .filter_map(|p| std::fs::metadata(p).ok())
+                .map(|m| (m.dev(), m.ino()))
+                .collect();
+            let names = match list(&self.root) {
+                Ok(names) => names,
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                    return Err((
+                        self.root.clone(),
+                        "the source root is not a folder: give the folder to back up".into(),
+                    ));
+                }
+                Err(e) if vanished(&e) => {
+                    return Err((
+                        self.root.clone(),
+                        "the source root does not exist: check the source's path".into(),
+                    ));
+                }
+                Err(e) => return Err((self.root.clone(), format!("cannot read the folder: {e}"))),
+            };
+            self.stack.push(Level {
+                dir: self.root.clone(),
+                rel: Vec::new(),
+                names,
+                next: 0,
+            });
+        }
+        let mut out = Vec::new();
+        while out.len() < WALK_BATCH {
+            let Some(level) = self.stack.last_mut() else { break };
+            let Some(name) = level.names.get(level.next) else {
+                self.stack.pop();
+                continue;
+            };
+            let path = level.dir.join(name);
+            let mut rel = level.rel.clone();
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(name.as_bytes());
+            if rel.len() > MAX_PATH {
+                level.next += 1;
+                if !self.filter.excludes.excludes(&rel, false) {
+                    out.push(Item::Problem(path, CaptureProblem::UnrecordableName));
+                }
+                continue;
+            }
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if vanished(&e) => {
+                    level.next += 1;
+                    out.push(Item::Problem(path, CaptureProblem::Vanished));
+                    continue;
+                }
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NAMETOOLONG.raw_os_error()) => {
+                    // Recordable, but beyond the system's path limit from the root.
+                    level.next += 1;
+                    out.push(Item::Problem(path, CaptureProblem::UnrecordableName));
+                    continue;
+                }
+                Err(e) => return Err((path, format!("cannot stat: {e}"))),
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() && !out.is_empty() {
+                // One folder read per step, first: its entries come next time.
+                break;
+            }
+            level.next += 1;
+            if self.filter.excludes.excludes(&rel, ft.is_dir())
+                || (ft.is_dir() && self.skip.contains(&(meta.dev(), meta.ino())))
+            {
+                continue;
+            }
+            let stat = stat_of(&meta);
+            if ft.is_dir() {
+                if let Some(hook) = self.before_folder.as_mut() {
+                    hook(&path);
+                }
+                let names = match list(&path) {
+                    Ok(names) => names,
+                    Err(e) if vanished(&e) => {
+                        out.push(Item::Problem(path, CaptureProblem::Vanished));
+                        continue;
+                    }
+                    Err(e) => return Err((path, format!("cannot read the folder: {e}"))),
+                };
+                let Some(xattrs) = self.xattrs_of(&path, &mut out)? else {
+                    continue;
+                };
+                out.push(Item::Folder {
+                    rel: rel.clone(),
+                    stat,
+                    xattrs,
+                });
+                self.stack.push(Level {
+                    dir: path,
+                    rel,
+                    names,
+                    next: 0,
+                });
+            } else if ft.is_symlink() {
+                let target = match std::fs::read_link(&path) {
+                    Ok(t) => t.into_os_string().into_vec(),
+                    Err(e) if vanished(&e) => {
+                        out.push(Item::Problem(path, CaptureProblem::Vanished));
+                        continue;
+                    }
+                    Err(e) => return Err((path, format!("cannot read the link: {e}"))),
+                };
+                if target.len() > MAX_PATH {
+                    out.push(Item::Problem(path, CaptureProblem::UnrecordableName));
+                    continue;
+                }
+                let Some(xattrs) = self.xattrs_of(&path, &mut out)? else {
+                    continue;
+                };
+                out.push(Item::Symlink {
+                    rel,
+                    stat,
+                    target,
+                    xattrs,
+                });
+            } else if ft.is_file() {
+                let Some(xattrs) = self.xattrs_of(&path, &mut out)? else {
+                    continue;
+                };
+                out.push(Item::File {
+                    path,
+                    rel,
+                    listed: stat,
+                    xattrs,
+                });
+            } else {
+                out.push(Item::Problem(path, CaptureProblem::SpecialFile));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The extended attributes to record for `path` (none unless asked
+    /// for); `None` when it vanished (reported in `out`).
+    fn xattrs_of(&self, path: &Path, out: &mut Vec<Item>) -> std::result::Result<Option<Xattrs>, (PathBuf, String)> {
+        if !self.xattrs {
+            return Ok(Some(Vec::new()));
+        }
+        match read_xattrs(path) {
+            Ok(x) if xattrs_fit(&x) => Ok(Some(x)),
+            Ok(_) => {
+                out.push(Item::Problem(
+                    path.to_owned(),
+                    CaptureProblem::ExtendedAttributesTooLarge,
+                ));
+                Ok(Some(Vec::new()))
+            }
+            Err(e) if vanished(&e) => {
+                out.push(Item::Problem(path.to_owned(), CaptureProblem::Vanished));
+                Ok(None)
+            }
+            Err(e) => Err((path.to_owned(), format!("cannot read the extended attributes: {e}"))),
+        }
+    }
+}
+
 impl DirectorySource {
-    /// Source `name` reading the files under `root`, tolerant of a live
-    /// system (see the type's docs), excluding nothing.
+    /// Source `name` reading everything under `root`, tolerant of a live
+    /// system (see the type's docs), excluding nothing, without extended
+    /// attributes.
     pub fn new(name: impl Into<String>, root: impl Into<PathBuf>) -> Self {
         DirectorySource {
             name: name.into(),
             root: root.into(),
             strict: false,
+            xattrs: false,
             excludes: Excludes {
                 patterns: Vec::new(),
                 any: GlobSet::empty(),
@@ -439,11 +988,23 @@ impl DirectorySource {
         }
     }
 
-    /// Strict mode: a file that vanishes or keeps changing fails the source
-    /// (and so the backup) instead of being reported as a warning.
+    /// Strict mode: a file that vanishes or keeps changing, or anything
+    /// skipped, fails the source (and so the backup) instead of being
+    /// reported as a warning.
     #[must_use]
     pub fn strict(mut self, strict: bool) -> Self {
         self.strict = strict;
+        self
+    }
+
+    /// Captures extended attributes (every namespace the process can read:
+    /// `user.*`, and as root `trusted.*`, `security.*`, POSIX ACLs as
+    /// `system.posix_acl_*`), off by default. Attributes beyond the
+    /// format's 64 KiB per entry are left out with a warning
+    /// ([`CaptureProblem::ExtendedAttributesTooLarge`]).
+    #[must_use]
+    pub fn xattrs(mut self, capture: bool) -> Self {
+        self.xattrs = capture;
         self
     }
 
@@ -482,12 +1043,18 @@ impl DirectorySource {
         &self.excludes.patterns
     }
 
-    fn meta(&self, rel: &str, stamp: &Stamp) -> EntryMeta {
-        let meta = EntryMeta::new(self.name.clone(), rel).mode(stamp.2);
-        match unix(stamp.1) {
-            Some(t) => meta.mtime(t),
-            None => meta,
+    /// An entry `rel` with the metadata of `stat` (a file unless made otherwise).
+    fn meta(&self, rel: &[u8], stat: &Stat, xattrs: Xattrs, names: &OwnerNames) -> EntryMeta {
+        let (user, group) = names.of(stat.owner);
+        let mut meta = EntryMeta::new(self.name.clone(), rel.to_vec())
+            .mode(stat.mode)
+            .mtime_ns(stat.mtime.0, stat.mtime.1)
+            .owner(stat.owner.0, stat.owner.1)
+            .owner_names(user, group);
+        for (name, value) in xattrs {
+            meta = meta.xattr(name, value);
         }
+        meta
     }
 
     fn error(&self, path: &Path, reason: impl Into<String>) -> ControllerError {
@@ -505,11 +1072,19 @@ impl DirectorySource {
                         "kept changing while it was read ({REREADS} re-reads; strict mode); retry when it is quiet \
                          or exclude it"
                     ),
-                    CaptureProblem::Empty => "holds no file to back up (strict mode)".to_owned(),
+                    CaptureProblem::Empty => "holds nothing to back up (strict mode)".to_owned(),
                     CaptureProblem::UnrecordableName => {
-                        "has a name this archive format cannot record (strict mode)".to_owned()
+                        "has a path longer than the 4096 bytes this archive format can record (strict mode)".to_owned()
                     }
-                    CaptureProblem::NotARegularFile => "is not a regular file or folder (strict mode)".to_owned(),
+                    CaptureProblem::SpecialFile => {
+                        "is a FIFO, socket or device, which a backup does not record (strict mode); exclude it"
+                            .to_owned()
+                    }
+                    CaptureProblem::ExtendedAttributesTooLarge => {
+                        "has extended attributes beyond the 64 KiB this archive format records per entry \
+                         (strict mode)"
+                            .to_owned()
+                    }
                 },
             ));
         }
@@ -522,237 +1097,141 @@ impl DirectorySource {
         Ok(())
     }
 
-    /// Every regular file, as (absolute path, relative `/` path, size when
-    /// listed), sorted by relative path, and the folders and files that
-    /// vanished while listed; one blocking task for the whole walk.
-    async fn files(&self) -> Result<Walked> {
-        let root = self.root.clone();
-        let filter = Filter {
-            excludes: self.excludes.clone(),
-            skip: self.skip_folders.clone(),
-        };
-        tokio::task::spawn_blocking(move || walk(&root, &filter, &mut |_| {}))
-            .await
-            .map_err(|e| self.error(&self.root, format!("the folder walk failed: {e}")))?
-            .map_err(|(path, reason)| self.error(&path, reason))
-    }
-
-    /// The stamp, or `None` when the file is gone.
-    async fn stamp(&self, path: &Path) -> Result<Option<Stamp>> {
+    /// The stat, or `None` when the file is gone.
+    async fn stat(&self, path: &Path) -> Result<Option<Stat>> {
         match tokio::fs::symlink_metadata(path).await {
-            Ok(m) => Ok(Some(stamp_of(&m))),
+            Ok(m) => Ok(Some(stat_of(&m))),
             Err(e) if vanished(&e) => Ok(None),
             Err(e) => Err(self.error(path, format!("cannot stat the file: {e}"))),
         }
     }
 
-    /// Streams a file larger than [`CONSISTENT_READ_MAX`]; a change during
-    /// the read is reported (captured as read) or, strict, fails the source.
-    async fn stream_large(&self, path: &Path, rel: &str, sink: &mut dyn EntrySink) -> Result<()> {
-        let Some(mut before) = self.stamp(path).await? else {
-            return self.problem(sink, path, CaptureProblem::Vanished);
+    /// Streams a file larger than [`CONSISTENT_READ_MAX`] (only its data
+    /// extents when it has holes); a change during the read is reported
+    /// (captured as read) or, strict, fails the source. The stat it was
+    /// captured with, or `None` when it vanished.
+    async fn stream_large(
+        &self,
+        path: &Path,
+        rel: &[u8],
+        xattrs: Xattrs,
+        names: &OwnerNames,
+        sink: &mut dyn EntrySink,
+    ) -> Result<Option<Stat>> {
+        use tokio::io::AsyncSeekExt;
+        let Some(mut before) = self.stat(path).await? else {
+            self.problem(sink, path, CaptureProblem::Vanished)?;
+            return Ok(None);
         };
         for _ in 0..REREADS {
             if !racy(&before) {
                 break;
             }
             tokio::time::sleep(RACY_WINDOW).await;
-            let Some(again) = self.stamp(path).await? else {
-                return self.problem(sink, path, CaptureProblem::Vanished);
+            let Some(again) = self.stat(path).await? else {
+                self.problem(sink, path, CaptureProblem::Vanished)?;
+                return Ok(None);
             };
             before = again;
         }
-        let mut file = match tokio::fs::File::open(path).await {
-            Ok(f) => f,
-            Err(e) if vanished(&e) => return self.problem(sink, path, CaptureProblem::Vanished),
+        let opened = {
+            let owned = path.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let file = std::fs::File::open(&owned)?;
+                let extents = if before.looks_sparse() {
+                    data_extents(&file, before.size)
+                } else {
+                    None
+                };
+                Ok::<_, std::io::Error>((file, extents))
+            })
+            .await
+            .map_err(|e| self.error(path, format!("the read task failed: {e}")))?
+        };
+        let (file, extents) = match opened {
+            Ok(opened) => opened,
+            Err(e) if vanished(&e) => {
+                self.problem(sink, path, CaptureProblem::Vanished)?;
+                return Ok(None);
+            }
             Err(e) => return Err(self.error(path, format!("cannot read the file: {e}"))),
         };
-        sink.begin(self.meta(rel, &before)).await?;
+        let mut file = tokio::fs::File::from_std(file);
+        let mut meta = self.meta(rel, &before, xattrs, names);
+        if let Some(extents) = &extents {
+            meta = meta.sparse(before.size, extents.clone());
+        }
+        sink.begin(meta).await?;
+        let read_error = |e: std::io::Error| self.error(path, format!("cannot read the file: {e}"));
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
-        loop {
-            let n = file
-                .read(&mut buf)
-                .await
-                .map_err(|e| self.error(path, format!("cannot read the file: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            sink.write(&buf[..n]).await?;
-        }
-        let after = self.stamp(path).await?;
-        sink.end().await?;
-        if racy(&before) || after != Some(before) || total != before.0 {
-            return self.problem(sink, path, CaptureProblem::ChangedDuringCapture);
-        }
-        Ok(())
-    }
-}
-
-/// What the walk leaves out.
-struct Filter {
-    excludes: Excludes,
-    skip: Vec<PathBuf>,
-}
-
-/// The walk's result.
-struct Walked {
-    /// (absolute path, relative `/` path, size when listed), sorted by relative path.
-    files: Vec<(PathBuf, String, u64)>,
-    /// Folders and files listed by their parent, gone when looked at.
-    vanished: Vec<PathBuf>,
-    /// Skipped, with why (names that cannot be recorded, links and other
-    /// non-regular files).
-    skipped: Vec<(PathBuf, CaptureProblem)>,
-}
-
-/// The walk behind [`DirectorySource::files`] (blocking). `before_folder`
-/// runs before each folder below the root is read (tests race through it).
-/// The error is the path that failed and why.
-fn walk(
-    root: &Path,
-    filter: &Filter,
-    before_folder: &mut dyn FnMut(&Path),
-) -> std::result::Result<Walked, (PathBuf, String)> {
-    use std::os::unix::fs::MetadataExt;
-    let skip: Vec<(u64, u64)> = filter
-        .skip
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| (m.dev(), m.ino()))
-        .collect();
-    let mut out = Walked {
-        files: Vec::new(),
-        vanished: Vec::new(),
-        skipped: Vec::new(),
-    };
-    let mut todo = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = todo.pop() {
-        let is_root = rel.is_empty();
-        if !is_root {
-            before_folder(&dir);
-        }
-        let rd = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if vanished(&e) && !is_root => {
-                out.vanished.push(dir);
-                continue;
-            }
-            Err(e) if is_root && e.kind() == std::io::ErrorKind::NotADirectory => {
-                return Err((
-                    dir,
-                    "the source root is not a folder: give the folder to back up".into(),
-                ));
-            }
-            Err(e) if is_root && vanished(&e) => {
-                return Err((dir, "the source root does not exist: check the source's path".into()));
-            }
-            Err(e) => return Err((dir, format!("cannot read the folder: {e}"))),
-        };
-        for entry in rd {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) if vanished(&e) => {
-                    out.vanished.push(dir.clone());
+        let mut short = false;
+        match &extents {
+            None => loop {
+                let n = file.read(&mut buf).await.map_err(read_error)?;
+                if n == 0 {
                     break;
                 }
-                Err(e) => return Err((dir.clone(), format!("cannot read the folder: {e}"))),
-            };
-            let name = match entry.file_name().to_str() {
-                Some(n) if !n.chars().any(|c| c.is_control() || c == '\\') => n.to_owned(),
-                _ => {
-                    out.skipped.push((entry.path(), CaptureProblem::UnrecordableName));
-                    continue;
-                }
-            };
-            let child_rel = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            let ft = match entry.file_type() {
-                Ok(ft) => ft,
-                Err(e) if vanished(&e) => {
-                    out.vanished.push(entry.path());
-                    continue;
-                }
-                Err(e) => return Err((entry.path(), format!("cannot stat: {e}"))),
-            };
-            if ft.is_dir() {
-                if filter.excludes.excludes(&child_rel, true) {
-                    continue;
-                }
-                if !skip.is_empty() {
-                    match entry.metadata() {
-                        Ok(m) if skip.contains(&(m.dev(), m.ino())) => continue,
-                        Ok(_) => {}
-                        Err(e) if vanished(&e) => {
-                            out.vanished.push(entry.path());
-                            continue;
+                total += n as u64;
+                sink.write(&buf[..n]).await?;
+            },
+            Some(extents) => {
+                for x in extents {
+                    file.seek(std::io::SeekFrom::Start(x.offset))
+                        .await
+                        .map_err(read_error)?;
+                    let mut left = x.len;
+                    while left > 0 {
+                        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                        let mut n = file.read(&mut buf[..want]).await.map_err(read_error)?;
+                        if n == 0 {
+                            // The file shrank: the extent's rest is zeros.
+                            short = true;
+                            buf[..want].fill(0);
+                            n = want;
                         }
-                        Err(e) => return Err((entry.path(), format!("cannot stat the folder: {e}"))),
+                        sink.write(&buf[..n]).await?;
+                        left -= n as u64;
+                        total += n as u64;
                     }
                 }
-                todo.push((entry.path(), child_rel));
-            } else if ft.is_file() {
-                if filter.excludes.excludes(&child_rel, false) {
-                    continue;
-                }
-                let size = match entry.metadata() {
-                    Ok(m) => m.len(),
-                    Err(e) if vanished(&e) => {
-                        out.vanished.push(entry.path());
-                        continue;
-                    }
-                    // The read reports it with its reason.
-                    Err(_) => 0,
-                };
-                out.files.push((entry.path(), child_rel, size));
-            } else if !filter.excludes.excludes(&child_rel, false) {
-                out.skipped.push((entry.path(), CaptureProblem::NotARegularFile));
             }
         }
+        let after = self.stat(path).await?;
+        sink.end().await?;
+        let complete = match &extents {
+            None => total == before.size,
+            Some(_) => !short,
+        };
+        if racy(&before) || after.map(|a| a.stamp()) != Some(before.stamp()) || !complete {
+            self.problem(sink, path, CaptureProblem::ChangedDuringCapture)?;
+        }
+        Ok(Some(before))
     }
-    // Key order (FORMAT.md §14.5): `/` sorts before every other byte.
-    out.files
-        .sort_by(|a, b| ibs_archive::path_cmp(a.1.as_bytes(), b.1.as_bytes()));
-    Ok(out)
 }
 
-/// A path for a message: as it is when it is printable UTF-8, otherwise
-/// with control characters escaped and invalid bytes as `\xNN`.
+/// A path for a message, escaped as FORMAT.md §14.5 says: printable UTF-8
+/// as is, a backslash as `\\`, `\n`, `\t`, `\r`, other control characters
+/// and bytes of invalid UTF-8 as `\xNN`.
 fn escape_path(path: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c.is_control() {
-                out.extend(c.escape_default());
-            } else {
-                out.push(c);
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
+    ibs_archive::escape_bytes(path.as_os_str().as_bytes())
 }
 
-/// Unix seconds of a file time, before 1970 too (negative; whole seconds
-/// toward the past, as `st_mtime` counts them).
-fn unix(t: Option<std::time::SystemTime>) -> Option<i64> {
-    let t = t?;
-    match t.duration_since(std::time::UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_secs()).ok(),
-        Err(before) => {
-            let d = before.duration();
-            let secs = i64::try_from(d.as_secs()).ok()?;
-            Some(if d.subsec_nanos() > 0 { -secs - 1 } else { -secs })
-        }
-    }
+/// An entry on its way to the sink, in key order.
+enum Ahead {
+    /// Listed, nothing to read.
+    Listed(Item),
+    /// A regular file: its read on the blocking pool (none when it is a
+    /// second link to a file already captured).
+    File {
+        path: PathBuf,
+        rel: Vec<u8>,
+        listed: Stat,
+        xattrs: Xattrs,
+        /// Bytes it counts for in the read-ahead budget.
+        budget: u64,
+        read: Option<tokio::task::JoinHandle<std::result::Result<Read, String>>>,
+    },
 }
 
 #[async_trait]
@@ -762,58 +1241,175 @@ impl BackupSource for DirectorySource {
     }
 
     async fn capture(&self, sink: &mut dyn EntrySink) -> Result<()> {
-        // Reads run on the blocking pool ahead of the sink, bounded in files
-        // and bytes, and are consumed in listing order.
-        type Pending = tokio::task::JoinHandle<std::result::Result<Read, String>>;
-        let walked = self.files().await?;
-        if walked.files.is_empty() {
-            self.problem(sink, &self.root, CaptureProblem::Empty)?;
-        }
-        for (path, problem) in &walked.skipped {
-            self.problem(sink, path, *problem)?;
-        }
-        for gone in &walked.vanished {
-            self.problem(sink, gone, CaptureProblem::Vanished)?;
-        }
-        let mut files = walked.files.into_iter().peekable();
-        let mut ahead: std::collections::VecDeque<(PathBuf, String, u64, Pending)> = std::collections::VecDeque::new();
-        let mut ahead_bytes = 0u64;
+        // The walk runs one step at a time on the blocking pool; reads of
+        // small files run ahead of the sink, bounded in files and bytes;
+        // everything is consumed in key order.
+        let names = tokio::task::spawn_blocking(OwnerNames::load).await.unwrap_or_default();
+        let filter = Filter {
+            excludes: self.excludes.clone(),
+            skip: self.skip_folders.clone(),
+        };
+        let mut walker = Some(Walker::new(self.root.clone(), filter, self.xattrs));
+        let mut listed = std::collections::VecDeque::new();
+        let mut ahead: std::collections::VecDeque<Ahead> = std::collections::VecDeque::new();
+        let (mut ahead_files, mut ahead_bytes) = (0usize, 0u64);
+        // (device, inode) → the first path captured, of files with more than one link.
+        let mut links: std::collections::HashMap<(u64, u64), EntryPath> = std::collections::HashMap::new();
+        let mut captured = 0u64;
         loop {
-            while ahead.len() < PREFETCH_FILES {
-                let Some((_, _, size)) = files.peek() else { break };
-                let size = (*size).min(CONSISTENT_READ_MAX);
-                if !ahead.is_empty() && ahead_bytes + size > PREFETCH_BYTES {
+            while ahead_files < PREFETCH_FILES && ahead.len() < QUEUE_MAX {
+                if listed.is_empty()
+                    && let Some(mut w) = walker.take()
+                {
+                    let (w, batch) = tokio::task::spawn_blocking(move || {
+                        let batch = w.next_batch();
+                        (w, batch)
+                    })
+                    .await
+                    .map_err(|e| self.error(&self.root, format!("the folder walk failed: {e}")))?;
+                    let batch = batch.map_err(|(path, reason)| self.error(&path, reason))?;
+                    if !batch.is_empty() {
+                        walker = Some(w);
+                    }
+                    listed.extend(batch);
+                }
+                let Some(next) = listed.front() else { break };
+                let Item::File { listed: stat, .. } = next else {
+                    if let Some(item) = listed.pop_front() {
+                        ahead.push_back(Ahead::Listed(item));
+                    }
+                    continue;
+                };
+                let budget = stat.size.min(CONSISTENT_READ_MAX);
+                if ahead_files > 0 && ahead_bytes + budget > PREFETCH_BYTES {
                     break;
                 }
-                let Some((path, rel, _)) = files.next() else { break };
-                let read_path = path.clone();
-                let read = tokio::task::spawn_blocking(move || read_consistent(&read_path));
-                ahead_bytes += size;
-                ahead.push_back((path, rel, size, read));
+                let Some(Item::File {
+                    path,
+                    rel,
+                    listed: stat,
+                    xattrs,
+                }) = listed.pop_front()
+                else {
+                    break;
+                };
+                let known_link = stat.nlink > 1 && links.contains_key(&(stat.dev, stat.ino));
+                let read = (!known_link).then(|| {
+                    let path = path.clone();
+                    tokio::task::spawn_blocking(move || read_consistent(&path))
+                });
+                let budget = if read.is_some() {
+                    ahead_files += 1;
+                    ahead_bytes += budget;
+                    budget
+                } else {
+                    0
+                };
+                ahead.push_back(Ahead::File {
+                    path,
+                    rel,
+                    listed: stat,
+                    xattrs,
+                    budget,
+                    read,
+                });
             }
-            let Some((path, rel, size, read)) = ahead.pop_front() else {
-                break;
-            };
-            let read = read
-                .await
-                .map_err(|e| self.error(&path, format!("the read task failed: {e}")))?
-                .map_err(|reason| self.error(&path, reason))?;
-            match read {
-                Read::Whole { data, stamp, changed } => {
-                    if changed && self.strict {
-                        return self.problem(sink, &path, CaptureProblem::ChangedDuringCapture);
-                    }
-                    sink.begin(self.meta(&rel, &stamp)).await?;
-                    sink.write(&data).await?;
+            let Some(next) = ahead.pop_front() else { break };
+            match next {
+                Ahead::Listed(Item::Problem(path, problem)) => self.problem(sink, &path, problem)?,
+                Ahead::Listed(Item::Folder { rel, stat, xattrs }) => {
+                    sink.begin(self.meta(&rel, &stat, xattrs, &names).folder()).await?;
                     sink.end().await?;
-                    if changed {
-                        self.problem(sink, &path, CaptureProblem::ChangedDuringCapture)?;
+                    captured += 1;
+                }
+                Ahead::Listed(Item::Symlink {
+                    rel,
+                    stat,
+                    target,
+                    xattrs,
+                }) => {
+                    sink.begin(self.meta(&rel, &stat, xattrs, &names).symlink(target))
+                        .await?;
+                    sink.end().await?;
+                    captured += 1;
+                }
+                Ahead::Listed(Item::File { .. }) => {}
+                Ahead::File {
+                    path,
+                    rel,
+                    listed: stat,
+                    xattrs,
+                    budget,
+                    read,
+                } => {
+                    let read = match read {
+                        None => None,
+                        Some(read) => {
+                            ahead_files -= 1;
+                            ahead_bytes -= budget;
+                            Some(
+                                read.await
+                                    .map_err(|e| self.error(&path, format!("the read task failed: {e}")))?
+                                    .map_err(|reason| self.error(&path, reason))?,
+                            )
+                        }
+                    };
+                    // A second name of a file already captured (by its stat when listed, or when read).
+                    let identity = match &read {
+                        Some(Read::Whole { stat, .. }) => (stat.nlink, stat.dev, stat.ino),
+                        _ => (stat.nlink, stat.dev, stat.ino),
+                    };
+                    if identity.0 > 1
+                        && let Some(first) = links.get(&(identity.1, identity.2))
+                        && !matches!(read, Some(Read::Vanished))
+                    {
+                        sink.begin(EntryMeta::new(self.name.clone(), rel).hard_link(first))
+                            .await?;
+                        sink.end().await?;
+                        captured += 1;
+                        continue;
+                    }
+                    let captured_as = match read {
+                        None | Some(Read::Large) => self.stream_large(&path, &rel, xattrs, &names, sink).await?,
+                        Some(Read::Whole {
+                            data,
+                            stat,
+                            extents,
+                            changed,
+                        }) => {
+                            if changed && self.strict {
+                                return self.problem(sink, &path, CaptureProblem::ChangedDuringCapture);
+                            }
+                            let mut meta = self.meta(&rel, &stat, xattrs, &names);
+                            if let Some((size, extents)) = extents {
+                                meta = meta.sparse(size, extents);
+                            }
+                            sink.begin(meta).await?;
+                            sink.write(&data).await?;
+                            sink.end().await?;
+                            if changed {
+                                self.problem(sink, &path, CaptureProblem::ChangedDuringCapture)?;
+                            }
+                            Some(stat)
+                        }
+                        Some(Read::Vanished) => {
+                            self.problem(sink, &path, CaptureProblem::Vanished)?;
+                            None
+                        }
+                    };
+                    if let Some(stat) = captured_as {
+                        captured += 1;
+                        if stat.nlink > 1 {
+                            links
+                                .entry((stat.dev, stat.ino))
+                                .or_insert_with(|| EntryPath::from(rel));
+                        }
                     }
                 }
-                Read::Large => self.stream_large(&path, &rel, sink).await?,
-                Read::Vanished => self.problem(sink, &path, CaptureProblem::Vanished)?,
             }
-            ahead_bytes -= size;
+        }
+        if captured == 0 {
+            self.problem(sink, &self.root, CaptureProblem::Empty)?;
         }
         Ok(())
     }
@@ -832,9 +1428,39 @@ mod tests {
         }
     }
 
-    fn rels(w: &Walked) -> Vec<&str> {
-        w.files.iter().map(|f| f.1.as_str()).collect()
+    /// The whole walk, step by step as a capture takes it.
+    fn walk(root: &Path, filter: Filter, hook: Option<FolderHook>) -> Vec<Item> {
+        let mut w = Walker::new(root.to_owned(), filter, false);
+        w.before_folder = hook;
+        let mut all = Vec::new();
+        loop {
+            let batch = w.next_batch().unwrap();
+            if batch.is_empty() {
+                return all;
+            }
+            all.extend(batch);
+        }
     }
+
+    /// The relative paths of the entries (folders with a trailing `/`).
+    fn rels(items: &[Item]) -> Vec<String> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Folder { rel, .. } => Some(format!("{}/", escape_path(Path::new(OsStr::from_bytes(rel))))),
+                Item::File { rel, .. } | Item::Symlink { rel, .. } => {
+                    Some(escape_path(Path::new(OsStr::from_bytes(rel))))
+                }
+                Item::Problem(..) => None,
+            })
+            .collect()
+    }
+
+    fn files(items: &[Item]) -> Vec<String> {
+        rels(items).into_iter().filter(|r| !r.ends_with('/')).collect()
+    }
+
+    use std::ffi::OsStr;
 
     #[test]
     fn a_folder_that_vanishes_after_it_was_listed_is_reported_not_fatal() {
@@ -845,29 +1471,138 @@ mod tests {
         std::fs::write(root.path().join("a/x"), b"x").unwrap();
         std::fs::write(root.path().join("b/c/y"), b"y").unwrap();
         let gone = root.path().join("b");
-        let w = walk(root.path(), &filter(&[]), &mut |dir| {
-            if dir == gone {
-                std::fs::remove_dir_all(dir).unwrap();
-            }
-        })
-        .unwrap();
-        assert_eq!(rels(&w), ["a/x"]);
-        assert_eq!(w.vanished, [gone]);
+        let hook_gone = gone.clone();
+        let items = walk(
+            root.path(),
+            filter(&[]),
+            Some(Box::new(move |dir: &Path| {
+                if dir == hook_gone {
+                    std::fs::remove_dir_all(dir).unwrap();
+                }
+            })),
+        );
+        assert_eq!(rels(&items), ["a/", "a/x"]);
+        let problems: Vec<_> = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Problem(p, problem) => Some((p.clone(), *problem)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(problems, [(gone, CaptureProblem::Vanished)]);
     }
 
     #[test]
-    fn file_times_before_1970_are_kept() {
-        use std::time::{Duration, UNIX_EPOCH};
+    fn the_walk_is_in_key_order_with_names_as_bytes() {
+        let root = tempfile::tempdir().unwrap();
+        for d in ["a", "a/x", "b\\c"] {
+            std::fs::create_dir_all(root.path().join(d)).unwrap();
+        }
+        for f in ["a-b", "a/x/1", "a/y", "a.txt", "b\\c/z", "B"] {
+            std::fs::write(root.path().join(f), f).unwrap();
+        }
+        for name in [&b"bad\xff"[..], b"new\nline", b"tab\tname"] {
+            std::fs::write(root.path().join(OsStr::from_bytes(name)), name).unwrap();
+        }
+        std::os::unix::fs::symlink("a/y", root.path().join("l")).unwrap();
+        let items = walk(root.path(), filter(&[]), None);
         assert_eq!(
-            unix(Some(UNIX_EPOCH + Duration::from_secs(978_307_200))),
-            Some(978_307_200)
+            rels(&items),
+            [
+                "B",
+                "a/",
+                "a/x/",
+                "a/x/1",
+                "a/y",
+                "a-b",
+                "a.txt",
+                "b\\\\c/",
+                "b\\\\c/z",
+                "bad\\xff",
+                "l",
+                "new\\nline",
+                "tab\\tname"
+            ]
         );
-        assert_eq!(
-            unix(Some(UNIX_EPOCH - Duration::from_secs(315_619_200))),
-            Some(-315_619_200)
+        let keys: Vec<&[u8]> = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Folder { rel, .. } | Item::File { rel, .. } | Item::Symlink { rel, .. } => Some(&rel[..]),
+                Item::Problem(..) => None,
+            })
+            .collect();
+        assert!(
+            keys.windows(2)
+                .all(|w| ibs_archive::path_cmp(w[0], w[1]) == std::cmp::Ordering::Less)
         );
-        assert_eq!(unix(Some(UNIX_EPOCH - Duration::from_millis(1500))), Some(-2));
-        assert_eq!(unix(None), None);
+    }
+
+    #[test]
+    fn a_walk_step_reads_at_most_one_folder_and_lists_a_bounded_number_of_entries() {
+        let root = tempfile::tempdir().unwrap();
+        for i in 0..600 {
+            std::fs::write(root.path().join(format!("f{i:03}")), b"").unwrap();
+        }
+        std::fs::create_dir(root.path().join("g")).unwrap();
+        std::fs::write(root.path().join("g/x"), b"").unwrap();
+        let mut w = Walker::new(root.path().to_owned(), filter(&[]), false);
+        let mut sizes = Vec::new();
+        loop {
+            let batch = w.next_batch().unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            sizes.push(batch.len());
+        }
+        // 600 files in steps of 256, then the folder `g` with its file.
+        assert_eq!(sizes, [256, 256, 88, 2]);
+    }
+
+    #[test]
+    fn owner_names_come_from_the_passwd_and_group_files() {
+        let passwd = b"root:x:0:0:root:/root:/bin/bash\n# comment\n+nis::::::\nsvc:x:1234:5678::/:/bin/false\n\
+                       dup:x:1234:1::/:/bin/false\nbroken line\n";
+        let users = parse_id_names(passwd);
+        assert_eq!(users.get(&0).unwrap(), b"root");
+        assert_eq!(users.get(&1234).unwrap(), b"svc");
+        assert_eq!(users.len(), 2);
+        let groups = parse_id_names(b"wheel:x:10:alice,bob\nops::5678:\n");
+        assert_eq!(groups.get(&5678).unwrap(), b"ops");
+        let names = OwnerNames { users, groups };
+        assert_eq!(names.of((1234, 5678)), (b"svc".to_vec(), b"ops".to_vec()));
+        assert_eq!(names.of((99, 99)), (Vec::new(), Vec::new()));
+    }
+
+    #[test]
+    fn a_file_with_holes_has_its_data_extents_found() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_at(b"head", 0).unwrap();
+        f.write_at(b"middle", 32 << 20).unwrap();
+        drop(f);
+        let stat = stat_of(&std::fs::symlink_metadata(&path).unwrap());
+        if !stat.looks_sparse() {
+            return ibs_storage::conformance::skip_or_fail("this file system does not make holes");
+        }
+        let (data, extents, complete) = read_small(&path, &Stat { size: 64 << 20, ..stat }).unwrap();
+        let (size, extents) = extents.unwrap();
+        assert!(complete);
+        assert_eq!(size, 64 << 20);
+        assert_eq!(extents.len(), 2, "{extents:?}");
+        assert_eq!(extents[0].offset, 0);
+        assert_eq!(extents[1].offset, 32 << 20);
+        assert!(extents.iter().all(|x| x.len <= 1 << 20), "{extents:?}");
+        assert_eq!(data.len() as u64, extents.iter().map(|x| x.len).sum::<u64>());
+        assert!(data.starts_with(b"head"));
+        let second = usize::try_from(extents[0].len).unwrap();
+        assert!(data[second..].starts_with(b"middle"));
+        // A dense file has none.
+        std::fs::write(dir.path().join("dense"), vec![1u8; 10_000]).unwrap();
+        let dense = std::fs::File::open(dir.path().join("dense")).unwrap();
+        assert!(data_extents(&dense, 10_000).is_none());
     }
 
     #[test]
@@ -899,13 +1634,32 @@ mod tests {
         ] {
             std::fs::write(root.path().join(f), f).unwrap();
         }
-        let w = walk(root.path(), &filter(&["**/*.tmp", "cache/", "/logs"]), &mut |_| {}).unwrap();
+        // Names that are not UTF-8 match too.
+        std::fs::write(root.path().join(OsStr::from_bytes(b"bad\xff.tmp")), b"x").unwrap();
+        std::fs::write(root.path().join(OsStr::from_bytes(b"bad\xff.json")), b"x").unwrap();
+        let w = walk(root.path(), filter(&["**/*.tmp", "cache/", "/logs"]), None);
         // `cache/` is a folder at any depth (the file named cache stays); `/logs` is anchored.
-        assert_eq!(rels(&w), ["a.json", "sub/keep/b.json", "sub/keep/cache", "sub/logs/l"]);
-        let w = walk(root.path(), &filter(&["*.tmp", "sub/keep"]), &mut |_| {}).unwrap();
         assert_eq!(
-            rels(&w),
-            ["a.json", "cache/x", "logs/l", "sub/cache/deep/y", "sub/logs/l"]
+            files(&w),
+            [
+                "a.json",
+                "bad\\xff.json",
+                "sub/keep/b.json",
+                "sub/keep/cache",
+                "sub/logs/l"
+            ]
+        );
+        let w = walk(root.path(), filter(&["*.tmp", "sub/keep"]), None);
+        assert_eq!(
+            files(&w),
+            [
+                "a.json",
+                "bad\\xff.json",
+                "cache/x",
+                "logs/l",
+                "sub/cache/deep/y",
+                "sub/logs/l"
+            ]
         );
         for bad in ["", "!keep", "/", "a[", "["] {
             assert!(Excludes::new(vec![bad.to_owned()]).is_err(), "{bad:?}");
