@@ -90,7 +90,7 @@ fn archive(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("verify", name), |b| {
             b.iter(|| block_on(reader.verify(None)).unwrap())
         });
-        let entry = reader.entries()[0].clone();
+        let entry = block_on(reader.find("source", "all")).unwrap().unwrap();
         group.bench_function(BenchmarkId::new("read_entry", name), |b| {
             b.iter(|| block_on(reader.read_entry(&entry)).unwrap().len())
         });

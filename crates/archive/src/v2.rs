@@ -584,7 +584,11 @@ impl Root {
         }
         c.expect_end("root")?;
         if pieces.is_empty() && data_len != 0 {
-            return Err(Error::malformed(Region::Root, 0, "data but no index pieces to say whose"));
+            return Err(Error::malformed(
+                Region::Root,
+                0,
+                "data but no index pieces to say whose",
+            ));
         }
         if total != entry_count {
             return Err(Error::malformed(

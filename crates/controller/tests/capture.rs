@@ -47,6 +47,7 @@ async fn capture(source: DirectorySource) -> (JobSummary, Backup, Vec<Entry>) {
         producer_version: "1.2408.0".into(),
         policy: Policy::default(),
         checks: Default::default(),
+        signer: None,
     };
     let source: Arc<dyn BackupSource> = Arc::new(source);
     let summary = write_backup(&spec, &[source], T0, None).await.unwrap();

@@ -48,6 +48,7 @@ async fn round_trip(target: Arc<dyn StorageTarget>) {
         producer_version: "1.2408.0".into(),
         policy: Policy::default(),
         checks: Default::default(),
+        signer: None,
     };
     let source: Arc<dyn BackupSource> = Arc::new(DirectorySource::new("state", &src));
     let summary = write_backup(&spec, &[source], T0, None).await.unwrap();

@@ -140,7 +140,10 @@ fn check(count: usize) {
     let peaks = rt.block_on(phases(count));
     for (phase, peak) in peaks {
         // Printed for the crate docs' per-entry figures (run with --nocapture).
-        println!("{count} entries: {phase} peak heap {:.1} MiB", peak as f64 / (1 << 20) as f64);
+        println!(
+            "{count} entries: {phase} peak heap {:.1} MiB",
+            peak as f64 / (1 << 20) as f64
+        );
         assert!(
             peak < BOUND,
             "{phase} of {count} entries peaked at {peak} bytes of heap, over the bound {BOUND}"
