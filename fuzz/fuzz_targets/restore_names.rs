@@ -3,22 +3,23 @@
 //! restore's own checks and path mapping (`ibs_recovery::fuzzing`), no file
 //! system.
 //!
-//! Input: one byte `n`, then the source name (`n` bytes), then the path (the
-//! rest), each as lossy UTF-8.
+//! Input: one byte `n`, then the source name (`n` bytes, lossy UTF-8), then
+//! the path (the rest, as bytes: format version 2 names are POSIX bytes).
 //!
 //! Properties: the checks never panic; a name they accept maps to a path
 //! strictly inside the restore folder made only of normal components (none
 //! empty, `.`, `..` or holding a NUL), exactly the source and the path's `/`
-//! segments (nothing dropped or merged); the temporary file sits beside the
-//! final one under another name; a fresh source's staged file lies inside
-//! the staging folder and lands on the final path when the source's folder
-//! is moved into place.
+//! segments (nothing dropped or merged); the staged file lies inside the
+//! staging folder, under the source's folder, and lands on the final path
+//! when that folder is moved into place.
 #![no_main]
 
 use std::ffi::OsStr;
 use std::path::{Component, Path};
 
-use ibs_archive::format::{check_entry_path, check_source_name};
+use std::os::unix::ffi::OsStrExt;
+
+use ibs_archive::format::check_source_name;
 use ibs_recovery::fuzzing::restore_paths;
 use libfuzzer_sys::fuzz_target;
 
@@ -49,13 +50,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (source, path) = rest.split_at(usize::from(n).min(rest.len()));
-    let (source, path) = (String::from_utf8_lossy(source), String::from_utf8_lossy(path));
+    let source = String::from_utf8_lossy(source);
     let tag = data.iter().fold(0u64, |h, &b| h.rotate_left(5) ^ u64::from(b));
-    let index = data.len();
 
     let dir = Path::new(DIR);
-    let separate = check_source_name(&source).is_ok() && check_entry_path(&path).is_ok();
-    let Ok(p) = restore_paths(dir, &source, &path, tag, index) else {
+    let separate = check_source_name(&source).is_ok() && ibs_archive::check_path_bytes(path).is_ok();
+    let Ok(p) = restore_paths(dir, &source, path, tag) else {
         assert!(
             !separate,
             "refused, yet each name passes its own check: {source:?} {path:?}"
@@ -69,24 +69,18 @@ fuzz_target!(|data: &[u8]| {
 
     // The final path: strictly inside the folder, nothing but the names.
     let below = names_below(&p.target, dir);
-    let expected: Vec<&str> = std::iter::once(&*source).chain(path.split('/')).collect();
+    let expected: Vec<&OsStr> = std::iter::once(OsStr::new(&*source))
+        .chain(path.split(|b| *b == b'/').map(OsStr::from_bytes))
+        .collect();
     assert_eq!(below, expected, "{source:?} {path:?} maps to {}", p.target.display());
     assert_eq!(p.target, dir.join(&p.relative));
     assert_eq!(names_below(&p.relative, Path::new("")), expected);
 
-    // The temporary file: beside the final one, under its own name.
-    assert_eq!(p.temp.parent(), p.target.parent());
-    assert_ne!(p.temp.file_name(), p.target.file_name());
-    assert_eq!(names_below(&p.temp, dir).len(), expected.len());
-
-    // A fresh source: staged inside the staging folder (itself a plain child
-    // of the restore folder), moved onto the final path.
+    // Staged inside the staging folder (itself a plain child of the restore
+    // folder), and moved onto the final path with its source's folder.
     assert_eq!(names_below(&p.staging_root, dir).len(), 1);
     assert_eq!(names_below(&p.staged, &p.staging_root), expected);
-    assert_eq!(names_below(&p.moved_from, &p.staging_root), [&*source]);
-    assert_eq!(names_below(&p.moved_to, dir), [&*source]);
-    let after_move = p
-        .moved_to
-        .join(p.staged.strip_prefix(&p.moved_from).expect("staged under its source"));
+    let moved_from = p.staging_root.join(&*source);
+    let after_move = dir.join(&*source).join(p.staged.strip_prefix(&moved_from).expect("staged under its source"));
     assert_eq!(after_move, p.target);
 });
