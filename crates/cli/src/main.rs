@@ -777,12 +777,12 @@ async fn open(a: &Args, choice: &Choice) -> Result<(ibs_recovery::Backup, Backup
             );
         }
         (ibs_archive::Signer::Unsigned, true) => eprintln!(
-            "ibs: warning: backup {} is NOT signed (format version {}); accepted because of --allow-unsigned:              nothing proves the controller made it",
+            "ibs: warning: backup {} is NOT signed (format version {}); accepted because of --allow-unsigned: nothing proves the controller made it",
             info.id,
             backup.format_version()
         ),
         (ibs_archive::Signer::Verified(key), false) => eprintln!(
-            "ibs: warning: backup {} is signed by {}, but no --trust-signer was given: who made it was not              checked",
+            "ibs: warning: backup {} is signed by {}, but no --trust-signer was given: who made it was not checked",
             info.id,
             key.fingerprint()
         ),

@@ -1,0 +1,312 @@
+//! Backup authenticity end to end (issue #22): a backup forged with only the
+//! certificate, or signed by someone else's key, is refused by `verify` and
+//! `restore` given `--trust-signer`; rotation of the signing key keeps both
+//! generations restorable; a format version 1 backup (unsigned by nature)
+//! restores with `--allow-unsigned` only.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+const FQDN: &str = "azs.contoso.com";
+
+fn ibs(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ibs")).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn ok(args: &[&str]) -> (String, String) {
+    let out = ibs(args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "ibs {args:?} failed:\n{stdout}{stderr}");
+    (stdout, stderr)
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = ibs(args);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "ibs {args:?}:\n{stdout}{stderr}");
+    stderr
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A certificate pair and two controller signing keys in `dir`.
+struct Keys {
+    cer: PathBuf,
+    pfx: PathBuf,
+    password: PathBuf,
+}
+
+fn keys(dir: &Path) -> Keys {
+    ok(&["keygen", "--out", s(dir), "--name", "op"]);
+    Keys {
+        cer: dir.join("op.cer"),
+        pfx: dir.join("op.pfx"),
+        password: dir.join("op.password"),
+    }
+}
+
+fn signing_key(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
+    let (out, _) = ok(&["keygen", "--signing", "--out", s(dir), "--name", name]);
+    let fp = out
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .unwrap()
+        .to_owned();
+    (
+        dir.join(format!("{name}.sign.key")),
+        dir.join(format!("{name}.sign.pub")),
+        fp,
+    )
+}
+
+fn data(dir: &Path) -> PathBuf {
+    let src = dir.join("rbac");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("assignments.json"), br#"[{"role":"Owner"}]"#).unwrap();
+    src
+}
+
+/// `ibs backup`, returning the new backup's id.
+fn backup(share: &Path, keys: &Keys, src: &Path, extra: &[&str]) -> String {
+    let source = format!("rbac={}", src.display());
+    let mut args = vec![
+        "backup",
+        "--location",
+        s(share),
+        "--cert",
+        s(&keys.cer),
+        "--fqdn",
+        FQDN,
+        "--source",
+        &source,
+    ];
+    args.extend(extra);
+    let (out, _) = ok(&args);
+    out.split_whitespace().nth(1).unwrap().to_owned()
+}
+
+/// A backup written through the library with only the certificate (what
+/// anyone with the `.cer` and write access to the share can do), signed by
+/// `signer` if given. Returns its id.
+fn forge(share: &Path, cer: &Path, src: &Path, signer: Option<ibs_envelope::SigningKey>) -> String {
+    use ibs_controller::{BackupSource, DirectorySource, JobSpec};
+    let spec = JobSpec {
+        target: Arc::new(ibs_storage::LocalTarget::new(share).unwrap()),
+        instance: ibs_storage::InstanceLayout::new(FQDN, "local").unwrap(),
+        certificates: vec![ibs_envelope::Certificate::from_file(cer).unwrap()],
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        policy: ibs_retention::Policy::default(),
+        checks: Default::default(),
+        signer: signer.map(Arc::new),
+    };
+    let sources: Vec<Arc<dyn BackupSource>> = vec![Arc::new(DirectorySource::new("rbac", src))];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(ibs_controller::job::write_backup(&spec, &sources, now, None))
+        .unwrap()
+        .id
+        .to_string()
+}
+
+fn restore_args<'a>(share: &'a Path, keys: &'a Keys, to: &'a Path) -> Vec<&'a str> {
+    vec![
+        "restore",
+        "--location",
+        s(share),
+        "--fqdn",
+        FQDN,
+        "--pfx",
+        s(&keys.pfx),
+        "--password-file",
+        s(&keys.password),
+        "--to",
+        s(to),
+    ]
+}
+
+#[test]
+fn a_backup_forged_with_only_the_certificate_is_refused_when_the_signer_is_trusted() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let keys = keys(&work.path().join("keys"));
+    let (sign_key, sign_pub, fp) = signing_key(&work.path().join("keys"), "controller");
+    let src = data(work.path());
+    let genuine = backup(&share, &keys, &src, &["--sign", s(&sign_key)]);
+    // Forged: unsigned, then signed by the forger's own key; each the newest in turn.
+    std::fs::write(
+        src.join("assignments.json"),
+        br#"[{"role":"Owner","principal":"attacker"}]"#,
+    )
+    .unwrap();
+    let unsigned = forge(&share, &keys.cer, &src, None);
+    let other = ibs_envelope::SigningKey::generate().unwrap();
+    let other_fp = other.verifying_key().fingerprint().to_string();
+    let signed_by_other = forge(&share, &keys.cer, &src, Some(other));
+
+    let (list, _) = ok(&["list", "--location", s(&share), "--fqdn", FQDN]);
+    let line = |id: &str| list.lines().find(|l| l.starts_with(id)).unwrap().to_owned();
+    assert!(line(&genuine).contains(&fp[..16]), "{list}");
+    assert!(line(&unsigned).contains("unsigned"), "{list}");
+    assert!(line(&signed_by_other).contains(&other_fp[..16]), "{list}");
+
+    let trust = ["--trust-signer", s(&sign_pub)];
+    for (id, why) in [
+        (&unsigned, "not signed".to_owned()),
+        (
+            &signed_by_other,
+            format!("signed by {other_fp}, which is not a trusted signer"),
+        ),
+    ] {
+        let to = work.path().join(format!("out-{id}"));
+        let mut args = restore_args(&share, &keys, &to);
+        args.extend(["--backup", id.as_str()]);
+        args.extend(trust);
+        let err = fails(&args);
+        assert!(err.contains(why.as_str()), "{id}: {err}");
+        assert!(!to.join("rbac").exists(), "a refused backup wrote nothing");
+        let err = fails(&[
+            "verify",
+            "--location",
+            s(&share),
+            "--fqdn",
+            FQDN,
+            "--backup",
+            id,
+            "--pfx",
+            s(&keys.pfx),
+            "--password-file",
+            s(&keys.password),
+            "--trust-signer",
+            s(&sign_pub),
+        ]);
+        assert!(err.contains(why.as_str()), "{id}: {err}");
+    }
+    // The newest is forged: restore without --backup refuses it too, never silently an older one.
+    let to = work.path().join("newest");
+    let mut args = restore_args(&share, &keys, &to);
+    args.extend(trust);
+    let err = fails(&args);
+    assert!(err.contains(&other_fp), "{err}");
+    // The genuine one restores, and says who signed it.
+    let mut args = restore_args(&share, &keys, &to);
+    args.extend(["--backup", genuine.as_str()]);
+    args.extend(trust);
+    let (_, stderr) = ok(&args);
+    assert!(stderr.contains(&format!("signed by trusted signer {fp}")), "{stderr}");
+    assert_eq!(
+        std::fs::read(to.join("rbac/assignments.json")).unwrap(),
+        br#"[{"role":"Owner"}]"#
+    );
+    // Without --trust-signer nothing is refused, but the operator is told.
+    let to = work.path().join("unchecked");
+    let (_, stderr) = ok(&restore_args(&share, &keys, &to));
+    assert!(stderr.contains("who made it was not checked"), "{stderr}");
+}
+
+#[test]
+fn rotating_the_signing_key_keeps_both_generations_restorable() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let keys = keys(&work.path().join("keys"));
+    let (old_key, old_pub, old_fp) = signing_key(&work.path().join("keys"), "old");
+    let (new_key, new_pub, _) = signing_key(&work.path().join("keys"), "new");
+    let src = data(work.path());
+    let first = backup(&share, &keys, &src, &["--sign", s(&old_key)]);
+    let second = backup(&share, &keys, &src, &["--sign", s(&new_key)]);
+    for id in [&first, &second] {
+        let to = work.path().join(format!("out-{id}"));
+        let mut args = restore_args(&share, &keys, &to);
+        args.extend([
+            "--backup",
+            id.as_str(),
+            "--trust-signer",
+            s(&old_pub),
+            "--trust-signer",
+            s(&new_pub),
+        ]);
+        ok(&args);
+    }
+    // Once the old key is no longer trusted, its backups are refused, naming it.
+    let to = work.path().join("old-only");
+    let mut args = restore_args(&share, &keys, &to);
+    args.extend(["--backup", first.as_str(), "--trust-signer", s(&new_pub)]);
+    let err = fails(&args);
+    assert!(err.contains(&old_fp), "{err}");
+}
+
+#[test]
+fn a_version_1_backup_restores_with_allow_unsigned_and_is_refused_without_it() {
+    use ibs_recovery::layout::{BackupId, Manifest};
+    use sha2::Digest;
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    // A backup made by a version 1 writer: the frozen test vector, with its manifest.
+    let archive_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../archive/tests");
+    let archive = std::fs::read(archive_dir.join("vectors/v1/ok-basic.ibs")).unwrap();
+    let info = ibs_archive::blocking::inspect(&archive).unwrap();
+    assert_eq!(info.version(), 1);
+    let fields = info.fields();
+    let id = BackupId::generate(fields.created).unwrap();
+    let folder = share.join(FQDN).join("local/MASBackup").join(id.as_str());
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("backup.ibs"), &archive).unwrap();
+    let manifest = Manifest {
+        id: id.clone(),
+        archive_id: fields.archive_id,
+        archive_size: archive.len() as u64,
+        archive_sha256: sha2::Sha256::digest(&archive).into(),
+        created: fields.created,
+        producer_version: fields.producer_version.clone(),
+        fqdn: FQDN.into(),
+        region: "local".into(),
+        recipients: info.recipient_thumbprints(),
+    };
+    std::fs::write(folder.join("backup.manifest"), manifest.encode()).unwrap();
+    let password = work.path().join("password");
+    std::fs::write(&password, "ibs-test-vectors").unwrap();
+    let keys = Keys {
+        cer: archive_dir.join("data/recipient.cer"),
+        pfx: archive_dir.join("data/recipient.pfx"),
+        password,
+    };
+    let (_, sign_pub, _) = signing_key(&work.path().join("keys"), "controller");
+
+    let to = work.path().join("refused");
+    let mut args = restore_args(&share, &keys, &to);
+    args.extend(["--trust-signer", s(&sign_pub)]);
+    let err = fails(&args);
+    assert!(err.contains("not signed"), "{err}");
+    assert!(!to.join("ca").exists());
+
+    let to = work.path().join("allowed");
+    let mut args = restore_args(&share, &keys, &to);
+    args.extend(["--trust-signer", s(&sign_pub), "--allow-unsigned"]);
+    let (stdout, stderr) = ok(&args);
+    assert!(stderr.contains("is NOT signed (format version 1)"), "{stderr}");
+    assert!(stdout.contains("4 files"), "{stdout}");
+    assert_eq!(std::fs::read(to.join("ca/root.cer")).unwrap().len(), 1500);
+    // --allow-unsigned alone means nothing: a usage error, not a silent no-op.
+    let x = work.path().join("x");
+    let mut args = restore_args(&share, &keys, &x);
+    args.push("--allow-unsigned");
+    assert_eq!(ibs(&args).status.code(), Some(2));
+}
