@@ -488,3 +488,41 @@ proptest! {
         prop_assert!(err.to_string().contains("mode"), "{}", err);
     }
 }
+
+/// Issue #21: one entry of a 1 000 000-entry archive, looked up and read
+/// over a range-read source, costs the header, footer, root, one index piece
+/// and its frame — a few MiB at most, not the index of a million entries.
+#[test]
+fn one_entry_of_a_million_is_found_and_read_with_a_few_mib_of_range_reads() {
+    let cert = cert("recipient");
+    let mut w = ArchiveWriter::new(Vec::new(), &[&cert], WriterOptions::default()).unwrap();
+    for d in 0..1000 {
+        w.add(EntryMeta::new("state", format!("d{d:03}")).folder()).unwrap();
+        for f in 0..1000 {
+            let data = format!("{{\"d\":{d},\"f\":{f}}}");
+            w.add_entry(
+                EntryMeta::new("state", format!("d{d:03}/f{f:03}.json")).mode(0o644),
+                data.as_bytes(),
+            )
+            .unwrap();
+        }
+    }
+    let (bytes, summary) = w.finish().unwrap();
+    assert_eq!(summary.entries, 1_001_000);
+    let total = bytes.len() as u64;
+    let source = Counting {
+        inner: bytes,
+        read: AtomicU64::new(0),
+        calls: AtomicU64::new(0),
+    };
+    let reader = block_on(ArchiveReader::open(&source, &[recipient()])).unwrap();
+    let entry = block_on(reader.find("state", "d517/f271.json")).unwrap().unwrap();
+    assert_eq!(block_on(reader.read_entry(&entry)).unwrap(), br#"{"d":517,"f":271}"#);
+    assert!(block_on(reader.find("state", "d517/f271.jso")).unwrap().is_none());
+    let read = source.read.load(Ordering::Relaxed);
+    println!("{read} of {total} archive bytes read to find and read one entry of a million");
+    assert!(
+        read < 4 << 20,
+        "{read} of {total} archive bytes read to find and read one entry"
+    );
+}
