@@ -9,9 +9,9 @@
 //! ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
 //! ibs check   --location LOC [--backup ID | --all]
 //! ibs verify  --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F
-//!             [--trust-signer PUB]... [--allow-unsigned]
+//!             [--trust-signer PUB]... [--allow-unsigned] [--not-before ID]
 //! ibs restore --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F --to DIR [--source NAME]...
-//!             [--overwrite] [--no-owner] [--trust-signer PUB]... [--allow-unsigned]
+//!             [--overwrite] [--no-owner] [--trust-signer PUB]... [--allow-unsigned] [--not-before ID]
 //! ibs prune   --location LOC [--keep-days N] [--dry-run]
 //! ```
 //!
@@ -54,6 +54,11 @@
 //! format version 1) and says so. Without `--trust-signer` they work, and say
 //! that who wrote the backup was not checked. `list` shows each backup's
 //! signer fingerprint (as its header claims it; `verify` checks it).
+//! `--not-before ID` (a backup id, or its time part `YYYYMMDDTHHMMSSZ`)
+//! refuses a backup created before that time — by its creation time as the
+//! authenticated (and signed) header records it — against an attacker who
+//! replays an older genuine backup; `verify` and `restore` print the
+//! creation time of what they opened.
 //!
 //! `restore` gives back files, folders, symbolic links (never followed),
 //! hard links, modes, modification times, sparse holes and extended
@@ -127,6 +132,7 @@ struct Args {
     trust_signers: Vec<PathBuf>,
     allow_unsigned: bool,
     no_owner: bool,
+    not_before: Option<(String, i64)>,
 }
 
 /// Parses `args` (the first is the program name).
@@ -193,6 +199,15 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Args), Fai
             Long("trust-signer") => a.trust_signers.push(text(&mut p)?.into()),
             Long("allow-unsigned") => a.allow_unsigned = true,
             Long("no-owner") => a.no_owner = true,
+            Long("not-before") => {
+                let v = text(&mut p)?;
+                let t = not_before(&v).ok_or_else(|| {
+                    usage(format!(
+                        "--not-before takes a backup id or its time part YYYYMMDDTHHMMSSZ (UTC), got {v:?}"
+                    ))
+                })?;
+                a.not_before = Some((v, t));
+            }
             Long("help") | Short('h') => return Err(usage(HELP)),
             other => return Err(usage(format!("{}\n\n{HELP}", other.unexpected()))),
         }
@@ -209,9 +224,9 @@ const HELP: &str = "usage:
   ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
   ibs check   --location LOC [--backup ID | --all]      (no key: archive against manifest)
   ibs verify  --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F
-              [--trust-signer NAME.sign.pub]... [--allow-unsigned]
+              [--trust-signer NAME.sign.pub]... [--allow-unsigned] [--not-before ID]
   ibs restore --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F --to DIR [--source NAME]...
-              [--overwrite] [--no-owner] [--trust-signer NAME.sign.pub]... [--allow-unsigned]
+              [--overwrite] [--no-owner] [--trust-signer NAME.sign.pub]... [--allow-unsigned] [--not-before ID]
   ibs prune   --location LOC [--keep-days N] [--dry-run]
 check and verify without --backup take the newest backup and fail if it is damaged or incomplete;
 restore without --backup takes the newest restorable one and names every newer one it skipped.
@@ -220,6 +235,24 @@ LOC: \\\\host\\share\\folder, smb://host[:port]/share/folder, az://container/pre
      AZURE_STORAGE_ACCOUNT_KEY (AZURE_STORAGE_ENDPOINT) / AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
      AWS_REGION (AWS_ENDPOINT).
 SMB credentials: --credentials-file (smbclient format) or IBS_SMB_USERNAME / IBS_SMB_PASSWORD / IBS_SMB_DOMAIN.";
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+fn utc(t: i64) -> String {
+    // An id of that second has its time part; the rest is formatting.
+    match ibs_recovery::layout::BackupId::generate(t) {
+        Ok(id) => {
+            let p = id.as_str();
+            format!("{}-{}-{}T{}:{}:{}Z", &p[0..4], &p[4..6], &p[6..8], &p[9..11], &p[11..13], &p[13..15])
+        }
+        Err(_) => format!("{t} (Unix seconds)"),
+    }
+}
+
+/// The time of `--not-before`: a backup id, or an id's time part.
+fn not_before(v: &str) -> Option<i64> {
+    let id = if v.len() == 16 { format!("{v}-00000000") } else { v.to_owned() };
+    id.parse::<ibs_recovery::layout::BackupId>().ok().map(|id| id.created())
+}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -768,6 +801,27 @@ async fn open(a: &Args, choice: &Choice) -> Result<(ibs_recovery::Backup, Backup
         eprintln!("ibs: warning: skipping the newer backup {}: {why}", skipped.id);
     }
     let backup = r.open(&info, &refs).await?;
+    // Authenticated by the header MAC (and the signature, when signed); the
+    // catalogue found it equal to the manifest's and the id's.
+    let created = backup.archive().info().fields().created;
+    eprintln!("ibs: backup {} was created at {}", info.id, utc(created));
+    // With a whole id, backups of that very second sort by id (ids order
+    // within a second); with a time part, by the time alone.
+    let too_old = |(given, t): &(String, i64)| {
+        created < *t || (created == *t && given.len() > 16 && info.id.as_str() < given.as_str())
+    };
+    if let Some((given, t)) = a.not_before.as_ref().filter(|nb| too_old(nb)) {
+        return Err(Failure(
+            format!(
+                "backup {} was created at {}, before --not-before {given} ({}): refused (an older backup \
+                 replayed under a new name shows its old time)",
+                info.id,
+                utc(created),
+                utc(*t)
+            ),
+            false,
+        ));
+    }
     match (backup.signer(), r.checks_signers()) {
         (ibs_archive::Signer::Verified(key), true) => {
             eprintln!(

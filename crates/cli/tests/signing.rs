@@ -245,6 +245,16 @@ fn rotating_the_signing_key_keeps_both_generations_restorable() {
         ]);
         ok(&args);
     }
+    // A replayed older backup: refused when the operator says how old is too old.
+    let to = work.path().join("replayed");
+    let mut args = restore_args(&share, &keys, &to);
+    args.extend(["--backup", first.as_str(), "--not-before", second.as_str()]);
+    let err = fails(&args);
+    assert!(err.contains("before --not-before"), "{err}");
+    let mut args = restore_args(&share, &keys, &to);
+    args.extend(["--backup", second.as_str(), "--not-before", &second[..16]]);
+    let (_, stderr) = ok(&args);
+    assert!(stderr.contains("was created at 20"), "{stderr}");
     // Once the old key is no longer trusted, its backups are refused, naming it.
     let to = work.path().join("old-only");
     let mut args = restore_args(&share, &keys, &to);
