@@ -329,8 +329,7 @@ def inspect_footer_v2(data, h):
     root_offset, root_len, sig_len, chunk_count, frame_count = struct.unpack("<QIIQQ", footer[:32])
     if footer[56:] != FOOTER_MAGIC_V2:
         raise Unreadable("footer", "no footer magic")
-    # Section 14.8 calls the field "reserved, 0" without saying a reader must
-    # reject another value; it is outside the signature, so we do.
+    # Section 14.8: reserved, 0; a reader must reject another value.
     if footer[48:56] != bytes(8):
         raise Unreadable("footer", "reserved footer bytes are not zero")
     if not 18 <= root_len <= MAX_SEALED_ROOT:
@@ -341,6 +340,10 @@ def inspect_footer_v2(data, h):
         raise Unreadable("archive", "the footer does not fit the archive's length")
     if footer[32:48] != h["archive_id"]:
         raise Unreadable("footer", "footer belongs to another archive")
+    # The block's length follows from the header's signer (section 14.7):
+    # checked here, without a key, like the rest of the footer.
+    if (sig_len == 65) != (h["signer"] is not None):
+        raise Unreadable("signature", "the signature block does not match the header's signer")
     if root_offset < h["hlen"]:
         raise Unreadable("footer", "root offset inside the header")
     if chunk_count < frame_count + 1:
