@@ -1192,7 +1192,7 @@ fn decompressor() -> Result<zstd::bulk::Decompressor<'static>> {
 /// # let (bytes, _) = w.finish()?;
 /// let archive = blocking::Archive::open(bytes, &[&identity])?;
 /// let root = archive.find("ca", "root.cer")?.expect("entry present");
-/// assert_eq!(archive.read_entry(root)?, b"DER");
+/// assert_eq!(archive.read_entry(&root)?, b"DER");
 /// archive.verify()?;
 /// # Ok(()) }
 /// ```

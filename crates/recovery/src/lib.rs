@@ -9,16 +9,22 @@
 //!    id, under the [version rule](version).
 //! 3. **Open** ([`Recovery::open`]) with one or more `.pfx` identities: the one
 //!    whose thumbprint matches a recipient is used; if none does, the error lists
-//!    the thumbprints the backup needs.
+//!    the thumbprints the backup needs. A signed backup's signature is verified
+//!    first; given trusted controller keys ([`Recovery::trust_signers`]) a
+//!    backup that is unsigned (unless [`Recovery::allow_unsigned`]), signed by
+//!    another key, or badly signed is refused, naming the signer found.
 //! 4. **Check** without a key ([`check_integrity`]): the whole archive read and
 //!    compared with its manifest's size and SHA-256 — damage a catalogue
 //!    cannot see. **Verify** ([`Backup::verify`]) does that too, then every
 //!    frame tag and content hash with the key, streaming, writing nothing
 //!    (its [`VerifyReport`] says all it checked); **read** one entry ([`Backup::stream`], [`Backup::read`])
 //!    with range reads of its frames only; **restore** all or some sources to a
-//!    directory ([`Backup::restore_to`]), refusing names that would escape it,
-//!    never overwriting silently, removing what an interrupted restore left
-//!    ([`RestoreLock`]).
+//!    directory ([`Backup::restore_to`], the [`restore`] module: files,
+//!    folders, links, modes, owners, times, holes, extended attributes),
+//!    refusing names that would escape it, never writing through a link,
+//!    never overwriting silently, placing nothing from a damaged backup,
+//!    removing what an interrupted restore left ([`RestoreLock`]). Entries
+//!    stream ([`Backup::entries`]): memory does not grow with their number.
 //!
 //! The API is async over any [`ibs_storage::StorageTarget`]; [`blocking`] wraps
 //! it for test harnesses and tools:
