@@ -350,6 +350,14 @@ fn write_symlink_sync(path: &Path, e: &Entry, target: &[u8], apply: Apply) -> Re
             skipped.owners += 1;
         }
     }
+    if !e.xattrs.is_empty() {
+        // Linux refuses user.* attributes on links; other namespaces need
+        // privileges a restore should not assume.
+        skipped.xattrs += 1;
+        skipped
+            .xattr_error
+            .get_or_insert_with(|| "not restored on symbolic links".to_owned());
+    }
     if let Some(t) = timestamps(e) {
         rustix::fs::utimensat(rustix::fs::CWD, path, &t, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
             .map_err(errno("cannot set the time of", path))?;
