@@ -13,6 +13,8 @@ echo "== working in $work"
 
 echo "== ibs keygen"
 $ibs keygen --out "$work/keys" --name operator
+# The controller's signing key: recovery then refuses backups it did not sign.
+$ibs keygen --signing --out "$work/keys" --name controller
 
 sources=()
 for dir in examples/sample-state/*/; do
@@ -23,18 +25,20 @@ done
 mkdir -p "$work/share"
 echo "== ibs backup"
 $ibs backup --location "$work/share" --cert "$work/keys/operator.cer" "${sources[@]}" \
-    --fqdn azs.contoso.com --region local --producer-version 1.2408.0
+    --sign "$work/keys/controller.sign.key" --fqdn azs.contoso.com --region local --producer-version 1.2408.0
 
 echo "== ibs list"
 $ibs list --location "$work/share" --fqdn azs.contoso.com --region local
 
 echo "== ibs verify"
 $ibs verify --location "$work/share" --fqdn azs.contoso.com --region local \
-    --pfx "$work/keys/operator.pfx" --password-file "$work/keys/operator.password"
+    --pfx "$work/keys/operator.pfx" --password-file "$work/keys/operator.password" \
+    --trust-signer "$work/keys/controller.sign.pub"
 
 echo "== ibs restore"
 $ibs restore --location "$work/share" --fqdn azs.contoso.com --region local \
-    --pfx "$work/keys/operator.pfx" --password-file "$work/keys/operator.password" --to "$work/restored"
+    --pfx "$work/keys/operator.pfx" --password-file "$work/keys/operator.password" --to "$work/restored" \
+    --trust-signer "$work/keys/controller.sign.pub"
 
 echo "== compare"
 for dir in examples/sample-state/*/; do
