@@ -155,17 +155,14 @@ impl Skipped {
         }
     }
 
-    fn into_notes(self, running_as_root: bool) -> Vec<String> {
+    /// `owners_declined`: the caller asked for no owners (nothing to report on them).
+    fn into_notes(self, owners_declined: bool) -> Vec<String> {
         let mut out = Vec::new();
-        if self.owners > 0 {
+        if self.owners > 0 && !owners_declined {
             out.push(format!(
-                "owners of {} entries not restored ({})",
-                self.owners,
-                if running_as_root {
-                    "not asked to"
-                } else {
-                    "only root can give files to other users; run as root, or pass --no-owner to silence this"
-                }
+                "owners of {} entries not restored: only root can give files to other users (run as root, or \
+                 ask for no owners — `ibs restore --no-owner` — to silence this)",
+                self.owners
             ));
         }
         if self.setid > 0 {
@@ -469,7 +466,7 @@ impl Backup {
         if self.format_version() != 1 {
             self.apply_folders(&dir, &wanted, apply, &mut skipped).await?;
         }
-        report.not_applied = skipped.into_notes(running_as_root);
+        report.not_applied = skipped.into_notes(options.owners == Some(false));
         let synced = dir.clone();
         blocking(move || {
             let d = std::fs::File::open(&synced).map_err(io_err("cannot sync", &synced))?;
