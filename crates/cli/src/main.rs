@@ -7,7 +7,7 @@
 //! ibs backup  --location LOC --cert FILE [--cert FILE]... [--source NAME=DIR]... [--exclude GLOB]... [--fqdn F] [--region R]
 //!             [--credentials-file F] [--producer-version V] [--keep-days N] [--sign KEY]
 //! ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
-//! ibs check   --location LOC [--backup ID | --all]
+//! ibs check   --location LOC [--backup ID | --all] [--trust-signer PUB]... [--allow-unsigned]
 //! ibs verify  --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F
 //!             [--trust-signer PUB]... [--allow-unsigned] [--not-before ID]
 //! ibs restore --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F --to DIR [--source NAME]...
@@ -222,7 +222,8 @@ const HELP: &str = "usage:
   ibs backup  --location LOC --cert FILE [--cert FILE]... [--source NAME=DIR]... [--exclude GLOB]... [--fqdn F] [--region R]
               [--credentials-file F] [--producer-version V] [--keep-days N] [--sign NAME.sign.key]
   ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
-  ibs check   --location LOC [--backup ID | --all]      (no key: archive against manifest)
+  ibs check   --location LOC [--backup ID | --all] [--trust-signer NAME.sign.pub]... [--allow-unsigned]
+              (no key: archive against manifest, and its signature)
   ibs verify  --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F
               [--trust-signer NAME.sign.pub]... [--allow-unsigned] [--not-before ID]
   ibs restore --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F --to DIR [--source NAME]...
@@ -242,7 +243,15 @@ fn utc(t: i64) -> String {
     match ibs_recovery::layout::BackupId::generate(t) {
         Ok(id) => {
             let p = id.as_str();
-            format!("{}-{}-{}T{}:{}:{}Z", &p[0..4], &p[4..6], &p[6..8], &p[9..11], &p[11..13], &p[13..15])
+            format!(
+                "{}-{}-{}T{}:{}:{}Z",
+                &p[0..4],
+                &p[4..6],
+                &p[6..8],
+                &p[9..11],
+                &p[11..13],
+                &p[13..15]
+            )
         }
         Err(_) => format!("{t} (Unix seconds)"),
     }
@@ -250,7 +259,11 @@ fn utc(t: i64) -> String {
 
 /// The time of `--not-before`: a backup id, or an id's time part.
 fn not_before(v: &str) -> Option<i64> {
-    let id = if v.len() == 16 { format!("{v}-00000000") } else { v.to_owned() };
+    let id = if v.len() == 16 {
+        format!("{v}-00000000")
+    } else {
+        v.to_owned()
+    };
     id.parse::<ibs_recovery::layout::BackupId>().ok().map(|id| id.created())
 }
 
@@ -873,7 +886,13 @@ async fn check_cmd(a: &Args) -> Result<(), Failure> {
             continue;
         }
         match r.check_integrity(info).await {
-            Ok(report) => println!("backup {} checked (no key): {report}", info.id),
+            Ok(report) => match r.trusts(&report.signer) {
+                Ok(()) => println!("backup {} checked (no key): {report}", info.id),
+                Err(e) => {
+                    bad += 1;
+                    println!("backup {} FAILED: {e}", info.id);
+                }
+            },
             Err(e) if e.is_damage() => {
                 bad += 1;
                 println!("backup {} FAILED: {e}", info.id);

@@ -168,6 +168,26 @@ fn a_backup_forged_with_only_the_certificate_is_refused_when_the_signer_is_trust
     assert!(line(&signed_by_other).contains(&other_fp[..16]), "{list}");
 
     let trust = ["--trust-signer", s(&sign_pub)];
+    // Keyless: `check` verifies signatures too, and with --trust-signer refuses the forged ones.
+    let out = ibs(&[
+        "check",
+        "--location",
+        s(&share),
+        "--fqdn",
+        FQDN,
+        "--all",
+        "--trust-signer",
+        s(&sign_pub),
+    ]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("backup {genuine} checked (no key)"))
+            && stdout.contains(&format!("signature by {fp} verifies")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("backup {unsigned} FAILED")), "{stdout}");
+    assert!(stdout.contains(&format!("backup {signed_by_other} FAILED")), "{stdout}");
     for (id, why) in [
         (&unsigned, "not signed".to_owned()),
         (

@@ -73,6 +73,14 @@ impl Recovery {
         self
     }
 
+    /// Checks a verified signer against the trusted keys (see
+    /// [`trust_signers`](Self::trust_signers)): what [`Recovery::open`] does,
+    /// for callers that checked a signature without opening (a keyless
+    /// [`check_integrity`](crate::check_integrity)).
+    pub fn trusts(&self, signer: &ibs_archive::Signer) -> ibs_archive::Result<()> {
+        signer.check_trust(&self.trusted, self.allow_unsigned)
+    }
+
     /// Whether signers are trusted (authenticity is checked on open).
     pub fn checks_signers(&self) -> bool {
         !self.trusted.is_empty()

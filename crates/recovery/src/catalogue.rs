@@ -259,22 +259,30 @@ pub struct CheckReport {
     pub archive_bytes: u64,
     /// The archive's SHA-256 (equal to the manifest's `archive-sha256`).
     pub archive_sha256: [u8; 32],
+    /// Who signed it, the signature verified (no key needed; whether the
+    /// signer is trusted is the reader's question).
+    pub signer: ibs_archive::Signer,
 }
 
 impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "archive of {} bytes read whole; size and SHA-256 {} match the manifest",
+            "archive of {} bytes read whole; size and SHA-256 {} match the manifest; {}",
             self.archive_bytes,
-            hex(&self.archive_sha256)
+            hex(&self.archive_sha256),
+            match self.signer {
+                ibs_archive::Signer::Unsigned => "not signed".to_owned(),
+                ibs_archive::Signer::Verified(k) => format!("signature by {} verifies", k.fingerprint()),
+            }
         )
     }
 }
 
 /// Checks a backup without any key: reads its whole archive and compares its
 /// size and SHA-256 with the manifest's (on top of what the catalogue
-/// checked: manifest, archive header and footer). A backup that is not
+/// checked: manifest, archive header and footer), and verifies its
+/// signature when it is signed. A backup that is not
 /// complete, or whose archive differs, is an error
 /// ([`RecoveryError::is_damage`] tells damage from a failure of the target).
 pub async fn check_integrity(target: &Arc<dyn StorageTarget>, backup: &BackupInfo) -> Result<CheckReport> {
@@ -302,10 +310,21 @@ pub async fn check_integrity(target: &Arc<dyn StorageTarget>, backup: &BackupInf
     }
     let sha256 = <[u8; 32]>::from(hasher.finalize());
     if sha256 == manifest.archive_sha256 {
+        // The signature needs no key either: checked too (one more read, of the root).
+        let object = TargetObject::new(Arc::clone(target), backup.paths.archive.clone(), manifest.archive_size);
+        let archive_error = |source| RecoveryError::Archive {
+            id: backup.id.to_string(),
+            source,
+        };
+        let info = inspect(&object).await.map_err(archive_error)?;
+        let signer = ibs_archive::check_signature(&object, &info)
+            .await
+            .map_err(archive_error)?;
         Ok(CheckReport {
             id: backup.id.clone(),
             archive_bytes: at,
             archive_sha256: sha256,
+            signer,
         })
     } else {
         Err(RecoveryError::IntegrityMismatch {
