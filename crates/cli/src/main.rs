@@ -943,17 +943,15 @@ async fn restore_cmd(a: &Args) -> Result<(), Failure> {
             // The restore stops here. Its leftovers are removed once every
             // write still running has finished, under the lock it still
             // holds (see `main`).
-            let sources = backup.sources().into_iter().map(str::to_owned).collect();
-            *lock_stopped() = Some((lock, sources));
+            *lock_stopped() = Some(lock);
             return Err(Failure(format!("restore stopped by {signal}"), false));
         }
     };
     if !report.leftovers.is_empty() {
         println!(
-            "removed what an interrupted restore had left in {}: {} staging folder(s), {} temporary file(s)",
+            "removed what an interrupted restore had left in {}: {} staging folder(s)",
             to.display(),
-            report.leftovers.staging_folders,
-            report.leftovers.temporary_files
+            report.leftovers.staging_folders
         );
     }
     println!(
@@ -973,9 +971,9 @@ async fn restore_cmd(a: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A restore stopped by a signal: the lock on its folder and the backup's
-/// sources, for the clean-up after the runtime has finished every write.
-type Stopped = Option<(ibs_recovery::RestoreLock, Vec<String>)>;
+/// A restore stopped by a signal: the lock on its folder, for the clean-up
+/// after the runtime has finished every write.
+type Stopped = Option<ibs_recovery::RestoreLock>;
 
 fn lock_stopped() -> std::sync::MutexGuard<'static, Stopped> {
     static STOPPED: std::sync::Mutex<Stopped> = std::sync::Mutex::new(None);
@@ -1081,14 +1079,13 @@ fn main() -> ExitCode {
         });
         // Every blocking task (file writes of a stopped restore) finishes first.
         rt.shutdown_timeout(std::time::Duration::from_secs(60));
-        if let Some((lock, sources)) = lock_stopped().take() {
-            let names: Vec<&str> = sources.iter().map(String::as_str).collect();
+        if let Some(lock) = lock_stopped().take() {
             let stopped = result.err().map_or_else(|| "restore stopped".to_owned(), |f| f.0);
-            return match lock.remove_leftovers(&names) {
+            return match lock.remove_leftovers() {
                 Ok(_) => Err(Failure(
                     format!(
-                        "{stopped}; its staging folder and temporary files are removed (files it had already \
-                         moved into place, if it was stopped while placing them, stay)"
+                        "{stopped}; its staging folder is removed (what it had already moved into place, if it \
+                         was stopped while placing, stays)"
                     ),
                     false,
                 )),

@@ -312,6 +312,12 @@ pub fn check_sources(sources: &[Arc<dyn BackupSource>]) -> Result<()> {
                 reason: format!("source {name:?} is given twice"),
             });
         }
+        if name.starts_with(".ibs-restore-") {
+            return Err(ControllerError::InvalidSetting {
+                setting: "source",
+                reason: format!("source {name:?} is named like a restore's staging folder; choose another name"),
+            });
+        }
     }
     Ok(())
 }

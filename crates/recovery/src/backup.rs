@@ -226,39 +226,28 @@ impl Recovery {
 /// this one removed (see [`RestoreLock::remove_leftovers`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Leftovers {
-    /// Staging folders (`.ibs-restore-<tag>/`) removed with their contents.
+    /// Staging folders (`.ibs-restore-<tag>/`, holding the marker
+    /// [`STAGING_MARKER`]) removed with their contents.
     pub staging_folders: u64,
-    /// Temporary files (`.ibs-restore-<tag>-<n>.tmp`) removed.
-    pub temporary_files: u64,
 }
 
 impl Leftovers {
     /// Whether nothing was found.
     pub fn is_empty(&self) -> bool {
-        self.staging_folders == 0 && self.temporary_files == 0
+        self.staging_folders == 0
     }
 }
+
+/// The file a restore creates first in its staging folder: only a folder
+/// holding it is ever removed as a leftover (a folder of that name restored
+/// from a backup, or made by someone else, is not: sources named
+/// `.ibs-restore-…` are refused, so no restored source can carry it).
+pub const STAGING_MARKER: &str = ".ibs-restore-staging";
 
 /// Whether `name` is a staging folder's: `.ibs-restore-` and 16 hex digits.
-fn is_staging_name(name: &str) -> bool {
+pub(crate) fn is_staging_name(name: &str) -> bool {
     name.strip_prefix(".ibs-restore-")
         .is_some_and(|tag| tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// Whether `name` is a temporary file's: `.ibs-restore-<16 hex>-<digits>.tmp`.
-fn is_temporary_name(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix(".ibs-restore-").and_then(|r| r.strip_suffix(".tmp")) else {
-        return false;
-    };
-    match rest.split_once('-') {
-        Some((tag, n)) => {
-            tag.len() == 16
-                && tag.bytes().all(|b| b.is_ascii_hexdigit())
-                && !n.is_empty()
-                && n.bytes().all(|b| b.is_ascii_digit())
-        }
-        None => false,
-    }
 }
 
 /// An exclusive hold on a restore folder: an advisory lock (`flock`) on the
@@ -298,17 +287,16 @@ impl RestoreLock {
     }
 
     /// Removes what an interrupted restore (killed, or stopped by a signal)
-    /// left in the folder: staging folders directly in it, and temporary
-    /// files anywhere under its folders `<source>` of `sources` (where a
-    /// restore writes them; names that are not valid source names are
-    /// skipped). Only names a restore makes are touched, symbolic links are
-    /// never followed, and nothing else is changed. Blocking.
-    pub fn remove_leftovers(&self, sources: &[&str]) -> Result<Leftovers> {
-        remove_restore_leftovers(&self.folder, sources)
+    /// left in the folder: its staging folders, directly in it, named
+    /// `.ibs-restore-<16 hex digits>` and holding the marker
+    /// [`STAGING_MARKER`] a restore creates first. Nothing else is touched;
+    /// symbolic links are never followed. Blocking.
+    pub fn remove_leftovers(&self) -> Result<Leftovers> {
+        remove_restore_leftovers(&self.folder)
     }
 }
 
-pub(crate) fn remove_restore_leftovers(dir: &Path, sources: &[&str]) -> Result<Leftovers> {
+pub(crate) fn remove_restore_leftovers(dir: &Path) -> Result<Leftovers> {
     let io = |action: &'static str, p: &Path| {
         let path = p.to_owned();
         move |source| RecoveryError::Io { action, path, source }
@@ -323,32 +311,12 @@ pub(crate) fn remove_restore_leftovers(dir: &Path, sources: &[&str]) -> Result<L
         let entry = entry.map_err(io("cannot list", dir))?;
         let name = entry.file_name();
         let is_dir = entry.file_type().map_err(io("cannot inspect", &entry.path()))?.is_dir();
-        if is_dir && name.to_str().is_some_and(is_staging_name) {
+        let marked = || {
+            std::fs::symlink_metadata(entry.path().join(STAGING_MARKER)).is_ok_and(|m| m.file_type().is_file())
+        };
+        if is_dir && name.to_str().is_some_and(is_staging_name) && marked() {
             std::fs::remove_dir_all(entry.path()).map_err(io("cannot remove", &entry.path()))?;
             found.staging_folders += 1;
-        }
-    }
-    // Temporary files sit beside the files of sources that existed.
-    let mut stack: Vec<PathBuf> = sources
-        .iter()
-        .filter(|s| ibs_archive::format::check_source_name(s).is_ok())
-        .map(|s| dir.join(s))
-        .collect();
-    while let Some(folder) = stack.pop() {
-        let entries = match std::fs::read_dir(&folder) {
-            Ok(e) => e,
-            // Not a folder (or gone): nothing of ours inside.
-            Err(_) => continue,
-        };
-        for entry in entries {
-            let entry = entry.map_err(io("cannot list", &folder))?;
-            let kind = entry.file_type().map_err(io("cannot inspect", &entry.path()))?;
-            if kind.is_dir() {
-                stack.push(entry.path());
-            } else if kind.is_file() && entry.file_name().to_str().is_some_and(is_temporary_name) {
-                std::fs::remove_file(entry.path()).map_err(io("cannot remove", &entry.path()))?;
-                found.temporary_files += 1;
-            }
         }
     }
     Ok(found)

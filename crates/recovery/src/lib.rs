@@ -71,7 +71,7 @@ pub mod restore;
 mod target;
 pub mod version;
 
-pub use backup::{Backup, Choice, Leftovers, Recovery, RestoreLock, VerifyReport};
+pub use backup::{Backup, Choice, Leftovers, Recovery, RestoreLock, STAGING_MARKER, VerifyReport};
 pub use catalogue::{BackupInfo, BackupState, Catalogue, CheckReport, catalogue, catalogue_backup, check_integrity};
 pub use error::{RecoveryError, Result};
 pub use restore::{RestoreOptions, RestoreReport};

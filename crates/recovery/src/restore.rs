@@ -411,14 +411,18 @@ impl Backup {
                 path: String::new(),
                 reason: e.to_string(),
             })?;
+            if source.starts_with(".ibs-restore-") {
+                // The names of the restore's own staging folders.
+                return Err(RecoveryError::UnsafePath {
+                    source_name: source.clone(),
+                    path: String::new(),
+                    reason: "a source named like a restore's staging folder (.ibs-restore-…) is not restored".into(),
+                });
+            }
         }
         // Under the lock: whatever an interrupted restore left is removed.
-        let (at, names) = (dir.clone(), all.clone());
-        let leftovers = blocking(move || {
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            remove_restore_leftovers(&at, &names)
-        })
-        .await?;
+        let at = dir.clone();
+        let leftovers = blocking(move || remove_restore_leftovers(&at)).await?;
         let running_as_root = is_root();
         let apply = Apply {
             owners: options.owners.unwrap_or(running_as_root),
@@ -429,6 +433,9 @@ impl Backup {
         let (st, sel) = (stage.clone(), selected.clone());
         blocking(move || {
             rustix::fs::mkdir(&st, Mode::from_raw_mode(0o700)).map_err(errno("cannot create", &st))?;
+            // First, so that only a folder a restore made is ever removed as a leftover.
+            let marker = st.join(crate::backup::STAGING_MARKER);
+            std::fs::File::create_new(&marker).map_err(io_err("cannot create", &marker))?;
             for s in &sel {
                 let p = st.join(s);
                 rustix::fs::mkdir(&p, Mode::from_raw_mode(0o777)).map_err(errno("cannot create", &p))?;
