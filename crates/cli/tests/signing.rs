@@ -340,3 +340,45 @@ fn a_version_1_backup_restores_with_allow_unsigned_and_is_refused_without_it() {
     args.push("--allow-unsigned");
     assert_eq!(ibs(&args).status.code(), Some(2));
 }
+
+#[test]
+fn a_signed_backup_of_another_instance_is_not_restored_as_this_one() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let keys = keys(&work.path().join("keys"));
+    let (sign_key, sign_pub, _) = signing_key(&work.path().join("keys"), "controller");
+    let src = data(work.path());
+    let source = format!("rbac={}", src.display());
+    let (out, _) = ok(&[
+        "backup",
+        "--location",
+        s(&share),
+        "--cert",
+        s(&keys.cer),
+        "--fqdn",
+        "staging.contoso.com",
+        "--source",
+        &source,
+        "--sign",
+        s(&sign_key),
+    ]);
+    let id = out.split_whitespace().nth(1).unwrap().to_owned();
+    // Copied into this instance's folder, its (unauthenticated) manifest edited to match.
+    let from = share.join("staging.contoso.com/local/MASBackup").join(&id);
+    let to = share.join(FQDN).join("local/MASBackup").join(&id);
+    std::fs::create_dir_all(&to).unwrap();
+    std::fs::copy(from.join("backup.ibs"), to.join("backup.ibs")).unwrap();
+    let manifest = std::fs::read_to_string(from.join("backup.manifest"))
+        .unwrap()
+        .replace("fqdn: staging.contoso.com", &format!("fqdn: {FQDN}"));
+    std::fs::write(to.join("backup.manifest"), manifest).unwrap();
+    let (list, _) = ok(&["list", "--location", s(&share), "--fqdn", FQDN]);
+    assert!(list.contains("damaged") && list.contains("staging.contoso.com"), "{list}");
+    let out_dir = work.path().join("out");
+    let mut args = restore_args(&share, &keys, &out_dir);
+    args.extend(["--backup", id.as_str(), "--trust-signer", s(&sign_pub)]);
+    let err = fails(&args);
+    assert!(err.contains("staging.contoso.com"), "{err}");
+    assert!(!out_dir.join("rbac").exists());
+}

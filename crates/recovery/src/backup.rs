@@ -201,6 +201,23 @@ impl Recovery {
                 id: backup.id.to_string(),
                 source,
             })?;
+        // A signature proves who made a backup, not for which instance: the
+        // (now authenticated) header must name this one.
+        if matches!(reader.signer(), ibs_archive::Signer::Verified(_)) && !self.trusted.is_empty() {
+            for (key, want) in [("fqdn", self.instance.fqdn()), ("region", self.instance.region())] {
+                if reader.info().label(key) != Some(want) {
+                    return Err(RecoveryError::NotRestorable {
+                        id: backup.id.to_string(),
+                        state: "damaged",
+                        problem: format!(
+                            "its signed header names {key} {:?}, not this instance's {want:?}: a backup of another \
+                             instance",
+                            reader.info().label(key).unwrap_or("(none)")
+                        ),
+                    });
+                }
+            }
+        }
         Ok(Backup {
             info: backup.clone(),
             target: Arc::clone(&self.target),

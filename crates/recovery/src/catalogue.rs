@@ -226,6 +226,18 @@ async fn classify(
             if fields.created != manifest.created {
                 return damaged(info, "the archive's creation time differs from its manifest's".into());
             }
+            // The header's labels are the writer's (MAC'd, and signed): a
+            // backup of another instance copied here is not this one's.
+            for (key, want) in [("fqdn", instance.fqdn()), ("region", instance.region())] {
+                if let Some(found) = archive.label(key)
+                    && found != want
+                {
+                    return damaged(
+                        info,
+                        format!("the archive was made for {key} {found:?}, this folder is {want:?}'s"),
+                    );
+                }
+            }
             if fields.producer_version != manifest.producer_version || thumbprints != manifest.recipients {
                 return damaged(
                     info,
