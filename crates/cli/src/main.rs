@@ -151,7 +151,11 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Args), Fai
             .string()
             .map_err(|e| usage(e.to_string()))
     };
+    let mut seen: Vec<String> = Vec::new();
     while let Some(arg) = p.next().map_err(|e| usage(e.to_string()))? {
+        if let Long(flag) = &arg {
+            seen.push((*flag).to_owned());
+        }
         match arg {
             Long("out") => a.out = Some(text(&mut p)?.into()),
             Long("name") => a.name = Some(text(&mut p)?),
@@ -212,8 +216,100 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Args), Fai
             other => return Err(usage(format!("{}\n\n{HELP}", other.unexpected()))),
         }
     }
+    // A flag a command does not use is an error, never silently ignored
+    // (`restore --dry-run` would otherwise restore).
+    if let Some(allowed) = flags_of(&verb)
+        && let Some(flag) = seen.iter().find(|f| !allowed.contains(&f.as_str()))
+    {
+        return Err(usage(format!("--{flag} does not apply to `ibs {verb}`\n\n{HELP}")));
+    }
     Ok((verb, a))
 }
+
+/// The flags each command takes (`None`: an unknown command, reported later).
+fn flags_of(verb: &str) -> Option<&'static [&'static str]> {
+    Some(match verb {
+        "keygen" => &[
+            "out",
+            "name",
+            "bits",
+            "password-file",
+            "allow-empty-password",
+            "legacy-pfx",
+            "signing",
+            "help",
+        ],
+        "backup" => &[
+            "location",
+            "fqdn",
+            "region",
+            "credentials-file",
+            "cert",
+            "source",
+            "exclude",
+            "producer-version",
+            "keep-days",
+            "sign",
+            "help",
+        ],
+        "list" => &["location", "fqdn", "region", "credentials-file", "help"],
+        "check" => &[
+            "location",
+            "fqdn",
+            "region",
+            "credentials-file",
+            "backup",
+            "all",
+            "trust-signer",
+            "allow-unsigned",
+            "instance-version",
+            "help",
+        ],
+        "verify" => &[
+            "location",
+            "fqdn",
+            "region",
+            "credentials-file",
+            "backup",
+            "pfx",
+            "password-file",
+            "trust-signer",
+            "allow-unsigned",
+            "not-before",
+            "instance-version",
+            "help",
+        ],
+        "restore" => &[
+            "location",
+            "fqdn",
+            "region",
+            "credentials-file",
+            "backup",
+            "pfx",
+            "password-file",
+            "trust-signer",
+            "allow-unsigned",
+            "not-before",
+            "instance-version",
+            "to",
+            "source",
+            "overwrite",
+            "no-owner",
+            "help",
+        ],
+        "prune" => &[
+            "location",
+            "fqdn",
+            "region",
+            "credentials-file",
+            "keep-days",
+            "dry-run",
+            "help",
+        ],
+        _ => return None,
+    })
+}
+
 
 const HELP: &str = "usage:
   ibs keygen  --out DIR [--name NAME] [--bits 2048|3072|4096] [--password-file F [--allow-empty-password]]
