@@ -141,17 +141,30 @@ pub struct RestoreReport {
 struct Skipped {
     owners: u64,
     setid: u64,
-    xattrs: u64,
-    xattr_error: Option<String>,
+    capabilities: u64,
+    /// Entries whose extended attributes were (partly) refused, by the first
+    /// reason (attribute and error) — a handful of distinct reasons at most.
+    xattrs: std::collections::BTreeMap<String, u64>,
 }
 
 impl Skipped {
+    fn xattr(&mut self, why: String) {
+        const MOST: usize = 8;
+        if self.xattrs.len() < MOST || self.xattrs.contains_key(&why) {
+            *self.xattrs.entry(why).or_default() += 1;
+        } else {
+            *self.xattrs.entry("other reasons".into()).or_default() += 1;
+        }
+    }
+
     fn add(&mut self, other: Skipped) {
         self.owners += other.owners;
         self.setid += other.setid;
-        self.xattrs += other.xattrs;
-        if self.xattr_error.is_none() {
-            self.xattr_error = other.xattr_error;
+        self.capabilities += other.capabilities;
+        for (why, n) in other.xattrs {
+            for _ in 0..n {
+                self.xattr(why.clone());
+            }
         }
     }
 
@@ -171,12 +184,14 @@ impl Skipped {
                 self.setid
             ));
         }
-        if self.xattrs > 0 {
+        if self.capabilities > 0 {
             out.push(format!(
-                "extended attributes of {} entries not restored ({})",
-                self.xattrs,
-                self.xattr_error.unwrap_or_default()
+                "file capabilities (security.capability) not restored on {} files (their owners were not restored)",
+                self.capabilities
             ));
+        }
+        for (why, n) in self.xattrs {
+            out.push(format!("extended attributes of {n} entries not restored ({why})"));
         }
         out
     }
@@ -232,9 +247,12 @@ fn timestamps(e: &Entry) -> Option<Timestamps> {
     })
 }
 
-/// Applies owner, mode, extended attributes and mtime to an open file or
-/// folder, in that order (a change of owner clears setuid/setgid, so the mode
-/// comes after it; the time last).
+/// Applies owner, extended attributes, mode and mtime to an open file or
+/// folder, in that order: a change of owner clears setuid/setgid (and file
+/// capabilities), so the owner comes first; extended attributes before the
+/// mode, because the kernel checks write permission on the file's mode
+/// (not the open descriptor) and a read-only mode would refuse them; the
+/// time last.
 fn apply_meta(fd: impl AsFd, e: &Entry, apply: Apply, path: &Path, skipped: &mut Skipped) -> Result<()> {
     let mut owned = false;
     if let Some((uid, gid)) = e.owner {
@@ -250,19 +268,27 @@ fn apply_meta(fd: impl AsFd, e: &Entry, apply: Apply, path: &Path, skipped: &mut
             skipped.owners += 1;
         }
     }
+    let mut refused: Option<String> = None;
+    for (name, value) in &e.xattrs {
+        // A file capability is a privilege like setuid: kept only with the owner.
+        if name.as_slice() == b"security.capability" && !owned {
+            skipped.capabilities += 1;
+            continue;
+        }
+        if let Err(err) = rustix::fs::fsetxattr(&fd, OsStr::from_bytes(name), value, rustix::fs::XattrFlags::empty())
+        {
+            refused.get_or_insert_with(|| format!("{}: {err}", String::from_utf8_lossy(name)));
+        }
+    }
+    if let Some(why) = refused {
+        skipped.xattr(why);
+    }
     if let Some(mode) = e.mode {
         let keep = if owned { 0o7777 } else { 0o1777 };
         if mode & !keep != 0 {
             skipped.setid += 1;
         }
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & keep)).map_err(errno("cannot set the mode of", path))?;
-    }
-    for (name, value) in &e.xattrs {
-        if let Err(err) = rustix::fs::fsetxattr(&fd, OsStr::from_bytes(name), value, rustix::fs::XattrFlags::empty()) {
-            skipped.xattrs += 1;
-            skipped.xattr_error.get_or_insert_with(|| err.to_string());
-            break;
-        }
     }
     if let Some(t) = timestamps(e) {
         rustix::fs::futimens(&fd, &t).map_err(errno("cannot set the time of", path))?;
@@ -350,10 +376,7 @@ fn write_symlink_sync(path: &Path, e: &Entry, target: &[u8], apply: Apply) -> Re
     if !e.xattrs.is_empty() {
         // Linux refuses user.* attributes on links; other namespaces need
         // privileges a restore should not assume.
-        skipped.xattrs += 1;
-        skipped
-            .xattr_error
-            .get_or_insert_with(|| "not restored on symbolic links".to_owned());
+        skipped.xattr("not restored on symbolic links".to_owned());
     }
     if let Some(t) = timestamps(e) {
         rustix::fs::utimensat(rustix::fs::CWD, path, &t, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
