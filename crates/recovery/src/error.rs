@@ -85,11 +85,11 @@ pub enum RecoveryError {
     /// A restore target already exists (restores never overwrite silently).
     #[error(
         "{} already exists; restore into an empty folder, or replace existing files with `ibs restore --overwrite` (RestoreOptions::overwrite)",
-        .0.display()
+        shown(.0)
     )]
     Exists(PathBuf),
     /// A local file-system operation failed.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}: {source}", shown(path))]
     Io {
         /// What was being done.
         action: &'static str,
@@ -151,3 +151,11 @@ impl RecoveryError {
 
 /// `Result` with [`RecoveryError`].
 pub type Result<T, E = RecoveryError> = std::result::Result<T, E>;
+
+/// A path as messages show it: escaped as FORMAT.md §14.5 says (names come
+/// from backups; a newline or an escape sequence in one must not reach the
+/// operator's terminal as is).
+pub(crate) fn shown(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    ibs_archive::escape_bytes(path.as_os_str().as_bytes())
+}

@@ -736,12 +736,12 @@ fn place_source(dir: &Path, stage: &Path, source: &str, overwrite: bool) -> Resu
         Ok(m) if m.file_type().is_symlink() => Err(RecoveryError::UnsafePath {
             source_name: source.to_owned(),
             path: String::new(),
-            reason: format!("{} is a symbolic link", to.display()),
+            reason: format!("{} is a symbolic link", crate::error::shown(&to)),
         }),
         Ok(_) => Err(RecoveryError::UnsafePath {
             source_name: source.to_owned(),
             path: String::new(),
-            reason: format!("{} is not a folder", to.display()),
+            reason: format!("{} is not a folder", crate::error::shown(&to)),
         }),
         Err(e) => Err(io_err("cannot inspect", &to)(e)),
     }
@@ -766,14 +766,14 @@ fn check_merge(from: &Path, to: &Path, overwrite: bool, source: &str) -> Result<
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("cannot inspect", &target)(e)),
             Ok(m) if m.file_type().is_symlink() && staged_is_dir => {
-                return Err(unsafe_path(format!("{} is a symbolic link", target.display())));
+                return Err(unsafe_path(format!("{} is a symbolic link", crate::error::shown(&target))));
             }
             Ok(m) if staged_is_dir && !m.is_dir() => {
-                return Err(unsafe_path(format!("{} is not a folder", target.display())));
+                return Err(unsafe_path(format!("{} is not a folder", crate::error::shown(&target))));
             }
             Ok(_) if staged_is_dir => check_merge(&item.path(), &target, overwrite, source)?,
             Ok(m) if m.is_dir() => {
-                return Err(unsafe_path(format!("{} is a folder", target.display())));
+                return Err(unsafe_path(format!("{} is a folder", crate::error::shown(&target))));
             }
             Ok(_) if !overwrite => return Err(RecoveryError::Exists(target)),
             Ok(_) => {}
