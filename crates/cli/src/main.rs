@@ -900,16 +900,49 @@ fn choice(a: &Args) -> Choice {
     a.backup.clone().map_or(Choice::Latest, Choice::Id)
 }
 
+/// Whether opening failed because of who signed the backup.
+fn untrusted(e: &ibs_recovery::RecoveryError) -> bool {
+    matches!(
+        e,
+        ibs_recovery::RecoveryError::Archive {
+            source: ibs_archive::Error::Untrusted { .. } | ibs_archive::Error::BadSignature { .. },
+            ..
+        }
+    )
+}
+
 async fn open(a: &Args, choice: &Choice) -> Result<(ibs_recovery::Backup, BackupInfo), Failure> {
     let ids = identities(a)?;
     let refs: Vec<&Identity> = ids.iter().collect();
     let r = recovery(a)?;
-    let cat = r.catalogue().await?;
-    let info = r.choose(&cat, choice)?.clone();
-    for (skipped, why) in r.skipped_newer(&cat, &info) {
-        eprintln!("ibs: warning: skipping the newer backup {}: {why}", skipped.id);
-    }
-    let backup = r.open(&info, &refs).await?;
+    let mut cat = r.catalogue().await?;
+    // The newest restorable one: with trusted signers, a backup whose
+    // signature does not check (unsigned, another signer, forged) is not
+    // restorable either — skipped and named, like a damaged one. Bounded by
+    // the number of backups.
+    let (backup, info) = loop {
+        let info = r.choose(&cat, choice)?.clone();
+        for (skipped, why) in r.skipped_newer(&cat, &info) {
+            eprintln!("ibs: warning: skipping the newer backup {}: {why}", skipped.id);
+        }
+        match r.open(&info, &refs).await {
+            Ok(backup) => break (backup, info),
+            Err(e) if *choice == Choice::Newest && r.checks_signers() && untrusted(&e) => {
+                eprintln!("ibs: warning: skipping the newer backup {}: {e}", info.id);
+                cat.backups.retain(|b| b.id != info.id);
+            }
+            Err(e) if untrusted(&e) => {
+                return Err(Failure(
+                    format!(
+                        "{e}\n`ibs list` shows each backup's signer; choose one your trusted signer made with \
+                         --backup ID"
+                    ),
+                    false,
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     // Authenticated by the header MAC (and the signature, when signed); the
     // catalogue found it equal to the manifest's and the id's.
     let created = backup.archive().info().fields().created;

@@ -219,22 +219,37 @@ fn a_backup_forged_with_only_the_certificate_is_refused_when_the_signer_is_trust
         ]);
         assert!(err.contains(why.as_str()), "{id}: {err}");
     }
-    // The newest is forged: restore without --backup refuses it too, never silently an older one.
+    // Without --backup, restore takes the newest backup the trusted signer
+    // made, naming every newer one it skipped and why (as for damaged ones);
+    // verify checks the newest and refuses it, saying how to choose.
     let to = work.path().join("newest");
     let mut args = restore_args(&share, &keys, &to);
     args.extend(trust);
-    let err = fails(&args);
-    assert!(err.contains(&other_fp), "{err}");
-    // The genuine one restores, and says who signed it.
-    let mut args = restore_args(&share, &keys, &to);
-    args.extend(["--backup", genuine.as_str()]);
-    args.extend(trust);
-    let (_, stderr) = ok(&args);
-    assert!(stderr.contains(&format!("signed by trusted signer {fp}")), "{stderr}");
+    let (stdout, stderr) = ok(&args);
+    assert!(stdout.contains(&format!("backup {genuine} restored")), "{stdout}");
+    assert!(stderr.contains(&format!("skipping the newer backup {signed_by_other}")), "{stderr}");
+    assert!(stderr.contains(&other_fp), "{stderr}");
+    assert!(stderr.contains(&format!("skipping the newer backup {unsigned}")), "{stderr}");
     assert_eq!(
         std::fs::read(to.join("rbac/assignments.json")).unwrap(),
         br#"[{"role":"Owner"}]"#
     );
+    let err = fails(&[
+        "verify",
+        "--location",
+        s(&share),
+        "--fqdn",
+        FQDN,
+        "--pfx",
+        s(&keys.pfx),
+        "--password-file",
+        s(&keys.password),
+        "--trust-signer",
+        s(&sign_pub),
+    ]);
+    assert!(err.contains(&other_fp) && err.contains("--backup ID"), "{err}");
+    // The genuine one restores by id too, and says who signed it.
+    let to = work.path().join("by-id");
     // Without --trust-signer nothing is refused, but the operator is told.
     let to = work.path().join("unchecked");
     let (_, stderr) = ok(&restore_args(&share, &keys, &to));
