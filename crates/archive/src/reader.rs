@@ -417,6 +417,10 @@ const VERIFY_READ: u64 = 8 << 20;
 /// Largest read-ahead of a sequential reader (see `sealed_frame`).
 const READ_AHEAD: u64 = 8 << 20;
 
+/// Index pieces kept decoded (each at most 4 MiB raw; 64 KiB as this
+/// library writes them).
+const PIECE_CACHE: usize = 4;
+
 /// Most threads one verify batch is split across.
 const OPEN_PARALLEL: usize = 4;
 
@@ -447,7 +451,7 @@ pub struct ArchiveReader<R> {
     /// Chunk number of each data frame (version 2; version 1: the frame's number).
     frame_counters: Option<Vec<u64>>,
     /// The last index piece read (lookups near each other share it).
-    piece_cache: std::sync::Mutex<Option<(usize, Arc<Vec<Entry>>)>>,
+    piece_cache: std::sync::Mutex<std::collections::VecDeque<(usize, Arc<Vec<Entry>>)>>,
     /// The last frame opened: entries read in order mostly share frames.
     last_frame: std::sync::Mutex<Option<(u64, Bytes)>>,
     /// Sealed frames read ahead for a sequential reader: frames
@@ -585,7 +589,7 @@ impl<R: RangeRead> ArchiveReader<R> {
             frame_lens,
             frame_offsets,
             frame_counters,
-            piece_cache: std::sync::Mutex::new(None),
+            piece_cache: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(PIECE_CACHE)),
             last_frame: std::sync::Mutex::new(None),
             ahead: std::sync::Mutex::new(None),
             streak: std::sync::atomic::AtomicU64::new(0),
@@ -685,13 +689,19 @@ impl<R: RangeRead> ArchiveReader<R> {
         }
     }
 
-    /// Reads, checks and decodes index piece `i` (or takes it from the one-piece cache).
+    /// Reads, checks and decodes index piece `i` (or takes it from the cache
+    /// of the last few pieces used: hard-link checks and lookups near each
+    /// other go back and forth between a few pieces).
     async fn piece(&self, i: usize) -> Result<Arc<Vec<Entry>>> {
-        if let Ok(slot) = self.piece_cache.lock()
-            && let Some((n, entries)) = slot.as_ref()
-            && *n == i
+        if let Ok(mut cache) = self.piece_cache.lock()
+            && let Some(at) = cache.iter().position(|(n, _)| *n == i)
         {
-            return Ok(Arc::clone(entries));
+            let hit = cache.remove(at);
+            if let Some((_, entries)) = &hit {
+                let entries = Arc::clone(entries);
+                cache.extend(hit);
+                return Ok(entries);
+            }
         }
         let Entries::V2 { root } = &self.entries else {
             return Err(Error::Usage("a version 1 archive has no index pieces".into()));
@@ -722,8 +732,11 @@ impl<R: RangeRead> ArchiveReader<R> {
             .map(|(_, e)| e)
             .collect();
         let entries = Arc::new(entries);
-        if let Ok(mut slot) = self.piece_cache.lock() {
-            *slot = Some((i, Arc::clone(&entries)));
+        if let Ok(mut cache) = self.piece_cache.lock() {
+            if cache.len() >= PIECE_CACHE {
+                cache.pop_front();
+            }
+            cache.push_back((i, Arc::clone(&entries)));
         }
         Ok(entries)
     }
