@@ -310,14 +310,13 @@ fn flags_of(verb: &str) -> Option<&'static [&'static str]> {
     })
 }
 
-
 const HELP: &str = "usage:
   ibs keygen  --out DIR [--name NAME] [--bits 2048|3072|4096] [--password-file F [--allow-empty-password]]
               [--legacy-pfx]
   ibs keygen  --signing --out DIR [--name NAME]      (the controller's Ed25519 signing key)
-  ibs backup  --location LOC --cert FILE [--cert FILE]... [--source NAME=DIR]... [--exclude GLOB]... [--fqdn F] [--region R]
-              [--credentials-file F] [--producer-version V] [--keep-days N] [--sign NAME.sign.key]
-  ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
+  ibs backup  --location LOC --cert FILE [--cert FILE]... [--source NAME=DIR]... [--exclude GLOB]...
+              [--sign NAME.sign.key] [--producer-version V] [--keep-days N]
+  ibs list    --location LOC
   ibs check   --location LOC [--backup ID | --all] [--trust-signer NAME.sign.pub]... [--allow-unsigned]
               (no key: archive against manifest, and its signature)
   ibs verify  --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F
@@ -325,6 +324,8 @@ const HELP: &str = "usage:
   ibs restore --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F --to DIR [--source NAME]...
               [--overwrite] [--no-owner] [--trust-signer NAME.sign.pub]... [--allow-unsigned] [--not-before ID]
   ibs prune   --location LOC [--keep-days N] [--dry-run]
+every command but keygen also takes [--fqdn F] [--region R] (the instance; default azurestack.local / local)
+and [--credentials-file F] (SMB); check, verify and restore take [--instance-version V] (the version rule).
 check and verify without --backup take the newest backup and fail if it is damaged or incomplete;
 restore without --backup takes the newest restorable one and names every newer one it skipped.
 LOC: \\\\host\\share\\folder, smb://host[:port]/share/folder, az://container/prefix,

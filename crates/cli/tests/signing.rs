@@ -227,9 +227,15 @@ fn a_backup_forged_with_only_the_certificate_is_refused_when_the_signer_is_trust
     args.extend(trust);
     let (stdout, stderr) = ok(&args);
     assert!(stdout.contains(&format!("backup {genuine} restored")), "{stdout}");
-    assert!(stderr.contains(&format!("skipping the newer backup {signed_by_other}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("skipping the newer backup {signed_by_other}")),
+        "{stderr}"
+    );
     assert!(stderr.contains(&other_fp), "{stderr}");
-    assert!(stderr.contains(&format!("skipping the newer backup {unsigned}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("skipping the newer backup {unsigned}")),
+        "{stderr}"
+    );
     assert_eq!(
         std::fs::read(to.join("rbac/assignments.json")).unwrap(),
         br#"[{"role":"Owner"}]"#
@@ -389,7 +395,10 @@ fn a_signed_backup_of_another_instance_is_not_restored_as_this_one() {
         .replace("fqdn: staging.contoso.com", &format!("fqdn: {FQDN}"));
     std::fs::write(to.join("backup.manifest"), manifest).unwrap();
     let (list, _) = ok(&["list", "--location", s(&share), "--fqdn", FQDN]);
-    assert!(list.contains("damaged") && list.contains("staging.contoso.com"), "{list}");
+    assert!(
+        list.contains("damaged") && list.contains("staging.contoso.com"),
+        "{list}"
+    );
     let out_dir = work.path().join("out");
     let mut args = restore_args(&share, &keys, &out_dir);
     args.extend(["--backup", id.as_str(), "--trust-signer", s(&sign_pub)]);

@@ -328,9 +328,8 @@ pub(crate) fn remove_restore_leftovers(dir: &Path) -> Result<Leftovers> {
         let entry = entry.map_err(io("cannot list", dir))?;
         let name = entry.file_name();
         let is_dir = entry.file_type().map_err(io("cannot inspect", &entry.path()))?.is_dir();
-        let marked = || {
-            std::fs::symlink_metadata(entry.path().join(STAGING_MARKER)).is_ok_and(|m| m.file_type().is_file())
-        };
+        let marked =
+            || std::fs::symlink_metadata(entry.path().join(STAGING_MARKER)).is_ok_and(|m| m.file_type().is_file());
         if is_dir && name.to_str().is_some_and(is_staging_name) && marked() {
             std::fs::remove_dir_all(entry.path()).map_err(io("cannot remove", &entry.path()))?;
             found.staging_folders += 1;
@@ -365,10 +364,9 @@ impl std::fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "the {} archive bytes match the manifest's size and SHA-256; the header, index and footer \
-             authenticate with the key; {} data frames authenticate and decompress; {} entries ({} bytes \
-             of data) match their SHA-256",
-            self.check.archive_bytes, self.frames, self.entries, self.data_len
+            "{}; with the key, the header, the index and the footer authenticate, {} data frame(s) \
+             authenticate and decompress, and {} entries ({} bytes of data) match their SHA-256",
+            self.check, self.frames, self.entries, self.data_len
         )
     }
 }

@@ -275,8 +275,7 @@ fn apply_meta(fd: impl AsFd, e: &Entry, apply: Apply, path: &Path, skipped: &mut
             skipped.capabilities += 1;
             continue;
         }
-        if let Err(err) = rustix::fs::fsetxattr(&fd, OsStr::from_bytes(name), value, rustix::fs::XattrFlags::empty())
-        {
+        if let Err(err) = rustix::fs::fsetxattr(&fd, OsStr::from_bytes(name), value, rustix::fs::XattrFlags::empty()) {
             refused.get_or_insert_with(|| format!("{}: {err}", String::from_utf8_lossy(name)));
         }
     }
@@ -766,7 +765,10 @@ fn check_merge(from: &Path, to: &Path, overwrite: bool, source: &str) -> Result<
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("cannot inspect", &target)(e)),
             Ok(m) if m.file_type().is_symlink() && staged_is_dir => {
-                return Err(unsafe_path(format!("{} is a symbolic link", crate::error::shown(&target))));
+                return Err(unsafe_path(format!(
+                    "{} is a symbolic link",
+                    crate::error::shown(&target)
+                )));
             }
             Ok(m) if staged_is_dir && !m.is_dir() => {
                 return Err(unsafe_path(format!("{} is not a folder", crate::error::shown(&target))));
