@@ -406,3 +406,20 @@ fn a_signed_backup_of_another_instance_is_not_restored_as_this_one() {
     assert!(err.contains("staging.contoso.com"), "{err}");
     assert!(!out_dir.join("rbac").exists());
 }
+
+#[test]
+fn a_flag_a_command_does_not_use_is_a_usage_error() {
+    // `restore --dry-run` used to restore: a flag is never silently ignored.
+    for args in [
+        &["restore", "--dry-run", "--to", "/nonexistent"][..],
+        &["list", "--not-before", "20261130T000000Z"],
+        &["backup", "--trust-signer", "x.sign.pub"],
+        &["check", "--to", "/tmp"],
+        &["keygen", "--location", "/tmp"],
+    ] {
+        let out = ibs(args);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("does not apply to `ibs"), "{args:?}: {stderr}");
+    }
+}

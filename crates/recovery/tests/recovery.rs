@@ -715,3 +715,39 @@ async fn a_manifest_that_disagrees_with_its_id_header_or_instance_is_damaged() {
         assert!(b.problem.as_deref().unwrap().contains(why), "{:?}", b.problem);
     }
 }
+
+#[tokio::test]
+async fn a_source_named_like_a_staging_folder_is_not_restored_and_names_are_escaped_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    let evil = "x\n\u{1b}[2Kibs: backup verified OK";
+    put_backup(
+        &target,
+        &[&pair_a().cert],
+        &[
+            (".ibs-restore-0123456789abcdef", "data", b"d".to_vec()),
+            ("ok", evil, b"e".to_vec()),
+        ],
+        T0,
+        "1.0",
+    )
+    .await;
+    let b = recovery(&target)
+        .open_choice(&Choice::Newest, &[&pair_a().identity])
+        .await
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // The restore's own staging names are not a source it writes (the next
+    // restore would take the folder for its leftovers).
+    let err = b.restore_to(out.path(), &RestoreOptions::default()).await.unwrap_err();
+    assert!(matches!(err, RecoveryError::UnsafePath { .. }), "{err}");
+    assert!(walk(out.path()).is_empty());
+    // A name with a newline and an escape sequence: shown escaped in messages.
+    let only_ok = RestoreOptions::default().sources(["ok"]);
+    b.restore_to(out.path(), &only_ok).await.unwrap();
+    let again = b.restore_to(out.path(), &only_ok).await.unwrap_err();
+    let text = again.to_string();
+    assert!(matches!(again, RecoveryError::Exists(_)), "{text}");
+    assert!(!text.contains('\u{1b}') && !text.contains('\n'), "{text:?}");
+    assert!(text.contains("x\\n\\x1b[2K"), "{text:?}");
+}
