@@ -256,6 +256,15 @@ fn a_backup_forged_with_only_the_certificate_is_refused_when_the_signer_is_trust
     assert!(err.contains(&other_fp) && err.contains("--backup ID"), "{err}");
     // The genuine one restores by id too, and says who signed it.
     let to = work.path().join("by-id");
+    let mut args = restore_args(&share, &keys, &to);
+    args.extend(["--backup", genuine.as_str()]);
+    args.extend(trust);
+    let (_, stderr) = ok(&args);
+    assert!(stderr.contains(&format!("signed by trusted signer {fp}")), "{stderr}");
+    assert_eq!(
+        std::fs::read(to.join("rbac/assignments.json")).unwrap(),
+        br#"[{"role":"Owner"}]"#
+    );
     // Without --trust-signer nothing is refused, but the operator is told.
     let to = work.path().join("unchecked");
     let (_, stderr) = ok(&restore_args(&share, &keys, &to));
