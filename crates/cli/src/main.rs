@@ -5,7 +5,7 @@
 //!             [--legacy-pfx]
 //! ibs keygen  --signing --out DIR [--name NAME]
 //! ibs backup  --location LOC --cert FILE [--cert FILE]... [--source NAME=DIR]... [--exclude GLOB]... [--fqdn F] [--region R]
-//!             [--credentials-file F] [--producer-version V] [--keep-days N] [--sign KEY]
+//!             [--credentials-file F] [--producer-version V] [--keep-days N] [--sign KEY] [--xattrs]
 //! ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
 //! ibs check   --location LOC [--backup ID | --all] [--trust-signer PUB]... [--allow-unsigned]
 //! ibs verify  --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F
@@ -65,6 +65,8 @@
 //! attributes; owners too when run as root (`--no-owner` skips them), and
 //! then setuid/setgid bits — without owners those bits are dropped. What it
 //! could not apply is said once, not per file.
+//!
+//! `backup --xattrs` also records extended attributes (off by default).
 //!
 //! `backup` on a live system: a file deleted during the backup is skipped and
 //! one that keeps changing is captured as last read; the backup still
@@ -133,6 +135,7 @@ struct Args {
     allow_unsigned: bool,
     no_owner: bool,
     not_before: Option<(String, i64)>,
+    xattrs: bool,
 }
 
 /// Parses `args` (the first is the program name).
@@ -203,6 +206,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(String, Args), Fai
             Long("trust-signer") => a.trust_signers.push(text(&mut p)?.into()),
             Long("allow-unsigned") => a.allow_unsigned = true,
             Long("no-owner") => a.no_owner = true,
+            Long("xattrs") => a.xattrs = true,
             Long("not-before") => {
                 let v = text(&mut p)?;
                 let t = not_before(&v).ok_or_else(|| {
@@ -250,6 +254,7 @@ fn flags_of(verb: &str) -> Option<&'static [&'static str]> {
             "producer-version",
             "keep-days",
             "sign",
+            "xattrs",
             "help",
         ],
         "list" => &["location", "fqdn", "region", "credentials-file", "help"],
@@ -315,7 +320,7 @@ const HELP: &str = "usage:
               [--legacy-pfx]
   ibs keygen  --signing --out DIR [--name NAME]      (the controller's Ed25519 signing key)
   ibs backup  --location LOC --cert FILE [--cert FILE]... [--source NAME=DIR]... [--exclude GLOB]...
-              [--sign NAME.sign.key] [--producer-version V] [--keep-days N]
+              [--sign NAME.sign.key] [--xattrs] [--producer-version V] [--keep-days N]
   ibs list    --location LOC
   ibs check   --location LOC [--backup ID | --all] [--trust-signer NAME.sign.pub]... [--allow-unsigned]
               (no key: archive against manifest, and its signature)
@@ -700,7 +705,7 @@ async fn backup_cmd(a: &Args) -> Result<(), Failure> {
     }
     let mut dirs = Vec::with_capacity(a.sources.len());
     for (n, d) in &a.sources {
-        let mut source = DirectorySource::new(n.clone(), d.clone());
+        let mut source = DirectorySource::new(n.clone(), d.clone()).xattrs(a.xattrs);
         for pattern in &a.excludes {
             source = source
                 .exclude(pattern.clone())
