@@ -1095,7 +1095,7 @@ fn verify_checks_the_archive_against_its_manifest_and_says_what_it_checked() {
         s(&pw),
     ];
     let out = ok(&verify);
-    for what in ["SHA-256", "manifest", "header", "frames", "entries"] {
+    for what in ["SHA-256", "manifest", "header", "frame", "entries"] {
         assert!(out.contains(what), "verify does not say it checked {what}: {out}");
     }
     // A manifest whose archive-sha256 is zeros: verify and check fail.
