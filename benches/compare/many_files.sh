@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Many small files (issue #21: memory flat in the number of entries).
 #   IBS_MANY_FILES=1000000 bash benches/compare/many_files.sh
-#   IBS_MANY_FILES=5000000 IBS_MANY_RUNS=1 IBS_MANY_METHODS=disk bash benches/compare/many_files.sh
+#   IBS_MANY_FILES=5000000 IBS_MANY_RUNS=1 IBS_MANY_METHODS=disk \
+#       IBS_MANY_DISK_OUT=/mnt/ext4-1k bash benches/compare/many_files.sh
+#   (the 5 M case as in benches/RESULTS.md: outputs on an ext4 with 1 KiB
+#   blocks, as two restored 5 M trees at 4 KiB per file need 40 GB)
 #
 # Generates IBS_MANY_FILES small documents of infrastructure state (users,
-# groups, role assignments, plans, offers, subscriptions as JSON/XML of a few
-# hundred bytes to a few KB, compressing 3-5x with zstd -3; 1 000 per folder;
+# groups, role assignments, plans, offers, subscriptions as JSON/XML of
+# 320 B to 1.3 KB, mean 800 B, compressing 4.3x with zstd -3; 1 000 per folder;
 # fixed seeds) on disk under IBS_MANY_DIR, in chunks of 1 000 000 files
 # (corpus/m0, m1, ...: the 5 M tree contains the 1 M tree, which is generated
 # once). Then, per run and per method, each under /usr/bin/time -v (wall time,
@@ -19,7 +22,8 @@
 # Tools alternate (odd runs: tar|zstd before ibs). Before every timed command,
 # untimed: sync, then the command's input read once (the corpus through
 # `tar | cat`, the archive with cat), because this machine reclaims page cache
-# within seconds (benches/../BENCHMARKING notes in benches/RESULTS.md).
+# within seconds (a 4 KiB page per file: a 5 M tree does not fit, see
+# IBS_MANY_WARM).
 # Methods (IBS_MANY_METHODS, default "tmpfs disk"):
 #   tmpfs  outputs (archives and restored trees) on /dev/shm: the CPU work.
 #          tmpfs holds ~3 M inodes here, so each restored tree is removed right
