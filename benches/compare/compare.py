@@ -430,6 +430,9 @@ def remove_trees():
             shutil.rmtree(os.path.join(WORK, name), ignore_errors=True)
 
 
+MANY_FILES_SECTION = "## Many small files"
+
+
 def write_results(rows, smb_rows, nbytes, status, target_rows, size):
     out_dir = os.path.join(ROOT, "benches", "results")
     os.makedirs(out_dir, exist_ok=True)
@@ -486,7 +489,11 @@ plot '%s' using 2:xtic(1) title 'infra backup', '' using 3 title 'real backup', 
     for what, b, r in target_rows:
         lines.append("| %s | %.2f | %.1f | %.2f | %.1f |" % (what, b, size / b / 1e6, r, size / r / 1e6))
     lines += ["", "![throughput](results/throughput.png)", "", "CSV: [results/results.csv](results/results.csv)", ""]
-    open(os.path.join(ROOT, "benches", "RESULTS.md"), "w").write("\n".join(lines))
+    path = os.path.join(ROOT, "benches", "RESULTS.md")
+    # The many-small-files section (benches/compare/many_files.sh) is kept.
+    old = open(path).read() if os.path.exists(path) else ""
+    kept = old[old.find(MANY_FILES_SECTION):] if MANY_FILES_SECTION in old else ""
+    open(path, "w").write("\n".join(lines) + ("\n" + kept if kept else ""))
     print("\n".join(lines))
 
 
