@@ -324,7 +324,10 @@ impl FileSink {
         let runs = match &e.extents {
             None => VecDeque::from([(0, e.size)]),
             Some(x) => x.iter().map(|x| (x.offset, x.len)).collect(),
-        };
+        }
+        .into_iter()
+        .filter(|(_, len)| *len > 0)
+        .collect();
         FileSink { fd, runs, size: e.size }
     }
 
@@ -346,8 +349,22 @@ impl FileSink {
     }
 
     fn finish(self, path: &Path, e: &Entry, apply: Apply) -> Result<Skipped> {
-        // The logical size: holes at the end, or after the last extent.
-        rustix::fs::ftruncate(&self.fd, self.size).map_err(errno("cannot write", path))?;
+        if !self.runs.is_empty() {
+            return Err(RecoveryError::Io {
+                action: "cannot write",
+                path: path.to_owned(),
+                source: std::io::Error::other("fewer bytes than the entry's extents hold"),
+            });
+        }
+        // The logical size, when holes end the file (a dense file written
+        // whole has it already: no extra system call per file).
+        let end = match &e.extents {
+            None => e.size,
+            Some(x) => x.last().map_or(0, |x| x.offset + x.len),
+        };
+        if end != self.size {
+            rustix::fs::ftruncate(&self.fd, self.size).map_err(errno("cannot write", path))?;
+        }
         let mut skipped = Skipped::default();
         apply_meta(&self.fd, e, apply, path, &mut skipped)?;
         Ok(skipped)
