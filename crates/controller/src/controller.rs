@@ -176,7 +176,13 @@ pub async fn validate(settings: &Settings) -> Result<Arc<dyn StorageTarget>> {
 pub async fn validate_target(target: &Arc<dyn StorageTarget>, instance: &InstanceLayout) -> Result<()> {
     let root = instance.backup_root();
     target.create_dir_all(&root).await?;
-    let probe = root.child(".ibs-write-probe")?;
+    // Named per call: two controllers (or two `ibs backup`s) validating one
+    // share at once must not commit or delete each other's probe.
+    let random = ibs_envelope::generate_salt().map_err(|e| ControllerError::Internal {
+        reason: format!("random generator failed: {e}"),
+    })?;
+    let tag: String = random[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let probe = root.child(&format!(".ibs-write-probe-{tag}"))?;
     target
         .put_bytes(&probe, Bytes::from_static(b"ibs"), CommitMode::Overwrite)
         .await?;
