@@ -1,0 +1,70 @@
+//! Fixture identities: operator key pairs made with the same key generator
+//! `ibs keygen` uses, so tests never depend on a private key of someone's.
+//!
+//! RSA key generation and the PKCS#12 KDF take a moment each, so
+//! [`cached`] makes each pair once per test binary; tests running in
+//! parallel that ask for the same pair wait for one another, pairs of other
+//! names are made at the same time.
+//!
+//! Committed key files (the archive's test vectors, the envelope's files
+//! exported by Windows, macOS and OpenSSL) stay beside the tests that read
+//! them: they are data, not helpers.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use ibs_envelope::keygen::{self, KeygenOptions};
+use ibs_envelope::{Certificate, Identity, Password};
+
+/// The password of every generated `.pfx`.
+pub const PASSWORD: &str = "pw";
+
+/// A generated operator key pair: the certificate backups are encrypted to,
+/// the identity that opens them, and both as the files `ibs keygen` writes.
+pub struct KeyPair {
+    /// The certificate (public key).
+    pub cert: Certificate,
+    /// The identity (private key) loaded from [`KeyPair::pfx`].
+    pub identity: Identity,
+    /// The certificate as a `.cer` file (DER).
+    pub cer: Vec<u8>,
+    /// The identity as a `.pfx` file, protected by [`PASSWORD`].
+    pub pfx: Vec<u8>,
+}
+
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPair").field("cert", &self.cert).finish_non_exhaustive()
+    }
+}
+
+/// A new key pair whose certificate names `common_name` and is valid from
+/// `not_before` (Unix seconds).
+pub fn generate(common_name: &str, not_before: i64) -> KeyPair {
+    let password = Password::new(PASSWORD);
+    let pair = keygen::generate(&KeygenOptions::new(common_name, not_before), &password).expect("keygen");
+    KeyPair {
+        cert: Certificate::parse(&pair.cer).expect("a certificate keygen wrote"),
+        identity: Identity::from_pkcs12(&pair.pfx, &password).expect("a .pfx keygen wrote"),
+        cer: pair.cer,
+        pfx: pair.pfx.to_vec(),
+    }
+}
+
+/// The key pair of [`generate`]`(common_name, not_before)`, made once per
+/// process and shared by every test that asks for the same one.
+pub fn cached(common_name: &str, not_before: i64) -> &'static KeyPair {
+    type Slots = HashMap<(String, i64), &'static OnceLock<KeyPair>>;
+    static SLOTS: OnceLock<Mutex<Slots>> = OnceLock::new();
+    let slot: &'static OnceLock<KeyPair> = {
+        let mut slots = SLOTS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots
+            .entry((common_name.to_owned(), not_before))
+            .or_insert_with(|| Box::leak(Box::new(OnceLock::new())))
+    };
+    // Generated outside the lock: other pairs are made meanwhile.
+    slot.get_or_init(|| generate(common_name, not_before))
+}
