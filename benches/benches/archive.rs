@@ -9,44 +9,15 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use futures::executor::block_on;
 use ibs_archive::format::{ArchiveKeys, DEFAULT_FRAME_SIZE};
 use ibs_archive::{ArchiveReader, ArchiveWriter, EntryMeta, WriterOptions};
-use ibs_envelope::keygen::{KeygenOptions, generate};
-use ibs_envelope::{Certificate, FileKey, Identity, Password};
+use ibs_envelope::FileKey;
+use ibs_testkit::data::{Xorshift64, json_lines};
+use ibs_testkit::keys;
 
 const ARCHIVE: usize = 64 << 20;
 
-fn text(len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 128);
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(
-            format!(
-                "{{\"objectId\":\"{x:016x}\",\"role\":\"Reader\",\"scope\":\"/subscriptions/{}\"}}\n",
-                x % 977
-            )
-            .as_bytes(),
-        );
-    }
-    out.truncate(len);
-    out
-}
-
-fn noise(len: usize) -> Vec<u8> {
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 fn corpora(len: usize) -> [(&'static str, Vec<u8>); 2] {
-    [("text", text(len)), ("noise", noise(len))]
+    let noise = Xorshift64::with_state(0x2545_F491_4F6C_DD1D).bytes(len);
+    [("text", json_lines(len)), ("noise", noise)]
 }
 
 fn frame(c: &mut Criterion) {
@@ -66,10 +37,7 @@ fn frame(c: &mut Criterion) {
 }
 
 fn archive(c: &mut Criterion) {
-    let password = Password::new("p");
-    let pair = generate(&KeygenOptions::new("bench", 1_700_000_000), &password).unwrap();
-    let cert = Certificate::parse(&pair.cer).unwrap();
-    let identity = Identity::from_pkcs12(&pair.pfx, &password).unwrap();
+    let keys::KeyPair { cert, identity, .. } = keys::generate("bench", 1_700_000_000);
     let write = |data: &[u8]| {
         let mut w = ArchiveWriter::new(std::io::sink(), &[&cert], WriterOptions::default()).unwrap();
         for (i, part) in data.chunks(ARCHIVE / 4).enumerate() {

@@ -3,8 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ibs_envelope::keygen::{KeygenOptions, generate};
-use ibs_envelope::{Certificate, FileKey, Password, PayloadKey, SALT_LEN, wrap_file_key};
+use ibs_envelope::{FileKey, PayloadKey, SALT_LEN, wrap_file_key};
 use std::hint::black_box;
 
 fn aead(c: &mut Criterion) {
@@ -34,8 +33,7 @@ fn aead(c: &mut Criterion) {
 }
 
 fn oaep(c: &mut Criterion) {
-    let pair = generate(&KeygenOptions::new("bench", 1_700_000_000), &Password::new("p")).unwrap();
-    let cert = Certificate::parse(&pair.cer).unwrap();
+    let cert = ibs_testkit::keys::generate("bench", 1_700_000_000).cert;
     let key = FileKey::from_bytes([9; 32]);
     c.bench_function("oaep_wrap_rsa2048", |b| {
         b.iter(|| wrap_file_key(black_box(&key), &[&cert]).unwrap())

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ibs_storage::{CommitMode, ObjectPath, StorageTarget};
 use ibs_storage_smb::SmbTarget;
-use ibs_storage_smb::testing::{SambaOptions, SambaServer};
+use ibs_testkit::samba::{PASSWORD, SambaOptions, SambaServer};
 
 const SIZE: usize = 256 << 20;
 const CHUNK: usize = 4 << 20;
@@ -20,7 +20,7 @@ fn smbclient(server: &SambaServer, command: &str, cwd: &std::path::Path) {
     let auth = server.dir().join("bench.auth");
     std::fs::write(
         &auth,
-        format!("username = {}\npassword = ibs-test-Passw0rd\n", creds.account()),
+        format!("username = {}\npassword = {PASSWORD}\n", creds.account()),
     )
     .unwrap();
     let status = Command::new("smbclient")
@@ -39,9 +39,7 @@ fn smb(c: &mut Criterion) {
     let server = SambaServer::start(SambaOptions::default()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let target = SmbTarget::new(server.config().timeout(std::time::Duration::from_secs(60))).unwrap();
-    let data: Vec<u8> = (0..SIZE as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
+    let data: Vec<u8> = ibs_testkit::data::multiplicative(SIZE, 24);
     let local = tempfile::tempdir().unwrap();
     std::fs::write(local.path().join("src.bin"), &data).unwrap();
     let path = ObjectPath::parse("ibs.bin").unwrap();

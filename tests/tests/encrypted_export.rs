@@ -13,12 +13,7 @@ use ibs_envelope::{
 use ibs_retention::{BackupRecord, BackupState, CapacityFacts, Policy, plan};
 use ibs_storage::{CommitMode, InstanceLayout, LocalTarget, MemoryTarget, StorageTarget, StorageTargetExt};
 
-fn fixture(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../crates/envelope/tests/data/fixtures")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use ibs_testkit::keys::read_fixture as fixture;
 
 #[tokio::test]
 async fn sealed_chunks_stream_to_a_local_target_and_open_with_every_fixture_pfx() {

@@ -34,6 +34,7 @@ use ibs_archive::{
     escape_bytes,
 };
 use ibs_envelope::{Certificate, FileKey, SigningKey};
+use ibs_testkit::data::noise;
 use sha2::{Digest, Sha256};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -45,18 +46,6 @@ const CREATED: i64 = 1_763_769_600;
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 fn text(len: usize) -> Vec<u8> {

@@ -11,7 +11,8 @@ use std::io::{self, Read};
 use std::time::Instant;
 
 use ibs_archive::{ArchiveWriter, EntryMeta, WriterOptions};
-use ibs_envelope::{Certificate, Password, keygen};
+use ibs_testkit::data::{Xorshift64, json_lines};
+use ibs_testkit::keys;
 
 /// `left` bytes cycling through a 32 MiB block of JSON lines or pseudo-random
 /// bytes (made once, so generating input costs the writer almost nothing).
@@ -35,23 +36,13 @@ impl Read for Cycle<'_> {
 
 fn block(text: bool) -> Vec<u8> {
     let len = 32 << 20;
-    let mut out = Vec::with_capacity(len + 128);
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    if text {
+        return json_lines(len);
+    }
+    let mut rng = Xorshift64::with_state(0x9E37_79B9_7F4A_7C15);
+    let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        if text {
-            out.extend_from_slice(
-                format!(
-                    "{{\"objectId\":\"{x:016x}\",\"role\":\"Reader\",\"scope\":\"/subscriptions/{}\"}}\n",
-                    x % 977
-                )
-                .as_bytes(),
-            );
-        } else {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
+        out.extend_from_slice(&rng.next_u64().to_le_bytes());
     }
     out.truncate(len);
     out
@@ -62,8 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gib: f64 = args.next().map_or(Ok(2.0), |s| s.parse())?;
     let text = args.next().is_none_or(|k| k != "noise");
     let out = args.next().unwrap_or_else(|| "/dev/null".into());
-    let pair = keygen::generate(&keygen::KeygenOptions::new("bench", 1_700_000_000), &Password::new("x"))?;
-    let cert = Certificate::parse(&pair.cer)?;
+    let cert = keys::generate("bench", 1_700_000_000).cert;
     let size = (gib * f64::from(1u32 << 30)) as u64;
     let block = block(text);
     let sink = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out)?);

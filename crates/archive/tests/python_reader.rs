@@ -30,6 +30,7 @@ use ibs_archive::{
     escape_bytes,
 };
 use ibs_envelope::SigningKey;
+use ibs_testkit::data::self_similar;
 
 /// (source, path, mode, mtime, data)
 type Spec = (String, String, Option<u32>, Option<i64>, Vec<u8>);
@@ -407,35 +408,6 @@ fn guids(len: usize, seed: u64) -> Vec<u8> {
             break;
         }
         out.extend_from_slice(format!("{}\n", hex(chunk)).as_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Text made of copies of its own earlier bytes at varying distances, with a
-/// few literals between: a deeper match search (level 9) packs it far
-/// tighter than level 1 does.
-fn self_similar(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x % n) as usize
-    };
-    let mut out = b"seed text for the generator ".to_vec();
-    while out.len() < len {
-        if next(10) < 3 {
-            for _ in 0..1 + next(4) {
-                out.push(b'a' + next(26) as u8);
-            }
-        } else {
-            let n = 3 + next(28);
-            let from = out.len() - 1 - next(out.len().min(8000) as u64);
-            for i in 0..n {
-                out.push(out[from + i]);
-            }
-        }
     }
     out.truncate(len);
     out

@@ -7,38 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use ibs_storage_smb::testing::{SambaOptions, SambaServer};
+use ibs_testkit::cli::{Binary, path_str as s};
+use ibs_testkit::data::Xorshift64;
+use ibs_testkit::samba::{SambaOptions, SambaServer};
 
 const FQDN: &str = "azs.contoso.com";
+const IBS: Binary = Binary::new(env!("CARGO_BIN_EXE_ibs"));
 
-fn ibs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ibs")).args(args).output().unwrap()
-}
-
+/// `ibs <args>`, asserting that it succeeded; its stdout.
 fn ok(args: &[&str]) -> String {
-    let out = ibs(args);
-    assert!(
-        out.status.success(),
-        "ibs {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = ibs(args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "ibs {args:?}: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    IBS.ok(args).0
 }
 
 fn sample() -> PathBuf {
@@ -46,12 +24,8 @@ fn sample() -> PathBuf {
 }
 
 fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    ok(&["keygen", "--out", s(dir), "--name", name]);
-    (
-        dir.join(format!("{name}.cer")),
-        dir.join(format!("{name}.pfx")),
-        dir.join(format!("{name}.password")),
-    )
+    let k = IBS.keygen(dir, name);
+    (k.cer, k.pfx, k.password)
 }
 
 fn source_args() -> Vec<String> {
@@ -166,7 +140,7 @@ fn local_round_trip_with_key_rotation() {
         .split_whitespace()
         .next()
         .unwrap();
-    let err = fails(&[
+    let err = IBS.fails(&[
         "verify",
         "--location",
         s(&share),
@@ -201,15 +175,15 @@ fn local_round_trip_with_key_rotation() {
     ];
     ok(&rbac_only);
     assert!(out.join("rbac").is_dir() && !out.join("identity").exists());
-    let err = fails(&rbac_only);
+    let err = IBS.fails(&rbac_only);
     assert!(err.contains("already exists"), "{err}");
     // Usage errors exit 2.
-    assert_eq!(ibs(&["backup"]).status.code(), Some(2));
-    assert_eq!(ibs(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(IBS.run(&["backup"]).status.code(), Some(2));
+    assert_eq!(IBS.run(&["frobnicate"]).status.code(), Some(2));
 }
 
 fn usage_error(args: &[&str]) -> String {
-    let out = ibs(args);
+    let out = IBS.run(args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "ibs {args:?}: {stderr}");
     stderr
@@ -246,8 +220,8 @@ fn keygen_checks_every_argument_before_writing_anything() {
     ok(&allowed);
     assert!(keys.join("k.cer").is_file() && keys.join("k.pfx").is_file());
     assert!(!keys.join("k.password").exists());
-    assert!(ibs(&["keygen", "--help"]).status.code() == Some(2));
-    assert!(String::from_utf8_lossy(&ibs(&["--help"]).stderr).contains("--allow-empty-password"));
+    assert!(IBS.run(&["keygen", "--help"]).status.code() == Some(2));
+    assert!(String::from_utf8_lossy(&IBS.run(&["--help"]).stderr).contains("--allow-empty-password"));
 }
 
 #[test]
@@ -349,7 +323,7 @@ fn keygen_signing_refuses_certificate_options_and_bad_names_before_writing() {
     let err = usage_error(&["keygen", "--signing"]);
     assert!(err.contains("--out"), "{err}");
     assert!(!keys.exists(), "{:?}", walk(&keys));
-    assert!(String::from_utf8_lossy(&ibs(&["--help"]).stderr).contains("--signing"));
+    assert!(String::from_utf8_lossy(&IBS.run(&["--help"]).stderr).contains("--signing"));
 }
 
 #[test]
@@ -363,7 +337,7 @@ fn a_backup_process_killed_mid_write_leaves_no_complete_backup_and_no_damage() {
     let big = work.path().join("big");
     std::fs::create_dir(&big).unwrap();
     noise_file(&big.join("blob.bin"), 400 << 20, 0x9E37_79B9_7F4A_7C15);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ibs"))
+    let mut child = IBS.command()
         .args([
             "backup",
             "--location",
@@ -424,7 +398,7 @@ fn a_backup_process_killed_mid_write_leaves_no_complete_backup_and_no_damage() {
         .split_whitespace()
         .next()
         .unwrap();
-    let err = fails(&verify);
+    let err = IBS.fails(&verify);
     assert!(err.contains(killed_id) && err.contains("incomplete"), "{err}");
     // The earlier backup is intact.
     let good_id = list
@@ -438,18 +412,9 @@ fn a_backup_process_killed_mid_write_leaves_no_complete_backup_and_no_damage() {
     assert!(out.contains("verified") && out.contains("SHA-256"), "{out}");
 }
 
-/// Writes `len` incompressible pseudo-random bytes (xorshift from `seed`).
+/// Writes `len` incompressible pseudo-random bytes (xorshift from the state `seed`).
 fn noise_file(path: &Path, len: u32, seed: u64) {
-    let mut x = seed;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
-    std::fs::write(path, data).unwrap();
+    std::fs::write(path, Xorshift64::with_state(seed).bytes(len as usize)).unwrap();
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -521,7 +486,7 @@ fn smb_round_trip_and_every_failure_class_from_a_real_fault() {
     let big = work.path().join("big");
     std::fs::create_dir(&big).unwrap();
     noise_file(&big.join("blob.bin"), 80 << 20, 7);
-    let out = ibs(&[
+    let out = IBS.run(&[
         "backup",
         "--location",
         &loc,
@@ -575,7 +540,7 @@ fn credentials_in_a_location_are_refused_without_repeating_them() {
     ] {
         let mut all = args.clone();
         all.extend(["--location", loc]);
-        let out = ibs(&all);
+        let out = IBS.run(&all);
         let (stdout, stderr) = (
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
@@ -609,11 +574,11 @@ fn fails_backup(loc: &str, cer: &Path, creds: &Path) -> String {
         s(creds),
     ];
     args.extend(sources.iter().map(String::as_str));
-    fails(&args)
+    IBS.fails(&args)
 }
 
 fn ibs_with_env(args: &[&str], env: &[(&str, String)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ibs"))
+    IBS.command()
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
@@ -628,7 +593,7 @@ fn backup_args<'a>(loc: &'a str, cer: &'a Path, sources: &'a [String]) -> Vec<&'
 
 #[test]
 fn azure_blob_round_trip_through_azurite_and_failure_classes() {
-    use ibs_storage_object::testing::{Azurite, AzuriteOptions};
+    use ibs_testkit::azurite::{Azurite, AzuriteOptions};
     let work = tempfile::tempdir().unwrap();
     let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
     let mut azurite = Azurite::start(AzuriteOptions::default()).unwrap();
@@ -797,7 +762,7 @@ fn a_live_backup_with_excludes_exits_zero_and_prints_its_warnings() {
     // one capture look settled; the warning must show up in one of three.
     let mut warned = None;
     for _ in 0..3 {
-        let out = ibs(&args);
+        let out = IBS.run(&args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "exit {:?}: {stderr}", out.status.code());
         assert!(String::from_utf8_lossy(&out.stdout).contains("complete"));
@@ -829,7 +794,7 @@ fn a_live_backup_with_excludes_exits_zero_and_prints_its_warnings() {
     let mut bad = args.to_vec();
     bad.push("--exclude");
     bad.push("!a.json");
-    let out = ibs(&bad);
+    let out = IBS.run(&bad);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("negated patterns"));
 }
@@ -842,7 +807,7 @@ fn a_missing_source_fails_with_a_source_alert_not_a_storage_alert() {
     let (cer, _, _) = keygen(&work.path().join("keys"), "k");
     let missing = work.path().join("no-such-folder");
     let source = format!("ca={}", missing.display());
-    let err = fails(&[
+    let err = IBS.fails(&[
         "backup",
         "--location",
         s(&share),
@@ -898,7 +863,7 @@ fn a_location_inside_a_source_is_left_out_of_its_backups() {
     let inside = share.join(FQDN).join("local/MASBackup");
     let source = format!("oops={}", inside.display());
     let before = walk(&share);
-    let out = ibs(&[
+    let out = IBS.run(&[
         "backup",
         "--location",
         s(&share),
@@ -977,7 +942,7 @@ fn id_of(folder: &Path) -> &str {
 }
 
 fn ibs_out(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = ibs(args);
+    let out = IBS.run(args);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -1113,7 +1078,7 @@ fn verify_checks_the_archive_against_its_manifest_and_says_what_it_checked() {
         })
         .collect();
     std::fs::write(&manifest, zeroed).unwrap();
-    let err = fails(&verify);
+    let err = IBS.fails(&verify);
     assert!(err.contains(id_of(folder)) && err.contains("SHA-256"), "{err}");
     let (code, out, _) = ibs_out(&["check", "--location", s(&share), "--fqdn", FQDN]);
     assert_eq!(code, Some(1), "{out}");
@@ -1136,7 +1101,7 @@ fn verify_takes_the_newest_backup_and_restore_names_what_it_skipped() {
     let keys = ["--pfx", s(&pfx), "--password-file", s(&pw)];
     let mut verify = vec!["verify", "--location", s(&share), "--fqdn", FQDN];
     verify.extend(keys);
-    let err = fails(&verify);
+    let err = IBS.fails(&verify);
     assert!(err.contains(id_of(&folders[1])) && err.contains("damaged"), "{err}");
     assert!(!err.contains("verified"), "{err}");
     // restore takes the newest restorable one, naming the newer one it skipped.
@@ -1174,7 +1139,7 @@ fn values_the_backup_records_are_checked_before_anything_is_written() {
 /// Starts `ibs restore` of the newest backup into `to` and, once it has
 /// written more than a megabyte under a staging name, sends it `signal`.
 fn interrupt_restore(share: &Path, pfx: &Path, pw: &Path, to: &Path, signal: &str) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_ibs"))
+    let child = IBS.command()
         .args(["restore", "--location", s(share), "--fqdn", FQDN, "--pfx", s(pfx)])
         .args(["--password-file", s(pw), "--to", s(to)])
         .stdout(std::process::Stdio::piped())
@@ -1262,7 +1227,7 @@ fn restore_overwrite_replaces_existing_files() {
     let file = walk(&to.join("rbac")).into_iter().next().unwrap();
     std::fs::write(&file, b"changed since").unwrap();
     let args = restore_args(s(&share), &pfx, &pw, &to, &[]);
-    let err = fails(&args);
+    let err = IBS.fails(&args);
     assert!(err.contains("already exists") && err.contains("--overwrite"), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"changed since");
     ok(&[&args[..], &["--overwrite"]].concat());
@@ -1470,7 +1435,7 @@ fn more_certificates_than_the_format_allows_is_a_clear_error() {
 }
 
 fn backup_of(loc: &str, cer: &Path, creds: &Path, source: &str, dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ibs"));
+    let mut c = IBS.command();
     c.args([
         "backup",
         "--location",
@@ -1638,7 +1603,7 @@ fn two_restores_into_one_folder_at_once_never_mix() {
     let args = restore_args(s(&share), &pfx, &pw, &to, &[]);
     let children: Vec<_> = (0..2)
         .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_ibs"))
+            IBS.command()
                 .args(&args)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())

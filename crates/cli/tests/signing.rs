@@ -6,58 +6,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::Arc;
 
+use ibs_testkit::cli::{Binary, KeyFiles, path_str as s, text};
+
 const FQDN: &str = "azs.contoso.com";
+const IBS: Binary = Binary::new(env!("CARGO_BIN_EXE_ibs"));
 
-fn ibs(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ibs")).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn ok(args: &[&str]) -> (String, String) {
-    let out = ibs(args);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "ibs {args:?} failed:\n{stdout}{stderr}");
-    (stdout, stderr)
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = ibs(args);
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "ibs {args:?}:\n{stdout}{stderr}");
-    stderr
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// A certificate pair and two controller signing keys in `dir`.
-struct Keys {
-    cer: PathBuf,
-    pfx: PathBuf,
-    password: PathBuf,
-}
-
-fn keys(dir: &Path) -> Keys {
-    ok(&["keygen", "--out", s(dir), "--name", "op"]);
-    Keys {
-        cer: dir.join("op.cer"),
-        pfx: dir.join("op.pfx"),
-        password: dir.join("op.password"),
-    }
+/// A certificate pair in `dir`.
+fn keys(dir: &Path) -> KeyFiles {
+    IBS.keygen(dir, "op")
 }
 
 fn signing_key(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
-    let (out, _) = ok(&["keygen", "--signing", "--out", s(dir), "--name", name]);
+    let (out, _) = IBS.ok(&["keygen", "--signing", "--out", s(dir), "--name", name]);
     let fp = out
         .lines()
         .find_map(|l| l.strip_prefix("fingerprint: "))
@@ -78,7 +40,7 @@ fn data(dir: &Path) -> PathBuf {
 }
 
 /// `ibs backup`, returning the new backup's id.
-fn backup(share: &Path, keys: &Keys, src: &Path, extra: &[&str]) -> String {
+fn backup(share: &Path, keys: &KeyFiles, src: &Path, extra: &[&str]) -> String {
     let source = format!("rbac={}", src.display());
     let mut args = vec![
         "backup",
@@ -92,7 +54,7 @@ fn backup(share: &Path, keys: &Keys, src: &Path, extra: &[&str]) -> String {
         &source,
     ];
     args.extend(extra);
-    let (out, _) = ok(&args);
+    let (out, _) = IBS.ok(&args);
     out.split_whitespace().nth(1).unwrap().to_owned()
 }
 
@@ -125,7 +87,7 @@ fn forge(share: &Path, cer: &Path, src: &Path, signer: Option<ibs_envelope::Sign
         .to_string()
 }
 
-fn restore_args<'a>(share: &'a Path, keys: &'a Keys, to: &'a Path) -> Vec<&'a str> {
+fn restore_args<'a>(share: &'a Path, keys: &'a KeyFiles, to: &'a Path) -> Vec<&'a str> {
     vec![
         "restore",
         "--location",
@@ -161,7 +123,7 @@ fn a_backup_forged_with_only_the_certificate_is_refused_when_the_signer_is_trust
     let other_fp = other.verifying_key().fingerprint().to_string();
     let signed_by_other = forge(&share, &keys.cer, &src, Some(other));
 
-    let (list, _) = ok(&["list", "--location", s(&share), "--fqdn", FQDN]);
+    let (list, _) = IBS.ok(&["list", "--location", s(&share), "--fqdn", FQDN]);
     let line = |id: &str| list.lines().find(|l| l.starts_with(id)).unwrap().to_owned();
     assert!(line(&genuine).contains(&fp[..16]), "{list}");
     assert!(line(&unsigned).contains("unsigned"), "{list}");
@@ -169,7 +131,7 @@ fn a_backup_forged_with_only_the_certificate_is_refused_when_the_signer_is_trust
 
     let trust = ["--trust-signer", s(&sign_pub)];
     // Keyless: `check` verifies signatures too, and with --trust-signer refuses the forged ones.
-    let out = ibs(&[
+    let out = IBS.run(&[
         "check",
         "--location",
         s(&share),
@@ -199,10 +161,10 @@ fn a_backup_forged_with_only_the_certificate_is_refused_when_the_signer_is_trust
         let mut args = restore_args(&share, &keys, &to);
         args.extend(["--backup", id.as_str()]);
         args.extend(trust);
-        let err = fails(&args);
+        let err = IBS.fails(&args);
         assert!(err.contains(why.as_str()), "{id}: {err}");
         assert!(!to.join("rbac").exists(), "a refused backup wrote nothing");
-        let err = fails(&[
+        let err = IBS.fails(&[
             "verify",
             "--location",
             s(&share),
@@ -225,7 +187,7 @@ fn a_backup_forged_with_only_the_certificate_is_refused_when_the_signer_is_trust
     let to = work.path().join("newest");
     let mut args = restore_args(&share, &keys, &to);
     args.extend(trust);
-    let (stdout, stderr) = ok(&args);
+    let (stdout, stderr) = IBS.ok(&args);
     assert!(stdout.contains(&format!("backup {genuine} restored")), "{stdout}");
     assert!(
         stderr.contains(&format!("skipping the newer backup {signed_by_other}")),
@@ -240,7 +202,7 @@ fn a_backup_forged_with_only_the_certificate_is_refused_when_the_signer_is_trust
         std::fs::read(to.join("rbac/assignments.json")).unwrap(),
         br#"[{"role":"Owner"}]"#
     );
-    let err = fails(&[
+    let err = IBS.fails(&[
         "verify",
         "--location",
         s(&share),
@@ -259,7 +221,7 @@ fn a_backup_forged_with_only_the_certificate_is_refused_when_the_signer_is_trust
     let mut args = restore_args(&share, &keys, &to);
     args.extend(["--backup", genuine.as_str()]);
     args.extend(trust);
-    let (_, stderr) = ok(&args);
+    let (_, stderr) = IBS.ok(&args);
     assert!(stderr.contains(&format!("signed by trusted signer {fp}")), "{stderr}");
     assert_eq!(
         std::fs::read(to.join("rbac/assignments.json")).unwrap(),
@@ -267,7 +229,7 @@ fn a_backup_forged_with_only_the_certificate_is_refused_when_the_signer_is_trust
     );
     // Without --trust-signer nothing is refused, but the operator is told.
     let to = work.path().join("unchecked");
-    let (_, stderr) = ok(&restore_args(&share, &keys, &to));
+    let (_, stderr) = IBS.ok(&restore_args(&share, &keys, &to));
     assert!(stderr.contains("who made it was not checked"), "{stderr}");
 }
 
@@ -293,23 +255,23 @@ fn rotating_the_signing_key_keeps_both_generations_restorable() {
             "--trust-signer",
             s(&new_pub),
         ]);
-        ok(&args);
+        IBS.ok(&args);
     }
     // A replayed older backup: refused when the operator says how old is too old.
     let to = work.path().join("replayed");
     let mut args = restore_args(&share, &keys, &to);
     args.extend(["--backup", first.as_str(), "--not-before", second.as_str()]);
-    let err = fails(&args);
+    let err = IBS.fails(&args);
     assert!(err.contains("before --not-before"), "{err}");
     let mut args = restore_args(&share, &keys, &to);
     args.extend(["--backup", second.as_str(), "--not-before", &second[..16]]);
-    let (_, stderr) = ok(&args);
+    let (_, stderr) = IBS.ok(&args);
     assert!(stderr.contains("was created at 20"), "{stderr}");
     // Once the old key is no longer trusted, its backups are refused, naming it.
     let to = work.path().join("old-only");
     let mut args = restore_args(&share, &keys, &to);
     args.extend(["--backup", first.as_str(), "--trust-signer", s(&new_pub)]);
-    let err = fails(&args);
+    let err = IBS.fails(&args);
     assert!(err.contains(&old_fp), "{err}");
 }
 
@@ -343,7 +305,7 @@ fn a_version_1_backup_restores_with_allow_unsigned_and_is_refused_without_it() {
     std::fs::write(folder.join("backup.manifest"), manifest.encode()).unwrap();
     let password = work.path().join("password");
     std::fs::write(&password, "ibs-test-vectors").unwrap();
-    let keys = Keys {
+    let keys = KeyFiles {
         cer: archive_dir.join("data/recipient.cer"),
         pfx: archive_dir.join("data/recipient.pfx"),
         password,
@@ -353,14 +315,14 @@ fn a_version_1_backup_restores_with_allow_unsigned_and_is_refused_without_it() {
     let to = work.path().join("refused");
     let mut args = restore_args(&share, &keys, &to);
     args.extend(["--trust-signer", s(&sign_pub)]);
-    let err = fails(&args);
+    let err = IBS.fails(&args);
     assert!(err.contains("not signed"), "{err}");
     assert!(!to.join("ca").exists());
 
     let to = work.path().join("allowed");
     let mut args = restore_args(&share, &keys, &to);
     args.extend(["--trust-signer", s(&sign_pub), "--allow-unsigned"]);
-    let (stdout, stderr) = ok(&args);
+    let (stdout, stderr) = IBS.ok(&args);
     assert!(stderr.contains("is NOT signed (format version 1)"), "{stderr}");
     assert!(stdout.contains("4 files"), "{stdout}");
     assert_eq!(std::fs::read(to.join("ca/root.cer")).unwrap().len(), 1500);
@@ -368,7 +330,7 @@ fn a_version_1_backup_restores_with_allow_unsigned_and_is_refused_without_it() {
     let x = work.path().join("x");
     let mut args = restore_args(&share, &keys, &x);
     args.push("--allow-unsigned");
-    assert_eq!(ibs(&args).status.code(), Some(2));
+    assert_eq!(IBS.run(&args).status.code(), Some(2));
 }
 
 #[test]
@@ -380,7 +342,7 @@ fn a_signed_backup_of_another_instance_is_not_restored_as_this_one() {
     let (sign_key, sign_pub, _) = signing_key(&work.path().join("keys"), "controller");
     let src = data(work.path());
     let source = format!("rbac={}", src.display());
-    let (out, _) = ok(&[
+    let (out, _) = IBS.ok(&[
         "backup",
         "--location",
         s(&share),
@@ -403,7 +365,7 @@ fn a_signed_backup_of_another_instance_is_not_restored_as_this_one() {
         .unwrap()
         .replace("fqdn: staging.contoso.com", &format!("fqdn: {FQDN}"));
     std::fs::write(to.join("backup.manifest"), manifest).unwrap();
-    let (list, _) = ok(&["list", "--location", s(&share), "--fqdn", FQDN]);
+    let (list, _) = IBS.ok(&["list", "--location", s(&share), "--fqdn", FQDN]);
     assert!(
         list.contains("damaged") && list.contains("staging.contoso.com"),
         "{list}"
@@ -411,7 +373,7 @@ fn a_signed_backup_of_another_instance_is_not_restored_as_this_one() {
     let out_dir = work.path().join("out");
     let mut args = restore_args(&share, &keys, &out_dir);
     args.extend(["--backup", id.as_str(), "--trust-signer", s(&sign_pub)]);
-    let err = fails(&args);
+    let err = IBS.fails(&args);
     assert!(err.contains("staging.contoso.com"), "{err}");
     assert!(!out_dir.join("rbac").exists());
 }
@@ -426,7 +388,7 @@ fn a_flag_a_command_does_not_use_is_a_usage_error() {
         &["check", "--to", "/tmp"],
         &["keygen", "--location", "/tmp"],
     ] {
-        let out = ibs(args);
+        let out = IBS.run(args);
         let (_, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("does not apply to `ibs"), "{args:?}: {stderr}");

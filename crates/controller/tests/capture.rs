@@ -3,34 +3,23 @@
 //! sparse file costs to read), hard links, key order, extended attributes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/tree.rs"]
-#[allow(dead_code, reason = "the comparison half serves the round-trip tests")]
-mod tree;
-
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use ibs_archive::{Entry, EntryKind};
 use ibs_controller::job::write_backup;
 use ibs_controller::{BackupSource, CaptureProblem, DirectorySource, JobSpec, JobSummary};
-use ibs_envelope::{Certificate, Identity, Password, keygen};
 use ibs_recovery::{Backup, Choice, Recovery, RestoreOptions};
 use ibs_retention::Policy;
 use ibs_storage::{InstanceLayout, MemoryTarget, StorageTarget};
+use ibs_testkit::keys::{self, KeyPair};
+use ibs_testkit::tree;
 
 const T0: i64 = 1_763_769_600;
 
-fn pair() -> &'static (Certificate, Identity) {
-    static P: OnceLock<(Certificate, Identity)> = OnceLock::new();
-    P.get_or_init(|| {
-        let pw = Password::new("pw");
-        let p = keygen::generate(&keygen::KeygenOptions::new("capture", T0 - 86_400), &pw).unwrap();
-        (
-            Certificate::parse(&p.cer).unwrap(),
-            Identity::from_pkcs12(&p.pfx, &pw).unwrap(),
-        )
-    })
+fn pair() -> &'static KeyPair {
+    keys::cached("capture", T0 - 86_400)
 }
 
 fn instance() -> InstanceLayout {
@@ -43,7 +32,7 @@ async fn capture(source: DirectorySource) -> (JobSummary, Backup, Vec<Entry>) {
     let spec = JobSpec {
         target: Arc::clone(&target),
         instance: instance(),
-        certificates: vec![pair().0.clone()],
+        certificates: vec![pair().cert.clone()],
         producer_version: "1.2408.0".into(),
         policy: Policy::default(),
         checks: Default::default(),
@@ -52,7 +41,7 @@ async fn capture(source: DirectorySource) -> (JobSummary, Backup, Vec<Entry>) {
     let source: Arc<dyn BackupSource> = Arc::new(source);
     let summary = write_backup(&spec, &[source], T0, None).await.unwrap();
     let backup = Recovery::new(target, instance())
-        .open_choice(&Choice::Newest, &[&pair().1])
+        .open_choice(&Choice::Newest, &[&pair().identity])
         .await
         .unwrap();
     let entries: Vec<Entry> = backup.entries().try_collect().await.unwrap();

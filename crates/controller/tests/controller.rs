@@ -6,7 +6,7 @@
 mod common;
 use common::Fixed;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use ibs_controller::job::write_backup;
@@ -14,29 +14,18 @@ use ibs_controller::{
     BackupSource, CaptureProblem, CaptureWarning, Controller, ControllerError, DirectorySource, EntrySink, JobOutcome,
     JobSpec, Settings, Trigger, Warnings, run_job,
 };
-use ibs_envelope::{Certificate, Identity, Password, keygen};
+use ibs_envelope::Certificate;
 use ibs_recovery::{BackupState, Choice, Recovery};
 use ibs_retention::Policy;
 use ibs_storage::{ErrorKind, FaultPlan, FaultyTarget, InstanceLayout, Location, MemoryTarget, StorageTarget};
+use ibs_testkit::data::Xorshift64;
+use ibs_testkit::keys::{self, KeyPair};
 
 const T0: i64 = 1_763_769_600;
 const HOUR: i64 = 3600;
 
-struct Pair {
-    cert: Certificate,
-    identity: Identity,
-}
-
-fn pair(n: usize) -> &'static Pair {
-    static P: [OnceLock<Pair>; 2] = [OnceLock::new(), OnceLock::new()];
-    P[n].get_or_init(|| {
-        let pw = Password::new("pw");
-        let p = keygen::generate(&keygen::KeygenOptions::new(format!("key {n}"), T0 - 86_400), &pw).unwrap();
-        Pair {
-            cert: Certificate::parse(&p.cer).unwrap(),
-            identity: Identity::from_pkcs12(&p.pfx, &pw).unwrap(),
-        }
-    })
+fn pair(n: usize) -> &'static KeyPair {
+    keys::cached(&format!("key {n}"), T0 - 86_400)
 }
 
 fn sources() -> Vec<Arc<dyn BackupSource>> {
@@ -46,9 +35,7 @@ fn sources() -> Vec<Arc<dyn BackupSource>> {
             "key-vault",
             vec![(
                 "v.bin",
-                (0..300_000u32)
-                    .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-                    .collect(),
+                ibs_testkit::data::multiplicative(300_000, 24),
             )],
         )),
     ]
@@ -374,7 +361,7 @@ async fn a_file_changing_during_capture_is_captured_whole_or_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_on_azure_blob_with_unknown_capacity_keeps_seven_days() {
     use ibs_storage_object::ObjectOptions;
-    use ibs_storage_object::testing::{Azurite, AzuriteOptions};
+    use ibs_testkit::azurite::{Azurite, AzuriteOptions};
     let azurite = Azurite::start(AzuriteOptions::default()).unwrap();
     azurite.create_container("backups").await.unwrap();
     let target: Arc<dyn StorageTarget> = Arc::new(azurite.target("backups", "lab", ObjectOptions::default()));
@@ -405,7 +392,7 @@ async fn complete_sizes(target: &Arc<dyn StorageTarget>) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_on_smb_deletes_only_what_it_wrote_and_keeps_an_intact_backup() {
     use ibs_storage_smb::SmbTarget;
-    use ibs_storage_smb::testing::{SambaOptions, SambaServer};
+    use ibs_testkit::samba::{SambaOptions, SambaServer};
     let server = SambaServer::start(SambaOptions::default()).unwrap();
     let probe: Arc<dyn StorageTarget> = Arc::new(MemoryTarget::new());
     let one = write_backup(&spec(probe, &pair(0).cert), &sources(), T0, None)
@@ -1033,18 +1020,6 @@ async fn retention_reads_the_newest_backup_once_and_remembers_it() {
     assert_eq!(other.checked.len(), 1);
 }
 
-/// A small deterministic generator (xorshift), so each case can be replayed by its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// One case of the retention property on a real target: a few backups of
 /// various ages, some damaged (body, header, manifest, missing archive),
 /// objects of other tools' under the backup folder, and a retention run
@@ -1052,7 +1027,8 @@ impl Rng {
 /// location that had an intact backup keeps one, and every object ibs did
 /// not write is still there, unchanged.
 async fn retention_case(target: &Arc<dyn StorageTarget>, seed: u64, one_size: u64) {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    // Deterministic, so each case can be replayed by its seed.
+    let mut rng = Xorshift64::new(seed);
     let spec = spec(Arc::clone(target), &pair(0).cert);
     let day = 86_400;
     let now = T0 + 20 * day;

@@ -20,14 +20,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use ibs_controller::job::{JobSummary, apply, plan_retention, write_backup};
 use ibs_controller::{BackupSource, CheckMemo, ControllerError, JobSpec, run_job, validate_target};
-use ibs_envelope::{Certificate, Identity, Password, keygen};
 use ibs_recovery::layout::{ARCHIVE_NAME, BackupPaths, MANIFEST_NAME};
 use ibs_recovery::{BackupState, Catalogue, Recovery};
 use ibs_retention::{Policy, Reason};
@@ -35,40 +34,20 @@ use ibs_storage::{
     Capacity, CommitMode, ErrorKind, FaultPlan, FaultyTarget, InstanceLayout, LocalTarget, MemoryTarget, ObjectMeta,
     ObjectPath, ObjectWriter, StorageTarget, StorageTargetExt,
 };
+use ibs_testkit::keys::{self, KeyPair};
 
 const T0: i64 = 1_763_769_600;
 const HOUR: i64 = 3600;
 const DAY: i64 = 24 * HOUR;
 
-struct Pair {
-    cert: Certificate,
-    identity: Identity,
-}
-
-fn pair() -> &'static Pair {
-    static P: OnceLock<Pair> = OnceLock::new();
-    P.get_or_init(|| {
-        let pw = Password::new("pw");
-        let p = keygen::generate(&keygen::KeygenOptions::new("faults", T0 - 30 * DAY), &pw).unwrap();
-        Pair {
-            cert: Certificate::parse(&p.cer).unwrap(),
-            identity: Identity::from_pkcs12(&p.pfx, &pw).unwrap(),
-        }
-    })
+fn pair() -> &'static KeyPair {
+    keys::cached("faults", T0 - 30 * DAY)
 }
 
 /// Tiny sources (a few kB): `scale` multiplies the size of the second one,
 /// whose bytes do not compress.
 fn sources_of(scale: usize) -> Vec<Arc<dyn BackupSource>> {
-    let mut x = 0x9e37_79b9_u32;
-    let noise = (0..2000 * scale)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
+    let noise = ibs_testkit::data::noise(2000 * scale, 0);
     vec![
         Arc::new(Fixed("identity", vec![("users.json", br#"[{"upn":"a@b"}]"#.to_vec())])),
         Arc::new(Fixed("key-vault", vec![("v.bin", noise)])),

@@ -1,34 +1,24 @@
 //! Issue #17's round trip through the library: a tree with every kind of
-//! entry and metadata (`common/tree.rs`) backed up by a [`DirectorySource`]
+//! entry and metadata (`ibs_testkit::tree`) backed up by a [`DirectorySource`]
 //! with [`write_backup`], then restored with `ibs_recovery` as root,
 //! compares equal but for the FIFO, which the job reports as skipped. On a
 //! local folder, a real Samba share and Azurite (Azure Blob).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/tree.rs"]
-mod tree;
-
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use ibs_controller::job::write_backup;
 use ibs_controller::{BackupSource, CaptureProblem, DirectorySource, JobSpec};
-use ibs_envelope::{Certificate, Identity, Password, keygen};
 use ibs_recovery::{Choice, Recovery, RestoreOptions};
 use ibs_retention::Policy;
 use ibs_storage::{InstanceLayout, StorageTarget};
+use ibs_testkit::keys::{self, KeyPair};
+use ibs_testkit::tree;
 
 const T0: i64 = 1_763_769_600;
 
-fn pair() -> &'static (Certificate, Identity) {
-    static P: OnceLock<(Certificate, Identity)> = OnceLock::new();
-    P.get_or_init(|| {
-        let pw = Password::new("pw");
-        let p = keygen::generate(&keygen::KeygenOptions::new("fidelity", T0 - 86_400), &pw).unwrap();
-        (
-            Certificate::parse(&p.cer).unwrap(),
-            Identity::from_pkcs12(&p.pfx, &pw).unwrap(),
-        )
-    })
+fn pair() -> &'static KeyPair {
+    keys::cached("fidelity", T0 - 86_400)
 }
 
 fn instance() -> InstanceLayout {
@@ -44,7 +34,7 @@ async fn round_trip(target: Arc<dyn StorageTarget>) {
     let spec = JobSpec {
         target: Arc::clone(&target),
         instance: instance(),
-        certificates: vec![pair().0.clone()],
+        certificates: vec![pair().cert.clone()],
         producer_version: "1.2408.0".into(),
         policy: Policy::default(),
         checks: Default::default(),
@@ -66,7 +56,7 @@ async fn round_trip(target: Arc<dyn StorageTarget>) {
     // The sparse file's 256 MiB are not in the archive.
     assert!(summary.data_bytes < 1 << 20, "{summary:?}");
     let backup = Recovery::new(target, instance())
-        .open_choice(&Choice::Newest, &[&pair().1])
+        .open_choice(&Choice::Newest, &[&pair().identity])
         .await
         .unwrap();
     let out = work.path().join("out");
@@ -88,7 +78,7 @@ async fn every_kind_and_metadata_survives_backup_and_restore() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_and_metadata_survives_a_samba_share() {
     use ibs_storage_smb::SmbTarget;
-    use ibs_storage_smb::testing::{SambaOptions, SambaServer};
+    use ibs_testkit::samba::{SambaOptions, SambaServer};
     let server = SambaServer::start(SambaOptions::default()).unwrap();
     round_trip(Arc::new(SmbTarget::new(server.config()).unwrap())).await;
 }
@@ -96,7 +86,7 @@ async fn every_kind_and_metadata_survives_a_samba_share() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_and_metadata_survives_azure_blob() {
     use ibs_storage_object::ObjectOptions;
-    use ibs_storage_object::testing::{Azurite, AzuriteOptions};
+    use ibs_testkit::azurite::{Azurite, AzuriteOptions};
     let azurite = Azurite::start(AzuriteOptions::default()).unwrap();
     azurite.create_container("backups").await.unwrap();
     round_trip(Arc::new(azurite.target("backups", "lab", ObjectOptions::default()))).await;

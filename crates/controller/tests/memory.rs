@@ -84,13 +84,7 @@ async fn phases(count: usize) -> [(&'static str, usize); 4] {
     let share = scratch();
     let target: Arc<dyn StorageTarget> = Arc::new(LocalTarget::new(share.path()).unwrap());
     let instance = InstanceLayout::new("azs.contoso.com", "local").unwrap();
-    let pair = ibs_envelope::keygen::generate(
-        &ibs_envelope::keygen::KeygenOptions::new("memory", 1_700_000_000),
-        &ibs_envelope::Password::new("pw"),
-    )
-    .unwrap();
-    let cert = ibs_envelope::Certificate::parse(&pair.cer).unwrap();
-    let identity = ibs_envelope::Identity::from_pkcs12(&pair.pfx, &ibs_envelope::Password::new("pw")).unwrap();
+    let ibs_testkit::keys::KeyPair { cert, identity, .. } = ibs_testkit::keys::generate("memory", 1_700_000_000);
     let spec = JobSpec {
         target: Arc::clone(&target),
         instance: instance.clone(),

@@ -607,9 +607,7 @@ impl StorageTarget for Counting {
 async fn reading_one_entry_uses_range_reads_not_the_whole_archive() {
     let dir = tempfile::tempdir().unwrap();
     let inner = local(dir.path());
-    let big: Vec<u8> = (0..12_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
+    let big: Vec<u8> = ibs_testkit::data::multiplicative(12_000_000, 24);
     put_backup(
         &inner,
         &[&pair_a().cert],

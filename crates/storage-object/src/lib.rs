@@ -97,8 +97,6 @@ use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, 
 pub use object_store;
 
 mod error;
-#[cfg(feature = "testing")]
-pub mod testing;
 mod upload;
 
 use error::{map_error, settings_error};

@@ -8,25 +8,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ibs_storage::{CommitMode, ErrorKind, ObjectPath, StorageTarget, StorageTargetExt, conformance};
-use ibs_storage_object::testing::{Azurite, AzuriteOptions};
 use ibs_storage_object::{FOLDER_MARKER, ObjectOptions, ObjectTarget};
+use ibs_testkit::azurite::{Azurite, AzuriteOptions};
+use ibs_testkit::data::noise;
 use object_store::ObjectStoreExt;
 
 fn path(s: &str) -> ObjectPath {
     ObjectPath::parse(s).unwrap()
-}
-
-/// Deterministic incompressible-looking bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn small_parts() -> ObjectOptions {
@@ -313,7 +301,7 @@ async fn two_writers_committing_one_name_at_once_on_azurite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_committing_one_name_at_once_on_moto_s3() {
-    let mut moto = ibs_storage_object::testing::MotoS3::start().expect("start moto_server");
+    let mut moto = ibs_testkit::moto::MotoS3::start().expect("start moto_server");
     moto.create_bucket("race").await.unwrap();
     racing_commits(&moto.target("race", "lab", small_parts()), 4).await;
     moto.stop();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ibs_storage::{CommitMode, ErrorKind, ObjectPath, StorageTarget, StorageTargetExt, conformance};
 use ibs_storage_object::ObjectOptions;
-use ibs_storage_object::testing::MotoS3;
+use ibs_testkit::moto::MotoS3;
 
 fn path(s: &str) -> ObjectPath {
     ObjectPath::parse(s).unwrap()

@@ -98,8 +98,6 @@
 //! login failed — *authentication*; yes: the account lacks permission on that
 //! folder — also *authentication*, described as a permission problem).
 
-#[cfg(feature = "testing")]
-pub mod testing;
 mod writer;
 
 use std::fmt;

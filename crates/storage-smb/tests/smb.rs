@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use ibs_storage::{CommitMode, ErrorKind, ObjectPath, StorageTarget, StorageTargetExt, conformance};
-use ibs_storage_smb::testing::{SambaOptions, SambaServer};
+use ibs_testkit::samba::{SambaOptions, SambaServer};
 use ibs_storage_smb::{Encryption, SmbCredentials, SmbTarget};
 
 /// Whether `smbstatus -b` shows an encrypted session (the Encryption column
@@ -57,9 +57,7 @@ async fn large_streaming_writes_survive_sync_always() {
     })
     .unwrap();
     let target = SmbTarget::new(server.config()).unwrap();
-    let data: Vec<u8> = (0..24u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
+    let data: Vec<u8> = ibs_testkit::data::multiplicative(24 << 20, 24);
     let mut w = target.put(&p("big.bin"), CommitMode::CreateNew).await.unwrap();
     for piece in data.chunks(3 << 20) {
         w.write(Bytes::copy_from_slice(piece)).await.unwrap();

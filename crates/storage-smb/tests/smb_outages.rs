@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ibs_storage::{CommitMode, ErrorKind, ObjectPath, StorageTarget, StorageTargetExt};
 use ibs_storage_smb::SmbTarget;
-use ibs_storage_smb::testing::{SambaOptions, SambaServer};
+use ibs_testkit::samba::{SambaOptions, SambaServer};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

@@ -40,9 +40,7 @@ async fn a_large_local_upload_with_write_behind_hints_commits_every_byte() {
     let dir = tempfile::tempdir().unwrap();
     let target = LocalTarget::new(dir.path()).unwrap();
     target.create_dir_all(&path("big")).await.unwrap();
-    let data: Vec<u8> = (0..40u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let data: Vec<u8> = ibs_testkit::data::multiplicative(40 << 20, 13);
     let mut w = target.put(&path("big/archive"), CommitMode::CreateNew).await.unwrap();
     for chunk in data.chunks(1_000_003) {
         w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
@@ -211,7 +209,7 @@ struct TmpfsMount {
 impl TmpfsMount {
     /// Mounts a tmpfs of `size`, or says why it cannot.
     fn new(size: &str) -> Result<Self, String> {
-        if !is_root() {
+        if !ibs_testkit::is_root() {
             return Err("not root: cannot mount a tmpfs".into());
         }
         let dir = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
@@ -234,12 +232,4 @@ impl Drop for TmpfsMount {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg(&self.path).status();
     }
-}
-
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }

@@ -6,11 +6,13 @@
 //! parallel that ask for the same pair wait for one another, pairs of other
 //! names are made at the same time.
 //!
-//! Committed key files (the archive's test vectors, the envelope's files
-//! exported by Windows, macOS and OpenSSL) stay beside the tests that read
-//! them: they are data, not helpers.
+//! Committed key files stay beside the tests they were made for (the
+//! archive's vector keys in `crates/archive/tests/data/`); the envelope's
+//! certificates and `.pfx` files exported by Windows, macOS, Firefox and
+//! OpenSSL, which tests of other crates read too, are found by [`fixture`].
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use ibs_envelope::keygen::{self, KeygenOptions};
@@ -67,4 +69,18 @@ pub fn cached(common_name: &str, not_before: i64) -> &'static KeyPair {
     };
     // Generated outside the lock: other pairs are made meanwhile.
     slot.get_or_init(|| generate(common_name, not_before))
+}
+
+/// The path of the committed envelope fixture `name` (under
+/// `crates/envelope/tests/data/fixtures/`; their README says where each
+/// file comes from; the `.pfx` password is `password`).
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../envelope/tests/data/fixtures")
+        .join(name)
+}
+
+/// The bytes of the committed envelope fixture `name`.
+pub fn read_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("reading fixture {name}: {e}"))
 }

@@ -12,6 +12,7 @@
 //! | [`azurite`], [`moto`] | Azurite (Azure Blob) and moto (S3) on loopback (feature `object-store`) |
 //! | [`cli`] | running the `ibs` binary and asserting how it exited |
 //! | [`tree`] | a folder with every kind of entry and metadata, and the comparison of a restored copy |
+//! | [`is_root`] | whether a test can do what needs root (tmpfs, owners), or must skip that part |
 //!
 //! # Why the servers live here
 //!
@@ -66,6 +67,18 @@ pub mod azurite;
 pub mod moto;
 #[cfg(feature = "samba")]
 pub mod samba;
+
+/// Whether the process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
 
 /// An HTTP client for the emulators' setup calls; installs rustls's *ring*
 /// provider first unless one is installed (as `ibs-storage-object` does).

@@ -25,18 +25,6 @@ pub const MTIME_2001: (i64, u32) = (978_307_200, 123_456_789);
 /// The owner of `owned` (set only as root).
 pub const OWNER: (u32, u32) = (1234, 5678);
 
-/// Whether the process runs as root (effective uid 0).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
-
 fn time(t: (i64, u32)) -> SystemTime {
     let whole = if t.0 >= 0 {
         UNIX_EPOCH + Duration::from_secs(t.0.unsigned_abs())
@@ -64,7 +52,7 @@ fn folder(path: &Path, mode: u32) {
 /// Builds the tree in the empty folder `root`. Owners (a file of uid 1234,
 /// gid 5678) and a setuid file only as root; returns whether it did.
 pub fn build(root: &Path) -> bool {
-    let root_user = is_root();
+    let root_user = crate::is_root();
     folder(&root.join("secrets"), 0o700);
     file(
         &root.join("secrets/key"),

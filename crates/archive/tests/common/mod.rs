@@ -43,36 +43,9 @@ pub fn archive(entries: &[(&str, &str, Vec<u8>)], options: WriterOptions) -> Vec
     w.finish().unwrap().0
 }
 
-/// Deterministic pseudo-random bytes (incompressible).
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-/// Deterministic compressible text, like the JSON documents a backup holds.
-pub fn text(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 64);
-    let mut i = seed;
-    while out.len() < len {
-        out.extend_from_slice(
-            format!(
-                "{{\"id\":{i},\"role\":\"Contributor\",\"scope\":\"/subscriptions/{}\"}}\n",
-                i.wrapping_mul(7919)
-            )
-            .as_bytes(),
-        );
-        i = i.wrapping_add(1);
-    }
-    out.truncate(len);
-    out
-}
+/// Deterministic incompressible bytes and compressible text.
+#[allow(unused_imports, reason = "not every test file uses both")]
+pub use ibs_testkit::data::{noise, text};
 
 /// A Python 3 with `cryptography` and `zstandard` (Debian: python3-cryptography,
 /// python3-zstandard; `scripts/install-deps.sh` installs them). `IBS_PYTHON`

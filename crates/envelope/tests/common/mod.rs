@@ -1,18 +1,11 @@
 //! Helpers shared by this crate's integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/fixtures")
-        .join(name)
-}
-
-pub fn read_fixture(name: &str) -> Vec<u8> {
-    std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("reading fixture {name}: {e}"))
-}
+#[allow(unused_imports, reason = "not every test file uses both")]
+pub use ibs_testkit::keys::{fixture, read_fixture};
 
 /// Runs `openssl` with `args`, panicking with its stderr on failure.
 pub fn openssl(args: &[&str]) -> Vec<u8> {

@@ -2,14 +2,15 @@
 //! controller writes them (archive first, manifest last).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ibs_archive::format::{ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, HeaderFields};
 use ibs_archive::{ArchiveId, ArchiveWriter, Entry, EntryMeta, Footer, Header, Index, WriterOptions};
-use ibs_envelope::{Certificate, FileKey, Identity, Password, keygen};
+use ibs_envelope::{Certificate, FileKey};
 use ibs_recovery::layout::{BackupId, BackupPaths, Manifest};
 use ibs_storage::{CommitMode, InstanceLayout, LocalTarget, StorageTarget, StorageTargetExt};
+use ibs_testkit::keys::{self, KeyPair};
 use sha2::{Digest, Sha256};
 
 pub const FQDN: &str = "azs.contoso.com";
@@ -17,29 +18,13 @@ pub const REGION: &str = "local";
 pub const DAY: i64 = 86_400;
 pub const T0: i64 = 1_763_769_600;
 
-pub struct Pair {
-    pub cert: Certificate,
-    pub identity: Identity,
-}
-
-fn make_pair(cn: &str) -> Pair {
-    let password = Password::new("pw");
-    let p = keygen::generate(&keygen::KeygenOptions::new(cn, T0 - DAY), &password).unwrap();
-    Pair {
-        cert: Certificate::parse(&p.cer).unwrap(),
-        identity: Identity::from_pkcs12(&p.pfx, &password).unwrap(),
-    }
-}
-
 /// Two operator key pairs (made once per test binary).
-pub fn pair_a() -> &'static Pair {
-    static P: OnceLock<Pair> = OnceLock::new();
-    P.get_or_init(|| make_pair("operator key 2025"))
+pub fn pair_a() -> &'static KeyPair {
+    keys::cached("operator key 2025", T0 - DAY)
 }
 
-pub fn pair_b() -> &'static Pair {
-    static P: OnceLock<Pair> = OnceLock::new();
-    P.get_or_init(|| make_pair("operator key 2026"))
+pub fn pair_b() -> &'static KeyPair {
+    keys::cached("operator key 2026", T0 - DAY)
 }
 
 pub fn instance() -> InstanceLayout {
@@ -67,9 +52,7 @@ pub fn sample() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         (
             "key-vault",
             "vaults/ops.bin",
-            (0..3_000_000u32)
-                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-                .collect(),
+            ibs_testkit::data::multiplicative(3_000_000, 24),
         ),
     ]
 }
