@@ -337,7 +337,8 @@ fn a_backup_process_killed_mid_write_leaves_no_complete_backup_and_no_damage() {
     let big = work.path().join("big");
     std::fs::create_dir(&big).unwrap();
     noise_file(&big.join("blob.bin"), 400 << 20, 0x9E37_79B9_7F4A_7C15);
-    let mut child = IBS.command()
+    let mut child = IBS
+        .command()
         .args([
             "backup",
             "--location",
@@ -1139,7 +1140,8 @@ fn values_the_backup_records_are_checked_before_anything_is_written() {
 /// Starts `ibs restore` of the newest backup into `to` and, once it has
 /// written more than a megabyte under a staging name, sends it `signal`.
 fn interrupt_restore(share: &Path, pfx: &Path, pw: &Path, to: &Path, signal: &str) -> Output {
-    let child = IBS.command()
+    let child = IBS
+        .command()
         .args(["restore", "--location", s(share), "--fqdn", FQDN, "--pfx", s(pfx)])
         .args(["--password-file", s(pw), "--to", s(to)])
         .stdout(std::process::Stdio::piped())

@@ -33,10 +33,7 @@ fn sources() -> Vec<Arc<dyn BackupSource>> {
         Arc::new(Fixed("identity", vec![("users.json", br#"[{"upn":"a@b"}]"#.to_vec())])),
         Arc::new(Fixed(
             "key-vault",
-            vec![(
-                "v.bin",
-                ibs_testkit::data::multiplicative(300_000, 24),
-            )],
+            vec![("v.bin", ibs_testkit::data::multiplicative(300_000, 24))],
         )),
     ]
 }
@@ -1168,11 +1165,7 @@ async fn settings_and_errors_never_show_credentials() {
     const PASSWORD: &str = "Pa55-w0rd!q7Zr";
     let mut s = settings(std::path::Path::new("/nonexistent"), &pair(0).cert);
     // An SMB location on a loopback port nothing listens on, with real credentials.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = ibs_testkit::server::free_port().unwrap();
     s.location = Location::parse(&format!("smb://127.0.0.1:{port}/backups/lab")).unwrap();
     s.credentials = Some(ibs_storage_smb::SmbCredentials::new("CONTOSO", "backupsvc", PASSWORD));
     let shown = format!("{s:?}");

@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use ibs_storage::{CommitMode, ErrorKind, ObjectPath, StorageTarget, StorageTargetExt, conformance};
-use ibs_testkit::samba::{SambaOptions, SambaServer};
 use ibs_storage_smb::{Encryption, SmbCredentials, SmbTarget};
+use ibs_testkit::samba::{SambaOptions, SambaServer};
 
 /// Whether `smbstatus -b` shows an encrypted session (the Encryption column
 /// names a cipher such as AES-128-GCM; the Signing column's AES-128-GMAC does not count).

@@ -137,7 +137,9 @@ pub fn self_similar(len: usize, seed: u64) -> Vec<u8> {
 /// The storage tests use `shift` 24, the local-target test 13.
 pub fn multiplicative(len: usize, shift: u32) -> Vec<u8> {
     let len = u32::try_from(len).expect("at most 4 GiB");
-    (0..len).map(|i| (i.wrapping_mul(2_654_435_761) >> shift) as u8).collect()
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> shift) as u8)
+        .collect()
 }
 
 #[cfg(test)]

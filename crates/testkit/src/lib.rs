@@ -8,8 +8,8 @@
 //! | [`data`] | deterministic bytes and text from a seed (noise, JSON lines, self-similar text) |
 //! | [`keys`] | operator key pairs made by `ibs keygen`'s generator, once per test binary |
 //! | [`server`] | a child-process server: free port, readiness poll, freeze/thaw/stop, killed on drop |
-//! | [`samba`] | a real `smbd` on loopback (feature `samba`) |
-//! | [`azurite`], [`moto`] | Azurite (Azure Blob) and moto (S3) on loopback (feature `object-store`) |
+//! | `samba` | a real `smbd` on loopback (feature `samba`) |
+//! | `azurite`, `moto` | Azurite (Azure Blob) and moto (S3) on loopback (feature `object-store`) |
 //! | [`cli`] | running the `ibs` binary and asserting how it exited |
 //! | [`tree`] | a folder with every kind of entry and metadata, and the comparison of a restored copy |
 //! | [`is_root`] | whether a test can do what needs root (tmpfs, owners), or must skip that part |

@@ -6,8 +6,8 @@
 //! (SIGSTOP: requests hang, as against a server that stopped answering),
 //! [`Server::thaw`] lets it run again, [`Server::stop`] kills it.
 //!
-//! The Samba, Azurite and moto harnesses ([`crate::samba`],
-//! [`crate::azurite`], [`crate::moto`]) are this plus what each server needs
+//! The Samba, Azurite and moto harnesses (`samba`,
+//! `azurite`, `moto`) are this plus what each server needs
 //! to be told.
 
 use std::io;
@@ -132,7 +132,10 @@ impl Server {
             if let Some(child) = server.child.as_mut()
                 && let Some(status) = child.try_wait()?
             {
-                return Err(io::Error::other(format!("{what} exited with {status}: {}", server.log())));
+                return Err(io::Error::other(format!(
+                    "{what} exited with {status}: {}",
+                    server.log()
+                )));
             }
             if Instant::now() > deadline {
                 return Err(io::Error::new(
