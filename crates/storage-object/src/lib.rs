@@ -60,7 +60,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use ibs_storage::{Location, ReadTarget, ReadTargetExt, StorageTargetExt};
+//! use ibs_storage::{Location, ReadTargetExt};
 //! use ibs_storage_object::{ObjectOptions, ObjectTarget};
 //!
 //! # async fn demo() -> Result<(), ibs_storage::StorageError> {
