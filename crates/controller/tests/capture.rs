@@ -11,8 +11,9 @@ use ibs_archive::{Entry, EntryKind};
 use ibs_controller::job::write_backup;
 use ibs_controller::{BackupSource, CaptureProblem, DirectorySource, JobSpec, JobSummary};
 use ibs_recovery::{Backup, Choice, Recovery, RestoreOptions};
+use ibs_repository::InstanceLayout;
 use ibs_retention::Policy;
-use ibs_storage::{InstanceLayout, MemoryTarget, StorageTarget};
+use ibs_storage::{MemoryTarget, StorageTarget};
 use ibs_testkit::keys::{self, KeyPair};
 use ibs_testkit::tree;
 

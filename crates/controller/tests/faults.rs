@@ -27,12 +27,13 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use ibs_controller::job::{JobSummary, apply, plan_retention, write_backup};
 use ibs_controller::{BackupSource, CheckMemo, ControllerError, JobSpec, run_job, validate_target};
-use ibs_recovery::layout::{ARCHIVE_NAME, BackupPaths, MANIFEST_NAME};
 use ibs_recovery::{BackupState, Catalogue, Recovery};
+use ibs_repository::InstanceLayout;
+use ibs_repository::{ARCHIVE_NAME, BackupPaths, MANIFEST_NAME};
 use ibs_retention::{Policy, Reason};
 use ibs_storage::{
-    Capacity, CommitMode, ErrorKind, FaultPlan, FaultyTarget, InstanceLayout, LocalTarget, MemoryTarget, ObjectMeta,
-    ObjectPath, ObjectWriter, StorageTarget, StorageTargetExt,
+    Capacity, CommitMode, ErrorKind, FaultPlan, FaultyTarget, LocalTarget, MemoryTarget, ObjectMeta, ObjectPath,
+    ObjectWriter, ReadTarget, ReadTargetExt, StorageTarget, StorageTargetExt,
 };
 use ibs_testkit::keys::{self, KeyPair};
 
@@ -144,20 +145,7 @@ impl fmt::Display for Recorder {
 }
 
 #[async_trait]
-impl StorageTarget for Recorder {
-    async fn create_dir_all(&self, path: &ObjectPath) -> ibs_storage::Result<()> {
-        self.record("create_dir_all", path, None);
-        self.inner.create_dir_all(path).await
-    }
-    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> ibs_storage::Result<Box<dyn ObjectWriter>> {
-        self.record("put", path, None);
-        let inner = self.inner.put(path, mode).await?;
-        Ok(Box::new(RecordedWriter {
-            inner,
-            path: path.clone(),
-            log: Arc::clone(&self.log),
-        }))
-    }
+impl ReadTarget for Recorder {
     async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> ibs_storage::Result<Bytes> {
         self.record("read_range", path, Some(range.clone()));
         self.inner.read_range(path, range).await
@@ -173,6 +161,27 @@ impl StorageTarget for Recorder {
         self.record("list", prefix, None);
         self.inner.list(prefix).await
     }
+    async fn capacity(&self) -> ibs_storage::Result<Capacity> {
+        self.record("capacity", &ObjectPath::root(), None);
+        self.inner.capacity().await
+    }
+}
+
+#[async_trait]
+impl StorageTarget for Recorder {
+    async fn create_dir_all(&self, path: &ObjectPath) -> ibs_storage::Result<()> {
+        self.record("create_dir_all", path, None);
+        self.inner.create_dir_all(path).await
+    }
+    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> ibs_storage::Result<Box<dyn ObjectWriter>> {
+        self.record("put", path, None);
+        let inner = self.inner.put(path, mode).await?;
+        Ok(Box::new(RecordedWriter {
+            inner,
+            path: path.clone(),
+            log: Arc::clone(&self.log),
+        }))
+    }
     async fn delete(&self, path: &ObjectPath) -> ibs_storage::Result<()> {
         self.record("delete", path, None);
         self.inner.delete(path).await
@@ -180,10 +189,6 @@ impl StorageTarget for Recorder {
     async fn delete_dir(&self, path: &ObjectPath) -> ibs_storage::Result<()> {
         self.record("delete_dir", path, None);
         self.inner.delete_dir(path).await
-    }
-    async fn capacity(&self) -> ibs_storage::Result<Capacity> {
-        self.record("capacity", &ObjectPath::root(), None);
-        self.inner.capacity().await
     }
 }
 
@@ -328,7 +333,8 @@ struct Snap {
 
 impl Snap {
     async fn of(target: &Arc<dyn StorageTarget>) -> Snap {
-        let catalogue = ibs_recovery::catalogue(target, &instance()).await.unwrap();
+        let reader: Arc<dyn ReadTarget> = target.clone();
+        let catalogue = ibs_repository::catalogue(&reader, &instance()).await.unwrap();
         let mut objects = BTreeMap::new();
         for o in target.list_all(&instance().backup_root()).await.unwrap() {
             let value = if o.partial {
@@ -350,9 +356,7 @@ impl Snap {
         let folder = instance().backup_root().child(id).unwrap();
         self.objects
             .iter()
-            .filter(|(p, _)| {
-                p.parent().as_ref() == Some(&folder) && p.name().is_some_and(ibs_recovery::layout::is_our_name)
-            })
+            .filter(|(p, _)| p.parent().as_ref() == Some(&folder) && p.name().is_some_and(ibs_repository::is_our_name))
             .collect()
     }
 
@@ -385,7 +389,7 @@ fn normalised(path: &ObjectPath) -> ObjectPath {
 /// Every complete backup opens with the key and verifies (every frame and
 /// entry); returns their ids.
 async fn complete_and_sound(target: &Arc<dyn StorageTarget>, ctx: &str) -> BTreeSet<String> {
-    let r = Recovery::new(Arc::clone(target), instance());
+    let r = Recovery::new(target.clone(), instance());
     let cat = r.catalogue().await.unwrap();
     let mut ids = BTreeSet::new();
     for b in cat.complete() {
@@ -947,7 +951,9 @@ async fn backup_size(scale: usize) -> u64 {
     let s = write_backup(&spec(Arc::clone(&t)), &sources_of(scale), T0, None)
         .await
         .unwrap();
-    let cat = ibs_recovery::catalogue(&t, &instance()).await.unwrap();
+    let cat = ibs_repository::catalogue(&(t as Arc<dyn ReadTarget>), &instance())
+        .await
+        .unwrap();
     cat.get(s.id.as_str()).unwrap().size
 }
 

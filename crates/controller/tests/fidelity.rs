@@ -10,8 +10,9 @@ use std::sync::Arc;
 use ibs_controller::job::write_backup;
 use ibs_controller::{BackupSource, CaptureProblem, DirectorySource, JobSpec};
 use ibs_recovery::{Choice, Recovery, RestoreOptions};
+use ibs_repository::InstanceLayout;
 use ibs_retention::Policy;
-use ibs_storage::{InstanceLayout, StorageTarget};
+use ibs_storage::StorageTarget;
 use ibs_testkit::keys::{self, KeyPair};
 use ibs_testkit::tree;
 

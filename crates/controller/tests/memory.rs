@@ -12,7 +12,8 @@ use futures::StreamExt;
 use ibs_controller::job::write_backup;
 use ibs_controller::{BackupSource, EntryMeta, EntrySink, JobSpec};
 use ibs_recovery::{Choice, Recovery, RestoreOptions};
-use ibs_storage::{InstanceLayout, LocalTarget, StorageTarget};
+use ibs_repository::InstanceLayout;
+use ibs_storage::{LocalTarget, StorageTarget};
 
 #[global_allocator]
 static HEAP: peak_alloc::PeakAlloc = peak_alloc::PeakAlloc;
@@ -104,7 +105,7 @@ async fn phases(count: usize) -> [(&'static str, usize); 4] {
     let folders = count.div_ceil(1000) as u64;
     assert_eq!(summary.entries, count as u64 + folders);
 
-    let recovery = Recovery::new(Arc::clone(&target), instance);
+    let recovery = Recovery::new(target.clone(), instance);
     let backup = recovery.open_choice(&Choice::Newest, &[&identity]).await.unwrap();
     let (listed, list_peak) = peak_of(async {
         let mut n = 0u64;
