@@ -35,14 +35,9 @@ pub struct AzuriteOptions {
 }
 
 /// A running Azurite blob service.
+#[derive(Debug)]
 pub struct Azurite {
     server: Server,
-}
-
-impl std::fmt::Debug for Azurite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Azurite(127.0.0.1:{})", self.server.port())
-    }
 }
 
 impl Azurite {
@@ -60,15 +55,7 @@ impl Azurite {
         if let Some(mb) = options.memory_limit_mb {
             command.args(["--extentMemoryLimit", &mb.to_string()]);
         }
-        let server = Server::spawn(Spawn {
-            command,
-            what: "azurite",
-            dir,
-            log: "server.log".into(),
-            port,
-            ready_within: Duration::from_secs(30),
-            process_group: false,
-        })?;
+        let server = Server::spawn(Spawn::new(command, "azurite", dir, port))?;
         Ok(Azurite { server })
     }
 

@@ -15,14 +15,9 @@ use object_store::aws::AmazonS3Builder;
 use crate::server::{Server, Spawn, find_binary, free_port};
 
 /// A running moto S3 server.
+#[derive(Debug)]
 pub struct MotoS3 {
     server: Server,
-}
-
-impl std::fmt::Debug for MotoS3 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MotoS3(127.0.0.1:{})", self.server.port())
-    }
 }
 
 impl MotoS3 {
@@ -33,15 +28,7 @@ impl MotoS3 {
         let port = free_port()?;
         let mut command = Command::new(&binary);
         command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        let server = Server::spawn(Spawn {
-            command,
-            what: "moto_server",
-            dir,
-            log: "server.log".into(),
-            port,
-            ready_within: Duration::from_secs(30),
-            process_group: false,
-        })?;
+        let server = Server::spawn(Spawn::new(command, "moto_server", dir, port))?;
         Ok(MotoS3 { server })
     }
 

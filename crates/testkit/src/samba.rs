@@ -41,17 +41,12 @@ impl Default for SambaOptions {
 }
 
 /// A running `smbd`.
+#[derive(Debug)]
 pub struct SambaServer {
     server: Server,
     user: String,
     share: String,
     tmpfs: bool,
-}
-
-impl std::fmt::Debug for SambaServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SambaServer(127.0.0.1:{})", self.server.port())
-    }
 }
 
 /// The `smb.conf` of a server rooted at `root` (which holds its state
@@ -139,13 +134,10 @@ impl SambaServer {
             .args(["--foreground", "--no-process-group", "--debug-stdout"])
             .arg(format!("--configfile={}", conf_path.display()));
         let server = Server::spawn(Spawn {
-            command,
-            what: "smbd",
-            dir,
             log: "log/smbd.out".into(),
-            port,
             ready_within: Duration::from_secs(20),
             process_group: true,
+            ..Spawn::new(command, "smbd", dir, port)
         })?;
         guard.0 = None;
         Ok(SambaServer {

@@ -81,6 +81,22 @@ pub struct Spawn {
     pub process_group: bool,
 }
 
+impl Spawn {
+    /// `command`, named `what`, in `dir`, to listen on `port` within 30 s;
+    /// its output in `server.log`, no process group.
+    pub fn new(command: Command, what: &'static str, dir: tempfile::TempDir, port: u16) -> Self {
+        Spawn {
+            command,
+            what,
+            dir,
+            log: "server.log".into(),
+            port,
+            ready_within: Duration::from_secs(30),
+            process_group: false,
+        }
+    }
+}
+
 /// A running server; killed when dropped.
 #[derive(Debug)]
 pub struct Server {
