@@ -112,14 +112,7 @@ impl fmt::Display for ObjectPath {
 }
 
 fn check_segment(segment: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Err(StorageError::new(
-            ErrorKind::PathNotFound,
-            "invalid path segment",
-            segment,
-            why,
-        ))
-    };
+    let bad = |why: &str| Err(StorageError::invalid_input("invalid path segment", segment, why));
     if segment.is_empty() {
         return bad("empty segment");
     }
@@ -486,7 +479,7 @@ impl InstanceLayout {
         };
         if fqdn.is_empty() || fqdn.len() > 253 || !fqdn.split('.').all(valid_label) {
             return Err(StorageError::new(
-                ErrorKind::PathNotFound,
+                ErrorKind::InvalidInput,
                 "invalid external domain FQDN",
                 fqdn,
                 "expected DNS labels of letters, digits and '-', separated by '.'",
@@ -495,7 +488,7 @@ impl InstanceLayout {
         let region = region.trim().to_ascii_lowercase();
         if !valid_label(&region) {
             return Err(StorageError::new(
-                ErrorKind::PathNotFound,
+                ErrorKind::InvalidInput,
                 "invalid region name",
                 region,
                 "expected letters, digits and '-'",
@@ -530,7 +523,7 @@ impl InstanceLayout {
     pub fn oem_folder(&self, name: &str) -> Result<ObjectPath> {
         if name.eq_ignore_ascii_case(BACKUP_FOLDER) {
             return Err(StorageError::new(
-                ErrorKind::Other,
+                ErrorKind::InvalidInput,
                 "invalid OEM folder",
                 name,
                 "MASBackup belongs to the backup library",

@@ -5,8 +5,10 @@
 //!   helpers in [`StorageTargetExt`].
 //! * [`StorageError`] and its [`ErrorKind`]: every failure of every backend is
 //!   exactly one of five classes — out of capacity, connectivity, path not
-//!   found, authentication, other — each with an operator-facing [`Alert`]
-//!   (title, what happened, remediation) and a retry hint.
+//!   found, authentication, other — or one of two outcomes of the request
+//!   itself — already exists, invalid input — each with an operator-facing
+//!   [`Alert`] (title, what happened, remediation in the failing backend's
+//!   words: [`Remediation`]) and a retry hint.
 //! * [`Location`], [`InstanceLayout`], [`ObjectPath`]: UNC / `smb://` / local
 //!   locations, and the `<fqdn>/<region>/MASBackup` layout shared with OEM tools.
 //! * Backends: [`LocalTarget`] (a directory), [`MemoryTarget`] (for tests), and
@@ -51,7 +53,7 @@ mod local;
 mod memory;
 mod target;
 
-pub use error::{Alert, ErrorKind, Result, StorageError, classify_io};
+pub use error::{Alert, ErrorKind, Remediation, Result, StorageError, classify_io};
 pub use faulty::{FaultPlan, FaultyTarget};
 pub use layout::{BACKUP_FOLDER, InstanceLayout, Location, ObjectPath, ObjectProvider};
 pub use local::LocalTarget;
