@@ -57,7 +57,7 @@ impl BackupId {
     /// location); past 256 in one second they share sequence `ff`.
     pub fn next<'a>(unix_seconds: i64, existing: impl IntoIterator<Item = &'a BackupId>) -> Result<Self> {
         let mut r = [0u8; 4];
-        getrandom::fill(&mut r).map_err(|e| RecoveryError::Usage(format!("random generator failed: {e}")))?;
+        getrandom::fill(&mut r).map_err(RecoveryError::Random)?;
         // An id's year has four digits (and a negative one would not parse).
         let t = OffsetDateTime::from_unix_timestamp(unix_seconds)
             .ok()

@@ -260,7 +260,10 @@ mod tests {
         for (r, name) in [(&AZURE, "AZURE_STORAGE"), (&S3, "AWS_")] {
             let e = StorageError::new(ErrorKind::Connectivity, "cannot read", "p", "refused").with_remediation(r);
             let text = e.alert().remediation;
-            assert!(text.contains("443") && text.contains(name) && !text.contains("445"), "{text}");
+            assert!(
+                text.contains("443") && text.contains(name) && !text.contains("445"),
+                "{text}"
+            );
         }
     }
 

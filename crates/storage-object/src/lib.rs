@@ -533,7 +533,9 @@ impl StorageTarget for ObjectTarget {
                             modified: Some(meta.last_modified.into()),
                         }))
                     }
-                    Err(e) => Some(Err(map_error("cannot list", shown.as_str(), e).with_remediation(remediation))),
+                    Err(e) => Some(Err(
+                        map_error("cannot list", shown.as_str(), e).with_remediation(remediation)
+                    )),
                 }
             })
             .filter_map(futures::future::ready);

@@ -279,8 +279,9 @@ async fn racing_commits(target: &dyn StorageTarget, rounds: u64) {
             first.write(Bytes::from(one.clone())).await.unwrap();
             second.write(Bytes::from(two.clone())).await.unwrap();
             let (a, b) = tokio::join!(first.commit(), second.commit());
-            let lost =
-                |r: &ibs_storage::Result<ibs_storage::ObjectMeta>| r.as_ref().is_err_and(|e| e.kind() == ErrorKind::AlreadyExists);
+            let lost = |r: &ibs_storage::Result<ibs_storage::ObjectMeta>| {
+                r.as_ref().is_err_and(|e| e.kind() == ErrorKind::AlreadyExists)
+            };
             if single {
                 assert!(
                     (a.is_ok() && lost(&b)) || (lost(&a) && b.is_ok()),

@@ -88,13 +88,9 @@ pub(crate) async fn bounded<T: Send + 'static>(
     let timeout = config.timeout;
     match tokio::time::timeout(timeout, tokio::task::spawn_blocking(f)).await {
         Ok(Ok(r)) => r.map_err(|e| e.with_remediation(&SMB)),
-        Ok(Err(join)) => Err(StorageError::new(
-            ErrorKind::Other,
-            what,
-            path,
-            format!("SMB task failed: {join}"),
-        )
-        .with_source(join)),
+        Ok(Err(join)) => {
+            Err(StorageError::new(ErrorKind::Other, what, path, format!("SMB task failed: {join}")).with_source(join))
+        }
         Err(_) => Err(timed_out(config, what, path, "")),
     }
 }

@@ -152,11 +152,7 @@ impl StorageTarget for LocalTarget {
         let mut file = tokio::fs::File::open(self.full(path))
             .await
             .map_err(|e| io_error(op, path.as_str(), e))?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| io_error(op, path.as_str(), e))?
-            .len();
+        let size = file.metadata().await.map_err(|e| io_error(op, path.as_str(), e))?.len();
         check_range(path, &range, size)?;
         let len = usize::try_from(range.end - range.start)
             .map_err(|_| error(ErrorKind::Other, op, path.as_str(), "range too large for memory"))?;

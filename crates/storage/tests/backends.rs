@@ -77,7 +77,10 @@ async fn a_local_directory_words_its_own_remediation_and_bad_names_are_input_err
     let dir = tempfile::tempdir().unwrap();
     let err = LocalTarget::new(dir.path().join("nope")).unwrap_err();
     let remediation = err.alert().remediation;
-    assert!(remediation.contains("mounted") && !remediation.contains("share"), "{remediation}");
+    assert!(
+        remediation.contains("mounted") && !remediation.contains("share"),
+        "{remediation}"
+    );
     for bad in ["", "a/b", "..", "x\u{7}"] {
         let err = ObjectPath::root().child(bad).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}");
