@@ -107,3 +107,48 @@ fn not_compiled_in(location: &Location, what: &str, feature: &str) -> Controller
         reason: format!("{location}: this build has no {what} support (feature `{feature}`)"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setting_of(location: &str, access: &Access) -> (&'static str, String) {
+        match open_target(&Location::parse(location).unwrap(), access) {
+            Err(ControllerError::InvalidSetting { setting, reason }) => (setting, reason),
+            other => panic!("{location}: {other:?}"),
+        }
+    }
+
+    #[cfg(feature = "smb")]
+    #[test]
+    fn an_smb_share_needs_credentials_and_debug_shows_only_the_account() {
+        let (setting, reason) = setting_of(r"\\fs\share", &Access::Default);
+        assert_eq!(setting, "credentials");
+        assert!(reason.contains("domain, user and password"), "{reason}");
+        let access = Access::Smb(SmbCredentials::new("CONTOSO", "svc", "S3cret"));
+        let shown = format!("{access:?}");
+        assert!(shown.contains("svc") && !shown.contains("S3cret"), "{shown}");
+    }
+
+    #[cfg(not(feature = "smb"))]
+    #[test]
+    fn an_smb_share_without_the_smb_feature_is_a_settings_error_naming_it() {
+        let (setting, reason) = setting_of(r"\\fs\share", &Access::Default);
+        assert_eq!(setting, "location");
+        assert!(reason.contains("feature `smb`"), "{reason}");
+    }
+
+    #[cfg(not(feature = "object-store"))]
+    #[test]
+    fn an_object_store_without_its_feature_is_a_settings_error_naming_it() {
+        let (setting, reason) = setting_of("s3://bucket/x", &Access::Default);
+        assert_eq!(setting, "location");
+        assert!(reason.contains("feature `object-store`"), "{reason}");
+    }
+
+    #[test]
+    fn a_local_directory_needs_nothing_more() {
+        let dir = std::env::temp_dir();
+        assert!(open_target(&Location::Local(dir), &Access::Default).is_ok());
+    }
+}
