@@ -40,7 +40,7 @@
 //!
 //! What [`SmbConfig::timeout`] (default 30 s) bounds, exactly:
 //!
-//! * **Each call on its own.** Every [`StorageTarget`] method, and `write`,
+//! * **Each call on its own.** Every [`StorageTarget`](ibs_storage::StorageTarget) method, and `write`,
 //!   `commit` and `abort` of an upload, returns within the limit of its own
 //!   start (plus the scheduler's delay). When the limit passes, the call fails
 //!   at once with a retryable **connectivity** error whose text names that
@@ -84,7 +84,7 @@
 //! An upload is written to a temporary name in the same folder
 //! (`.NAME.ibs-partial-…`) and renamed into place after the file was closed
 //! (every write acknowledged by the server). For
-//! [`CommitMode::CreateNew`] the final name is checked just before the rename;
+//! [`CommitMode::CreateNew`](ibs_storage::CommitMode::CreateNew) the final name is checked just before the rename;
 //! SMB's rename cannot refuse to replace through libsmbclient, so two writers
 //! racing for the same name within that instant could both succeed — the
 //! controller's single-job rule and unique backup ids make that impossible in
