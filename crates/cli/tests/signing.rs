@@ -103,7 +103,7 @@ fn forge(share: &Path, cer: &Path, src: &Path, signer: Option<ibs_envelope::Sign
     use ibs_controller::{BackupSource, DirectorySource, JobSpec};
     let spec = JobSpec {
         target: Arc::new(ibs_storage::LocalTarget::new(share).unwrap()),
-        instance: ibs_storage::InstanceLayout::new(FQDN, "local").unwrap(),
+        instance: ibs_repository::InstanceLayout::new(FQDN, "local").unwrap(),
         certificates: vec![ibs_envelope::Certificate::from_file(cer).unwrap()],
         producer_version: env!("CARGO_PKG_VERSION").into(),
         policy: ibs_retention::Policy::default(),
@@ -315,7 +315,7 @@ fn rotating_the_signing_key_keeps_both_generations_restorable() {
 
 #[test]
 fn a_version_1_backup_restores_with_allow_unsigned_and_is_refused_without_it() {
-    use ibs_recovery::layout::{BackupId, Manifest};
+    use ibs_repository::{BackupId, Manifest};
     use sha2::Digest;
     let work = tempfile::tempdir().unwrap();
     let share = work.path().join("share");

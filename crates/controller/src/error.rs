@@ -44,9 +44,10 @@ pub enum ControllerError {
     /// Writing the archive failed.
     #[error("archive: {0}")]
     Archive(#[from] ibs_archive::Error),
-    /// Reading the backups at the location failed.
+    /// Reading or committing the backups at the location failed (a storage
+    /// failure of the repository layer arrives as [`ControllerError::Storage`]).
     #[error(transparent)]
-    Recovery(#[from] ibs_recovery::RecoveryError),
+    Repository(ibs_repository::RepositoryError),
     /// A backup was committed but does not list as complete when read back
     /// (it is left for the operator and retention to see as it lists).
     #[error("backup {id} was written but lists as {state} when read back: {problem}")]
@@ -67,7 +68,7 @@ pub enum ControllerError {
         id: String,
         /// What failed.
         #[source]
-        source: ibs_recovery::RecoveryError,
+        source: ibs_repository::RepositoryError,
     },
     /// A backup source failed to capture its data (not a storage fault).
     #[error("source {source_name}: {}: {source}", path.display())]
@@ -141,7 +142,7 @@ impl ControllerError {
                 .get_ref()
                 .and_then(|e| e.downcast_ref::<StorageError>())
                 .map(StorageError::kind),
-            ControllerError::Recovery(e) | ControllerError::Unconfirmed { source: e, .. } => e.storage_kind(),
+            ControllerError::Repository(e) | ControllerError::Unconfirmed { source: e, .. } => e.storage_kind(),
             ControllerError::InvalidSetting {
                 setting: "location", ..
             } => Some(ErrorKind::PathNotFound),
@@ -153,14 +154,14 @@ impl ControllerError {
     /// storage failure, the source's own alert for a source failure, and a
     /// general-fault alert quoting the error for the rest.
     pub fn alert(&self) -> Alert {
-        use ibs_recovery::RecoveryError;
+        use ibs_repository::RepositoryError;
         match self {
             // The storage error itself where it is at hand: its alert words
             // the failing backend's remediation.
             ControllerError::Storage(e)
-            | ControllerError::Recovery(RecoveryError::Storage(e))
+            | ControllerError::Repository(RepositoryError::Storage(e))
             | ControllerError::Unconfirmed {
-                source: RecoveryError::Storage(e),
+                source: RepositoryError::Storage(e),
                 ..
             } => e.alert(),
             ControllerError::RetryFailed { source, .. } => source.alert(),
@@ -193,6 +194,15 @@ impl ControllerError {
                     ),
                 },
             },
+        }
+    }
+}
+
+impl From<ibs_repository::RepositoryError> for ControllerError {
+    fn from(e: ibs_repository::RepositoryError) -> Self {
+        match e {
+            ibs_repository::RepositoryError::Storage(e) => ControllerError::Storage(e),
+            other => ControllerError::Repository(other),
         }
     }
 }

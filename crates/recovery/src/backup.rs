@@ -8,10 +8,11 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use ibs_archive::{ArchiveReader, Entry, ProgressFn};
 use ibs_envelope::Identity;
-use ibs_storage::{InstanceLayout, StorageTarget};
+use ibs_repository::{
+    BackupInfo, BackupState, Catalogue, CheckReport, InstanceLayout, TargetObject, catalogue, check_integrity,
+};
+use ibs_storage::StorageTarget;
 
-use crate::catalogue::{BackupInfo, BackupState, Catalogue, CheckReport, catalogue, check_integrity};
-use crate::target::TargetObject;
 use crate::version::{Version, VersionRule};
 use crate::{RecoveryError, Result};
 
@@ -76,7 +77,7 @@ impl Recovery {
     /// Checks a verified signer against the trusted keys (see
     /// [`trust_signers`](Self::trust_signers)): what [`Recovery::open`] does,
     /// for callers that checked a signature without opening (a keyless
-    /// [`check_integrity`](crate::check_integrity)).
+    /// [`check_integrity`](ibs_repository::check_integrity)).
     pub fn trusts(&self, signer: &ibs_archive::Signer) -> ibs_archive::Result<()> {
         signer.check_trust(&self.trusted, self.allow_unsigned)
     }
@@ -105,12 +106,12 @@ impl Recovery {
 
     /// Lists and classifies the backups (no key needed).
     pub async fn catalogue(&self) -> Result<Catalogue> {
-        catalogue(&self.target, &self.instance).await
+        Ok(catalogue(&self.target, &self.instance).await?)
     }
 
     /// Why `backup` cannot be restored here, if it cannot.
     pub fn restorable(&self, backup: &BackupInfo) -> Result<()> {
-        if backup.state != BackupState::Complete {
+        if !backup.state.is_complete() {
             return Err(RecoveryError::NotRestorable {
                 id: backup.id.to_string(),
                 state: if backup.state == BackupState::Incomplete {
@@ -233,9 +234,9 @@ impl Recovery {
     }
 
     /// Checks a backup's archive against its manifest's size and SHA-256 (no
-    /// key; reads every byte). See [`check_integrity`](crate::check_integrity).
+    /// key; reads every byte). See [`check_integrity`](ibs_repository::check_integrity).
     pub async fn check_integrity(&self, backup: &BackupInfo) -> Result<CheckReport> {
-        check_integrity(&self.target, backup).await
+        Ok(check_integrity(&self.target, backup).await?)
     }
 }
 
@@ -419,7 +420,7 @@ impl Backup {
 
     /// Verifies the whole backup, streaming, writing no plaintext anywhere:
     /// the archive against its manifest (size and SHA-256, as
-    /// [`check_integrity`](crate::check_integrity)), then with the key every
+    /// [`check_integrity`](ibs_repository::check_integrity)), then with the key every
     /// frame's tag and every entry's SHA-256 (the header, index and footer
     /// were authenticated when it was opened). The report says all of it.
     pub async fn verify(&self, progress: Option<&ProgressFn>) -> Result<VerifyReport> {
