@@ -59,12 +59,16 @@
 //! ```
 
 mod backup;
+mod choose;
 mod error;
+mod lock;
 pub mod restore;
 pub mod version;
 
-pub use backup::{Backup, Choice, Leftovers, Recovery, RestoreLock, STAGING_MARKER, VerifyReport};
+pub use backup::{Backup, VerifyReport};
+pub use choose::{Choice, Recovery};
 pub use error::{RecoveryError, Result};
+pub use lock::{Leftovers, RestoreLock, STAGING_MARKER};
 pub use restore::{RestoreOptions, RestoreReport};
 // The repository's types that appear in this crate's API (the layout, the
 // catalogue and the keyless check are `ibs-repository`'s).
