@@ -127,7 +127,7 @@ impl ControllerError {
         }
     }
 
-    /// The failure class: the storage crate's five classes. Anything that is
+    /// The failure class, one of the storage crate's ([`ErrorKind`]). Anything that is
     /// not the target's fault is a general fault (retry).
     pub fn kind(&self) -> ErrorKind {
         self.storage_kind().unwrap_or(ErrorKind::Other)

@@ -15,7 +15,7 @@
 //!   manifest last (the backup lists as complete only then) and runs retention;
 //!   on a full target it frees space and retries once.
 //! * [`JobRecord`]: history and status, failures classified with the storage
-//!   crate's five classes and their alerts. Only storage failures get the
+//!   crate's failure classes and their alerts. Only storage failures get the
 //!   storage alerts; a source that cannot be read is a general fault whose
 //!   alert names the source and the path.
 //!
