@@ -5,21 +5,21 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ibs_archive::RangeRead;
-use ibs_storage::{ObjectPath, StorageTarget};
+use ibs_storage::{ObjectPath, ReadTarget};
 
 /// One object on a storage target, readable by range. Storage errors travel
 /// inside the `io::Error` (`get_ref()` downcasts to
 /// [`StorageError`](ibs_storage::StorageError)) so their failure class survives.
 #[derive(Clone, Debug)]
 pub struct TargetObject {
-    target: Arc<dyn StorageTarget>,
+    target: Arc<dyn ReadTarget>,
     path: ObjectPath,
     size: u64,
 }
 
 impl TargetObject {
     /// The object at `path`, of `size` bytes (from a listing or `head`).
-    pub fn new(target: Arc<dyn StorageTarget>, path: ObjectPath, size: u64) -> Self {
+    pub fn new(target: Arc<dyn ReadTarget>, path: ObjectPath, size: u64) -> Self {
         TargetObject { target, path, size }
     }
 

@@ -62,7 +62,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use ibs_storage::{Location, StorageTargetExt};
+//! use ibs_storage::{Location, ReadTargetExt};
 //! use ibs_storage_object::{ObjectOptions, ObjectTarget};
 //!
 //! # async fn demo() -> Result<(), ibs_storage::StorageError> {
@@ -88,8 +88,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use ibs_storage::{
-    Capacity, CommitMode, ErrorKind, Location, ObjectMeta, ObjectPath, ObjectProvider, ObjectWriter, Remediation,
-    Result, StorageError, StorageTarget, check_range, is_partial_name,
+    Capacity, CommitMode, ErrorKind, Location, ObjectMeta, ObjectPath, ObjectProvider, ObjectWriter, ReadTarget,
+    Remediation, Result, StorageError, StorageTarget, check_range, is_partial_name,
 };
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
@@ -429,51 +429,7 @@ fn decode(part: &str) -> Option<String> {
 }
 
 #[async_trait]
-impl StorageTarget for ObjectTarget {
-    async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
-        let inner = &self.inner;
-        if path.is_root() {
-            return Ok(());
-        }
-        // Common case: the folder exists already (one HEAD).
-        match inner
-            .bounded("cannot create folder", path, inner.store.head(&inner.marker(path)))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::PathNotFound => {}
-            Err(e) => return Err(e),
-        }
-        let mut folder = ObjectPath::root();
-        for segment in path.segments() {
-            folder = folder.child(segment)?;
-            let marker = inner.marker(&folder);
-            inner
-                .bounded(
-                    "cannot create folder",
-                    &folder,
-                    inner.store.put(&marker, Bytes::new().into()),
-                )
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
-        let folder = path.parent().unwrap_or_default();
-        if !self.inner.folder_exists(&folder).await? {
-            return Err(StorageError::new(
-                ErrorKind::PathNotFound,
-                "cannot upload",
-                path.as_str(),
-                format!("no such folder {folder} in {}", self.inner.label),
-            )
-            .with_retryable(false)
-            .with_remediation(self.inner.remediation));
-        }
-        Ok(Box::new(upload::Upload::new(self.inner.clone(), path.clone(), mode)))
-    }
-
+impl ReadTarget for ObjectTarget {
     async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
         let inner = &self.inner;
         if range.start >= range.end {
@@ -562,6 +518,57 @@ impl StorageTarget for ObjectTarget {
         Ok(stream.boxed())
     }
 
+    async fn capacity(&self) -> Result<Capacity> {
+        Ok(Capacity::default())
+    }
+}
+
+#[async_trait]
+impl StorageTarget for ObjectTarget {
+    async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
+        let inner = &self.inner;
+        if path.is_root() {
+            return Ok(());
+        }
+        // Common case: the folder exists already (one HEAD).
+        match inner
+            .bounded("cannot create folder", path, inner.store.head(&inner.marker(path)))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::PathNotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut folder = ObjectPath::root();
+        for segment in path.segments() {
+            folder = folder.child(segment)?;
+            let marker = inner.marker(&folder);
+            inner
+                .bounded(
+                    "cannot create folder",
+                    &folder,
+                    inner.store.put(&marker, Bytes::new().into()),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
+        let folder = path.parent().unwrap_or_default();
+        if !self.inner.folder_exists(&folder).await? {
+            return Err(StorageError::new(
+                ErrorKind::PathNotFound,
+                "cannot upload",
+                path.as_str(),
+                format!("no such folder {folder} in {}", self.inner.label),
+            )
+            .with_retryable(false)
+            .with_remediation(self.inner.remediation));
+        }
+        Ok(Box::new(upload::Upload::new(self.inner.clone(), path.clone(), mode)))
+    }
+
     async fn delete(&self, path: &ObjectPath) -> Result<()> {
         let inner = &self.inner;
         match inner
@@ -596,9 +603,5 @@ impl StorageTarget for ObjectTarget {
             Err(e) if e.kind() == ErrorKind::PathNotFound => Ok(()),
             r => r,
         }
-    }
-
-    async fn capacity(&self) -> Result<Capacity> {
-        Ok(Capacity::default())
     }
 }

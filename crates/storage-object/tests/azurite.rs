@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ibs_storage::{CommitMode, ErrorKind, ObjectPath, StorageTarget, StorageTargetExt, conformance};
+use ibs_storage::{
+    CommitMode, ErrorKind, ObjectPath, ReadTarget, ReadTargetExt, StorageTarget, StorageTargetExt, conformance,
+};
 use ibs_storage_object::testing::{Azurite, AzuriteOptions};
 use ibs_storage_object::{FOLDER_MARKER, ObjectOptions, ObjectTarget};
 use object_store::ObjectStoreExt;

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use ibs_storage::{CommitMode, ErrorKind, ObjectPath, StorageTarget, StorageTargetExt, conformance};
+use ibs_storage::{
+    CommitMode, ErrorKind, ObjectPath, ReadTarget, ReadTargetExt, StorageTarget, StorageTargetExt, conformance,
+};
 use ibs_storage_object::ObjectOptions;
 use ibs_storage_object::testing::MotoS3;
 

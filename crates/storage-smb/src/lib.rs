@@ -2,7 +2,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use ibs_storage::{Location, StorageTarget};
+//! use ibs_storage::{Location, ReadTarget, StorageTarget};
 //! use ibs_storage_smb::{SmbConfig, SmbCredentials, SmbTarget};
 //!
 //! # async fn f() -> Result<(), ibs_storage::StorageError> {

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 use ibs_storage::{
-    Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, Result, StorageError, StorageTarget,
-    check_range, is_partial_name,
+    Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, ReadTarget, Result, StorageError,
+    StorageTarget, check_range, is_partial_name,
 };
 use pavao::{SmbClient, SmbDirentType, SmbEncryptionLevel, SmbError, SmbMode, SmbOpenOptions, SmbOptions};
 
@@ -181,34 +181,7 @@ pub(crate) fn stat_meta(
 }
 
 #[async_trait]
-impl StorageTarget for SmbTarget {
-    async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
-        let path = path.clone();
-        self.run("cannot create folder", &path.clone(), move |client, inner| {
-            let mut at = ObjectPath::root();
-            for seg in path.segments() {
-                at = at.child(seg)?;
-                match client.mkdir(inner.smb_path(&at), SmbMode::from(0o755)) {
-                    Ok(()) => {}
-                    Err(e) if is_exists(&e) => {}
-                    Err(e) => {
-                        // Some servers answer EACCES for an existing folder: check.
-                        match client.stat(inner.smb_path(&at)) {
-                            Ok(st) if st.mode.is_dir() => {}
-                            _ => return Err(inner.error("cannot create folder", at.as_str(), e)),
-                        }
-                    }
-                }
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
-        writer::start(self, path, mode).await
-    }
-
+impl ReadTarget for SmbTarget {
     async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
         let path = path.clone();
         self.run("cannot read", &path.clone(), move |client, inner| {
@@ -279,6 +252,53 @@ impl StorageTarget for SmbTarget {
         Ok(stream::iter(found.into_iter().map(Ok)).boxed())
     }
 
+    async fn capacity(&self) -> Result<Capacity> {
+        let root = ObjectPath::root();
+        self.run("cannot query capacity of", &root.clone(), move |client, inner| {
+            let v = client
+                .statvfs(inner.smb_path(&root))
+                .map_err(|e| inner.error("cannot query capacity of", "", e))?;
+            // libsmbclient reports allocation units in f_blocks / f_bavail,
+            // sectors per unit in f_bsize and bytes per sector in f_frsize.
+            let unit = v.bsize.max(1).saturating_mul(v.frsize.max(1));
+            Ok(Capacity {
+                free_bytes: Some(v.bavail.saturating_mul(unit)),
+                total_bytes: Some(v.blocks.saturating_mul(unit)),
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl StorageTarget for SmbTarget {
+    async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
+        let path = path.clone();
+        self.run("cannot create folder", &path.clone(), move |client, inner| {
+            let mut at = ObjectPath::root();
+            for seg in path.segments() {
+                at = at.child(seg)?;
+                match client.mkdir(inner.smb_path(&at), SmbMode::from(0o755)) {
+                    Ok(()) => {}
+                    Err(e) if is_exists(&e) => {}
+                    Err(e) => {
+                        // Some servers answer EACCES for an existing folder: check.
+                        match client.stat(inner.smb_path(&at)) {
+                            Ok(st) if st.mode.is_dir() => {}
+                            _ => return Err(inner.error("cannot create folder", at.as_str(), e)),
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
+        writer::start(self, path, mode).await
+    }
+
     async fn delete(&self, path: &ObjectPath) -> Result<()> {
         let path = path.clone();
         self.run("cannot delete", &path.clone(), move |client, inner| {
@@ -302,23 +322,6 @@ impl StorageTarget for SmbTarget {
                 Err(e) => Err(inner.error("cannot delete folder", path.as_str(), e)),
             },
         )
-        .await
-    }
-
-    async fn capacity(&self) -> Result<Capacity> {
-        let root = ObjectPath::root();
-        self.run("cannot query capacity of", &root.clone(), move |client, inner| {
-            let v = client
-                .statvfs(inner.smb_path(&root))
-                .map_err(|e| inner.error("cannot query capacity of", "", e))?;
-            // libsmbclient reports allocation units in f_blocks / f_bavail,
-            // sectors per unit in f_bsize and bytes per sector in f_frsize.
-            let unit = v.bsize.max(1).saturating_mul(v.frsize.max(1));
-            Ok(Capacity {
-                free_bytes: Some(v.bavail.saturating_mul(unit)),
-                total_bytes: Some(v.blocks.saturating_mul(unit)),
-            })
-        })
         .await
     }
 }

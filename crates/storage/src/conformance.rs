@@ -19,7 +19,7 @@
 
 use bytes::Bytes;
 
-use crate::{CommitMode, ErrorKind, ObjectPath, StorageTarget, StorageTargetExt};
+use crate::{CommitMode, ErrorKind, ObjectPath, ReadTargetExt, StorageTarget, StorageTargetExt};
 
 fn p(base: &ObjectPath, rest: &str) -> ObjectPath {
     let mut out = base.clone();

@@ -59,6 +59,6 @@ pub use layout::{Location, ObjectPath, ObjectProvider};
 pub use local::LocalTarget;
 pub use memory::MemoryTarget;
 pub use target::{
-    Capacity, CommitMode, ObjectMeta, ObjectWriter, PARTIAL_MARKER, StorageTarget, StorageTargetExt, check_range,
-    is_partial_name, partial_path,
+    Capacity, CommitMode, ObjectMeta, ObjectWriter, PARTIAL_MARKER, ReadTarget, ReadTargetExt, StorageTarget,
+    StorageTargetExt, check_range, is_partial_name, partial_path,
 };

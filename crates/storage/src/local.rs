@@ -18,8 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::target::{check_range, is_partial_name, partial_path};
 use crate::{
-    Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, Remediation, Result, StorageError,
-    StorageTarget,
+    Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, ReadTarget, Remediation, Result,
+    StorageError, StorageTarget,
 };
 
 /// Folders deeper than this are not listed (bounds a hostile tree).
@@ -98,55 +98,7 @@ fn blocking_error(op: &'static str, path: &ObjectPath, e: tokio::task::JoinError
 }
 
 #[async_trait]
-impl StorageTarget for LocalTarget {
-    async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
-        tokio::fs::create_dir_all(self.full(path))
-            .await
-            .map_err(|e| io_error("cannot create folder", path.as_str(), e))
-    }
-
-    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
-        let parent = path.parent().unwrap_or_default();
-        if path.is_root() {
-            return Err(error(
-                ErrorKind::Other,
-                "cannot write",
-                "/",
-                "the root is not an object",
-            ));
-        }
-        let parent_meta = tokio::fs::metadata(self.full(&parent))
-            .await
-            .map_err(|e| io_error("cannot write into folder", parent.as_str(), e))?;
-        if !parent_meta.is_dir() {
-            return Err(error(
-                ErrorKind::PathNotFound,
-                "cannot write into folder",
-                parent.as_str(),
-                "not a folder",
-            ));
-        }
-        let tmp = partial_path(path)?;
-        let tmp_full = self.full(&tmp);
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_full)
-            .await
-            .map_err(|e| io_error("cannot create", tmp.as_str(), e))?;
-        let behind = WriteBehind::new(&file).await;
-        Ok(Box::new(LocalWriter {
-            file: Some(file),
-            behind,
-            tmp_full,
-            final_full: self.full(path),
-            dir_full: self.full(&parent),
-            path: path.clone(),
-            mode,
-            size: 0,
-        }))
-    }
-
+impl ReadTarget for LocalTarget {
     async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
         let op = "cannot read";
         let mut file = tokio::fs::File::open(self.full(path))
@@ -196,6 +148,70 @@ impl StorageTarget for LocalTarget {
         Ok(stream::iter(found.into_iter().map(Ok)).boxed())
     }
 
+    async fn capacity(&self) -> Result<Capacity> {
+        let root = self.root.clone();
+        let shown = root.display().to_string();
+        let stat = tokio::task::spawn_blocking(move || rustix::fs::statvfs(&root))
+            .await
+            .map_err(|e| blocking_error("cannot query capacity of", &ObjectPath::root(), e))?
+            .map_err(|e| io_error("cannot query capacity of", shown, e.into()))?;
+        Ok(Capacity {
+            free_bytes: Some(stat.f_bavail.saturating_mul(stat.f_frsize)),
+            total_bytes: Some(stat.f_blocks.saturating_mul(stat.f_frsize)),
+        })
+    }
+}
+
+#[async_trait]
+impl StorageTarget for LocalTarget {
+    async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
+        tokio::fs::create_dir_all(self.full(path))
+            .await
+            .map_err(|e| io_error("cannot create folder", path.as_str(), e))
+    }
+
+    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
+        let parent = path.parent().unwrap_or_default();
+        if path.is_root() {
+            return Err(error(
+                ErrorKind::Other,
+                "cannot write",
+                "/",
+                "the root is not an object",
+            ));
+        }
+        let parent_meta = tokio::fs::metadata(self.full(&parent))
+            .await
+            .map_err(|e| io_error("cannot write into folder", parent.as_str(), e))?;
+        if !parent_meta.is_dir() {
+            return Err(error(
+                ErrorKind::PathNotFound,
+                "cannot write into folder",
+                parent.as_str(),
+                "not a folder",
+            ));
+        }
+        let tmp = partial_path(path)?;
+        let tmp_full = self.full(&tmp);
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_full)
+            .await
+            .map_err(|e| io_error("cannot create", tmp.as_str(), e))?;
+        let behind = WriteBehind::new(&file).await;
+        Ok(Box::new(LocalWriter {
+            file: Some(file),
+            behind,
+            tmp_full,
+            final_full: self.full(path),
+            dir_full: self.full(&parent),
+            path: path.clone(),
+            mode,
+            size: 0,
+        }))
+    }
+
     async fn delete(&self, path: &ObjectPath) -> Result<()> {
         match tokio::fs::remove_file(self.full(path)).await {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -208,19 +224,6 @@ impl StorageTarget for LocalTarget {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             r => r.map_err(|e| io_error("cannot delete folder", path.as_str(), e)),
         }
-    }
-
-    async fn capacity(&self) -> Result<Capacity> {
-        let root = self.root.clone();
-        let shown = root.display().to_string();
-        let stat = tokio::task::spawn_blocking(move || rustix::fs::statvfs(&root))
-            .await
-            .map_err(|e| blocking_error("cannot query capacity of", &ObjectPath::root(), e))?
-            .map_err(|e| io_error("cannot query capacity of", shown, e.into()))?;
-        Ok(Capacity {
-            free_bytes: Some(stat.f_bavail.saturating_mul(stat.f_frsize)),
-            total_bytes: Some(stat.f_blocks.saturating_mul(stat.f_frsize)),
-        })
     }
 }
 

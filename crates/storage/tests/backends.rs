@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use ibs_storage::{
-    CommitMode, ErrorKind, FaultPlan, FaultyTarget, LocalTarget, MemoryTarget, ObjectPath, StorageTarget,
-    StorageTargetExt, conformance, conformance::skip_or_fail,
+    CommitMode, ErrorKind, FaultPlan, FaultyTarget, LocalTarget, MemoryTarget, ObjectPath, ReadTarget, ReadTargetExt,
+    StorageTarget, StorageTargetExt, conformance, conformance::skip_or_fail,
 };
 
 fn path(s: &str) -> ObjectPath {
