@@ -1,8 +1,9 @@
 //! Where ibs backups are stored, and how storage failures reach an operator.
 //!
-//! * [`StorageTarget`]: a small object-safe async trait (streaming put with an
-//!   atomic commit, range reads, listing, delete, folders, capacity), with
-//!   helpers in [`StorageTargetExt`].
+//! * [`ReadTarget`] and [`StorageTarget`]: small object-safe async traits —
+//!   the read half (range reads, listing, capacity), all a recovery tool
+//!   needs, and the writes on top (streaming put with an atomic commit,
+//!   delete, folders) — with helpers in [`ReadTargetExt`] and [`StorageTargetExt`].
 //! * [`StorageError`] and its [`ErrorKind`]: every failure of every backend is
 //!   exactly one of five classes — out of capacity, connectivity, path not
 //!   found, authentication, other — or one of two outcomes of the request
@@ -20,7 +21,7 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use ibs_storage::{CommitMode, ErrorKind, LocalTarget, ObjectPath, StorageTarget, StorageTargetExt};
+//! use ibs_storage::{CommitMode, ErrorKind, LocalTarget, ObjectPath, ReadTarget, ReadTargetExt, StorageTarget};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), ibs_storage::StorageError> {
 //! let dir = tempfile::tempdir().unwrap();
