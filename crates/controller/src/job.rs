@@ -397,9 +397,7 @@ pub(crate) async fn write_backup_counting(
     let captured = capture(enc, tx, sources).await;
     let joined = uploader.await;
     sent.store(counter.load(Ordering::Relaxed), Ordering::Relaxed);
-    let (backup, uploaded) = joined.map_err(|e| ControllerError::Internal {
-        reason: format!("the upload task failed: {e}"),
-    })?;
+    let (backup, uploaded) = joined.map_err(|source| ControllerError::Task { task: "upload", source })?;
     let failure = match (captured, uploaded) {
         (_, Err(e)) => ControllerError::from(e),
         (Err(e), Ok(())) => e,

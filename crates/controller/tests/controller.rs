@@ -11,8 +11,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ibs_controller::job::write_backup;
 use ibs_controller::{
-    BackupSource, CaptureProblem, CaptureWarning, Controller, ControllerError, DirectorySource, EntrySink, JobOutcome,
-    JobSpec, Settings, Trigger, Warnings, run_job,
+    Access, BackupSource, CaptureProblem, CaptureWarning, Controller, ControllerError, DirectorySource, EntrySink,
+    JobOutcome, JobSpec, Settings, Trigger, Warnings, run_job,
 };
 use ibs_envelope::Certificate;
 use ibs_recovery::{BackupState, Choice, Recovery};
@@ -159,7 +159,7 @@ async fn a_second_job_is_refused_while_one_runs() {
 fn settings(dir: &std::path::Path, cert: &Certificate) -> Settings {
     Settings {
         location: Location::Local(dir.to_owned()),
-        credentials: None,
+        access: Access::Default,
         certificates: vec![cert.clone()],
         fqdn: "azs.contoso.com".into(),
         region: "local".into(),
@@ -1159,6 +1159,7 @@ async fn retention_never_leaves_a_location_without_an_intact_backup_nor_touches_
     }
 }
 
+#[cfg(feature = "smb")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_and_errors_never_show_credentials() {
     const PASSWORD: &str = "Pa55-w0rd!q7Zr";
@@ -1166,7 +1167,7 @@ async fn settings_and_errors_never_show_credentials() {
     // An SMB location on a loopback port nothing listens on, with real credentials.
     let port = ibs_testkit::server::free_port().unwrap();
     s.location = Location::parse(&format!("smb://127.0.0.1:{port}/backups/lab")).unwrap();
-    s.credentials = Some(ibs_storage_smb::SmbCredentials::new("CONTOSO", "backupsvc", PASSWORD));
+    s.access = Access::Smb(ibs_storage_smb::SmbCredentials::new("CONTOSO", "backupsvc", PASSWORD));
     let shown = format!("{s:?}");
     assert!(shown.contains("backupsvc"), "the account is shown: {shown}");
     let controller = Controller::new(sources());
@@ -1178,7 +1179,7 @@ async fn settings_and_errors_never_show_credentials() {
         format!("{err:?}"),
         format!("{} {} {}", alert.title, alert.description, alert.remediation),
         format!("{:?}", s.target().map(|t| t.to_string())),
-        format!("{:?}", s.credentials),
+        format!("{:?}", s.access),
     ] {
         assert!(!text.contains(PASSWORD), "password shown: {text}");
         assert!(!text.contains("q7Zr"), "part of the password shown: {text}");

@@ -6,8 +6,10 @@
 //!   delete, folders) — with helpers in [`ReadTargetExt`] and [`StorageTargetExt`].
 //! * [`StorageError`] and its [`ErrorKind`]: every failure of every backend is
 //!   exactly one of five classes — out of capacity, connectivity, path not
-//!   found, authentication, other — each with an operator-facing [`Alert`]
-//!   (title, what happened, remediation) and a retry hint.
+//!   found, authentication, other — or one of two outcomes of the request
+//!   itself — already exists, invalid input — each with an operator-facing
+//!   [`Alert`] (title, what happened, remediation in the failing backend's
+//!   words: [`Remediation`]) and a retry hint.
 //! * [`Location`], [`ObjectPath`]: UNC / `smb://` / local / object-store
 //!   locations, and the paths inside them (where backups sit at a location
 //!   is `ibs-repository`'s business).
@@ -52,7 +54,7 @@ mod local;
 mod memory;
 mod target;
 
-pub use error::{Alert, ErrorKind, Result, StorageError, classify_io};
+pub use error::{Alert, ErrorKind, Remediation, Result, StorageError, classify_io};
 pub use faulty::{FaultPlan, FaultyTarget};
 pub use layout::{Location, ObjectPath, ObjectProvider};
 pub use local::LocalTarget;

@@ -40,7 +40,7 @@ pub struct Capacity {
 /// What a commit does when an object already exists at the path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommitMode {
-    /// Fail with [`StorageError::is_already_exists`], leaving the existing object untouched.
+    /// Fail with [`ErrorKind::AlreadyExists`], leaving the existing object untouched.
     CreateNew,
     /// Replace the existing object atomically.
     Overwrite,
@@ -195,6 +195,7 @@ pub fn partial_path(path: &ObjectPath) -> Result<ObjectPath> {
             path.as_str(),
             format!("no randomness: {e}"),
         )
+        .with_source(e)
     })?;
     let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
     let name = path.name().unwrap_or("object");

@@ -71,6 +71,22 @@ async fn missing_location_is_a_path_error() {
 }
 
 #[tokio::test]
+async fn a_local_directory_words_its_own_remediation_and_bad_path_segments_are_input_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = LocalTarget::new(dir.path().join("nope")).unwrap_err();
+    let remediation = err.alert().remediation;
+    assert!(
+        remediation.contains("mounted") && !remediation.contains("share"),
+        "{remediation}"
+    );
+    for bad in ["", "a/b", "..", "x\u{7}"] {
+        let err = ObjectPath::root().child(bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}");
+        assert!(!err.is_retryable());
+    }
+}
+
+#[tokio::test]
 async fn memory_capacity_limit_is_out_of_capacity_and_leaves_nothing_committed() {
     let target = MemoryTarget::with_capacity(1000);
     target.create_dir_all(&path("a")).await.unwrap();
