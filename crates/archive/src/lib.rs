@@ -115,7 +115,7 @@ pub mod v2;
 pub mod writer;
 
 pub use entry::{EMPTY_SHA256, Entry, EntryKind, EntryPath, Extent, check_path_bytes, escape_bytes, path_cmp};
-pub use error::{Error, ErrorKind, Region, Result};
+pub use error::{Error, ErrorKind, ReadError, Region, Result};
 pub use format::{ArchiveId, FORMAT_VERSION, FORMAT_VERSION_1, Footer, Header, HeaderFields, Index};
 pub use reader::{
     ArchiveFooter, ArchiveInfo, ArchiveReader, RangeRead, Signer, VerifyReport, blocking, check_signature, inspect,

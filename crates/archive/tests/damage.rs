@@ -44,7 +44,7 @@ fn check_with_key(bytes: Vec<u8>, key: &FileKey) -> Result<(), Error> {
 fn check_with_identity(bytes: Vec<u8>) -> Result<(), Error> {
     block_on(async {
         let r = ArchiveReader::open(bytes, &[recipient()]).await?;
-        r.verify(None).await.map(|_| ())
+        Ok(r.verify(None).await.map(|_| ())?)
     })
 }
 

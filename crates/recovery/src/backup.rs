@@ -190,10 +190,7 @@ impl Recovery {
         let object = TargetObject::new(Arc::clone(&self.target), backup.paths.archive.clone(), size);
         let reader = ArchiveReader::open(object, identities)
             .await
-            .map_err(|source| RecoveryError::Archive {
-                id: backup.id.to_string(),
-                source,
-            })?;
+            .map_err(|e| RecoveryError::archive(&backup.id, e))?;
         reader
             .signer()
             .check_trust(&self.trusted, self.allow_unsigned)
@@ -410,11 +407,8 @@ impl Backup {
         &self.reader
     }
 
-    pub(crate) fn archive_error(&self, source: ibs_archive::Error) -> RecoveryError {
-        RecoveryError::Archive {
-            id: self.info.id.to_string(),
-            source,
-        }
+    pub(crate) fn archive_error(&self, error: ibs_archive::ReadError<ibs_storage::StorageError>) -> RecoveryError {
+        RecoveryError::archive(&self.info.id, error)
     }
 
     /// Verifies the whole backup, streaming, writing no plaintext anywhere:

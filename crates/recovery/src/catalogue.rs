@@ -245,16 +245,11 @@ async fn classify(
                 );
             }
         }
-        Err(ibs_archive::Error::Read { error, .. }) => {
+        Err(ibs_archive::ReadError::Read { error, .. }) => {
             // The target failed while reading: that is the target's failure, not damage.
-            return Err(
-                match error.into_inner().map(|e| e.downcast::<ibs_storage::StorageError>()) {
-                    Some(Ok(storage)) => RecoveryError::Storage(*storage),
-                    _ => RecoveryError::Usage(format!("reading the archive of {id} failed")),
-                },
-            );
+            return Err(RecoveryError::Storage(error));
         }
-        Err(e) => return damaged(info, format!("archive: {e}")),
+        Err(ibs_archive::ReadError::Archive(e)) => return damaged(info, format!("archive: {e}")),
     }
     info.state = BackupState::Complete;
     info.problem = None;
@@ -324,10 +319,7 @@ pub async fn check_integrity(target: &Arc<dyn StorageTarget>, backup: &BackupInf
     if sha256 == manifest.archive_sha256 {
         // The signature needs no key either: checked too (one more read, of the root).
         let object = TargetObject::new(Arc::clone(target), backup.paths.archive.clone(), manifest.archive_size);
-        let archive_error = |source| RecoveryError::Archive {
-            id: backup.id.to_string(),
-            source,
-        };
+        let archive_error = |e| RecoveryError::archive(&backup.id, e);
         let info = inspect(&object).await.map_err(archive_error)?;
         let signer = ibs_archive::check_signature(&object, &info)
             .await
