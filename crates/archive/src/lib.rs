@@ -63,7 +63,7 @@
 //! index (~150 bytes per entry) while open.
 //!
 //! Frames are probed before they are compressed (see
-//! [`format::FrameCompressor`]): stored when a sample does not shrink, and
+//! [`FrameCompressor`](writer::FrameCompressor)): stored when a sample does not shrink, and
 //! compressed at level 1 when the sample compresses as well at level 1 as at
 //! the configured level, which on generated infrastructure state halves the
 //! compression time at the same size. Measured on the 2-core CI machine

@@ -120,7 +120,10 @@ async fn off_thread<T: Send + 'static>(
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             let file = file.try_clone()?;
-            runtime.spawn_blocking(move || f(&file)).await.map_err(io::Error::other)?
+            runtime
+                .spawn_blocking(move || f(&file))
+                .await
+                .map_err(io::Error::other)?
         }
         Err(_) => f(file),
     }
@@ -159,14 +162,11 @@ async fn read_at<R: RangeRead + ?Sized>(source: &R, offset: u64, len: usize) -> 
         got: got as u64,
     };
     let end = offset.checked_add(len as u64).ok_or_else(|| short(0))?;
-    let out = source
-        .read_range(offset..end)
-        .await
-        .map_err(|error| ReadError::Read {
-            offset,
-            len: len as u64,
-            error,
-        })?;
+    let out = source.read_range(offset..end).await.map_err(|error| ReadError::Read {
+        offset,
+        len: len as u64,
+        error,
+    })?;
     if out.len() != len {
         return Err(short(out.len()).into());
     }
@@ -265,7 +265,8 @@ pub async fn inspect<R: RangeRead + ?Sized>(source: &R) -> ReadResult<ArchiveInf
             Region::Archive,
             archive_len,
             format!("{archive_len} bytes is too short for an archive"),
-        ).into());
+        )
+        .into());
     }
     let prefix = read_at(source, 0, HEADER_PREFIX_LEN).await?;
     let header_len = Header::peek_len(&prefix)?;
@@ -274,7 +275,8 @@ pub async fn inspect<R: RangeRead + ?Sized>(source: &R) -> ReadResult<ArchiveInf
             Region::Header,
             10,
             format!("header of {header_len} bytes does not fit in a {archive_len}-byte archive"),
-        ).into());
+        )
+        .into());
     }
     let header = Header::decode(&read_at(source, 0, header_len).await?)?;
     let footer = if header.fields().version == FORMAT_VERSION_1 {
@@ -288,7 +290,8 @@ pub async fn inspect<R: RangeRead + ?Sized>(source: &R) -> ReadResult<ArchiveInf
                 Region::Archive,
                 archive_len,
                 format!("{archive_len} bytes is too short for a version 2 archive"),
-            ).into());
+            )
+            .into());
         }
         let footer_bytes = read_at(source, archive_len - FOOTER_LEN_V2 as u64, FOOTER_LEN_V2).await?;
         let footer = FooterV2::decode(&footer_bytes, archive_len)?;
@@ -623,7 +626,8 @@ impl<R: RangeRead> ArchiveReader<R> {
                             footer.frame_count,
                             footer.chunk_count
                         ),
-                    ).into());
+                    )
+                    .into());
                 }
                 let layout = root.layout(header_len, footer.root_offset)?;
                 let (data_len, frame_lens) = (root.data_len, root.frame_lens.clone());
@@ -1135,7 +1139,8 @@ impl<R: RangeRead> ArchiveReader<R> {
                     Region::Archive,
                     0,
                     format!("entry {} has no data in the frames", entry.display_name()),
-                ).into());
+                )
+                .into());
             }
             check_hash(&entry, std::mem::take(&mut hasher))?;
             report.entries += 1;
@@ -1197,7 +1202,8 @@ impl<'a, R: RangeRead> EntryCursor<'a, R> {
                         region,
                         0,
                         format!("entry {} is out of source order", e.display_name()),
-                    ).into());
+                    )
+                    .into());
                 }
                 self.tree
                     .check(self.source_index, e.path.as_bytes(), e.kind == EntryKind::Folder)
@@ -1212,7 +1218,8 @@ impl<'a, R: RangeRead> EntryCursor<'a, R> {
                                 "hard link {} to {target}, which is not an earlier file",
                                 e.display_name()
                             ),
-                        ).into());
+                        )
+                        .into());
                     }
                 }
                 return Ok(Some(e));
@@ -1277,7 +1284,7 @@ pub mod blocking {
 
     use super::{ArchiveInfo, ArchiveReader, RangeRead, ReadResult, Signer, VerifyReport};
     use crate::ReadError;
-    use crate::format::Entry;
+    use crate::entry::Entry;
 
     /// An opened archive with blocking methods (see [`ArchiveReader`]).
     #[derive(Debug)]

@@ -163,10 +163,20 @@ pub fn read_in_stages(bytes: &[u8], identity: &Identity) -> Result<Vec<Vec<u8>>,
         let r = ibs_archive::ArchiveReader::open(bytes.to_vec(), &[identity])
             .await
             .map_err(|e| ("open", ibs_archive::Error::from(e)))?;
-        r.verify(None).await.map_err(|e| ("verify", ibs_archive::Error::from(e)))?;
+        r.verify(None)
+            .await
+            .map_err(|e| ("verify", ibs_archive::Error::from(e)))?;
         let mut out = Vec::new();
-        for e in r.load_entries().await.map_err(|e| ("verify", ibs_archive::Error::from(e)))? {
-            out.push(r.read_entry(&e).await.map_err(|e| ("verify", ibs_archive::Error::from(e)))?);
+        for e in r
+            .load_entries()
+            .await
+            .map_err(|e| ("verify", ibs_archive::Error::from(e)))?
+        {
+            out.push(
+                r.read_entry(&e)
+                    .await
+                    .map_err(|e| ("verify", ibs_archive::Error::from(e)))?,
+            );
         }
         Ok(out)
     })
