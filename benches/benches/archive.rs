@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::executor::block_on;
-use ibs_archive::format::{ArchiveKeys, DEFAULT_FRAME_SIZE};
+use ibs_archive::fuzzing::format::{ArchiveKeys, DEFAULT_FRAME_SIZE};
 use ibs_archive::{ArchiveReader, ArchiveWriter, EntryMeta, WriterOptions};
 use ibs_envelope::keygen::{KeygenOptions, generate};
 use ibs_envelope::{Certificate, FileKey, Identity, Password};
@@ -51,7 +51,7 @@ fn corpora(len: usize) -> [(&'static str, Vec<u8>); 2] {
 
 fn frame(c: &mut Criterion) {
     let keys = ArchiveKeys::derive(&FileKey::from_bytes([7; 32]), &[1; 32]);
-    let mut compressor = ibs_archive::writer::FrameCompressor::new(3, true).unwrap();
+    let mut compressor = ibs_archive::fuzzing::FrameCompressor::new(3, true).unwrap();
     let mut group = c.benchmark_group("frame_seal_1MiB_one_core");
     group.throughput(Throughput::Bytes(u64::from(DEFAULT_FRAME_SIZE)));
     for (name, data) in corpora(DEFAULT_FRAME_SIZE as usize) {

@@ -12,15 +12,19 @@
 //! this crate's directory), written so that a reader can be built from it
 //! alone. Writers write version 2; readers read versions 1 and 2.
 //!
-//! * [`format`](mod@format) and [`v2`] — the sans-IO core: encode and decode
-//!   the header, frames, index pieces, root and footer on byte slices.
-//! * [`writer`] — [`ArchiveEncoder`], and [`ArchiveWriter`] / [`AsyncArchiveWriter`]
-//!   over `std::io::Write` / `futures::io::AsyncWrite`: entries stream in, frames
-//!   are compressed and sealed on all cores, output order is kept.
-//! * [`reader`] — [`inspect`] (keyless checks), [`check_signature`] (keyless
+//! * Writing: [`ArchiveEncoder`] (sans-IO: entries in, archive bytes out),
+//!   and [`ArchiveWriter`] / [`AsyncArchiveWriter`] over `std::io::Write` /
+//!   `futures::io::AsyncWrite`: entries stream in, frames are compressed and
+//!   sealed on all cores, output order is kept. [`WriterOptions`] and
+//!   [`EntryMeta`] say how and what.
+//! * Reading: [`inspect`] (keyless checks), [`check_signature`] (keyless
 //!   too), [`ArchiveReader`] over any [`RangeRead`] (open, stream the entries,
 //!   find one, stream one entry's data with range reads, verify everything),
-//!   and [`blocking`] conveniences.
+//!   and [`blocking`] conveniences. A source's own errors come back typed
+//!   ([`ReadError`]).
+//! * The header, footer and id types the reader shows ([`Header`],
+//!   [`HeaderFields`], [`Footer`], [`FooterV2`], [`ArchiveId`]); the sans-IO
+//!   codec behind them is private.
 //!
 //! # Entries
 //!
@@ -63,7 +67,7 @@
 //! index (~150 bytes per entry) while open.
 //!
 //! Frames are probed before they are compressed (see
-//! [`FrameCompressor`](writer::FrameCompressor)): stored when a sample does not shrink, and
+//! the writer's `FrameCompressor`): stored when a sample does not shrink, and
 //! compressed at level 1 when the sample compresses as well at level 1 as at
 //! the configured level, which on generated infrastructure state halves the
 //! compression time at the same size. Measured on the 2-core CI machine
@@ -107,20 +111,24 @@
 mod bytes_io;
 mod entry;
 mod error;
-pub mod format;
+mod format;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod reader;
-pub mod v2;
-pub mod writer;
+mod reader;
+mod v2;
+mod writer;
 
 pub use entry::{EMPTY_SHA256, Entry, EntryKind, EntryPath, Extent, check_path_bytes, escape_bytes, path_cmp};
 pub use error::{Error, ErrorKind, ReadError, Region, Result};
-pub use format::{ArchiveId, FORMAT_VERSION, FORMAT_VERSION_1, Footer, Header, HeaderFields, Index};
+pub use format::{
+    ArchiveId, FORMAT_VERSION, FORMAT_VERSION_1, Footer, Header, HeaderFields, MAX_PATH_LEN, MAX_RECIPIENTS,
+    MAX_SOURCE_LEN, check_entry_path, check_source_name,
+};
 pub use reader::{
     ArchiveFooter, ArchiveInfo, ArchiveReader, RangeRead, Signer, VerifyReport, blocking, check_signature, inspect,
     verify_signature,
 };
+pub use v2::FooterV2;
 pub use writer::{
     ArchiveEncoder, ArchiveSummary, ArchiveWriter, AsyncArchiveWriter, EntryMeta, Progress, ProgressFn, WriterOptions,
 };

@@ -399,7 +399,11 @@ enum State {
     Failed,
 }
 
-/// The sink-agnostic writing engine (see the [module docs](self)).
+/// The sink-agnostic writing engine: entry data in, archive bytes out, in
+/// order. Full frames go to a pool of worker threads that compress and seal
+/// them; at most `depth` frames are in flight, so memory is bounded by about
+/// `depth × 2 × frame size` whatever the archive's size. [`ArchiveWriter`]
+/// and [`AsyncArchiveWriter`] drive it for a `Write` or an `AsyncWrite`.
 ///
 /// Protocol: [`start_entry`](Self::start_entry), any number of
 /// [`write`](Self::write)s, [`end_entry`](Self::end_entry); repeat; then

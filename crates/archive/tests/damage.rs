@@ -6,7 +6,7 @@ mod common;
 
 use common::{cert, noise, recipient, text};
 use futures::executor::block_on;
-use ibs_archive::format::{FOOTER_LEN, MIN_FRAME_SIZE};
+use ibs_archive::fuzzing::format::{FOOTER_LEN, MIN_FRAME_SIZE};
 use ibs_archive::{ArchiveEncoder, ArchiveReader, ArchiveWriter, EntryMeta, Error, ErrorKind, Region, WriterOptions};
 use ibs_envelope::FileKey;
 

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use common::{archive, cert, noise, other, recipient, text};
 use futures::executor::block_on;
-use ibs_archive::format::MIN_FRAME_SIZE;
+use ibs_archive::fuzzing::format::MIN_FRAME_SIZE;
 use ibs_archive::{
     ArchiveReader, ArchiveWriter, AsyncArchiveWriter, EntryMeta, ErrorKind, Progress, RangeRead, WriterOptions,
     blocking, inspect,

@@ -4,7 +4,7 @@
 //! DER or PEM, RSA ≥ 2048 bits). Each backup gets a fresh random 256-bit
 //! [`FileKey`], wrapped with RSA-OAEP (SHA-256) to each recipient certificate
 //! ([`wrap_file_key`]), and the data is sealed in chunks with AES-256-GCM in the
-//! STREAM construction ([`PayloadKey`], [`StreamSealer`]). Recovery opens the
+//! STREAM construction ([`PayloadKey`]). Recovery opens the
 //! operator's password-protected `.pfx` ([`Identity`]) and unwraps the file key
 //! ([`unwrap_file_key`]). [`keygen`] makes new self-signed key pairs.
 //!
@@ -76,20 +76,19 @@ pub use error::{Error, Result};
 pub use identity::Identity;
 pub use secret::Password;
 pub use signing::{PUBLIC_KEY_LEN, SIGNATURE_LEN, SignerFingerprint, SigningKey, VerifyingKey};
-pub use stream::{
-    COMMITMENT_LEN, PayloadKey, SALT_LEN, StreamOpener, StreamSealer, TAG_LEN, derive_key, generate_salt, open_message,
-    seal_message,
-};
+pub use stream::{COMMITMENT_LEN, PayloadKey, SALT_LEN, TAG_LEN, derive_key, generate_salt};
 pub use wrap::{FILE_KEY_LEN, FileKey, Stanza, unwrap_file_key, unwrap_with, wrap_file_key};
 
-/// Re-exported so callers can name key types without depending on `rsa` directly.
-pub use rsa;
-
-/// Hooks for the fuzz targets in `fuzz/` (not part of the API, no stability
-/// promise); compiled always, so that the stable replay of the seed corpora
-/// and the workspace's lints see the same code.
+/// Hooks for the fuzz targets in `fuzz/` and for the tests (not part of the
+/// API, no stability promise); compiled always, so that the stable replay of
+/// the seed corpora and the workspace's lints see the same code.
 #[doc(hidden)]
 pub mod fuzzing {
+    /// The STREAM construction one chunk at a time, and whole messages
+    /// sealed with it: the archive frames its chunks itself
+    /// ([`PayloadKey`](crate::PayloadKey)), so only tests use these.
+    pub use crate::stream::{StreamOpener, StreamSealer, open_message, seal_message};
+
     /// The BER→DER converter used for BER-encoded PFX files (NSS, Firefox),
     /// on one whole value.
     pub fn ber_to_der(input: &[u8]) -> crate::Result<Vec<u8>> {

@@ -13,7 +13,7 @@ pub const PROBE_SLICE: usize = 16 * 1024;
 pub const PROBE_KEEP: usize = 97;
 /// The level of the fast compressor of an adaptive [`FrameCompressor`].
 pub const FAST_LEVEL: i32 = 1;
-/// An adaptive [`FrameCompressor`] takes [`FAST_LEVEL`] when its probe comes
+/// An adaptive [`FrameCompressor`] takes `FAST_LEVEL` when its probe comes
 /// out at most this much (in 1/1000) larger than the configured level's.
 pub const FAST_SLACK_PER_MILLE: usize = 10;
 
@@ -21,17 +21,17 @@ pub const FAST_SLACK_PER_MILLE: usize = 10;
 /// compressor [`ArchiveKeys::seal_chunk`](crate::format::ArchiveKeys::seal_chunk)
 /// gets for a chunk ([`FrameCompressor::pick`]).
 ///
-/// Chunks shorter than [`PROBE_MIN`] are compressed at the configured level.
-/// Larger chunks are probed first: four evenly spread [`PROBE_SLICE`]-byte
+/// Chunks shorter than `PROBE_MIN` are compressed at the configured level.
+/// Larger chunks are probed first: four evenly spread `PROBE_SLICE`-byte
 /// slices are compressed on their own.
 ///
-/// - If they do not shrink below [`PROBE_KEEP`] of their size (random data,
+/// - If they do not shrink below `PROBE_KEEP` of their size (random data,
 ///   keys, already-compressed blobs) the chunk is stored without spending a
 ///   full compression on it.
-/// - An adaptive compressor (the default for levels above [`FAST_LEVEL`])
-///   also probes the slices at [`FAST_LEVEL`]; when that comes out within
-///   [`FAST_SLACK_PER_MILLE`] of the configured level's, the chunk is
-///   compressed at [`FAST_LEVEL`], which is about twice as fast. Data whose
+/// - An adaptive compressor (the default for levels above `FAST_LEVEL`)
+///   also probes the slices at `FAST_LEVEL`; when that comes out within
+///   `FAST_SLACK_PER_MILLE` of the configured level's, the chunk is
+///   compressed at `FAST_LEVEL`, which is about twice as fast. Data whose
 ///   redundancy is mostly in its symbols (GUIDs, base64 secrets, generated
 ///   JSON) compresses as small or smaller at level 1, so the configured level
 ///   is spent only where its deeper match search pays (measured on the
@@ -57,7 +57,7 @@ impl fmt::Debug for FrameCompressor {
 
 impl FrameCompressor {
     /// Compresses at `level`; adaptive (see above) if `adaptive` and `level`
-    /// is above [`FAST_LEVEL`].
+    /// is above `FAST_LEVEL`.
     pub fn new(level: i32, adaptive: bool) -> std::io::Result<Self> {
         let fast = if adaptive && level > FAST_LEVEL {
             Some(zstd::bulk::Compressor::new(FAST_LEVEL)?)
@@ -117,8 +117,8 @@ enum Choice {
     Fast,
 }
 
-/// Compressed bytes of four evenly spread [`PROBE_SLICE`]s of `plain` (at least
-/// [`PROBE_MIN`] long), each compressed on its own; `None` if one fails.
+/// Compressed bytes of four evenly spread `PROBE_SLICE`s of `plain` (at least
+/// `PROBE_MIN` long), each compressed on its own; `None` if one fails.
 fn probe(plain: &[u8], compressor: &mut zstd::bulk::Compressor<'_>, scratch: &mut [u8]) -> Option<usize> {
     let stride = (plain.len() - PROBE_SLICE) / 3;
     let mut packed = 0;

@@ -5,8 +5,8 @@
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use ibs_archive::format::{ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, HeaderFields};
-use ibs_archive::{ArchiveId, ArchiveWriter, Entry, EntryMeta, Footer, Header, Index, WriterOptions};
+use ibs_archive::fuzzing::format::{ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, HeaderFields, Index};
+use ibs_archive::{ArchiveId, ArchiveWriter, Entry, EntryMeta, Footer, Header, WriterOptions};
 use ibs_envelope::{Certificate, FileKey, Identity, Password, keygen};
 use ibs_recovery::layout::{BackupId, BackupPaths, Manifest};
 use ibs_storage::{CommitMode, InstanceLayout, LocalTarget, StorageTarget, StorageTargetExt};
