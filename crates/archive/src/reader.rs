@@ -503,7 +503,8 @@ enum Entries {
 pub struct ArchiveReader<R> {
     source: R,
     info: ArchiveInfo,
-    keys: ArchiveKeys,
+    /// Shared with the blocking pool that opens [`verify`](Self::verify)'s batches.
+    keys: Arc<ArchiveKeys>,
     digest: [u8; 32],
     entries: Entries,
     signer: Signer,
@@ -644,7 +645,7 @@ impl<R: RangeRead> ArchiveReader<R> {
         Ok(ArchiveReader {
             source,
             info,
-            keys,
+            keys: Arc::new(keys),
             digest,
             entries,
             signer,
@@ -908,58 +909,6 @@ impl<R: RangeRead> ArchiveReader<R> {
         }
     }
 
-    /// Opens a batch of frames `(index, sealed bytes, plaintext length)`, in
-    /// order. A batch of several frames is split across scoped threads (one
-    /// part per core, at most [`OPEN_PARALLEL`]; the calling thread takes the
-    /// first part), so the caller is held for less time than opening them in
-    /// turn would take. No runtime is assumed.
-    fn open_frames(
-        &self,
-        sealed: Vec<(u64, Vec<u8>, usize)>,
-        dec: &mut zstd::bulk::Decompressor<'static>,
-    ) -> Result<Vec<Bytes>> {
-        let open = |part: Vec<(u64, Vec<u8>, usize)>, dec: &mut zstd::bulk::Decompressor<'static>| {
-            part.into_iter()
-                .map(|(i, frame, plain_len)| self.open_frame_len(i, frame, plain_len, dec))
-                .collect::<Result<Vec<Bytes>>>()
-        };
-        let parts = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, OPEN_PARALLEL)
-            .min(sealed.len());
-        if parts <= 1 {
-            return open(sealed, dec);
-        }
-        let per_part = sealed.len().div_ceil(parts);
-        let mut work = sealed.into_iter();
-        let first: Vec<_> = work.by_ref().take(per_part).collect();
-        let mut rest = Vec::new();
-        loop {
-            let part: Vec<_> = work.by_ref().take(per_part).collect();
-            if part.is_empty() {
-                break;
-            }
-            rest.push(part);
-        }
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = rest
-                .into_iter()
-                .map(|part| scope.spawn(move || open(part, &mut decompressor()?)))
-                .collect();
-            let first = open(first, dec);
-            // Every worker is joined, also when a part failed: `scope` alone
-            // waits only for the workers' closures, then detaches them, so
-            // they could still be exiting (running thread-local destructors)
-            // after this returned. A fuzzer's leak check saw exactly that.
-            let parts: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
-            let mut out = first?;
-            for part in parts {
-                out.extend(part.map_err(|_| Error::WorkerLost)??);
-            }
-            Ok(out)
-        })
-    }
-
     fn open_frame(&self, i: u64, sealed: Vec<u8>, dec: &mut zstd::bulk::Decompressor<'static>) -> Result<Bytes> {
         self.open_frame_len(i, sealed, self.frame_plain_len(i), dec)
     }
@@ -1090,12 +1039,21 @@ impl<R: RangeRead> ArchiveReader<R> {
                 let (s, e) = self.frame_span(i)?;
                 sealed.push((
                     i,
+                    self.frame_counter(i),
                     batch[(s - start) as usize..(e - start) as usize].to_vec(),
                     self.frame_plain_len(i),
                 ));
             }
             drop(batch);
-            let opened = self.open_frames(sealed, &mut dec)?;
+            // Opening a batch is seconds of CPU on a large archive: not on an async worker.
+            let (keys, digest) = (Arc::clone(&self.keys), self.digest);
+            let (opened, back) = run_blocking(move || {
+                let opened = open_frames(&keys, &digest, sealed, &mut dec);
+                (opened, dec)
+            })
+            .await?;
+            dec = back;
+            let opened = opened?;
             for (i, plain) in (next..=last).zip(opened) {
                 let (_, e) = self.frame_span(i)?;
                 let mut data = &plain[..];
@@ -1234,6 +1192,76 @@ impl<'a, R: RangeRead> EntryCursor<'a, R> {
             }
             self.current = Some(self.reader.piece(self.piece).await?);
         }
+    }
+}
+
+/// A batch of sealed frames: `(frame number, chunk counter, sealed bytes,
+/// plaintext length)`.
+type Batch = Vec<(u64, u64, Vec<u8>, usize)>;
+
+/// Opens a batch of frames, in order. A batch of several frames is split
+/// across scoped threads (one part per core, at most [`OPEN_PARALLEL`]; the
+/// calling thread takes the first part), so the caller is held for less time
+/// than opening them in turn would take. No runtime is assumed (the caller
+/// runs this off the async threads: [`run_blocking`]).
+fn open_frames(
+    keys: &ArchiveKeys,
+    digest: &[u8; 32],
+    sealed: Batch,
+    dec: &mut zstd::bulk::Decompressor<'static>,
+) -> Result<Vec<Bytes>> {
+    let open = |part: Batch, dec: &mut zstd::bulk::Decompressor<'static>| {
+        part.into_iter()
+            .map(|(i, counter, frame, plain_len)| {
+                keys.open_chunk_in(digest, counter, false, frame, plain_len, true, Region::Frame(i), dec)
+            })
+            .collect::<Result<Vec<Bytes>>>()
+    };
+    let parts = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, OPEN_PARALLEL)
+        .min(sealed.len());
+    if parts <= 1 {
+        return open(sealed, dec);
+    }
+    let per_part = sealed.len().div_ceil(parts);
+    let mut work = sealed.into_iter();
+    let first: Vec<_> = work.by_ref().take(per_part).collect();
+    let mut rest = Vec::new();
+    loop {
+        let part: Vec<_> = work.by_ref().take(per_part).collect();
+        if part.is_empty() {
+            break;
+        }
+        rest.push(part);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = rest
+            .into_iter()
+            .map(|part| scope.spawn(move || open(part, &mut decompressor()?)))
+            .collect();
+        let first = open(first, dec);
+        // Every worker is joined, also when a part failed: `scope` alone
+        // waits only for the workers' closures, then detaches them, so
+        // they could still be exiting (running thread-local destructors)
+        // after this returned. A fuzzer's leak check saw exactly that.
+        let parts: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        let mut out = first?;
+        for part in parts {
+            out.extend(part.map_err(|_| Error::WorkerLost)??);
+        }
+        Ok(out)
+    })
+}
+
+/// Runs `f` on tokio's blocking pool when called inside a runtime, so that
+/// CPU-heavy work does not hold an async worker; in place outside one (the
+/// [`blocking`] API: its thread asked to block). A task the pool lost
+/// (it panicked, or the runtime is shutting down) is [`Error::WorkerLost`].
+async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => runtime.spawn_blocking(f).await.map_err(|_| Error::WorkerLost),
+        Err(_) => Ok(f()),
     }
 }
 
