@@ -1,4 +1,4 @@
-//! The keyless catalogue of a whole backup folder (`ibs_recovery::catalogue`,
+//! The keyless catalogue of a whole backup folder (`ibs_repository::catalogue`,
 //! and `catalogue_backup` per backup) over an in-memory target whose layout
 //! and contents come from the input.
 //!
@@ -27,9 +27,10 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use ibs_archive::{ArchiveId, ArchiveWriter, EntryMeta, WriterOptions};
 use ibs_envelope::{Certificate, Thumbprint};
-use ibs_recovery::layout::{ARCHIVE_NAME, BackupId, MANIFEST_NAME, Manifest, is_our_name};
-use ibs_recovery::{BackupState, catalogue, catalogue_backup};
-use ibs_storage::{CommitMode, InstanceLayout, MemoryTarget, ObjectPath, StorageTarget, StorageTargetExt};
+use ibs_repository::InstanceLayout;
+use ibs_repository::{ARCHIVE_NAME, BackupId, MANIFEST_NAME, Manifest, is_our_name};
+use ibs_repository::{BackupState, catalogue, catalogue_backup};
+use ibs_storage::{CommitMode, MemoryTarget, ObjectPath, StorageTarget, StorageTargetExt};
 use libfuzzer_sys::fuzz_target;
 
 const FQDN: &str = "azs.contoso.com";
@@ -344,7 +345,7 @@ async fn run(instance: &InstanceLayout, objects: Vec<Object>) {
         );
     }
 
-    let owns = |b: &ibs_recovery::BackupInfo, o: &ibs_storage::ObjectMeta| {
+    let owns = |b: &ibs_repository::BackupInfo, o: &ibs_storage::ObjectMeta| {
         o.path.parent().as_ref() == Some(&b.paths.folder) && o.path.name().is_some_and(is_our_name)
     };
     for o in &listed {
@@ -386,6 +387,7 @@ async fn run(instance: &InstanceLayout, objects: Vec<Object>) {
                     b.id
                 );
             }
+            BackupState::Checked => panic!("the catalogue says checked of {} without reading it", b.id),
         }
         let alone = catalogue_backup(&target, instance, &b.id)
             .await

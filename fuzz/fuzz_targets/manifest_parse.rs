@@ -2,7 +2,7 @@
 //! parses re-encodes to something that parses to the same manifest.
 #![no_main]
 
-use ibs_recovery::layout::Manifest;
+use ibs_repository::Manifest;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -81,6 +81,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(names_below(&p.staging_root, dir).len(), 1);
     assert_eq!(names_below(&p.staged, &p.staging_root), expected);
     let moved_from = p.staging_root.join(&*source);
-    let after_move = dir.join(&*source).join(p.staged.strip_prefix(&moved_from).expect("staged under its source"));
+    let after_move = dir
+        .join(&*source)
+        .join(p.staged.strip_prefix(&moved_from).expect("staged under its source"));
     assert_eq!(after_move, p.target);
 });

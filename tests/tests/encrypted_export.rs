@@ -10,8 +10,9 @@ use ibs_envelope::fuzzing::StreamSealer;
 use ibs_envelope::{
     Certificate, FileKey, Identity, Password, PayloadKey, TAG_LEN, generate_salt, unwrap_file_key, wrap_file_key,
 };
+use ibs_repository::InstanceLayout;
 use ibs_retention::{BackupRecord, BackupState, CapacityFacts, Policy, plan};
-use ibs_storage::{CommitMode, InstanceLayout, LocalTarget, MemoryTarget, StorageTarget, StorageTargetExt};
+use ibs_storage::{CommitMode, LocalTarget, MemoryTarget, StorageTarget, StorageTargetExt};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -84,8 +84,9 @@ use std::sync::Arc;
 use ibs_controller::{BackupSource, DirectorySource, Settings, run_job};
 use ibs_envelope::{Certificate, Identity, Password, SigningKey, keygen};
 use ibs_recovery::{BackupInfo, Choice, Recovery, RestoreOptions};
+use ibs_repository::InstanceLayout;
 use ibs_retention::Policy;
-use ibs_storage::{InstanceLayout, Location, StorageTarget};
+use ibs_storage::{Location, StorageTarget};
 use ibs_storage_smb::SmbCredentials;
 
 const DEFAULT_FQDN: &str = "azurestack.local";
@@ -342,7 +343,7 @@ SMB credentials: --credentials-file (smbclient format) or IBS_SMB_USERNAME / IBS
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
 fn utc(t: i64) -> String {
     // An id of that second has its time part; the rest is formatting.
-    match ibs_recovery::layout::BackupId::generate(t) {
+    match ibs_repository::BackupId::generate(t) {
         Ok(id) => {
             let p = id.as_str();
             format!(
@@ -366,7 +367,7 @@ fn not_before(v: &str) -> Option<i64> {
     } else {
         v.to_owned()
     };
-    id.parse::<ibs_recovery::layout::BackupId>().ok().map(|id| id.created())
+    id.parse::<ibs_repository::BackupId>().ok().map(|id| id.created())
 }
 
 fn now() -> i64 {

@@ -938,7 +938,7 @@ fn backup_days_ago(share: &Path, cer: &Path, days: i64) {
         .as_secs() as i64;
     let spec = JobSpec {
         target: std::sync::Arc::new(ibs_storage::LocalTarget::new(share).unwrap()),
-        instance: ibs_storage::InstanceLayout::new(FQDN, "local").unwrap(),
+        instance: ibs_repository::InstanceLayout::new(FQDN, "local").unwrap(),
         certificates: vec![ibs_envelope::Certificate::from_file(cer).unwrap()],
         producer_version: "1.2408.0".into(),
         policy: ibs_retention::Policy::default(),

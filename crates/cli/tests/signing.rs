@@ -103,7 +103,7 @@ fn forge(share: &Path, cer: &Path, src: &Path, signer: Option<ibs_envelope::Sign
     use ibs_controller::{BackupSource, DirectorySource, JobSpec};
     let spec = JobSpec {
         target: Arc::new(ibs_storage::LocalTarget::new(share).unwrap()),
-        instance: ibs_storage::InstanceLayout::new(FQDN, "local").unwrap(),
+        instance: ibs_repository::InstanceLayout::new(FQDN, "local").unwrap(),
         certificates: vec![ibs_envelope::Certificate::from_file(cer).unwrap()],
         producer_version: env!("CARGO_PKG_VERSION").into(),
         policy: ibs_retention::Policy::default(),
@@ -315,8 +315,7 @@ fn rotating_the_signing_key_keeps_both_generations_restorable() {
 
 #[test]
 fn a_version_1_backup_restores_with_allow_unsigned_and_is_refused_without_it() {
-    use ibs_recovery::layout::{BackupId, Manifest};
-    use sha2::Digest;
+    use ibs_repository::{BackupId, CommitDetails, InstanceLayout, commit_backup};
     let work = tempfile::tempdir().unwrap();
     let share = work.path().join("share");
     // A backup made by a version 1 writer: the frozen test vector, with its manifest.
@@ -326,21 +325,21 @@ fn a_version_1_backup_restores_with_allow_unsigned_and_is_refused_without_it() {
     assert_eq!(info.version(), 1);
     let fields = info.fields();
     let id = BackupId::generate(fields.created).unwrap();
-    let folder = share.join(FQDN).join("local/MASBackup").join(id.as_str());
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(folder.join("backup.ibs"), &archive).unwrap();
-    let manifest = Manifest {
-        id: id.clone(),
+    std::fs::create_dir_all(&share).unwrap();
+    let target: std::sync::Arc<dyn ibs_storage::StorageTarget> =
+        std::sync::Arc::new(ibs_storage::LocalTarget::new(&share).unwrap());
+    let details = CommitDetails {
         archive_id: fields.archive_id,
-        archive_size: archive.len() as u64,
-        archive_sha256: sha2::Sha256::digest(&archive).into(),
-        created: fields.created,
         producer_version: fields.producer_version.clone(),
-        fqdn: FQDN.into(),
-        region: "local".into(),
         recipients: info.recipient_thumbprints(),
     };
-    std::fs::write(folder.join("backup.manifest"), manifest.encode()).unwrap();
+    let instance = InstanceLayout::new(FQDN, "local").unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(commit_backup(&target, &instance, id, archive.into(), details))
+        .unwrap();
     let password = work.path().join("password");
     std::fs::write(&password, "ibs-test-vectors").unwrap();
     let keys = Keys {

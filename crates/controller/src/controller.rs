@@ -6,10 +6,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ibs_envelope::Certificate;
+use ibs_repository::InstanceLayout;
 use ibs_retention::{Policy, Warning};
-use ibs_storage::{
-    Alert, CommitMode, ErrorKind, InstanceLayout, LocalTarget, Location, StorageTarget, StorageTargetExt,
-};
+use ibs_storage::{Alert, CommitMode, ErrorKind, LocalTarget, Location, StorageTarget, StorageTargetExt};
 use ibs_storage_smb::{SmbConfig, SmbCredentials, SmbTarget};
 
 use crate::job::{
@@ -457,7 +456,7 @@ pub async fn run_job_with_progress(
         // Not when the backup was committed and only reading it back failed
         // (whatever the class): a retry would write it twice.
         Err(e) if e.kind() == ErrorKind::OutOfCapacity && !matches!(e, ControllerError::Unconfirmed { .. }) => {
-            let catalogue = ibs_recovery::catalogue(&spec.target, &spec.instance).await?;
+            let catalogue = ibs_repository::catalogue(&spec.target, &spec.instance).await?;
             let newest = catalogue.complete().last().map(|b| b.size);
             // Room for a backup like the newest: never more is deleted for a
             // retry that may fail anyway (a backup that has grown beyond the

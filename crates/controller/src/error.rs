@@ -43,9 +43,10 @@ pub enum ControllerError {
     /// Writing the archive failed.
     #[error("archive: {0}")]
     Archive(#[from] ibs_archive::Error),
-    /// Reading the backups at the location failed.
+    /// Reading or committing the backups at the location failed (a storage
+    /// failure of the repository layer arrives as [`ControllerError::Storage`]).
     #[error(transparent)]
-    Recovery(#[from] ibs_recovery::RecoveryError),
+    Repository(ibs_repository::RepositoryError),
     /// A backup was committed but does not list as complete when read back
     /// (it is left for the operator and retention to see as it lists).
     #[error("backup {id} was written but lists as {state} when read back: {problem}")]
@@ -66,7 +67,7 @@ pub enum ControllerError {
         id: String,
         /// What failed.
         #[source]
-        source: ibs_recovery::RecoveryError,
+        source: ibs_repository::RepositoryError,
     },
     /// A backup source failed to capture its data (not a storage fault).
     #[error("source {source_name}: {}: {reason}", path.display())]
@@ -119,7 +120,7 @@ impl ControllerError {
         match self {
             ControllerError::RetryFailed { source, .. } => source.storage_kind(),
             ControllerError::Storage(e) => Some(e.kind()),
-            ControllerError::Recovery(e) | ControllerError::Unconfirmed { source: e, .. } => e.storage_kind(),
+            ControllerError::Repository(e) | ControllerError::Unconfirmed { source: e, .. } => e.storage_kind(),
             ControllerError::InvalidSetting {
                 setting: "location", ..
             } => Some(ErrorKind::PathNotFound),
@@ -163,6 +164,15 @@ impl ControllerError {
                     ),
                 },
             },
+        }
+    }
+}
+
+impl From<ibs_repository::RepositoryError> for ControllerError {
+    fn from(e: ibs_repository::RepositoryError) -> Self {
+        match e {
+            ibs_repository::RepositoryError::Storage(e) => ControllerError::Storage(e),
+            other => ControllerError::Repository(other),
         }
     }
 }

@@ -8,11 +8,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use ibs_archive::{ArchiveEncoder, EntryMeta, Progress, WriterOptions};
 use ibs_envelope::Certificate;
-use ibs_recovery::layout::{BackupId, BackupPaths, MANIFEST_NAME, Manifest, is_our_name};
-use ibs_recovery::{BackupInfo, BackupState as RecoveryState, Catalogue, CheckReport};
-use ibs_retention::{BackupRecord, BackupState, CapacityFacts, Deletion, Plan, Policy, Warning};
-use ibs_storage::{Alert, CommitMode, ErrorKind, InstanceLayout, StorageTarget, StorageTargetExt};
-use sha2::{Digest, Sha256};
+use ibs_repository::{
+    BackupId, BackupInfo, BackupState, Catalogue, CheckReport, CommitDetails, InstanceLayout, MANIFEST_NAME,
+    RepositoryError, begin_backup, is_our_name,
+};
+use ibs_retention::{BackupRecord, CapacityFacts, Deletion, Plan, Policy, Warning};
+use ibs_storage::{Alert, ErrorKind, StorageTarget, StorageTargetExt};
 
 use crate::source::{BackupSource, CaptureWarning, EntrySink, Warnings};
 use crate::{ControllerError, Result};
@@ -281,18 +282,17 @@ pub fn check_recipients(certificates: &[Certificate]) -> Result<()> {
 /// it has a target).
 pub fn check_recorded(producer_version: &str, instance: &InstanceLayout) -> Result<()> {
     let invalid = |setting: &'static str| {
-        move |e: ibs_recovery::RecoveryError| ControllerError::InvalidSetting {
+        move |e: RepositoryError| ControllerError::InvalidSetting {
             setting,
             reason: e.to_string(),
         }
     };
-    ibs_recovery::layout::check_manifest_value("producer version", producer_version)
-        .map_err(invalid("producer version"))?;
+    ibs_repository::check_manifest_value("producer version", producer_version).map_err(invalid("producer version"))?;
     producer_version
-        .parse::<ibs_recovery::Version>()
+        .parse::<ibs_repository::Version>()
         .map_err(invalid("producer version"))?;
-    ibs_recovery::layout::check_manifest_value("fqdn", instance.fqdn()).map_err(invalid("fqdn"))?;
-    ibs_recovery::layout::check_manifest_value("region", instance.region()).map_err(invalid("region"))?;
+    ibs_repository::check_manifest_value("fqdn", instance.fqdn()).map_err(invalid("fqdn"))?;
+    ibs_repository::check_manifest_value("region", instance.region()).map_err(invalid("region"))?;
     Ok(())
 }
 
@@ -376,97 +376,54 @@ pub(crate) async fn write_backup_counting(
         .filter_map(|o| o.path.parent()?.name()?.parse().ok())
         .collect();
     let id = BackupId::next(now, &existing)?;
-    let paths = BackupPaths::new(&spec.instance, &id)?;
-    spec.target.create_dir_all(&paths.folder).await?;
-    let mut upload = spec.target.put(&paths.archive, CommitMode::CreateNew).await?;
+    let backup = begin_backup(&spec.target, &spec.instance, id).await?;
     // The upload runs as its own task fed by a bounded queue (memory stays
-    // bounded: UPLOAD_QUEUE pieces of at most a frame each).
+    // bounded: UPLOAD_QUEUE pieces of at most a frame each); it also hashes
+    // what it sends (for the manifest), off the encoder's task.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(UPLOAD_QUEUE);
-    // The uploader also hashes what it sends, off the encoder's task.
     let counter = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&counter);
     let uploader = tokio::spawn(async move {
-        let mut hasher = Sha256::new();
-        let mut written = 0u64;
+        let mut backup = backup;
         while let Some(piece) = rx.recv().await {
-            hasher.update(&piece);
-            written += piece.len() as u64;
-            counted.store(written, Ordering::Relaxed);
-            if let Err(e) = upload.write(piece).await {
-                return (upload, Err(e));
+            let sent = backup.write(piece).await;
+            counted.store(backup.bytes_written(), Ordering::Relaxed);
+            if let Err(e) = sent {
+                return (backup, Err(e));
             }
         }
-        (upload, Ok((<[u8; 32]>::from(hasher.finalize()), written)))
+        (backup, Ok(()))
     });
     let captured = capture(enc, tx, sources).await;
     let joined = uploader.await;
     sent.store(counter.load(Ordering::Relaxed), Ordering::Relaxed);
-    let (upload, uploaded) = joined.map_err(|e| ControllerError::Internal {
+    let (backup, uploaded) = joined.map_err(|e| ControllerError::Internal {
         reason: format!("the upload task failed: {e}"),
     })?;
     let failure = match (captured, uploaded) {
-        (_, Err(e)) => Some(ControllerError::from(e)),
-        (Err(e), Ok(_)) => Some(e),
-        (Ok((data_bytes, entries, warnings)), Ok((hash, written))) => {
-            if let Err(e) = upload.commit().await {
-                // Its reply may have been lost after the archive was committed:
-                // remove it rather than leave a whole archive as garbage (on
-                // a full share the retry needs that space).
-                discard(&spec.target, &paths).await;
-                return Err(e.into());
-            }
-            let manifest = Manifest {
-                id: id.clone(),
+        (_, Err(e)) => ControllerError::from(e),
+        (Err(e), Ok(())) => e,
+        (Ok((data_bytes, entries, warnings)), Ok(())) => {
+            let id = backup.id().clone();
+            let archive_bytes = backup.bytes_written();
+            let details = CommitDetails {
                 archive_id,
-                archive_size: written,
-                archive_sha256: hash,
-                created: now,
                 producer_version: spec.producer_version.clone(),
-                fqdn: spec.instance.fqdn().to_owned(),
-                region: spec.instance.region().to_owned(),
                 recipients: spec.certificates.iter().map(Certificate::thumbprint).collect(),
             };
-            let encoded = Bytes::from(manifest.encode());
-            if let Err(e) = spec
-                .target
-                .put_bytes(&paths.manifest, encoded.clone(), CommitMode::CreateNew)
-                .await
-            {
-                // The commit may have taken effect and only its reply been
-                // lost (or a backend's retry of it found it done and said
-                // "already exists"). The manifest is ours exactly when it has
-                // our bytes (they name this archive's id and SHA-256): then
-                // the backup is committed and the read-back below confirms
-                // it. Otherwise the put failed as far as we can tell, and
-                // what this attempt wrote is discarded (a manifest that is
-                // not ours is left alone, and so is its folder).
-                match spec.target.read_all(&paths.manifest).await {
-                    Ok(found) if found == encoded => {}
-                    Ok(_) => return Err(e.into()),
-                    Err(_) => {
-                        discard(&spec.target, &paths).await;
-                        return Err(e.into());
-                    }
-                }
-            }
-            // Read it back as `list` would: "complete" must mean it lists as complete.
-            let listed = ibs_recovery::catalogue_backup(&spec.target, &spec.instance, &id)
-                .await
-                .map_err(|source| ControllerError::Unconfirmed {
-                    id: id.to_string(),
-                    source,
-                })?;
-            if listed.state != RecoveryState::Complete {
-                return Err(ControllerError::NotComplete {
-                    id: id.to_string(),
-                    state: listed.state.to_string(),
-                    problem: listed.problem.unwrap_or_default(),
-                });
-            }
+            backup.commit(details).await.map_err(|e| match e {
+                RepositoryError::Unconfirmed { id, source } => ControllerError::Unconfirmed { id, source: *source },
+                RepositoryError::NotComplete { id, state, problem } => ControllerError::NotComplete {
+                    id,
+                    state: state.to_owned(),
+                    problem,
+                },
+                other => other.into(),
+            })?;
             return Ok(JobSummary {
                 id,
                 data_bytes,
-                archive_bytes: written,
+                archive_bytes,
                 entries,
                 attempts: 1,
                 deleted: Vec::new(),
@@ -478,22 +435,8 @@ pub(crate) async fn write_backup_counting(
             });
         }
     };
-    let _ = upload.abort().await;
-    let _ = spec.target.delete_dir(&paths.folder).await;
-    Err(failure.unwrap_or_else(|| ControllerError::Internal {
-        reason: "unknown failure".into(),
-    }))
-}
-
-/// Removes what a failed attempt may have committed, as retention deletes a
-/// backup: the manifest first (it may be there after all, its commit's
-/// reply lost), then the archive, then the folder; it stops at the first
-/// failure, so it never leaves a manifest without its archive (a backup that
-/// would list as damaged). Best effort: what is left lists as incomplete.
-async fn discard(target: &Arc<dyn StorageTarget>, paths: &BackupPaths) {
-    if target.delete(&paths.manifest).await.is_ok() && target.delete(&paths.archive).await.is_ok() {
-        let _ = target.delete_dir(&paths.folder).await;
-    }
+    backup.abort().await;
+    Err(failure)
 }
 
 /// Pieces queued between the encoder and the upload.
@@ -536,10 +479,8 @@ pub fn records(catalogue: &Catalogue, checks: &CheckMemo, now: i64) -> Vec<Backu
             created: b.created,
             size: b.size,
             state: match b.state {
-                RecoveryState::Complete if checks.is_fresh(b, now) => BackupState::Checked,
-                RecoveryState::Complete => BackupState::Complete,
-                RecoveryState::Incomplete => BackupState::Incomplete,
-                RecoveryState::Damaged => BackupState::Unreadable,
+                BackupState::Complete if checks.is_fresh(b, now) => BackupState::Checked,
+                state => state,
             },
         })
         .collect()
@@ -564,7 +505,7 @@ pub struct Retention {
 /// one is checked first — its whole archive read and compared with its
 /// manifest, no key needed — and the plan is made again: with it
 /// [checked](BackupState::Checked), or, when it is damaged, with it
-/// [unreadable](BackupState::Unreadable) (reported in
+/// [damaged](BackupState::Damaged) (reported in
 /// [`Retention::damaged`]) and the next newest protected instead. So the
 /// location never loses its last intact backup to a damaged newer one, at
 /// the cost of one archive read per run in the common case (none when
@@ -579,7 +520,7 @@ pub async fn plan_retention(
     next_backup_bytes: Option<u64>,
     checks: &CheckMemo,
 ) -> Result<Retention> {
-    let catalogue = ibs_recovery::catalogue(target, instance).await?;
+    let catalogue = ibs_repository::catalogue(target, instance).await?;
     let capacity = match target.capacity().await {
         Ok(c) => CapacityFacts {
             free_bytes: c.free_bytes,
@@ -608,19 +549,19 @@ pub async fn plan_retention(
         let (Some(info), Some(record)) = (catalogue.get(&id), records.iter_mut().find(|r| r.id == id)) else {
             break;
         };
-        match ibs_recovery::check_integrity(target, info).await {
+        match ibs_repository::check_integrity(target, info).await {
             Ok(report) => {
                 checks.remember(&report, now);
                 record.state = BackupState::Checked;
                 out.checked.push(report);
             }
             Err(e) if e.is_damage() => {
-                record.state = BackupState::Unreadable;
+                record.state = BackupState::Damaged;
                 let problem = match e {
-                    ibs_recovery::RecoveryError::IntegrityMismatch { found, expected, .. } => {
+                    RepositoryError::IntegrityMismatch { found, expected, .. } => {
                         format!("its archive's SHA-256 is {found}, its manifest says {expected}")
                     }
-                    ibs_recovery::RecoveryError::NotRestorable { problem, .. } => problem,
+                    RepositoryError::NotComplete { problem, .. } => problem,
                     other => other.to_string(),
                 };
                 out.damaged.push(DamagedBackup { id, problem });

@@ -16,8 +16,9 @@ use ibs_controller::job::write_backup;
 use ibs_controller::{BackupSource, CaptureProblem, DirectorySource, JobSpec, JobSummary};
 use ibs_envelope::{Certificate, Identity, Password, keygen};
 use ibs_recovery::{Backup, Choice, Recovery, RestoreOptions};
+use ibs_repository::InstanceLayout;
 use ibs_retention::Policy;
-use ibs_storage::{InstanceLayout, MemoryTarget, StorageTarget};
+use ibs_storage::{MemoryTarget, StorageTarget};
 
 const T0: i64 = 1_763_769_600;
 

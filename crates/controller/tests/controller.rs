@@ -16,8 +16,9 @@ use ibs_controller::{
 };
 use ibs_envelope::{Certificate, Identity, Password, keygen};
 use ibs_recovery::{BackupState, Choice, Recovery};
+use ibs_repository::InstanceLayout;
 use ibs_retention::Policy;
-use ibs_storage::{ErrorKind, FaultPlan, FaultyTarget, InstanceLayout, Location, MemoryTarget, StorageTarget};
+use ibs_storage::{ErrorKind, FaultPlan, FaultyTarget, Location, MemoryTarget, StorageTarget};
 
 const T0: i64 = 1_763_769_600;
 const HOUR: i64 = 3600;

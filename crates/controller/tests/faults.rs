@@ -28,12 +28,13 @@ use futures::stream::BoxStream;
 use ibs_controller::job::{JobSummary, apply, plan_retention, write_backup};
 use ibs_controller::{BackupSource, CheckMemo, ControllerError, JobSpec, run_job, validate_target};
 use ibs_envelope::{Certificate, Identity, Password, keygen};
-use ibs_recovery::layout::{ARCHIVE_NAME, BackupPaths, MANIFEST_NAME};
 use ibs_recovery::{BackupState, Catalogue, Recovery};
+use ibs_repository::InstanceLayout;
+use ibs_repository::{ARCHIVE_NAME, BackupPaths, MANIFEST_NAME};
 use ibs_retention::{Policy, Reason};
 use ibs_storage::{
-    Capacity, CommitMode, ErrorKind, FaultPlan, FaultyTarget, InstanceLayout, LocalTarget, MemoryTarget, ObjectMeta,
-    ObjectPath, ObjectWriter, StorageTarget, StorageTargetExt,
+    Capacity, CommitMode, ErrorKind, FaultPlan, FaultyTarget, LocalTarget, MemoryTarget, ObjectMeta, ObjectPath,
+    ObjectWriter, StorageTarget, StorageTargetExt,
 };
 
 const T0: i64 = 1_763_769_600;
@@ -349,7 +350,7 @@ struct Snap {
 
 impl Snap {
     async fn of(target: &Arc<dyn StorageTarget>) -> Snap {
-        let catalogue = ibs_recovery::catalogue(target, &instance()).await.unwrap();
+        let catalogue = ibs_repository::catalogue(target, &instance()).await.unwrap();
         let mut objects = BTreeMap::new();
         for o in target.list_all(&instance().backup_root()).await.unwrap() {
             let value = if o.partial {
@@ -371,9 +372,7 @@ impl Snap {
         let folder = instance().backup_root().child(id).unwrap();
         self.objects
             .iter()
-            .filter(|(p, _)| {
-                p.parent().as_ref() == Some(&folder) && p.name().is_some_and(ibs_recovery::layout::is_our_name)
-            })
+            .filter(|(p, _)| p.parent().as_ref() == Some(&folder) && p.name().is_some_and(ibs_repository::is_our_name))
             .collect()
     }
 
@@ -968,7 +967,7 @@ async fn backup_size(scale: usize) -> u64 {
     let s = write_backup(&spec(Arc::clone(&t)), &sources_of(scale), T0, None)
         .await
         .unwrap();
-    let cat = ibs_recovery::catalogue(&t, &instance()).await.unwrap();
+    let cat = ibs_repository::catalogue(&t, &instance()).await.unwrap();
     cat.get(s.id.as_str()).unwrap().size
 }
 

@@ -14,8 +14,9 @@ use ibs_controller::job::write_backup;
 use ibs_controller::{BackupSource, CaptureProblem, DirectorySource, JobSpec};
 use ibs_envelope::{Certificate, Identity, Password, keygen};
 use ibs_recovery::{Choice, Recovery, RestoreOptions};
+use ibs_repository::InstanceLayout;
 use ibs_retention::Policy;
-use ibs_storage::{InstanceLayout, StorageTarget};
+use ibs_storage::StorageTarget;
 
 const T0: i64 = 1_763_769_600;
 

@@ -12,7 +12,8 @@ use futures::StreamExt;
 use ibs_controller::job::write_backup;
 use ibs_controller::{BackupSource, EntryMeta, EntrySink, JobSpec};
 use ibs_recovery::{Choice, Recovery, RestoreOptions};
-use ibs_storage::{InstanceLayout, LocalTarget, StorageTarget};
+use ibs_repository::InstanceLayout;
+use ibs_storage::{LocalTarget, StorageTarget};
 
 #[global_allocator]
 static HEAP: peak_alloc::PeakAlloc = peak_alloc::PeakAlloc;

@@ -114,6 +114,10 @@ pub enum RecoveryError {
     /// The caller asked for something impossible; the message says what.
     #[error("{0}")]
     Usage(String),
+    /// Another failure of the repository layer (an invalid backup id or
+    /// instance name, a failed random generator, …).
+    #[error(transparent)]
+    Repository(ibs_repository::RepositoryError),
 }
 
 impl RecoveryError {
@@ -137,6 +141,7 @@ impl RecoveryError {
     pub fn storage_kind(&self) -> Option<StorageKind> {
         match self {
             RecoveryError::Storage(e) => Some(e.kind()),
+            RecoveryError::Repository(e) => e.storage_kind(),
             _ => None,
         }
     }
@@ -150,6 +155,21 @@ impl RecoveryError {
                 id: id.to_string(),
                 source,
             },
+        }
+    }
+}
+
+impl From<ibs_repository::RepositoryError> for RecoveryError {
+    /// The repository's failures, each as the recovery failure of the same meaning.
+    fn from(e: ibs_repository::RepositoryError) -> Self {
+        use ibs_repository::RepositoryError as R;
+        match e {
+            R::Storage(e) => RecoveryError::Storage(e),
+            R::Archive { id, source } => RecoveryError::Archive { id, source },
+            R::Manifest { line, reason } => RecoveryError::Manifest { line, reason },
+            R::NotComplete { id, state, problem } => RecoveryError::NotRestorable { id, state, problem },
+            R::IntegrityMismatch { id, found, expected } => RecoveryError::IntegrityMismatch { id, found, expected },
+            other => RecoveryError::Repository(other),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! 1. **Catalogue** a location ([`Recovery::catalogue`]): every backup of an
 //!    instance with id, time, size, producer version, recipients' thumbprints
 //!    and state — complete, incomplete (no commit marker) or damaged — without
-//!    any private key ([`layout`] describes what is on the share).
+//!    any private key (`ibs-repository` describes what is on the share).
 //! 2. **Choose** ([`Recovery::choose`]): the newest restorable backup, or a given
 //!    id, under the [version rule](version).
 //! 3. **Open** ([`Recovery::open`]) with one or more `.pfx` identities: the one
@@ -13,7 +13,7 @@
 //!    first; given trusted controller keys ([`Recovery::trust_signers`]) a
 //!    backup that is unsigned (unless [`Recovery::allow_unsigned`]), signed by
 //!    another key, or badly signed is refused, naming the signer found.
-//! 4. **Check** without a key ([`check_integrity`]): the whole archive read and
+//! 4. **Check** without a key ([`Recovery::check_integrity`]): the whole archive read and
 //!    compared with its manifest's size and SHA-256 — damage a catalogue
 //!    cannot see. **Verify** ([`Backup::verify`]) does that too, then every
 //!    frame tag and content hash with the key, streaming, writing nothing
@@ -33,8 +33,8 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # use ibs_archive::{ArchiveWriter, EntryMeta, WriterOptions};
 //! # use ibs_envelope::{keygen, Certificate, Identity, Password};
-//! # use ibs_recovery::layout::{BackupId, Manifest, ARCHIVE_NAME, MANIFEST_NAME};
-//! # use sha2::Digest;
+//! # use ibs_repository::{BackupId, CommitDetails, InstanceLayout, commit_backup};
+//! # use ibs_storage::{LocalTarget, StorageTarget};
 //! # let share = tempfile::tempdir()?;
 //! # let password = Password::new("pw");
 //! # let pair = keygen::generate(&keygen::KeygenOptions::new("doc", 1_763_769_600), &password)?;
@@ -42,15 +42,10 @@
 //! # let mut w = ArchiveWriter::new(Vec::new(), &[&cert], WriterOptions::default().producer_version("1.2408.0").created(1_763_769_600))?;
 //! # w.add_entry(EntryMeta::new("rbac", "assignments.json"), &br#"[{"role":"Owner"}]"#[..])?;
 //! # let (archive, summary) = w.finish()?;
-//! # let id = BackupId::generate(1_763_769_600)?;
-//! # let folder = share.path().join("azs.contoso.com/local/MASBackup").join(id.as_str());
-//! # std::fs::create_dir_all(&folder)?;
-//! # std::fs::write(folder.join(ARCHIVE_NAME), &archive)?;
-//! # let manifest = Manifest { id, archive_id: summary.archive_id, archive_size: archive.len() as u64,
-//! #     archive_sha256: sha2::Sha256::digest(&archive).into(), created: 1_763_769_600,
-//! #     producer_version: "1.2408.0".into(), fqdn: "azs.contoso.com".into(), region: "local".into(),
-//! #     recipients: vec![cert.thumbprint()] };
-//! # std::fs::write(folder.join(MANIFEST_NAME), manifest.encode())?;
+//! # let target: std::sync::Arc<dyn StorageTarget> = std::sync::Arc::new(LocalTarget::new(share.path())?);
+//! # let details = CommitDetails { archive_id: summary.archive_id, producer_version: "1.2408.0".into(), recipients: vec![cert.thumbprint()] };
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(commit_backup(
+//! #     &target, &InstanceLayout::new("azs.contoso.com", "local")?, BackupId::generate(1_763_769_600)?, archive.into(), details))?;
 //! # let pfx = Identity::from_pkcs12(&pair.pfx, &password)?;
 //! use ibs_recovery::{Choice, blocking::Recovery};
 //!
@@ -64,18 +59,20 @@
 //! ```
 
 mod backup;
-mod catalogue;
+mod choose;
 mod error;
-pub mod layout;
+mod lock;
 pub mod restore;
-mod target;
 pub mod version;
 
-pub use backup::{Backup, Choice, Leftovers, Recovery, RestoreLock, STAGING_MARKER, VerifyReport};
-pub use catalogue::{BackupInfo, BackupState, Catalogue, CheckReport, catalogue, catalogue_backup, check_integrity};
+pub use backup::{Backup, VerifyReport};
+pub use choose::{Choice, Recovery};
 pub use error::{RecoveryError, Result};
+pub use lock::{Leftovers, RestoreLock, STAGING_MARKER};
 pub use restore::{RestoreOptions, RestoreReport};
-pub use target::TargetObject;
+// The repository's types that appear in this crate's API (the layout, the
+// catalogue and the keyless check are `ibs-repository`'s).
+pub use ibs_repository::{BackupId, BackupInfo, BackupState, Catalogue, CheckReport, InstanceLayout, TargetObject};
 pub use version::{Release, Version, VersionRule};
 
 /// Hooks for the fuzz targets in `fuzz/`: the restore's path handling
@@ -95,7 +92,8 @@ pub mod blocking {
 
     use ibs_archive::Entry;
     use ibs_envelope::Identity;
-    use ibs_storage::{InstanceLayout, LocalTarget, StorageTarget};
+    use ibs_repository::InstanceLayout;
+    use ibs_storage::{LocalTarget, StorageTarget};
     use tokio::runtime::Runtime;
 
     use crate::{Catalogue, Choice, RecoveryError, RestoreOptions, RestoreReport, Result, VerifyReport};

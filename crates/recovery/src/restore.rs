@@ -37,7 +37,8 @@ use futures::StreamExt;
 use ibs_archive::{Entry, EntryKind};
 use rustix::fs::{Mode, OFlags, Timespec, Timestamps};
 
-use crate::backup::{Backup, Leftovers, RestoreLock, remove_restore_leftovers};
+use crate::backup::Backup;
+use crate::lock::{Leftovers, RestoreLock, blocking, remove_restore_leftovers};
 use crate::{RecoveryError, Result};
 
 /// Refuses an entry whose names a restore must not use: the rules of its
@@ -219,12 +220,6 @@ fn errno(action: &'static str, path: &Path) -> impl FnOnce(rustix::io::Errno) ->
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| RecoveryError::Usage(format!("restore task failed: {e}")))?
 }
 
 /// The path of entry `e` under `base/<source>/`.
@@ -473,7 +468,7 @@ impl Backup {
         blocking(move || {
             rustix::fs::mkdir(&st, Mode::from_raw_mode(0o700)).map_err(errno("cannot create", &st))?;
             // First, so that only a folder a restore made is ever removed as a leftover.
-            let marker = st.join(crate::backup::STAGING_MARKER);
+            let marker = st.join(crate::lock::STAGING_MARKER);
             std::fs::File::create_new(&marker).map_err(io_err("cannot create", &marker))?;
             for s in &sel {
                 let p = st.join(s);

@@ -14,10 +14,10 @@ use bytes::Bytes;
 use common::*;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use ibs_recovery::layout::BackupPaths;
 use ibs_recovery::{
     BackupState, Choice, Recovery, RecoveryError, Release, RestoreOptions, Version, VersionRule, blocking,
 };
+use ibs_repository::BackupPaths;
 use ibs_storage::{
     Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, StorageTarget, StorageTargetExt,
 };
@@ -298,7 +298,7 @@ async fn damaged_and_incomplete_backups_are_reported_not_restored() {
 
     let r = recovery(&target);
     let cat = r.catalogue().await.unwrap();
-    let state = |id: &ibs_recovery::layout::BackupId| cat.get(id.as_str()).unwrap().state;
+    let state = |id: &ibs_repository::BackupId| cat.get(id.as_str()).unwrap().state;
     assert_eq!(state(&good), BackupState::Complete);
     assert_eq!(state(&crashed), BackupState::Incomplete);
     assert_eq!(state(&truncated), BackupState::Damaged);

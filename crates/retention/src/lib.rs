@@ -18,7 +18,7 @@
 //!    backup is unchecked, the plan withholds every deletion of a complete
 //!    backup and names it in [`Plan::check_first`]: the caller checks it
 //!    (one archive read), records the result — [`BackupState::Checked`], or
-//!    [`BackupState::Unreadable`] when it is damaged — and plans again. The
+//!    [`BackupState::Damaged`] when it is damaged — and plans again. The
 //!    newest backup is usually intact, so a prune costs one archive read, and
 //!    none when nothing complete would be deleted. With every plan followed
 //!    this way, a location that had an intact backup keeps one.
@@ -37,7 +37,7 @@
 //!
 //! ```
 //! use ibs_retention::{BackupRecord, BackupState, CapacityFacts, Policy, Reason, plan};
-//! use ibs_storage::InstanceLayout;
+//! use ibs_repository::InstanceLayout;
 //!
 //! let layout = InstanceLayout::new("azurestack.contoso.com", "westus").unwrap();
 //! let day = 86_400;
@@ -74,7 +74,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use ibs_storage::{Alert, ErrorKind, InstanceLayout, ObjectPath};
+pub use ibs_repository::BackupState;
+use ibs_repository::InstanceLayout;
+use ibs_storage::{Alert, ErrorKind, ObjectPath};
 
 /// Seconds since the Unix epoch (UTC).
 pub type UnixSeconds = i64;
@@ -187,29 +189,6 @@ impl Policy {
         backup_size
             .saturating_mul(self.backups_per_day())
             .saturating_mul(u64::from(self.retention_days))
-    }
-}
-
-/// What a catalogue says about a backup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackupState {
-    /// Committed, with a manifest that agrees with the archive's size,
-    /// header and footer; the archive's body has not been read.
-    Complete,
-    /// Complete, and its whole archive was read and matched the SHA-256 in
-    /// its manifest (a keyless check).
-    Checked,
-    /// Never committed: crashed, or still being written.
-    Incomplete,
-    /// Committed, but damaged: its manifest cannot be read, its archive is
-    /// missing or differs from the manifest, or a check found its body damaged.
-    Unreadable,
-}
-
-impl BackupState {
-    /// Complete, checked or not.
-    pub fn is_complete(self) -> bool {
-        matches!(self, BackupState::Complete | BackupState::Checked)
     }
 }
 
@@ -408,7 +387,7 @@ pub fn plan(
         // Complete candidates are older than the protected backup (it is the newest complete one).
         let candidates = present
             .iter()
-            .filter(|r| r.state == BackupState::Unreadable)
+            .filter(|r| r.state == BackupState::Damaged)
             .chain(present.iter().filter(|r| r.state.is_complete() && !is_protected(r)));
         for r in candidates {
             if free.saturating_add(out.freed_bytes()) >= needed {

@@ -1,10 +1,10 @@
 //! Table cases with a fixed `now`, and property tests of every rule.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+use ibs_repository::InstanceLayout;
 use ibs_retention::{
     BackupRecord, BackupState, CapacityFacts, Plan, Policy, Reason, RetentionError, UnixSeconds, Warning, plan,
 };
-use ibs_storage::InstanceLayout;
 use proptest::prelude::*;
 
 const H: i64 = 3600;
@@ -30,7 +30,7 @@ fn ids(p: &Plan) -> Vec<(&str, Reason)> {
     p.deletions.iter().map(|d| (d.id.as_str(), d.reason)).collect()
 }
 
-use BackupState::{Checked as K, Complete as C, Incomplete as I, Unreadable as U};
+use BackupState::{Checked as K, Complete as C, Damaged as U, Incomplete as I};
 
 #[test]
 fn policy_bounds_are_validated() {

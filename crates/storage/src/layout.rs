@@ -1,34 +1,19 @@
-//! Locations, object paths, and where things live on a shared location.
-//!
-//! Several cloud instances may share one location, and OEM tools keep their
-//! own folders beside ours, so everything this library writes lives under
-//! `<location>/<external-domain-fqdn>/<region>/MASBackup/`:
-//!
-//! ```text
-//! \\fileserver01.contoso.com\AzSBackups\
-//!   azurestack.contoso.com\          <- external domain FQDN of one instance
-//!     westus\                        <- its region
-//!       MASBackup\                   <- ours: backups, written and pruned by ibs
-//!       HLH\ Switches\ DeploymentData\ Registration\   <- OEM tools' (never touched)
-//! ```
+//! Locations and object paths: where a target is, and the paths inside it.
 //!
 //! ```
-//! use ibs_storage::{InstanceLayout, Location};
+//! use ibs_storage::{Location, ObjectPath};
 //!
 //! let loc = Location::parse(r"\\fileserver01.contoso.com\AzSBackups\lab").unwrap();
 //! assert_eq!(loc.to_string(), r"\\fileserver01.contoso.com\AzSBackups\lab");
-//! let layout = InstanceLayout::new("azurestack.contoso.com", "westus").unwrap();
-//! assert_eq!(layout.backup_root().as_str(), "azurestack.contoso.com/westus/MASBackup");
-//! assert_eq!(layout.oem_folder("HLH").unwrap().as_str(), "azurestack.contoso.com/westus/HLH");
+//! let p = ObjectPath::parse("azurestack.contoso.com/westus").unwrap();
+//! assert_eq!(p.child("MASBackup").unwrap().as_str(), "azurestack.contoso.com/westus/MASBackup");
+//! assert!(p.child("../x").is_err());
 //! ```
 
 use std::fmt;
 use std::path::PathBuf;
 
 use crate::{ErrorKind, Result, StorageError};
-
-/// The folder under `<fqdn>/<region>/` that belongs to this library.
-pub const BACKUP_FOLDER: &str = "MASBackup";
 
 /// A `/`-separated path of an object or folder, relative to a location's root.
 ///
@@ -466,86 +451,6 @@ fn trailing_separator(f: &mut fmt::Formatter<'_>, last: &str, sep: char) -> fmt:
     Ok(())
 }
 
-/// One cloud instance's folders at a location.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InstanceLayout {
-    fqdn: String,
-    region: String,
-}
-
-impl InstanceLayout {
-    /// The layout for an instance's external domain FQDN and region.
-    pub fn new(fqdn: &str, region: &str) -> Result<Self> {
-        let fqdn = fqdn.trim().trim_end_matches('.').to_ascii_lowercase();
-        let valid_label = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        };
-        if fqdn.is_empty() || fqdn.len() > 253 || !fqdn.split('.').all(valid_label) {
-            return Err(StorageError::new(
-                ErrorKind::PathNotFound,
-                "invalid external domain FQDN",
-                fqdn,
-                "expected DNS labels of letters, digits and '-', separated by '.'",
-            ));
-        }
-        let region = region.trim().to_ascii_lowercase();
-        if !valid_label(&region) {
-            return Err(StorageError::new(
-                ErrorKind::PathNotFound,
-                "invalid region name",
-                region,
-                "expected letters, digits and '-'",
-            ));
-        }
-        Ok(InstanceLayout { fqdn, region })
-    }
-
-    /// The external domain FQDN (lower case).
-    pub fn fqdn(&self) -> &str {
-        &self.fqdn
-    }
-
-    /// The region (lower case).
-    pub fn region(&self) -> &str {
-        &self.region
-    }
-
-    /// `<fqdn>/<region>`: this instance's folder.
-    pub fn instance_root(&self) -> ObjectPath {
-        ObjectPath(format!("{}/{}", self.fqdn, self.region))
-    }
-
-    /// `<fqdn>/<region>/MASBackup`: the only folder this library writes to.
-    pub fn backup_root(&self) -> ObjectPath {
-        ObjectPath(format!("{}/{}/{BACKUP_FOLDER}", self.fqdn, self.region))
-    }
-
-    /// `<fqdn>/<region>/<name>`: an OEM tool's folder (`HLH`, `Switches`,
-    /// `DeploymentData`, `Registration`, or any other name but `MASBackup`),
-    /// offered to OEM tools; this library never writes or deletes there.
-    pub fn oem_folder(&self, name: &str) -> Result<ObjectPath> {
-        if name.eq_ignore_ascii_case(BACKUP_FOLDER) {
-            return Err(StorageError::new(
-                ErrorKind::Other,
-                "invalid OEM folder",
-                name,
-                "MASBackup belongs to the backup library",
-            ));
-        }
-        self.instance_root().child(name)
-    }
-
-    /// Whether `path` lies inside this instance's `MASBackup` folder (and so may
-    /// be written or deleted by this library).
-    pub fn owns(&self, path: &ObjectPath) -> bool {
-        path.starts_with(&self.backup_root()) && path != &self.backup_root()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -742,25 +647,5 @@ mod tests {
                 .starts_with(&ObjectPath::parse("a/b").unwrap())
         );
         assert!(p.starts_with(&ObjectPath::root()));
-    }
-
-    #[test]
-    fn instances_never_mix_and_oem_folders_are_siblings() {
-        let a = InstanceLayout::new("AzureStack.Contoso.com.", "WestUS").unwrap();
-        let b = InstanceLayout::new("azurestack.contoso.com", "eastus").unwrap();
-        assert_eq!(a.backup_root().as_str(), "azurestack.contoso.com/westus/MASBackup");
-        assert!(!b.owns(&a.backup_root().child("x").unwrap()));
-        assert!(a.owns(&a.backup_root().child("x").unwrap()));
-        assert!(!a.owns(&a.backup_root()));
-        for oem in ["HLH", "Switches", "DeploymentData", "Registration", "AnyVendorTool"] {
-            let p = a.oem_folder(oem).unwrap();
-            assert_eq!(p.parent().unwrap(), a.instance_root());
-            assert!(!a.owns(&p) && !a.owns(&p.child("f").unwrap()));
-        }
-        assert!(a.oem_folder("masbackup").is_err());
-        assert!(a.oem_folder("../x").is_err());
-        assert!(InstanceLayout::new("bad_fqdn", "r").is_err());
-        assert!(InstanceLayout::new("a.b", "r/x").is_err());
-        assert!(InstanceLayout::new("", "r").is_err());
     }
 }

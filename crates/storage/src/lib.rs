@@ -7,8 +7,9 @@
 //!   exactly one of five classes — out of capacity, connectivity, path not
 //!   found, authentication, other — each with an operator-facing [`Alert`]
 //!   (title, what happened, remediation) and a retry hint.
-//! * [`Location`], [`InstanceLayout`], [`ObjectPath`]: UNC / `smb://` / local
-//!   locations, and the `<fqdn>/<region>/MASBackup` layout shared with OEM tools.
+//! * [`Location`], [`ObjectPath`]: UNC / `smb://` / local / object-store
+//!   locations, and the paths inside them (where backups sit at a location
+//!   is `ibs-repository`'s business).
 //! * Backends: [`LocalTarget`] (a directory), [`MemoryTarget`] (for tests), and
 //!   [`FaultyTarget`], which wraps any target and injects faults.
 //! * `conformance` (a public module behind the feature of that name): the scenarios every backend passes.
@@ -17,20 +18,19 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use ibs_storage::{CommitMode, ErrorKind, InstanceLayout, LocalTarget, StorageTarget, StorageTargetExt};
+//! use ibs_storage::{CommitMode, ErrorKind, LocalTarget, ObjectPath, StorageTarget, StorageTargetExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), ibs_storage::StorageError> {
 //! let dir = tempfile::tempdir().unwrap();
 //! let target = LocalTarget::new(dir.path())?;
-//! let layout = InstanceLayout::new("azurestack.contoso.com", "westus")?;
-//! let folder = layout.backup_root().child("2026-11-22T040000Z")?;
+//! let folder = ObjectPath::parse("azurestack.contoso.com/westus/MASBackup/b1")?;
 //! target.create_dir_all(&folder).await?;
 //!
 //! // Stream an object; it appears only when committed.
 //! let mut upload = target.put(&folder.child("archive.ibs")?, CommitMode::CreateNew).await?;
 //! upload.write(Bytes::from_static(b"frames...")).await?;
 //! upload.commit().await?;
-//! assert_eq!(target.list_all(&layout.backup_root()).await?.len(), 1);
+//! assert_eq!(target.list_all(&folder).await?.len(), 1);
 //!
 //! // Every failure carries its class and the alert an operator sees.
 //! let err = target.head(&folder.child("missing")?).await.unwrap_err();
@@ -53,7 +53,7 @@ mod target;
 
 pub use error::{Alert, ErrorKind, Result, StorageError, classify_io};
 pub use faulty::{FaultPlan, FaultyTarget};
-pub use layout::{BACKUP_FOLDER, InstanceLayout, Location, ObjectPath, ObjectProvider};
+pub use layout::{Location, ObjectPath, ObjectProvider};
 pub use local::LocalTarget;
 pub use memory::MemoryTarget;
 pub use target::{

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use ibs_archive::fuzzing::format::{ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, HeaderFields, Index};
 use ibs_archive::{ArchiveId, ArchiveWriter, Entry, EntryMeta, Footer, Header, WriterOptions};
 use ibs_envelope::{Certificate, FileKey, Identity, Password, keygen};
-use ibs_recovery::layout::{BackupId, BackupPaths, Manifest};
-use ibs_storage::{CommitMode, InstanceLayout, LocalTarget, StorageTarget, StorageTargetExt};
+use ibs_repository::{BackupId, CommitDetails, InstanceLayout, RepositoryError, commit_backup};
+use ibs_storage::{LocalTarget, StorageTarget};
 use sha2::{Digest, Sha256};
 
 pub const FQDN: &str = "azs.contoso.com";
@@ -115,27 +115,17 @@ pub async fn put_archive(
     version: &str,
 ) -> BackupId {
     let id = BackupId::generate(created).unwrap();
-    let paths = BackupPaths::new(&instance(), &id).unwrap();
-    target.create_dir_all(&paths.folder).await.unwrap();
-    let manifest = Manifest {
-        id: id.clone(),
+    let details = CommitDetails {
         archive_id,
-        archive_size: archive.len() as u64,
-        archive_sha256: Sha256::digest(&archive).into(),
-        created,
         producer_version: version.into(),
-        fqdn: FQDN.into(),
-        region: REGION.into(),
         recipients: certs.iter().map(|c| c.thumbprint()).collect(),
     };
-    target
-        .put_bytes(&paths.archive, Bytes::from(archive), CommitMode::CreateNew)
-        .await
-        .unwrap();
-    target
-        .put_bytes(&paths.manifest, Bytes::from(manifest.encode()), CommitMode::CreateNew)
-        .await
-        .unwrap();
+    // Committed as the controller commits; a crafted archive may list as
+    // damaged when read back, which is what its test is about.
+    match commit_backup(target, &instance(), id.clone(), Bytes::from(archive), details).await {
+        Ok(_) | Err(RepositoryError::NotComplete { .. }) => {}
+        Err(e) => panic!("committing backup {id}: {e}"),
+    }
     id
 }
 

@@ -1,189 +1,24 @@
-//! How a backup sits on a storage target, and its manifest (the commit marker).
-//!
-//! ```text
-//! <share>/<fqdn>/<region>/MASBackup/
-//!     20261122T051530Z-1a2b3c4d/          one folder per backup, named by its id
-//!         backup.ibs                      the archive (ibs-archive FORMAT.md)
-//!         backup.manifest                 written last, atomically: the commit marker
-//! ```
+//! The manifest: a backup's commit marker, readable without any key.
 //!
 //! A backup is **complete** only when its manifest exists and agrees with the
-//! archive. Writers put the archive first and the manifest last with
+//! archive. [`commit_backup`](crate::commit_backup) puts the archive first
+//! and the manifest last with
 //! [`CommitMode::CreateNew`](ibs_storage::CommitMode::CreateNew); a job that
 //! dies before the manifest leaves an **incomplete** folder that retention
 //! deletes. The manifest repeats, in the clear, what a keyless catalogue
 //! needs (time, producer version, recipients) and the archive's size and
 //! SHA-256, so the whole archive can be checked without any key.
 
-use std::fmt;
-use std::str::FromStr;
-
 use ibs_archive::ArchiveId;
 use ibs_envelope::Thumbprint;
-use ibs_storage::{InstanceLayout, ObjectPath};
-use time::OffsetDateTime;
 
-use crate::{RecoveryError, Result};
+use crate::layout::BackupId;
+use crate::{RepositoryError, Result};
 
-/// File name of the archive inside a backup folder.
-pub const ARCHIVE_NAME: &str = "backup.ibs";
-/// File name of the manifest (commit marker) inside a backup folder.
-pub const MANIFEST_NAME: &str = "backup.manifest";
 /// First line of every manifest.
 pub const MANIFEST_MAGIC: &str = "ibs-backup-manifest 1";
 /// Largest manifest a reader accepts.
 pub const MAX_MANIFEST_LEN: u64 = 64 << 10;
-
-/// A backup's id: its UTC creation time, a sequence number within that
-/// second and 24 random bits, `YYYYMMDDTHHMMSSZ-ssxxxxxx` (`ss`: two hex
-/// digits, `xxxxxx`: six). Ids sort in creation order, also within one
-/// second: [`BackupId::next`] gives a backup the next sequence number after
-/// the ids already at the location for the same second. (Ids written before
-/// the sequence existed have eight random hex digits in its place; they
-/// parse the same, and order arbitrarily only against ids of the very same
-/// second.)
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BackupId(String);
-
-impl BackupId {
-    /// A fresh id for a backup created at `unix_seconds`, with sequence
-    /// number 0 (see [`BackupId::next`] to order it after existing ones).
-    pub fn generate(unix_seconds: i64) -> Result<Self> {
-        Self::next(unix_seconds, std::iter::empty())
-    }
-
-    /// A fresh id for a backup created at `unix_seconds` that sorts after
-    /// every id in `existing` of the same second (the ids already at the
-    /// location); past 256 in one second they share sequence `ff`.
-    pub fn next<'a>(unix_seconds: i64, existing: impl IntoIterator<Item = &'a BackupId>) -> Result<Self> {
-        let mut r = [0u8; 4];
-        getrandom::fill(&mut r).map_err(|e| RecoveryError::Usage(format!("random generator failed: {e}")))?;
-        // An id's year has four digits (and a negative one would not parse).
-        let t = OffsetDateTime::from_unix_timestamp(unix_seconds)
-            .ok()
-            .filter(|t| (0..=9999).contains(&t.year()))
-            .ok_or_else(|| RecoveryError::Usage(format!("time {unix_seconds} out of range")))?;
-        let second = format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z-",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-        );
-        let taken = existing
-            .into_iter()
-            .filter_map(|id| id.0.strip_prefix(&second))
-            .filter_map(|rest| u8::from_str_radix(rest.get(..2)?, 16).ok())
-            .max();
-        // An id made before the sequence existed (8 random digits) can look
-        // like any sequence number: past ff the order within this one second
-        // falls back to the random digits rather than failing.
-        let sequence = taken.map_or(0, |n| n.saturating_add(1));
-        let random = u32::from_be_bytes(r) & 0x00ff_ffff;
-        Ok(BackupId(format!("{second}{sequence:02x}{random:06x}")))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The creation time encoded in the id, Unix seconds.
-    pub fn created(&self) -> i64 {
-        // Parsing checked that the time is a real one.
-        self.time().unwrap_or(0)
-    }
-
-    /// The time the id names, if its date and time of day exist.
-    fn time(&self) -> Option<i64> {
-        let n = |r: std::ops::Range<usize>| self.0.get(r)?.parse::<u16>().ok();
-        let date = time::Date::from_calendar_date(
-            i32::from(n(0..4)?),
-            time::Month::try_from(u8::try_from(n(4..6)?).ok()?).ok()?,
-            u8::try_from(n(6..8)?).ok()?,
-        )
-        .ok()?;
-        let hms = |r| u8::try_from(n(r)?).ok();
-        let tm = time::Time::from_hms(hms(9..11)?, hms(11..13)?, hms(13..15)?).ok()?;
-        Some(time::PrimitiveDateTime::new(date, tm).assume_utc().unix_timestamp())
-    }
-}
-
-impl FromStr for BackupId {
-    type Err = RecoveryError;
-    fn from_str(s: &str) -> Result<Self> {
-        let b = s.as_bytes();
-        let shape = b.len() == 25
-            && b[..8].iter().all(u8::is_ascii_digit)
-            && b[8] == b'T'
-            && b[9..15].iter().all(u8::is_ascii_digit)
-            && b[15] == b'Z'
-            && b[16] == b'-'
-            && b[17..].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
-        let id = BackupId(s.to_owned());
-        // (Not `created() != 0`: 19700101T000000Z is a time like any other.)
-        if shape && id.time().is_some() {
-            Ok(id)
-        } else {
-            Err(RecoveryError::Usage(format!(
-                "{s:?} is not a backup id (expected YYYYMMDDTHHMMSSZ- and 8 hex digits)"
-            )))
-        }
-    }
-}
-
-impl fmt::Display for BackupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for BackupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BackupId({})", self.0)
-    }
-}
-
-/// Whether `name`, inside a backup folder, is a file ibs writes there: the
-/// archive, the manifest, or an uncommitted upload of either (its
-/// [partial name](ibs_storage::partial_path)). Anything else in a backup
-/// folder was put there by someone else and is never deleted by retention.
-pub fn is_our_name(name: &str) -> bool {
-    if name == ARCHIVE_NAME || name == MANIFEST_NAME {
-        return true;
-    }
-    [ARCHIVE_NAME, MANIFEST_NAME].iter().any(|own| {
-        name.strip_prefix('.')
-            .and_then(|n| n.strip_prefix(own))
-            .and_then(|n| n.strip_prefix(ibs_storage::PARTIAL_MARKER))
-            .is_some_and(|tag| tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit()))
-    })
-}
-
-/// The paths of one backup.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackupPaths {
-    /// The backup's folder.
-    pub folder: ObjectPath,
-    /// The archive.
-    pub archive: ObjectPath,
-    /// The manifest.
-    pub manifest: ObjectPath,
-}
-
-impl BackupPaths {
-    /// Where backup `id` of `instance` lives.
-    pub fn new(instance: &InstanceLayout, id: &BackupId) -> Result<Self> {
-        let folder = instance.backup_root().child(id.as_str())?;
-        Ok(BackupPaths {
-            archive: folder.child(ARCHIVE_NAME)?,
-            manifest: folder.child(MANIFEST_NAME)?,
-            folder,
-        })
-    }
-}
 
 /// The commit marker of a backup: plain UTF-8 `key: value` lines after the
 /// [`MANIFEST_MAGIC`] line. Unknown keys are ignored (room to grow); every key
@@ -245,7 +80,7 @@ impl Manifest {
 
     /// Parses a manifest (untrusted bytes: an error, never a panic).
     pub fn parse(bytes: &[u8]) -> Result<Manifest> {
-        let bad = |line: usize, reason: String| RecoveryError::Manifest { line, reason };
+        let bad = |line: usize, reason: String| RepositoryError::Manifest { line, reason };
         if bytes.len() as u64 > MAX_MANIFEST_LEN {
             return Err(bad(0, format!("larger than {MAX_MANIFEST_LEN} bytes")));
         }
@@ -277,7 +112,7 @@ impl Manifest {
             }
         };
         let (id, l) = one("id")?;
-        let id = id.parse().map_err(|e: RecoveryError| bad(l, e.to_string()))?;
+        let id = id.parse().map_err(|e: RepositoryError| bad(l, e.to_string()))?;
         let (v, l) = one("archive-id")?;
         let archive_id = v
             .parse()
@@ -322,7 +157,7 @@ impl Manifest {
 /// committed backup never fails to list for a bad label.
 pub fn check_manifest_value(field: &str, value: &str) -> Result<()> {
     let bad = |why: &str| {
-        Err(RecoveryError::Usage(format!(
+        Err(RepositoryError::InvalidInput(format!(
             "{field} {value:?} cannot be recorded: {why}"
         )))
     };

@@ -6,29 +6,45 @@ use std::sync::Arc;
 
 use ibs_archive::{ArchiveId, inspect};
 use ibs_envelope::Thumbprint;
-use ibs_storage::{InstanceLayout, ObjectMeta, ObjectPath, StorageTarget, StorageTargetExt};
-use sha2::{Digest, Sha256};
+use ibs_storage::{ObjectMeta, ObjectPath, StorageTarget, StorageTargetExt};
 
-use crate::layout::{ARCHIVE_NAME, BackupId, BackupPaths, MANIFEST_NAME, MAX_MANIFEST_LEN, Manifest, hex, is_our_name};
-use crate::target::TargetObject;
-use crate::{RecoveryError, Result};
+use crate::layout::{ARCHIVE_NAME, BackupId, BackupPaths, InstanceLayout, MANIFEST_NAME, is_our_name};
+use crate::manifest::{MAX_MANIFEST_LEN, Manifest};
+use crate::object::TargetObject;
+use crate::{RepositoryError, Result};
 
-/// Whether a backup can be restored.
+/// What is known about a backup: the one state the catalogue, retention,
+/// the controller and the recovery reader share.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BackupState {
-    /// Manifest present and consistent with the archive.
+    /// Committed, with a manifest that agrees with the archive's size,
+    /// header and footer; the archive's body has not been read.
     Complete,
-    /// No manifest: the job that wrote it stopped before committing.
+    /// Complete, and its whole archive was read and matched the SHA-256 in
+    /// its manifest ([`check_integrity`](crate::check_integrity)). The
+    /// catalogue never says this by itself: a caller that checked says so.
+    Checked,
+    /// No manifest: the job that wrote it stopped before committing (or is
+    /// still writing).
     Incomplete,
-    /// A manifest exists but the backup is not what it says (missing or
-    /// resized archive, unreadable manifest or archive structure, …).
+    /// A manifest exists but the backup is not what it says: missing or
+    /// resized archive, unreadable manifest or archive structure, or a check
+    /// found its body changed.
     Damaged,
+}
+
+impl BackupState {
+    /// Complete, checked or not: restorable as far as is known.
+    pub fn is_complete(self) -> bool {
+        matches!(self, BackupState::Complete | BackupState::Checked)
+    }
 }
 
 impl fmt::Display for BackupState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             BackupState::Complete => "complete",
+            BackupState::Checked => "complete (checked)",
             BackupState::Incomplete => "incomplete",
             BackupState::Damaged => "damaged",
         })
@@ -81,7 +97,7 @@ pub struct Catalogue {
 impl Catalogue {
     /// The backups that are complete, oldest first.
     pub fn complete(&self) -> impl Iterator<Item = &BackupInfo> {
-        self.backups.iter().filter(|b| b.state == BackupState::Complete)
+        self.backups.iter().filter(|b| b.state.is_complete())
     }
 
     /// The backup with `id`.
@@ -247,94 +263,11 @@ async fn classify(
         }
         Err(ibs_archive::ReadError::Read { error, .. }) => {
             // The target failed while reading: that is the target's failure, not damage.
-            return Err(RecoveryError::Storage(error));
+            return Err(RepositoryError::Storage(error));
         }
         Err(ibs_archive::ReadError::Archive(e)) => return damaged(info, format!("archive: {e}")),
     }
     info.state = BackupState::Complete;
     info.problem = None;
     Ok(info)
-}
-
-/// What a keyless check of a backup found: its whole archive read and
-/// compared with its manifest.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CheckReport {
-    /// The backup.
-    pub id: BackupId,
-    /// Archive bytes read (equal to the manifest's `archive-size`).
-    pub archive_bytes: u64,
-    /// The archive's SHA-256 (equal to the manifest's `archive-sha256`).
-    pub archive_sha256: [u8; 32],
-    /// Who signed it, the signature verified (no key needed; whether the
-    /// signer is trusted is the reader's question).
-    pub signer: ibs_archive::Signer,
-}
-
-impl fmt::Display for CheckReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "archive of {} bytes read whole; size and SHA-256 {} match the manifest; {}",
-            self.archive_bytes,
-            hex(&self.archive_sha256),
-            match self.signer {
-                ibs_archive::Signer::Unsigned => "not signed".to_owned(),
-                ibs_archive::Signer::Verified(k) => format!("signature by {} verifies", k.fingerprint()),
-            }
-        )
-    }
-}
-
-/// Checks a backup without any key: reads its whole archive and compares its
-/// size and SHA-256 with the manifest's (on top of what the catalogue
-/// checked: manifest, archive header and footer), and verifies its
-/// signature when it is signed. A backup that is not
-/// complete, or whose archive differs, is an error
-/// ([`RecoveryError::is_damage`] tells damage from a failure of the target).
-pub async fn check_integrity(target: &Arc<dyn StorageTarget>, backup: &BackupInfo) -> Result<CheckReport> {
-    let manifest = match (&backup.manifest, backup.state) {
-        (Some(m), BackupState::Complete) => m,
-        (_, state) => {
-            return Err(RecoveryError::NotRestorable {
-                id: backup.id.to_string(),
-                state: if state == BackupState::Incomplete {
-                    "incomplete"
-                } else {
-                    "damaged"
-                },
-                problem: backup.problem.clone().unwrap_or_default(),
-            });
-        }
-    };
-    const STEP: u64 = 8 << 20;
-    let mut hasher = Sha256::new();
-    let mut at = 0;
-    while at < manifest.archive_size {
-        let end = (at + STEP).min(manifest.archive_size);
-        hasher.update(target.read_range(&backup.paths.archive, at..end).await?);
-        at = end;
-    }
-    let sha256 = <[u8; 32]>::from(hasher.finalize());
-    if sha256 == manifest.archive_sha256 {
-        // The signature needs no key either: checked too (one more read, of the root).
-        let object = TargetObject::new(Arc::clone(target), backup.paths.archive.clone(), manifest.archive_size);
-        let archive_error = |e| RecoveryError::archive(&backup.id, e);
-        let info = inspect(&object).await.map_err(archive_error)?;
-        let signer = ibs_archive::check_signature(&object, &info)
-            .await
-            .map_err(archive_error)?;
-        Ok(CheckReport {
-            id: backup.id.clone(),
-            archive_bytes: at,
-            archive_sha256: sha256,
-            signer,
-        })
-    } else {
-        Err(RecoveryError::IntegrityMismatch {
-            id: backup.id.to_string(),
-            found: hex(&sha256),
-            expected: hex(&manifest.archive_sha256),
-        })
-    }
 }

@@ -3,7 +3,7 @@
 
 use ibs_archive::ArchiveId;
 use ibs_envelope::Thumbprint;
-use ibs_recovery::layout::{BackupId, Manifest};
+use ibs_repository::{BackupId, Manifest};
 
 fn sample() -> Manifest {
     Manifest {
@@ -84,7 +84,7 @@ fn malformed_manifests_say_what_is_wrong() {
 mod properties {
     use ibs_archive::ArchiveId;
     use ibs_envelope::Thumbprint;
-    use ibs_recovery::layout::{BackupId, MANIFEST_MAGIC, Manifest, check_manifest_value};
+    use ibs_repository::{BackupId, MANIFEST_MAGIC, Manifest, check_manifest_value};
     use proptest::prelude::*;
 
     /// 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z: the times an id's

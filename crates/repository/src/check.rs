@@ -1,0 +1,97 @@
+//! Checking a backup without any key: its whole archive against its manifest.
+
+use std::fmt;
+use std::sync::Arc;
+
+use ibs_archive::inspect;
+use ibs_storage::StorageTarget;
+use sha2::{Digest, Sha256};
+
+use crate::catalogue::{BackupInfo, BackupState};
+use crate::layout::BackupId;
+use crate::manifest::hex;
+use crate::object::TargetObject;
+use crate::{RepositoryError, Result};
+
+/// What a keyless check of a backup found: its whole archive read and
+/// compared with its manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckReport {
+    /// The backup.
+    pub id: BackupId,
+    /// Archive bytes read (equal to the manifest's `archive-size`).
+    pub archive_bytes: u64,
+    /// The archive's SHA-256 (equal to the manifest's `archive-sha256`).
+    pub archive_sha256: [u8; 32],
+    /// Who signed it, the signature verified (no key needed; whether the
+    /// signer is trusted is the reader's question).
+    pub signer: ibs_archive::Signer,
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "archive of {} bytes read whole; size and SHA-256 {} match the manifest; {}",
+            self.archive_bytes,
+            hex(&self.archive_sha256),
+            match self.signer {
+                ibs_archive::Signer::Unsigned => "not signed".to_owned(),
+                ibs_archive::Signer::Verified(k) => format!("signature by {} verifies", k.fingerprint()),
+            }
+        )
+    }
+}
+
+/// Checks a backup without any key: reads its whole archive and compares its
+/// size and SHA-256 with the manifest's (on top of what the catalogue
+/// checked: manifest, archive header and footer), and verifies its
+/// signature when it is signed. A backup that is not
+/// complete, or whose archive differs, is an error
+/// ([`RepositoryError::is_damage`] tells damage from a failure of the target).
+pub async fn check_integrity(target: &Arc<dyn StorageTarget>, backup: &BackupInfo) -> Result<CheckReport> {
+    let manifest = match (&backup.manifest, backup.state) {
+        (Some(m), state) if state.is_complete() => m,
+        (_, state) => {
+            return Err(RepositoryError::NotComplete {
+                id: backup.id.to_string(),
+                state: if state == BackupState::Incomplete {
+                    "incomplete"
+                } else {
+                    "damaged"
+                },
+                problem: backup.problem.clone().unwrap_or_default(),
+            });
+        }
+    };
+    const STEP: u64 = 8 << 20;
+    let mut hasher = Sha256::new();
+    let mut at = 0;
+    while at < manifest.archive_size {
+        let end = (at + STEP).min(manifest.archive_size);
+        hasher.update(target.read_range(&backup.paths.archive, at..end).await?);
+        at = end;
+    }
+    let sha256 = <[u8; 32]>::from(hasher.finalize());
+    if sha256 == manifest.archive_sha256 {
+        // The signature needs no key either: checked too (one more read, of the root).
+        let object = TargetObject::new(Arc::clone(target), backup.paths.archive.clone(), manifest.archive_size);
+        let archive_error = |e| RepositoryError::archive(&backup.id, e);
+        let info = inspect(&object).await.map_err(archive_error)?;
+        let signer = ibs_archive::check_signature(&object, &info)
+            .await
+            .map_err(archive_error)?;
+        Ok(CheckReport {
+            id: backup.id.clone(),
+            archive_bytes: at,
+            archive_sha256: sha256,
+            signer,
+        })
+    } else {
+        Err(RepositoryError::IntegrityMismatch {
+            id: backup.id.to_string(),
+            found: hex(&sha256),
+            expected: hex(&manifest.archive_sha256),
+        })
+    }
+}
