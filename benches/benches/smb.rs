@@ -8,7 +8,7 @@ use std::process::Command;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ibs_storage::{CommitMode, ObjectPath, StorageTarget};
+use ibs_storage::{CommitMode, ObjectPath, ReadTarget, StorageTarget};
 use ibs_storage_smb::SmbTarget;
 use ibs_storage_smb::testing::{SambaOptions, SambaServer};
 

@@ -30,7 +30,7 @@ use ibs_envelope::{Certificate, Thumbprint};
 use ibs_repository::InstanceLayout;
 use ibs_repository::{ARCHIVE_NAME, BackupId, MANIFEST_NAME, Manifest, is_our_name};
 use ibs_repository::{BackupState, catalogue, catalogue_backup};
-use ibs_storage::{CommitMode, MemoryTarget, ObjectPath, StorageTarget, StorageTargetExt};
+use ibs_storage::{CommitMode, MemoryTarget, ObjectPath, ReadTarget, ReadTargetExt, StorageTarget, StorageTargetExt};
 use libfuzzer_sys::fuzz_target;
 
 const FQDN: &str = "azs.contoso.com";
@@ -292,6 +292,7 @@ fuzz_target!(|data: &[u8]| {
 async fn run(instance: &InstanceLayout, objects: Vec<Object>) {
     let memory = MemoryTarget::new();
     let target: Arc<dyn StorageTarget> = Arc::new(memory.clone());
+    let reader: Arc<dyn ReadTarget> = target.clone();
     // Uploads left uncommitted stay listed (as partial) while their writer lives.
     let mut uploads = Vec::new();
     for o in objects {
@@ -313,7 +314,7 @@ async fn run(instance: &InstanceLayout, objects: Vec<Object>) {
     }
     let root = instance.backup_root();
     let listed = target.list_all(&ObjectPath::root()).await.expect("memory listing");
-    let cat = catalogue(&target, instance)
+    let cat = catalogue(&reader, instance)
         .await
         .expect("cataloguing a memory target cannot fail");
 
@@ -389,7 +390,7 @@ async fn run(instance: &InstanceLayout, objects: Vec<Object>) {
             }
             BackupState::Checked => panic!("the catalogue says checked of {} without reading it", b.id),
         }
-        let alone = catalogue_backup(&target, instance, &b.id)
+        let alone = catalogue_backup(&reader, instance, &b.id)
             .await
             .expect("cataloguing a memory target cannot fail");
         assert_eq!(&alone, b, "catalogue_backup disagrees with catalogue");

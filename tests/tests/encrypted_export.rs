@@ -12,7 +12,7 @@ use ibs_envelope::{
 };
 use ibs_repository::InstanceLayout;
 use ibs_retention::{BackupRecord, BackupState, CapacityFacts, Policy, plan};
-use ibs_storage::{CommitMode, LocalTarget, MemoryTarget, StorageTarget, StorageTargetExt};
+use ibs_storage::{CommitMode, LocalTarget, MemoryTarget, ReadTarget, ReadTargetExt, StorageTarget, StorageTargetExt};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

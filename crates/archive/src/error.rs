@@ -155,6 +155,9 @@ pub enum Error {
     /// A compression worker thread stopped unexpectedly.
     #[error("a compression worker stopped unexpectedly")]
     WorkerLost,
+    /// A compression worker thread could not be started.
+    #[error("cannot start a compression worker thread: {0}")]
+    WorkerSpawn(#[source] io::Error),
     /// The archive's signature does not verify with the key its header names:
     /// it was altered after it was signed, or forged.
     #[error(
@@ -194,7 +197,7 @@ impl Error {
             Error::EntrySource { .. } | Error::Sink(_) | Error::ShortRead { .. } => ErrorKind::Io,
             Error::Usage(_) => ErrorKind::Usage,
             Error::Compression { .. } => ErrorKind::Damaged,
-            Error::WorkerLost => ErrorKind::Io,
+            Error::WorkerLost | Error::WorkerSpawn(_) => ErrorKind::Io,
             Error::BadSignature { .. } => ErrorKind::Damaged,
             Error::Untrusted { .. } => ErrorKind::Untrusted,
         }

@@ -333,7 +333,7 @@ impl Pool {
             let handle = std::thread::Builder::new()
                 .name(format!("ibs-archive-{i}"))
                 .spawn(move || worker(&rx, &keys, &digest, level, adaptive))
-                .map_err(|e| Error::Sink(io::Error::other(format!("cannot start a worker thread: {e}"))))?;
+                .map_err(Error::WorkerSpawn)?;
             workers.push(handle);
         }
         Ok(Pool { tx: Some(tx), workers })

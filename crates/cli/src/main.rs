@@ -81,7 +81,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ibs_controller::{BackupSource, DirectorySource, Settings, run_job};
+use ibs_controller::{Access, BackupSource, DirectorySource, Settings, run_job};
 use ibs_envelope::{Certificate, Identity, Password, SigningKey, keygen};
 use ibs_recovery::{BackupInfo, Choice, Recovery, RestoreOptions};
 use ibs_repository::InstanceLayout;
@@ -376,20 +376,15 @@ fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
-fn credentials(a: &Args) -> Result<Option<SmbCredentials>, Failure> {
+/// SMB credentials from `--credentials-file`, else from the `IBS_SMB_*`
+/// environment ([`SmbCredentials::from_env`]), else none.
+fn access(a: &Args) -> Result<Access, Failure> {
     if let Some(f) = &a.credentials_file {
         let text =
             std::fs::read_to_string(f).map_err(|e| Failure(format!("cannot read {}: {e}", f.display()), false))?;
-        return Ok(Some(SmbCredentials::from_auth_file(&text)?));
+        return Ok(Access::Smb(SmbCredentials::from_auth_file(&text)?));
     }
-    match (std::env::var("IBS_SMB_USERNAME"), std::env::var("IBS_SMB_PASSWORD")) {
-        (Ok(u), Ok(p)) => Ok(Some(SmbCredentials::new(
-            std::env::var("IBS_SMB_DOMAIN").unwrap_or_default(),
-            u,
-            p,
-        ))),
-        _ => Ok(None),
-    }
+    Ok(SmbCredentials::from_env().map_or(Access::Default, Access::Smb))
 }
 
 /// The parsed `--location`. A malformed one is a usage error (exit 2); one
@@ -717,7 +712,7 @@ async fn backup_cmd(a: &Args) -> Result<(), Failure> {
     let inst = instance(a)?;
     let settings = Settings {
         location: location(a)?,
-        credentials: credentials(a)?,
+        access: access(a)?,
         certificates,
         fqdn: inst.fqdn().to_owned(),
         region: inst.region().to_owned(),
@@ -854,13 +849,13 @@ fn recovery(a: &Args) -> Result<Recovery, Failure> {
 
 fn target_for_read(a: &Args) -> Result<Arc<dyn StorageTarget>, Failure> {
     let location = location(a)?;
-    let credentials = credentials(a)?;
-    if matches!(location, Location::Smb { .. }) && credentials.is_none() {
+    let access = access(a)?;
+    if matches!(location, Location::Smb { .. }) && !matches!(access, Access::Smb(_)) {
         return Err(usage(
             "SMB locations need --credentials-file or IBS_SMB_USERNAME/IBS_SMB_PASSWORD",
         ));
     }
-    Ok(ibs_controller::open_target(&location, credentials)?)
+    Ok(ibs_controller::open_target(&location, &access)?)
 }
 
 async fn list_cmd(a: &Args) -> Result<(), Failure> {

@@ -8,14 +8,14 @@ use bytes::Bytes;
 use ibs_envelope::Certificate;
 use ibs_repository::InstanceLayout;
 use ibs_retention::{Policy, Warning};
-use ibs_storage::{Alert, CommitMode, ErrorKind, LocalTarget, Location, StorageTarget, StorageTargetExt};
-use ibs_storage_smb::{SmbConfig, SmbCredentials, SmbTarget};
+use ibs_storage::{Alert, CommitMode, ErrorKind, Location, ReadTarget, StorageTarget, StorageTargetExt};
 
 use crate::job::{
     CheckMemo, DamagedBackup, JobSpec, JobSummary, RetentionFailure, apply, plan_retention, write_backup,
     write_backup_counting,
 };
 use crate::source::{BackupSource, DirectorySource};
+use crate::target::{Access, open_target};
 use crate::{ControllerError, Result};
 
 /// Everything backup needs. Credentials never appear in `Debug` output.
@@ -23,8 +23,9 @@ use crate::{ControllerError, Result};
 pub struct Settings {
     /// Where backups go.
     pub location: Location,
-    /// SMB credentials (unused for a local directory).
-    pub credentials: Option<SmbCredentials>,
+    /// What the location's backend needs besides the location (SMB
+    /// credentials, object-store options).
+    pub access: Access,
     /// The certificates backups are encrypted to (RSA ≥ 2048; 1 to 32, no
     /// two alike): each one's `.pfx` alone restores them.
     pub certificates: Vec<Certificate>,
@@ -44,7 +45,7 @@ impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("location", &self.location)
-            .field("credentials", &self.credentials.as_ref().map(SmbCredentials::account))
+            .field("access", &self.access)
             .field(
                 "certificates",
                 &self
@@ -65,7 +66,7 @@ impl fmt::Debug for Settings {
 impl Settings {
     /// The storage target for the location.
     pub fn target(&self) -> Result<Arc<dyn StorageTarget>> {
-        open_target(&self.location, self.credentials.clone())
+        open_target(&self.location, &self.access)
     }
 
     /// Keeps a source and the location apart; call it before the first
@@ -130,35 +131,6 @@ fn resolved(path: &std::path::Path) -> std::path::PathBuf {
     }
 }
 
-/// The storage target of a location: a local directory, an SMB share with
-/// `credentials` (required for SMB), or (with the `object-store` feature) an
-/// Azure Blob container or S3 bucket configured from the environment
-/// variables `object_store` reads (see `ibs-storage-object`).
-pub fn open_target(location: &Location, credentials: Option<SmbCredentials>) -> Result<Arc<dyn StorageTarget>> {
-    Ok(match location {
-        Location::Local(dir) => Arc::new(LocalTarget::new(dir)?),
-        smb @ Location::Smb { .. } => {
-            let creds = credentials.ok_or(ControllerError::InvalidSetting {
-                setting: "credentials",
-                reason: "an SMB location needs domain, user and password".into(),
-            })?;
-            Arc::new(SmbTarget::new(SmbConfig::from_location(smb, creds)?)?)
-        }
-        #[cfg(feature = "object-store")]
-        object @ Location::Object { .. } => Arc::new(ibs_storage_object::ObjectTarget::from_location(
-            object,
-            ibs_storage_object::ObjectOptions::default(),
-        )?),
-        #[cfg(not(feature = "object-store"))]
-        Location::Object { .. } => {
-            return Err(ControllerError::InvalidSetting {
-                setting: "location",
-                reason: format!("{location}: this build has no object-store support (feature `object-store`)"),
-            });
-        }
-    })
-}
-
 /// Checks settings against the real world: the location is reachable and
 /// writable with the credentials (a probe object is written and removed in the
 /// backup folder), and the certificate is RSA ≥ 2048 (parsing enforced it).
@@ -177,10 +149,9 @@ pub async fn validate_target(target: &Arc<dyn StorageTarget>, instance: &Instanc
     target.create_dir_all(&root).await?;
     // Named per call: two controllers (or two `ibs backup`s) validating one
     // share at once must not commit or delete each other's probe.
-    let random = ibs_envelope::generate_salt().map_err(|e| ControllerError::Internal {
-        reason: format!("random generator failed: {e}"),
-    })?;
-    let tag: String = random[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(ControllerError::Random)?;
+    let tag: String = random.iter().map(|b| format!("{b:02x}")).collect();
     let probe = root.child(&format!(".ibs-write-probe-{tag}"))?;
     target
         .put_bytes(&probe, Bytes::from_static(b"ibs"), CommitMode::Overwrite)
@@ -456,7 +427,8 @@ pub async fn run_job_with_progress(
         // Not when the backup was committed and only reading it back failed
         // (whatever the class): a retry would write it twice.
         Err(e) if e.kind() == ErrorKind::OutOfCapacity && !matches!(e, ControllerError::Unconfirmed { .. }) => {
-            let catalogue = ibs_repository::catalogue(&spec.target, &spec.instance).await?;
+            let reader: Arc<dyn ReadTarget> = spec.target.clone();
+            let catalogue = ibs_repository::catalogue(&reader, &spec.instance).await?;
             let newest = catalogue.complete().last().map(|b| b.size);
             // Room for a backup like the newest: never more is deleted for a
             // retry that may fail anyway (a backup that has grown beyond the

@@ -12,6 +12,9 @@
 use std::borrow::Cow;
 use std::path::PathBuf;
 
+/// The cause of a [`ControllerError::Source`]: whatever error the source had.
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 use ibs_storage::{Alert, ErrorKind, StorageError};
 
 /// Every failure of the controller.
@@ -70,15 +73,17 @@ pub enum ControllerError {
         source: ibs_repository::RepositoryError,
     },
     /// A backup source failed to capture its data (not a storage fault).
-    #[error("source {source_name}: {}: {reason}", path.display())]
+    #[error("source {source_name}: {}: {source}", path.display())]
     Source {
         /// The source.
         source_name: String,
         /// The file or folder of the source that failed (for a source that is
         /// not a folder, whatever names the failed item best).
         path: PathBuf,
-        /// What went wrong, and the system's error text.
-        reason: String,
+        /// What went wrong: the source's own error (for [`DirectorySource`](crate::DirectorySource),
+        /// what it was doing and the system's error text).
+        #[source]
+        source: BoxError,
     },
     /// The location was out of capacity; retention deleted `freed` (oldest
     /// first, never the newest intact backup) and the second attempt failed
@@ -97,19 +102,34 @@ pub enum ControllerError {
         /// What went wrong.
         reason: String,
     },
+    /// A task of the job (the upload, a file read, the folder walk) panicked
+    /// or was cancelled; retrying can help.
+    #[error("the backup job failed: its {task} task stopped: {source}; retry the backup")]
+    Task {
+        /// Which task.
+        task: &'static str,
+        /// How it ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The system's random generator failed (the write probe's name).
+    #[error("the system's random generator failed: {0}")]
+    Random(#[source] getrandom::Error),
 }
 
 impl ControllerError {
-    /// A [`ControllerError::Source`]: source `source_name` failed on `path`.
-    pub fn source(source_name: impl Into<String>, path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+    /// A [`ControllerError::Source`]: source `source_name` failed on `path`
+    /// because of `cause`, the source's own error, or text saying what went
+    /// wrong (a `String` or `&str` becomes an error of that text).
+    pub fn source(source_name: impl Into<String>, path: impl Into<PathBuf>, cause: impl Into<BoxError>) -> Self {
         ControllerError::Source {
             source_name: source_name.into(),
             path: path.into(),
-            reason: reason.into(),
+            source: cause.into(),
         }
     }
 
-    /// The failure class: the storage crate's five classes. Anything that is
+    /// The failure class, one of the storage crate's ([`ErrorKind`]). Anything that is
     /// not the target's fault is a general fault (retry).
     pub fn kind(&self) -> ErrorKind {
         self.storage_kind().unwrap_or(ErrorKind::Other)
@@ -132,13 +152,21 @@ impl ControllerError {
     /// storage failure, the source's own alert for a source failure, and a
     /// general-fault alert quoting the error for the rest.
     pub fn alert(&self) -> Alert {
+        use ibs_repository::RepositoryError;
         match self {
-            ControllerError::Storage(e) => e.alert(),
+            // The storage error itself where it is at hand: its alert words
+            // the failing backend's remediation.
+            ControllerError::Storage(e)
+            | ControllerError::Repository(RepositoryError::Storage(e))
+            | ControllerError::Unconfirmed {
+                source: RepositoryError::Storage(e),
+                ..
+            } => e.alert(),
             ControllerError::RetryFailed { source, .. } => source.alert(),
             ControllerError::Source {
                 source_name,
                 path,
-                reason,
+                source: reason,
             } => Alert {
                 kind: ErrorKind::Other,
                 title: Cow::Owned(format!("Backup source {source_name} could not be read")),
@@ -179,3 +207,24 @@ impl From<ibs_repository::RepositoryError> for ControllerError {
 
 /// `Result` with [`ControllerError`].
 pub type Result<T, E = ControllerError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_error_keeps_its_cause_and_text_still_reads_as_before() {
+        let cause = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied by policy");
+        let err = ControllerError::source("ca", "/etc/ca", cause);
+        let kept = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            kept.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::PermissionDenied)
+        );
+        assert_eq!(err.to_string(), "source ca: /etc/ca: denied by policy");
+        let text = ControllerError::source("ca", "/etc/ca", format!("cannot read the file: {}", "gone"));
+        assert_eq!(text.to_string(), "source ca: /etc/ca: cannot read the file: gone");
+        assert_eq!(text.kind(), ErrorKind::Other);
+        assert!(text.alert().description.contains("cannot read the file: gone"));
+    }
+}

@@ -13,7 +13,7 @@ use ibs_repository::{
     RepositoryError, begin_backup, is_our_name,
 };
 use ibs_retention::{BackupRecord, CapacityFacts, Deletion, Plan, Policy, Warning};
-use ibs_storage::{Alert, ErrorKind, StorageTarget, StorageTargetExt};
+use ibs_storage::{Alert, ErrorKind, ReadTarget, ReadTargetExt, StorageTarget};
 
 use crate::source::{BackupSource, CaptureWarning, EntrySink, Warnings};
 use crate::{ControllerError, Result};
@@ -397,9 +397,7 @@ pub(crate) async fn write_backup_counting(
     let captured = capture(enc, tx, sources).await;
     let joined = uploader.await;
     sent.store(counter.load(Ordering::Relaxed), Ordering::Relaxed);
-    let (backup, uploaded) = joined.map_err(|e| ControllerError::Internal {
-        reason: format!("the upload task failed: {e}"),
-    })?;
+    let (backup, uploaded) = joined.map_err(|source| ControllerError::Task { task: "upload", source })?;
     let failure = match (captured, uploaded) {
         (_, Err(e)) => ControllerError::from(e),
         (Err(e), Ok(())) => e,
@@ -520,7 +518,9 @@ pub async fn plan_retention(
     next_backup_bytes: Option<u64>,
     checks: &CheckMemo,
 ) -> Result<Retention> {
-    let catalogue = ibs_repository::catalogue(target, instance).await?;
+    // Planning only reads.
+    let target: Arc<dyn ReadTarget> = target.clone();
+    let catalogue = ibs_repository::catalogue(&target, instance).await?;
     let capacity = match target.capacity().await {
         Ok(c) => CapacityFacts {
             free_bytes: c.free_bytes,
@@ -549,7 +549,7 @@ pub async fn plan_retention(
         let (Some(info), Some(record)) = (catalogue.get(&id), records.iter_mut().find(|r| r.id == id)) else {
             break;
         };
-        match ibs_repository::check_integrity(target, info).await {
+        match ibs_repository::check_integrity(&target, info).await {
             Ok(report) => {
                 checks.remember(&report, now);
                 record.state = BackupState::Checked;

@@ -4,15 +4,18 @@
 //!   running; [`DirectorySource`] reads any folder consistently, and
 //!   [`source::names`] names the standard infrastructure sources so an
 //!   embedding service registers one implementation per source.
-//! * [`Settings`]: location, credentials, certificate, fqdn/region, schedule and
-//!   retention; [`Controller::enable`] checks them against the real location.
+//! * [`Settings`]: location, [`Access`] (what its backend needs: SMB
+//!   credentials, object-store options), certificate, fqdn/region, schedule
+//!   and retention; [`Controller::enable`] checks them against the real
+//!   location. Backends are features: `smb` (default) and `object-store`; a
+//!   location whose backend is not compiled in is a settings error.
 //! * [`Controller::run`]: at most one job at a time; scheduled jobs are skipped
 //!   and on-demand requests refused in a maintenance window. A job captures the
 //!   sources into an archive streamed to the target, commits it, writes the
 //!   manifest last (the backup lists as complete only then) and runs retention;
 //!   on a full target it frees space and retries once.
 //! * [`JobRecord`]: history and status, failures classified with the storage
-//!   crate's five classes and their alerts. Only storage failures get the
+//!   crate's failure classes and their alerts. Only storage failures get the
 //!   storage alerts; a source that cannot be read is a general fault whose
 //!   alert names the source and the path.
 //!
@@ -46,13 +49,14 @@ mod controller;
 mod error;
 pub mod job;
 pub mod source;
+mod target;
 
 pub use controller::{
-    Controller, JobOutcome, JobRecord, Settings, Trigger, open_target, run_job, run_job_with_progress, validate,
-    validate_target,
+    Controller, JobOutcome, JobRecord, Settings, Trigger, run_job, run_job_with_progress, validate, validate_target,
 };
 pub use error::{ControllerError, Result};
 pub use job::{Applied, CheckMemo, DamagedBackup, JobSpec, JobSummary, Retention, RetentionFailure};
 pub use source::{
     BackupSource, CaptureProblem, CaptureWarning, DirectorySource, EntryMeta, EntryPath, EntrySink, Extent, Warnings,
 };
+pub use target::{Access, open_target};

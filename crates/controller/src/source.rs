@@ -1057,7 +1057,7 @@ impl DirectorySource {
         meta
     }
 
-    fn error(&self, path: &Path, reason: impl Into<String>) -> ControllerError {
+    fn error(&self, path: &Path, reason: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ControllerError {
         ControllerError::source(self.name.clone(), path, reason)
     }
 
@@ -1146,7 +1146,10 @@ impl DirectorySource {
                 Ok::<_, std::io::Error>((file, extents))
             })
             .await
-            .map_err(|e| self.error(path, format!("the read task failed: {e}")))?
+            .map_err(|source| ControllerError::Task {
+                task: "file read",
+                source,
+            })?
         };
         let (file, extents) = match opened {
             Ok(opened) => opened,
@@ -1266,7 +1269,10 @@ impl BackupSource for DirectorySource {
                         (w, batch)
                     })
                     .await
-                    .map_err(|e| self.error(&self.root, format!("the folder walk failed: {e}")))?;
+                    .map_err(|source| ControllerError::Task {
+                        task: "folder walk",
+                        source,
+                    })?;
                     let batch = batch.map_err(|(path, reason)| self.error(&path, reason))?;
                     if !batch.is_empty() {
                         walker = Some(w);
@@ -1349,7 +1355,10 @@ impl BackupSource for DirectorySource {
                             ahead_bytes -= budget;
                             Some(
                                 read.await
-                                    .map_err(|e| self.error(&path, format!("the read task failed: {e}")))?
+                                    .map_err(|source| ControllerError::Task {
+                                        task: "file read",
+                                        source,
+                                    })?
                                     .map_err(|reason| self.error(&path, reason))?,
                             )
                         }

@@ -11,14 +11,16 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use ibs_controller::job::write_backup;
 use ibs_controller::{
-    BackupSource, CaptureProblem, CaptureWarning, Controller, ControllerError, DirectorySource, EntrySink, JobOutcome,
-    JobSpec, Settings, Trigger, Warnings, run_job,
+    Access, BackupSource, CaptureProblem, CaptureWarning, Controller, ControllerError, DirectorySource, EntrySink,
+    JobOutcome, JobSpec, Settings, Trigger, Warnings, run_job,
 };
 use ibs_envelope::{Certificate, Identity, Password, keygen};
 use ibs_recovery::{BackupState, Choice, Recovery};
 use ibs_repository::InstanceLayout;
 use ibs_retention::Policy;
-use ibs_storage::{ErrorKind, FaultPlan, FaultyTarget, Location, MemoryTarget, StorageTarget};
+use ibs_storage::{
+    ErrorKind, FaultPlan, FaultyTarget, Location, MemoryTarget, ReadTarget, ReadTargetExt, StorageTarget,
+};
 
 const T0: i64 = 1_763_769_600;
 const HOUR: i64 = 3600;
@@ -73,7 +75,7 @@ fn spec(target: Arc<dyn StorageTarget>, cert: &Certificate) -> JobSpec {
 
 /// Every complete backup opens and verifies; returns their count.
 async fn complete_and_sound(target: &Arc<dyn StorageTarget>) -> usize {
-    let r = Recovery::new(Arc::clone(target), instance());
+    let r = Recovery::new(target.clone(), instance());
     let cat = r.catalogue().await.unwrap();
     let mut n = 0;
     for b in cat.complete() {
@@ -173,7 +175,7 @@ async fn a_second_job_is_refused_while_one_runs() {
 fn settings(dir: &std::path::Path, cert: &Certificate) -> Settings {
     Settings {
         location: Location::Local(dir.to_owned()),
-        credentials: None,
+        access: Access::Default,
         certificates: vec![cert.clone()],
         fqdn: "azs.contoso.com".into(),
         region: "local".into(),
@@ -225,7 +227,7 @@ async fn retention_over_simulated_days_keeps_seven_days() {
 /// The default policy after 12-hourly backups: 14–15 complete backups, the
 /// oldest at most seven days (plus `slack`) before `now`.
 async fn keeps_seven_days(target: &Arc<dyn StorageTarget>, now: i64, slack: i64) -> ibs_recovery::Catalogue {
-    let cat = Recovery::new(Arc::clone(target), instance()).catalogue().await.unwrap();
+    let cat = Recovery::new(target.clone(), instance()).catalogue().await.unwrap();
     let oldest = cat.backups.first().unwrap().created;
     assert!(
         now - oldest <= 7 * 24 * HOUR + slack,
@@ -256,10 +258,7 @@ async fn out_of_capacity_frees_the_oldest_and_retries_once() {
         let s = run_job(&spec, &sources(), T0 + i * HOUR).await.unwrap();
         ids.push(s.id);
     }
-    let cat = Recovery::new(Arc::clone(&target), instance())
-        .catalogue()
-        .await
-        .unwrap();
+    let cat = Recovery::new(target.clone(), instance()).catalogue().await.unwrap();
     let kept: Vec<_> = cat.complete().map(|b| b.id.clone()).collect();
     assert!(kept.len() >= 2 && kept.len() <= 3, "{kept:?}");
     assert_eq!(kept.last(), ids.last(), "the newest backup is kept");
@@ -353,7 +352,7 @@ async fn a_file_changing_during_capture_is_captured_whole_or_reported() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
     // Whatever was captured without a warning is one whole version, never a mix of two.
-    let r = Recovery::new(Arc::clone(&target), instance());
+    let r = Recovery::new(target.clone(), instance());
     let cat = r.catalogue().await.unwrap();
     assert_eq!(cat.complete().count(), 20);
     for b in cat.complete().filter(|b| !reported.contains(&b.id)) {
@@ -399,7 +398,7 @@ async fn retention_on_azure_blob_with_unknown_capacity_keeps_seven_days() {
 }
 
 async fn complete_sizes(target: &Arc<dyn StorageTarget>) -> u64 {
-    let cat = Recovery::new(Arc::clone(target), instance()).catalogue().await.unwrap();
+    let cat = Recovery::new(target.clone(), instance()).catalogue().await.unwrap();
     cat.complete().map(|b| b.size).max().unwrap()
 }
 
@@ -648,7 +647,7 @@ async fn a_log_appended_during_capture_is_captured_as_a_prefix_with_a_warning() 
     drop(appender);
     assert!(!warned.is_empty(), "no capture reported the log as changing");
     let written = std::fs::read(&log).unwrap();
-    let r = Recovery::new(Arc::clone(&target), instance());
+    let r = Recovery::new(target.clone(), instance());
     for b in r.catalogue().await.unwrap().complete() {
         let opened = r.open(b, &[&pair(0).identity]).await.unwrap();
         let got = opened
@@ -875,6 +874,29 @@ impl ibs_storage::ObjectWriter for TamperWriter {
 }
 
 #[async_trait]
+impl ReadTarget for Tamper {
+    async fn read_range(
+        &self,
+        path: &ibs_storage::ObjectPath,
+        range: std::ops::Range<u64>,
+    ) -> ibs_storage::Result<bytes::Bytes> {
+        self.inner.read_range(path, range).await
+    }
+    async fn head(&self, path: &ibs_storage::ObjectPath) -> ibs_storage::Result<ibs_storage::ObjectMeta> {
+        self.inner.head(path).await
+    }
+    async fn list(
+        &self,
+        prefix: &ibs_storage::ObjectPath,
+    ) -> ibs_storage::Result<futures::stream::BoxStream<'static, ibs_storage::Result<ibs_storage::ObjectMeta>>> {
+        self.inner.list(prefix).await
+    }
+    async fn capacity(&self) -> ibs_storage::Result<ibs_storage::Capacity> {
+        self.inner.capacity().await
+    }
+}
+
+#[async_trait]
 impl StorageTarget for Tamper {
     async fn create_dir_all(&self, path: &ibs_storage::ObjectPath) -> ibs_storage::Result<()> {
         self.inner.create_dir_all(path).await
@@ -903,30 +925,11 @@ impl StorageTarget for Tamper {
             None => writer,
         })
     }
-    async fn read_range(
-        &self,
-        path: &ibs_storage::ObjectPath,
-        range: std::ops::Range<u64>,
-    ) -> ibs_storage::Result<bytes::Bytes> {
-        self.inner.read_range(path, range).await
-    }
-    async fn head(&self, path: &ibs_storage::ObjectPath) -> ibs_storage::Result<ibs_storage::ObjectMeta> {
-        self.inner.head(path).await
-    }
-    async fn list(
-        &self,
-        prefix: &ibs_storage::ObjectPath,
-    ) -> ibs_storage::Result<futures::stream::BoxStream<'static, ibs_storage::Result<ibs_storage::ObjectMeta>>> {
-        self.inner.list(prefix).await
-    }
     async fn delete(&self, path: &ibs_storage::ObjectPath) -> ibs_storage::Result<()> {
         self.inner.delete(path).await
     }
     async fn delete_dir(&self, path: &ibs_storage::ObjectPath) -> ibs_storage::Result<()> {
         self.inner.delete_dir(path).await
-    }
-    async fn capacity(&self) -> ibs_storage::Result<ibs_storage::Capacity> {
-        self.inner.capacity().await
     }
 }
 
@@ -962,10 +965,7 @@ async fn freeing_space_never_deletes_the_newest_intact_backup_for_a_damaged_newe
     let deleted: Vec<(&str, ibs_retention::Reason)> =
         second.deleted.iter().map(|d| (d.id.as_str(), d.reason)).collect();
     assert_eq!(deleted, [(second.id.as_str(), ibs_retention::Reason::FreeSpace)]);
-    let cat = Recovery::new(Arc::clone(&target), instance())
-        .catalogue()
-        .await
-        .unwrap();
+    let cat = Recovery::new(target.clone(), instance()).catalogue().await.unwrap();
     let kept: Vec<_> = cat.complete().map(|b| b.id.clone()).collect();
     assert_eq!(kept, std::slice::from_ref(&first.id));
     assert_eq!(complete_and_sound(&target).await, 1);
@@ -992,7 +992,7 @@ async fn backups_of_the_same_second_order_by_creation() {
     for _ in 0..6 {
         made.push(write_backup(&spec, &sources(), T0, None).await.unwrap().id);
     }
-    let r = Recovery::new(Arc::clone(&target), instance());
+    let r = Recovery::new(target.clone(), instance());
     let cat = r.catalogue().await.unwrap();
     let listed: Vec<_> = cat.backups.iter().map(|b| b.id.clone()).collect();
     assert_eq!(listed, made, "the catalogue's order is the order they were made in");
@@ -1075,7 +1075,6 @@ async fn retention_case(target: &Arc<dyn StorageTarget>, seed: u64, one_size: u6
                 .await
                 .unwrap();
         };
-        use ibs_storage::StorageTargetExt;
         let mut bytes = target.read_all(&archive).await.unwrap().to_vec();
         match rng.below(8) {
             0 => {
@@ -1094,7 +1093,7 @@ async fn retention_case(target: &Arc<dyn StorageTarget>, seed: u64, one_size: u6
     }
     // Other tools' objects: beside a backup's files, in a folder named like
     // a backup, directly in the backup folder, nested in a backup's folder.
-    let some = Recovery::new(Arc::clone(target), instance())
+    let some = Recovery::new(target.clone(), instance())
         .catalogue()
         .await
         .unwrap()
@@ -1133,7 +1132,7 @@ async fn retention_case(target: &Arc<dyn StorageTarget>, seed: u64, one_size: u6
         .await
         .unwrap();
     ibs_controller::job::apply(target, &retention.plan).await.unwrap();
-    let r = Recovery::new(Arc::clone(target), instance());
+    let r = Recovery::new(target.clone(), instance());
     let cat = r.catalogue().await.unwrap();
     let mut still_intact = 0;
     for b in cat.complete() {
@@ -1148,7 +1147,6 @@ async fn retention_case(target: &Arc<dyn StorageTarget>, seed: u64, one_size: u6
         retention.plan
     );
     for (i, path) in foreign.iter().enumerate() {
-        use ibs_storage::StorageTargetExt;
         assert_eq!(
             target.read_all(path).await.unwrap().to_vec(),
             vec![i as u8; 10],
@@ -1188,6 +1186,7 @@ async fn retention_never_leaves_a_location_without_an_intact_backup_nor_touches_
     }
 }
 
+#[cfg(feature = "smb")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_and_errors_never_show_credentials() {
     const PASSWORD: &str = "Pa55-w0rd!q7Zr";
@@ -1199,7 +1198,7 @@ async fn settings_and_errors_never_show_credentials() {
         .unwrap()
         .port();
     s.location = Location::parse(&format!("smb://127.0.0.1:{port}/backups/lab")).unwrap();
-    s.credentials = Some(ibs_storage_smb::SmbCredentials::new("CONTOSO", "backupsvc", PASSWORD));
+    s.access = Access::Smb(ibs_storage_smb::SmbCredentials::new("CONTOSO", "backupsvc", PASSWORD));
     let shown = format!("{s:?}");
     assert!(shown.contains("backupsvc"), "the account is shown: {shown}");
     let controller = Controller::new(sources());
@@ -1211,7 +1210,7 @@ async fn settings_and_errors_never_show_credentials() {
         format!("{err:?}"),
         format!("{} {} {}", alert.title, alert.description, alert.remediation),
         format!("{:?}", s.target().map(|t| t.to_string())),
-        format!("{:?}", s.credentials),
+        format!("{:?}", s.access),
     ] {
         assert!(!text.contains(PASSWORD), "password shown: {text}");
         assert!(!text.contains("q7Zr"), "part of the password shown: {text}");
@@ -1252,7 +1251,7 @@ async fn odd_names_are_captured_and_fifos_are_skipped_with_a_warning() {
     // Escaped: no warning line breaks.
     assert!(w.path.ends_with("/pi\\npe"), "{w}");
     assert!(w.to_string().contains("FIFO, socket or device"), "{w}");
-    let backup = Recovery::new(Arc::clone(&target), instance())
+    let backup = Recovery::new(target.clone(), instance())
         .open_choice(&Choice::Newest, &[&pair(0).identity])
         .await
         .unwrap();

@@ -34,7 +34,7 @@ use ibs_repository::{ARCHIVE_NAME, BackupPaths, MANIFEST_NAME};
 use ibs_retention::{Policy, Reason};
 use ibs_storage::{
     Capacity, CommitMode, ErrorKind, FaultPlan, FaultyTarget, LocalTarget, MemoryTarget, ObjectMeta, ObjectPath,
-    ObjectWriter, StorageTarget, StorageTargetExt,
+    ObjectWriter, ReadTarget, ReadTargetExt, StorageTarget, StorageTargetExt,
 };
 
 const T0: i64 = 1_763_769_600;
@@ -166,20 +166,7 @@ impl fmt::Display for Recorder {
 }
 
 #[async_trait]
-impl StorageTarget for Recorder {
-    async fn create_dir_all(&self, path: &ObjectPath) -> ibs_storage::Result<()> {
-        self.record("create_dir_all", path, None);
-        self.inner.create_dir_all(path).await
-    }
-    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> ibs_storage::Result<Box<dyn ObjectWriter>> {
-        self.record("put", path, None);
-        let inner = self.inner.put(path, mode).await?;
-        Ok(Box::new(RecordedWriter {
-            inner,
-            path: path.clone(),
-            log: Arc::clone(&self.log),
-        }))
-    }
+impl ReadTarget for Recorder {
     async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> ibs_storage::Result<Bytes> {
         self.record("read_range", path, Some(range.clone()));
         self.inner.read_range(path, range).await
@@ -195,6 +182,27 @@ impl StorageTarget for Recorder {
         self.record("list", prefix, None);
         self.inner.list(prefix).await
     }
+    async fn capacity(&self) -> ibs_storage::Result<Capacity> {
+        self.record("capacity", &ObjectPath::root(), None);
+        self.inner.capacity().await
+    }
+}
+
+#[async_trait]
+impl StorageTarget for Recorder {
+    async fn create_dir_all(&self, path: &ObjectPath) -> ibs_storage::Result<()> {
+        self.record("create_dir_all", path, None);
+        self.inner.create_dir_all(path).await
+    }
+    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> ibs_storage::Result<Box<dyn ObjectWriter>> {
+        self.record("put", path, None);
+        let inner = self.inner.put(path, mode).await?;
+        Ok(Box::new(RecordedWriter {
+            inner,
+            path: path.clone(),
+            log: Arc::clone(&self.log),
+        }))
+    }
     async fn delete(&self, path: &ObjectPath) -> ibs_storage::Result<()> {
         self.record("delete", path, None);
         self.inner.delete(path).await
@@ -202,10 +210,6 @@ impl StorageTarget for Recorder {
     async fn delete_dir(&self, path: &ObjectPath) -> ibs_storage::Result<()> {
         self.record("delete_dir", path, None);
         self.inner.delete_dir(path).await
-    }
-    async fn capacity(&self) -> ibs_storage::Result<Capacity> {
-        self.record("capacity", &ObjectPath::root(), None);
-        self.inner.capacity().await
     }
 }
 
@@ -350,7 +354,8 @@ struct Snap {
 
 impl Snap {
     async fn of(target: &Arc<dyn StorageTarget>) -> Snap {
-        let catalogue = ibs_repository::catalogue(target, &instance()).await.unwrap();
+        let reader: Arc<dyn ReadTarget> = target.clone();
+        let catalogue = ibs_repository::catalogue(&reader, &instance()).await.unwrap();
         let mut objects = BTreeMap::new();
         for o in target.list_all(&instance().backup_root()).await.unwrap() {
             let value = if o.partial {
@@ -405,7 +410,7 @@ fn normalised(path: &ObjectPath) -> ObjectPath {
 /// Every complete backup opens with the key and verifies (every frame and
 /// entry); returns their ids.
 async fn complete_and_sound(target: &Arc<dyn StorageTarget>, ctx: &str) -> BTreeSet<String> {
-    let r = Recovery::new(Arc::clone(target), instance());
+    let r = Recovery::new(target.clone(), instance());
     let cat = r.catalogue().await.unwrap();
     let mut ids = BTreeSet::new();
     for b in cat.complete() {
@@ -967,7 +972,9 @@ async fn backup_size(scale: usize) -> u64 {
     let s = write_backup(&spec(Arc::clone(&t)), &sources_of(scale), T0, None)
         .await
         .unwrap();
-    let cat = ibs_repository::catalogue(&t, &instance()).await.unwrap();
+    let cat = ibs_repository::catalogue(&(t as Arc<dyn ReadTarget>), &instance())
+        .await
+        .unwrap();
     cat.get(s.id.as_str()).unwrap().size
 }
 

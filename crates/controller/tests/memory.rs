@@ -111,7 +111,7 @@ async fn phases(count: usize) -> [(&'static str, usize); 4] {
     let folders = count.div_ceil(1000) as u64;
     assert_eq!(summary.entries, count as u64 + folders);
 
-    let recovery = Recovery::new(Arc::clone(&target), instance);
+    let recovery = Recovery::new(target.clone(), instance);
     let backup = recovery.open_choice(&Choice::Newest, &[&identity]).await.unwrap();
     let (listed, list_peak) = peak_of(async {
         let mut n = 0u64;

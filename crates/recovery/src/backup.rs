@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use ibs_archive::{ArchiveReader, Entry, ProgressFn};
 use ibs_repository::{BackupInfo, CheckReport, TargetObject, check_integrity};
-use ibs_storage::StorageTarget;
+use ibs_storage::ReadTarget;
 
 use crate::{RecoveryError, Result};
 
@@ -15,7 +15,7 @@ use crate::{RecoveryError, Result};
 #[derive(Debug)]
 pub struct Backup {
     pub(crate) info: BackupInfo,
-    pub(crate) target: Arc<dyn StorageTarget>,
+    pub(crate) target: Arc<dyn ReadTarget>,
     pub(crate) reader: ArchiveReader<TargetObject>,
 }
 

@@ -7,7 +7,7 @@ use ibs_envelope::Identity;
 use ibs_repository::{
     BackupInfo, BackupState, Catalogue, CheckReport, InstanceLayout, TargetObject, catalogue, check_integrity,
 };
-use ibs_storage::StorageTarget;
+use ibs_storage::ReadTarget;
 
 use crate::backup::Backup;
 use crate::version::{Version, VersionRule};
@@ -32,7 +32,7 @@ pub enum Choice {
 /// Recovery at one location: a storage target and an instance's fqdn/region.
 #[derive(Clone, Debug)]
 pub struct Recovery {
-    target: Arc<dyn StorageTarget>,
+    target: Arc<dyn ReadTarget>,
     instance: InstanceLayout,
     rule: VersionRule,
     instance_version: Option<Version>,
@@ -43,7 +43,7 @@ pub struct Recovery {
 impl Recovery {
     /// Recovery of `instance`'s backups on `target`, with no version rule
     /// until [`Recovery::instance_version`] is set.
-    pub fn new(target: Arc<dyn StorageTarget>, instance: InstanceLayout) -> Self {
+    pub fn new(target: Arc<dyn ReadTarget>, instance: InstanceLayout) -> Self {
         Recovery {
             target,
             instance,
@@ -97,7 +97,7 @@ impl Recovery {
     }
 
     /// The storage target.
-    pub fn target(&self) -> &Arc<dyn StorageTarget> {
+    pub fn target(&self) -> &Arc<dyn ReadTarget> {
         &self.target
     }
 

@@ -118,6 +118,13 @@ pub enum RecoveryError {
     /// instance name, a failed random generator, …).
     #[error(transparent)]
     Repository(ibs_repository::RepositoryError),
+    /// A task of the restore (a file write on the blocking pool) panicked or
+    /// was cancelled.
+    #[error("a restore task stopped: {0}")]
+    Task(#[source] tokio::task::JoinError),
+    /// The system's random generator failed (a backup id, a temporary name).
+    #[error("the system's random generator failed: {0}")]
+    Random(#[source] getrandom::Error),
 }
 
 impl RecoveryError {

@@ -132,7 +132,5 @@ async fn lock_restore_folder(dir: &Path) -> Result<std::fs::File> {
 
 /// Runs blocking file-system work off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| RecoveryError::Usage(format!("restore task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(RecoveryError::Task)?
 }

@@ -462,7 +462,7 @@ impl Backup {
             owners: options.owners.unwrap_or(running_as_root),
         };
         let mut tag = [0u8; 8];
-        getrandom::fill(&mut tag).map_err(|e| RecoveryError::Usage(format!("random generator failed: {e}")))?;
+        getrandom::fill(&mut tag).map_err(RecoveryError::Random)?;
         let stage = dir.join(format!(".ibs-restore-{:016x}", u64::from_be_bytes(tag)));
         let (st, sel) = (stage.clone(), selected.clone());
         blocking(move || {
@@ -684,9 +684,7 @@ async fn finish_one(
     let Some((len, task)) = writing.pop_front() else {
         return Ok(0);
     };
-    let s = task
-        .await
-        .map_err(|e| RecoveryError::Usage(format!("restore task failed: {e}")))??;
+    let s = task.await.map_err(RecoveryError::Task)??;
     skipped.add(s);
     Ok(len)
 }

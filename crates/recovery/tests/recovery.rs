@@ -19,11 +19,12 @@ use ibs_recovery::{
 };
 use ibs_repository::BackupPaths;
 use ibs_storage::{
-    Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, StorageTarget, StorageTargetExt,
+    Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, ReadTarget, ReadTargetExt, StorageTarget,
+    StorageTargetExt,
 };
 
 fn recovery(target: &Arc<dyn StorageTarget>) -> Recovery {
-    Recovery::new(Arc::clone(target), instance())
+    Recovery::new(target.clone(), instance())
 }
 
 #[tokio::test]
@@ -572,13 +573,7 @@ impl std::fmt::Display for Counting {
 }
 
 #[async_trait]
-impl StorageTarget for Counting {
-    async fn create_dir_all(&self, path: &ObjectPath) -> ibs_storage::Result<()> {
-        self.inner.create_dir_all(path).await
-    }
-    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> ibs_storage::Result<Box<dyn ObjectWriter>> {
-        self.inner.put(path, mode).await
-    }
+impl ReadTarget for Counting {
     async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> ibs_storage::Result<Bytes> {
         self.read.fetch_add(range.end - range.start, Ordering::Relaxed);
         self.inner.read_range(path, range).await
@@ -592,14 +587,24 @@ impl StorageTarget for Counting {
     ) -> ibs_storage::Result<BoxStream<'static, ibs_storage::Result<ObjectMeta>>> {
         self.inner.list(prefix).await
     }
+    async fn capacity(&self) -> ibs_storage::Result<Capacity> {
+        self.inner.capacity().await
+    }
+}
+
+#[async_trait]
+impl StorageTarget for Counting {
+    async fn create_dir_all(&self, path: &ObjectPath) -> ibs_storage::Result<()> {
+        self.inner.create_dir_all(path).await
+    }
+    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> ibs_storage::Result<Box<dyn ObjectWriter>> {
+        self.inner.put(path, mode).await
+    }
     async fn delete(&self, path: &ObjectPath) -> ibs_storage::Result<()> {
         self.inner.delete(path).await
     }
     async fn delete_dir(&self, path: &ObjectPath) -> ibs_storage::Result<()> {
         self.inner.delete_dir(path).await
-    }
-    async fn capacity(&self) -> ibs_storage::Result<Capacity> {
-        self.inner.capacity().await
     }
 }
 

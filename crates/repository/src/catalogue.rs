@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ibs_archive::{ArchiveId, inspect};
 use ibs_envelope::Thumbprint;
-use ibs_storage::{ObjectMeta, ObjectPath, StorageTarget, StorageTargetExt};
+use ibs_storage::{ObjectMeta, ObjectPath, ReadTarget, ReadTargetExt};
 
 use crate::layout::{ARCHIVE_NAME, BackupId, BackupPaths, InstanceLayout, MANIFEST_NAME, is_our_name};
 use crate::manifest::{MAX_MANIFEST_LEN, Manifest};
@@ -109,7 +109,7 @@ impl Catalogue {
 /// Lists and classifies every backup of `instance` on `target`. Needs no key:
 /// manifests are read and checked against each archive's size and its
 /// header and footer (two small range reads per backup).
-pub async fn catalogue(target: &Arc<dyn StorageTarget>, instance: &InstanceLayout) -> Result<Catalogue> {
+pub async fn catalogue(target: &Arc<dyn ReadTarget>, instance: &InstanceLayout) -> Result<Catalogue> {
     let root = instance.backup_root();
     let objects = target.list_all(&root).await?;
     let mut folders: BTreeMap<BackupId, Vec<ObjectMeta>> = BTreeMap::new();
@@ -134,7 +134,7 @@ pub async fn catalogue(target: &Arc<dyn StorageTarget>, instance: &InstanceLayou
 /// Catalogues one backup, `id` (the same classification as [`catalogue`]):
 /// what a job uses to read back a backup it has just committed.
 pub async fn catalogue_backup(
-    target: &Arc<dyn StorageTarget>,
+    target: &Arc<dyn ReadTarget>,
     instance: &InstanceLayout,
     id: &BackupId,
 ) -> Result<BackupInfo> {
@@ -149,7 +149,7 @@ pub async fn catalogue_backup(
 }
 
 async fn classify(
-    target: &Arc<dyn StorageTarget>,
+    target: &Arc<dyn ReadTarget>,
     instance: &InstanceLayout,
     id: BackupId,
     objects: &[ObjectMeta],

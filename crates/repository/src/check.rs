@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use ibs_archive::inspect;
-use ibs_storage::StorageTarget;
+use ibs_storage::ReadTarget;
 use sha2::{Digest, Sha256};
 
 use crate::catalogue::{BackupInfo, BackupState};
@@ -49,7 +49,7 @@ impl fmt::Display for CheckReport {
 /// signature when it is signed. A backup that is not
 /// complete, or whose archive differs, is an error
 /// ([`RepositoryError::is_damage`] tells damage from a failure of the target).
-pub async fn check_integrity(target: &Arc<dyn StorageTarget>, backup: &BackupInfo) -> Result<CheckReport> {
+pub async fn check_integrity(target: &Arc<dyn ReadTarget>, backup: &BackupInfo) -> Result<CheckReport> {
     let manifest = match (&backup.manifest, backup.state) {
         (Some(m), state) if state.is_complete() => m,
         (_, state) => {

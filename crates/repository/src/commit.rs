@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ibs_archive::ArchiveId;
 use ibs_envelope::Thumbprint;
-use ibs_storage::{CommitMode, ObjectWriter, StorageTarget, StorageTargetExt};
+use ibs_storage::{CommitMode, ObjectWriter, ReadTarget, ReadTargetExt, StorageTarget, StorageTargetExt};
 use sha2::{Digest, Sha256};
 
 use crate::catalogue::{BackupInfo, catalogue_backup};
@@ -176,8 +176,9 @@ impl BackupUpload {
                 }
             }
         }
+        let reader: Arc<dyn ReadTarget> = target;
         let listed =
-            catalogue_backup(&target, &instance, &id)
+            catalogue_backup(&reader, &instance, &id)
                 .await
                 .map_err(|source| RepositoryError::Unconfirmed {
                     id: id.to_string(),

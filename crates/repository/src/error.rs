@@ -32,7 +32,7 @@ pub enum RepositoryError {
     InvalidInput(String),
     /// The operating system's random generator failed (backup ids carry random bits).
     #[error("the random generator failed: {0}")]
-    Random(String),
+    Random(#[source] getrandom::Error),
     /// The backup is incomplete or damaged.
     #[error("backup {id} is {state} and cannot be restored: {problem}")]
     NotComplete {

@@ -49,7 +49,7 @@ impl BackupId {
     /// location); past 256 in one second they share sequence `ff`.
     pub fn next<'a>(unix_seconds: i64, existing: impl IntoIterator<Item = &'a BackupId>) -> Result<Self> {
         let mut r = [0u8; 4];
-        getrandom::fill(&mut r).map_err(|e| RepositoryError::Random(e.to_string()))?;
+        getrandom::fill(&mut r).map_err(RepositoryError::Random)?;
         // An id's year has four digits (and a negative one would not parse).
         let t = OffsetDateTime::from_unix_timestamp(unix_seconds)
             .ok()

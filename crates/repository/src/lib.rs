@@ -20,7 +20,7 @@
 //! use ibs_archive::{ArchiveWriter, EntryMeta, WriterOptions};
 //! use ibs_envelope::{Certificate, Password, keygen};
 //! use ibs_repository::{BackupId, BackupState, CommitDetails, InstanceLayout, catalogue, check_integrity, commit_backup};
-//! use ibs_storage::{LocalTarget, StorageTarget};
+//! use ibs_storage::{LocalTarget, ReadTarget, StorageTarget};
 //!
 //! # let pair = keygen::generate(&keygen::KeygenOptions::new("doc", 1_763_769_600), &Password::new("pw"))?;
 //! # let cert = Certificate::parse(&pair.cer)?;
@@ -42,7 +42,9 @@
 //! let id = BackupId::generate(created)?;
 //! commit_backup(&target, &instance, id.clone(), archive.into(), details).await?;
 //!
-//! // Listed without any key, and checked whole.
+//! // Listed without any key, and checked whole: reading needs only the
+//! // read half of the target (what a recovery tool is given).
+//! let target: Arc<dyn ReadTarget> = target;
 //! let found = catalogue(&target, &instance).await?;
 //! assert_eq!(found.backups.len(), 1);
 //! assert_eq!(found.backups[0].state, BackupState::Complete);

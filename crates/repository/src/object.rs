@@ -6,21 +6,21 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use ibs_archive::RangeRead;
-use ibs_storage::{ObjectPath, StorageError, StorageTarget};
+use ibs_storage::{ObjectPath, ReadTarget, StorageError};
 
 /// One object on a storage target, readable by range. The reader hands a
 /// failed read's [`StorageError`] back as it was
 /// ([`ibs_archive::ReadError::Read`]), failure class and all.
 #[derive(Clone, Debug)]
 pub struct TargetObject {
-    target: Arc<dyn StorageTarget>,
+    target: Arc<dyn ReadTarget>,
     path: ObjectPath,
     size: u64,
 }
 
 impl TargetObject {
     /// The object at `path`, of `size` bytes (from a listing or `head`).
-    pub fn new(target: Arc<dyn StorageTarget>, path: ObjectPath, size: u64) -> Self {
+    pub fn new(target: Arc<dyn ReadTarget>, path: ObjectPath, size: u64) -> Self {
         TargetObject { target, path, size }
     }
 

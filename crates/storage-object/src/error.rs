@@ -8,8 +8,45 @@
 
 use std::error::Error as _;
 
-use ibs_storage::{ErrorKind, StorageError};
+use ibs_storage::{ErrorKind, Remediation, StorageError};
 use object_store::client::{HttpError, HttpErrorKind};
+
+/// What an operator checks at an Azure Blob container.
+pub(crate) static AZURE: Remediation = Remediation {
+    connectivity: "Fix the network connectivity between the system and the Azure Storage endpoint \
+        (the account's blob endpoint, or AZURE_STORAGE_ENDPOINT, resolves in DNS; HTTPS port 443 is reachable \
+        through the firewall and any proxy, HTTPS_PROXY), then retry the backup.",
+    path_not_found: "Check that the container exists in the storage account (and that the account name, \
+        AZURE_STORAGE_ACCOUNT_NAME, is the right one), then update the backup storage path \
+        (az://container/prefix) in the backup settings.",
+    authentication: "Check the storage account key or SAS token (AZURE_STORAGE_ACCOUNT_KEY, \
+        AZURE_STORAGE_SAS_KEY, or the other credential configured), and that it may read, write, list and \
+        delete blobs in the container.",
+};
+
+/// What an operator checks at an S3 bucket.
+pub(crate) static S3: Remediation = Remediation {
+    connectivity: "Fix the network connectivity between the system and the S3 endpoint (the region's \
+        endpoint, or AWS_ENDPOINT, resolves in DNS; HTTPS port 443 is reachable through the firewall and any \
+        proxy, HTTPS_PROXY), then retry the backup.",
+    path_not_found: "Check that the bucket exists in the region the system uses (AWS_REGION) or at the \
+        endpoint (AWS_ENDPOINT), then update the backup storage path (s3://bucket/prefix) in the backup \
+        settings.",
+    authentication: "Check the access key (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, and the session \
+        token if any), and that its policy allows reading, writing, listing and deleting objects in the \
+        bucket.",
+};
+
+/// What an operator checks at an object store given as a store ([`crate::ObjectTarget::with_store`]).
+pub(crate) static OBJECT: Remediation = Remediation {
+    connectivity: "Fix the network connectivity between the system and the object store's endpoint (its \
+        URL resolves in DNS; HTTPS port 443 is reachable through the firewall and any proxy), then retry \
+        the backup.",
+    path_not_found: "Check that the container or bucket exists at the object store, then update the \
+        backup storage path in the backup settings.",
+    authentication: "Check the object store's credentials, and that they may read, write, list and delete \
+        objects in the container or bucket.",
+};
 
 /// Error codes (Azure, S3, MinIO, Azurite) that mean "no room".
 const CAPACITY_CODES: [&str; 6] = [
@@ -53,33 +90,33 @@ fn transport_kind(err: &object_store::Error) -> Option<HttpErrorKind> {
     None
 }
 
-/// The class of an `object_store` error, and whether it is a refused
-/// conditional write ("already exists").
-pub(crate) fn classify(err: &object_store::Error) -> (ErrorKind, bool) {
+/// The class of an `object_store` error (a refused conditional write is
+/// [`ErrorKind::AlreadyExists`]).
+pub(crate) fn classify(err: &object_store::Error) -> ErrorKind {
     use object_store::Error as E;
     let text = chain_text(err);
     let status = status_in(&text);
     if status == Some(507) || CAPACITY_CODES.iter().any(|code| text.contains(code)) {
-        return (ErrorKind::OutOfCapacity, false);
+        return ErrorKind::OutOfCapacity;
     }
     match err {
-        E::NotFound { .. } => (ErrorKind::PathNotFound, false),
-        E::AlreadyExists { .. } | E::Precondition { .. } => (ErrorKind::Other, true),
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => (ErrorKind::Authentication, false),
+        E::NotFound { .. } => ErrorKind::PathNotFound,
+        E::AlreadyExists { .. } | E::Precondition { .. } => ErrorKind::AlreadyExists,
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorKind::Authentication,
         _ => {
             if let Some(kind) = transport_kind(err) {
                 return match kind {
                     HttpErrorKind::Connect
                     | HttpErrorKind::Request
                     | HttpErrorKind::Timeout
-                    | HttpErrorKind::Interrupted => (ErrorKind::Connectivity, false),
-                    _ => (ErrorKind::Other, false),
+                    | HttpErrorKind::Interrupted => ErrorKind::Connectivity,
+                    _ => ErrorKind::Other,
                 };
             }
             match status {
-                Some(401 | 403) => (ErrorKind::Authentication, false),
-                Some(404) => (ErrorKind::PathNotFound, false),
-                _ => (ErrorKind::Other, false),
+                Some(401 | 403) => ErrorKind::Authentication,
+                Some(404) => ErrorKind::PathNotFound,
+                _ => ErrorKind::Other,
             }
         }
     }
@@ -87,8 +124,8 @@ pub(crate) fn classify(err: &object_store::Error) -> (ErrorKind, bool) {
 
 /// A `StorageError` for a failed operation `op` on `path`.
 pub(crate) fn map_error(op: &'static str, path: &str, err: object_store::Error) -> StorageError {
-    let (kind, already_exists) = classify(&err);
-    if already_exists {
+    let kind = classify(&err);
+    if kind == ErrorKind::AlreadyExists {
         return StorageError::already_exists(op, path).with_source(err);
     }
     let text = chain_text(&err);
@@ -128,6 +165,7 @@ pub(crate) fn settings_error(label: &str, service: &str, err: object_store::Erro
     )
     .with_retryable(false)
     .with_source(err)
+    .with_remediation(if service == "S3" { &S3 } else { &AZURE })
 }
 
 #[cfg(test)]
@@ -193,15 +231,15 @@ mod tests {
             ),
         ];
         for (err, kind) in cases {
-            assert_eq!(classify(&err).0, kind, "{err}");
+            assert_eq!(classify(&err), kind, "{err}");
         }
         let exists = object_store::Error::AlreadyExists {
             path: "p".into(),
             source: "BlobAlreadyExists".into(),
         };
-        assert_eq!(classify(&exists), (ErrorKind::Other, true));
+        assert_eq!(classify(&exists), ErrorKind::AlreadyExists);
         let mapped = map_error("cannot commit", "a/b", exists);
-        assert!(mapped.is_already_exists());
+        assert_eq!(mapped.kind(), ErrorKind::AlreadyExists);
         let range = map_error(
             "cannot read",
             "a/b",
@@ -215,6 +253,18 @@ mod tests {
             generic("Server returned non-2xx status code: 503 Service Unavailable: "),
         );
         assert!(busy.is_retryable());
+    }
+
+    #[test]
+    fn azure_and_s3_word_their_own_endpoint_checks() {
+        for (r, name) in [(&AZURE, "AZURE_STORAGE"), (&S3, "AWS_")] {
+            let e = StorageError::new(ErrorKind::Connectivity, "cannot read", "p", "refused").with_remediation(r);
+            let text = e.alert().remediation;
+            assert!(
+                text.contains("443") && text.contains(name) && !text.contains("445"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -51,7 +51,9 @@
 //! Every error is one of the five classes: 401/403 → authentication, 404
 //! (container, bucket or object) → path, connection refused / reset / timeout →
 //! connectivity, 507 or a quota/size-limit error code → out of capacity, the
-//! rest → other. Transient failures (5xx, connection errors, timeouts) are
+//! rest → other; a refused conditional put (409/412) is
+//! [`ErrorKind::AlreadyExists`]. An error's alert says what to check at Azure
+//! or S3 (endpoint, HTTPS port 443 and proxy, container or bucket, keys). Transient failures (5xx, connection errors, timeouts) are
 //! retried by `object_store` with exponential backoff, bounded in count
 //! ([`ObjectOptions::max_retries`]) and time ([`ObjectOptions::retry_timeout`]);
 //! each operation is also bounded as a whole ([`ObjectOptions::timeout`]).
@@ -60,7 +62,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use ibs_storage::{Location, StorageTargetExt};
+//! use ibs_storage::{Location, ReadTargetExt};
 //! use ibs_storage_object::{ObjectOptions, ObjectTarget};
 //!
 //! # async fn demo() -> Result<(), ibs_storage::StorageError> {
@@ -86,22 +88,20 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use ibs_storage::{
-    Capacity, CommitMode, ErrorKind, Location, ObjectMeta, ObjectPath, ObjectProvider, ObjectWriter, Result,
-    StorageError, StorageTarget, check_range, is_partial_name,
+    Capacity, CommitMode, ErrorKind, Location, ObjectMeta, ObjectPath, ObjectProvider, ObjectWriter, ReadTarget,
+    Remediation, Result, StorageError, StorageTarget, check_range, is_partial_name,
 };
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::path::{Path as StorePath, PathPart};
 use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, RetryConfig};
 
-pub use object_store;
-
 mod error;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod upload;
 
-use error::{map_error, settings_error};
+use error::{AZURE, OBJECT, S3, map_error, settings_error};
 
 /// Name of the empty marker object that stands for a folder.
 pub const FOLDER_MARKER: &str = ".ibs-folder";
@@ -199,6 +199,8 @@ pub(crate) struct Inner {
     root: Vec<String>,
     label: String,
     pub(crate) options: ObjectOptions,
+    /// What an operator checks at this kind of store.
+    remediation: &'static Remediation,
 }
 
 /// A storage target on an object store (Azure Blob, S3, or any [`ObjectStore`]).
@@ -236,7 +238,7 @@ impl ObjectTarget {
                 path,
             } => Self::s3(AmazonS3Builder::from_env(), container, path, options),
             other => Err(StorageError::new(
-                ErrorKind::PathNotFound,
+                ErrorKind::InvalidInput,
                 "cannot open",
                 other.to_string(),
                 "not an object-store location (az://container/prefix or s3://bucket/prefix)",
@@ -267,7 +269,7 @@ impl ObjectTarget {
             }
         }
         let store = builder.build().map_err(|e| settings_error(&label, "Azure Blob", e))?;
-        Ok(Self::with_store(Arc::new(store), label, prefix, options))
+        Ok(Self::new(Arc::new(store), label, prefix, options, &AZURE))
     }
 
     /// An S3 target for `bucket`, objects under `prefix`, from a configured
@@ -283,7 +285,7 @@ impl ObjectTarget {
             }
         }
         let store = builder.build().map_err(|e| settings_error(&label, "S3", e))?;
-        Ok(Self::with_store(Arc::new(store), label, prefix, options))
+        Ok(Self::new(Arc::new(store), label, prefix, options, &S3))
     }
 
     /// A target over any store (for example `object_store::memory::InMemory`
@@ -294,12 +296,23 @@ impl ObjectTarget {
         prefix: &ObjectPath,
         options: ObjectOptions,
     ) -> Self {
+        Self::new(store, label.into(), prefix, options, &OBJECT)
+    }
+
+    fn new(
+        store: Arc<dyn ObjectStore>,
+        label: String,
+        prefix: &ObjectPath,
+        options: ObjectOptions,
+        remediation: &'static Remediation,
+    ) -> Self {
         ObjectTarget {
             inner: Arc::new(Inner {
                 store,
                 root: prefix.segments().map(str::to_owned).collect(),
-                label: label.into(),
+                label,
                 options,
+                remediation,
             }),
         }
     }
@@ -373,13 +386,14 @@ impl Inner {
         fut: impl Future<Output = object_store::Result<T>>,
     ) -> Result<T> {
         match tokio::time::timeout(self.options.timeout, fut).await {
-            Ok(result) => result.map_err(|e| map_error(op, path.as_str(), e)),
+            Ok(result) => result.map_err(|e| map_error(op, path.as_str(), e).with_remediation(self.remediation)),
             Err(_) => Err(StorageError::new(
                 ErrorKind::Connectivity,
                 op,
                 path.as_str(),
                 format!("no answer from {} within {:?}", self.label, self.options.timeout),
-            )),
+            )
+            .with_remediation(self.remediation)),
         }
     }
 
@@ -415,50 +429,7 @@ fn decode(part: &str) -> Option<String> {
 }
 
 #[async_trait]
-impl StorageTarget for ObjectTarget {
-    async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
-        let inner = &self.inner;
-        if path.is_root() {
-            return Ok(());
-        }
-        // Common case: the folder exists already (one HEAD).
-        match inner
-            .bounded("cannot create folder", path, inner.store.head(&inner.marker(path)))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::PathNotFound => {}
-            Err(e) => return Err(e),
-        }
-        let mut folder = ObjectPath::root();
-        for segment in path.segments() {
-            folder = folder.child(segment)?;
-            let marker = inner.marker(&folder);
-            inner
-                .bounded(
-                    "cannot create folder",
-                    &folder,
-                    inner.store.put(&marker, Bytes::new().into()),
-                )
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
-        let folder = path.parent().unwrap_or_default();
-        if !self.inner.folder_exists(&folder).await? {
-            return Err(StorageError::new(
-                ErrorKind::PathNotFound,
-                "cannot upload",
-                path.as_str(),
-                format!("no such folder {folder} in {}", self.inner.label),
-            )
-            .with_retryable(false));
-        }
-        Ok(Box::new(upload::Upload::new(self.inner.clone(), path.clone(), mode)))
-    }
-
+impl ReadTarget for ObjectTarget {
     async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
         let inner = &self.inner;
         if range.start >= range.end {
@@ -505,6 +476,7 @@ impl StorageTarget for ObjectTarget {
         let listing = inner.store.list(Some(&key));
         let bound = inner.options.timeout;
         let label = inner.label.clone();
+        let remediation = inner.remediation;
         let stream = listing
             .map(move |item| -> Option<Result<ObjectMeta>> {
                 match item {
@@ -517,7 +489,9 @@ impl StorageTarget for ObjectTarget {
                             modified: Some(meta.last_modified.into()),
                         }))
                     }
-                    Err(e) => Some(Err(map_error("cannot list", shown.as_str(), e))),
+                    Err(e) => Some(Err(
+                        map_error("cannot list", shown.as_str(), e).with_remediation(remediation)
+                    )),
                 }
             })
             .filter_map(futures::future::ready);
@@ -534,13 +508,65 @@ impl StorageTarget for ObjectTarget {
                             "cannot list",
                             label,
                             format!("no answer within {bound:?}"),
-                        )),
+                        )
+                        .with_remediation(remediation)),
                         s,
                     )),
                 }
             }
         });
         Ok(stream.boxed())
+    }
+
+    async fn capacity(&self) -> Result<Capacity> {
+        Ok(Capacity::default())
+    }
+}
+
+#[async_trait]
+impl StorageTarget for ObjectTarget {
+    async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
+        let inner = &self.inner;
+        if path.is_root() {
+            return Ok(());
+        }
+        // Common case: the folder exists already (one HEAD).
+        match inner
+            .bounded("cannot create folder", path, inner.store.head(&inner.marker(path)))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::PathNotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut folder = ObjectPath::root();
+        for segment in path.segments() {
+            folder = folder.child(segment)?;
+            let marker = inner.marker(&folder);
+            inner
+                .bounded(
+                    "cannot create folder",
+                    &folder,
+                    inner.store.put(&marker, Bytes::new().into()),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
+        let folder = path.parent().unwrap_or_default();
+        if !self.inner.folder_exists(&folder).await? {
+            return Err(StorageError::new(
+                ErrorKind::PathNotFound,
+                "cannot upload",
+                path.as_str(),
+                format!("no such folder {folder} in {}", self.inner.label),
+            )
+            .with_retryable(false)
+            .with_remediation(self.inner.remediation));
+        }
+        Ok(Box::new(upload::Upload::new(self.inner.clone(), path.clone(), mode)))
     }
 
     async fn delete(&self, path: &ObjectPath) -> Result<()> {
@@ -577,9 +603,5 @@ impl StorageTarget for ObjectTarget {
             Err(e) if e.kind() == ErrorKind::PathNotFound => Ok(()),
             r => r,
         }
-    }
-
-    async fn capacity(&self) -> Result<Capacity> {
-        Ok(Capacity::default())
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ibs_storage::{CommitMode, ErrorKind, ObjectPath, StorageTarget, StorageTargetExt, conformance};
+use ibs_storage::{
+    CommitMode, ErrorKind, ObjectPath, ReadTarget, ReadTargetExt, StorageTarget, StorageTargetExt, conformance,
+};
 use ibs_storage_object::testing::{Azurite, AzuriteOptions};
 use ibs_storage_object::{FOLDER_MARKER, ObjectOptions, ObjectTarget};
 use object_store::ObjectStoreExt;
@@ -131,7 +133,7 @@ async fn create_new_never_overwrites_another_writer() {
         second.write(Bytes::from(noise(len, 2))).await.unwrap();
         first.commit().await.unwrap();
         let err = second.commit().await.unwrap_err();
-        assert!(err.is_already_exists(), "{name}: {err}");
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{name}: {err}");
         assert_eq!(
             &target.read_all(&path(name)).await.unwrap()[..],
             &noise(len, 1)[..],
@@ -279,8 +281,9 @@ async fn racing_commits(target: &dyn StorageTarget, rounds: u64) {
             first.write(Bytes::from(one.clone())).await.unwrap();
             second.write(Bytes::from(two.clone())).await.unwrap();
             let (a, b) = tokio::join!(first.commit(), second.commit());
-            let lost =
-                |r: &ibs_storage::Result<ibs_storage::ObjectMeta>| r.as_ref().is_err_and(|e| e.is_already_exists());
+            let lost = |r: &ibs_storage::Result<ibs_storage::ObjectMeta>| {
+                r.as_ref().is_err_and(|e| e.kind() == ErrorKind::AlreadyExists)
+            };
             if single {
                 assert!(
                     (a.is_ok() && lost(&b)) || (lost(&a) && b.is_ok()),

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use ibs_storage::{CommitMode, ErrorKind, ObjectPath, StorageTarget, StorageTargetExt, conformance};
+use ibs_storage::{
+    CommitMode, ErrorKind, ObjectPath, ReadTarget, ReadTargetExt, StorageTarget, StorageTargetExt, conformance,
+};
 use ibs_storage_object::ObjectOptions;
 use ibs_storage_object::testing::MotoS3;
 
@@ -40,7 +42,7 @@ async fn s3_conformance_conditional_commits_and_failures() {
         second.write(Bytes::from(vec![2u8; len])).await.unwrap();
         first.commit().await.unwrap();
         let err = second.commit().await.unwrap_err();
-        assert!(err.is_already_exists(), "{name}: {err}");
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{name}: {err}");
         let kept = target.read_all(&path(name)).await.unwrap();
         assert_eq!(kept.len(), len);
         assert!(

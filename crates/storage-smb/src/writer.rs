@@ -12,7 +12,8 @@ use futures::channel::oneshot;
 use ibs_storage::{CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, Result, StorageError, partial_path};
 use pavao::{SmbClient, SmbOpenOptions};
 
-use crate::{Inner, SmbTarget, stat_meta};
+use crate::error::is_not_found;
+use crate::target::{Inner, SmbTarget, stat_meta};
 
 enum Cmd {
     Write(Bytes, oneshot::Sender<Result<()>>),
@@ -49,7 +50,10 @@ pub(crate) async fn start(target: &SmbTarget, path: &ObjectPath, mode: CommitMod
     std::thread::Builder::new()
         .name("ibs-smb-upload".into())
         .spawn(move || upload(&inner, &final_path, &temp_path, mode, &rx, ready_tx, &sending))
-        .map_err(|e| StorageError::new(ErrorKind::Other, "cannot start upload", path.as_str(), e.to_string()))?;
+        .map_err(|e| {
+            let detail = format!("cannot start the upload thread: {e}");
+            StorageError::new(ErrorKind::Other, "cannot start upload", path.as_str(), detail).with_source(e)
+        })?;
     let writer = SmbWriter {
         target: target.clone(),
         path: path.clone(),
@@ -82,7 +86,7 @@ impl SmbWriter {
                     ),
                     None => String::new(),
                 };
-                Err(crate::timed_out(config, what, self.path.as_str(), &note))
+                Err(crate::error::timed_out(config, what, self.path.as_str(), &note))
             }
         }
     }
@@ -253,7 +257,7 @@ fn finish(
     if mode == CommitMode::CreateNew {
         match client.stat(&final_smb) {
             Ok(_) => return Err(StorageError::already_exists("cannot commit", path.as_str())),
-            Err(e) if crate::is_not_found(&e) => {}
+            Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(inner.error("cannot commit", path.as_str(), e)),
         }
     }

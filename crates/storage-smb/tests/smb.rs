@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use bytes::Bytes;
-use ibs_storage::{CommitMode, ErrorKind, ObjectPath, StorageTarget, StorageTargetExt, conformance};
+use ibs_storage::{
+    CommitMode, ErrorKind, ObjectPath, ReadTarget, ReadTargetExt, StorageTarget, StorageTargetExt, conformance,
+};
 use ibs_storage_smb::testing::{SambaOptions, SambaServer};
 use ibs_storage_smb::{Encryption, SmbCredentials, SmbTarget};
 

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ibs_storage::{CommitMode, ErrorKind, ObjectPath, StorageTarget, StorageTargetExt};
+use ibs_storage::{CommitMode, ErrorKind, ObjectPath, ReadTarget, ReadTargetExt, StorageTarget, StorageTargetExt};
 use ibs_storage_smb::SmbTarget;
 use ibs_storage_smb::testing::{SambaOptions, SambaServer};
 

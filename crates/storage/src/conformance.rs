@@ -19,7 +19,7 @@
 
 use bytes::Bytes;
 
-use crate::{CommitMode, ErrorKind, ObjectPath, StorageTarget, StorageTargetExt};
+use crate::{CommitMode, ErrorKind, ObjectPath, ReadTargetExt, StorageTarget, StorageTargetExt};
 
 fn p(base: &ObjectPath, rest: &str) -> ObjectPath {
     let mut out = base.clone();
@@ -162,7 +162,10 @@ pub async fn overwrite_rules(target: &dyn StorageTarget, base: &ObjectPath) {
         .put_bytes(&path, Bytes::from_static(b"second"), CommitMode::CreateNew)
         .await
         .unwrap_err();
-    assert!(err.is_already_exists(), "{target}: CreateNew over an object: {err}");
+    assert!(
+        err.kind() == ErrorKind::AlreadyExists,
+        "{target}: CreateNew over an object: {err}"
+    );
     assert_eq!(
         target.read_all(&path).await.unwrap(),
         Bytes::from_static(b"first"),

@@ -1,16 +1,22 @@
-//! `StorageError` and the five failure classes an operator sees.
+//! `StorageError` and the failure classes an operator sees.
 //!
 //! Rules: every failure of every backend becomes one [`StorageError`] whose
-//! [`ErrorKind`] is exactly one of the five classes; the error says which
+//! [`ErrorKind`] is exactly one class: one of the five failure classes of the
+//! target ([`ErrorKind::ALL`]), or one of the two outcomes of the request
+//! itself ([`ErrorKind::AlreadyExists`] for a refused no-overwrite commit,
+//! [`ErrorKind::InvalidInput`] for a malformed name); the error says which
 //! operation failed on which path; [`StorageError::is_retryable`] says whether
 //! trying again can help; [`StorageError::alert`] gives the operator-facing
-//! title, description and remediation. Errors never carry credentials.
+//! title, description and remediation, the remediation in the words of the
+//! backend that failed where it supplied them ([`Remediation`]). Errors never
+//! carry credentials.
 
 use std::borrow::Cow;
 use std::fmt;
 
 /// The failure class: what an operator must do differs for each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The target has no room for what is being written.
     OutOfCapacity,
@@ -20,6 +26,14 @@ pub enum ErrorKind {
     PathNotFound,
     /// The credentials were refused, or do not grant access.
     Authentication,
+    /// A no-overwrite commit ([`CommitMode::CreateNew`](crate::CommitMode::CreateNew))
+    /// found an object already there, and left it untouched.
+    AlreadyExists,
+    /// A name the caller gave cannot be used: a path segment that is empty,
+    /// `.` or `..`, or holds a `/`, `\` or control character; an instance
+    /// FQDN or region that is not a DNS label. Not the target's fault: the
+    /// same request fails the same way anywhere.
+    InvalidInput,
     /// Anything else: a general fault.
     Other,
 }
@@ -42,7 +56,10 @@ pub struct Alert {
 }
 
 impl ErrorKind {
-    /// All five classes.
+    /// The five failure classes of a target (what fault injection and the
+    /// operator's alert tables go through). [`ErrorKind::AlreadyExists`] and
+    /// [`ErrorKind::InvalidInput`] are not among them: they say what was
+    /// wrong with the request, not with the target.
     pub const ALL: [ErrorKind; 5] = [
         ErrorKind::OutOfCapacity,
         ErrorKind::Connectivity,
@@ -74,7 +91,7 @@ impl ErrorKind {
                 ),
                 remediation: Cow::Borrowed(
                     "Fix the network connectivity between the system and the storage location \
-                    (file server up, port 445 reachable, firewall and DNS), then retry the backup.",
+                    (the server or service up and reachable, firewall, proxy and DNS), then retry the backup.",
                 ),
             },
             ErrorKind::PathNotFound => Alert {
@@ -82,8 +99,8 @@ impl ErrorKind {
                 title: Cow::Borrowed("Backup storage path cannot be resolved"),
                 description: Cow::Borrowed("The path to the storage location does not exist or cannot be resolved."),
                 remediation: Cow::Borrowed(
-                    "Check that the share and folder can be opened from another machine, then update \
-                    the backup storage path in the backup settings.",
+                    "Check that the storage location and the folder in it exist and can be opened from \
+                    another machine, then update the backup storage path in the backup settings.",
                 ),
             },
             ErrorKind::Authentication => Alert {
@@ -93,8 +110,31 @@ impl ErrorKind {
                     "Authentication to the storage location failed, or the account has no access.",
                 ),
                 remediation: Cow::Borrowed(
-                    "Check the user name, password and domain for the storage location, and that the \
-                    account may read and write the share; update the credentials in the backup settings.",
+                    "Check the credentials for the storage location, and that the account may read, write \
+                    and delete there; update the credentials in the backup settings.",
+                ),
+            },
+            ErrorKind::AlreadyExists => Alert {
+                kind: self,
+                title: Cow::Borrowed("Backup storage location already holds an object of that name"),
+                description: Cow::Borrowed(
+                    "A write that must not replace anything found an object of the same name already at \
+                    the storage location, and left it untouched.",
+                ),
+                remediation: Cow::Borrowed(
+                    "Retry the backup. If the problem persists, check that no other system writes backups \
+                    of this instance to the same location, collect the logs and escalate to support.",
+                ),
+            },
+            ErrorKind::InvalidInput => Alert {
+                kind: self,
+                title: Cow::Borrowed("Backup setting is not valid"),
+                description: Cow::Borrowed(
+                    "A name given to the backup (a folder of the storage path, the instance's external \
+                    domain FQDN or region) cannot be used.",
+                ),
+                remediation: Cow::Borrowed(
+                    "Correct the name the message quotes in the backup settings, then retry the backup.",
                 ),
             },
             ErrorKind::Other => Alert {
@@ -116,8 +156,39 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Connectivity => "connectivity",
             ErrorKind::PathNotFound => "path not found",
             ErrorKind::Authentication => "authentication",
+            ErrorKind::AlreadyExists => "already exists",
+            ErrorKind::InvalidInput => "invalid input",
             ErrorKind::Other => "general fault",
         })
+    }
+}
+
+/// What an operator checks at one kind of storage, in its backend's words:
+/// the remediation of the classes whose checks differ between backends (an
+/// SMB share's port 445 and share permissions, an object store's endpoint,
+/// HTTPS and keys, a local directory's mount and permissions). A backend tags
+/// its errors with its own ([`StorageError::with_remediation`]) and their
+/// [`StorageError::alert`] gives it; other classes, and untagged errors, keep
+/// the generic texts of [`ErrorKind::alert`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Remediation {
+    /// For [`ErrorKind::Connectivity`].
+    pub connectivity: &'static str,
+    /// For [`ErrorKind::PathNotFound`].
+    pub path_not_found: &'static str,
+    /// For [`ErrorKind::Authentication`].
+    pub authentication: &'static str,
+}
+
+impl Remediation {
+    /// The text for `kind`, if this backend words it itself.
+    pub fn for_kind(&self, kind: ErrorKind) -> Option<&'static str> {
+        match kind {
+            ErrorKind::Connectivity => Some(self.connectivity),
+            ErrorKind::PathNotFound => Some(self.path_not_found),
+            ErrorKind::Authentication => Some(self.authentication),
+            _ => None,
+        }
     }
 }
 
@@ -132,7 +203,7 @@ pub struct StorageError {
     path: String,
     detail: String,
     retryable: bool,
-    already_exists: bool,
+    remediation: Option<&'static Remediation>,
     #[source]
     source: Option<Source>,
 }
@@ -146,22 +217,34 @@ impl StorageError {
             path: path.into(),
             detail: detail.into(),
             retryable: matches!(kind, ErrorKind::Connectivity | ErrorKind::Other),
-            already_exists: false,
+            remediation: None,
             source: None,
         }
     }
 
-    /// A commit refused because an object already exists at `path` (class [`ErrorKind::Other`], not retryable).
+    /// A commit refused because an object already exists at `path`
+    /// ([`ErrorKind::AlreadyExists`], not retryable).
     pub fn already_exists(op: &'static str, path: impl Into<String>) -> Self {
-        let mut e = StorageError::new(ErrorKind::Other, op, path, "an object already exists there");
-        e.already_exists = true;
-        e.retryable = false;
-        e
+        StorageError::new(ErrorKind::AlreadyExists, op, path, "an object already exists there")
+    }
+
+    /// A name that cannot be used ([`ErrorKind::InvalidInput`], not retryable):
+    /// `what` is what it was meant to be (such as `"invalid path segment"`),
+    /// `why` what is wrong with it.
+    pub fn invalid_input(what: &'static str, name: impl Into<String>, why: impl Into<String>) -> Self {
+        StorageError::new(ErrorKind::InvalidInput, what, name, why)
     }
 
     /// Attaches the underlying error.
     pub fn with_source(mut self, source: impl Into<Source>) -> Self {
         self.source = Some(source.into());
+        self
+    }
+
+    /// Tags the error with its backend's [`Remediation`], which its
+    /// [`StorageError::alert`] then gives.
+    pub fn with_remediation(mut self, remediation: &'static Remediation) -> Self {
+        self.remediation = Some(remediation);
         self
     }
 
@@ -190,19 +273,19 @@ impl StorageError {
         self.retryable
     }
 
-    /// Whether a no-overwrite commit found an object already there.
-    pub fn is_already_exists(&self) -> bool {
-        self.already_exists
-    }
-
     /// The path the operation was on.
     pub fn path(&self) -> &str {
         &self.path
     }
 
-    /// The operator-facing alert for this error's class.
+    /// The operator-facing alert for this error's class, with the remediation
+    /// of the backend that failed where it supplied one ([`Remediation`]).
     pub fn alert(&self) -> Alert {
-        self.kind.alert()
+        let mut alert = self.kind.alert();
+        if let Some(text) = self.remediation.and_then(|r| r.for_kind(self.kind)) {
+            alert.remediation = Cow::Borrowed(text);
+        }
+        alert
     }
 }
 
@@ -299,6 +382,35 @@ mod tests {
         assert!(!e.is_retryable());
         assert!(StorageError::new(ErrorKind::Connectivity, "x", "p", "d").is_retryable());
         let conflict = StorageError::already_exists("cannot commit", "p");
-        assert!(conflict.is_already_exists() && conflict.kind() == ErrorKind::Other && !conflict.is_retryable());
+        assert!(conflict.kind() == ErrorKind::AlreadyExists && !conflict.is_retryable());
+        let bad = StorageError::invalid_input("invalid path segment", "a/b", "contains '/'");
+        assert!(bad.kind() == ErrorKind::InvalidInput && !bad.is_retryable());
+    }
+
+    #[test]
+    fn the_two_request_outcomes_have_alerts_of_their_own() {
+        for kind in [ErrorKind::AlreadyExists, ErrorKind::InvalidInput] {
+            let alert = kind.alert();
+            assert_eq!(alert.kind, kind);
+            assert!(!alert.title.is_empty() && !alert.description.is_empty() && !alert.remediation.is_empty());
+            assert!(!ErrorKind::ALL.contains(&kind));
+        }
+    }
+
+    #[test]
+    fn a_backend_words_its_own_remediation() {
+        static HERE: Remediation = Remediation {
+            connectivity: "check the cable",
+            path_not_found: "check the folder",
+            authentication: "check the key",
+        };
+        let e = StorageError::new(ErrorKind::Connectivity, "cannot read", "p", "refused").with_remediation(&HERE);
+        assert_eq!(e.alert().remediation, "check the cable");
+        assert_eq!(e.alert().title, ErrorKind::Connectivity.alert().title);
+        // Classes the backend does not word keep the generic text.
+        let full = StorageError::new(ErrorKind::OutOfCapacity, "cannot write", "p", "full").with_remediation(&HERE);
+        assert_eq!(full.alert(), ErrorKind::OutOfCapacity.alert());
+        // Untagged errors name no backend's port.
+        assert!(!ErrorKind::Connectivity.alert().remediation.contains("445"));
     }
 }

@@ -31,7 +31,8 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use crate::{
-    Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, Result, StorageError, StorageTarget,
+    Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, ReadTarget, Result, StorageError,
+    StorageTarget,
 };
 
 /// When and how the wrapper fails.
@@ -201,6 +202,29 @@ impl<T: fmt::Display> fmt::Display for FaultyTarget<T> {
 }
 
 #[async_trait]
+impl<T: StorageTarget> ReadTarget for FaultyTarget<T> {
+    async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
+        let reply = self.shared.call("cannot read", path.as_str())?;
+        reply.give(self.inner.read_range(path, range).await)
+    }
+
+    async fn head(&self, path: &ObjectPath) -> Result<ObjectMeta> {
+        let reply = self.shared.call("cannot stat", path.as_str())?;
+        reply.give(self.inner.head(path).await)
+    }
+
+    async fn list(&self, prefix: &ObjectPath) -> Result<BoxStream<'static, Result<ObjectMeta>>> {
+        let reply = self.shared.call("cannot list", prefix.as_str())?;
+        reply.give(self.inner.list(prefix).await)
+    }
+
+    async fn capacity(&self) -> Result<Capacity> {
+        let reply = self.shared.call("cannot query capacity of", "/")?;
+        reply.give(self.inner.capacity().await)
+    }
+}
+
+#[async_trait]
 impl<T: StorageTarget> StorageTarget for FaultyTarget<T> {
     async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
         let reply = self.shared.call("cannot create folder", path.as_str())?;
@@ -218,21 +242,6 @@ impl<T: StorageTarget> StorageTarget for FaultyTarget<T> {
         }))
     }
 
-    async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
-        let reply = self.shared.call("cannot read", path.as_str())?;
-        reply.give(self.inner.read_range(path, range).await)
-    }
-
-    async fn head(&self, path: &ObjectPath) -> Result<ObjectMeta> {
-        let reply = self.shared.call("cannot stat", path.as_str())?;
-        reply.give(self.inner.head(path).await)
-    }
-
-    async fn list(&self, prefix: &ObjectPath) -> Result<BoxStream<'static, Result<ObjectMeta>>> {
-        let reply = self.shared.call("cannot list", prefix.as_str())?;
-        reply.give(self.inner.list(prefix).await)
-    }
-
     async fn delete(&self, path: &ObjectPath) -> Result<()> {
         let reply = self.shared.call("cannot delete", path.as_str())?;
         reply.give(self.inner.delete(path).await)
@@ -241,11 +250,6 @@ impl<T: StorageTarget> StorageTarget for FaultyTarget<T> {
     async fn delete_dir(&self, path: &ObjectPath) -> Result<()> {
         let reply = self.shared.call("cannot delete folder", path.as_str())?;
         reply.give(self.inner.delete_dir(path).await)
-    }
-
-    async fn capacity(&self) -> Result<Capacity> {
-        let reply = self.shared.call("cannot query capacity of", "/")?;
-        reply.give(self.inner.capacity().await)
     }
 }
 

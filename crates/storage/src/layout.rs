@@ -97,14 +97,7 @@ impl fmt::Display for ObjectPath {
 }
 
 fn check_segment(segment: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Err(StorageError::new(
-            ErrorKind::PathNotFound,
-            "invalid path segment",
-            segment,
-            why,
-        ))
-    };
+    let bad = |why: &str| Err(StorageError::invalid_input("invalid path segment", segment, why));
     if segment.is_empty() {
         return bad("empty segment");
     }

@@ -1,12 +1,15 @@
 //! Where ibs backups are stored, and how storage failures reach an operator.
 //!
-//! * [`StorageTarget`]: a small object-safe async trait (streaming put with an
-//!   atomic commit, range reads, listing, delete, folders, capacity), with
-//!   helpers in [`StorageTargetExt`].
+//! * [`ReadTarget`] and [`StorageTarget`]: small object-safe async traits —
+//!   the read half (range reads, listing, capacity), all a recovery tool
+//!   needs, and the writes on top (streaming put with an atomic commit,
+//!   delete, folders) — with helpers in [`ReadTargetExt`] and [`StorageTargetExt`].
 //! * [`StorageError`] and its [`ErrorKind`]: every failure of every backend is
 //!   exactly one of five classes — out of capacity, connectivity, path not
-//!   found, authentication, other — each with an operator-facing [`Alert`]
-//!   (title, what happened, remediation) and a retry hint.
+//!   found, authentication, other — or one of two outcomes of the request
+//!   itself — already exists, invalid input — each with an operator-facing
+//!   [`Alert`] (title, what happened, remediation in the failing backend's
+//!   words: [`Remediation`]) and a retry hint.
 //! * [`Location`], [`ObjectPath`]: UNC / `smb://` / local / object-store
 //!   locations, and the paths inside them (where backups sit at a location
 //!   is `ibs-repository`'s business).
@@ -18,7 +21,7 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use ibs_storage::{CommitMode, ErrorKind, LocalTarget, ObjectPath, StorageTarget, StorageTargetExt};
+//! use ibs_storage::{CommitMode, ErrorKind, LocalTarget, ObjectPath, ReadTarget, ReadTargetExt, StorageTarget};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), ibs_storage::StorageError> {
 //! let dir = tempfile::tempdir().unwrap();
@@ -51,12 +54,12 @@ mod local;
 mod memory;
 mod target;
 
-pub use error::{Alert, ErrorKind, Result, StorageError, classify_io};
+pub use error::{Alert, ErrorKind, Remediation, Result, StorageError, classify_io};
 pub use faulty::{FaultPlan, FaultyTarget};
 pub use layout::{Location, ObjectPath, ObjectProvider};
 pub use local::LocalTarget;
 pub use memory::MemoryTarget;
 pub use target::{
-    Capacity, CommitMode, ObjectMeta, ObjectWriter, PARTIAL_MARKER, StorageTarget, StorageTargetExt, check_range,
-    is_partial_name, partial_path,
+    Capacity, CommitMode, ObjectMeta, ObjectWriter, PARTIAL_MARKER, ReadTarget, ReadTargetExt, StorageTarget,
+    StorageTargetExt, check_range, is_partial_name, partial_path,
 };

@@ -18,7 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::target::{check_range, is_partial_name, partial_path};
 use crate::{
-    Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, Result, StorageError, StorageTarget,
+    Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, ReadTarget, Remediation, Result,
+    StorageError, StorageTarget,
 };
 
 /// Folders deeper than this are not listed (bounds a hostile tree).
@@ -36,9 +37,9 @@ impl LocalTarget {
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         let shown = root.display().to_string();
-        let meta = std::fs::metadata(&root).map_err(|e| StorageError::from_io("cannot open location", &shown, e))?;
+        let meta = std::fs::metadata(&root).map_err(|e| io_error("cannot open location", &shown, e))?;
         if !meta.is_dir() {
-            return Err(StorageError::new(
+            return Err(error(
                 ErrorKind::PathNotFound,
                 "cannot open location",
                 shown,
@@ -66,94 +67,63 @@ impl fmt::Display for LocalTarget {
     }
 }
 
+/// What an operator checks at a local directory.
+static LOCAL: Remediation = Remediation {
+    connectivity: "The directory is on a file system that stopped answering: check that its network mount \
+        (NFS, SMB) or disk is up and mounted, then retry the backup.",
+    path_not_found: "Check that the directory exists and is mounted on this system (a missing mount leaves \
+        an empty or missing folder), then update the backup storage path in the backup settings.",
+    authentication: "Check that the backup service's account may read, write and delete in the directory \
+        (owner, permissions, ACLs) and that it is not mounted read-only.",
+};
+
+/// A [`StorageError::from_io`] in a local directory's words.
+fn io_error(op: &'static str, path: impl Into<String>, e: std::io::Error) -> StorageError {
+    StorageError::from_io(op, path, e).with_remediation(&LOCAL)
+}
+
+/// A [`StorageError::new`] in a local directory's words.
+fn error(kind: ErrorKind, op: &'static str, path: impl Into<String>, detail: impl Into<String>) -> StorageError {
+    StorageError::new(kind, op, path, detail).with_remediation(&LOCAL)
+}
+
 fn blocking_error(op: &'static str, path: &ObjectPath, e: tokio::task::JoinError) -> StorageError {
-    StorageError::new(
+    error(
         ErrorKind::Other,
         op,
         path.as_str(),
         format!("worker thread failed: {e}"),
     )
+    .with_source(e)
 }
 
 #[async_trait]
-impl StorageTarget for LocalTarget {
-    async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
-        tokio::fs::create_dir_all(self.full(path))
-            .await
-            .map_err(|e| StorageError::from_io("cannot create folder", path.as_str(), e))
-    }
-
-    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
-        let parent = path.parent().unwrap_or_default();
-        if path.is_root() {
-            return Err(StorageError::new(
-                ErrorKind::Other,
-                "cannot write",
-                "/",
-                "the root is not an object",
-            ));
-        }
-        let parent_meta = tokio::fs::metadata(self.full(&parent))
-            .await
-            .map_err(|e| StorageError::from_io("cannot write into folder", parent.as_str(), e))?;
-        if !parent_meta.is_dir() {
-            return Err(StorageError::new(
-                ErrorKind::PathNotFound,
-                "cannot write into folder",
-                parent.as_str(),
-                "not a folder",
-            ));
-        }
-        let tmp = partial_path(path)?;
-        let tmp_full = self.full(&tmp);
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_full)
-            .await
-            .map_err(|e| StorageError::from_io("cannot create", tmp.as_str(), e))?;
-        let behind = WriteBehind::new(&file).await;
-        Ok(Box::new(LocalWriter {
-            file: Some(file),
-            behind,
-            tmp_full,
-            final_full: self.full(path),
-            dir_full: self.full(&parent),
-            path: path.clone(),
-            mode,
-            size: 0,
-        }))
-    }
-
+impl ReadTarget for LocalTarget {
     async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
         let op = "cannot read";
         let mut file = tokio::fs::File::open(self.full(path))
             .await
-            .map_err(|e| StorageError::from_io(op, path.as_str(), e))?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| StorageError::from_io(op, path.as_str(), e))?
-            .len();
+            .map_err(|e| io_error(op, path.as_str(), e))?;
+        let size = file.metadata().await.map_err(|e| io_error(op, path.as_str(), e))?.len();
         check_range(path, &range, size)?;
         let len = usize::try_from(range.end - range.start)
-            .map_err(|_| StorageError::new(ErrorKind::Other, op, path.as_str(), "range too large for memory"))?;
+            .map_err(|_| error(ErrorKind::Other, op, path.as_str(), "range too large for memory"))?;
         file.seek(std::io::SeekFrom::Start(range.start))
             .await
-            .map_err(|e| StorageError::from_io(op, path.as_str(), e))?;
+            .map_err(|e| io_error(op, path.as_str(), e))?;
         let mut buf = vec![0u8; len];
         file.read_exact(&mut buf)
             .await
-            .map_err(|e| StorageError::from_io(op, path.as_str(), e))?;
+            .map_err(|e| io_error(op, path.as_str(), e))?;
         Ok(Bytes::from(buf))
     }
 
     async fn head(&self, path: &ObjectPath) -> Result<ObjectMeta> {
         let meta = tokio::fs::metadata(self.full(path))
             .await
-            .map_err(|e| StorageError::from_io("cannot stat", path.as_str(), e))?;
+            .map_err(|e| io_error("cannot stat", path.as_str(), e))?;
         if !meta.is_file() {
-            return Err(StorageError::new(
+            return Err(error(
                 ErrorKind::PathNotFound,
                 "cannot stat",
                 path.as_str(),
@@ -178,31 +148,82 @@ impl StorageTarget for LocalTarget {
         Ok(stream::iter(found.into_iter().map(Ok)).boxed())
     }
 
-    async fn delete(&self, path: &ObjectPath) -> Result<()> {
-        match tokio::fs::remove_file(self.full(path)).await {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            r => r.map_err(|e| StorageError::from_io("cannot delete", path.as_str(), e)),
-        }
-    }
-
-    async fn delete_dir(&self, path: &ObjectPath) -> Result<()> {
-        match tokio::fs::remove_dir(self.full(path)).await {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            r => r.map_err(|e| StorageError::from_io("cannot delete folder", path.as_str(), e)),
-        }
-    }
-
     async fn capacity(&self) -> Result<Capacity> {
         let root = self.root.clone();
         let shown = root.display().to_string();
         let stat = tokio::task::spawn_blocking(move || rustix::fs::statvfs(&root))
             .await
             .map_err(|e| blocking_error("cannot query capacity of", &ObjectPath::root(), e))?
-            .map_err(|e| StorageError::from_io("cannot query capacity of", shown, e.into()))?;
+            .map_err(|e| io_error("cannot query capacity of", shown, e.into()))?;
         Ok(Capacity {
             free_bytes: Some(stat.f_bavail.saturating_mul(stat.f_frsize)),
             total_bytes: Some(stat.f_blocks.saturating_mul(stat.f_frsize)),
         })
+    }
+}
+
+#[async_trait]
+impl StorageTarget for LocalTarget {
+    async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
+        tokio::fs::create_dir_all(self.full(path))
+            .await
+            .map_err(|e| io_error("cannot create folder", path.as_str(), e))
+    }
+
+    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
+        let parent = path.parent().unwrap_or_default();
+        if path.is_root() {
+            return Err(error(
+                ErrorKind::Other,
+                "cannot write",
+                "/",
+                "the root is not an object",
+            ));
+        }
+        let parent_meta = tokio::fs::metadata(self.full(&parent))
+            .await
+            .map_err(|e| io_error("cannot write into folder", parent.as_str(), e))?;
+        if !parent_meta.is_dir() {
+            return Err(error(
+                ErrorKind::PathNotFound,
+                "cannot write into folder",
+                parent.as_str(),
+                "not a folder",
+            ));
+        }
+        let tmp = partial_path(path)?;
+        let tmp_full = self.full(&tmp);
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_full)
+            .await
+            .map_err(|e| io_error("cannot create", tmp.as_str(), e))?;
+        let behind = WriteBehind::new(&file).await;
+        Ok(Box::new(LocalWriter {
+            file: Some(file),
+            behind,
+            tmp_full,
+            final_full: self.full(path),
+            dir_full: self.full(&parent),
+            path: path.clone(),
+            mode,
+            size: 0,
+        }))
+    }
+
+    async fn delete(&self, path: &ObjectPath) -> Result<()> {
+        match tokio::fs::remove_file(self.full(path)).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r.map_err(|e| io_error("cannot delete", path.as_str(), e)),
+        }
+    }
+
+    async fn delete_dir(&self, path: &ObjectPath) -> Result<()> {
+        match tokio::fs::remove_dir(self.full(path)).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r.map_err(|e| io_error("cannot delete folder", path.as_str(), e)),
+        }
     }
 }
 
@@ -211,7 +232,7 @@ fn walk(start: &Path, prefix: &ObjectPath) -> Result<Vec<ObjectMeta>> {
     let meta = match std::fs::symlink_metadata(start) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(StorageError::from_io("cannot list", prefix.as_str(), e)),
+        Err(e) => return Err(io_error("cannot list", prefix.as_str(), e)),
     };
     if meta.is_file() {
         out.push(meta_of(prefix.clone(), &meta));
@@ -219,22 +240,22 @@ fn walk(start: &Path, prefix: &ObjectPath) -> Result<Vec<ObjectMeta>> {
     }
     let mut stack = vec![(start.to_path_buf(), prefix.clone(), 0usize)];
     while let Some((dir, rel, depth)) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| StorageError::from_io("cannot list", rel.as_str(), e))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| io_error("cannot list", rel.as_str(), e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| StorageError::from_io("cannot list", rel.as_str(), e))?;
+            let entry = entry.map_err(|e| io_error("cannot list", rel.as_str(), e))?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue; // not a name this library writes
             };
             let Ok(child) = rel.child(&name) else { continue };
             let ft = entry
                 .file_type()
-                .map_err(|e| StorageError::from_io("cannot list", child.as_str(), e))?;
+                .map_err(|e| io_error("cannot list", child.as_str(), e))?;
             if ft.is_dir() && depth < MAX_LIST_DEPTH {
                 stack.push((entry.path(), child, depth + 1));
             } else if ft.is_file() {
                 let m = entry
                     .metadata()
-                    .map_err(|e| StorageError::from_io("cannot list", child.as_str(), e))?;
+                    .map_err(|e| io_error("cannot list", child.as_str(), e))?;
                 out.push(meta_of(child, &m));
             }
         }
@@ -333,7 +354,7 @@ impl LocalWriter {
     fn fail(&mut self, op: &'static str, e: std::io::Error) -> StorageError {
         self.file = None;
         let _ = std::fs::remove_file(&self.tmp_full);
-        StorageError::from_io(op, self.path.as_str(), e)
+        io_error(op, self.path.as_str(), e)
     }
 }
 
@@ -341,7 +362,7 @@ impl LocalWriter {
 impl ObjectWriter for LocalWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
         let Some(file) = self.file.as_mut() else {
-            return Err(StorageError::new(
+            return Err(error(
                 ErrorKind::Other,
                 "cannot write",
                 self.path.as_str(),
@@ -361,7 +382,7 @@ impl ObjectWriter for LocalWriter {
 
     async fn commit(mut self: Box<Self>) -> Result<ObjectMeta> {
         let Some(mut file) = self.file.take() else {
-            return Err(StorageError::new(
+            return Err(error(
                 ErrorKind::Other,
                 "cannot commit",
                 self.path.as_str(),
@@ -410,7 +431,7 @@ impl ObjectWriter for LocalWriter {
         self.file = None;
         match tokio::fs::remove_file(&self.tmp_full).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(StorageError::from_io("cannot discard upload", self.path.as_str(), e))
+                Err(io_error("cannot discard upload", self.path.as_str(), e))
             }
             _ => {
                 self.tmp_full = PathBuf::new();

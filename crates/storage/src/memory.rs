@@ -17,7 +17,8 @@ use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::target::{check_range, partial_path};
 use crate::{
-    Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, Result, StorageError, StorageTarget,
+    Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, ReadTarget, Result, StorageError,
+    StorageTarget,
 };
 
 #[derive(Debug, Default)]
@@ -75,46 +76,7 @@ fn not_found(op: &'static str, path: &ObjectPath) -> StorageError {
 }
 
 #[async_trait]
-impl StorageTarget for MemoryTarget {
-    async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
-        let mut state = self.lock();
-        let mut p = Some(path.clone());
-        while let Some(dir) = p {
-            if dir.is_root() {
-                break;
-            }
-            if state.objects.contains_key(&dir) {
-                return Err(StorageError::new(
-                    ErrorKind::Other,
-                    "cannot create folder",
-                    dir.as_str(),
-                    "an object has that name",
-                ));
-            }
-            p = dir.parent();
-            state.dirs.insert(dir);
-        }
-        Ok(())
-    }
-
-    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
-        let parent = path.parent().ok_or_else(|| not_found("cannot write", path))?;
-        let tmp = partial_path(path)?;
-        let mut state = self.lock();
-        if !state.dir_exists(&parent) {
-            return Err(not_found("cannot write into folder", &parent));
-        }
-        state.partial.insert(tmp.clone(), 0);
-        Ok(Box::new(MemoryWriter {
-            target: self.clone(),
-            path: path.clone(),
-            tmp,
-            mode,
-            buf: BytesMut::new(),
-            done: false,
-        }))
-    }
-
+impl ReadTarget for MemoryTarget {
     async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
         let state = self.lock();
         let (data, _) = state.objects.get(path).ok_or_else(|| not_found("cannot read", path))?;
@@ -162,6 +124,56 @@ impl StorageTarget for MemoryTarget {
         Ok(stream::iter(out.into_iter().map(Ok)).boxed())
     }
 
+    async fn capacity(&self) -> Result<Capacity> {
+        let state = self.lock();
+        Ok(Capacity {
+            free_bytes: state.total.map(|t| t.saturating_sub(state.used())),
+            total_bytes: state.total,
+        })
+    }
+}
+
+#[async_trait]
+impl StorageTarget for MemoryTarget {
+    async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
+        let mut state = self.lock();
+        let mut p = Some(path.clone());
+        while let Some(dir) = p {
+            if dir.is_root() {
+                break;
+            }
+            if state.objects.contains_key(&dir) {
+                return Err(StorageError::new(
+                    ErrorKind::Other,
+                    "cannot create folder",
+                    dir.as_str(),
+                    "an object has that name",
+                ));
+            }
+            p = dir.parent();
+            state.dirs.insert(dir);
+        }
+        Ok(())
+    }
+
+    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
+        let parent = path.parent().ok_or_else(|| not_found("cannot write", path))?;
+        let tmp = partial_path(path)?;
+        let mut state = self.lock();
+        if !state.dir_exists(&parent) {
+            return Err(not_found("cannot write into folder", &parent));
+        }
+        state.partial.insert(tmp.clone(), 0);
+        Ok(Box::new(MemoryWriter {
+            target: self.clone(),
+            path: path.clone(),
+            tmp,
+            mode,
+            buf: BytesMut::new(),
+            done: false,
+        }))
+    }
+
     async fn delete(&self, path: &ObjectPath) -> Result<()> {
         let mut state = self.lock();
         state.objects.remove(path);
@@ -187,14 +199,6 @@ impl StorageTarget for MemoryTarget {
         }
         state.dirs.remove(path);
         Ok(())
-    }
-
-    async fn capacity(&self) -> Result<Capacity> {
-        let state = self.lock();
-        Ok(Capacity {
-            free_bytes: state.total.map(|t| t.saturating_sub(state.used())),
-            total_bytes: state.total,
-        })
     }
 }
 

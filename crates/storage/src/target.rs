@@ -40,28 +40,21 @@ pub struct Capacity {
 /// What a commit does when an object already exists at the path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommitMode {
-    /// Fail with [`StorageError::is_already_exists`], leaving the existing object untouched.
+    /// Fail with [`ErrorKind::AlreadyExists`], leaving the existing object untouched.
     CreateNew,
     /// Replace the existing object atomically.
     Overwrite,
 }
 
-/// A storage target: an SMB share, a local directory, an object store…
+/// The read half of a storage target: what listing, checking and restoring
+/// backups need. A recovery tool is handed only this (with read-only
+/// credentials, a [`StorageTarget`] whose writes would be refused is still a
+/// `ReadTarget`), so its types say it never writes.
 ///
-/// Small and object-safe; helpers live in [`StorageTargetExt`]. Paths are
-/// relative to the target's root. Folders must exist before objects are put in
-/// them ([`StorageTarget::create_dir_all`]); backends without folders treat
-/// that as a no-op.
+/// Small and object-safe; helpers live in [`ReadTargetExt`]. Paths are
+/// relative to the target's root.
 #[async_trait]
-pub trait StorageTarget: fmt::Debug + fmt::Display + Send + Sync + 'static {
-    /// Creates a folder and its parents; succeeds if it exists.
-    async fn create_dir_all(&self, path: &ObjectPath) -> Result<()>;
-
-    /// Starts a streaming upload to `path`. Nothing is visible at `path` until
-    /// [`ObjectWriter::commit`] succeeds; a crash before that leaves at most a
-    /// partial object, listed as such.
-    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>>;
-
+pub trait ReadTarget: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// Reads `range` of the object at `path`. A range past the end is an error.
     async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes>;
 
@@ -72,14 +65,33 @@ pub trait StorageTarget: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// prefix that does not exist lists nothing.
     async fn list(&self, prefix: &ObjectPath) -> Result<BoxStream<'static, Result<ObjectMeta>>>;
 
+    /// Free and total bytes.
+    async fn capacity(&self) -> Result<Capacity>;
+}
+
+/// A storage target: an SMB share, a local directory, an object store… —
+/// its [read half](ReadTarget) and the writes.
+///
+/// Small and object-safe; helpers live in [`StorageTargetExt`]. Folders must
+/// exist before objects are put in them ([`StorageTarget::create_dir_all`]);
+/// backends without folders treat that as a no-op. An
+/// `Arc<dyn StorageTarget>` converts to an `Arc<dyn ReadTarget>` by
+/// assignment (`let r: Arc<dyn ReadTarget> = target;`).
+#[async_trait]
+pub trait StorageTarget: ReadTarget {
+    /// Creates a folder and its parents; succeeds if it exists.
+    async fn create_dir_all(&self, path: &ObjectPath) -> Result<()>;
+
+    /// Starts a streaming upload to `path`. Nothing is visible at `path` until
+    /// [`ObjectWriter::commit`] succeeds; a crash before that leaves at most a
+    /// partial object, listed as such.
+    async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>>;
+
     /// Deletes the object at `path`; succeeds if there is none.
     async fn delete(&self, path: &ObjectPath) -> Result<()>;
 
     /// Removes an empty folder; succeeds if there is none.
     async fn delete_dir(&self, path: &ObjectPath) -> Result<()>;
-
-    /// Free and total bytes.
-    async fn capacity(&self) -> Result<Capacity>;
 }
 
 /// A streaming upload in progress.
@@ -97,6 +109,25 @@ pub trait ObjectWriter: fmt::Debug + Send {
     async fn abort(self: Box<Self>) -> Result<()>;
 }
 
+/// Helpers over any [`ReadTarget`].
+#[async_trait]
+pub trait ReadTargetExt: ReadTarget {
+    /// Reads a whole object.
+    async fn read_all(&self, path: &ObjectPath) -> Result<Bytes> {
+        let meta = self.head(path).await?;
+        self.read_range(path, 0..meta.size).await
+    }
+
+    /// Collects a listing, sorted by path.
+    async fn list_all(&self, prefix: &ObjectPath) -> Result<Vec<ObjectMeta>> {
+        let mut all: Vec<ObjectMeta> = self.list(prefix).await?.try_collect().await?;
+        all.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(all)
+    }
+}
+
+impl<T: ReadTarget + ?Sized> ReadTargetExt for T {}
+
 /// Helpers over any [`StorageTarget`].
 #[async_trait]
 pub trait StorageTargetExt: StorageTarget {
@@ -108,19 +139,6 @@ pub trait StorageTargetExt: StorageTarget {
             return Err(e);
         }
         writer.commit().await
-    }
-
-    /// Reads a whole object.
-    async fn read_all(&self, path: &ObjectPath) -> Result<Bytes> {
-        let meta = self.head(path).await?;
-        self.read_range(path, 0..meta.size).await
-    }
-
-    /// Collects a listing.
-    async fn list_all(&self, prefix: &ObjectPath) -> Result<Vec<ObjectMeta>> {
-        let mut all: Vec<ObjectMeta> = self.list(prefix).await?.try_collect().await?;
-        all.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(all)
     }
 
     /// Deletes every object under `prefix`, then the emptied folders, deepest first.
@@ -177,6 +195,7 @@ pub fn partial_path(path: &ObjectPath) -> Result<ObjectPath> {
             path.as_str(),
             format!("no randomness: {e}"),
         )
+        .with_source(e)
     })?;
     let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
     let name = path.name().unwrap_or("object");

@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use ibs_storage::{
-    CommitMode, ErrorKind, FaultPlan, FaultyTarget, LocalTarget, MemoryTarget, ObjectPath, StorageTarget,
-    StorageTargetExt, conformance, conformance::skip_or_fail,
+    CommitMode, ErrorKind, FaultPlan, FaultyTarget, LocalTarget, MemoryTarget, ObjectPath, ReadTarget, ReadTargetExt,
+    StorageTarget, StorageTargetExt, conformance, conformance::skip_or_fail,
 };
 
 fn path(s: &str) -> ObjectPath {
@@ -70,6 +70,22 @@ async fn missing_location_is_a_path_error() {
         LocalTarget::new(dir.path().join("file")).unwrap_err().kind(),
         ErrorKind::PathNotFound
     );
+}
+
+#[tokio::test]
+async fn a_local_directory_words_its_own_remediation_and_bad_path_segments_are_input_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = LocalTarget::new(dir.path().join("nope")).unwrap_err();
+    let remediation = err.alert().remediation;
+    assert!(
+        remediation.contains("mounted") && !remediation.contains("share"),
+        "{remediation}"
+    );
+    for bad in ["", "a/b", "..", "x\u{7}"] {
+        let err = ObjectPath::root().child(bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}");
+        assert!(!err.is_retryable());
+    }
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 use ibs_storage::{
-    CommitMode, ErrorKind, FaultPlan, FaultyTarget, MemoryTarget, ObjectPath, StorageTarget, StorageTargetExt,
+    CommitMode, ErrorKind, FaultPlan, FaultyTarget, MemoryTarget, ObjectPath, ReadTarget, ReadTargetExt, StorageTarget,
+    StorageTargetExt,
 };
 
 fn path(p: &str) -> ObjectPath {
