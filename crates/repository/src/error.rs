@@ -92,7 +92,7 @@ impl RepositoryError {
 
     /// An archive reader's failure on backup `id`: the target's own error
     /// when reading from the target failed, the archive's otherwise.
-    pub fn archive(id: impl ToString, error: ibs_archive::ReadError<StorageError>) -> Self {
+    pub(crate) fn archive(id: impl ToString, error: ibs_archive::ReadError<StorageError>) -> Self {
         match error {
             ibs_archive::ReadError::Read { error, .. } => RepositoryError::Storage(error),
             ibs_archive::ReadError::Archive(source) => RepositoryError::Archive {
