@@ -3,14 +3,40 @@
 //! wrapped to the operator's X.509 certificate(s), and (format version 2)
 //! signed by the controller's Ed25519 key.
 //!
+//! ```
+//! use ibs_archive::{blocking, ArchiveWriter, EntryMeta, WriterOptions};
+//! use ibs_envelope::{keygen, Certificate, Identity, Password};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let password = Password::new("operator secret");
+//! let pair = keygen::generate(&keygen::KeygenOptions::new("backup", 1_700_000_000), &password)?;
+//!
+//! // Backing up needs only the certificate.
+//! let cert = Certificate::parse(&pair.cer)?;
+//! let mut writer = ArchiveWriter::new(Vec::new(), &[&cert], WriterOptions::default().producer_version("1.2408.0"))?;
+//! writer.add_entry(EntryMeta::new("ca", "root.cer").mode(0o644), &b"0\x82..."[..])?;
+//! writer.add_entry(EntryMeta::new("rbac", "assignments.json"), &br#"[{"role":"Owner"}]"#[..])?;
+//! let (archive, summary) = writer.finish()?;
+//! assert_eq!(summary.entries, 2);
+//!
+//! // Recovering needs the .pfx.
+//! let identity = Identity::from_pkcs12(&pair.pfx, &password)?;
+//! let reader = blocking::Archive::open(archive, &[&identity])?;
+//! let entry = reader.find("rbac", "assignments.json")?.expect("present");
+//! assert_eq!(reader.read_entry(&entry)?, br#"[{"role":"Owner"}]"#);
+//! assert_eq!(reader.verify()?.entries, 2);
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
 //! ```text
 //! header | data frames and index pieces, interleaved | root | signature | footer
 //! ```
 //!
 //! The byte layout, every derivation and every check a reader makes are in
-//! [`FORMAT.md`](https://example.invalid/ibs/crates/archive/FORMAT.md) (in
-//! this crate's directory), written so that a reader can be built from it
-//! alone. Writers write version 2; readers read versions 1 and 2.
+//! `FORMAT.md` (in this crate's directory), written so that a reader can be
+//! built from it alone. Writers write version 2; readers read versions 1 and 2.
 //!
 //! * Writing: [`ArchiveEncoder`] (sans-IO: entries in, archive bytes out),
 //!   and [`ArchiveWriter`] / [`AsyncArchiveWriter`] over `std::io::Write` /
@@ -40,73 +66,23 @@
 //! duplicates and check the tree without a set of every name). A parent
 //! folder the caller did not add is added without metadata.
 //!
-//! # Memory and speed
+//! # Memory
 //!
 //! Memory does not grow with the number of entries. The writer keeps at
 //! most `depth` frames in flight (default: two per worker, about
 //! `depth × 2 × frame size` plus zstd's contexts), the entries of one index
 //! piece (sealed at 64 KiB) and one 90-byte record per piece (about 0.1
-//! byte per entry; the root of a million-entry archive is ~60 KiB). A reader
-//! holds the root (4 bytes per data frame, the piece records) and one piece
-//! at a time; reading one entry of a million-entry archive over range reads
-//! reads ~105 KiB of a 35 MB archive (the `roundtrip` test
-//! `one_entry_of_a_million_…`). Measured through the whole library
-//! (controller job, recovery) with a counting allocator (the
-//! controller's `memory` test; tiny entries, 1 000 per folder), peak heap:
-//!
-//! | phase | 100 000 entries | 1 000 000 entries |
-//! | --- | --- | --- |
-//! | backup | 2.8 MiB | 3.6 MiB |
-//! | list (stream every entry) | 0.8 MiB | 0.8 MiB |
-//! | verify | 3.6 MiB | 10.0 MiB |
-//! | restore | 1.2 MiB | 11.4 MiB |
-//!
-//! The differences are not per entry but the read window: verify and restore
-//! read up to 8 MiB of sealed frames (and the pieces between them) at once,
-//! and the larger archive fills it. Version 1 archives hold their whole
+//! byte per entry). A reader holds the root (4 bytes per data frame, the
+//! piece records) and one piece at a time; reading one entry reads the root,
+//! one piece and that entry's frames. Verify and restore read a window of
+//! up to 8 MiB of sealed frames at once. Version 1 archives hold their whole
 //! index (~150 bytes per entry) while open.
 //!
-//! Frames are probed before they are compressed (see
-//! the writer's `FrameCompressor`): stored when a sample does not shrink, and
-//! compressed at level 1 when the sample compresses as well at level 1 as at
-//! the configured level, which on generated infrastructure state halves the
-//! compression time at the same size. Measured on the 2-core CI machine
-//! (`cargo run --release -p ibs-archive --example write_large -- 2 text` under
-//! `/usr/bin/time -v`): a 2 GiB archive of JSON-like text written at
-//! ~418 MiB/s with 192 % CPU (both cores compressing) and a **peak RSS of
-//! 52 MB**, of which 32 MiB is the example's own input block. Criterion
-//! (`cargo bench -p ibs-benches --bench archive`), same machine: one 1 MiB
-//! frame compressed and sealed on one core at ~410 MiB/s (text) and
-//! ~1.5 GiB/s (incompressible, stored); 64 MiB archives written at ~490 MiB/s
-//! (text) and ~800 MiB/s (incompressible) on both cores; verified at ~890 and
-//! ~500 MiB/s, read back at ~920 MiB/s (one core: verification is sequential).
+//! Frames are probed before they are compressed: stored when a sample does
+//! not shrink, and compressed at level 1 when the sample compresses as well
+//! at level 1 as at the configured level. (Measured figures — memory at a
+//! million entries, throughput — are in the workspace's `benches/RESULTS.md`.)
 //!
-//! # Example
-//!
-//! ```
-//! use ibs_archive::{blocking, ArchiveWriter, EntryMeta, WriterOptions};
-//! use ibs_envelope::{keygen, Certificate, Identity, Password};
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let password = Password::new("operator secret");
-//! let pair = keygen::generate(&keygen::KeygenOptions::new("backup", 1_700_000_000), &password)?;
-//!
-//! // Backing up needs only the certificate.
-//! let cert = Certificate::parse(&pair.cer)?;
-//! let mut writer = ArchiveWriter::new(Vec::new(), &[&cert], WriterOptions::default().producer_version("1.2408.0"))?;
-//! writer.add_entry(EntryMeta::new("ca", "root.cer").mode(0o644), &b"0\x82..."[..])?;
-//! writer.add_entry(EntryMeta::new("rbac", "assignments.json"), &br#"[{"role":"Owner"}]"#[..])?;
-//! let (archive, summary) = writer.finish()?;
-//! assert_eq!(summary.entries, 2);
-//!
-//! // Recovering needs the .pfx.
-//! let identity = Identity::from_pkcs12(&pair.pfx, &password)?;
-//! let reader = blocking::Archive::open(archive, &[&identity])?;
-//! let entry = reader.find("rbac", "assignments.json")?.expect("present");
-//! assert_eq!(reader.read_entry(&entry)?, br#"[{"role":"Owner"}]"#);
-//! assert_eq!(reader.verify()?.entries, 2);
-//! # Ok(()) }
-//! ```
 
 mod bytes_io;
 mod entry;

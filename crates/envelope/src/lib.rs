@@ -1,23 +1,5 @@
 //! Certificates, keys and envelope encryption for `ibs` backups.
 //!
-//! The backing-up side holds only an operator's X.509 certificate (a `.cer`,
-//! DER or PEM, RSA ≥ 2048 bits). Each backup gets a fresh random 256-bit
-//! [`FileKey`], wrapped with RSA-OAEP (SHA-256) to each recipient certificate
-//! ([`wrap_file_key`]), and the data is sealed in chunks with AES-256-GCM in the
-//! STREAM construction ([`PayloadKey`]). Recovery opens the
-//! operator's password-protected `.pfx` ([`Identity`]) and unwraps the file key
-//! ([`unwrap_file_key`]). [`keygen`] makes new self-signed key pairs.
-//!
-//! The controller also signs what it writes with an Ed25519 [`SigningKey`],
-//! so that recovery can check, with the [`VerifyingKey`] or its
-//! [`SignerFingerprint`], who wrote an archive ([`signing`]).
-//!
-//! Every parser here takes untrusted bytes and returns an [`Error`], never a
-//! panic. Secrets ([`FileKey`], [`Password`], private keys) are zeroized on
-//! drop and redacted from `Debug`.
-//!
-//! # Example: encrypt to a `.cer`, decrypt with the `.pfx`
-//!
 //! ```
 //! use ibs_envelope::{
 //!     Certificate, FileKey, Identity, Password, PayloadKey, generate_salt, keygen, unwrap_file_key,
@@ -48,6 +30,22 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The backing-up side holds only an operator's X.509 certificate (a `.cer`,
+//! DER or PEM, RSA ≥ 2048 bits). Each backup gets a fresh random 256-bit
+//! [`FileKey`], wrapped with RSA-OAEP (SHA-256) to each recipient certificate
+//! ([`wrap_file_key`]), and the data is sealed in chunks with AES-256-GCM in the
+//! STREAM construction ([`PayloadKey`]). Recovery opens the
+//! operator's password-protected `.pfx` ([`Identity`]) and unwraps the file key
+//! ([`unwrap_file_key`]). [`keygen`] makes new self-signed key pairs.
+//!
+//! The controller also signs what it writes with an Ed25519 [`SigningKey`],
+//! so that recovery can check, with the [`VerifyingKey`] or its
+//! [`SignerFingerprint`], who wrote an archive ([`signing`]).
+//!
+//! Every parser here takes untrusted bytes and returns an [`Error`], never a
+//! panic. Secrets ([`FileKey`], [`Password`], private keys) are zeroized on
+//! drop and redacted from `Debug`.
 //!
 //! # RUSTSEC-2023-0071 (Marvin)
 //!
