@@ -1,7 +1,8 @@
 //! The recovery reader: what an operator (or a test harness) uses on the worst
 //! day.
 //!
-//! The API is async over any [`ibs_storage::StorageTarget`]; [`blocking`] wraps
+//! The API is async over any [`ibs_storage::ReadTarget`] (it never writes to the
+//! location); [`blocking`] wraps
 //! it for test harnesses and tools:
 //!
 //! ```
