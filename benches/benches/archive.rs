@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::executor::block_on;
-use ibs_archive::format::{ArchiveKeys, DEFAULT_FRAME_SIZE};
+use ibs_archive::fuzzing::format::{ArchiveKeys, DEFAULT_FRAME_SIZE};
 use ibs_archive::{ArchiveReader, ArchiveWriter, EntryMeta, WriterOptions};
 use ibs_envelope::FileKey;
 use ibs_testkit::data::{Xorshift64, json_lines};
@@ -22,13 +22,13 @@ fn corpora(len: usize) -> [(&'static str, Vec<u8>); 2] {
 
 fn frame(c: &mut Criterion) {
     let keys = ArchiveKeys::derive(&FileKey::from_bytes([7; 32]), &[1; 32]);
-    let mut compressor = ibs_archive::format::FrameCompressor::new(3, true).unwrap();
+    let mut compressor = ibs_archive::fuzzing::FrameCompressor::new(3, true).unwrap();
     let mut group = c.benchmark_group("frame_seal_1MiB_one_core");
     group.throughput(Throughput::Bytes(u64::from(DEFAULT_FRAME_SIZE)));
     for (name, data) in corpora(DEFAULT_FRAME_SIZE as usize) {
         group.bench_function(name, |b| {
             b.iter(|| {
-                keys.seal_chunk(&[0; 32], black_box(5), false, &data, Some(&mut compressor))
+                keys.seal_chunk(&[0; 32], black_box(5), false, &data, compressor.pick(&data))
                     .unwrap()
             })
         });

@@ -5,9 +5,9 @@
 #![no_main]
 
 use futures::executor::block_on;
-use ibs_archive::format::{FOOTER_LEN, MIN_FRAME_SIZE};
-use ibs_archive::v2::{FOOTER_LEN_V2, FooterV2, Root};
-use ibs_archive::{Footer, Header, Index, check_signature, inspect};
+use ibs_archive::fuzzing::format::{FOOTER_LEN, Index, MIN_FRAME_SIZE};
+use ibs_archive::fuzzing::v2::{FOOTER_LEN_V2, FooterV2, Root};
+use ibs_archive::{Footer, Header, check_signature, inspect};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -11,7 +11,7 @@
 use std::sync::{Arc, OnceLock};
 
 use futures::executor::block_on;
-use ibs_archive::v2::FOOTER_LEN_V2;
+use ibs_archive::fuzzing::v2::FOOTER_LEN_V2;
 use ibs_archive::{
     ArchiveEncoder, ArchiveReader, ArchiveWriter, EntryMeta, Signer, WriterOptions, check_signature, inspect,
 };

@@ -6,9 +6,9 @@
 //! error, never a panic; what decodes encodes back to the same bytes.
 #![no_main]
 
-use ibs_archive::format::MIN_FRAME_SIZE;
+use ibs_archive::fuzzing::format::MIN_FRAME_SIZE;
+use ibs_archive::fuzzing::v2::{FOOTER_LEN_V2, FooterV2, Root, decode_piece, encode_entry};
 use ibs_archive::fuzzing::{check_piece, piece_record};
-use ibs_archive::v2::{FOOTER_LEN_V2, FooterV2, Root, decode_piece, encode_entry};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -21,11 +21,11 @@
 use std::sync::OnceLock;
 
 use futures::executor::block_on;
-use ibs_archive::format::{
+use ibs_archive::fuzzing::format::{
     ArchiveKeys, COMPRESSION_ZSTD, FORMAT_VERSION, FORMAT_VERSION_1, HeaderFields, MAGIC, MIN_FRAME_SIZE,
 };
 use ibs_archive::fuzzing::piece_record;
-use ibs_archive::v2::{FooterV2, PieceRecord, Root, signature_message};
+use ibs_archive::fuzzing::v2::{FooterV2, PieceRecord, Root, signature_message};
 use ibs_archive::{ArchiveId, ArchiveReader, Footer, Header};
 use ibs_envelope::{FileKey, Identity, Password, Sha256Fingerprint, SigningKey, Stanza, Thumbprint};
 use libfuzzer_sys::fuzz_target;

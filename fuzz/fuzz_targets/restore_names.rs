@@ -19,7 +19,7 @@ use std::path::{Component, Path};
 
 use std::os::unix::ffi::OsStrExt;
 
-use ibs_archive::format::check_source_name;
+use ibs_archive::fuzzing::format::check_source_name;
 use ibs_recovery::fuzzing::restore_paths;
 use libfuzzer_sys::fuzz_target;
 

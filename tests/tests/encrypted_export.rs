@@ -6,9 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use bytes::Bytes;
+use ibs_envelope::fuzzing::StreamSealer;
 use ibs_envelope::{
-    Certificate, FileKey, Identity, Password, PayloadKey, StreamSealer, TAG_LEN, generate_salt, unwrap_file_key,
-    wrap_file_key,
+    Certificate, FileKey, Identity, Password, PayloadKey, TAG_LEN, generate_salt, unwrap_file_key, wrap_file_key,
 };
 use ibs_repository::InstanceLayout;
 use ibs_retention::{BackupRecord, BackupState, CapacityFacts, Policy, plan};

@@ -27,8 +27,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ibs_archive::format::{ArchiveKeys, COMPRESSION_ZSTD, FORMAT_VERSION, MIN_FRAME_SIZE};
-use ibs_archive::v2::{FOOTER_LEN_V2, FooterV2, PieceRecord, Root, encode_entry, signature_message};
+use ibs_archive::fuzzing::format::{ArchiveKeys, COMPRESSION_ZSTD, FORMAT_VERSION, MIN_FRAME_SIZE};
+use ibs_archive::fuzzing::v2::{FOOTER_LEN_V2, FooterV2, PieceRecord, Root, encode_entry, signature_message};
 use ibs_archive::{
     ArchiveId, ArchiveWriter, EMPTY_SHA256, Entry, EntryKind, EntryMeta, Extent, Header, HeaderFields, WriterOptions,
     escape_bytes,

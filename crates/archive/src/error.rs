@@ -128,16 +128,17 @@ pub enum Error {
     /// Writing the archive to its sink failed.
     #[error("writing the archive: {0}")]
     Sink(#[source] io::Error),
-    /// Reading a byte range of the archive failed.
-    #[error("reading {len} bytes of the archive at byte {offset}: {error}")]
-    Read {
+    /// A byte source answered a range read with fewer (or more) bytes than
+    /// asked for. (A source that fails outright gives its own error:
+    /// [`ReadError::Read`].)
+    #[error("reading {len} bytes of the archive at byte {offset}: got {got} bytes")]
+    ShortRead {
         /// Offset of the range.
         offset: u64,
         /// Length of the range.
         len: u64,
-        /// The underlying error.
-        #[source]
-        error: io::Error,
+        /// Bytes the source returned.
+        got: u64,
     },
     /// The caller broke a rule of the API; the message says which.
     #[error("{0}")]
@@ -193,7 +194,7 @@ impl Error {
             Error::Authentication { .. } | Error::ContentMismatch { .. } => ErrorKind::Damaged,
             Error::Envelope(ibs_envelope::Error::DecryptionFailed) => ErrorKind::Damaged,
             Error::Envelope(_) => ErrorKind::Key,
-            Error::EntrySource { .. } | Error::Sink(_) | Error::Read { .. } => ErrorKind::Io,
+            Error::EntrySource { .. } | Error::Sink(_) | Error::ShortRead { .. } => ErrorKind::Io,
             Error::Usage(_) => ErrorKind::Usage,
             Error::Compression { .. } => ErrorKind::Damaged,
             Error::WorkerLost | Error::WorkerSpawn(_) => ErrorKind::Io,
@@ -207,6 +208,61 @@ impl Error {
             region,
             offset,
             reason: reason.into(),
+        }
+    }
+}
+
+/// A failure of the reader ([`ArchiveReader`](crate::ArchiveReader),
+/// [`inspect`](crate::inspect), [`check_signature`](crate::check_signature))
+/// over a [`RangeRead`](crate::RangeRead) source whose errors are `E`.
+///
+/// Either the source failed, and its error comes back as it was, typed (a
+/// storage target's failure class survives without a downcast), or anything
+/// else did: the archive's bytes, the key, the signer, the caller. There is
+/// no third case, so the enum is exhaustive.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError<E> {
+    /// Anything but the source: see [`Error`].
+    #[error(transparent)]
+    Archive(#[from] Error),
+    /// Reading a byte range of the archive (or its size: `len` 0) failed.
+    #[error("reading {len} bytes of the archive at byte {offset}: {error}")]
+    Read {
+        /// Offset of the range.
+        offset: u64,
+        /// Length of the range.
+        len: u64,
+        /// The source's error.
+        #[source]
+        error: E,
+    },
+}
+
+impl<E> ReadError<E> {
+    /// The kind of failure, for branching: [`ErrorKind::Io`] when the source failed.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ReadError::Archive(e) => e.kind(),
+            ReadError::Read { .. } => ErrorKind::Io,
+        }
+    }
+
+    /// The archive's error, when it was not the source that failed.
+    pub fn archive(&self) -> Option<&Error> {
+        match self {
+            ReadError::Archive(e) => Some(e),
+            ReadError::Read { .. } => None,
+        }
+    }
+}
+
+/// A reader over a source that cannot fail (a buffer in memory) fails only
+/// with an [`Error`].
+impl From<ReadError<std::convert::Infallible>> for Error {
+    fn from(e: ReadError<std::convert::Infallible>) -> Self {
+        match e {
+            ReadError::Archive(e) => e,
+            ReadError::Read { error, .. } => match error {},
         }
     }
 }

@@ -1,6 +1,24 @@
-//! Hooks for the fuzz targets in `fuzz/`: the index piece decoder and the
-//! streaming checks, reachable without sealing an archive around them. Not
-//! part of the API (hidden from the docs); they may change at any time.
+//! Hooks for the fuzz targets in `fuzz/`, the test-vector generator, the
+//! tests and the benches: the sans-IO codec ([`format`], [`v2`]: keys,
+//! chunks, index, root, pieces), the writer's compressor policy, the index
+//! piece decoder and the streaming checks, reachable without sealing an
+//! archive around them. Not part of the API (hidden from the docs); they
+//! may change at any time. Compiled always (not behind `cfg(fuzzing)`), so
+//! that the stable replay of the seed corpora (`fuzz/replay.sh`), the tests
+//! and the workspace's lints see the same code.
+
+/// The version 1 codec and what both versions share: constants, id, keys
+/// and chunks, header, footer, index, name rules.
+pub mod format {
+    pub use crate::format::*;
+}
+
+/// The version 2 codec: root, index pieces, entries, footer, signature.
+pub mod v2 {
+    pub use crate::v2::*;
+}
+
+pub use crate::writer::FrameCompressor;
 
 use crate::Result;
 use crate::bytes_io::Cursor;

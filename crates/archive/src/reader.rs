@@ -6,8 +6,10 @@
 //! frames that hold it. [`inspect`] does the keyless part (header and footer
 //! structure, recipients) for catalogues that hold no private key.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::io;
+use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,95 +28,149 @@ use crate::v2::{
     FOOTER_LEN_V2, FooterV2, MAX_PIECE_LEN, MAX_ROOT_LEN, Root, TreeCheck, decode_piece, signature_message,
 };
 use crate::writer::{Progress, ProgressFn};
-use crate::{Error, Region, Result};
+use crate::{Error, ReadError, Region, Result};
 
 /// Anything an archive can be read from by byte range: a file, a buffer, an
 /// object on a storage target (the recovery crate adapts those).
+///
+/// The signature agrees with a storage target's `read_range`: a range in,
+/// [`Bytes`] out, and the source's own error type, which the reader hands
+/// back typed inside [`ReadError::Read`].
 #[async_trait]
 pub trait RangeRead: Send + Sync {
+    /// What a failed read is.
+    type Error: std::error::Error + Send + Sync + 'static;
     /// Total length in bytes.
-    async fn size(&self) -> io::Result<u64>;
-    /// Exactly `len` bytes starting at `offset` (an error if fewer exist).
-    async fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    async fn size(&self) -> Result<u64, Self::Error>;
+    /// The bytes of `range`, all of them (a range past the end is an error).
+    async fn read_range(&self, range: Range<u64>) -> Result<Bytes, Self::Error>;
 }
 
-fn slice_range(data: &[u8], offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    usize::try_from(offset)
-        .ok()
-        .and_then(|start| data.get(start..start.checked_add(len)?))
-        .map(<[u8]>::to_vec)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "range past the end"))
+/// The bytes of `range` there are in `data`: an in-memory buffer cannot
+/// fail, and a range past its end gives fewer bytes, which the reader
+/// reports ([`Error::ShortRead`]).
+fn slice_range(data: &[u8], range: &Range<u64>) -> std::ops::Range<usize> {
+    let clamp = |at: u64| usize::try_from(at).unwrap_or(usize::MAX).min(data.len());
+    let end = clamp(range.end);
+    clamp(range.start).min(end)..end
 }
 
+/// A buffer in memory: reading it cannot fail.
 #[async_trait]
 impl RangeRead for Vec<u8> {
-    async fn size(&self) -> io::Result<u64> {
+    type Error = Infallible;
+    async fn size(&self) -> Result<u64, Infallible> {
         Ok(self.as_slice().len() as u64)
     }
-    async fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        slice_range(self, offset, len)
+    async fn read_range(&self, range: Range<u64>) -> Result<Bytes, Infallible> {
+        Ok(Bytes::copy_from_slice(&self[slice_range(self, &range)]))
     }
 }
 
+/// A buffer in memory: reading it cannot fail, and ranges are not copied.
 #[async_trait]
 impl RangeRead for Bytes {
-    async fn size(&self) -> io::Result<u64> {
+    type Error = Infallible;
+    async fn size(&self) -> Result<u64, Infallible> {
         Ok(self.as_ref().len() as u64)
     }
-    async fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        slice_range(self, offset, len)
+    async fn read_range(&self, range: Range<u64>) -> Result<Bytes, Infallible> {
+        Ok(self.slice(slice_range(self, &range)))
     }
 }
 
-/// Positional reads (`pread`); each call blocks its thread for the read.
+/// Positional reads (`pread`), off the async thread.
+///
+/// Inside a tokio runtime each call runs on the runtime's blocking pool
+/// (`spawn_blocking`, on a duplicate of the file handle), so a slow disk or
+/// network file system never holds an async worker. Outside one (the
+/// [`blocking`] API, or any `futures::executor::block_on`) there is no pool
+/// and no async thread to keep free: the read runs on the calling thread,
+/// which asked to block. This is what object_store's local store does.
 #[cfg(unix)]
 #[async_trait]
 impl RangeRead for std::fs::File {
+    type Error = io::Error;
     async fn size(&self) -> io::Result<u64> {
-        Ok(self.metadata()?.len())
+        off_thread(self, |file| Ok(file.metadata()?.len())).await
     }
-    async fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    async fn read_range(&self, range: Range<u64>) -> io::Result<Bytes> {
         use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; len];
-        self.read_exact_at(&mut buf, offset)?;
-        Ok(buf)
+        let len = range
+            .end
+            .checked_sub(range.start)
+            .and_then(|len| usize::try_from(len).ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "reversed or oversized range"))?;
+        off_thread(self, move |file| {
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, range.start)?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+}
+
+/// Runs `f` on the file on tokio's blocking pool when there is a runtime,
+/// else in place (see the [`RangeRead`] implementation for `File`).
+#[cfg(unix)]
+async fn off_thread<T: Send + 'static>(
+    file: &std::fs::File,
+    f: impl FnOnce(&std::fs::File) -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            let file = file.try_clone()?;
+            runtime
+                .spawn_blocking(move || f(&file))
+                .await
+                .map_err(io::Error::other)?
+        }
+        Err(_) => f(file),
     }
 }
 
 #[async_trait]
 impl<T: RangeRead + ?Sized> RangeRead for Arc<T> {
-    async fn size(&self) -> io::Result<u64> {
+    type Error = T::Error;
+    async fn size(&self) -> Result<u64, T::Error> {
         (**self).size().await
     }
-    async fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        (**self).read_range(offset, len).await
+    async fn read_range(&self, range: Range<u64>) -> Result<Bytes, T::Error> {
+        (**self).read_range(range).await
     }
 }
 
 #[async_trait]
 impl<T: RangeRead + ?Sized> RangeRead for &T {
-    async fn size(&self) -> io::Result<u64> {
+    type Error = T::Error;
+    async fn size(&self) -> Result<u64, T::Error> {
         (**self).size().await
     }
-    async fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        (**self).read_range(offset, len).await
+    async fn read_range(&self, range: Range<u64>) -> Result<Bytes, T::Error> {
+        (**self).read_range(range).await
     }
 }
 
-async fn read_at<R: RangeRead + ?Sized>(source: &R, offset: u64, len: usize) -> Result<Vec<u8>> {
-    let out = source.read_range(offset, len).await.map_err(|error| Error::Read {
+/// `Result` of a reader over a source whose errors are `E`.
+type ReadResult<T, E> = std::result::Result<T, ReadError<E>>;
+
+/// Exactly `len` bytes at `offset`, as a vector (opening a chunk decrypts it in place).
+async fn read_at<R: RangeRead + ?Sized>(source: &R, offset: u64, len: usize) -> ReadResult<Vec<u8>, R::Error> {
+    let short = |got: usize| Error::ShortRead {
+        offset,
+        len: len as u64,
+        got: got as u64,
+    };
+    let end = offset.checked_add(len as u64).ok_or_else(|| short(0))?;
+    let out = source.read_range(offset..end).await.map_err(|error| ReadError::Read {
         offset,
         len: len as u64,
         error,
     })?;
     if out.len() != len {
-        return Err(Error::Read {
-            offset,
-            len: len as u64,
-            error: io::Error::new(io::ErrorKind::UnexpectedEof, format!("got {} bytes", out.len())),
-        });
+        return Err(short(out.len()).into());
     }
-    Ok(out)
+    Ok(Vec::from(out))
 }
 
 /// The footer of either format version.
@@ -193,8 +249,8 @@ impl ArchiveInfo {
 /// Reads and checks the header and footer, without any key: magic, version,
 /// every length and bound, the footer's positions against the archive length,
 /// and that header and footer carry the same archive id.
-pub async fn inspect<R: RangeRead + ?Sized>(source: &R) -> Result<ArchiveInfo> {
-    let archive_len = source.size().await.map_err(|error| Error::Read {
+pub async fn inspect<R: RangeRead + ?Sized>(source: &R) -> ReadResult<ArchiveInfo, R::Error> {
+    let archive_len = source.size().await.map_err(|error| ReadError::Read {
         offset: 0,
         len: 0,
         error,
@@ -209,7 +265,8 @@ pub async fn inspect<R: RangeRead + ?Sized>(source: &R) -> Result<ArchiveInfo> {
             Region::Archive,
             archive_len,
             format!("{archive_len} bytes is too short for an archive"),
-        ));
+        )
+        .into());
     }
     let prefix = read_at(source, 0, HEADER_PREFIX_LEN).await?;
     let header_len = Header::peek_len(&prefix)?;
@@ -218,7 +275,8 @@ pub async fn inspect<R: RangeRead + ?Sized>(source: &R) -> Result<ArchiveInfo> {
             Region::Header,
             10,
             format!("header of {header_len} bytes does not fit in a {archive_len}-byte archive"),
-        ));
+        )
+        .into());
     }
     let header = Header::decode(&read_at(source, 0, header_len).await?)?;
     let footer = if header.fields().version == FORMAT_VERSION_1 {
@@ -232,7 +290,8 @@ pub async fn inspect<R: RangeRead + ?Sized>(source: &R) -> Result<ArchiveInfo> {
                 Region::Archive,
                 archive_len,
                 format!("{archive_len} bytes is too short for a version 2 archive"),
-            ));
+            )
+            .into());
         }
         let footer_bytes = read_at(source, archive_len - FOOTER_LEN_V2 as u64, FOOTER_LEN_V2).await?;
         let footer = FooterV2::decode(&footer_bytes, archive_len)?;
@@ -367,7 +426,7 @@ fn fingerprint_of(key: &[u8; 32]) -> SignerFingerprint {
 
 /// Reads the root and signature block and checks the signature, keyless
 /// (see [`verify_signature`]). One range read of the root's size.
-pub async fn check_signature<R: RangeRead + ?Sized>(source: &R, info: &ArchiveInfo) -> Result<Signer> {
+pub async fn check_signature<R: RangeRead + ?Sized>(source: &R, info: &ArchiveInfo) -> ReadResult<Signer, R::Error> {
     let ArchiveFooter::V2(footer) = &info.footer else {
         return Ok(Signer::Unsigned);
     };
@@ -377,14 +436,17 @@ pub async fn check_signature<R: RangeRead + ?Sized>(source: &R, info: &ArchiveIn
         footer.root_len as usize + footer.signature_len as usize,
     )
     .await?;
-    verify_signature(info, &tail)
+    verify_signature(info, &tail).map_err(ReadError::from)
 }
 
 /// FORMAT.md §14.8 step 2, before any key is used: a version 2 archive's
 /// root and signature block, read in one range, with the signature checked
 /// (`None` for version 1). A forged or altered signed archive is refused
 /// whoever opens it, before its file key is unwrapped or its root decrypted.
-async fn signed_tail<R: RangeRead + ?Sized>(source: &R, info: &ArchiveInfo) -> Result<Option<(Vec<u8>, Signer)>> {
+async fn signed_tail<R: RangeRead + ?Sized>(
+    source: &R,
+    info: &ArchiveInfo,
+) -> ReadResult<Option<(Vec<u8>, Signer)>, R::Error> {
     let ArchiveFooter::V2(footer) = &info.footer else {
         return Ok(None);
     };
@@ -441,7 +503,8 @@ enum Entries {
 pub struct ArchiveReader<R> {
     source: R,
     info: ArchiveInfo,
-    keys: ArchiveKeys,
+    /// Shared with the blocking pool that opens [`verify`](Self::verify)'s batches.
+    keys: Arc<ArchiveKeys>,
     digest: [u8; 32],
     entries: Entries,
     signer: Signer,
@@ -486,7 +549,7 @@ impl<R: RangeRead> ArchiveReader<R> {
     /// 2 archive's signature, when it has one, is verified first, before any
     /// key is used (FORMAT.md §14.8 step 2; whether its signer is trusted is
     /// the caller's question: [`Signer::check_trust`]).
-    pub async fn open(source: R, identities: &[&Identity]) -> Result<Self> {
+    pub async fn open(source: R, identities: &[&Identity]) -> ReadResult<Self, R::Error> {
         let info = inspect(&source).await?;
         let tail = signed_tail(&source, &info).await?;
         let keys = info.header.unlock(identities)?;
@@ -494,7 +557,7 @@ impl<R: RangeRead> ArchiveReader<R> {
     }
 
     /// Opens an archive with its file key already unwrapped.
-    pub async fn open_with_file_key(source: R, file_key: &FileKey) -> Result<Self> {
+    pub async fn open_with_file_key(source: R, file_key: &FileKey) -> ReadResult<Self, R::Error> {
         let info = inspect(&source).await?;
         let tail = signed_tail(&source, &info).await?;
         let keys = info.header.unlock_with(file_key)?;
@@ -506,7 +569,7 @@ impl<R: RangeRead> ArchiveReader<R> {
         info: ArchiveInfo,
         keys: ArchiveKeys,
         tail: Option<(Vec<u8>, Signer)>,
-    ) -> Result<Self> {
+    ) -> ReadResult<Self, R::Error> {
         let digest = info.header.digest();
         let header_len = info.header.as_bytes().len() as u64;
         let frame_size = info.fields().frame_size;
@@ -537,7 +600,7 @@ impl<R: RangeRead> ArchiveReader<R> {
             }
             ArchiveFooter::V2(footer) => {
                 let Some((mut tail, signer)) = tail else {
-                    return Err(Error::Usage("a version 2 archive opened without its root".into()));
+                    return Err(Error::Usage("a version 2 archive opened without its root".into()).into());
                 };
                 tail.truncate(footer.root_len as usize);
                 let body = keys.open_chunk_in(
@@ -564,7 +627,8 @@ impl<R: RangeRead> ArchiveReader<R> {
                             footer.frame_count,
                             footer.chunk_count
                         ),
-                    ));
+                    )
+                    .into());
                 }
                 let layout = root.layout(header_len, footer.root_offset)?;
                 let (data_len, frame_lens) = (root.data_len, root.frame_lens.clone());
@@ -581,7 +645,7 @@ impl<R: RangeRead> ArchiveReader<R> {
         Ok(ArchiveReader {
             source,
             info,
-            keys,
+            keys: Arc::new(keys),
             digest,
             entries,
             signer,
@@ -642,7 +706,7 @@ impl<R: RangeRead> ArchiveReader<R> {
     /// Every entry, in archive order, read piece by piece (version 2): the
     /// order and tree rules of FORMAT.md §14.5 and every hard link's target
     /// are checked as they stream, and the stream ends with the first error.
-    pub fn entries(&self) -> impl Stream<Item = Result<Entry>> + '_ {
+    pub fn entries(&self) -> impl Stream<Item = ReadResult<Entry, R::Error>> + '_ {
         futures::stream::try_unfold(EntryCursor::new(self), |mut cursor| async move {
             Ok(cursor.next().await?.map(|e| (e, cursor)))
         })
@@ -650,14 +714,14 @@ impl<R: RangeRead> ArchiveReader<R> {
 
     /// Every entry in memory at once (memory grows with the count: prefer
     /// [`entries`](Self::entries) for large archives).
-    pub async fn load_entries(&self) -> Result<Vec<Entry>> {
+    pub async fn load_entries(&self) -> ReadResult<Vec<Entry>, R::Error> {
         use futures::TryStreamExt;
         self.entries().try_collect().await
     }
 
     /// The entry `path` of `source`, if present. Version 2: reads the one
     /// piece that would hold it (binary search on the root's first keys).
-    pub async fn find(&self, source: &str, path: impl AsRef<[u8]>) -> Result<Option<Entry>> {
+    pub async fn find(&self, source: &str, path: impl AsRef<[u8]>) -> ReadResult<Option<Entry>, R::Error> {
         let path = path.as_ref();
         match &self.entries {
             Entries::V1 { entries, .. } => Ok(entries
@@ -692,7 +756,7 @@ impl<R: RangeRead> ArchiveReader<R> {
     /// Reads, checks and decodes index piece `i` (or takes it from the cache
     /// of the last few pieces used: hard-link checks and lookups near each
     /// other go back and forth between a few pieces).
-    async fn piece(&self, i: usize) -> Result<Arc<Vec<Entry>>> {
+    async fn piece(&self, i: usize) -> ReadResult<Arc<Vec<Entry>>, R::Error> {
         if let Ok(mut cache) = self.piece_cache.lock()
             && let Some(at) = cache.iter().position(|(n, _)| *n == i)
         {
@@ -704,7 +768,7 @@ impl<R: RangeRead> ArchiveReader<R> {
             }
         }
         let Entries::V2 { root } = &self.entries else {
-            return Err(Error::Usage("a version 1 archive has no index pieces".into()));
+            return Err(Error::Usage("a version 1 archive has no index pieces".into()).into());
         };
         let rec = root
             .pieces
@@ -713,7 +777,7 @@ impl<R: RangeRead> ArchiveReader<R> {
         let sealed = read_at(&self.source, rec.offset, rec.sealed_len as usize).await?;
         let region = Region::Piece(i as u64);
         if <[u8; 32]>::from(Sha256::digest(&sealed)) != rec.sha256 {
-            return Err(Error::Authentication { region });
+            return Err(Error::Authentication { region }.into());
         }
         let mut dec = decompressor()?;
         let body = self.keys.open_chunk_in(
@@ -766,7 +830,7 @@ impl<R: RangeRead> ArchiveReader<R> {
     /// the one-frame cache, so small entries that share a frame are not
     /// decrypted once each).
     /// A decompressor is created in `dec` only on a cache miss.
-    async fn frame(&self, i: u64, dec: &mut Option<zstd::bulk::Decompressor<'static>>) -> Result<Bytes> {
+    async fn frame(&self, i: u64, dec: &mut Option<zstd::bulk::Decompressor<'static>>) -> ReadResult<Bytes, R::Error> {
         if let Ok(slot) = self.last_frame.lock()
             && let Some((n, bytes)) = slot.as_ref()
             && *n == i
@@ -791,7 +855,7 @@ impl<R: RangeRead> ArchiveReader<R> {
     /// frame or two) up to [`READ_AHEAD`] bytes in one range read: a remote
     /// target answers one request per 8 MiB instead of one per frame. A
     /// reader jumping to a frame reads only that frame.
-    async fn sealed_frame(&self, i: u64) -> Result<Vec<u8>> {
+    async fn sealed_frame(&self, i: u64) -> ReadResult<Vec<u8>, R::Error> {
         if let Ok(slot) = self.ahead.lock()
             && let Some((first, end, bytes)) = slot.as_ref()
             && (*first..*end).contains(&i)
@@ -845,58 +909,6 @@ impl<R: RangeRead> ArchiveReader<R> {
         }
     }
 
-    /// Opens a batch of frames `(index, sealed bytes, plaintext length)`, in
-    /// order. A batch of several frames is split across scoped threads (one
-    /// part per core, at most [`OPEN_PARALLEL`]; the calling thread takes the
-    /// first part), so the caller is held for less time than opening them in
-    /// turn would take. No runtime is assumed.
-    fn open_frames(
-        &self,
-        sealed: Vec<(u64, Vec<u8>, usize)>,
-        dec: &mut zstd::bulk::Decompressor<'static>,
-    ) -> Result<Vec<Bytes>> {
-        let open = |part: Vec<(u64, Vec<u8>, usize)>, dec: &mut zstd::bulk::Decompressor<'static>| {
-            part.into_iter()
-                .map(|(i, frame, plain_len)| self.open_frame_len(i, frame, plain_len, dec))
-                .collect::<Result<Vec<Bytes>>>()
-        };
-        let parts = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, OPEN_PARALLEL)
-            .min(sealed.len());
-        if parts <= 1 {
-            return open(sealed, dec);
-        }
-        let per_part = sealed.len().div_ceil(parts);
-        let mut work = sealed.into_iter();
-        let first: Vec<_> = work.by_ref().take(per_part).collect();
-        let mut rest = Vec::new();
-        loop {
-            let part: Vec<_> = work.by_ref().take(per_part).collect();
-            if part.is_empty() {
-                break;
-            }
-            rest.push(part);
-        }
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = rest
-                .into_iter()
-                .map(|part| scope.spawn(move || open(part, &mut decompressor()?)))
-                .collect();
-            let first = open(first, dec);
-            // Every worker is joined, also when a part failed: `scope` alone
-            // waits only for the workers' closures, then detaches them, so
-            // they could still be exiting (running thread-local destructors)
-            // after this returned. A fuzzer's leak check saw exactly that.
-            let parts: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
-            let mut out = first?;
-            for part in parts {
-                out.extend(part.map_err(|_| Error::WorkerLost)??);
-            }
-            Ok(out)
-        })
-    }
-
     fn open_frame(&self, i: u64, sealed: Vec<u8>, dec: &mut zstd::bulk::Decompressor<'static>) -> Result<Bytes> {
         self.open_frame_len(i, sealed, self.frame_plain_len(i), dec)
     }
@@ -924,7 +936,7 @@ impl<R: RangeRead> ArchiveReader<R> {
     /// nothing for a folder or link), reading only its frames. The stream
     /// ends with an error instead of its last piece if the content does not
     /// match its SHA-256.
-    pub fn entry_stream<'a>(&'a self, entry: &'a Entry) -> impl Stream<Item = Result<Bytes>> + 'a {
+    pub fn entry_stream<'a>(&'a self, entry: &'a Entry) -> impl Stream<Item = ReadResult<Bytes, R::Error>> + 'a {
         struct St {
             frame: u64,
             end_frame: u64,
@@ -970,7 +982,7 @@ impl<R: RangeRead> ArchiveReader<R> {
     }
 
     /// Reads a whole entry's stream bytes into memory (checked against its SHA-256).
-    pub async fn read_entry(&self, entry: &Entry) -> Result<Vec<u8>> {
+    pub async fn read_entry(&self, entry: &Entry) -> ReadResult<Vec<u8>, R::Error> {
         use futures::TryStreamExt;
         let mut out = Vec::with_capacity(usize::try_from(entry.stream_len()).unwrap_or(0).min(64 << 20));
         let mut stream = std::pin::pin!(self.entry_stream(entry));
@@ -982,7 +994,7 @@ impl<R: RangeRead> ArchiveReader<R> {
 
     /// Copies an entry's stream bytes to `sink` and returns how many. On a
     /// content mismatch the last piece is withheld and the error returned.
-    pub async fn copy_entry<W: AsyncWrite + Unpin>(&self, entry: &Entry, sink: &mut W) -> Result<u64> {
+    pub async fn copy_entry<W: AsyncWrite + Unpin>(&self, entry: &Entry, sink: &mut W) -> ReadResult<u64, R::Error> {
         use futures::TryStreamExt;
         let mut stream = std::pin::pin!(self.entry_stream(entry));
         let mut n = 0u64;
@@ -998,7 +1010,7 @@ impl<R: RangeRead> ArchiveReader<R> {
     /// entry's SHA-256, the order and tree rules and every hard link,
     /// streaming: nothing is written anywhere and memory stays at a few
     /// frames and one piece. `progress` is called after every frame.
-    pub async fn verify(&self, progress: Option<&ProgressFn>) -> Result<VerifyReport> {
+    pub async fn verify(&self, progress: Option<&ProgressFn>) -> ReadResult<VerifyReport, R::Error> {
         let mut dec = decompressor()?;
         let frame_count = self.frame_lens.len() as u64;
         let mut cursor = EntryCursor::new(self);
@@ -1027,12 +1039,21 @@ impl<R: RangeRead> ArchiveReader<R> {
                 let (s, e) = self.frame_span(i)?;
                 sealed.push((
                     i,
+                    self.frame_counter(i),
                     batch[(s - start) as usize..(e - start) as usize].to_vec(),
                     self.frame_plain_len(i),
                 ));
             }
             drop(batch);
-            let opened = self.open_frames(sealed, &mut dec)?;
+            // Opening a batch is seconds of CPU on a large archive: not on an async worker.
+            let (keys, digest) = (Arc::clone(&self.keys), self.digest);
+            let (opened, back) = run_blocking(move || {
+                let opened = open_frames(&keys, &digest, sealed, &mut dec);
+                (opened, dec)
+            })
+            .await?;
+            dec = back;
+            let opened = opened?;
             for (i, plain) in (next..=last).zip(opened) {
                 let (_, e) = self.frame_span(i)?;
                 let mut data = &plain[..];
@@ -1041,7 +1062,7 @@ impl<R: RangeRead> ArchiveReader<R> {
                         if data.is_empty() {
                             break;
                         }
-                        return Err(Error::malformed(Region::Frame(i), 0, "data after the last entry"));
+                        return Err(Error::malformed(Region::Frame(i), 0, "data after the last entry").into());
                     };
                     let len = entry.stream_len();
                     let take = (len - in_entry).min(data.len() as u64) as usize;
@@ -1076,7 +1097,8 @@ impl<R: RangeRead> ArchiveReader<R> {
                     Region::Archive,
                     0,
                     format!("entry {} has no data in the frames", entry.display_name()),
-                ));
+                )
+                .into());
             }
             check_hash(&entry, std::mem::take(&mut hasher))?;
             report.entries += 1;
@@ -1109,7 +1131,7 @@ impl<'a, R: RangeRead> EntryCursor<'a, R> {
         }
     }
 
-    async fn next(&mut self) -> Result<Option<Entry>> {
+    async fn next(&mut self) -> ReadResult<Option<Entry>, R::Error> {
         let root = match &self.reader.entries {
             Entries::V1 { entries, .. } => {
                 let e = entries.get(self.pos).cloned();
@@ -1138,7 +1160,8 @@ impl<'a, R: RangeRead> EntryCursor<'a, R> {
                         region,
                         0,
                         format!("entry {} is out of source order", e.display_name()),
-                    ));
+                    )
+                    .into());
                 }
                 self.tree
                     .check(self.source_index, e.path.as_bytes(), e.kind == EntryKind::Folder)
@@ -1153,7 +1176,8 @@ impl<'a, R: RangeRead> EntryCursor<'a, R> {
                                 "hard link {} to {target}, which is not an earlier file",
                                 e.display_name()
                             ),
-                        ));
+                        )
+                        .into());
                     }
                 }
                 return Ok(Some(e));
@@ -1168,6 +1192,76 @@ impl<'a, R: RangeRead> EntryCursor<'a, R> {
             }
             self.current = Some(self.reader.piece(self.piece).await?);
         }
+    }
+}
+
+/// A batch of sealed frames: `(frame number, chunk counter, sealed bytes,
+/// plaintext length)`.
+type Batch = Vec<(u64, u64, Vec<u8>, usize)>;
+
+/// Opens a batch of frames, in order. A batch of several frames is split
+/// across scoped threads (one part per core, at most [`OPEN_PARALLEL`]; the
+/// calling thread takes the first part), so the caller is held for less time
+/// than opening them in turn would take. No runtime is assumed (the caller
+/// runs this off the async threads: [`run_blocking`]).
+fn open_frames(
+    keys: &ArchiveKeys,
+    digest: &[u8; 32],
+    sealed: Batch,
+    dec: &mut zstd::bulk::Decompressor<'static>,
+) -> Result<Vec<Bytes>> {
+    let open = |part: Batch, dec: &mut zstd::bulk::Decompressor<'static>| {
+        part.into_iter()
+            .map(|(i, counter, frame, plain_len)| {
+                keys.open_chunk_in(digest, counter, false, frame, plain_len, true, Region::Frame(i), dec)
+            })
+            .collect::<Result<Vec<Bytes>>>()
+    };
+    let parts = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, OPEN_PARALLEL)
+        .min(sealed.len());
+    if parts <= 1 {
+        return open(sealed, dec);
+    }
+    let per_part = sealed.len().div_ceil(parts);
+    let mut work = sealed.into_iter();
+    let first: Vec<_> = work.by_ref().take(per_part).collect();
+    let mut rest = Vec::new();
+    loop {
+        let part: Vec<_> = work.by_ref().take(per_part).collect();
+        if part.is_empty() {
+            break;
+        }
+        rest.push(part);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = rest
+            .into_iter()
+            .map(|part| scope.spawn(move || open(part, &mut decompressor()?)))
+            .collect();
+        let first = open(first, dec);
+        // Every worker is joined, also when a part failed: `scope` alone
+        // waits only for the workers' closures, then detaches them, so
+        // they could still be exiting (running thread-local destructors)
+        // after this returned. A fuzzer's leak check saw exactly that.
+        let parts: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        let mut out = first?;
+        for part in parts {
+            out.extend(part.map_err(|_| Error::WorkerLost)??);
+        }
+        Ok(out)
+    })
+}
+
+/// Runs `f` on tokio's blocking pool when called inside a runtime, so that
+/// CPU-heavy work does not hold an async worker; in place outside one (the
+/// [`blocking`] API: its thread asked to block). A task the pool lost
+/// (it panicked, or the runtime is shutting down) is [`Error::WorkerLost`].
+async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => runtime.spawn_blocking(f).await.map_err(|_| Error::WorkerLost),
+        Err(_) => Ok(f()),
     }
 }
 
@@ -1216,9 +1310,9 @@ pub mod blocking {
     use futures::executor::block_on;
     use ibs_envelope::Identity;
 
-    use super::{ArchiveInfo, ArchiveReader, RangeRead, Signer, VerifyReport};
-    use crate::format::Entry;
-    use crate::{Error, Result};
+    use super::{ArchiveInfo, ArchiveReader, RangeRead, ReadResult, Signer, VerifyReport};
+    use crate::ReadError;
+    use crate::entry::Entry;
 
     /// An opened archive with blocking methods (see [`ArchiveReader`]).
     #[derive(Debug)]
@@ -1226,8 +1320,8 @@ pub mod blocking {
 
     /// Opens the archive file at `path`.
     #[cfg(unix)]
-    pub fn open_file(path: &Path, identities: &[&Identity]) -> Result<Archive<std::fs::File>> {
-        let file = std::fs::File::open(path).map_err(|error| Error::Read {
+    pub fn open_file(path: &Path, identities: &[&Identity]) -> ReadResult<Archive<std::fs::File>, std::io::Error> {
+        let file = std::fs::File::open(path).map_err(|error| ReadError::Read {
             offset: 0,
             len: 0,
             error: std::io::Error::new(error.kind(), format!("{}: {error}", path.display())),
@@ -1236,13 +1330,13 @@ pub mod blocking {
     }
 
     /// Keyless header and footer checks (see [`super::inspect`]).
-    pub fn inspect<R: RangeRead>(source: &R) -> Result<ArchiveInfo> {
+    pub fn inspect<R: RangeRead>(source: &R) -> ReadResult<ArchiveInfo, R::Error> {
         block_on(super::inspect(source))
     }
 
     impl<R: RangeRead> Archive<R> {
         /// Opens with whichever of `identities` is a recipient.
-        pub fn open(source: R, identities: &[&Identity]) -> Result<Self> {
+        pub fn open(source: R, identities: &[&Identity]) -> ReadResult<Self, R::Error> {
             block_on(ArchiveReader::open(source, identities)).map(Archive)
         }
 
@@ -1257,28 +1351,28 @@ pub mod blocking {
         }
 
         /// Every entry, in order, in memory (checked as in [`ArchiveReader::entries`]).
-        pub fn entries(&self) -> Result<Vec<Entry>> {
+        pub fn entries(&self) -> ReadResult<Vec<Entry>, R::Error> {
             block_on(self.0.load_entries())
         }
 
         /// The entry `path` of `source`.
-        pub fn find(&self, source: &str, path: impl AsRef<[u8]>) -> Result<Option<Entry>> {
+        pub fn find(&self, source: &str, path: impl AsRef<[u8]>) -> ReadResult<Option<Entry>, R::Error> {
             block_on(self.0.find(source, path))
         }
 
         /// A whole entry in memory, checked.
-        pub fn read_entry(&self, entry: &Entry) -> Result<Vec<u8>> {
+        pub fn read_entry(&self, entry: &Entry) -> ReadResult<Vec<u8>, R::Error> {
             block_on(self.0.read_entry(entry))
         }
 
         /// Copies an entry to `sink`, checked; returns its size.
-        pub fn copy_entry<W: Write>(&self, entry: &Entry, sink: &mut W) -> Result<u64> {
+        pub fn copy_entry<W: Write>(&self, entry: &Entry, sink: &mut W) -> ReadResult<u64, R::Error> {
             let mut sink = futures::io::AllowStdIo::new(sink);
             block_on(self.0.copy_entry(entry, &mut sink))
         }
 
         /// Verifies every frame and entry.
-        pub fn verify(&self) -> Result<VerifyReport> {
+        pub fn verify(&self) -> ReadResult<VerifyReport, R::Error> {
             block_on(self.0.verify(None))
         }
 
@@ -1320,14 +1414,34 @@ mod tests {
     fn the_signature_is_checked_before_any_key_is_used() {
         let mut bytes = signed_archive();
         let other = Identity::from_file(data("other.pfx"), &Password::new("ibs-test-vectors")).unwrap();
-        let err = block_on(ArchiveReader::open(bytes.clone(), &[&other])).unwrap_err();
+        let err = Error::from(block_on(ArchiveReader::open(bytes.clone(), &[&other])).unwrap_err());
         assert!(matches!(err, Error::Envelope(_)), "{err}");
         let sig = bytes.len() - crate::v2::FOOTER_LEN_V2 - 30;
         bytes[sig] ^= 1;
-        let err = block_on(ArchiveReader::open(bytes.clone(), &[&other])).unwrap_err();
+        let err = Error::from(block_on(ArchiveReader::open(bytes.clone(), &[&other])).unwrap_err());
         assert!(matches!(err, Error::BadSignature { .. }), "{err}");
-        let err = block_on(ArchiveReader::open_with_file_key(bytes, &FileKey::from_bytes([0; 32]))).unwrap_err();
+        let err =
+            Error::from(block_on(ArchiveReader::open_with_file_key(bytes, &FileKey::from_bytes([0; 32]))).unwrap_err());
         assert!(matches!(err, Error::BadSignature { .. }), "{err}");
+    }
+
+    /// A file reads the same on tokio's blocking pool (inside a runtime) and
+    /// in place (outside one, as the blocking API reads it).
+    #[cfg(unix)]
+    #[test]
+    fn a_file_reads_inside_and_outside_a_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        assert_eq!(block_on(file.size()).unwrap(), 10);
+        assert_eq!(block_on(file.read_range(2..5)).unwrap(), &b"234"[..]);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            assert_eq!(file.size().await.unwrap(), 10);
+            assert_eq!(file.read_range(2..5).await.unwrap(), &b"234"[..]);
+            assert!(file.read_range(8..12).await.is_err());
+        });
     }
 
     /// A signer key strict verification refuses is a signature that does not

@@ -27,14 +27,18 @@ use sha2::{Digest, Sha256};
 
 use crate::entry::{Entry, EntryKind, EntryPath, Extent, is_ancestor, parent_of};
 use crate::format::{
-    ArchiveId, ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, FORMAT_VERSION, FrameCompressor, Header,
-    HeaderFields, check_source_name,
+    ArchiveId, ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, FORMAT_VERSION, Header, HeaderFields,
+    check_source_name,
 };
 use crate::v2::{
     FOOTER_LEN_V2, FooterV2, MAX_SOURCES, PIECE_TARGET_LEN, PieceRecord, Root, TreeCheck, check_entry_fields,
     encode_entry, signature_message,
 };
 use crate::{Error, Result};
+
+mod compressor;
+
+pub use compressor::FrameCompressor;
 
 /// Called with the writer's progress after every entry and every piece of output.
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -362,7 +366,7 @@ fn worker(rx: &Mutex<mpsc::Receiver<Job>>, keys: &ArchiveKeys, digest: &[u8; 32]
         };
         let Ok(job) = job else { return };
         let result = match compressor.as_mut() {
-            Ok(c) => keys.seal_chunk(digest, job.counter, false, &job.data, Some(c)),
+            Ok(c) => keys.seal_chunk(digest, job.counter, false, &job.data, c.pick(&job.data)),
             Err(reason) => Err(Error::Compression {
                 region: crate::Region::Frame(job.counter),
                 reason: reason.clone(),
@@ -395,7 +399,11 @@ enum State {
     Failed,
 }
 
-/// The sink-agnostic writing engine (see the [module docs](self)).
+/// The sink-agnostic writing engine: entry data in, archive bytes out, in
+/// order. Full frames go to a pool of worker threads that compress and seal
+/// them; at most `depth` frames are in flight, so memory is bounded by about
+/// `depth × 2 × frame size` whatever the archive's size. [`ArchiveWriter`]
+/// and [`AsyncArchiveWriter`] drive it for a `Write` or an `AsyncWrite`.
 ///
 /// Protocol: [`start_entry`](Self::start_entry), any number of
 /// [`write`](Self::write)s, [`end_entry`](Self::end_entry); repeat; then
@@ -781,7 +789,7 @@ impl ArchiveEncoder {
             counter,
             false,
             &self.piece,
-            self.piece_compressor.as_mut(),
+            self.piece_compressor.as_mut().and_then(|c| c.pick(&self.piece)),
         ) {
             Ok(s) => s,
             Err(e) => return self.fail(e),
@@ -917,7 +925,7 @@ impl ArchiveEncoder {
         let root_counter = self.next_counter;
         let sealed = match self
             .keys
-            .seal_chunk(&self.digest, root_counter, true, &body, Some(&mut compressor))
+            .seal_chunk(&self.digest, root_counter, true, &body, compressor.pick(&body))
         {
             Ok(s) => s,
             Err(e) => return self.fail(e),

@@ -6,7 +6,7 @@ mod common;
 
 use common::{cert, noise, recipient, text};
 use futures::executor::block_on;
-use ibs_archive::format::{FOOTER_LEN, MIN_FRAME_SIZE};
+use ibs_archive::fuzzing::format::{FOOTER_LEN, MIN_FRAME_SIZE};
 use ibs_archive::{ArchiveEncoder, ArchiveReader, ArchiveWriter, EntryMeta, Error, ErrorKind, Region, WriterOptions};
 use ibs_envelope::FileKey;
 
@@ -44,7 +44,7 @@ fn check_with_key(bytes: Vec<u8>, key: &FileKey) -> Result<(), Error> {
 fn check_with_identity(bytes: Vec<u8>) -> Result<(), Error> {
     block_on(async {
         let r = ArchiveReader::open(bytes, &[recipient()]).await?;
-        r.verify(None).await.map(|_| ())
+        Ok(r.verify(None).await.map(|_| ())?)
     })
 }
 

@@ -6,7 +6,7 @@
 
 use std::path::{Component, Path};
 
-use ibs_archive::format::{MAX_PATH_LEN, MAX_SOURCE_LEN, check_entry_path, check_source_name};
+use ibs_archive::fuzzing::format::{MAX_PATH_LEN, MAX_SOURCE_LEN, check_entry_path, check_source_name};
 use proptest::prelude::*;
 
 /// Strings made of the pieces that matter to the rules, and anything else.

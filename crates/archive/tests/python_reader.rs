@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::{cert, noise, python_failure, python_reader, read_in_stages, recipient, region_of, text};
-use ibs_archive::format::{MAX_PATH_LEN, MAX_SOURCE_LEN, MIN_FRAME_SIZE};
-use ibs_archive::v2::FOOTER_LEN_V2;
+use ibs_archive::fuzzing::format::{MAX_PATH_LEN, MAX_SOURCE_LEN, MIN_FRAME_SIZE};
+use ibs_archive::fuzzing::v2::FOOTER_LEN_V2;
 use ibs_archive::{
     ArchiveSummary, ArchiveWriter, Entry, EntryKind, EntryMeta, EntryPath, Extent, WriterOptions, blocking,
     escape_bytes,

@@ -170,23 +170,25 @@ fn check_rust(name: &str) {
     let (bytes, expect) = vector(name);
     let v2 = name.starts_with("v2/");
     let outcome: Result<Read, (&str, Error)> = block_on(async {
-        let info = inspect(&bytes).await.map_err(|e| ("inspect", e))?;
-        if let Err(e) = check_signature(&bytes, &info).await {
+        let info = inspect(&bytes).await.map_err(|e| ("inspect", Error::from(e)))?;
+        if let Err(e) = check_signature(&bytes, &info).await.map_err(Error::from) {
             // Opening refuses it the same way, before any key is used.
-            let again = ArchiveReader::open(bytes.clone(), &[recipient()])
-                .await
-                .expect_err("open accepts what check_signature refused");
+            let again = Error::from(
+                ArchiveReader::open(bytes.clone(), &[recipient()])
+                    .await
+                    .expect_err("open accepts what check_signature refused"),
+            );
             assert_eq!(region_of(&again), region_of(&e), "{name}: {again}");
             assert_eq!(again.kind(), e.kind(), "{name}: {again}");
             return Err(("open", e));
         }
         let r = ArchiveReader::open(bytes.clone(), &[recipient()])
             .await
-            .map_err(|e| ("open", e))?;
-        r.verify(None).await.map_err(|e| ("verify", e))?;
+            .map_err(|e| ("open", Error::from(e)))?;
+        r.verify(None).await.map_err(|e| ("verify", Error::from(e)))?;
         let mut entries = Vec::new();
-        for e in r.load_entries().await.map_err(|e| ("verify", e))? {
-            let data = r.read_entry(&e).await.map_err(|e| ("verify", e))?;
+        for e in r.load_entries().await.map_err(|e| ("verify", Error::from(e)))? {
+            let data = r.read_entry(&e).await.map_err(|e| ("verify", Error::from(e)))?;
             assert_eq!(data.len() as u64, e.stream_len());
             entries.push(entry_line(&e, v2));
         }

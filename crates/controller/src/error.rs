@@ -1,8 +1,10 @@
 //! The crate's one error type, and how each failure maps to an operator alert.
 //!
 //! Rules: only a failure of the storage target (directly, or carried through
-//! the archive writer or a catalogue read) gets one of the storage classes and
-//! its alert. A backup source that cannot be read is
+//! a catalogue read) gets one of the storage classes and its alert. The
+//! archive never sees the target: the job's encoder is sans-IO and its
+//! output goes to the upload task, whose errors are [`StorageError`]s as
+//! they were ([`ControllerError::Storage`]). A backup source that cannot be read is
 //! [`ControllerError::Source`]: a general fault whose alert names the source
 //! and the path and talks about the source, never about the storage location.
 //! Anything else is a general fault whose alert quotes the error.
@@ -138,10 +140,6 @@ impl ControllerError {
         match self {
             ControllerError::RetryFailed { source, .. } => source.storage_kind(),
             ControllerError::Storage(e) => Some(e.kind()),
-            ControllerError::Archive(ibs_archive::Error::Sink(io)) => io
-                .get_ref()
-                .and_then(|e| e.downcast_ref::<StorageError>())
-                .map(StorageError::kind),
             ControllerError::Repository(e) | ControllerError::Unconfirmed { source: e, .. } => e.storage_kind(),
             ControllerError::InvalidSetting {
                 setting: "location", ..

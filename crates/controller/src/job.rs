@@ -259,7 +259,7 @@ pub fn check_recipients(certificates: &[Certificate]) -> Result<()> {
         setting: "certificate",
         reason,
     };
-    let max = ibs_archive::format::MAX_RECIPIENTS;
+    let max = ibs_archive::MAX_RECIPIENTS;
     if certificates.is_empty() {
         return Err(invalid("no certificate to encrypt to".into()));
     }
@@ -302,7 +302,7 @@ pub fn check_sources(sources: &[Arc<dyn BackupSource>]) -> Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for source in sources {
         let name = source.name();
-        ibs_archive::format::check_source_name(name).map_err(|e| ControllerError::InvalidSetting {
+        ibs_archive::check_source_name(name).map_err(|e| ControllerError::InvalidSetting {
             setting: "source",
             reason: e.to_string(),
         })?;

@@ -1,5 +1,35 @@
 //! The reference controller: what an operator's backup service runs.
 //!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use ibs_controller::{BackupSource, DirectorySource, JobSpec, run_job};
+//! use ibs_envelope::{Certificate, Password, keygen};
+//! use ibs_repository::InstanceLayout;
+//! use ibs_storage::{LocalTarget, StorageTarget};
+//!
+//! # let pair = keygen::generate(&keygen::KeygenOptions::new("doc", 1_763_769_600), &Password::new("pw"))?;
+//! # let state = tempfile::tempdir()?;
+//! # std::fs::write(state.path().join("assignments.json"), br#"[{"role":"Owner"}]"#)?;
+//! let share = tempfile::tempdir()?;
+//! let spec = JobSpec {
+//!     target: Arc::new(LocalTarget::new(share.path())?),
+//!     instance: InstanceLayout::new("azs.contoso.com", "local")?,
+//!     certificates: vec![Certificate::parse(&pair.cer)?], // the operator's .cer
+//!     producer_version: "1.2408.0".into(),
+//!     policy: Default::default(),
+//!     checks: Default::default(),
+//!     signer: None,
+//! };
+//! // One source: a folder of infrastructure state, read consistently.
+//! let sources: Vec<Arc<dyn BackupSource>> = vec![Arc::new(DirectorySource::new("rbac", state.path()))];
+//! let summary = run_job(&spec, &sources, 1_763_769_600).await?;
+//! assert_eq!(summary.entries, 1);
+//! println!("backup {} committed: {} bytes", summary.id, summary.archive_bytes);
+//! # Ok(()) }
+//! ```
+//!
 //! * [`BackupSource`]: a named source yields its entries while the system keeps
 //!   running; [`DirectorySource`] reads any folder consistently, and
 //!   [`source::names`] names the standard infrastructure sources so an

@@ -207,7 +207,7 @@ impl Certificate {
     }
 
     /// The RSA public key.
-    pub fn public_key(&self) -> &RsaPublicKey {
+    pub(crate) fn public_key(&self) -> &RsaPublicKey {
         &self.public_key
     }
 

@@ -97,7 +97,7 @@ impl Identity {
     }
 
     /// Builds an identity from a private key and its certificate.
-    pub fn from_parts(key: RsaPrivateKey, certificate: Certificate) -> Result<Self> {
+    pub(crate) fn from_parts(key: RsaPrivateKey, certificate: Certificate) -> Result<Self> {
         if certificate.public_key().n() != key.n() || certificate.public_key().e() != key.e() {
             return Err(Error::KeyCertificateMismatch);
         }

@@ -1,23 +1,5 @@
 //! Certificates, keys and envelope encryption for `ibs` backups.
 //!
-//! The backing-up side holds only an operator's X.509 certificate (a `.cer`,
-//! DER or PEM, RSA ≥ 2048 bits). Each backup gets a fresh random 256-bit
-//! [`FileKey`], wrapped with RSA-OAEP (SHA-256) to each recipient certificate
-//! ([`wrap_file_key`]), and the data is sealed in chunks with AES-256-GCM in the
-//! STREAM construction ([`PayloadKey`], [`StreamSealer`]). Recovery opens the
-//! operator's password-protected `.pfx` ([`Identity`]) and unwraps the file key
-//! ([`unwrap_file_key`]). [`keygen`] makes new self-signed key pairs.
-//!
-//! The controller also signs what it writes with an Ed25519 [`SigningKey`],
-//! so that recovery can check, with the [`VerifyingKey`] or its
-//! [`SignerFingerprint`], who wrote an archive ([`signing`]).
-//!
-//! Every parser here takes untrusted bytes and returns an [`Error`], never a
-//! panic. Secrets ([`FileKey`], [`Password`], private keys) are zeroized on
-//! drop and redacted from `Debug`.
-//!
-//! # Example: encrypt to a `.cer`, decrypt with the `.pfx`
-//!
 //! ```
 //! use ibs_envelope::{
 //!     Certificate, FileKey, Identity, Password, PayloadKey, generate_salt, keygen, unwrap_file_key,
@@ -49,6 +31,22 @@
 //! # }
 //! ```
 //!
+//! The backing-up side holds only an operator's X.509 certificate (a `.cer`,
+//! DER or PEM, RSA ≥ 2048 bits). Each backup gets a fresh random 256-bit
+//! [`FileKey`], wrapped with RSA-OAEP (SHA-256) to each recipient certificate
+//! ([`wrap_file_key`]), and the data is sealed in chunks with AES-256-GCM in the
+//! STREAM construction ([`PayloadKey`]). Recovery opens the
+//! operator's password-protected `.pfx` ([`Identity`]) and unwraps the file key
+//! ([`unwrap_file_key`]). [`keygen`] makes new self-signed key pairs.
+//!
+//! The controller also signs what it writes with an Ed25519 [`SigningKey`],
+//! so that recovery can check, with the [`VerifyingKey`] or its
+//! [`SignerFingerprint`], who wrote an archive ([`signing`]).
+//!
+//! Every parser here takes untrusted bytes and returns an [`Error`], never a
+//! panic. Secrets ([`FileKey`], [`Password`], private keys) are zeroized on
+//! drop and redacted from `Debug`.
+//!
 //! # RUSTSEC-2023-0071 (Marvin)
 //!
 //! The `rsa` crate's decryption is not constant-time. The attack needs an
@@ -76,20 +74,19 @@ pub use error::{Error, Result};
 pub use identity::Identity;
 pub use secret::Password;
 pub use signing::{PUBLIC_KEY_LEN, SIGNATURE_LEN, SignerFingerprint, SigningKey, VerifyingKey};
-pub use stream::{
-    COMMITMENT_LEN, PayloadKey, SALT_LEN, StreamOpener, StreamSealer, TAG_LEN, derive_key, generate_salt, open_message,
-    seal_message,
-};
+pub use stream::{COMMITMENT_LEN, PayloadKey, SALT_LEN, TAG_LEN, derive_key, generate_salt};
 pub use wrap::{FILE_KEY_LEN, FileKey, Stanza, unwrap_file_key, unwrap_with, wrap_file_key};
 
-/// Re-exported so callers can name key types without depending on `rsa` directly.
-pub use rsa;
-
-/// Hooks for the fuzz targets in `fuzz/` (not part of the API, no stability
-/// promise); compiled always, so that the stable replay of the seed corpora
-/// and the workspace's lints see the same code.
+/// Hooks for the fuzz targets in `fuzz/` and for the tests (not part of the
+/// API, no stability promise); compiled always, so that the stable replay of
+/// the seed corpora and the workspace's lints see the same code.
 #[doc(hidden)]
 pub mod fuzzing {
+    /// The STREAM construction one chunk at a time, and whole messages
+    /// sealed with it: the archive frames its chunks itself
+    /// ([`PayloadKey`](crate::PayloadKey)), so only tests use these.
+    pub use crate::stream::{StreamOpener, StreamSealer, open_message, seal_message};
+
     /// The BER→DER converter used for BER-encoded PFX files (NSS, Firefox),
     /// on one whole value.
     pub fn ber_to_der(input: &[u8]) -> crate::Result<Vec<u8>> {

@@ -5,10 +5,8 @@
 mod common;
 
 use common::read_fixture;
-use ibs_envelope::{
-    Certificate, Error, FileKey, Identity, Password, Thumbprint, open_message, seal_message, unwrap_file_key,
-    wrap_file_key,
-};
+use ibs_envelope::fuzzing::{open_message, seal_message};
+use ibs_envelope::{Certificate, Error, FileKey, Identity, Password, Thumbprint, unwrap_file_key, wrap_file_key};
 
 const PFX_FILES: &[&str] = &[
     "ValidCertificatePathTest1EE_windows_aes.p12.pfx",

@@ -3,10 +3,11 @@
 
 use std::sync::OnceLock;
 
+use ibs_envelope::fuzzing::{StreamOpener, StreamSealer, open_message, seal_message};
 use ibs_envelope::keygen::{KeygenOptions, generate};
 use ibs_envelope::{
-    COMMITMENT_LEN, Error, FileKey, Identity, Password, PayloadKey, SALT_LEN, StreamOpener, StreamSealer, TAG_LEN,
-    open_message, seal_message, unwrap_file_key, unwrap_with, wrap_file_key,
+    COMMITMENT_LEN, Error, FileKey, Identity, Password, PayloadKey, SALT_LEN, TAG_LEN, unwrap_file_key, unwrap_with,
+    wrap_file_key,
 };
 use proptest::prelude::*;
 

@@ -83,11 +83,8 @@ impl Backup {
         &self.reader
     }
 
-    pub(crate) fn archive_error(&self, source: ibs_archive::Error) -> RecoveryError {
-        RecoveryError::Archive {
-            id: self.info.id.to_string(),
-            source,
-        }
+    pub(crate) fn archive_error(&self, error: ibs_archive::ReadError<ibs_storage::StorageError>) -> RecoveryError {
+        RecoveryError::archive(&self.info.id, error)
     }
 
     /// Verifies the whole backup, streaming, writing no plaintext anywhere:

@@ -188,10 +188,7 @@ impl Recovery {
         let object = TargetObject::new(Arc::clone(&self.target), backup.paths.archive.clone(), size);
         let reader = ArchiveReader::open(object, identities)
             .await
-            .map_err(|source| RecoveryError::Archive {
-                id: backup.id.to_string(),
-                source,
-            })?;
+            .map_err(|e| RecoveryError::archive(&backup.id, e))?;
         reader
             .signer()
             .check_trust(&self.trusted, self.allow_unsigned)

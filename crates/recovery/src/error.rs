@@ -149,14 +149,19 @@ impl RecoveryError {
         match self {
             RecoveryError::Storage(e) => Some(e.kind()),
             RecoveryError::Repository(e) => e.storage_kind(),
-            RecoveryError::Archive {
-                source: ibs_archive::Error::Read { error, .. },
-                ..
-            } => error
-                .get_ref()
-                .and_then(|e| e.downcast_ref::<StorageError>())
-                .map(StorageError::kind),
             _ => None,
+        }
+    }
+
+    /// An archive reader's failure on backup `id`: the target's own error
+    /// when reading from the target failed, the archive's otherwise.
+    pub(crate) fn archive(id: impl ToString, error: ibs_archive::ReadError<StorageError>) -> Self {
+        match error {
+            ibs_archive::ReadError::Read { error, .. } => RecoveryError::Storage(error),
+            ibs_archive::ReadError::Archive(source) => RecoveryError::Archive {
+                id: id.to_string(),
+                source,
+            },
         }
     }
 }

@@ -1,32 +1,8 @@
 //! The recovery reader: what an operator (or a test harness) uses on the worst
 //! day.
 //!
-//! 1. **Catalogue** a location ([`Recovery::catalogue`]): every backup of an
-//!    instance with id, time, size, producer version, recipients' thumbprints
-//!    and state — complete, incomplete (no commit marker) or damaged — without
-//!    any private key (`ibs-repository` describes what is on the share).
-//! 2. **Choose** ([`Recovery::choose`]): the newest restorable backup, or a given
-//!    id, under the [version rule](version).
-//! 3. **Open** ([`Recovery::open`]) with one or more `.pfx` identities: the one
-//!    whose thumbprint matches a recipient is used; if none does, the error lists
-//!    the thumbprints the backup needs. A signed backup's signature is verified
-//!    first; given trusted controller keys ([`Recovery::trust_signers`]) a
-//!    backup that is unsigned (unless [`Recovery::allow_unsigned`]), signed by
-//!    another key, or badly signed is refused, naming the signer found.
-//! 4. **Check** without a key ([`Recovery::check_integrity`]): the whole archive read and
-//!    compared with its manifest's size and SHA-256 — damage a catalogue
-//!    cannot see. **Verify** ([`Backup::verify`]) does that too, then every
-//!    frame tag and content hash with the key, streaming, writing nothing
-//!    (its [`VerifyReport`] says all it checked); **read** one entry ([`Backup::stream`], [`Backup::read`])
-//!    with range reads of its frames only; **restore** all or some sources to a
-//!    directory ([`Backup::restore_to`], the [`restore`] module: files,
-//!    folders, links, modes, owners, times, holes, extended attributes),
-//!    refusing names that would escape it, never writing through a link,
-//!    never overwriting silently, placing nothing from a damaged backup,
-//!    removing what an interrupted restore left ([`RestoreLock`]). Entries
-//!    stream ([`Backup::entries`]): memory does not grow with their number.
-//!
-//! The API is async over any [`ibs_storage::StorageTarget`]; [`blocking`] wraps
+//! The API is async over any [`ibs_storage::ReadTarget`] (it never writes to the
+//! location); [`blocking`] wraps
 //! it for test harnesses and tools:
 //!
 //! ```
@@ -57,6 +33,32 @@
 //! backup.verify()?;
 //! # Ok(()) }
 //! ```
+//!
+//! 1. **Catalogue** a location ([`Recovery::catalogue`]): every backup of an
+//!    instance with id, time, size, producer version, recipients' thumbprints
+//!    and state — complete, incomplete (no commit marker) or damaged — without
+//!    any private key (`ibs-repository` describes what is on the share).
+//! 2. **Choose** ([`Recovery::choose`]): the newest restorable backup, or a given
+//!    id, under the [version rule](version).
+//! 3. **Open** ([`Recovery::open`]) with one or more `.pfx` identities: the one
+//!    whose thumbprint matches a recipient is used; if none does, the error lists
+//!    the thumbprints the backup needs. A signed backup's signature is verified
+//!    first; given trusted controller keys ([`Recovery::trust_signers`]) a
+//!    backup that is unsigned (unless [`Recovery::allow_unsigned`]), signed by
+//!    another key, or badly signed is refused, naming the signer found.
+//! 4. **Check** without a key ([`Recovery::check_integrity`]): the whole archive read and
+//!    compared with its manifest's size and SHA-256 — damage a catalogue
+//!    cannot see. **Verify** ([`Backup::verify`]) does that too, then every
+//!    frame tag and content hash with the key, streaming, writing nothing
+//!    (its [`VerifyReport`] says all it checked); **read** one entry ([`Backup::stream`], [`Backup::read`])
+//!    with range reads of its frames only; **restore** all or some sources to a
+//!    directory ([`Backup::restore_to`], the [`restore`] module: files,
+//!    folders, links, modes, owners, times, holes, extended attributes),
+//!    refusing names that would escape it, never writing through a link,
+//!    never overwriting silently, placing nothing from a damaged backup,
+//!    removing what an interrupted restore left ([`RestoreLock`]). Entries
+//!    stream ([`Backup::entries`]): memory does not grow with their number.
+//!
 
 mod backup;
 mod choose;

@@ -51,7 +51,7 @@ fn check_names(e: &Entry, v1: bool) -> Result<()> {
                 .path
                 .to_str()
                 .ok_or_else(|| ibs_archive::Error::Usage("entry path is not UTF-8".into()))?;
-            ibs_archive::format::check_entry_path(path)
+            ibs_archive::check_entry_path(path)
         } else {
             Ok(())
         }
@@ -440,7 +440,7 @@ impl Backup {
             }
         };
         for source in &selected {
-            ibs_archive::format::check_source_name(source).map_err(|e| RecoveryError::UnsafePath {
+            ibs_archive::check_source_name(source).map_err(|e| RecoveryError::UnsafePath {
                 source_name: source.clone(),
                 path: String::new(),
                 reason: e.to_string(),

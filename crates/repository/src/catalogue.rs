@@ -261,17 +261,11 @@ async fn classify(
                 );
             }
         }
-        Err(ibs_archive::Error::Read { offset, len, error }) => {
+        Err(ibs_archive::ReadError::Read { error, .. }) => {
             // The target failed while reading: that is the target's failure, not damage.
-            return Err(match error.downcast::<ibs_storage::StorageError>() {
-                Ok(storage) => RepositoryError::Storage(storage),
-                Err(error) => RepositoryError::Archive {
-                    id: id.to_string(),
-                    source: ibs_archive::Error::Read { offset, len, error },
-                },
-            });
+            return Err(RepositoryError::Storage(error));
         }
-        Err(e) => return damaged(info, format!("archive: {e}")),
+        Err(ibs_archive::ReadError::Archive(e)) => return damaged(info, format!("archive: {e}")),
     }
     info.state = BackupState::Complete;
     info.problem = None;

@@ -76,10 +76,7 @@ pub async fn check_integrity(target: &Arc<dyn ReadTarget>, backup: &BackupInfo) 
     if sha256 == manifest.archive_sha256 {
         // The signature needs no key either: checked too (one more read, of the root).
         let object = TargetObject::new(Arc::clone(target), backup.paths.archive.clone(), manifest.archive_size);
-        let archive_error = |source| RepositoryError::Archive {
-            id: backup.id.to_string(),
-            source,
-        };
+        let archive_error = |e| RepositoryError::archive(&backup.id, e);
         let info = inspect(&object).await.map_err(archive_error)?;
         let signer = ibs_archive::check_signature(&object, &info)
             .await

@@ -86,14 +86,19 @@ impl RepositoryError {
         match self {
             RepositoryError::Storage(e) => Some(e.kind()),
             RepositoryError::Unconfirmed { source, .. } => source.storage_kind(),
-            RepositoryError::Archive {
-                source: ibs_archive::Error::Read { error, .. },
-                ..
-            } => error
-                .get_ref()
-                .and_then(|e| e.downcast_ref::<StorageError>())
-                .map(StorageError::kind),
             _ => None,
+        }
+    }
+
+    /// An archive reader's failure on backup `id`: the target's own error
+    /// when reading from the target failed, the archive's otherwise.
+    pub(crate) fn archive(id: impl ToString, error: ibs_archive::ReadError<StorageError>) -> Self {
+        match error {
+            ibs_archive::ReadError::Read { error, .. } => RepositoryError::Storage(error),
+            ibs_archive::ReadError::Archive(source) => RepositoryError::Archive {
+                id: id.to_string(),
+                source,
+            },
         }
     }
 }

@@ -1,15 +1,16 @@
 //! Reading an archive on a storage target through byte ranges.
 
-use std::io;
+use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use ibs_archive::RangeRead;
-use ibs_storage::{ObjectPath, ReadTarget};
+use ibs_storage::{ObjectPath, ReadTarget, StorageError};
 
-/// One object on a storage target, readable by range. Storage errors travel
-/// inside the `io::Error` (`get_ref()` downcasts to
-/// [`StorageError`](ibs_storage::StorageError)) so their failure class survives.
+/// One object on a storage target, readable by range. The reader hands a
+/// failed read's [`StorageError`] back as it was
+/// ([`ibs_archive::ReadError::Read`]), failure class and all.
 #[derive(Clone, Debug)]
 pub struct TargetObject {
     target: Arc<dyn ReadTarget>,
@@ -31,19 +32,13 @@ impl TargetObject {
 
 #[async_trait]
 impl RangeRead for TargetObject {
-    async fn size(&self) -> io::Result<u64> {
+    type Error = StorageError;
+
+    async fn size(&self) -> Result<u64, StorageError> {
         Ok(self.size)
     }
 
-    async fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let end = offset
-            .checked_add(len as u64)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range overflows"))?;
-        let bytes = self
-            .target
-            .read_range(&self.path, offset..end)
-            .await
-            .map_err(io::Error::other)?;
-        Ok(Vec::from(bytes))
+    async fn read_range(&self, range: Range<u64>) -> Result<Bytes, StorageError> {
+        self.target.read_range(&self.path, range).await
     }
 }

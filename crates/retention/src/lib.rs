@@ -1,40 +1,5 @@
 //! Retention and capacity planning for ibs backups, as pure functions.
 //!
-//! Given the catalogue of backups at a location, the current time (passed in,
-//! never read from a clock), a [`Policy`] and [`CapacityFacts`], [`plan`]
-//! returns a [`Plan`]: each backup to delete with its [`Reason`], the backups
-//! kept with a warning, and — when even the plan cannot make room for the next
-//! backup — an out-of-capacity [`Shortfall`] carrying the operator alert. A
-//! controller executes the plan; nothing here does IO.
-//!
-//! The rules, each property-tested:
-//!
-//! 1. The newest complete backup is never deleted, whatever the policy or
-//!    capacity says; and no complete backup is deleted unless that newest one
-//!    has been [checked](BackupState::Checked) — its archive read and found to
-//!    match its manifest. A complete backup's manifest and archive header can
-//!    look right while its body is damaged; protecting an unchecked one could
-//!    delete every good backup and keep a bad one. So while the protected
-//!    backup is unchecked, the plan withholds every deletion of a complete
-//!    backup and names it in [`Plan::check_first`]: the caller checks it
-//!    (one archive read), records the result — [`BackupState::Checked`], or
-//!    [`BackupState::Damaged`] when it is damaged — and plans again. The
-//!    newest backup is usually intact, so a prune costs one archive read, and
-//!    none when nothing complete would be deleted. With every plan followed
-//!    this way, a location that had an intact backup keeps one.
-//! 2. Incomplete backups older than the grace period are garbage and go first;
-//!    one younger than that may still be being written and is kept.
-//! 3. Backups older than the retention period are deleted; to free space,
-//!    unreadable backups go next, then complete backups older than the
-//!    protected one, oldest first, only as many as needed.
-//! 4. Only backups inside this instance's `MASBackup` folder can be in a plan:
-//!    OEM folders and other instances' folders are never candidates.
-//! 5. Order is by each backup's recorded creation time; a backup "from the
-//!    future" (beyond the clock-skew tolerance) is kept and reported, and does
-//!    not count as the newest backup, so it cannot push older backups out.
-//!
-//! # Example
-//!
 //! ```
 //! use ibs_retention::{BackupRecord, BackupState, CapacityFacts, Policy, Reason, plan};
 //! use ibs_repository::InstanceLayout;
@@ -70,6 +35,39 @@
 //! // Sizing: 20 GB a backup, every 12 h, kept 7 days = 280 GB.
 //! assert_eq!(Policy::default().projected_need(20_000_000_000), 280_000_000_000);
 //! ```
+//!
+//! Given the catalogue of backups at a location, the current time (passed in,
+//! never read from a clock), a [`Policy`] and [`CapacityFacts`], [`plan`]
+//! returns a [`Plan`]: each backup to delete with its [`Reason`], the backups
+//! kept with a warning, and — when even the plan cannot make room for the next
+//! backup — an out-of-capacity [`Shortfall`] carrying the operator alert. A
+//! controller executes the plan; nothing here does IO.
+//!
+//! The rules, each property-tested:
+//!
+//! 1. The newest complete backup is never deleted, whatever the policy or
+//!    capacity says; and no complete backup is deleted unless that newest one
+//!    has been [checked](BackupState::Checked) — its archive read and found to
+//!    match its manifest. A complete backup's manifest and archive header can
+//!    look right while its body is damaged; protecting an unchecked one could
+//!    delete every good backup and keep a bad one. So while the protected
+//!    backup is unchecked, the plan withholds every deletion of a complete
+//!    backup and names it in [`Plan::check_first`]: the caller checks it
+//!    (one archive read), records the result — [`BackupState::Checked`], or
+//!    [`BackupState::Damaged`] when it is damaged — and plans again. The
+//!    newest backup is usually intact, so a prune costs one archive read, and
+//!    none when nothing complete would be deleted. With every plan followed
+//!    this way, a location that had an intact backup keeps one.
+//! 2. Incomplete backups older than the grace period are garbage and go first;
+//!    one younger than that may still be being written and is kept.
+//! 3. Backups older than the retention period are deleted; to free space,
+//!    unreadable backups go next, then complete backups older than the
+//!    protected one, oldest first, only as many as needed.
+//! 4. Only backups inside this instance's `MASBackup` folder can be in a plan:
+//!    OEM folders and other instances' folders are never candidates.
+//! 5. Order is by each backup's recorded creation time; a backup "from the
+//!    future" (beyond the clock-skew tolerance) is kept and reported, and does
+//!    not count as the newest backup, so it cannot push older backups out.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

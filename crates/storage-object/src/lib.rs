@@ -1,5 +1,19 @@
 //! Azure Blob and S3 storage targets of ibs, on the [`object_store`] crate.
 //!
+//! ```no_run
+//! use ibs_storage::{Location, ReadTargetExt};
+//! use ibs_storage_object::{ObjectOptions, ObjectTarget};
+//!
+//! # async fn demo() -> Result<(), ibs_storage::StorageError> {
+//! // AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY from the environment.
+//! let location = Location::parse("az://backups/lab")?;
+//! let target = ObjectTarget::from_location(&location, ObjectOptions::default())?;
+//! for object in target.list_all(&ibs_storage::ObjectPath::root()).await? {
+//!     println!("{} {}", object.path, object.size);
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! [`ObjectTarget`] implements the whole [`StorageTarget`] trait over any
 //! [`ObjectStore`]; [`ObjectTarget::from_location`] builds one for an
 //! `az://container/prefix` or `s3://bucket/prefix` [`Location`], configured
@@ -58,22 +72,6 @@
 //! ([`ObjectOptions::max_retries`]) and time ([`ObjectOptions::retry_timeout`]);
 //! each operation is also bounded as a whole ([`ObjectOptions::timeout`]).
 //! Credentials never appear in errors or `Debug` output.
-//!
-//! # Example
-//!
-//! ```no_run
-//! use ibs_storage::{Location, ReadTargetExt};
-//! use ibs_storage_object::{ObjectOptions, ObjectTarget};
-//!
-//! # async fn demo() -> Result<(), ibs_storage::StorageError> {
-//! // AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY from the environment.
-//! let location = Location::parse("az://backups/lab")?;
-//! let target = ObjectTarget::from_location(&location, ObjectOptions::default())?;
-//! for object in target.list_all(&ibs_storage::ObjectPath::root()).await? {
-//!     println!("{} {}", object.path, object.size);
-//! }
-//! # Ok(()) }
-//! ```
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -166,6 +166,8 @@ fn upload(
     let mut buf = BytesMut::with_capacity(chunk);
     // The error of a write that was acknowledged to the caller before it ran.
     let mut failed: Option<StorageError> = None;
+    // Whether a failure has been reported: every later write or commit fails.
+    let mut broken = false;
     // A piece's failure says how long the piece had (libsmbclient's own
     // timeout may take longer than the limit it was given).
     let write_err = |e: std::io::Error, bytes: usize, since: Instant| {
@@ -184,11 +186,24 @@ fn upload(
         };
         match cmd {
             Cmd::Write(bytes, reply) => {
+                // After a failed piece the upload is broken, but the thread
+                // stays until the caller commits, aborts or drops it: its
+                // abort then removes the temporary file within its own bound
+                // (an abort that raced a thread that had already gone would
+                // say "upload thread ended" and leave the file).
                 if let Some(e) = failed.take() {
+                    broken = true;
                     let _ = reply.send(Err(e));
-                    drop(file);
-                    let _ = client.unlink(&temp_smb);
-                    return;
+                    continue;
+                }
+                if broken {
+                    let _ = reply.send(Err(StorageError::new(
+                        ErrorKind::Other,
+                        "cannot write",
+                        path.as_str(),
+                        "an earlier write of this upload failed",
+                    )));
+                    continue;
                 }
                 buf.extend_from_slice(&bytes);
                 if buf.len() < chunk {
@@ -216,6 +231,12 @@ fn upload(
             Cmd::Commit(reply) => {
                 let mut result = match failed.take() {
                     Some(e) => Err(e),
+                    None if broken => Err(StorageError::new(
+                        ErrorKind::Other,
+                        "cannot commit",
+                        path.as_str(),
+                        "an earlier write of this upload failed",
+                    )),
                     None => {
                         let since = Instant::now();
                         file.write_all(&buf).map_err(|e| write_err(e, buf.len(), since))

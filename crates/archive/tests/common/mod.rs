@@ -132,14 +132,24 @@ pub fn read_in_stages(bytes: &[u8], identity: &Identity) -> Result<Vec<Vec<u8>>,
     block_on(async {
         ibs_archive::inspect(&bytes.to_vec())
             .await
-            .map_err(|e| ("inspect", e))?;
+            .map_err(|e| ("inspect", ibs_archive::Error::from(e)))?;
         let r = ibs_archive::ArchiveReader::open(bytes.to_vec(), &[identity])
             .await
-            .map_err(|e| ("open", e))?;
-        r.verify(None).await.map_err(|e| ("verify", e))?;
+            .map_err(|e| ("open", ibs_archive::Error::from(e)))?;
+        r.verify(None)
+            .await
+            .map_err(|e| ("verify", ibs_archive::Error::from(e)))?;
         let mut out = Vec::new();
-        for e in r.load_entries().await.map_err(|e| ("verify", e))? {
-            out.push(r.read_entry(&e).await.map_err(|e| ("verify", e))?);
+        for e in r
+            .load_entries()
+            .await
+            .map_err(|e| ("verify", ibs_archive::Error::from(e)))?
+        {
+            out.push(
+                r.read_entry(&e)
+                    .await
+                    .map_err(|e| ("verify", ibs_archive::Error::from(e)))?,
+            );
         }
         Ok(out)
     })

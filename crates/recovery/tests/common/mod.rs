@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ibs_archive::format::{ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, HeaderFields};
-use ibs_archive::{ArchiveId, ArchiveWriter, Entry, EntryMeta, Footer, Header, Index, WriterOptions};
+use ibs_archive::fuzzing::format::{ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, HeaderFields, Index};
+use ibs_archive::{ArchiveId, ArchiveWriter, Entry, EntryMeta, Footer, Header, WriterOptions};
 use ibs_envelope::{Certificate, FileKey};
 use ibs_repository::{BackupId, CommitDetails, InstanceLayout, RepositoryError, commit_backup};
 use ibs_storage::{LocalTarget, StorageTarget};
