@@ -8,7 +8,7 @@
 //! always refused: old software does not understand new data.
 //!
 //! How far apart two releases are: if the rule knows the release history
-//! ([`VersionRule::with_history`], oldest first), the number of releases
+//! ([`VersionRule::history`], oldest first), the number of releases
 //! between them in that list; otherwise, within one major version, the
 //! difference of the minor numbers (`1.4` → `1.5` is one release). Releases of
 //! different major versions without a history are too far apart.
@@ -42,7 +42,7 @@ impl VersionRule {
     }
 
     /// The release history, oldest first, used to count releases.
-    pub fn with_history(mut self, releases: impl IntoIterator<Item = Release>) -> Self {
+    pub fn history(mut self, releases: impl IntoIterator<Item = Release>) -> Self {
         self.history = releases.into_iter().collect();
         self.history.sort();
         self.history.dedup();

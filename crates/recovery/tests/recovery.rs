@@ -390,7 +390,7 @@ fn the_version_rule_at_its_edges() {
         );
     }
     // With a release history, releases are counted in it.
-    let history = VersionRule::default().with_history([Release(1, 2406), Release(1, 2408), Release(1, 2411)]);
+    let history = VersionRule::default().history([Release(1, 2406), Release(1, 2408), Release(1, 2411)]);
     history.check(&backup, &v("1.2411.1")).unwrap();
     assert!(history.check(&v("1.2406.0"), &v("1.2411.0")).is_err());
     assert!(

@@ -145,14 +145,14 @@ impl Policy {
 
     /// How long an incomplete backup may still be being written before it is
     /// garbage (default: one backup interval).
-    pub fn with_incomplete_grace(mut self, secs: u32) -> Self {
+    pub fn incomplete_grace(mut self, secs: u32) -> Self {
         self.incomplete_grace_secs = i64::from(secs);
         self
     }
 
     /// How far in the future a creation time may be before it is treated as
     /// clock skew (default 5 minutes).
-    pub fn with_clock_skew_tolerance(mut self, secs: u32) -> Self {
+    pub fn clock_skew_tolerance(mut self, secs: u32) -> Self {
         self.clock_skew_secs = i64::from(secs);
         self
     }

@@ -315,7 +315,7 @@ fn arb_catalogue() -> impl Strategy<Value = Vec<BackupRecord>> {
 }
 
 fn arb_policy() -> impl Strategy<Value = Policy> {
-    (4u32..=12, 2u32..=14, 0u32..(48 * 3600)).prop_map(|(i, d, g)| Policy::new(i, d).unwrap().with_incomplete_grace(g))
+    (4u32..=12, 2u32..=14, 0u32..(48 * 3600)).prop_map(|(i, d, g)| Policy::new(i, d).unwrap().incomplete_grace(g))
 }
 
 fn arb_capacity() -> impl Strategy<Value = CapacityFacts> {
