@@ -1238,17 +1238,22 @@ fn open_frames(
     std::thread::scope(|scope| {
         let handles: Vec<_> = rest
             .into_iter()
-            .map(|part| scope.spawn(move || open(part, &mut decompressor()?)))
+            .map(|part| {
+                // A thread the system cannot start is an error, not a panic.
+                std::thread::Builder::new()
+                    .name("ibs-open".into())
+                    .spawn_scoped(scope, move || open(part, &mut decompressor()?))
+            })
             .collect();
         let first = open(first, dec);
         // Every worker is joined, also when a part failed: `scope` alone
         // waits only for the workers' closures, then detaches them, so
         // they could still be exiting (running thread-local destructors)
         // after this returned. A fuzzer's leak check saw exactly that.
-        let parts: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        let parts: Vec<_> = handles.into_iter().map(|h| h.map(|h| h.join())).collect();
         let mut out = first?;
         for part in parts {
-            out.extend(part.map_err(|_| Error::WorkerLost)??);
+            out.extend(part.map_err(Error::WorkerSpawn)?.map_err(|_| Error::WorkerLost)??);
         }
         Ok(out)
     })

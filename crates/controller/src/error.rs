@@ -200,6 +200,7 @@ impl From<ibs_repository::RepositoryError> for ControllerError {
     fn from(e: ibs_repository::RepositoryError) -> Self {
         match e {
             ibs_repository::RepositoryError::Storage(e) => ControllerError::Storage(e),
+            ibs_repository::RepositoryError::Random(e) => ControllerError::Random(e),
             other => ControllerError::Repository(other),
         }
     }

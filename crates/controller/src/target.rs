@@ -102,8 +102,10 @@ fn open_object(location: &Location, _: &Access) -> Result<Arc<dyn StorageTarget>
 
 #[cfg(any(not(feature = "smb"), not(feature = "object-store")))]
 fn not_compiled_in(location: &Location, what: &str, feature: &str) -> ControllerError {
+    // Not "location": that setting's failures are reported as a path that
+    // cannot be resolved, and this one is about the build, not the path.
     ControllerError::InvalidSetting {
-        setting: "location",
+        setting: "backend",
         reason: format!("{location}: this build has no {what} support (feature `{feature}`)"),
     }
 }
@@ -134,7 +136,7 @@ mod tests {
     #[test]
     fn an_smb_share_without_the_smb_feature_is_a_settings_error_naming_it() {
         let (setting, reason) = setting_of(r"\\fs\share", &Access::Default);
-        assert_eq!(setting, "location");
+        assert_eq!(setting, "backend");
         assert!(reason.contains("feature `smb`"), "{reason}");
     }
 
@@ -142,7 +144,7 @@ mod tests {
     #[test]
     fn an_object_store_without_its_feature_is_a_settings_error_naming_it() {
         let (setting, reason) = setting_of("s3://bucket/x", &Access::Default);
-        assert_eq!(setting, "location");
+        assert_eq!(setting, "backend");
         assert!(reason.contains("feature `object-store`"), "{reason}");
     }
 

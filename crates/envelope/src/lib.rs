@@ -53,7 +53,7 @@
 //! oracle that decrypts attacker-chosen ciphertexts many times and reports
 //! timing; here RSA decryption happens only offline, during recovery, on
 //! stanzas read from the operator's own share, and never as a network service.
-//! Decryption uses blinding ([`rsa::RsaPrivateKey::decrypt_blinded`]).
+//! Decryption uses blinding (the `rsa` crate's `RsaPrivateKey::decrypt_blinded`).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

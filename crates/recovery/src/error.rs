@@ -176,6 +176,8 @@ impl From<ibs_repository::RepositoryError> for RecoveryError {
             R::Manifest { line, reason } => RecoveryError::Manifest { line, reason },
             R::NotComplete { id, state, problem } => RecoveryError::NotRestorable { id, state, problem },
             R::IntegrityMismatch { id, found, expected } => RecoveryError::IntegrityMismatch { id, found, expected },
+            R::Random(e) => RecoveryError::Random(e),
+            R::InvalidInput(reason) => RecoveryError::Usage(reason),
             other => RecoveryError::Repository(other),
         }
     }

@@ -265,6 +265,15 @@ async fn classify(
             // The target failed while reading: that is the target's failure, not damage.
             return Err(RepositoryError::Storage(error));
         }
+        // Too few bytes from the target (kind Io) says nothing about the
+        // archive: a failure, not damage (damaged backups are the first
+        // retention deletes to free space).
+        Err(ibs_archive::ReadError::Archive(e)) if e.kind() == ibs_archive::ErrorKind::Io => {
+            return Err(RepositoryError::Archive {
+                id: id.to_string(),
+                source: e,
+            });
+        }
         Err(ibs_archive::ReadError::Archive(e)) => return damaged(info, format!("archive: {e}")),
     }
     info.state = BackupState::Complete;

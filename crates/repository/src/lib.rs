@@ -1,18 +1,5 @@
 //! Where ibs backups sit at a location, and the one way to commit one.
 //!
-//! This crate owns the on-share layout that the controller (the writer) and
-//! the recovery reader share, so neither depends on the other:
-//!
-//! * [`InstanceLayout`]: `<fqdn>/<region>/MASBackup`, one instance's folder
-//!   beside the OEM tools'; [`BackupId`] and [`BackupPaths`]: one folder per
-//!   backup, holding the archive and the manifest (drawn below).
-//! * [`Manifest`]: the commit marker, readable without a key.
-//! * [`begin_backup`] / [`BackupUpload::commit`] / [`commit_backup`]: the
-//!   commit sequence — archive first, manifest last, then read back.
-//! * [`catalogue`]: every backup of an instance with its [`BackupState`]
-//!   (complete, incomplete, damaged), without any key; [`check_integrity`]:
-//!   the whole archive against its manifest, still without a key.
-//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -51,6 +38,20 @@
 //! check_integrity(&target, &found.backups[0]).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! This crate owns the on-share layout that the controller (the writer) and
+//! the recovery reader share, so neither depends on the other:
+//!
+//! * [`InstanceLayout`]: `<fqdn>/<region>/MASBackup`, one instance's folder
+//!   beside the OEM tools'; [`BackupId`] and [`BackupPaths`]: one folder per
+//!   backup, holding the archive and the manifest (drawn below).
+//! * [`Manifest`]: the commit marker, readable without a key.
+//! * [`begin_backup`] / [`BackupUpload::commit`] / [`commit_backup`]: the
+//!   commit sequence — archive first, manifest last, then read back.
+//! * [`catalogue`]: every backup of an instance with its [`BackupState`]
+//!   (complete, incomplete, damaged), without any key; [`check_integrity`]:
+//!   the whole archive against its manifest, still without a key.
+//!
 
 //! # The layout
 //!

@@ -61,7 +61,7 @@
 //! 2. Incomplete backups older than the grace period are garbage and go first;
 //!    one younger than that may still be being written and is kept.
 //! 3. Backups older than the retention period are deleted; to free space,
-//!    unreadable backups go next, then complete backups older than the
+//!    damaged backups go next, then complete backups older than the
 //!    protected one, oldest first, only as many as needed.
 //! 4. Only backups inside this instance's `MASBackup` folder can be in a plan:
 //!    OEM folders and other instances' folders are never candidates.
@@ -379,7 +379,7 @@ pub fn plan(
             delete(&mut out, r, Reason::Expired);
         }
     }
-    // 3. Free space for the next backup: unreadable first, then complete, oldest first.
+    // 3. Free space for the next backup: damaged first, then complete, oldest first.
     let needed = capacity.next_backup_bytes.or(newest_complete.map(|r| r.size));
     if let (Some(free), Some(needed)) = (capacity.free_bytes, needed) {
         // Complete candidates are older than the protected backup (it is the newest complete one).

@@ -233,7 +233,8 @@ impl ReadTarget for SmbTarget {
                         if name == "." || name == ".." {
                             continue;
                         }
-                        let child = dir.child(name)?;
+                        // A name that cannot be an object path is not one ibs wrote.
+                        let Ok(child) = dir.child(name) else { continue };
                         match e.get_type() {
                             SmbDirentType::Dir => todo.push(child),
                             SmbDirentType::File => out.push(ObjectMeta {

@@ -202,7 +202,8 @@ fn upload(
                         "cannot write",
                         path.as_str(),
                         "an earlier write of this upload failed",
-                    )));
+                    )
+                    .with_retryable(false)));
                     continue;
                 }
                 buf.extend_from_slice(&bytes);
@@ -236,7 +237,8 @@ fn upload(
                         "cannot commit",
                         path.as_str(),
                         "an earlier write of this upload failed",
-                    )),
+                    )
+                    .with_retryable(false)),
                     None => {
                         let since = Instant::now();
                         file.write_all(&buf).map_err(|e| write_err(e, buf.len(), since))

@@ -1,24 +1,5 @@
 //! Where ibs backups are stored, and how storage failures reach an operator.
 //!
-//! * [`ReadTarget`] and [`StorageTarget`]: small object-safe async traits —
-//!   the read half (range reads, listing, capacity), all a recovery tool
-//!   needs, and the writes on top (streaming put with an atomic commit,
-//!   delete, folders) — with helpers in [`ReadTargetExt`] and [`StorageTargetExt`].
-//! * [`StorageError`] and its [`ErrorKind`]: every failure of every backend is
-//!   exactly one of five classes — out of capacity, connectivity, path not
-//!   found, authentication, other — or one of two outcomes of the request
-//!   itself — already exists, invalid input — each with an operator-facing
-//!   [`Alert`] (title, what happened, remediation in the failing backend's
-//!   words: [`Remediation`]) and a retry hint.
-//! * [`Location`], [`ObjectPath`]: UNC / `smb://` / local / object-store
-//!   locations, and the paths inside them (where backups sit at a location
-//!   is `ibs-repository`'s business).
-//! * Backends: [`LocalTarget`] (a directory), [`MemoryTarget`] (for tests), and
-//!   [`FaultyTarget`], which wraps any target and injects faults.
-//! * `conformance` (a public module behind the feature of that name): the scenarios every backend passes.
-//!
-//! # Example
-//!
 //! ```
 //! use bytes::Bytes;
 //! use ibs_storage::{CommitMode, ErrorKind, LocalTarget, ObjectPath, ReadTarget, ReadTargetExt, StorageTarget};
@@ -41,6 +22,23 @@
 //! println!("{}: {}", err.alert().title, err.alert().remediation);
 //! # Ok(()) }
 //! ```
+//!
+//! * [`ReadTarget`] and [`StorageTarget`]: small object-safe async traits —
+//!   the read half (range reads, listing, capacity), all a recovery tool
+//!   needs, and the writes on top (streaming put with an atomic commit,
+//!   delete, folders) — with helpers in [`ReadTargetExt`] and [`StorageTargetExt`].
+//! * [`StorageError`] and its [`ErrorKind`]: every failure of every backend is
+//!   exactly one of five classes — out of capacity, connectivity, path not
+//!   found, authentication, other — or one of two outcomes of the request
+//!   itself — already exists, invalid input — each with an operator-facing
+//!   [`Alert`] (title, what happened, remediation in the failing backend's
+//!   words: [`Remediation`]) and a retry hint.
+//! * [`Location`], [`ObjectPath`]: UNC / `smb://` / local / object-store
+//!   locations, and the paths inside them (where backups sit at a location
+//!   is `ibs-repository`'s business).
+//! * Backends: [`LocalTarget`] (a directory), [`MemoryTarget`] (for tests), and
+//!   [`FaultyTarget`], which wraps any target and injects faults.
+//! * `conformance` (a public module behind the feature of that name): the scenarios every backend passes.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

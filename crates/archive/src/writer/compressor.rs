@@ -34,9 +34,8 @@ pub const FAST_SLACK_PER_MILLE: usize = 10;
 ///   compressed at `FAST_LEVEL`, which is about twice as fast. Data whose
 ///   redundancy is mostly in its symbols (GUIDs, base64 secrets, generated
 ///   JSON) compresses as small or smaller at level 1, so the configured level
-///   is spent only where its deeper match search pays (measured on the
-///   benchmark corpora: infrastructure state the same size, 2.1× less
-///   compression time; files from `/usr` 1.5 % larger, 18 % less time).
+///   is spent only where its deeper match search pays (the benchmark
+///   corpora's figures are in `benches/RESULTS.md`).
 ///
 /// The format is unchanged: a reader cannot tell which level wrote a chunk.
 pub struct FrameCompressor {
