@@ -1,80 +1,32 @@
 //! `ibs`: the infrastructure backup command.
 //!
 //! ```text
-//! ibs keygen  --out DIR [--name NAME] [--bits 2048|3072|4096] [--password-file F [--allow-empty-password]]
-//!             [--legacy-pfx]
-//! ibs keygen  --signing --out DIR [--name NAME]
-//! ibs backup  --location LOC --cert FILE [--cert FILE]... [--source NAME=DIR]... [--exclude GLOB]... [--fqdn F] [--region R]
-//!             [--credentials-file F] [--producer-version V] [--keep-days N] [--sign KEY] [--xattrs]
-//! ibs list    --location LOC [--fqdn F] [--region R] [--credentials-file F]
-//! ibs check   --location LOC [--backup ID | --all] [--trust-signer PUB]... [--allow-unsigned]
-//! ibs verify  --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F
-//!             [--trust-signer PUB]... [--allow-unsigned] [--not-before ID]
-//! ibs restore --location LOC [--backup ID] --pfx FILE [--pfx FILE]... --password-file F --to DIR [--source NAME]...
-//!             [--overwrite] [--no-owner] [--trust-signer PUB]... [--allow-unsigned] [--not-before ID]
-//! ibs prune   --location LOC [--keep-days N] [--dry-run]
+//! ibs keygen      make the operator's certificate and key, or (--signing) the controller's signing key
+//! ibs backup      one full backup of the sources, encrypted to the certificates, then retention
+//! ibs list        the backups at a location and their state (no key)
+//! ibs status      newest complete backup and its age, sizes, problems; exit 1 when overdue (no key)
+//! ibs check       every backup's archive against its manifest, header and footer, signature (no key)
+//! ibs verify      the whole backup decrypted and checked with the operator's key
+//! ibs restore     a backup back into a folder, all or nothing
+//! ibs prune       retention now
+//! ibs completions a shell completion script
 //! ```
 //!
-//! `LOC` is `\\host\share\folder`, `smb://host[:port]/share/folder`,
-//! `az://container/prefix` (Azure Blob), `s3://bucket/prefix` (S3) or a local
-//! directory. Object-store credentials and endpoints come from the variables
-//! the `object_store` crate reads (`AZURE_STORAGE_ACCOUNT_NAME`,
-//! `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_ENDPOINT`, `AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, …). SMB credentials come from `--credentials-file` (smbclient's
-//! authentication-file format: `username = …`, `password = …`, `domain = …`) or
-//! the environment (`IBS_SMB_USERNAME`, `IBS_SMB_PASSWORD`, `IBS_SMB_DOMAIN`),
-//! never from the command line: a `LOC` with `user@` or `user:password@` in it
-//! is refused (exit 2) and the message does not repeat them. Exit status: 0
-//! success, 1 failure (the alert's text on stderr), 2 usage error.
+//! `ibs help COMMAND` shows each command's flags and examples (the same
+//! definitions make the manual pages: `scripts/man.sh`). How it is built:
+//! [`args`] is what the command line says (clap); each verb in
+//! [`commands`] checks what clap could not, does its work and returns its
+//! `--json` document ([`common::Done`], fields in `docs/cli-json.md`);
+//! [`report`] reports every failure the same way (text or JSON on stderr,
+//! with its kind, storage class, alert and remediation); [`progress`] draws
+//! on a terminal and sets up logging.
 //!
-//! `keygen` writes `NAME.cer`, `NAME.pfx` and, unless `--password-file` gives
-//! the password, a generated `NAME.password` (mode 0600), all inside `--out`.
-//! It checks every argument first and writes nothing when one is wrong: a
-//! `--name` that is not a plain file name (a path separator, `.`, `..` or a
-//! leading `..`, NUL, empty), `--bits` other than 2048/3072/4096, an empty
-//! password file (refused unless `--allow-empty-password` says an empty
-//! password is meant), or an output file that already exists (keys are never
-//! overwritten). If writing fails midway, the files this run wrote are removed.
-//!
-//! `keygen --signing` makes the controller's Ed25519 signing key instead:
-//! `NAME.sign.key` (PKCS#8 PEM, mode 0600, for the controller) and
-//! `NAME.sign.pub` (the public key, for recovery to check who wrote a
-//! backup), and prints the key's fingerprint. Both are PEM as OpenSSL writes
-//! them (`openssl pkey -in NAME.sign.key -pubout` prints `NAME.sign.pub`).
-//! The same rules hold: `--name` a plain file name (default `backup-signing`),
-//! never an overwrite, nothing left behind on a failure. `--bits`,
-//! `--password-file`, `--allow-empty-password` and `--legacy-pfx` do not apply
-//! to it (usage error).
-//!
-//! `backup --sign NAME.sign.key` signs the backup with the controller's
-//! key; `verify` and `restore` with `--trust-signer NAME.sign.pub`
-//! (repeatable: old and new keys during a rotation) refuse a backup that is
-//! unsigned, signed by another key, or whose signature fails, naming the
-//! signer found; `--allow-unsigned` accepts unsigned backups (every backup of
-//! format version 1) and says so. Without `--trust-signer` they work, and say
-//! that who wrote the backup was not checked. `list` shows each backup's
-//! signer fingerprint (as its header claims it; `verify` checks it).
-//! `--not-before ID` (a backup id, or its time part `YYYYMMDDTHHMMSSZ`)
-//! refuses a backup created before that time — by its creation time as the
-//! authenticated (and signed) header records it — against an attacker who
-//! replays an older genuine backup; `verify` and `restore` print the
-//! creation time of what they opened.
-//!
-//! `restore` gives back files, folders, symbolic links (never followed),
-//! hard links, modes, modification times, sparse holes and extended
-//! attributes; owners too when run as root (`--no-owner` skips them), and
-//! then setuid/setgid bits — without owners those bits are dropped. What it
-//! could not apply is said once, not per file.
-//!
-//! `backup --xattrs` also records extended attributes (off by default).
-//!
-//! `backup` on a live system: a file deleted during the backup is skipped and
-//! one that keeps changing is captured as last read; the backup still
-//! succeeds (exit 0) and prints one `warning:` line per item on stderr.
-//! `--exclude GLOB` (repeatable) takes gitignore-style patterns (`**/*.tmp`,
-//! `cache/`, `/logs`), matched relative to each source's folder. A local
-//! location inside a source is left out of that source's backups; a source
-//! inside the location's `MASBackup` folder is a usage error.
+//! Credentials never come from the command line: SMB's from
+//! `--credentials-file` or `IBS_SMB_*`, Azure's and S3's from their
+//! variables; a location with `user:password@` in it is refused (exit 2)
+//! without repeating them. Exit status: 0 success (warnings allowed), 1
+//! failure (or, for `status`, `check` and `prune`, something needs
+//! attention), 2 usage error.
 
 use std::process::ExitCode;
 
@@ -95,8 +47,18 @@ use report::{Failure, Kind};
 const BLOCKING_THREADS: usize = 2;
 
 fn main() -> ExitCode {
-    // Help and version to stdout with exit 0; a usage error to stderr with exit 2.
-    let cli = Cli::parse();
+    // Help and version to stdout with exit 0; a usage error to stderr with
+    // exit 2 (as JSON when `--json` is among the arguments).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
+            let text = e.render().to_string();
+            let failure = Failure::new(Kind::Usage, text.trim_end().trim_start_matches("error: "));
+            report::print_failure(&failure, true);
+            return ExitCode::from(failure.exit_code());
+        }
+        Err(e) => e.exit(),
+    };
     let ctx = Ctx::new(cli.global.json, cli.global.quiet);
     progress::init_logging(cli.global.verbose);
     let result = run(cli.command, &ctx);
