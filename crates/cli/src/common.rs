@@ -124,7 +124,16 @@ pub fn access(at: &LocationArgs) -> Result<Access, Failure> {
             .map_err(|e| usage(format!("--credentials-file {}: {e}", f.display())))?;
         return Ok(Access::Smb(credentials));
     }
-    Ok(SmbCredentials::from_env().map_or(Access::Default, Access::Smb))
+    match SmbCredentials::from_env() {
+        Some(credentials) => Ok(Access::Smb(credentials)),
+        // One rule for every verb, before anything is tried.
+        None if matches!(location(at)?, Location::Smb { .. }) => Err(usage(
+            "an SMB location needs a user name and a password (the domain is optional): give --credentials-file \
+             FILE (smbclient's format: username = …, password = …, domain = …) or set IBS_SMB_USERNAME and \
+             IBS_SMB_PASSWORD (and IBS_SMB_DOMAIN)",
+        )),
+        None => Ok(Access::Default),
+    }
 }
 
 /// The parsed `--location`. A malformed one is a usage error (exit 2); one

@@ -554,3 +554,51 @@ fn man_pages_are_written_from_the_same_definitions() {
     let backup = std::fs::read_to_string(dir.path().join("ibs-backup.1")).unwrap();
     assert!(backup.contains("keep\\-days"), "{backup}");
 }
+
+#[test]
+fn an_smb_location_without_credentials_is_one_usage_error_for_every_verb() {
+    let t = setup();
+    let keys = IBS.keygen(&t.keys, "ops");
+    let loc = "smb://127.0.0.1/share/folder";
+    let srcs = sources();
+    let mut backup = vec!["backup", "--location", loc, "--cert", s(&keys.cer)];
+    for src in &srcs {
+        backup.extend(["--source", src.as_str()]);
+    }
+    let restore = [
+        "restore",
+        "--location",
+        loc,
+        "--pfx",
+        s(&keys.pfx),
+        "--password-file",
+        s(&keys.password),
+        "--to",
+        "/nonexistent",
+    ];
+    for args in [
+        &backup[..],
+        &["list", "--location", loc],
+        &["status", "--location", loc],
+        &["check", "--location", loc],
+        &["prune", "--location", loc],
+        &restore,
+    ] {
+        let out = IBS
+            .command()
+            .args(args)
+            .env_remove("IBS_SMB_USERNAME")
+            .env_remove("IBS_SMB_PASSWORD")
+            .env_remove("IBS_SMB_DOMAIN")
+            .output()
+            .unwrap();
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("needs a user name and a password (the domain is optional)")
+                && stderr.contains("--credentials-file")
+                && stderr.contains("IBS_SMB_USERNAME"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
