@@ -140,7 +140,7 @@ impl Header {
     }
 
     /// Decodes a whole header (exactly [`Header::peek_len`] bytes). Checks its
-    /// structure but not its MAC, which needs the key ([`Header::unlock`]).
+    /// structure but not its MAC, which needs the key (`ArchiveReader::open` checks it).
     pub fn decode(bytes: &[u8]) -> Result<Header> {
         let len = Header::peek_len(bytes)?;
         if bytes.len() != len {
@@ -287,7 +287,7 @@ impl Header {
         self.unlock_with(&file_key)
     }
 
-    /// Like [`Header::unlock`], with the file key already in hand.
+    /// Like `Header::unlock`, with the file key already in hand.
     pub(crate) fn unlock_with(&self, file_key: &FileKey) -> Result<ArchiveKeys> {
         let keys = ArchiveKeys::derive(file_key, &self.fields.salt);
         keys.verify_commitment(&self.fields.commitment)?;
