@@ -4,7 +4,8 @@
 //! `fsync`ed, then renamed into place (with `RENAME_NOREPLACE` on Linux for
 //! [`CommitMode::CreateNew`]) and the folder is `fsync`ed, so an object is
 //! either absent or complete and durable. Errors are mapped by errno
-//! ([`crate::classify_io`]).
+//! ([`crate::classify_io`]), except that a permission failure is
+//! [`ErrorKind::PermissionDenied`] naming the folder and the user running ibs.
 
 use std::fmt;
 use std::ops::Range;
@@ -26,6 +27,12 @@ use crate::{
 const MAX_LIST_DEPTH: usize = 32;
 
 /// A local directory as a storage target.
+///
+/// A folder the user running ibs may not read, write or delete in (owner,
+/// mode, ACLs, an immutable folder, a read-only mount) gives
+/// [`ErrorKind::PermissionDenied`], whose text names the folder and the
+/// user's uid: no credentials are involved, so it is not
+/// [`ErrorKind::Authentication`].
 #[derive(Debug, Clone)]
 pub struct LocalTarget {
     root: PathBuf,
