@@ -85,9 +85,10 @@ static LOCAL: Remediation = Remediation {
         (NFS, SMB) or disk is up and mounted, then retry the backup.",
     path_not_found: "Check that the directory exists and is mounted on this system (a missing mount leaves \
         an empty or missing folder), then update the backup storage path in the backup settings.",
-    // Permission failures are `PermissionDenied`, worded by its alert; this
-    // is for an authentication failure of the file system under the folder
-    // (an expired Kerberos ticket of an NFS or SMB mount).
+    // The operating system's permission errors become `PermissionDenied`
+    // (worded by its alert, naming the folder); this is for an
+    // authentication error made for this target by a wrapper (fault
+    // injection).
     authentication: "Check that the user running ibs may read, write and delete in the directory (owner, \
         permissions, ACLs), and that the credentials of its network mount are valid.",
 };
