@@ -215,10 +215,10 @@ impl Certificate {
         if bytes.first() == Some(&0x30) {
             return Ok(vec![Self::from_der(bytes)?]);
         }
-        if let Some(what) = pem_private_key_kind(bytes) {
-            if find(bytes, b"-----BEGIN CERTIFICATE-----").is_none() {
-                return Err(Error::PrivateKeyNotCertificate { what });
-            }
+        if let Some(what) = pem_private_key_kind(bytes)
+            && find(bytes, b"-----BEGIN CERTIFICATE-----").is_none()
+        {
+            return Err(Error::PrivateKeyNotCertificate { what });
         }
         let blocks = pem_certificates_to_der(bytes)?;
         blocks

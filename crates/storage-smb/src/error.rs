@@ -61,27 +61,34 @@ impl Inner {
         // ourselves before classifying. Only after a failure, never before
         // connecting: libsmbclient also resolves NetBIOS names, which the
         // system's resolver may not.
-        let timed_out = io.kind() == std::io::ErrorKind::TimedOut;
-        if matches!(
-            kind,
-            ErrorKind::Other | ErrorKind::PathNotFound | ErrorKind::Connectivity
-        ) && !timed_out
+        // A missing file on a share that answers is the common case: look
+        // the name up only when the share's root cannot be found either.
+        let suspect = match kind {
+            ErrorKind::Other => true,
+            ErrorKind::Connectivity => io.kind() != std::io::ErrorKind::TimedOut,
+            ErrorKind::PathNotFound => self
+                .probe_root()
+                .is_some_and(|root| classify_io(&root) == ErrorKind::PathNotFound),
+            _ => false,
+        };
+        if let Some(lookup) = suspect
+            .then(|| unresolvable(&self.config.host, self.config.port))
+            .flatten()
         {
-            if let Some(lookup) = unresolvable(&self.config.host, self.config.port) {
-                return StorageError::new(
-                    ErrorKind::PathNotFound,
-                    what,
-                    shown,
-                    format!(
-                        "the file server name {:?} cannot be resolved ({lookup}), so the file share path {} cannot be resolved",
-                        self.config.host,
-                        self.config.display()
-                    ),
-                )
-                .with_source(io)
-                .with_retryable(is_temporary(&lookup))
-                .with_remediation(&SMB);
-            }
+            return StorageError::new(
+                ErrorKind::PathNotFound,
+                what,
+                shown,
+                format!(
+                    "the file server name {:?} cannot be resolved ({lookup}), so the file share path {} \
+                     cannot be resolved",
+                    self.config.host,
+                    self.config.display()
+                ),
+            )
+            .with_source(io)
+            .with_retryable(is_temporary(&lookup))
+            .with_remediation(&SMB);
         }
         let detail = match kind {
             ErrorKind::PathNotFound => match self.probe_root() {
