@@ -278,7 +278,14 @@ pub async fn open(args: &OpenArgs, choice: &Choice, ctx: &Ctx) -> Result<Opened,
     // the number of backups.
     let (backup, info) = loop {
         let info = r.choose(&cat, choice)?.clone();
-        for (newer, why) in r.skipped_newer(&cat, &info) {
+        // Only the newest restorable one passes over newer backups: one
+        // chosen by --backup ID (or the newest, for verify) skips none.
+        let passed_over = if *choice == Choice::Newest {
+            r.skipped_newer(&cat, &info)
+        } else {
+            Vec::new()
+        };
+        for (newer, why) in passed_over {
             ctx.warn(format!("skipping the newer backup {}: {why}", newer.id));
             skipped.push((newer.id.to_string(), why.to_string()));
         }

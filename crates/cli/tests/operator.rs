@@ -553,6 +553,57 @@ fn man_pages_are_written_from_the_same_definitions() {
     }
     let backup = std::fs::read_to_string(dir.path().join("ibs-backup.1")).unwrap();
     assert!(backup.contains("keep\\-days"), "{backup}");
+    // The synopsis says what to type (`ibs backup`, not the page's name
+    // `ibs-backup`), and the flags every verb takes are on every page.
+    assert!(backup.contains("ibs backup"), "{backup}");
+    assert!(
+        backup.contains("\\-\\-json") && backup.contains("\\-\\-quiet"),
+        "{backup}"
+    );
+    assert!(!dir.path().join("ibs-help.1").exists());
+}
+
+#[test]
+fn completions_and_man_with_json_print_no_document_after_the_script() {
+    let out = IBS.run(&["completions", "bash", "--json"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.trim_end().ends_with("fi") && !stdout.contains("null"),
+        "{stdout}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, _) = IBS.ok(&["man", "--out", s(dir.path()), "--json"]);
+    assert!(stdout.is_empty(), "{stdout}");
+}
+
+#[test]
+fn a_backup_chosen_by_id_passes_over_no_newer_backup() {
+    let t = setup();
+    let keys = IBS.keygen(&t.keys, "ops");
+    let srcs = sources();
+    IBS.ok(&backup_args(&t.share, &keys.cer, &srcs));
+    IBS.ok(&backup_args(&t.share, &keys.cer, &srcs));
+    let folders = backup_folders(&t.share);
+    let older = folders[0].file_name().unwrap().to_str().unwrap().to_owned();
+    // The newer one as a killed backup leaves it: no manifest.
+    std::fs::remove_file(folders[1].join("backup.manifest")).unwrap();
+    let loc = s(&t.share);
+    let key = ["--pfx", s(&keys.pfx), "--password-file", s(&keys.password)];
+    let mut args = vec!["verify", "--location", loc, "--backup", older.as_str()];
+    args.extend(key);
+    let doc = json_ok(&args);
+    assert_eq!(doc["skipped"], Value::Array(vec![]), "{doc}");
+    assert!(!doc["warnings"].to_string().contains("skipping"), "{doc}");
+    let (_, stderr) = IBS.ok(&args);
+    assert!(!stderr.contains("skipping"), "{stderr}");
+    // Restoring the newest restorable one does pass over the incomplete one.
+    let to = t.share.parent().unwrap().join("to");
+    let mut args = vec!["restore", "--location", loc, "--to", s(&to)];
+    args.extend(key);
+    let doc = json_ok(&args);
+    assert_eq!(doc["id"], older.as_str());
+    assert_eq!(doc["skipped"].as_array().unwrap().len(), 1, "{doc}");
 }
 
 #[test]
