@@ -72,7 +72,7 @@ fn main() -> ExitCode {
                     map.insert("warnings".to_owned(), serde_json::json!(ctx.take_warnings()));
                     map.insert("attention".to_owned(), serde_json::json!(done.attention));
                 }
-                println!("{doc}");
+                common::print_stdout(doc);
             } else {
                 for why in &done.attention {
                     eprintln!("ibs: {why}");

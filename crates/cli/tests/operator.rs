@@ -671,7 +671,7 @@ fn messages_an_operator_can_act_on() {
     // A .pfx given as --cert: says it is a PKCS#12 file and asks for the .cer.
     let out = IBS.run(&backup_args(&t.share, &keys.pfx, &srcs));
     let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("PKCS#12") && stderr.contains(".cer"), "{stderr}");
     assert!(!stderr.contains("UnexpectedTag"), "{stderr}");
     // A certificate whose key usage excludes encipherment: used, with a warning.
@@ -734,4 +734,51 @@ fn messages_an_operator_can_act_on() {
     assert!(err["error"]["message"].as_str().unwrap().contains("locked"), "{err}");
     let alert = err["error"]["alert"].to_string().to_lowercase();
     assert!(!alert.contains("password") && !alert.contains("domain"), "{alert}");
+}
+
+#[test]
+fn check_reports_in_its_document_and_a_closed_pipe_is_no_crash() {
+    let t = setup();
+    let keys = IBS.keygen(&t.keys, "ops");
+    let loc = s(&t.share);
+    // No backups: a document saying so, exit 1.
+    let (code, doc, stderr) = json(&["check", "--location", loc]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(doc["backups"], serde_json::json!([]));
+    assert!(doc["attention"][0].as_str().unwrap().contains("no backups"), "{doc}");
+    let srcs = sources();
+    for _ in 0..3 {
+        IBS.ok(&backup_args(&t.share, &keys.cer, &srcs));
+    }
+    // A malformed id is a usage error.
+    assert_eq!(
+        IBS.run(&["check", "--location", loc, "--backup", "nosuch"])
+            .status
+            .code(),
+        Some(2)
+    );
+    // A damaged backup named with --backup is checked and fails in the document.
+    let folder = backup_folders(&t.share)[0].clone();
+    let id = folder.file_name().unwrap().to_str().unwrap().to_owned();
+    std::fs::write(folder.join("backup.manifest"), b"truncated").unwrap();
+    let (code, doc, _) = json(&["check", "--location", loc, "--backup", &id]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        (doc["backups"][0]["id"].as_str(), doc["backups"][0]["result"].as_str()),
+        (Some(id.as_str()), Some("failed")),
+        "{doc}"
+    );
+    // A reader that stops early (`| head -1`) ends the output, not in a panic.
+    let script = format!(
+        "{} check --location {loc} | head -1 >/dev/null; echo \"${{PIPESTATUS[0]}}\"",
+        env!("CARGO_BIN_EXE_ibs")
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(stdout.trim(), "101", "{stderr}");
 }
