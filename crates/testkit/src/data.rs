@@ -13,6 +13,7 @@
 //! | JSON lines with hex ids (the benchmarks' corpus) | [`json_lines`] |
 //! | text a deeper zstd match search packs tighter | [`self_similar`] |
 //! | a large buffer, fast, with every byte value | [`multiplicative`] |
+//! | a tree of small JSON/XML state documents (the many-files benches) | [`infra_document`], [`write_infra_tree`] |
 //! | random choices in a property-style loop | [`Xorshift64`] |
 
 /// 2^64 / φ: spreads small seeds (0, 1, 2, …) over the whole state space.
@@ -142,6 +143,150 @@ pub fn multiplicative(len: usize, shift: u32) -> Vec<u8> {
         .collect()
 }
 
+const FIRST: [&str; 12] = [
+    "anna", "ben", "chen", "dana", "eli", "fatima", "goran", "hana", "ivan", "lena", "omar", "petra",
+];
+const LAST: [&str; 8] = ["meyer", "schmidt", "nowak", "rossi", "garcia", "tanaka", "kim", "silva"];
+const DEPTS: [&str; 6] = ["Finance", "Operations", "Engineering", "Sales", "Platform", "Security"];
+const ROLES: [&str; 5] = [
+    "Owner",
+    "Contributor",
+    "Reader",
+    "User Access Administrator",
+    "Network Contributor",
+];
+const REGIONS: [&str; 4] = ["westeurope", "northeurope", "eastus", "local"];
+
+fn pick<'a>(rng: &mut Xorshift64, from: &[&'a str]) -> &'a str {
+    from[rng.below(from.len() as u64) as usize]
+}
+
+fn guid(rng: &mut Xorshift64) -> String {
+    let (a, b) = (rng.next_u64(), rng.next_u64());
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+fn stamp(rng: &mut Xorshift64) -> String {
+    format!(
+        "2026-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        1 + rng.below(12),
+        1 + rng.below(28),
+        rng.below(24),
+        rng.below(60),
+        rng.below(60)
+    )
+}
+
+/// Document `i` of a tree of infrastructure state: its file name and bytes.
+/// Small JSON/XML documents (users, groups, role assignments, plans,
+/// subscriptions; 300 B to 1.5 KB) and, one in ten, a base64 secret, which
+/// compress together about 3–4× with zstd -3, like real exports. The same
+/// `(i, seed)` gives the same document on every machine.
+pub fn infra_document(i: u64, seed: u64) -> (String, Vec<u8>) {
+    let mut rng = Xorshift64::new(seed.wrapping_mul(1_000_003).wrapping_add(i));
+    let (name, body) = match i % 10 {
+        0..=2 => {
+            let (f, l) = (pick(&mut rng, &FIRST), pick(&mut rng, &LAST));
+            let groups: Vec<String> = (0..rng.below(5)).map(|_| format!("\"{}\"", guid(&mut rng))).collect();
+            let body = format!(
+                "{{\n  \"objectId\": \"{}\",\n  \"objectType\": \"User\",\n  \"userPrincipalName\": \"{f}.{l}{i}@contoso.com\",\n  \"displayName\": \"{f} {l}\",\n  \"department\": \"{}\",\n  \"accountEnabled\": {},\n  \"createdDateTime\": \"{}\",\n  \"memberOf\": [{}]\n}}\n",
+                guid(&mut rng),
+                pick(&mut rng, &DEPTS),
+                rng.below(10) != 0,
+                stamp(&mut rng),
+                groups.join(", ")
+            );
+            (format!("user-{i:07}.json"), body)
+        }
+        3 => {
+            let members: Vec<String> = (0..1 + rng.below(12))
+                .map(|_| format!("\"{}\"", guid(&mut rng)))
+                .collect();
+            let body = format!(
+                "{{\n  \"objectId\": \"{}\",\n  \"objectType\": \"Group\",\n  \"displayName\": \"grp-{}-{i}\",\n  \"securityEnabled\": true,\n  \"members\": [\n    {}\n  ]\n}}\n",
+                guid(&mut rng),
+                pick(&mut rng, &DEPTS).to_lowercase(),
+                members.join(",\n    ")
+            );
+            (format!("group-{i:07}.json"), body)
+        }
+        4..=5 => {
+            let sub = guid(&mut rng);
+            let body = format!(
+                "{{\n  \"id\": \"/subscriptions/{sub}/providers/Microsoft.Authorization/roleAssignments/{}\",\n  \"type\": \"Microsoft.Authorization/roleAssignments\",\n  \"properties\": {{\n    \"roleDefinitionName\": \"{}\",\n    \"principalId\": \"{}\",\n    \"scope\": \"/subscriptions/{sub}/resourceGroups/rg-{}-{:03}\",\n    \"createdOn\": \"{}\"\n  }}\n}}\n",
+                guid(&mut rng),
+                pick(&mut rng, &ROLES),
+                guid(&mut rng),
+                pick(&mut rng, &DEPTS).to_lowercase(),
+                rng.below(500),
+                stamp(&mut rng)
+            );
+            (format!("roleassignment-{i:07}.json"), body)
+        }
+        6..=7 => {
+            let quotas: String = (0..2 + rng.below(10))
+                .map(|_| {
+                    format!(
+                        "    <Quota service=\"Microsoft.{}\" limit=\"{}\"/>\n",
+                        pick(&mut rng, &["Compute", "Storage", "Network", "KeyVault", "Sql"]),
+                        1 + rng.below(100_000)
+                    )
+                })
+                .collect();
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Plan xmlns=\"http://schemas.contoso.com/plans/2026\">\n  <PlanId>{}</PlanId>\n  <Name>plan-{i}</Name>\n  <Region>{}</Region>\n  <Created>{}</Created>\n  <Quotas>\n{quotas}  </Quotas>\n</Plan>\n",
+                guid(&mut rng),
+                pick(&mut rng, &REGIONS),
+                stamp(&mut rng)
+            );
+            (format!("plan-{i:07}.xml"), body)
+        }
+        8 => {
+            let body = format!(
+                "{{\n  \"subscriptionId\": \"{}\",\n  \"displayName\": \"sub-{i}\",\n  \"offerId\": \"{}\",\n  \"state\": \"Enabled\",\n  \"region\": \"{}\",\n  \"createdDate\": \"{}\"\n}}\n",
+                guid(&mut rng),
+                guid(&mut rng),
+                pick(&mut rng, &REGIONS),
+                stamp(&mut rng)
+            );
+            (format!("subscription-{i:07}.json"), body)
+        }
+        _ => {
+            const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let value: String = (0..128).map(|_| B64[rng.below(64) as usize] as char).collect();
+            let body = format!(
+                "{{\n  \"name\": \"secret-{i}\",\n  \"vault\": \"vault-{}\",\n  \"contentType\": \"application/octet-stream\",\n  \"value\": \"{value}\"\n}}\n",
+                rng.below(50)
+            );
+            (format!("secret-{i:07}.json"), body)
+        }
+    };
+    (name, body.into_bytes())
+}
+
+/// Writes `count` [`infra_document`]s of `seed` under `root`, 1 000 per
+/// folder (`part-0000`, …); returns the bytes written.
+pub fn write_infra_tree(root: &std::path::Path, count: u64, seed: u64) -> std::io::Result<u64> {
+    let mut total = 0;
+    for i in 0..count {
+        let dir = root.join(format!("part-{:04}", i / 1000));
+        if i % 1000 == 0 {
+            std::fs::create_dir_all(&dir)?;
+        }
+        let (name, body) = infra_document(i, seed);
+        std::fs::write(dir.join(name), &body)?;
+        total += body.len() as u64;
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +302,8 @@ mod tests {
         assert_eq!(&self_similar(28, 3)[..], b"seed text for the generator ");
         assert_eq!(noise(1000, 7), noise(1000, 7));
         assert_ne!(noise(1000, 7), noise(1000, 8));
+        assert_eq!(infra_document(12, 1), infra_document(12, 1));
+        assert_ne!(infra_document(12, 1), infra_document(12, 2));
+        assert!(infra_document(0, 1).0.starts_with("user-"));
     }
 }
