@@ -2,31 +2,52 @@
 """End-to-end comparison of `ibs backup`/`ibs restore` with the tools users
 would pick instead, on the same data, in one run (see benches/compare/run.sh).
 
-Corpora (built deterministically, fixed seed, under $IBS_BENCH_DIR):
-  infra  ~1 GiB of infrastructure state: JSON/XML documents (directory objects,
-         subscriptions/plans/offers, role assignments, vault secrets as random
-         base64) and some binary blobs, in seven source folders;
-  real   ~1 GiB of real files copied from /usr/share and /usr/lib.
+Corpora (built deterministically, fixed seeds, under $IBS_BENCH_DIR/corpora;
+--corpora picks some):
+  infra         ~1 GiB of realistic infrastructure state (issue #18): ~60 000
+                JSON/XML documents of 1-60 KB (directory exports of users and
+                groups, role assignments, plans, offers, subscriptions, service
+                configurations) plus a minority of base64 secrets and PEM
+                certificates (~12 % of the bytes); zstd -3 ~4.2x;
+  real          ~1 GiB of real files copied from /usr/share and /usr/lib;
+  infra-binary  the corpus generated before #18 (JSON/XML and random binary
+                blobs in seven source folders; compresses only to ~80 %).
 
 Tools, alternated run by run (A B C D, A B C D, ...), encryption on where the
 tool has it: ibs (local directory target), tar | zstd -3 -T0 (the
-compression-bound reference, no encryption), restic, Borg (zstd,3, repokey).
-Each backup goes to a fresh repository (a full backup, as ibs always makes);
-each restore to a fresh directory; before every timed command (untimed) `sync`,
-the page cache dropped and the command's input read once (see timed()).
-Wall time and peak RSS from /usr/bin/time -v.
-Then ibs backup to a loopback Samba share against `smbclient put` of the same
-bytes, both encrypted, and ibs backup and restore on each target (local
-directory, loopback Samba, loopback Azurite) of the infra corpus.
+compression-bound reference, no encryption), restic, Borg (zstd,3, repokey);
+--tools picks some. Each backup goes to a fresh repository (a full backup, as
+ibs always makes); each restore to a fresh directory. Wall time and peak RSS
+from /usr/bin/time -v; medians of IBS_BENCH_RUNS (3).
 
-Writes benches/RESULTS.md, benches/results/results.csv and
-benches/results/throughput.png. Timings are never asserted: ratios are reported.
+Two methods (--mode warm|cold|both, default both; BENCHMARKING.md):
+  cold  outputs on disk under $IBS_BENCH_DIR/runs/cold; before every timed
+        command (untimed) `sync`, the page cache dropped (as root) and the
+        command's input read once. What an operator sees: the disk's share.
+  warm  every output (archive, repository, restored tree) on a tmpfs (a folder
+        made under /dev/shm, or a tmpfs mounted as root, removed at the end);
+        before every timed command only its input read once, untimed, right
+        before it is timed (this machine reclaims page cache within seconds).
+        The CPU work; stable. Restored trees are removed as soon as timed.
+Then (cold method, infra corpus, unless --no-targets) ibs backup to a loopback
+Samba share against `smbclient put` of the same bytes, both encrypted, and ibs
+backup and restore on each target (local directory, loopback Samba, loopback
+Azurite).
+
+A reduced run, e.g. warm method, ibs and tar|zstd only, 256 MiB, elsewhere:
+  IBS_BENCH_GIB=0.25 python3 benches/compare/compare.py --mode warm \
+      --corpora infra --tools ibs,tar --out /tmp/results.md
+
+Writes benches/RESULTS.md (or --out), benches/results/results.csv and
+benches/results/throughput.png (the warm method's plot when it ran). Timings are never asserted: ratios are reported.
 """
 
 import base64
 import csv
 import hashlib
 import hmac
+import multiprocessing
+import textwrap
 import urllib.request
 import json
 import os
@@ -61,17 +82,19 @@ def sh(cmd, env=None, cwd=None, check=True):
     return r
 
 
-def timed(cmd, env=None, cwd=None, warm=None):
+def timed(cmd, env=None, cwd=None, warm=None, drop=True):
     """Runs cmd under /usr/bin/time -v; returns (seconds, peak RSS in MiB).
 
     Every command starts from the same state (prepared untimed): file systems
     synced, so no command pays for writing back what the previous one left
     dirty (ibs syncs its own output before it reports success; tar, restic and
     Borg do not); the page cache dropped (as root), so no command competes with
-    the kernel reclaiming the gigabytes the previous ones wrote; then its input
-    `warm` (a folder or file) read once, so none reads a cold disk."""
+    the kernel reclaiming the gigabytes the previous ones wrote (the cold
+    method; `drop=False` for the warm one, whose outputs are on tmpfs); then its
+    input `warm` (a folder or file) read once, right before the timing, so none
+    reads a cold disk (this machine reclaims page cache within seconds)."""
     os.sync()
-    if os.geteuid() == 0:
+    if drop and os.geteuid() == 0:
         with open("/proc/sys/vm/drop_caches", "w") as f:
             f.write("1\n")
     if warm:
@@ -139,6 +162,172 @@ def build_infra(dest, total):
     return n
 
 
+# ---- realistic infrastructure state (issue #18) -----------------------------
+# Directory exports, role assignments, plans/offers/subscriptions and service
+# configurations as JSON/XML documents of 1-60 KB (mean ~18 KB: ~60 000 files
+# per GiB), plus a minority of base64 secrets and PEM certificates (~12 % of the
+# bytes, incompressible). zstd -3 of the concatenated files: ~4.2x.
+STATE_SEED = 20261130
+FIRST = ["anna", "ben", "chen", "dana", "eli", "fatima", "goran", "hana", "ivan", "jo", "kai", "lena",
+         "mia", "nils", "omar", "petra", "quinn", "rui", "sara", "tomas"]
+LAST = ["meyer", "schmidt", "nowak", "rossi", "garcia", "smith", "tanaka", "kim", "silva", "novak"]
+DEPTS = ["Finance", "Operations", "Engineering", "Sales", "Support", "Legal", "Platform", "Security"]
+ROLES = ["Owner", "Contributor", "Reader", "User Access Administrator", "Key Vault Secrets User",
+         "Storage Blob Data Reader", "Network Contributor", "Monitoring Reader"]
+REGIONS = ["westeurope", "northeurope", "eastus", "local", "redmond"]
+SERVICES = ["Microsoft.Compute", "Microsoft.Storage", "Microsoft.Network", "Microsoft.KeyVault",
+            "Microsoft.Sql", "Microsoft.Web", "Microsoft.Subscriptions"]
+
+
+def stamp(r):
+    return "2026-%02d-%02dT%02d:%02d:%02dZ" % (r.randrange(1, 13), r.randrange(1, 29), r.randrange(24),
+                                               r.randrange(60), r.randrange(60))
+
+
+def doc_users(r, n):
+    users = []
+    for i in range(r.randrange(10, 60)):
+        f, l = r.choice(FIRST), r.choice(LAST)
+        users.append({
+            "objectId": guid(r), "objectType": "User", "userPrincipalName": "%s.%s%d@contoso.com" % (f, l, n * 100 + i),
+            "displayName": "%s %s" % (f.title(), l.title()), "givenName": f.title(), "surname": l.title(),
+            "department": r.choice(DEPTS), "accountEnabled": r.random() < 0.9, "usageLocation": "DE",
+            "createdDateTime": stamp(r), "lastPasswordChangeDateTime": stamp(r),
+            "memberOf": [guid(r) for _ in range(r.randrange(0, 5))], "etag": "W/\"%032x\"" % r.getrandbits(128),
+            "onPremisesSecurityIdentifier": "S-1-5-21-%d-%d-%d-%d" % (r.getrandbits(32), r.getrandbits(32), r.getrandbits(32), r.randrange(1000, 99999)),
+            "extensionAttributes": {"costCenter": "CC-%04d" % r.randrange(10000), "employeeType": "Employee"}})
+    return "identity", "users-%06d.json" % n, json.dumps({"value": users, "@odata.nextLink": None}, indent=2)
+
+
+def doc_groups(r, n):
+    groups = [{"objectId": guid(r), "objectType": "Group",
+               "displayName": "grp-%s-%d" % (r.choice(DEPTS).lower(), r.randrange(1000)),
+               "description": "Members of the %s team" % r.choice(DEPTS), "securityEnabled": True,
+               "mailEnabled": False, "createdDateTime": stamp(r),
+               "members": [guid(r) for _ in range(r.randrange(1, 20))]} for _ in range(r.randrange(4, 24))]
+    return "identity", "groups-%06d.json" % n, json.dumps({"value": groups}, indent=2)
+
+
+def doc_roles(r, n):
+    out = []
+    for _ in range(r.randrange(10, 80)):
+        sub = guid(r)
+        out.append({"id": "/subscriptions/%s/providers/Microsoft.Authorization/roleAssignments/%s" % (sub, guid(r)),
+                    "type": "Microsoft.Authorization/roleAssignments", "name": guid(r),
+                    "properties": {"roleDefinitionName": r.choice(ROLES), "roleDefinitionId": guid(r),
+                                   "principalId": guid(r),
+                                   "principalType": r.choice(["User", "Group", "ServicePrincipal"]),
+                                   "scope": "/subscriptions/%s/resourceGroups/rg-%s-%03d" % (
+                                       sub, r.choice(DEPTS).lower(), r.randrange(500)),
+                                   "condition": None, "createdOn": stamp(r), "updatedOn": stamp(r),
+                                   "createdBy": guid(r), "etag": "%032x" % r.getrandbits(128)}})
+    return "rbac", "roleassignments-%06d.json" % n, json.dumps(out, indent=2)
+
+
+def doc_plan(r, n):
+    quotas = "\n".join('    <Quota service="%s" name="%s" limit="%d" />' % (
+        r.choice(SERVICES), r.choice(["cores", "vms", "storageGB", "publicIPs", "vaults", "databases"]),
+        r.randrange(1, 100000)) for _ in range(r.randrange(8, 60)))
+    return "resource-manager", "plan-%06d.xml" % n, (
+        '<?xml version="1.0" encoding="utf-8"?>\n<Plan xmlns="http://schemas.contoso.com/plans/2026">\n'
+        '  <PlanId>%s</PlanId>\n  <Name>plan-%d</Name>\n  <DisplayName>Plan %d (%s)</DisplayName>\n'
+        '  <State>%s</State>\n  <Region>%s</Region>\n  <Created>%s</Created>\n  <Quotas>\n%s\n  </Quotas>\n'
+        '</Plan>\n') % (guid(r), n, n, r.choice(DEPTS), r.choice(["Public", "Private", "Decommissioned"]),
+                        r.choice(REGIONS), stamp(r), quotas)
+
+
+def doc_offer(r, n):
+    plans = "\n".join('    <PlanLink planId="%s" addOn="%s" />' % (guid(r), str(r.random() < 0.3).lower())
+                      for _ in range(r.randrange(2, 30)))
+    return "resource-manager", "offer-%06d.xml" % n, (
+        '<?xml version="1.0" encoding="utf-8"?>\n<Offer xmlns="http://schemas.contoso.com/offers/2026">\n'
+        '  <OfferId>%s</OfferId>\n  <Name>offer-%d</Name>\n  <Description>%s offer for %s workloads</Description>\n'
+        '  <State>Public</State>\n  <MaxSubscriptionsPerAccount>%d</MaxSubscriptionsPerAccount>\n'
+        '  <BasePlans>\n%s\n  </BasePlans>\n</Offer>\n') % (
+        guid(r), n, r.choice(["Standard", "Premium", "Developer"]), r.choice(DEPTS), r.randrange(1, 50), plans)
+
+
+def doc_subscriptions(r, n):
+    subs = [{"subscriptionId": guid(r), "displayName": "sub-%s-%d" % (r.choice(DEPTS).lower(), r.randrange(10000)),
+             "owner": "%s@contoso.com" % r.choice(FIRST), "offerId": guid(r), "tenantId": guid(r),
+             "state": r.choice(["Enabled", "Enabled", "Enabled", "Suspended", "Disabled"]),
+             "createdDate": stamp(r), "region": r.choice(REGIONS),
+             "quotas": [{"service": s, "limit": r.randrange(1, 5000), "used": r.randrange(0, 1000)}
+                        for s in r.sample(SERVICES, r.randrange(1, len(SERVICES)))],
+             "tags": {"env": r.choice(["prod", "test", "dev"]), "owner": r.choice(LAST)}}
+            for _ in range(r.randrange(4, 30))]
+    return "resource-manager", "subscriptions-%06d.json" % n, json.dumps({"value": subs}, indent=2)
+
+
+def doc_service_config(r, n):
+    svc = r.choice(["storage", "compute", "network", "keyvault", "sql", "portal", "adfs", "monitoring"])
+    settings = "\n".join('      <Setting name="%s.%s" value="%s" />' % (
+        svc, r.choice(["timeoutSeconds", "maxConnections", "retryCount", "endpoint", "logLevel", "cacheSizeMB",
+                       "certificateThumbprint", "region", "replicaCount"]) + str(i),
+        r.choice([str(r.randrange(1, 65536)), "https://%s.%s.contoso.com:%d/" % (svc, r.choice(REGIONS),
+                                                                                   r.choice([443, 8443, 30024])),
+                  r.choice(["Information", "Warning", "Verbose"]), "%040x" % r.getrandbits(160)]))
+        for i in range(r.randrange(20, 120)))
+    roles = "\n".join('    <Role name="%s-%d" instances="%d" vmSize="%s">\n%s\n    </Role>' % (
+        svc, k, r.randrange(1, 8), r.choice(["Standard_D2s_v3", "Standard_F4s", "Standard_A4_v2"]), settings)
+        for k in range(r.randrange(2, 6)))
+    return "deployment-inputs", "%s-config-%06d.xml" % (svc, n), (
+        '<?xml version="1.0" encoding="utf-8"?>\n<ServiceConfiguration serviceName="%s" version="1.%d.%d">\n'
+        '  <Roles>\n%s\n  </Roles>\n</ServiceConfiguration>\n') % (svc, r.randrange(2000, 2500), r.randrange(100), roles)
+
+
+def doc_secrets(r, n):
+    secrets = [{"id": "https://vault-%d.vault.local/secrets/secret-%d/%032x" % (r.randrange(50), i, r.getrandbits(128)),
+                "attributes": {"enabled": True, "created": r.randrange(1700000000, 1800000000),
+                               "recoveryLevel": "Recoverable+Purgeable"},
+                "contentType": "application/octet-stream",
+                "value": base64.b64encode(r.randbytes(r.choice([32, 64, 256, 1024, 2048, 4096]))).decode()}
+               for i in range(r.randrange(2, 14))]
+    return "key-vault", "secrets-%06d.json" % n, json.dumps(secrets, indent=2)
+
+
+def doc_certificate(r, n):
+    def pem(nbytes):
+        b = base64.b64encode(r.randbytes(nbytes)).decode()
+        return "-----BEGIN CERTIFICATE-----\n" + "\n".join(textwrap.wrap(b, 64)) + "\n-----END CERTIFICATE-----\n"
+    return "ca", "cert-%06d.pem" % n, "".join(pem(r.randrange(900, 2000)) for _ in range(r.randrange(2, 6)))
+
+
+# (weight, generator): documents per 100
+STATE_KINDS = [(14, doc_users), (6, doc_groups), (16, doc_roles), (10, doc_plan), (6, doc_offer),
+               (10, doc_subscriptions), (18, doc_service_config), (10, doc_secrets), (10, doc_certificate)]
+_KIND_TABLE = [g for w, g in STATE_KINDS for _ in range(w)]
+
+
+def state_document(n):
+    """Document n: (source, file name, text); the same n gives the same bytes."""
+    r = random.Random(STATE_SEED * 1000003 + n)
+    return _KIND_TABLE[r.randrange(len(_KIND_TABLE))](r, n)
+
+
+def build_state(dest, total):
+    """~total bytes of realistic infrastructure state (fixed seed): documents
+    generated in parallel, written in order until total, so the same total
+    gives the same tree."""
+    written, n = 0, 0
+    made = set()
+    with multiprocessing.Pool(os.cpu_count()) as pool:
+        for source, name, body in pool.imap(state_document, range(1 << 40), chunksize=64):
+            d = os.path.join(dest, source, "part-%03d" % (n // 1000))
+            if d not in made:
+                os.makedirs(d, exist_ok=True)
+                made.add(d)
+            data = body.encode()
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(data)
+            written += len(data)
+            n += 1
+            if written >= total:
+                pool.terminate()
+                break
+    return n
+
+
 def build_real(dest, total):
     """Copies regular files from /usr/share and /usr/lib until ~total bytes."""
     copied, n = 0, 0
@@ -181,10 +370,12 @@ def ibs_sources(path):
                     for d in sorted(os.listdir(path)) if os.path.isdir(os.path.join(path, d)))
 
 
-def tools(keys):
-    if LARGE:
-        return [t for t in all_tools(keys) if t[0] in ("ibs", "tar|zstd -3 -T0")]
-    return all_tools(keys)
+def tools(keys, only=None):
+    """The tools measured: `only` (short names: ibs, tar, restic, borg), else
+    all of them (ibs and tar|zstd only in the large case)."""
+    if only is None and LARGE:
+        only = ["ibs", "tar"]
+    return [t for t in all_tools(keys) if only is None or t[0].split("|")[0] in only]
 
 
 def all_tools(keys):
@@ -304,13 +495,156 @@ def azurite(work):
     return port, proc, env
 
 
+CORPORA = {
+    # name: (directory under corpora/, builder, label in the tables)
+    "infra": ("state", build_state, "infra state (realistic JSON/XML)"),
+    "real": ("real", build_real, "real files (/usr)"),
+    # The corpus this script generated before issue #18 (same seed, same bytes,
+    # same directory), kept as a row: it compresses only to ~80 %.
+    "infra-binary": ("infra", build_infra, "infra-binary (JSON/XML + random blobs)"),
+}
+MODES = {
+    "cold": "cold cache, outputs on disk: synced, page cache dropped (as root), input read once untimed; "
+            "what an operator sees (the disk's share)",
+    "warm": "warm cache, outputs on tmpfs: input read once untimed right before each command, every output "
+            "(archive, repository, restored tree) on tmpfs; the CPU work",
+}
+
+
+def parse_args():
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=["warm", "cold", "both"],
+                    default=os.environ.get("IBS_BENCH_MODE", "cold" if LARGE else "both"),
+                    help="warm: outputs on tmpfs, warm cache (CPU work); cold: outputs on disk, page cache "
+                         "dropped (the disk); both (default; cold in the large case). Env IBS_BENCH_MODE.")
+    ap.add_argument("--corpora", default=os.environ.get("IBS_BENCH_CORPORA", "infra" if LARGE else
+                                                        "infra,real,infra-binary"),
+                    help="comma list of %s (env IBS_BENCH_CORPORA)" % ", ".join(CORPORA))
+    ap.add_argument("--tools", default=os.environ.get("IBS_BENCH_TOOLS", "all"),
+                    help="comma list of ibs, tar, restic, borg or 'all' (env IBS_BENCH_TOOLS)")
+    ap.add_argument("--out", default=None,
+                    help="the markdown file written (default benches/RESULTS.md; results.csv and the plot "
+                         "beside it in results/ only for the default)")
+    ap.add_argument("--no-targets", action="store_true",
+                    help="skip the SMB and Azure rows (they run only with the cold mode and the infra corpus)")
+    a = ap.parse_args()
+    a.modes = ["cold", "warm"] if a.mode == "both" else [a.mode]
+    a.corpora = [c.strip() for c in a.corpora.split(",") if c.strip()]
+    for c in a.corpora:
+        if c not in CORPORA:
+            ap.error("unknown corpus %s" % c)
+    a.tools = None if a.tools == "all" else [t.strip() for t in a.tools.split(",")]
+    return a
+
+
+class Tmpfs:
+    """A tmpfs folder for the warm mode's outputs: a folder made under
+    /dev/shm (IBS_BENCH_TMPFS chooses another tmpfs parent) and removed at the
+    end; where there is none, a tmpfs mounted (as root) on a folder under
+    $IBS_BENCH_DIR, unmounted and removed at the end."""
+
+    def __init__(self):
+        import tempfile
+        parent = os.environ.get("IBS_BENCH_TMPFS", "/dev/shm")
+        self.mounted = False
+        if os.path.isdir(parent) and fstype(parent) == "tmpfs":
+            self.path = tempfile.mkdtemp(prefix="ibs-bench-", dir=parent)
+        elif os.geteuid() == 0:
+            self.path = tempfile.mkdtemp(prefix="tmpfs-", dir=WORK)
+            avail = int(re.search(r"MemAvailable:\s+(\d+)", open("/proc/meminfo").read()).group(1)) * 1024
+            sh("mount -t tmpfs -o size=%d,mode=0700 ibs-bench %s" % (avail * 3 // 4, shlex_quote(self.path)))
+            self.mounted = True
+        else:
+            sys.exit("warm mode: no tmpfs at %s and not root (cannot mount one); set IBS_BENCH_TMPFS" % parent)
+
+    def free(self):
+        st = os.statvfs(self.path)
+        avail = int(re.search(r"MemAvailable:\s+(\d+)", open("/proc/meminfo").read()).group(1)) * 1024
+        # tmpfs pages are RAM: leave the page cache room for the corpus.
+        return min(st.f_bavail * st.f_frsize, avail - (2 << 30))
+
+    def close(self):
+        if self.mounted:
+            sh("umount %s" % shlex_quote(self.path), check=False)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def fstype(path):
+    return sh("stat -f -c %%T %s" % shlex_quote(path), check=False).stdout.strip()
+
+
+def measure(mode, corpora, keys, base, tool_filter, tmpfs=None):
+    """Backups (all runs, tools alternated) then restores of each corpus, in
+    `mode`, outputs under `base`; returns the rows."""
+    rows = []
+    drop = mode == "cold"
+    for cname, cpath, files in corpora:
+        size = du(cpath)
+        chosen = tools(keys, tool_filter)
+        if tmpfs is not None:
+            # every repository of every run (~ the compressed size each) and one restored tree at a time
+            need = int(RUNS * len(chosen) * 0.5 * size + 1.2 * size) + (256 << 20)
+            if tmpfs.free() < need:
+                sys.exit("warm mode: the tmpfs (or the RAM) has %.1f GiB free, %s needs ~%.1f GiB: lower "
+                         "IBS_BENCH_GIB or IBS_BENCH_RUNS, or pass fewer --tools"
+                         % (tmpfs.free() / (1 << 30), cname, need / (1 << 30)))
+        runs_dir = os.path.join(base, cname)
+        shutil.rmtree(runs_dir, ignore_errors=True)
+        results = {}
+        for run in range(RUNS):
+            for name, backup, restore, init, env in chosen:
+                out = os.path.join(runs_dir, name.split()[0].replace("|", "-"), str(run))
+                os.makedirs(out, exist_ok=True)
+                if init:
+                    sh(init(out), env=env)
+                secs, rss = timed(backup(cpath, out), env=env, cwd=cpath, warm=cpath, drop=drop)
+                results.setdefault(name, {"backup": [], "restore": [], "rss_b": [], "rss_r": [], "size": du(out)})
+                results[name]["backup"].append(secs)
+                results[name]["rss_b"].append(rss)
+                print("  %s %s run %d %-16s backup %6.2f s  %4.0f MiB RSS" % (mode, cname, run, name, secs, rss),
+                      flush=True)
+        for run in range(RUNS):
+            for name, backup, restore, init, env in chosen:
+                out = os.path.join(runs_dir, name.split()[0].replace("|", "-"), str(run))
+                dest = os.path.join(runs_dir, "restore-%s-%d" % (name.split()[0].replace("|", "-"), run))
+                secs, rss = timed(restore(out, dest), env=env, warm=out, drop=drop)
+                # On tmpfs a delete does not slow the next creates (ext4's does:
+                # BENCHMARKING.md), and the RAM holds one restored tree at a time.
+                if LARGE or tmpfs is not None:
+                    shutil.rmtree(dest, ignore_errors=True)
+                results[name]["restore"].append(secs)
+                results[name]["rss_r"].append(rss)
+                print("  %s %s run %d %-16s restore %6.2f s  %4.0f MiB RSS" % (mode, cname, run, name, secs, rss),
+                      flush=True)
+        ref = results.get("ibs") or next(iter(results.values()))
+        ibs_b, ibs_r = statistics.median(ref["backup"]), statistics.median(ref["restore"])
+        for name, r in results.items():
+            b, rs = statistics.median(r["backup"]), statistics.median(r["restore"])
+            rows.append({"mode": mode, "corpus": cname, "files": files, "source_bytes": size, "tool": name,
+                         "backup_s": round(b, 3), "backup_min_s": round(min(r["backup"]), 3),
+                         "backup_max_s": round(max(r["backup"]), 3), "backup_MBps": round(size / b / 1e6, 1),
+                         "backup_vs_ibs": round(b / ibs_b, 2),
+                         "restore_s": round(rs, 3), "restore_min_s": round(min(r["restore"]), 3),
+                         "restore_max_s": round(max(r["restore"]), 3), "restore_MBps": round(size / rs / 1e6, 1),
+                         "restore_vs_ibs": round(rs / ibs_r, 2),
+                         "output_bytes": r["size"], "peak_rss_backup_MiB": round(max(r["rss_b"])),
+                         "peak_rss_restore_MiB": round(max(r["rss_r"]))})
+        if LARGE or tmpfs is not None:
+            shutil.rmtree(runs_dir, ignore_errors=True)
+    return rows
+
+
 def main():
+    args = parse_args()
     os.makedirs(WORK, exist_ok=True)
     remove_trees()  # a previous, interrupted run's; before the corpora are built, not right before a timing
-    print("building corpora in %s (%.1f GiB each) ..." % (WORK, GIB), flush=True)
-    corpora = [("infra", *corpus("infra", build_infra))]
-    if not LARGE:
-        corpora.append(("real", *corpus("real", build_real)))
+    print("building corpora %s in %s (%.2f GiB each) ..." % (",".join(args.corpora), WORK, GIB), flush=True)
+    corpora = []
+    for c in args.corpora:
+        dirname, builder, _ = CORPORA[c]
+        corpora.append((c, *corpus(dirname, builder)))
     keys = os.path.join(WORK, "keys")
     if not os.path.exists(keys + "/k.cer"):
         shutil.rmtree(keys, ignore_errors=True)
@@ -318,54 +652,44 @@ def main():
         open(keys + "/k.pw", "w").write(PASSWORD + "\n")
         sh("%s keygen --out %s --name k --password-file %s/k.pw" % (IBS, keys, keys))
     rows = []
-    runs_dir = os.path.join(WORK, "runs")
-    shutil.rmtree(runs_dir, ignore_errors=True)
-    for cname, cpath, files in corpora:
-        size = du(cpath)
-        results = {}
-        for run in range(RUNS):
-            for name, backup, restore, init, env in tools(keys):
-                out = os.path.join(runs_dir, cname, name.split()[0].replace("|", "-"), str(run))
-                os.makedirs(out, exist_ok=True)
-                if init:
-                    sh(init(out), env=env)
-                secs, rss = timed(backup(cpath, out), env=env, cwd=cpath, warm=cpath)
-                results.setdefault(name, {"backup": [], "restore": [], "rss_b": [], "rss_r": [], "size": du(out)})
-                results[name]["backup"].append(secs)
-                results[name]["rss_b"].append(rss)
-                print("  %s run %d %-16s backup %6.1f s  %4.0f MiB RSS" % (cname, run, name, secs, rss), flush=True)
-        for run in range(RUNS):
-            for name, backup, restore, init, env in tools(keys):
-                out = os.path.join(runs_dir, cname, name.split()[0].replace("|", "-"), str(run))
-                dest = os.path.join(runs_dir, cname, "restore-%s-%d" % (name.split()[0].replace("|", "-"), run))
-                secs, rss = timed(restore(out, dest), env=env, warm=out)
-                if LARGE:
-                    shutil.rmtree(dest, ignore_errors=True)
-                results[name]["restore"].append(secs)
-                results[name]["rss_r"].append(rss)
-                print("  %s run %d %-16s restore %6.1f s  %4.0f MiB RSS" % (cname, run, name, secs, rss), flush=True)
-        ibs_b = statistics.median(results["ibs"]["backup"])
-        ibs_r = statistics.median(results["ibs"]["restore"])
-        for name, r in results.items():
-            b, rs = statistics.median(r["backup"]), statistics.median(r["restore"])
-            rows.append({"corpus": cname, "files": files, "source_bytes": size, "tool": name,
-                         "backup_s": round(b, 2), "backup_MBps": round(size / b / 1e6, 1),
-                         "backup_vs_ibs": round(b / ibs_b, 2),
-                         "restore_s": round(rs, 2), "restore_MBps": round(size / rs / 1e6, 1),
-                         "restore_vs_ibs": round(rs / ibs_r, 2),
-                         "output_bytes": r["size"], "peak_rss_backup_MiB": round(max(r["rss_b"])),
-                         "peak_rss_restore_MiB": round(max(r["rss_r"]))})
-        if LARGE:
-            shutil.rmtree(os.path.join(runs_dir, cname), ignore_errors=True)
+    for mode in args.modes:
+        if mode == "cold":
+            rows += measure(mode, corpora, keys, os.path.join(WORK, "runs", "cold"), args.tools)
+        else:
+            tmpfs = Tmpfs()
+            try:
+                print("warm mode: outputs on tmpfs %s" % tmpfs.path, flush=True)
+                rows += measure(mode, corpora, keys, tmpfs.path, args.tools, tmpfs)
+            finally:
+                tmpfs.close()
+    stats = {c: corpus_stats(p, f) for c, p, f in corpora}
     if LARGE:
-        write_large(rows)
+        write_large(rows, stats)
         return
+    target_rows, smb_rows, nbytes, status = [], [], 0, ""
+    cold_infra = [r for r in rows if r["mode"] == "cold" and r["corpus"] == "infra" and r["tool"] == "ibs"]
+    if cold_infra and not args.no_targets:
+        cpath = next(p for c, p, f in corpora if c == "infra")
+        smb_rows, nbytes, status, target_rows = targets(cpath, keys, cold_infra[0])
+    write_results(rows, smb_rows, nbytes, status, target_rows, stats, args)
+    remove_trees()
 
+
+def corpus_stats(path, files):
+    """Files, bytes and the zstd -3 ratio of the files' concatenated contents."""
+    size = int(sh("find %s -type f -printf '%%s\\n' | awk '{ s += $1 } END { print s }'" % shlex_quote(path)).stdout)
+    z = int(sh("find %s -type f -print0 | sort -z | xargs -0 cat | zstd -3 -T0 -c | wc -c"
+               % shlex_quote(path)).stdout)
+    return {"files": files, "bytes": size, "zstd3": size / z}
+
+
+def targets(cpath, keys, infra):
+    """ibs to a loopback Samba share against smbclient put of the same bytes,
+    and ibs on each target (local directory, Samba, Azurite); cold method."""
     # SMB export: ibs backup to a loopback Samba share vs smbclient put of the same bytes.
     port, proc, auth = samba(WORK)
     smb_rows = []
     try:
-        cname, cpath, _ = corpora[0]
         local = os.path.join(WORK, "smb-local")
         shutil.rmtree(local, ignore_errors=True)
         os.makedirs(local + "/share")
@@ -411,13 +735,11 @@ def main():
     finally:
         os.killpg(az_proc.pid, 9)
         az_proc.wait()
-    infra = next(r for r in rows if r["corpus"] == "infra" and r["tool"] == "ibs")
     size = infra["source_bytes"]
     target_rows = [("local directory", infra["backup_s"], infra["restore_s"]),
                    ("SMB (loopback Samba, encrypted)", statistics.median(ibs_t), statistics.median(smb_restore_t)),
                    ("Azure Blob (loopback Azurite)", statistics.median(az_b), statistics.median(az_r))]
-    write_results(rows, smb_rows, nbytes, status, target_rows, size)
-    remove_trees()
+    return smb_rows, nbytes, status, target_rows
 
 
 def remove_trees():
@@ -433,63 +755,90 @@ def remove_trees():
 MANY_FILES_SECTION = "## Many small files"
 
 
-def write_results(rows, smb_rows, nbytes, status, target_rows, size):
-    out_dir = os.path.join(ROOT, "benches", "results")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        w.writerows(rows)
-    dat = os.path.join(out_dir, "throughput.dat")
-    with open(dat, "w") as f:
-        f.write("tool infra_backup real_backup infra_restore real_restore\n")
-        for tool in dict.fromkeys(r["tool"] for r in rows):
-            get = lambda c, k: next(r[k] for r in rows if r["tool"] == tool and r["corpus"] == c)
-            f.write('"%s" %s %s %s %s\n' % (tool, get("infra", "backup_MBps"), get("real", "backup_MBps"),
-                                            get("infra", "restore_MBps"), get("real", "restore_MBps")))
-    png = os.path.join(out_dir, "throughput.png")
-    sh("""gnuplot -e "set terminal png size 900,500; set output '%s'; set style data histograms; \
+def write_results(rows, smb_rows, nbytes, status, target_rows, stats, args):
+    default_out = args.out is None
+    path = args.out or os.path.join(ROOT, "benches", "RESULTS.md")
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    if default_out:
+        out_dir = os.path.join(ROOT, "benches", "results")
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            w.writeheader()
+            w.writerows(rows)
+        # The plot: the warm method if it ran (the CPU work), else the cold one.
+        plot_mode = "warm" if "warm" in modes else modes[0]
+        prow = [r for r in rows if r["mode"] == plot_mode]
+        cnames = list(dict.fromkeys(r["corpus"] for r in prow))
+        dat = os.path.join(out_dir, "throughput.dat")
+        with open(dat, "w") as f:
+            f.write("tool %s\n" % " ".join("%s_%s" % (c, k) for k in ("backup", "restore") for c in cnames))
+            for tool in dict.fromkeys(r["tool"] for r in prow):
+                get = lambda c, k: next((r[k] for r in prow if r["tool"] == tool and r["corpus"] == c), 0)
+                f.write('"%s" %s\n' % (tool, " ".join(str(get(c, k + "_MBps")) for k in ("backup", "restore")
+                                                     for c in cnames)))
+        png = os.path.join(out_dir, "throughput.png")
+        series = ", ".join(("'%s' using %d%s title '%s %s'" % (dat if i == 0 else "", i + 2,
+                                                               ":xtic(1)" if i == 0 else "", c, k))
+                           for i, (k, c) in enumerate((k, c) for k in ("backup", "restore") for c in cnames))
+        sh("""gnuplot -e "set terminal png size 1000,500; set output '%s'; set style data histograms; \
 set style histogram clustered gap 1; set style fill solid 0.8 border -1; set ylabel 'MB/s of source data'; \
-set title 'ibs vs tar|zstd, restic, Borg (median of %d runs)'; set key top right; set yrange [0:*]; \
-plot '%s' using 2:xtic(1) title 'infra backup', '' using 3 title 'real backup', '' using 4 title 'infra restore', \
-'' using 5 title 'real restore'" """ % (png, RUNS, dat))
-    os.remove(dat)
+set title 'ibs vs tar|zstd, restic, Borg (%s method, median of %d runs)'; set key top right; set yrange [0:*]; \
+plot %s" """ % (png, plot_mode, RUNS, series))
+        os.remove(dat)
     cpu = re.search(r"model name\s*: (.+)", open("/proc/cpuinfo").read()).group(1)
     mem = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1)) // 1024
     versions = {t: sh(c, check=False).stdout.strip().splitlines()[0] if sh(c, check=False).stdout.strip() else "?"
                 for t, c in [("restic", "restic version"), ("borg", "borg --version"), ("zstd", "zstd --version"),
                              ("tar", "tar --version")]}
     lines = ["# Benchmark results", "",
-             "Produced by `bash benches/compare/run.sh` on %s. Machine: %s, %d cores, %d MiB RAM, %s. "
-             "Median of %d runs per tool, tools alternated; each backup a full one into a fresh repository, each restore "
-             "into a fresh directory, all removed only after the last timing (this ext4 creates files slowly for minutes "
-             "after a bulk delete). Before every timed command (untimed): file systems synced, page cache dropped, the "
-             "command's input (corpus or repository) read once. ibs syncs what it wrote "
-             "before it returns (the archive at commit, the restored tree at the end), the other tools do not. "
+             "Produced by `bash benches/compare/run.sh --mode %s` on %s. Machine: %s, %d cores, %d MiB RAM, %s. "
+             "Median of %d runs per tool (min–max in the CSV), tools alternated; each backup a full one into a fresh "
+             "repository, each restore into a fresh directory. ibs syncs what it wrote before it returns (the "
+             "archive at commit, the restored tree at the end), the other tools do not. "
              "Ratios are to ibs (backup/restore time of the tool ÷ ibs's: > 1 means ibs is faster)."
-             % (time.strftime("%Y-%m-%d"), cpu, os.cpu_count(), mem, sh("uname -sr").stdout.strip(), RUNS), "",
+             % (args.mode, time.strftime("%Y-%m-%d"), cpu, os.cpu_count(), mem, sh("uname -sr").stdout.strip(), RUNS),
+             "",
              "Versions: " + "; ".join("%s: %s" % kv for kv in versions.items()), "",
-             "| corpus | tool | backup MB/s | time ÷ ibs | restore MB/s | time ÷ ibs | output MB | peak RSS backup / restore MiB |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        lines.append("| %s (%d files, %d MB) | %s | %.1f | %.2f | %.1f | %.2f | %.1f | %d / %d |" % (
-            r["corpus"], r["files"], r["source_bytes"] // 1000000, r["tool"], r["backup_MBps"], r["backup_vs_ibs"],
-            r["restore_MBps"], r["restore_vs_ibs"], r["output_bytes"] / 1e6, r["peak_rss_backup_MiB"],
-            r["peak_rss_restore_MiB"]))
-    lines += ["", "## SMB export (loopback Samba, encrypted session)", "",
-              "| what | median s | MB/s of archive (%d MB) |" % (nbytes // 1000000), "| --- | ---: | ---: |"]
-    for what, secs in smb_rows:
-        lines.append("| %s | %.2f | %.1f |" % (what, secs, nbytes / secs / 1e6))
+             "Corpora (fixed seeds; zstd -3 ratio of the files' concatenated contents):", ""]
+    for c, st in stats.items():
+        lines.append("- **%s** — %s: %d files, %d MB, zstd -3 %.2f×"
+                     % (c, CORPORA[c][2], st["files"], st["bytes"] // 1000000, st["zstd3"]))
+    for mode in modes:
+        title = {"warm": "Warm cache, outputs on tmpfs (the CPU work)",
+                 "cold": "Cold cache, outputs on disk (what an operator sees)"}[mode]
+        lines += ["", "## %s" % title, "", "Method: %s. %s" % (MODES[mode], {
+            "warm": "Each restored tree removed right after it was timed (a tmpfs delete does not slow later "
+                    "creates); repositories removed after the corpus's restores.",
+            "cold": "Every repository and restored tree removed only after the last timing (this ext4 creates "
+                    "files slowly for minutes after a bulk delete)."}[mode]), "",
+                  "| corpus | tool | backup MB/s | time ÷ ibs | restore MB/s | time ÷ ibs | output MB "
+                  "| peak RSS backup / restore MiB |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in rows:
+            if r["mode"] != mode:
+                continue
+            lines.append("| %s (%d files, %d MB) | %s | %.1f | %.2f | %.1f | %.2f | %.1f | %d / %d |" % (
+                r["corpus"], r["files"], r["source_bytes"] // 1000000, r["tool"], r["backup_MBps"],
+                r["backup_vs_ibs"], r["restore_MBps"], r["restore_vs_ibs"], r["output_bytes"] / 1e6,
+                r["peak_rss_backup_MiB"], r["peak_rss_restore_MiB"]))
     if smb_rows:
+        lines += ["", "## SMB export (loopback Samba, encrypted session; cold method)", "",
+                  "| what | median s | MB/s of archive (%d MB) |" % (nbytes // 1000000), "| --- | ---: | ---: |"]
+        for what, secs in smb_rows:
+            lines.append("| %s | %.2f | %.1f |" % (what, secs, nbytes / secs / 1e6))
         lines += ["", "ibs / smbclient throughput ratio: %.2f (ibs also reads, compresses and encrypts the source)."
                   % (smb_rows[1][1] / smb_rows[0][1])]
-    lines += ["", "## ibs on each storage target (infra corpus, %d MB)" % (size // 1000000), "",
-              "| target | backup median s | backup MB/s | restore median s | restore MB/s |",
-              "| --- | ---: | ---: | ---: | ---: |"]
-    for what, b, r in target_rows:
-        lines.append("| %s | %.2f | %.1f | %.2f | %.1f |" % (what, b, size / b / 1e6, r, size / r / 1e6))
-    lines += ["", "![throughput](results/throughput.png)", "", "CSV: [results/results.csv](results/results.csv)", ""]
-    path = os.path.join(ROOT, "benches", "RESULTS.md")
+    if target_rows:
+        size = stats["infra"]["bytes"]
+        lines += ["", "## ibs on each storage target (infra corpus, %d MB; cold method)" % (size // 1000000), "",
+                  "| target | backup median s | backup MB/s | restore median s | restore MB/s |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for what, b, r in target_rows:
+            lines.append("| %s | %.2f | %.1f | %.2f | %.1f |" % (what, b, size / b / 1e6, r, size / r / 1e6))
+    if default_out:
+        lines += ["", "![throughput](results/throughput.png)", "", "CSV: [results/results.csv](results/results.csv)"]
+    lines.append("")
     # The many-small-files section (benches/compare/many_files.sh) is kept.
     old = open(path).read() if os.path.exists(path) else ""
     kept = old[old.find(MANY_FILES_SECTION):] if MANY_FILES_SECTION in old else ""
@@ -497,26 +846,29 @@ plot '%s' using 2:xtic(1) title 'infra backup', '' using 3 title 'real backup', 
     print("\n".join(lines))
 
 
-def write_large(rows):
+def write_large(rows, stats):
     """The large case's table: benches/RESULTS-<N>GiB.md."""
     name = "RESULTS-%gGiB.md" % GIB
-    r0 = rows[0]
     lines = ["# Benchmark results, %g GiB case (peak RSS)" % GIB, "",
-             "Produced by `IBS_BENCH_GIB=%g bash benches/compare/run.sh` on %s (%s, %d cores). Infra corpus only, "
-             "ibs and the tar|zstd reference only, median of %d run(s); each restore into a fresh directory, removed "
-             "after it was timed; every timed command starts synced, with the page cache dropped and its input read "
-             "once. The target: ibs's peak RSS under 128 MiB at 1 GiB and at 10 GiB."
-             % (GIB, time.strftime("%Y-%m-%d"), sh("uname -sr").stdout.strip(), os.cpu_count(), RUNS), "",
-             "Corpus: %d files, %d MB." % (r0["files"], r0["source_bytes"] // 1000000), "",
-             "| tool | backup s | backup MB/s | restore s | restore MB/s | output MB | peak RSS backup / restore MiB |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "Produced by `IBS_BENCH_GIB=%g bash benches/compare/run.sh` on %s (%s, %d cores). "
+             "ibs and the tar|zstd reference, median of %d run(s); each restore into a fresh directory, removed "
+             "after it was timed. Methods: %s. The target: ibs's peak RSS under 128 MiB at 1 GiB and at 10 GiB."
+             % (GIB, time.strftime("%Y-%m-%d"), sh("uname -sr").stdout.strip(), os.cpu_count(), RUNS,
+                "; ".join("%s = %s" % (m, MODES[m]) for m in dict.fromkeys(r["mode"] for r in rows))), ""]
+    for c, st in stats.items():
+        lines.append("Corpus %s — %s: %d files, %d MB, zstd -3 %.2f×."
+                     % (c, CORPORA[c][2], st["files"], st["bytes"] // 1000000, st["zstd3"]))
+    lines += ["", "| method | corpus | tool | backup s | backup MB/s | restore s | restore MB/s | output MB "
+              "| peak RSS backup / restore MiB |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        lines.append("| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %d / %d |" % (
-            r["tool"], r["backup_s"], r["backup_MBps"], r["restore_s"], r["restore_MBps"], r["output_bytes"] / 1e6,
-            r["peak_rss_backup_MiB"], r["peak_rss_restore_MiB"]))
-    ibs = next(r for r in rows if r["tool"] == "ibs")
-    peak = max(ibs["peak_rss_backup_MiB"], ibs["peak_rss_restore_MiB"])
-    lines += ["", "ibs peak RSS: %d MiB (%s 128 MiB)." % (peak, "under" if peak < 128 else "NOT under"), ""]
+        lines.append("| %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %d / %d |" % (
+            r["mode"], r["corpus"], r["tool"], r["backup_s"], r["backup_MBps"], r["restore_s"], r["restore_MBps"],
+            r["output_bytes"] / 1e6, r["peak_rss_backup_MiB"], r["peak_rss_restore_MiB"]))
+    ibs = [r for r in rows if r["tool"] == "ibs"]
+    if ibs:
+        peak = max(max(r["peak_rss_backup_MiB"], r["peak_rss_restore_MiB"]) for r in ibs)
+        lines += ["", "ibs peak RSS: %d MiB (%s 128 MiB)." % (peak, "under" if peak < 128 else "NOT under")]
+    lines.append("")
     open(os.path.join(ROOT, "benches", name), "w").write("\n".join(lines))
     print("\n".join(lines))
 

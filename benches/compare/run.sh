@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The end-to-end comparison with tar|zstd, restic and Borg (and smbclient for
 # the SMB export), in one command from a fresh clone:
-#   bash benches/compare/run.sh            # 1 GiB corpora, 3 runs per tool
+#   bash benches/compare/run.sh            # 1 GiB corpora, 3 runs per tool, both methods
+#   bash benches/compare/run.sh --mode warm   # warm cache, outputs on tmpfs (CPU work)
+#   bash benches/compare/run.sh --mode cold   # page cache dropped, outputs on disk
+#   (further options: --corpora infra,real,infra-binary --tools ibs,tar,restic,borg
+#    --out FILE --no-targets; see compare.py's docstring)
 #   IBS_BENCH_GIB=10 bash benches/compare/run.sh   # the 10 GiB case (peak RSS):
 #       infra corpus, ibs and tar|zstd only, writes benches/RESULTS-10GiB.md
 # Environment: IBS_BENCH_DIR (default /var/tmp/ibs-bench; needs ~8× the corpus
@@ -19,4 +23,4 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 cargo build --release --locked -p ibs-cli
-exec /usr/bin/python3 benches/compare/compare.py
+exec /usr/bin/python3 benches/compare/compare.py "$@"
