@@ -1,7 +1,7 @@
 //! Many small files end to end (issue #18): capture of a tree of 5 000 small
-//! JSON/XML documents (`ibs_testkit::data::write_infra_tree`, ~3.5× with
-//! zstd -3) into a local directory target, and restore of that backup into
-//! a fresh folder. Source, target and restored trees live on tmpfs
+//! JSON/XML documents (`ibs_testkit::data::write_infra_tree`: 2.1 MB, mean
+//! 420 B, 4.3× with zstd -3) into a local directory target, and restore of
+//! that backup into a fresh folder. Source, target and restored trees live on tmpfs
 //! (`/dev/shm`) when there is one, so the benches measure the CPU work and
 //! the system calls, not the disk. Every iteration gets a fresh target /
 //! restore folder (made in the untimed setup, removed after the timing).
