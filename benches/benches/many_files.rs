@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ibs_controller::job::write_backup;
@@ -42,7 +43,7 @@ fn spec(target: &Path, pair: &keys::KeyPair) -> JobSpec {
         target: Arc::new(LocalTarget::new(target).unwrap()),
         instance: instance(),
         certificates: vec![pair.cert.clone()],
-        producer_version: "bench".into(),
+        producer_version: "1.2408.0".into(),
         policy: Default::default(),
         checks: Default::default(),
         signer: None,
@@ -63,6 +64,7 @@ fn many_files(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("many_small_files_5k");
     group.sample_size(10);
+    group.measurement_time(Duration::from_secs(8));
     group.throughput(Throughput::Bytes(bytes));
 
     group.bench_function("capture_to_local_dir", |b| {
