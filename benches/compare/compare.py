@@ -575,7 +575,7 @@ def fstype(path):
     return sh("stat -f -c %%T %s" % shlex_quote(path), check=False).stdout.strip()
 
 
-def measure(mode, corpora, keys, base, tool_filter, tmpfs=None):
+def measure(mode, corpora, keys, base, tool_filter, stats, tmpfs=None):
     """Backups (all runs, tools alternated) then restores of each corpus, in
     `mode`, outputs under `base`; returns the rows."""
     rows = []
@@ -584,14 +584,13 @@ def measure(mode, corpora, keys, base, tool_filter, tmpfs=None):
         size = du(cpath)
         chosen = tools(keys, tool_filter)
         if tmpfs is not None:
-            # every repository of every run (~ the compressed size each) and one restored tree at a time
-            need = int(RUNS * len(chosen) * 0.5 * size + 1.2 * size) + (256 << 20)
+            # every repository of every run (~ the zstd -3 size each) and one restored tree at a time
+            need = int(RUNS * len(chosen) * 1.2 * size / stats[cname]["zstd3"] + 1.2 * size) + (256 << 20)
             if tmpfs.free() < need:
                 sys.exit("warm mode: the tmpfs (or the RAM) has %.1f GiB free, %s needs ~%.1f GiB: lower "
                          "IBS_BENCH_GIB or IBS_BENCH_RUNS, or pass fewer --tools"
                          % (tmpfs.free() / (1 << 30), cname, need / (1 << 30)))
-        runs_dir = os.path.join(base, cname)
-        shutil.rmtree(runs_dir, ignore_errors=True)
+        runs_dir = os.path.join(base, cname)  # fresh: remove_trees() ran at the start
         results = {}
         for run in range(RUNS):
             for name, backup, restore, init, env in chosen:
@@ -651,18 +650,18 @@ def main():
         os.makedirs(keys)
         open(keys + "/k.pw", "w").write(PASSWORD + "\n")
         sh("%s keygen --out %s --name k --password-file %s/k.pw" % (IBS, keys, keys))
+    stats = {c: corpus_stats(p, f) for c, p, f in corpora}
     rows = []
     for mode in args.modes:
         if mode == "cold":
-            rows += measure(mode, corpora, keys, os.path.join(WORK, "runs", "cold"), args.tools)
+            rows += measure(mode, corpora, keys, os.path.join(WORK, "runs", "cold"), args.tools, stats)
         else:
             tmpfs = Tmpfs()
             try:
                 print("warm mode: outputs on tmpfs %s" % tmpfs.path, flush=True)
-                rows += measure(mode, corpora, keys, tmpfs.path, args.tools, tmpfs)
+                rows += measure(mode, corpora, keys, tmpfs.path, args.tools, stats, tmpfs)
             finally:
                 tmpfs.close()
-    stats = {c: corpus_stats(p, f) for c, p, f in corpora}
     if LARGE:
         write_large(rows, stats)
         return
