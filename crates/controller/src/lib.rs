@@ -89,4 +89,4 @@ pub use job::{Applied, CheckMemo, DamagedBackup, JobSpec, JobSummary, Retention,
 pub use source::{
     BackupSource, CaptureProblem, CaptureWarning, DirectorySource, EntryMeta, EntryPath, EntrySink, Extent, Warnings,
 };
-pub use target::{Access, open_target};
+pub use target::{Access, open_target, open_target_observed};
