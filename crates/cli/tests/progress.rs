@@ -27,7 +27,17 @@ fn quoted(arg: &str) -> String {
 }
 
 fn backup_args<'a>(share: &'a str, cer: &'a str, source: &'a str) -> Vec<&'a str> {
-    vec!["backup", "--location", share, "--cert", cer, "--fqdn", FQDN, "--source", source]
+    vec![
+        "backup",
+        "--location",
+        share,
+        "--cert",
+        cer,
+        "--fqdn",
+        FQDN,
+        "--source",
+        source,
+    ]
 }
 
 /// An escape sequence or a carriage return.
@@ -44,7 +54,9 @@ fn has_redraws(bytes: &[u8]) -> bool {
 #[test]
 fn a_backup_shows_progress_on_a_terminal_and_no_control_characters_when_piped() {
     if Command::new("script").arg("--version").output().is_err() {
-        ibs_storage::conformance::skip_or_fail("util-linux `script` is not installed (no pseudo-terminal to run under)");
+        ibs_storage::conformance::skip_or_fail(
+            "util-linux `script` is not installed (no pseudo-terminal to run under)",
+        );
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -67,11 +79,12 @@ fn a_backup_shows_progress_on_a_terminal_and_no_control_characters_when_piped() 
         .output()
         .unwrap();
     let terminal = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{terminal}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        has_redraws(&out.stdout),
-        "no redraws on the terminal:\n{terminal:?}"
+        out.status.success(),
+        "{terminal}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    assert!(has_redraws(&out.stdout), "no redraws on the terminal:\n{terminal:?}");
     assert!(
         terminal.contains("backup") && terminal.contains("captured"),
         "no backup progress on the terminal:\n{terminal:?}"
@@ -80,7 +93,12 @@ fn a_backup_shows_progress_on_a_terminal_and_no_control_characters_when_piped() 
     // Piped: the same backup, nothing but plain lines on either stream.
     let share = work.path().join("share-piped");
     std::fs::create_dir(&share).unwrap();
-    let out = IBS.command().args(backup_args(s(&share), s(&keys.cer), &source)).env_remove("RUST_LOG").output().unwrap();
+    let out = IBS
+        .command()
+        .args(backup_args(s(&share), s(&keys.cer), &source))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for (name, stream) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
         assert!(
@@ -88,6 +106,9 @@ fn a_backup_shows_progress_on_a_terminal_and_no_control_characters_when_piped() 
             "control characters on piped {name}:\n{:?}",
             String::from_utf8_lossy(stream)
         );
-        assert!(!String::from_utf8_lossy(stream).contains("captured"), "progress on piped {name}");
+        assert!(
+            !String::from_utf8_lossy(stream).contains("captured"),
+            "progress on piped {name}"
+        );
     }
 }

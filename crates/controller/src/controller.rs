@@ -380,10 +380,10 @@ impl Controller {
             Err(e) => {
                 tracing::warn!(kind = ?e.kind(), error = %e, "backup job failed");
                 JobOutcome::Failed {
-                kind: e.kind(),
-                alert: e.alert(),
-                error: e.to_string(),
-            }
+                    kind: e.kind(),
+                    alert: e.alert(),
+                    error: e.to_string(),
+                }
             }
         };
         let record = JobRecord {

@@ -135,7 +135,12 @@ impl Backup {
                 frames_done: r.frames,
             });
         }
-        tracing::info!(frames = r.frames, entries = r.entries, data_len = r.data_len, "verified");
+        tracing::info!(
+            frames = r.frames,
+            entries = r.entries,
+            data_len = r.data_len,
+            "verified"
+        );
         Ok(VerifyReport {
             check,
             frames: r.frames,

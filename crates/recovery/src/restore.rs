@@ -534,12 +534,8 @@ impl Backup {
         };
         let mut skipped = Skipped::default();
         let wanted: BTreeSet<String> = selected.iter().cloned().collect();
-        let mut tally = Tally {
-            progress: options.progress.clone(),
-            now: Progress::default(),
-        };
         let staged = self
-            .stage(&stage, &wanted, options.skip_verify, apply, &mut report, &mut skipped, &mut tally)
+            .stage(&stage, &wanted, options, apply, &mut report, &mut skipped)
             .await;
         if let Err(e) = staged {
             let st = stage.clone();
@@ -577,13 +573,17 @@ impl Backup {
         &self,
         stage: &Path,
         wanted: &BTreeSet<String>,
-        skip_verify: bool,
+        options: &RestoreOptions,
         apply: Apply,
         report: &mut RestoreReport,
         skipped: &mut Skipped,
-        tally: &mut Tally,
     ) -> Result<()> {
         let v1 = self.format_version() == 1;
+        let skip_verify = options.skip_verify;
+        let tally = &mut Tally {
+            progress: options.progress.clone(),
+            now: Progress::default(),
+        };
         let mut writing: VecDeque<(u64, tokio::task::JoinHandle<Result<Skipped>>)> = VecDeque::new();
         let mut writing_bytes = 0u64;
         let pass: Result<()> = async {

@@ -756,17 +756,25 @@ async fn a_source_named_like_a_staging_folder_is_not_restored_and_names_are_esca
 }
 
 /// Every call of a progress callback, in order.
-fn recorder() -> (ibs_archive::ProgressFn, Arc<std::sync::Mutex<Vec<ibs_archive::Progress>>>) {
+fn recorder() -> (
+    ibs_archive::ProgressFn,
+    Arc<std::sync::Mutex<Vec<ibs_archive::Progress>>>,
+) {
     let calls: Arc<std::sync::Mutex<Vec<ibs_archive::Progress>>> = Arc::default();
     let log = Arc::clone(&calls);
-    (Arc::new(move |p: &ibs_archive::Progress| log.lock().unwrap().push(*p)), calls)
+    (
+        Arc::new(move |p: &ibs_archive::Progress| log.lock().unwrap().push(*p)),
+        calls,
+    )
 }
 
 fn assert_grows(calls: &[ibs_archive::Progress]) {
     assert!(!calls.is_empty());
     for w in calls.windows(2) {
         assert!(
-            w[1].bytes_in >= w[0].bytes_in && w[1].bytes_out >= w[0].bytes_out && w[1].entries_done >= w[0].entries_done,
+            w[1].bytes_in >= w[0].bytes_in
+                && w[1].bytes_out >= w[0].bytes_out
+                && w[1].entries_done >= w[0].entries_done,
             "{w:?}"
         );
     }
@@ -778,7 +786,9 @@ async fn check_verify_and_restore_report_progress_up_to_totals_known_before_they
     let target = local(dir.path());
     let mut entries = sample();
     // One file too large to restore from memory: restored piece by piece.
-    let large: Vec<u8> = (0..9u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let large: Vec<u8> = (0..9u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     entries.push(("identity", "large.bin", large));
     put_backup(&target, &[&pair_a().cert], &entries, T0, "1.2408.0.21").await;
     let r = recovery(&target);
@@ -819,5 +829,9 @@ async fn check_verify_and_restore_report_progress_up_to_totals_known_before_they
     assert_eq!(last.bytes_in, backup.archive().data_len());
     assert_eq!(last.bytes_out, restored.bytes);
     // The large file reported more than once while it was written.
-    assert!(calls.len() as u64 > backup.archive().entry_count() + 1, "{}", calls.len());
+    assert!(
+        calls.len() as u64 > backup.archive().entry_count() + 1,
+        "{}",
+        calls.len()
+    );
 }

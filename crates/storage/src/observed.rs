@@ -509,7 +509,10 @@ mod tests {
         upload.write(Bytes::from_static(b"hello ")).await.unwrap();
         upload.write(Bytes::from_static(b"world")).await.unwrap();
         upload.commit().await.unwrap();
-        assert_eq!(target.read_all(&path).await.unwrap(), Bytes::from_static(b"hello world"));
+        assert_eq!(
+            target.read_all(&path).await.unwrap(),
+            Bytes::from_static(b"hello world")
+        );
 
         let seen = seen.lock().unwrap();
         let ops: Vec<(u64, Operation, bool)> = seen
@@ -571,7 +574,11 @@ mod tests {
         let dir = ObjectPath::parse("d").unwrap();
         target.create_dir_all(&dir).await.unwrap();
         target
-            .put_bytes(&dir.child("m").unwrap(), Bytes::from_static(b"m"), CommitMode::CreateNew)
+            .put_bytes(
+                &dir.child("m").unwrap(),
+                Bytes::from_static(b"m"),
+                CommitMode::CreateNew,
+            )
             .await
             .unwrap();
         let read: Arc<dyn ReadTarget> = target.inner().clone();
