@@ -122,7 +122,7 @@ pub enum CallPhase {
     },
 }
 
-/// Told of every call's start and end (see the [module docs](self)). Runs on
+/// Told of every call's start and end (see [`ObservedTarget`]). Runs on
 /// the calling task: it must return quickly.
 pub type CallObserver = Arc<dyn Fn(&CallEvent) + Send + Sync>;
 
@@ -195,8 +195,24 @@ fn span(operation: Operation, path: &ObjectPath) -> tracing::Span {
 }
 
 /// Wraps a target (any [`ReadTarget`] or [`StorageTarget`], a trait object
-/// too) so that every call is traced and, with an observer, reported (see
-/// the [module docs](self)). Clones share the observer and the call numbers.
+/// too) so that every call is traced and, with an observer, reported.
+/// Clones share the observer and the call numbers.
+///
+/// * **Tracing.** Every call runs in a `storage` span (target
+///   `ibs_storage`, level `DEBUG`) with the operation and the object path;
+///   when it ends, an event in that span records the bytes moved, the
+///   elapsed time and the outcome (the failure class and the error's text on
+///   failure). An upload has a span of its own (`upload`) from `put` to
+///   `commit` or `abort`, each `write` a call inside it (`TRACE` level).
+///   Only paths, sizes, times and error texts are recorded — never object
+///   contents or credentials.
+/// * **Observer** ([`ObservedTarget::with_observer`]): a [`CallObserver`]
+///   gets a [`CallEvent`] when a call starts and when it ends, every
+///   `write` and the `commit` of a streaming upload included, so a caller
+///   can show which call is pending and for how long. A listing's call ends
+///   when the backend has returned its stream.
+///
+/// The wrapper does not show in messages: it displays as the wrapped target.
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
