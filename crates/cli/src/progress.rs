@@ -139,7 +139,13 @@ struct Shared {
     /// Storage calls seen (started).
     calls: AtomicU64,
     ticker_started: AtomicBool,
-    stopped: AtomicBool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Logs go straight to stderr again.
+        *lock(&BARS) = None;
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -150,6 +156,11 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+#[allow(
+    dead_code,
+    reason = "the variants with totals (ETA), the check bar, call_observer and observe_read are for the commands to \
+              adopt one by one"
+)]
 impl Progress {
     /// A display on stderr when `enabled` (see [`Progress::for_stderr`] for
     /// when it should be), else one that draws nothing.
@@ -178,7 +189,6 @@ impl Progress {
                 pending: Mutex::new(BTreeMap::new()),
                 calls: AtomicU64::new(0),
                 ticker_started: AtomicBool::new(false),
-                stopped: AtomicBool::new(false),
             })),
         }
     }
@@ -218,9 +228,19 @@ impl Progress {
     }
 
     /// Progress of `Backup::verify` (ibs-recovery): archive bytes read over
-    /// both passes out of `total` (`Backup::verify_len`), with an ETA, and
-    /// the entries checked.
-    pub fn verify_fn(&self, total: u64) -> ProgressFn {
+    /// both passes, their rate, the entries checked. No ETA: see
+    /// [`Progress::verify_fn_with_total`].
+    pub fn verify_fn(&self) -> ProgressFn {
+        self.bar_fn(
+            None,
+            "{spinner} verify: {bytes} read, {binary_bytes_per_sec} · {msg} [{elapsed}]",
+            |p| (p.bytes_out, format!("{} entries checked", p.entries_done)),
+        )
+    }
+
+    /// [`Progress::verify_fn`] as a bar with an ETA: `total` is
+    /// `Backup::verify_len()` (twice the archive's size: it is read twice).
+    pub fn verify_fn_with_total(&self, total: u64) -> ProgressFn {
         self.bar_fn(
             Some(total),
             "{spinner} verify [{bar:30}] {bytes}/{total_bytes}, {binary_bytes_per_sec}, ETA {eta} · {msg}",
@@ -247,6 +267,40 @@ impl Progress {
                 )
             },
         )
+    }
+
+    /// `options` with a restore's progress: stream bytes gone through,
+    /// their rate, entries done, bytes written. No ETA: see
+    /// [`Progress::restore_options_for`]. Unchanged when disabled.
+    pub fn restore_options(&self, options: ibs_recovery::RestoreOptions) -> ibs_recovery::RestoreOptions {
+        if !self.is_enabled() {
+            return options;
+        }
+        options.progress(self.bar_fn(
+            None,
+            "{spinner} restore: {bytes} read, {binary_bytes_per_sec} · {msg} [{elapsed}]",
+            |p| {
+                (
+                    p.bytes_in,
+                    format!("{} entries, {} written", p.entries_done, HumanBytes(p.bytes_out)),
+                )
+            },
+        ))
+    }
+
+    /// [`Progress::restore_options`] as a bar with an ETA: the totals are
+    /// `backup`'s, known from its index before the restore starts
+    /// ([`Progress::restore_fn`]).
+    pub fn restore_options_for(
+        &self,
+        options: ibs_recovery::RestoreOptions,
+        backup: &ibs_recovery::Backup,
+    ) -> ibs_recovery::RestoreOptions {
+        if !self.is_enabled() {
+            return options;
+        }
+        let archive = backup.archive();
+        options.progress(self.restore_fn(archive.data_len(), archive.entry_count()))
     }
 
     /// Progress of a keyless check of backup `id`
@@ -324,12 +378,13 @@ impl Progress {
     }
 
     /// `target`, wrapped so that its calls feed the stalled-call spinner
-    /// (unchanged when disabled). A target from `ibs_controller::open_target`
-    /// is traced already: open it with `open_target_observed` and
-    /// [`Progress::call_observer`] instead, or every call is traced twice.
+    /// (unchanged when disabled). The wrapper only observes: it opens no
+    /// `tracing` spans, as a target from `ibs_controller::open_target` is
+    /// traced already (`open_target_observed` with
+    /// [`Progress::call_observer`] does both in one wrapper).
     pub fn observe(&self, target: Arc<dyn StorageTarget>) -> Arc<dyn StorageTarget> {
         match self.call_observer() {
-            Some(observer) => Arc::new(ObservedTarget::new(target).with_observer(observer)),
+            Some(observer) => Arc::new(ObservedTarget::new(target).traced(false).with_observer(observer)),
             None => target,
         }
     }
@@ -337,7 +392,7 @@ impl Progress {
     /// [`Progress::observe`] for a read-only target (recovery's).
     pub fn observe_read(&self, target: Arc<dyn ReadTarget>) -> Arc<dyn ReadTarget> {
         match self.call_observer() {
-            Some(observer) => Arc::new(ObservedTarget::new(target).with_observer(observer)),
+            Some(observer) => Arc::new(ObservedTarget::new(target).traced(false).with_observer(observer)),
             None => target,
         }
     }
@@ -353,11 +408,11 @@ impl Progress {
         }
     }
 
-    /// Clears every bar and the spinner and stops updating them: call it
-    /// before printing the command's result.
+    /// Clears every bar and the spinner: call it before printing a
+    /// result. May be called any number of times; the display stays usable
+    /// (the next operation's bar, the spinner of a later stalled call).
     pub fn finish(&self) {
         let Some(shared) = &self.shared else { return };
-        shared.stopped.store(true, Ordering::SeqCst);
         for slot in [&shared.main, &shared.waiting] {
             if let Some(bar) = lock(slot).take() {
                 bar.finish_and_clear();
@@ -365,10 +420,6 @@ impl Progress {
             }
         }
         let _ = shared.bars.clear();
-        let mut registered = lock(&BARS);
-        if registered.is_some() {
-            *registered = None;
-        }
     }
 
     /// Starts the thread that keeps the spinner up to date (once).
@@ -380,10 +431,8 @@ impl Progress {
         let spawned = std::thread::Builder::new().name("ibs-progress".into()).spawn(move || {
             loop {
                 std::thread::sleep(TICK);
+                // Ends with the display.
                 let Some(shared) = weak.upgrade() else { return };
-                if shared.stopped.load(Ordering::SeqCst) {
-                    return;
-                }
                 shared.tick();
             }
         });
@@ -480,7 +529,8 @@ mod tests {
         for f in [
             progress.backup_fn(),
             progress.backup_fn_with_total(10),
-            progress.verify_fn(10),
+            progress.verify_fn(),
+            progress.verify_fn_with_total(10),
             progress.restore_fn(10, 2),
             progress.check_fn("x", 10),
         ] {
@@ -489,6 +539,8 @@ mod tests {
         assert!(progress.call_observer().is_none());
         let target: Arc<dyn StorageTarget> = Arc::new(MemoryTarget::new());
         assert!(Arc::ptr_eq(&progress.observe(target.clone()), &target));
+        let options = ibs_recovery::RestoreOptions::default();
+        assert_eq!(progress.restore_options(options.clone()), options);
         progress.finish();
     }
 
@@ -499,10 +551,11 @@ mod tests {
         // bytes_in 500, bytes_out 250: backup and restore count what was
         // gone through, verify and check the archive bytes read.
         type Make<'a> = Box<dyn Fn() -> ProgressFn + 'a>;
-        let makers: [(Make, u64); 5] = [
+        let makers: [(Make, u64); 6] = [
             (Box::new(|| progress.backup_fn()), 500),
             (Box::new(|| progress.backup_fn_with_total(1000)), 500),
-            (Box::new(|| progress.verify_fn(1000)), 250),
+            (Box::new(|| progress.verify_fn()), 250),
+            (Box::new(|| progress.verify_fn_with_total(1000)), 250),
             (Box::new(|| progress.restore_fn(1000, 7)), 500),
             (Box::new(|| progress.check_fn("20261130-120000", 1000)), 250),
         ];
@@ -512,6 +565,14 @@ mod tests {
         }
         progress.finish_bar();
         assert!(lock(&progress.shared.as_ref().unwrap().main).is_none());
+        // A restore's options get a callback that moves a bar of its own.
+        let options = progress.restore_options(ibs_recovery::RestoreOptions::default());
+        assert_ne!(options, ibs_recovery::RestoreOptions::default());
+        // Finishing twice is fine, and the display is usable afterwards.
+        progress.finish();
+        progress.finish();
+        progress.backup_fn()(&report(10));
+        assert_eq!(main().position(), 10);
         progress.finish();
     }
 

@@ -130,6 +130,9 @@ pub type CallObserver = Arc<dyn Fn(&CallEvent) + Send + Sync>;
 struct Watch {
     observer: Option<CallObserver>,
     next_id: AtomicU64,
+    /// Whether calls open spans and record events (off for an observer-only
+    /// wrapper around a target that is traced already).
+    traced: bool,
 }
 
 /// A call in progress: its span, its id, when it started.
@@ -142,6 +145,15 @@ struct Call<'w> {
 }
 
 impl Watch {
+    /// The span of a call (none when the wrapper is not traced).
+    fn span(&self, operation: Operation, path: &ObjectPath) -> tracing::Span {
+        if self.traced {
+            span(operation, path)
+        } else {
+            tracing::Span::none()
+        }
+    }
+
     fn start(&self, operation: Operation, path: &ObjectPath) -> Call<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(observer) = &self.observer {
@@ -172,6 +184,7 @@ impl Call<'_> {
             Err(e) => (0, Some(e.kind())),
         };
         match result {
+            _ if !self.watch.traced => {}
             Ok(_) if self.operation == Operation::Write => {
                 tracing::trace!(bytes, elapsed_ms, "storage call done");
             }
@@ -251,6 +264,7 @@ impl<T: ?Sized> ObservedTarget<T> {
             watch: Arc::new(Watch {
                 observer: None,
                 next_id: AtomicU64::new(0),
+                traced: true,
             }),
         }
     }
@@ -263,6 +277,22 @@ impl<T: ?Sized> ObservedTarget<T> {
             watch: Arc::new(Watch {
                 observer: Some(observer),
                 next_id: AtomicU64::new(self.watch.next_id.load(Ordering::Relaxed)),
+                traced: self.watch.traced,
+            }),
+        }
+    }
+
+    /// Whether calls open `tracing` spans and record events (default: yes).
+    /// Off, the wrapper only tells its observer — for a target that is
+    /// traced already (one from a wrapper of its own), whose calls would
+    /// otherwise be traced twice. Clones made earlier keep the setting.
+    pub fn traced(self, yes: bool) -> Self {
+        ObservedTarget {
+            inner: self.inner,
+            watch: Arc::new(Watch {
+                observer: self.watch.observer.clone(),
+                next_id: AtomicU64::new(self.watch.next_id.load(Ordering::Relaxed)),
+                traced: yes,
             }),
         }
     }
@@ -297,9 +327,11 @@ impl<T: fmt::Display + ?Sized> fmt::Display for ObservedTarget<T> {
 #[async_trait]
 impl<T: ReadTarget + ?Sized> ReadTarget for ObservedTarget<T> {
     async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
-        let span = span(Operation::ReadRange, path);
+        let span = self.watch.span(Operation::ReadRange, path);
         async {
-            tracing::trace!(start = range.start, end = range.end, "storage call");
+            if self.watch.traced {
+                tracing::trace!(start = range.start, end = range.end, "storage call");
+            }
             let call = self.watch.start(Operation::ReadRange, path);
             let result = self.inner.read_range(path, range).await;
             call.finish(&result, |b| b.len() as u64);
@@ -310,7 +342,7 @@ impl<T: ReadTarget + ?Sized> ReadTarget for ObservedTarget<T> {
     }
 
     async fn head(&self, path: &ObjectPath) -> Result<ObjectMeta> {
-        let span = span(Operation::Head, path);
+        let span = self.watch.span(Operation::Head, path);
         async {
             let call = self.watch.start(Operation::Head, path);
             let result = self.inner.head(path).await;
@@ -322,7 +354,7 @@ impl<T: ReadTarget + ?Sized> ReadTarget for ObservedTarget<T> {
     }
 
     async fn list(&self, prefix: &ObjectPath) -> Result<BoxStream<'static, Result<ObjectMeta>>> {
-        let span = span(Operation::List, prefix);
+        let span = self.watch.span(Operation::List, prefix);
         async {
             let call = self.watch.start(Operation::List, prefix);
             let result = self.inner.list(prefix).await;
@@ -335,12 +367,12 @@ impl<T: ReadTarget + ?Sized> ReadTarget for ObservedTarget<T> {
 
     async fn capacity(&self) -> Result<Capacity> {
         let root = ObjectPath::default();
-        let span = span(Operation::Capacity, &root);
+        let span = self.watch.span(Operation::Capacity, &root);
         async {
             let call = self.watch.start(Operation::Capacity, &root);
             let result = self.inner.capacity().await;
             call.finish(&result, |_| 0);
-            if let Ok(c) = &result {
+            if let (true, Ok(c)) = (self.watch.traced, &result) {
                 tracing::debug!(free_bytes = ?c.free_bytes, total_bytes = ?c.total_bytes, "capacity");
             }
             result
@@ -353,7 +385,7 @@ impl<T: ReadTarget + ?Sized> ReadTarget for ObservedTarget<T> {
 #[async_trait]
 impl<T: StorageTarget + ?Sized> StorageTarget for ObservedTarget<T> {
     async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
-        let span = span(Operation::CreateDirAll, path);
+        let span = self.watch.span(Operation::CreateDirAll, path);
         async {
             let call = self.watch.start(Operation::CreateDirAll, path);
             let result = self.inner.create_dir_all(path).await;
@@ -367,10 +399,14 @@ impl<T: StorageTarget + ?Sized> StorageTarget for ObservedTarget<T> {
     async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
         // The upload's span lives until it is committed or aborted; every
         // call of the upload (this one included) is a span inside it.
-        let upload = tracing::debug_span!("upload", path = %path, mode = ?mode);
+        let upload = if self.watch.traced {
+            tracing::debug_span!("upload", path = %path, mode = ?mode)
+        } else {
+            tracing::Span::none()
+        };
         let started = upload.clone();
         let result = async {
-            let span = span(Operation::Put, path);
+            let span = self.watch.span(Operation::Put, path);
             async {
                 let call = self.watch.start(Operation::Put, path);
                 let result = self.inner.put(path, mode).await;
@@ -392,7 +428,7 @@ impl<T: StorageTarget + ?Sized> StorageTarget for ObservedTarget<T> {
     }
 
     async fn delete(&self, path: &ObjectPath) -> Result<()> {
-        let span = span(Operation::Delete, path);
+        let span = self.watch.span(Operation::Delete, path);
         async {
             let call = self.watch.start(Operation::Delete, path);
             let result = self.inner.delete(path).await;
@@ -404,7 +440,7 @@ impl<T: StorageTarget + ?Sized> StorageTarget for ObservedTarget<T> {
     }
 
     async fn delete_dir(&self, path: &ObjectPath) -> Result<()> {
-        let span = span(Operation::DeleteDir, path);
+        let span = self.watch.span(Operation::DeleteDir, path);
         async {
             let call = self.watch.start(Operation::DeleteDir, path);
             let result = self.inner.delete_dir(path).await;
@@ -440,7 +476,11 @@ impl fmt::Debug for ObservedWriter {
 impl ObjectWriter for ObservedWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
         let len = chunk.len() as u64;
-        let span = tracing::trace_span!(parent: &self.span, "storage", op = Operation::Write.as_str());
+        let span = if self.watch.traced {
+            tracing::trace_span!(parent: &self.span, "storage", op = Operation::Write.as_str())
+        } else {
+            tracing::Span::none()
+        };
         let result = async {
             let call = self.watch.start(Operation::Write, &self.path);
             let result = self.inner.write(chunk).await;
@@ -463,9 +503,15 @@ impl ObjectWriter for ObservedWriter {
             span: upload,
             written,
         } = *self;
-        let span = tracing::debug_span!(parent: &upload, "storage", op = Operation::Commit.as_str());
+        let span = if watch.traced {
+            tracing::debug_span!(parent: &upload, "storage", op = Operation::Commit.as_str())
+        } else {
+            tracing::Span::none()
+        };
         async {
-            tracing::debug!(written, "committing upload");
+            if watch.traced {
+                tracing::debug!(written, "committing upload");
+            }
             let call = watch.start(Operation::Commit, &path);
             let result = inner.commit().await;
             call.finish(&result, |meta| meta.size);
@@ -483,9 +529,15 @@ impl ObjectWriter for ObservedWriter {
             span: upload,
             written,
         } = *self;
-        let span = tracing::debug_span!(parent: &upload, "storage", op = Operation::Abort.as_str());
+        let span = if watch.traced {
+            tracing::debug_span!(parent: &upload, "storage", op = Operation::Abort.as_str())
+        } else {
+            tracing::Span::none()
+        };
         async {
-            tracing::debug!(written, "discarding upload");
+            if watch.traced {
+                tracing::debug!(written, "discarding upload");
+            }
             let call = watch.start(Operation::Abort, &path);
             let result = inner.abort().await;
             call.finish(&result, |_| 0);
