@@ -621,6 +621,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_untraced_wrapper_still_tells_its_observer() {
+        let seen: Seen = Arc::default();
+        let log = Arc::clone(&seen);
+        let inner: Arc<dyn StorageTarget> = Arc::new(MemoryTarget::new());
+        let target = ObservedTarget::new(inner)
+            .traced(false)
+            .with_observer(Arc::new(move |e: &CallEvent| log.lock().unwrap().push(e.clone())));
+        target.capacity().await.unwrap();
+        assert!(!target.watch.traced);
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
     async fn a_failed_call_reports_its_class_and_the_error_reaches_the_caller() {
         let (target, seen) = observed();
         let missing = ObjectPath::parse("no/such").unwrap();
