@@ -26,7 +26,7 @@ use ibs_archive::fuzzing::format::{
 };
 use ibs_archive::fuzzing::piece_record;
 use ibs_archive::fuzzing::v2::{FooterV2, PieceRecord, Root, signature_message};
-use ibs_archive::{ArchiveId, ArchiveReader, Footer, Header};
+use ibs_archive::{ArchiveId, ArchiveReader, Footer};
 use ibs_envelope::{FileKey, Identity, Password, Sha256Fingerprint, SigningKey, Stanza, Thumbprint};
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
@@ -77,7 +77,7 @@ fn fields(keys: &ArchiveKeys, salt: [u8; 32], version: u16, signer: Option<[u8; 
 fn sealed_archive(chunks: &[&[u8]], key: &FileKey) -> Option<Vec<u8>> {
     let salt = [7u8; 32];
     let keys = ArchiveKeys::derive(key, &salt);
-    let header = Header::seal(fields(&keys, salt, FORMAT_VERSION_1, None), &keys).ok()?;
+    let header = ibs_archive::fuzzing::seal_header(fields(&keys, salt, FORMAT_VERSION_1, None), &keys).ok()?;
     let digest = header.digest();
     let mut out = header.as_bytes().to_vec();
     let frames = &chunks[1..];
@@ -121,7 +121,7 @@ fn sealed_v2(input: &[u8], key: &FileKey) -> Option<Vec<u8>> {
     let signer = SigningKey::from_seed(&[5; 32]);
     let salt = [7u8; 32];
     let keys = ArchiveKeys::derive(key, &salt);
-    let header = Header::seal(
+    let header = ibs_archive::fuzzing::seal_header(
         fields(&keys, salt, FORMAT_VERSION, Some(*signer.verifying_key().as_bytes())),
         &keys,
     )

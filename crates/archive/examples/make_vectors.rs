@@ -18,7 +18,7 @@
 //! Valid archives come from [`ArchiveWriter`]. The writer refuses what the
 //! negative vectors need (entries out of order, a hard link to a folder, a
 //! name with NUL, …), so those are put together here from the sans-IO pieces
-//! ([`Header::seal`], [`ArchiveKeys::seal_chunk`], [`encode_entry`],
+//! ([`seal_header`](ibs_archive::fuzzing::seal_header), [`ArchiveKeys::seal_chunk`], [`encode_entry`],
 //! [`Root`], [`FooterV2`], [`signature_message`]): see [`Craft`].
 // A generator run by hand: a broken assumption should stop it loudly.
 #![allow(clippy::expect_used)]
@@ -337,7 +337,7 @@ impl Craft {
         let file_key = FileKey::generate()?;
         let salt = ibs_envelope::generate_salt()?;
         let keys = ArchiveKeys::derive(&file_key, &salt);
-        let header = Header::seal(
+        let header = ibs_archive::fuzzing::seal_header(
             HeaderFields {
                 archive_id: ArchiveId::generate()?,
                 created: CREATED,

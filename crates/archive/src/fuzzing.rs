@@ -20,6 +20,13 @@ pub mod v2 {
 
 pub use crate::writer::FrameCompressor;
 
+/// Seals a header of `fields` with `keys` ([`Header`](crate::Header)'s
+/// writer side, which takes the archive's internal keys): for test vectors,
+/// fuzz targets and tests that build archives by hand.
+pub fn seal_header(fields: crate::HeaderFields, keys: &format::ArchiveKeys) -> Result<crate::Header> {
+    crate::Header::seal(fields, keys)
+}
+
 use crate::Result;
 use crate::bytes_io::Cursor;
 use crate::entry::{EntryKind, path_cmp};

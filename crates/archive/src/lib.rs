@@ -90,6 +90,7 @@ mod error;
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+mod read_ahead;
 mod reader;
 mod v2;
 mod writer;
@@ -100,6 +101,7 @@ pub use format::{
     ArchiveId, FORMAT_VERSION, FORMAT_VERSION_1, Footer, Header, HeaderFields, MAX_PATH_LEN, MAX_RECIPIENTS,
     MAX_SOURCE_LEN, check_entry_path, check_source_name,
 };
+pub use read_ahead::ReadAhead;
 pub use reader::{
     ArchiveFooter, ArchiveInfo, ArchiveReader, RangeRead, Signer, VerifyReport, blocking, check_signature, inspect,
     verify_signature,

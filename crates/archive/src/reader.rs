@@ -24,6 +24,7 @@ use crate::format::{
     ArchiveKeys, FOOTER_LEN, FORMAT_VERSION_1, Footer, HEADER_PREFIX_LEN, Header, HeaderFields, MIN_SEALED_FRAME_LEN,
     open_index,
 };
+use crate::read_ahead::ReadAhead;
 use crate::v2::{
     FOOTER_LEN_V2, FooterV2, MAX_PIECE_LEN, MAX_ROOT_LEN, Root, TreeCheck, decode_piece, signature_message,
 };
@@ -476,7 +477,7 @@ pub struct VerifyReport {
 /// Largest range a verification reads at once (several frames per read).
 const VERIFY_READ: u64 = 8 << 20;
 
-/// Largest read-ahead of a sequential reader (see `sealed_frame`).
+/// Largest read of a sequential reader, read-ahead included ([`ReadAhead`]).
 const READ_AHEAD: u64 = 8 << 20;
 
 /// Index pieces kept decoded (each at most 4 MiB raw; 64 KiB as this
@@ -501,7 +502,8 @@ enum Entries {
 /// piece): memory is flat in the number of entries. A version 1 archive's
 /// index is held whole (those archives are few and small).
 pub struct ArchiveReader<R> {
-    source: R,
+    /// Frames read in order are read ahead ([`READ_AHEAD`] at most).
+    source: ReadAhead<R>,
     info: ArchiveInfo,
     /// Shared with the blocking pool that opens [`verify`](Self::verify)'s batches.
     keys: Arc<ArchiveKeys>,
@@ -517,11 +519,6 @@ pub struct ArchiveReader<R> {
     piece_cache: std::sync::Mutex<std::collections::VecDeque<(usize, Arc<Vec<Entry>>)>>,
     /// The last frame opened: entries read in order mostly share frames.
     last_frame: std::sync::Mutex<Option<(u64, Bytes)>>,
-    /// Sealed frames read ahead for a sequential reader: frames
-    /// `first..end`, as stored from `first`'s offset.
-    ahead: std::sync::Mutex<Option<(u64, u64, Bytes)>>,
-    /// Frames fetched one after the other so far (0 after a jump).
-    streak: std::sync::atomic::AtomicU64,
 }
 
 impl<R> fmt::Debug for ArchiveReader<R> {
@@ -643,7 +640,7 @@ impl<R: RangeRead> ArchiveReader<R> {
             }
         };
         Ok(ArchiveReader {
-            source,
+            source: ReadAhead::new(source, info.archive_len, READ_AHEAD),
             info,
             keys: Arc::new(keys),
             digest,
@@ -655,8 +652,6 @@ impl<R: RangeRead> ArchiveReader<R> {
             frame_counters,
             piece_cache: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(PIECE_CACHE)),
             last_frame: std::sync::Mutex::new(None),
-            ahead: std::sync::Mutex::new(None),
-            streak: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -807,7 +802,7 @@ impl<R: RangeRead> ArchiveReader<R> {
 
     /// The underlying byte source.
     pub fn source(&self) -> &R {
-        &self.source
+        self.source.get_ref()
     }
 
     fn frame_size(&self) -> u32 {
@@ -849,55 +844,12 @@ impl<R: RangeRead> ArchiveReader<R> {
         Ok(plain)
     }
 
-    /// The sealed bytes of frame `i`. A reader going frame after frame gets
-    /// the following frames read with it, as many as its streak of
-    /// consecutive frames (so one entry of a few frames over-reads at most a
-    /// frame or two) up to [`READ_AHEAD`] bytes in one range read: a remote
-    /// target answers one request per 8 MiB instead of one per frame. A
-    /// reader jumping to a frame reads only that frame.
+    /// The sealed bytes of frame `i`. A reader going frame after frame has
+    /// the following frames read with them ([`ReadAhead`]): a remote target
+    /// answers one request per few MiB instead of one per frame.
     async fn sealed_frame(&self, i: u64) -> ReadResult<Vec<u8>, R::Error> {
-        if let Ok(slot) = self.ahead.lock()
-            && let Some((first, end, bytes)) = slot.as_ref()
-            && (*first..*end).contains(&i)
-        {
-            let base = self.frame_span(*first)?.0;
-            let (s, e) = self.frame_span(i)?;
-            if let Some(sealed) = bytes.get((s - base) as usize..(e - base) as usize) {
-                self.streak.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Ok(sealed.to_vec());
-            }
-        }
-        let sequential = i > 0
-            && self
-                .last_frame
-                .lock()
-                .is_ok_and(|slot| slot.as_ref().is_some_and(|(n, _)| *n + 1 == i));
-        use std::sync::atomic::Ordering;
-        let streak = if sequential {
-            self.streak.fetch_add(1, Ordering::Relaxed) + 1
-        } else {
-            self.streak.store(0, Ordering::Relaxed);
-            0
-        };
-        let (start, mut end) = self.frame_span(i)?;
-        let mut last = i;
-        if streak > 0 {
-            let frames = self.frame_lens.len() as u64;
-            while last + 1 < frames && last - i < streak && self.frame_span(last + 1)?.1 - start <= READ_AHEAD {
-                last += 1;
-                end = self.frame_span(last)?.1;
-            }
-        }
-        let read = read_at(&self.source, start, (end - start) as usize).await?;
-        if last == i {
-            return Ok(read);
-        }
-        let first_len = (self.frame_span(i)?.1 - start) as usize;
-        let sealed = read[..first_len].to_vec();
-        if let Ok(mut slot) = self.ahead.lock() {
-            *slot = Some((i, last + 1, Bytes::from(read)));
-        }
-        Ok(sealed)
+        let (start, end) = self.frame_span(i)?;
+        read_at(&self.source, start, (end - start) as usize).await
     }
 
     /// Start and end offset of data frame `i` (pieces may lie between frames).

@@ -124,6 +124,7 @@ pub fn class_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Authentication => "authentication",
         ErrorKind::AlreadyExists => "already_exists",
         ErrorKind::InvalidInput => "invalid_input",
+        ErrorKind::PermissionDenied => "permission_denied",
         _ => "other",
     }
 }
@@ -192,7 +193,9 @@ impl From<ibs_recovery::RecoveryError> for Failure {
                 };
                 Failure::new(kind, message)
             }
-            E::Exists(_) | E::Io { .. } | E::UnsafePath { .. } => Failure::new(Kind::Local, message),
+            E::Exists(_) | E::Io { .. } | E::UnsafePath { .. } | E::DestinationNotAFolder { .. } => {
+                Failure::new(Kind::Local, message)
+            }
             _ if e.is_damage() => Failure::new(Kind::Backup, message),
             E::NoRestorable { .. } | E::NotFound { .. } | E::NoBackups { .. } | E::VersionRule { .. } => {
                 Failure::new(Kind::Backup, message)

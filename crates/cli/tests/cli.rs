@@ -1509,7 +1509,7 @@ fn a_share_filled_by_another_tool_frees_the_oldest_backup_and_the_retry_succeeds
     assert!(out.status.success(), "{text}");
     assert!(text.contains("the first attempt ran out of capacity"), "{text}");
     assert!(
-        text.contains(&format!("deleted {}", ids[0])) && text.contains("oldest, to make room"),
+        text.contains(&format!("deleted {}", ids[0])) && text.contains("to make room for the next backup"),
         "{text}"
     );
     // The new backup is the newest and restores.

@@ -602,3 +602,85 @@ fn an_smb_location_without_credentials_is_one_usage_error_for_every_verb() {
         );
     }
 }
+
+/// `openssl <args>`, asserting it succeeded.
+fn openssl(args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", text(&out).1);
+}
+
+#[test]
+fn messages_an_operator_can_act_on() {
+    let t = setup();
+    let keys = IBS.keygen(&t.keys, "ops");
+    let srcs = sources();
+    // A .pfx given as --cert: says it is a PKCS#12 file and asks for the .cer.
+    let out = IBS.run(&backup_args(&t.share, &keys.pfx, &srcs));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("PKCS#12") && stderr.contains(".cer"), "{stderr}");
+    assert!(!stderr.contains("UnexpectedTag"), "{stderr}");
+    // A certificate whose key usage excludes encipherment: used, with a warning.
+    let signing_only = t.keys.join("signing-only.pem");
+    let key = t.keys.join("signing-only.key");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        s(&key),
+        "-out",
+        s(&signing_only),
+        "-subj",
+        "/CN=ibs-test",
+        "-days",
+        "30",
+        "-addext",
+        "keyUsage=critical,digitalSignature",
+    ]);
+    let out = IBS.run(&backup_args(&t.share, &signing_only, &srcs));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("complete"), "{stdout}");
+    assert!(
+        stderr.contains("warning: --cert") && stderr.contains("signing-only.pem"),
+        "{stderr}"
+    );
+    // --to naming a file: the destination must be a folder.
+    IBS.ok(&backup_args(&t.share, &keys.cer, &srcs));
+    let file = t.keys.join("ops.cer");
+    let out = restore(
+        &t.share,
+        &file,
+        &["--pfx", s(&keys.pfx), "--password-file", s(&keys.password)],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("must be a folder") && stderr.contains("ops.cer"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("File exists"), "{stderr}");
+    // A location the user running ibs may not write: a permission failure
+    // naming the folder, never "check the user name, password and domain".
+    let locked = t.share.parent().unwrap().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    let immutable = std::process::Command::new("chattr").arg("+i").arg(&locked).status();
+    if !immutable.is_ok_and(|s| s.success()) {
+        ibs_storage::conformance::skip_or_fail("chattr +i is not available (needs root and a file system that has it)");
+        return;
+    }
+    let (code, _, stderr) = json(&backup_args(&locked, &keys.cer, &srcs));
+    let _ = std::process::Command::new("chattr").arg("-i").arg(&locked).status();
+    assert_eq!(code, Some(1), "{stderr}");
+    let err: Value = serde_json::from_str(&stderr).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(err["error"]["class"], "permission_denied", "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("locked"), "{err}");
+    let alert = err["error"]["alert"].to_string().to_lowercase();
+    assert!(!alert.contains("password") && !alert.contains("domain"), "{alert}");
+}

@@ -98,7 +98,7 @@ fn open_smb(location: &Location, access: &Access) -> Result<Arc<dyn StorageTarge
         _ => {
             return Err(ControllerError::InvalidSetting {
                 setting: "credentials",
-                reason: "an SMB location needs domain, user and password".into(),
+                reason: ibs_storage_smb::CREDENTIALS_NEEDED.into(),
             });
         }
     };
@@ -153,7 +153,9 @@ mod tests {
     fn an_smb_share_needs_credentials_and_debug_shows_only_the_account() {
         let (setting, reason) = setting_of(r"\\fs\share", &Access::Default);
         assert_eq!(setting, "credentials");
-        assert!(reason.contains("domain, user and password"), "{reason}");
+        assert_eq!(reason, ibs_storage_smb::CREDENTIALS_NEEDED);
+        assert!(reason.contains("user name and a password"), "{reason}");
+        assert!(reason.contains("a domain is optional"), "{reason}");
         let access = Access::Smb(SmbCredentials::new("CONTOSO", "svc", "S3cret"));
         let shown = format!("{access:?}");
         assert!(shown.contains("svc") && !shown.contains("S3cret"), "{shown}");

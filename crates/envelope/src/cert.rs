@@ -1,8 +1,14 @@
 //! Recipients: X.509 certificates (`.cer`, DER or PEM) holding RSA public keys.
 //!
 //! The certificate only transports a public key: no chain, expiry or trust is
-//! checked (the operator's certificate is usually self-signed). The validity
-//! period is exposed so callers can warn about an expired certificate.
+//! checked (the operator's certificate is usually self-signed). An expired
+//! certificate, or one whose key usage leaves out encipherment, is accepted:
+//! [`Certificate::warnings`] names what the operator should know about it.
+//!
+//! A file holding a private key (a PKCS#12 `.pfx`, a PEM private key) given
+//! where a certificate is expected is refused with
+//! [`Error::PrivateKeyNotCertificate`], which names the kind of file and never
+//! quotes it.
 
 use std::fmt;
 use std::path::Path;
@@ -98,10 +104,73 @@ impl Validity {
     }
 }
 
+/// Something about a certificate that does not stop a backup but that the
+/// operator should hear about, as a `warning:` line (its `Display` is that
+/// sentence). Returned by [`Certificate::warnings`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertificateWarning {
+    /// The validity period ended before the time given. Backups are still
+    /// encrypted to it (no trust is checked), but it is due to be renewed.
+    Expired {
+        /// End of the validity period, in seconds since the Unix epoch.
+        not_after: i64,
+    },
+    /// The validity period starts after the time given (a clock, or a
+    /// certificate issued for later).
+    NotYetValid {
+        /// Start of the validity period, in seconds since the Unix epoch.
+        not_before: i64,
+    },
+    /// The certificate's key usage extension allows neither key nor data
+    /// encipherment: the file key is still wrapped to it, but the certificate
+    /// was not issued for encryption.
+    NoEncipherment,
+}
+
+impl fmt::Display for CertificateWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertificateWarning::Expired { not_after } => write!(
+                f,
+                "the certificate expired on {}; backups are still encrypted to it, but issue a new one (and keep the old .pfx for the backups made before)",
+                utc_date(*not_after)
+            ),
+            CertificateWarning::NotYetValid { not_before } => write!(
+                f,
+                "the certificate is valid only from {}; backups are still encrypted to it, but check this computer's clock",
+                utc_date(*not_before)
+            ),
+            CertificateWarning::NoEncipherment => f.write_str(
+                "the certificate's key usage allows neither key nor data encipherment; backups are still encrypted to it, but issue an encryption certificate (keyEncipherment) for the next ones",
+            ),
+        }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC`, or the raw seconds when out of range.
+fn utc_date(unix_seconds: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(unix_seconds) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("{unix_seconds} s after 1970"),
+    }
+}
+
 /// A recipient: an X.509 certificate with an RSA public key of at least 2048 bits.
 #[derive(Clone)]
 pub struct Certificate {
     der: Vec<u8>,
+    /// False when a key usage extension is present and allows neither
+    /// keyEncipherment nor dataEncipherment.
+    allows_encipherment: bool,
     public_key: RsaPublicKey,
     bits: usize,
     subject: String,
@@ -146,6 +215,11 @@ impl Certificate {
         if bytes.first() == Some(&0x30) {
             return Ok(vec![Self::from_der(bytes)?]);
         }
+        if let Some(what) = pem_private_key_kind(bytes)
+            && find(bytes, b"-----BEGIN CERTIFICATE-----").is_none()
+        {
+            return Err(Error::PrivateKeyNotCertificate { what });
+        }
         let blocks = pem_certificates_to_der(bytes)?;
         blocks
             .iter()
@@ -173,9 +247,14 @@ impl Certificate {
     }
 
     /// Parses a DER-encoded certificate.
+    ///
+    /// DER that is a PKCS#12 (`.pfx`) file or a private key is refused with
+    /// [`Error::PrivateKeyNotCertificate`].
     pub fn from_der(der: &[u8]) -> Result<Self> {
-        let (rest, x509) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| Error::InvalidCertificate { reason: e.to_string() })?;
+        let (rest, x509) = x509_parser::parse_x509_certificate(der).map_err(|e| match der_private_key_kind(der) {
+            Some(what) => Error::PrivateKeyNotCertificate { what },
+            None => Error::InvalidCertificate { reason: e.to_string() },
+        })?;
         if !rest.is_empty() {
             return Err(Error::InvalidCertificate {
                 reason: format!("{} bytes follow the certificate", rest.len()),
@@ -187,8 +266,15 @@ impl Certificate {
             rsa_public_key_from_spki(&spki.algorithm.algorithm.to_id_string(), &spki.subject_public_key.data)?;
         let bits = public_key_bits(&public_key);
         let validity = x509.validity();
+        // An unreadable key usage extension counts as absent: it is only
+        // ever a warning.
+        let allows_encipherment = match x509.key_usage() {
+            Ok(Some(ext)) => ext.value.key_encipherment() || ext.value.data_encipherment(),
+            Ok(None) | Err(_) => true,
+        };
         Ok(Certificate {
             der: der.to_vec(),
+            allows_encipherment,
             bits,
             subject: x509.subject().to_string(),
             validity: Validity {
@@ -221,9 +307,37 @@ impl Certificate {
         &self.subject
     }
 
-    /// The validity period (not checked by this crate).
+    /// The validity period (not checked by this crate; see
+    /// [`Certificate::warnings`]).
     pub fn validity(&self) -> Validity {
         self.validity
+    }
+
+    /// Whether the key usage allows key or data encipherment (true when the
+    /// certificate has no key usage extension, which allows every use).
+    pub fn allows_encipherment(&self) -> bool {
+        self.allows_encipherment
+    }
+
+    /// What the operator should be told about this certificate at
+    /// `now_unix_seconds` (the clock is the caller's): expired or not yet
+    /// valid, a key usage without encipherment. None of these stops a
+    /// backup; each `Display`s as one sentence for a `warning:` line.
+    pub fn warnings(&self, now_unix_seconds: i64) -> Vec<CertificateWarning> {
+        let mut out = Vec::new();
+        if now_unix_seconds > self.validity.not_after {
+            out.push(CertificateWarning::Expired {
+                not_after: self.validity.not_after,
+            });
+        } else if now_unix_seconds < self.validity.not_before {
+            out.push(CertificateWarning::NotYetValid {
+                not_before: self.validity.not_before,
+            });
+        }
+        if !self.allows_encipherment {
+            out.push(CertificateWarning::NoEncipherment);
+        }
+        out
     }
 
     /// SHA-1 thumbprint of the DER, as Windows shows it.
@@ -308,6 +422,45 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// What kind of private-key file `der` looks like, from its first fields
+/// only (it is never decoded further, nor quoted): a PKCS#12 `PFX` is a
+/// SEQUENCE opening with `INTEGER 3`, a PKCS#8 or PKCS#1 private key one
+/// opening with `INTEGER 0`. A certificate opens with a SEQUENCE.
+fn der_private_key_kind(der: &[u8]) -> Option<&'static str> {
+    if der.first() != Some(&0x30) {
+        return None;
+    }
+    // Skip the outer length: short form, BER indefinite (0x80), or long form.
+    let skip = match *der.get(1)? {
+        n if n <= 0x80 => 2,
+        n => 2 + usize::from(n & 0x7f),
+    };
+    match der.get(skip..skip + 3)? {
+        [0x02, 0x01, 0x03] => Some("a PKCS#12 (.pfx) file"),
+        [0x02, 0x01, 0x00] => Some("a private key (DER)"),
+        _ => None,
+    }
+}
+
+/// What kind of PEM private key `text` holds, from its `BEGIN` line's label.
+fn pem_private_key_kind(text: &[u8]) -> Option<&'static str> {
+    const KINDS: &[(&[u8], &str)] = &[
+        (
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----",
+            "an encrypted private key (PEM)",
+        ),
+        (b"-----BEGIN RSA PRIVATE KEY-----", "an RSA private key (PEM)"),
+        (b"-----BEGIN EC PRIVATE KEY-----", "an EC private key (PEM)"),
+        (b"-----BEGIN OPENSSH PRIVATE KEY-----", "an OpenSSH private key"),
+        (b"-----BEGIN PRIVATE KEY-----", "a private key (PEM)"),
+        (b"-----BEGIN PKCS12-----", "a PKCS#12 (.pfx) file in PEM"),
+    ];
+    KINDS
+        .iter()
+        .find(|(begin, _)| find(text, begin).is_some())
+        .map(|(_, what)| *what)
 }
 
 /// Every `CERTIFICATE` block of a PEM text, decoded, in order (text around

@@ -18,6 +18,16 @@ pub enum Error {
         /// What the parser found wrong.
         reason: String,
     },
+    /// A file holding a private key (a PKCS#12 `.pfx`, a PEM or DER private
+    /// key) was given where a certificate is expected. Names the kind of
+    /// file only; nothing of its contents.
+    #[error(
+        "this is not a certificate: the file looks like {what}, which holds a private key; backup needs only the certificate (the .cer), so give the .cer and keep the private key for recovery"
+    )]
+    PrivateKeyNotCertificate {
+        /// The kind of file found ("a PKCS#12 (.pfx) file", "an RSA private key (PEM)", …).
+        what: &'static str,
+    },
     /// The certificate (or PFX key) holds a key that is not RSA.
     #[error(
         "the certificate's key is {algorithm}, but backups are encrypted with RSA keys only: issue an RSA certificate (2048 bits or more)"

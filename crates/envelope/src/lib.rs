@@ -69,7 +69,7 @@ pub mod signing;
 mod stream;
 mod wrap;
 
-pub use cert::{Certificate, MAX_RSA_BITS, MIN_RSA_BITS, Sha256Fingerprint, Thumbprint, Validity};
+pub use cert::{Certificate, CertificateWarning, MAX_RSA_BITS, MIN_RSA_BITS, Sha256Fingerprint, Thumbprint, Validity};
 pub use error::{Error, Result};
 pub use identity::Identity;
 pub use secret::Password;

@@ -114,6 +114,21 @@ pub enum RecoveryError {
     /// The caller asked for something impossible; the message says what.
     #[error("{0}")]
     Usage(String),
+    /// The restore destination, or a folder on its path, is an existing
+    /// file (or anything else that is not a folder): a restore writes into a
+    /// folder, which it creates when missing.
+    #[error(
+        "the restore destination must be a folder: {} is {}; give a folder, or a path that does not exist yet",
+        shown(path),
+        if path == not_a_folder { "a file, not a folder".to_owned() } else { format!("under {}, which is a file, not a folder", shown(not_a_folder)) }
+    )]
+    DestinationNotAFolder {
+        /// The destination asked for.
+        path: PathBuf,
+        /// The existing path that is not a folder (the destination itself,
+        /// or one of its parents).
+        not_a_folder: PathBuf,
+    },
     /// Another failure of the repository layer (an invalid backup id or
     /// instance name, a failed random generator, …).
     #[error(transparent)]

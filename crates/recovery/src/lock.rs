@@ -49,13 +49,19 @@ impl RestoreLock {
     /// Creates `dir` if needed and locks it; refused (not waited for) while
     /// another restore holds it.
     pub async fn acquire(dir: &Path) -> Result<Self> {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|source| RecoveryError::Io {
+        if let Err(source) = tokio::fs::create_dir_all(dir).await {
+            if let Some(not_a_folder) = first_non_folder(dir) {
+                return Err(RecoveryError::DestinationNotAFolder {
+                    path: dir.to_owned(),
+                    not_a_folder,
+                });
+            }
+            return Err(RecoveryError::Io {
                 action: "cannot create",
                 path: dir.to_owned(),
                 source,
-            })?;
+            });
+        }
         let held = lock_restore_folder(dir).await?;
         Ok(RestoreLock {
             folder: dir.to_owned(),
@@ -76,6 +82,13 @@ impl RestoreLock {
     pub fn remove_leftovers(&self) -> Result<Leftovers> {
         remove_restore_leftovers(&self.folder)
     }
+}
+
+/// `dir` or the nearest of its parents that exists, when that is not a
+/// folder (symbolic links followed, as creating the folder follows them).
+fn first_non_folder(dir: &Path) -> Option<PathBuf> {
+    let existing = dir.ancestors().find(|p| !p.as_os_str().is_empty() && p.exists())?;
+    (!existing.is_dir()).then(|| existing.to_owned())
 }
 
 pub(crate) fn remove_restore_leftovers(dir: &Path) -> Result<Leftovers> {

@@ -835,3 +835,39 @@ async fn check_verify_and_restore_report_progress_up_to_totals_known_before_they
         calls.len()
     );
 }
+
+#[tokio::test]
+async fn a_restore_destination_that_is_a_file_says_it_must_be_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    put_backup(&target, &[&pair_a().cert], &sample(), T0, "1.0").await;
+    let b = recovery(&target)
+        .open_choice(&Choice::Newest, &[&pair_a().identity])
+        .await
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("locfile");
+    std::fs::write(&file, b"not a folder").unwrap();
+
+    // The destination itself is a file.
+    let err = b.restore_to(&file, &RestoreOptions::default()).await.unwrap_err();
+    assert!(matches!(err, RecoveryError::DestinationNotAFolder { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("the restore destination must be a folder"), "{text}");
+    assert!(text.contains(&file.display().to_string()), "names the path: {text}");
+    assert!(!text.contains("File exists"), "{text}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a folder", "the file is untouched");
+
+    // A folder under a file: the file is named.
+    let under = file.join("restore");
+    let err = ibs_recovery::RestoreLock::acquire(&under).await.unwrap_err();
+    assert!(matches!(err, RecoveryError::DestinationNotAFolder { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&under.display().to_string()), "{text}");
+    assert!(text.contains(&format!("under {}", file.display())), "{text}");
+
+    // A folder, existing or not, is still fine.
+    ibs_recovery::RestoreLock::acquire(&out.path().join("new/folder"))
+        .await
+        .unwrap();
+}

@@ -234,6 +234,20 @@ pub enum Reason {
     FreeSpace,
 }
 
+impl std::fmt::Display for Reason {
+    /// Why, as a sentence fragment an operator reads after the backup's id
+    /// (`backup X deleted: incomplete: …`), never the variant's name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::IncompleteGarbage => {
+                "incomplete: the job that wrote it never finished it, and the grace period for finishing has passed"
+            }
+            Reason::Expired => "older than the retention period",
+            Reason::FreeSpace => "among the oldest, deleted to make room for the next backup",
+        })
+    }
+}
+
 /// A backup the plan deletes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Deletion {

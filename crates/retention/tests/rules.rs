@@ -478,3 +478,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn reasons_display_as_sentences_not_internal_names() {
+    for (reason, words) in [
+        (
+            Reason::IncompleteGarbage,
+            "incomplete: the job that wrote it never finished it",
+        ),
+        (Reason::Expired, "older than the retention period"),
+        (Reason::FreeSpace, "to make room for the next backup"),
+    ] {
+        let text = reason.to_string();
+        assert!(text.contains(words), "{reason:?}: {text}");
+        assert!(!text.contains(&format!("{reason:?}")), "{text}");
+        assert!(
+            text.chars().all(|c| !c.is_ascii_uppercase()),
+            "reads inside a sentence: {text}"
+        );
+    }
+}

@@ -149,6 +149,22 @@ pub(crate) fn map_error(op: &'static str, path: &str, err: object_store::Error) 
         .with_source(err)
 }
 
+/// An `s3://` location with no credentials: refused before any request, so
+/// that the client never falls back to the instance-metadata endpoint
+/// unasked. Names the variables; no value is ever shown.
+pub(crate) fn missing_s3_credentials(label: &str) -> StorageError {
+    StorageError::new(
+        ErrorKind::Authentication,
+        "cannot configure",
+        label,
+        "S3 client: no credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set; set them (and \
+         AWS_REGION, or AWS_ENDPOINT for another S3 service), or set IBS_S3_INSTANCE_CREDENTIALS=1 to use \
+         this machine's cloud instance credentials",
+    )
+    .with_retryable(false)
+    .with_remediation(&S3)
+}
+
 /// A client that cannot be built: missing account, region or credentials.
 pub(crate) fn settings_error(label: &str, service: &str, err: object_store::Error) -> StorageError {
     let hint = if service == "S3" {

@@ -22,6 +22,22 @@
 //! `AZURE_STORAGE_ENDPOINT`, `AZURE_STORAGE_USE_EMULATOR`, `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, …).
 //!
+//! # S3 credentials
+//!
+//! An `s3://` location needs `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`
+//! (with `AWS_SESSION_TOKEN` for temporary keys): without them
+//! [`ObjectTarget::from_location`] fails at once, naming the variables, as it
+//! does for `az://` without an account. It never falls back to the cloud's
+//! instance-metadata endpoint on its own (off a cloud that is an HTTP error
+//! from a link-local address after retries, which tells the operator
+//! nothing). Instance or container credentials are used only when asked
+//! for: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` or
+//! `AWS_CONTAINER_CREDENTIALS_FULL_URI` set (ECS, EKS), a web identity
+//! (`AWS_WEB_IDENTITY_TOKEN_FILE` with `AWS_ROLE_ARN`), `AWS_SKIP_SIGNATURE`
+//! (a public bucket), [`ObjectOptions::instance_credentials`], or the
+//! environment variable `IBS_S3_INSTANCE_CREDENTIALS=1` (the EC2 instance
+//! metadata endpoint).
+//!
 //! It is its own crate so that the local and SMB paths do not pull in an HTTP
 //! stack. TLS is rustls with the *ring* provider (installed as the process
 //! default if none is): no OpenSSL and no aws-lc, which needs cmake and
@@ -111,6 +127,7 @@ pub struct ObjectOptions {
     connect_timeout: Duration,
     max_retries: usize,
     retry_timeout: Duration,
+    instance_credentials: bool,
 }
 
 impl Default for ObjectOptions {
@@ -122,6 +139,7 @@ impl Default for ObjectOptions {
             connect_timeout: Duration::from_secs(5),
             max_retries: 4,
             retry_timeout: Duration::from_secs(30),
+            instance_credentials: false,
         }
     }
 }
@@ -161,6 +179,16 @@ impl ObjectOptions {
     /// No retry starts after this much time since the first attempt (default 30 s).
     pub fn retry_timeout(mut self, timeout: Duration) -> Self {
         self.retry_timeout = timeout;
+        self
+    }
+
+    /// Whether an `s3://` location without keys in the environment may use
+    /// the cloud's instance credentials (the EC2 instance-metadata endpoint);
+    /// default false, and then [`ObjectTarget::from_location`] refuses it,
+    /// naming the variables to set. `IBS_S3_INSTANCE_CREDENTIALS=1` in the
+    /// environment asks for the same. See the crate docs.
+    pub fn instance_credentials(mut self, allowed: bool) -> Self {
+        self.instance_credentials = allowed;
         self
     }
 
@@ -220,7 +248,9 @@ impl fmt::Display for ObjectTarget {
 
 impl ObjectTarget {
     /// A target for an `az://` or `s3://` location, configured from the
-    /// environment (see the crate docs). Other locations are refused.
+    /// environment (see the crate docs). Other locations are refused, and so
+    /// is an `s3://` location with no credentials in the environment, unless
+    /// instance credentials were asked for (see [S3 credentials](crate#s3-credentials)).
     pub fn from_location(location: &Location, options: ObjectOptions) -> Result<Self> {
         match location {
             Location::Object {
@@ -232,7 +262,14 @@ impl ObjectTarget {
                 provider: ObjectProvider::S3,
                 container,
                 path,
-            } => Self::s3(AmazonS3Builder::from_env(), container, path, options),
+            } => {
+                let builder = AmazonS3Builder::from_env();
+                let asked = options.instance_credentials
+                    || std::env::var("IBS_S3_INSTANCE_CREDENTIALS")
+                        .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
+                check_s3_credentials(&builder, asked, &format!("s3://{container}{}", suffix(path)))?;
+                Self::s3(builder, container, path, options)
+            }
             other => Err(StorageError::new(
                 ErrorKind::InvalidInput,
                 "cannot open",
@@ -317,6 +354,23 @@ impl ObjectTarget {
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.inner.store
     }
+}
+
+/// Refuses an S3 client that would fall back to the instance-metadata
+/// endpoint when that was not asked for: no access key and no secret (either
+/// alone is the builder's own error), no container or web-identity
+/// credentials, signing not skipped.
+fn check_s3_credentials(builder: &AmazonS3Builder, instance_asked: bool, label: &str) -> Result<()> {
+    use AmazonS3ConfigKey as K;
+    let set = |key: K| builder.get_config_value(&key).is_some_and(|v| !v.is_empty());
+    let has_keys = set(K::AccessKeyId) || set(K::SecretAccessKey);
+    let container = set(K::ContainerCredentialsRelativeUri) || set(K::ContainerCredentialsFullUri);
+    let web_identity = set(K::WebIdentityTokenFile) && set(K::RoleArn);
+    let unsigned = builder.get_config_value(&K::SkipSignature).is_some_and(|v| v == "true");
+    if has_keys || container || web_identity || unsigned || instance_asked {
+        return Ok(());
+    }
+    Err(error::missing_s3_credentials(label))
 }
 
 fn suffix(prefix: &ObjectPath) -> String {

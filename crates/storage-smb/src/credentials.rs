@@ -8,6 +8,13 @@ use zeroize::Zeroizing;
 
 use crate::error::SMB;
 
+/// What every caller says when an SMB location is given no credentials:
+/// one rule for every operation. A user name and a password are needed; the
+/// domain is optional (`DOMAIN\\user` and `user@domain` set it too).
+pub const CREDENTIALS_NEEDED: &str = "an SMB location needs a user name and a password (IBS_SMB_USERNAME and \
+    IBS_SMB_PASSWORD, or a credentials file with `username =` and `password =` lines); a domain is optional \
+    (IBS_SMB_DOMAIN, `domain =`, or DOMAIN\\user as the user name)";
+
 /// Domain, user and password for the share. The password is zeroized on drop
 /// and never shown by `Debug`.
 #[derive(Clone)]

@@ -12,8 +12,9 @@ use crate::target::Inner;
 pub(crate) static SMB: Remediation = Remediation {
     connectivity: "Fix the network connectivity between the system and the storage location \
         (file server up, port 445 reachable, firewall and DNS), then retry the backup.",
-    path_not_found: "Check that the share and folder can be opened from another machine, then update \
-        the backup storage path in the backup settings.",
+    path_not_found: "Check the file server's name (it must resolve, in DNS, from this system), the share \
+        and the folder (they must open from another machine), then update the backup storage path in the \
+        backup settings.",
     authentication: "Check the user name, password and domain for the storage location, and that the \
         account may read and write the share; update the credentials in the backup settings.",
 };
@@ -55,6 +56,40 @@ impl Inner {
             }
         };
         let kind = classify_io(&io);
+        // libsmbclient reports a server name it cannot resolve as EINVAL (or
+        // ENOENT, or a connection error, by version): look the name up
+        // ourselves before classifying. Only after a failure, never before
+        // connecting: libsmbclient also resolves NetBIOS names, which the
+        // system's resolver may not.
+        // A missing file on a share that answers is the common case: look
+        // the name up only when the share's root cannot be found either.
+        let suspect = match kind {
+            ErrorKind::Other => true,
+            ErrorKind::Connectivity => io.kind() != std::io::ErrorKind::TimedOut,
+            ErrorKind::PathNotFound => self
+                .probe_root()
+                .is_some_and(|root| classify_io(&root) == ErrorKind::PathNotFound),
+            _ => false,
+        };
+        if let Some(lookup) = suspect
+            .then(|| unresolvable(&self.config.host, self.config.port))
+            .flatten()
+        {
+            return StorageError::new(
+                ErrorKind::PathNotFound,
+                what,
+                shown,
+                format!(
+                    "the file server name {:?} cannot be resolved ({lookup}), so the file share path {} \
+                     cannot be resolved",
+                    self.config.host,
+                    self.config.display()
+                ),
+            )
+            .with_source(io)
+            .with_retryable(is_temporary(&lookup))
+            .with_remediation(&SMB);
+        }
         let detail = match kind {
             ErrorKind::PathNotFound => match self.probe_root() {
                 Some(root) if classify_io(&root) == ErrorKind::PathNotFound => format!(
@@ -100,6 +135,28 @@ impl Inner {
             Err(_) => None,
         }
     }
+}
+
+/// The resolver's error when `host` does not resolve to any address (an IP
+/// address always does; IPv6 may come in brackets).
+pub(crate) fn unresolvable(host: &str, port: u16) -> Option<std::io::Error> {
+    use std::net::ToSocketAddrs;
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    match (bare, port).to_socket_addrs() {
+        Ok(addrs) if addrs.len() > 0 => None,
+        Ok(_) => Some(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the name has no address",
+        )),
+        Err(e) => Some(e),
+    }
+}
+
+/// Whether a lookup failure may pass by itself (`EAI_AGAIN`: the resolver
+/// did not answer), so that trying again can help. std gives the resolver's
+/// text only.
+fn is_temporary(lookup: &std::io::Error) -> bool {
+    lookup.to_string().contains("Temporary failure")
 }
 
 /// pavao reports a failed opendir as `BadFileDescriptor`; the errno is still

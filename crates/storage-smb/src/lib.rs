@@ -109,5 +109,5 @@ mod target;
 mod writer;
 
 pub use config::{Encryption, SmbConfig};
-pub use credentials::SmbCredentials;
+pub use credentials::{CREDENTIALS_NEEDED, SmbCredentials};
 pub use target::SmbTarget;

@@ -2,9 +2,11 @@
 //!
 //! Rules: every failure of every backend becomes one [`StorageError`] whose
 //! [`ErrorKind`] is exactly one class: one of the five failure classes of the
-//! target ([`ErrorKind::ALL`]), or one of the two outcomes of the request
-//! itself ([`ErrorKind::AlreadyExists`] for a refused no-overwrite commit,
-//! [`ErrorKind::InvalidInput`] for a malformed name); the error says which
+//! target ([`ErrorKind::ALL`]), [`ErrorKind::PermissionDenied`] (a local
+//! folder the user running ibs may not use: the authentication class's
+//! counterpart where no credentials are involved), or one of the two
+//! outcomes of the request itself ([`ErrorKind::AlreadyExists`] for a refused
+//! no-overwrite commit, [`ErrorKind::InvalidInput`] for a malformed name); the error says which
 //! operation failed on which path; [`StorageError::is_retryable`] says whether
 //! trying again can help; [`StorageError::alert`] gives the operator-facing
 //! title, description and remediation, the remediation in the words of the
@@ -26,6 +28,11 @@ pub enum ErrorKind {
     PathNotFound,
     /// The credentials were refused, or do not grant access.
     Authentication,
+    /// A local folder (or its file system) refuses the user running ibs:
+    /// its owner, mode or ACLs, an immutable folder, a read-only mount. No
+    /// credentials are involved, so it is not [`ErrorKind::Authentication`];
+    /// the error names the folder and the user.
+    PermissionDenied,
     /// A no-overwrite commit ([`CommitMode::CreateNew`](crate::CommitMode::CreateNew))
     /// found an object already there, and left it untouched.
     AlreadyExists,
@@ -114,6 +121,19 @@ impl ErrorKind {
                     and delete there; update the credentials in the backup settings.",
                 ),
             },
+            ErrorKind::PermissionDenied => Alert {
+                kind: self,
+                title: Cow::Borrowed("Backup storage folder refuses the user running ibs"),
+                description: Cow::Borrowed(
+                    "The user running ibs has no permission to read, write or delete in the folder the \
+                    message names, or its file system is read-only.",
+                ),
+                remediation: Cow::Borrowed(
+                    "Give the user running ibs permission to read, write and delete in the folder the message \
+                    names (owner, mode, ACLs; not immutable), or run ibs as a user who has it, or choose \
+                    another folder; check that the file system is not mounted read-only.",
+                ),
+            },
             ErrorKind::AlreadyExists => Alert {
                 kind: self,
                 title: Cow::Borrowed("Backup storage location already holds an object of that name"),
@@ -156,6 +176,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Connectivity => "connectivity",
             ErrorKind::PathNotFound => "path not found",
             ErrorKind::Authentication => "authentication",
+            ErrorKind::PermissionDenied => "permission denied",
             ErrorKind::AlreadyExists => "already exists",
             ErrorKind::InvalidInput => "invalid input",
             ErrorKind::Other => "general fault",
@@ -383,13 +404,18 @@ mod tests {
         assert!(StorageError::new(ErrorKind::Connectivity, "x", "p", "d").is_retryable());
         let conflict = StorageError::already_exists("cannot commit", "p");
         assert!(conflict.kind() == ErrorKind::AlreadyExists && !conflict.is_retryable());
+        assert!(!StorageError::new(ErrorKind::PermissionDenied, "x", "p", "d").is_retryable());
         let bad = StorageError::invalid_input("invalid path segment", "a/b", "contains '/'");
         assert!(bad.kind() == ErrorKind::InvalidInput && !bad.is_retryable());
     }
 
     #[test]
-    fn the_two_request_outcomes_have_alerts_of_their_own() {
-        for kind in [ErrorKind::AlreadyExists, ErrorKind::InvalidInput] {
+    fn the_classes_outside_all_have_alerts_of_their_own() {
+        for kind in [
+            ErrorKind::AlreadyExists,
+            ErrorKind::InvalidInput,
+            ErrorKind::PermissionDenied,
+        ] {
             let alert = kind.alert();
             assert_eq!(alert.kind, kind);
             assert!(!alert.title.is_empty() && !alert.description.is_empty() && !alert.remediation.is_empty());

@@ -29,8 +29,9 @@
 //!   delete, folders) — with helpers in [`ReadTargetExt`] and [`StorageTargetExt`].
 //! * [`StorageError`] and its [`ErrorKind`]: every failure of every backend is
 //!   exactly one of five classes — out of capacity, connectivity, path not
-//!   found, authentication, other — or one of two outcomes of the request
-//!   itself — already exists, invalid input — each with an operator-facing
+//!   found, authentication, other — or permission denied (a local folder
+//!   that refuses the user running ibs, naming both), or one of two outcomes
+//!   of the request itself — already exists, invalid input — each with an operator-facing
 //!   [`Alert`] (title, what happened, remediation in the failing backend's
 //!   words: [`Remediation`]) and a retry hint.
 //! * [`Location`], [`ObjectPath`]: UNC / `smb://` / local / object-store

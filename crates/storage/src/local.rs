@@ -4,7 +4,8 @@
 //! `fsync`ed, then renamed into place (with `RENAME_NOREPLACE` on Linux for
 //! [`CommitMode::CreateNew`]) and the folder is `fsync`ed, so an object is
 //! either absent or complete and durable. Errors are mapped by errno
-//! ([`crate::classify_io`]).
+//! ([`crate::classify_io`]), except that a permission failure is
+//! [`ErrorKind::PermissionDenied`] naming the folder and the user running ibs.
 
 use std::fmt;
 use std::ops::Range;
@@ -19,13 +20,19 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use crate::target::{check_range, is_partial_name, partial_path};
 use crate::{
     Capacity, CommitMode, ErrorKind, ObjectMeta, ObjectPath, ObjectWriter, ReadTarget, Remediation, Result,
-    StorageError, StorageTarget,
+    StorageError, StorageTarget, classify_io,
 };
 
 /// Folders deeper than this are not listed (bounds a hostile tree).
 const MAX_LIST_DEPTH: usize = 32;
 
 /// A local directory as a storage target.
+///
+/// A folder the user running ibs may not read, write or delete in (owner,
+/// mode, ACLs, an immutable folder, a read-only mount) gives
+/// [`ErrorKind::PermissionDenied`], whose text names the folder and the
+/// user's uid: no credentials are involved, so it is not
+/// [`ErrorKind::Authentication`].
 #[derive(Debug, Clone)]
 pub struct LocalTarget {
     root: PathBuf,
@@ -37,7 +44,7 @@ impl LocalTarget {
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         let shown = root.display().to_string();
-        let meta = std::fs::metadata(&root).map_err(|e| io_error("cannot open location", &shown, e))?;
+        let meta = std::fs::metadata(&root).map_err(|e| io_error("cannot open location", &shown, &root, e))?;
         if !meta.is_dir() {
             return Err(error(
                 ErrorKind::PathNotFound,
@@ -52,6 +59,11 @@ impl LocalTarget {
     /// The directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The folder on disk that holds `path`.
+    fn folder_of(&self, path: &ObjectPath) -> PathBuf {
+        self.full(&path.parent().unwrap_or_default())
     }
 
     fn full(&self, path: &ObjectPath) -> PathBuf {
@@ -73,12 +85,28 @@ static LOCAL: Remediation = Remediation {
         (NFS, SMB) or disk is up and mounted, then retry the backup.",
     path_not_found: "Check that the directory exists and is mounted on this system (a missing mount leaves \
         an empty or missing folder), then update the backup storage path in the backup settings.",
-    authentication: "Check that the backup service's account may read, write and delete in the directory \
-        (owner, permissions, ACLs) and that it is not mounted read-only.",
+    // The operating system's permission errors become `PermissionDenied`
+    // (worded by its alert, naming the folder); this is for an
+    // authentication error made for this target by a wrapper (fault
+    // injection).
+    authentication: "Check that the user running ibs may read, write and delete in the directory (owner, \
+        permissions, ACLs), and that the credentials of its network mount are valid.",
 };
 
-/// A [`StorageError::from_io`] in a local directory's words.
-fn io_error(op: &'static str, path: impl Into<String>, e: std::io::Error) -> StorageError {
+/// A [`StorageError::from_io`] in a local directory's words. `folder` is the
+/// folder on disk the operation needed: a permission failure
+/// (`EACCES`/`EPERM`/`EROFS`) is [`ErrorKind::PermissionDenied`] naming it
+/// and the user running ibs, not an authentication failure (no credentials
+/// are involved here).
+fn io_error(op: &'static str, path: impl Into<String>, folder: &Path, e: std::io::Error) -> StorageError {
+    if classify_io(&e) == ErrorKind::Authentication {
+        let detail = format!(
+            "the folder {} refuses the user running ibs (uid {}): {e}",
+            folder.display(),
+            rustix::process::getuid().as_raw()
+        );
+        return error(ErrorKind::PermissionDenied, op, path, detail).with_source(e);
+    }
     StorageError::from_io(op, path, e).with_remediation(&LOCAL)
 }
 
@@ -101,27 +129,32 @@ fn blocking_error(op: &'static str, path: &ObjectPath, e: tokio::task::JoinError
 impl ReadTarget for LocalTarget {
     async fn read_range(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
         let op = "cannot read";
+        let folder = self.folder_of(path);
         let mut file = tokio::fs::File::open(self.full(path))
             .await
-            .map_err(|e| io_error(op, path.as_str(), e))?;
-        let size = file.metadata().await.map_err(|e| io_error(op, path.as_str(), e))?.len();
+            .map_err(|e| io_error(op, path.as_str(), &folder, e))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| io_error(op, path.as_str(), &folder, e))?
+            .len();
         check_range(path, &range, size)?;
         let len = usize::try_from(range.end - range.start)
             .map_err(|_| error(ErrorKind::Other, op, path.as_str(), "range too large for memory"))?;
         file.seek(std::io::SeekFrom::Start(range.start))
             .await
-            .map_err(|e| io_error(op, path.as_str(), e))?;
+            .map_err(|e| io_error(op, path.as_str(), &folder, e))?;
         let mut buf = vec![0u8; len];
         file.read_exact(&mut buf)
             .await
-            .map_err(|e| io_error(op, path.as_str(), e))?;
+            .map_err(|e| io_error(op, path.as_str(), &folder, e))?;
         Ok(Bytes::from(buf))
     }
 
     async fn head(&self, path: &ObjectPath) -> Result<ObjectMeta> {
         let meta = tokio::fs::metadata(self.full(path))
             .await
-            .map_err(|e| io_error("cannot stat", path.as_str(), e))?;
+            .map_err(|e| io_error("cannot stat", path.as_str(), &self.folder_of(path), e))?;
         if !meta.is_file() {
             return Err(error(
                 ErrorKind::PathNotFound,
@@ -154,7 +187,7 @@ impl ReadTarget for LocalTarget {
         let stat = tokio::task::spawn_blocking(move || rustix::fs::statvfs(&root))
             .await
             .map_err(|e| blocking_error("cannot query capacity of", &ObjectPath::root(), e))?
-            .map_err(|e| io_error("cannot query capacity of", shown, e.into()))?;
+            .map_err(|e| io_error("cannot query capacity of", shown, &self.root, e.into()))?;
         Ok(Capacity {
             free_bytes: Some(stat.f_bavail.saturating_mul(stat.f_frsize)),
             total_bytes: Some(stat.f_blocks.saturating_mul(stat.f_frsize)),
@@ -167,7 +200,7 @@ impl StorageTarget for LocalTarget {
     async fn create_dir_all(&self, path: &ObjectPath) -> Result<()> {
         tokio::fs::create_dir_all(self.full(path))
             .await
-            .map_err(|e| io_error("cannot create folder", path.as_str(), e))
+            .map_err(|e| io_error("cannot create folder", path.as_str(), &self.full(path), e))
     }
 
     async fn put(&self, path: &ObjectPath, mode: CommitMode) -> Result<Box<dyn ObjectWriter>> {
@@ -180,9 +213,10 @@ impl StorageTarget for LocalTarget {
                 "the root is not an object",
             ));
         }
-        let parent_meta = tokio::fs::metadata(self.full(&parent))
+        let parent_full = self.full(&parent);
+        let parent_meta = tokio::fs::metadata(&parent_full)
             .await
-            .map_err(|e| io_error("cannot write into folder", parent.as_str(), e))?;
+            .map_err(|e| io_error("cannot write into folder", parent.as_str(), &parent_full, e))?;
         if !parent_meta.is_dir() {
             return Err(error(
                 ErrorKind::PathNotFound,
@@ -198,7 +232,7 @@ impl StorageTarget for LocalTarget {
             .create_new(true)
             .open(&tmp_full)
             .await
-            .map_err(|e| io_error("cannot create", tmp.as_str(), e))?;
+            .map_err(|e| io_error("cannot create", tmp.as_str(), &parent_full, e))?;
         let behind = WriteBehind::new(&file).await;
         Ok(Box::new(LocalWriter {
             file: Some(file),
@@ -215,14 +249,14 @@ impl StorageTarget for LocalTarget {
     async fn delete(&self, path: &ObjectPath) -> Result<()> {
         match tokio::fs::remove_file(self.full(path)).await {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            r => r.map_err(|e| io_error("cannot delete", path.as_str(), e)),
+            r => r.map_err(|e| io_error("cannot delete", path.as_str(), &self.folder_of(path), e)),
         }
     }
 
     async fn delete_dir(&self, path: &ObjectPath) -> Result<()> {
         match tokio::fs::remove_dir(self.full(path)).await {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            r => r.map_err(|e| io_error("cannot delete folder", path.as_str(), e)),
+            r => r.map_err(|e| io_error("cannot delete folder", path.as_str(), &self.folder_of(path), e)),
         }
     }
 }
@@ -232,7 +266,7 @@ fn walk(start: &Path, prefix: &ObjectPath) -> Result<Vec<ObjectMeta>> {
     let meta = match std::fs::symlink_metadata(start) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io_error("cannot list", prefix.as_str(), e)),
+        Err(e) => return Err(io_error("cannot list", prefix.as_str(), start, e)),
     };
     if meta.is_file() {
         out.push(meta_of(prefix.clone(), &meta));
@@ -240,22 +274,22 @@ fn walk(start: &Path, prefix: &ObjectPath) -> Result<Vec<ObjectMeta>> {
     }
     let mut stack = vec![(start.to_path_buf(), prefix.clone(), 0usize)];
     while let Some((dir, rel, depth)) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| io_error("cannot list", rel.as_str(), e))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| io_error("cannot list", rel.as_str(), &dir, e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| io_error("cannot list", rel.as_str(), e))?;
+            let entry = entry.map_err(|e| io_error("cannot list", rel.as_str(), &dir, e))?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue; // not a name this library writes
             };
             let Ok(child) = rel.child(&name) else { continue };
             let ft = entry
                 .file_type()
-                .map_err(|e| io_error("cannot list", child.as_str(), e))?;
+                .map_err(|e| io_error("cannot list", child.as_str(), &dir, e))?;
             if ft.is_dir() && depth < MAX_LIST_DEPTH {
                 stack.push((entry.path(), child, depth + 1));
             } else if ft.is_file() {
                 let m = entry
                     .metadata()
-                    .map_err(|e| io_error("cannot list", child.as_str(), e))?;
+                    .map_err(|e| io_error("cannot list", child.as_str(), &dir, e))?;
                 out.push(meta_of(child, &m));
             }
         }
@@ -354,7 +388,7 @@ impl LocalWriter {
     fn fail(&mut self, op: &'static str, e: std::io::Error) -> StorageError {
         self.file = None;
         let _ = std::fs::remove_file(&self.tmp_full);
-        io_error(op, self.path.as_str(), e)
+        io_error(op, self.path.as_str(), &self.dir_full, e)
     }
 }
 
@@ -431,7 +465,7 @@ impl ObjectWriter for LocalWriter {
         self.file = None;
         match tokio::fs::remove_file(&self.tmp_full).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(io_error("cannot discard upload", self.path.as_str(), e))
+                Err(io_error("cannot discard upload", self.path.as_str(), &self.dir_full, e))
             }
             _ => {
                 self.tmp_full = PathBuf::new();

@@ -94,8 +94,7 @@ impl Header {
     }
 
     /// Encodes `fields` and appends the MAC made with `keys`.
-    #[doc(hidden)] // takes or gives the archive's keys, which are internal
-    pub fn seal(fields: HeaderFields, keys: &ArchiveKeys) -> Result<Header> {
+    pub(crate) fn seal(fields: HeaderFields, keys: &ArchiveKeys) -> Result<Header> {
         check_header_fields(&fields)?;
         let mut out = Vec::with_capacity(512);
         out.extend_from_slice(&MAGIC);
@@ -141,7 +140,7 @@ impl Header {
     }
 
     /// Decodes a whole header (exactly [`Header::peek_len`] bytes). Checks its
-    /// structure but not its MAC, which needs the key ([`Header::unlock`]).
+    /// structure but not its MAC, which needs the key (`ArchiveReader::open` checks it).
     pub fn decode(bytes: &[u8]) -> Result<Header> {
         let len = Header::peek_len(bytes)?;
         if bytes.len() != len {
@@ -280,8 +279,7 @@ impl Header {
     ///
     /// No matching identity gives [`ibs_envelope::Error::NoMatchingIdentity`]
     /// (inside [`Error::Envelope`]) listing the thumbprints the archive needs.
-    #[doc(hidden)] // takes or gives the archive's keys, which are internal
-    pub fn unlock(&self, identities: &[&Identity]) -> Result<ArchiveKeys> {
+    pub(crate) fn unlock(&self, identities: &[&Identity]) -> Result<ArchiveKeys> {
         let file_key = ibs_envelope::unwrap_file_key(&self.fields.recipients, identities).map_err(|e| match e {
             ibs_envelope::Error::DecryptionFailed => Error::Authentication { region: Region::Header },
             other => Error::Envelope(other),
@@ -289,9 +287,8 @@ impl Header {
         self.unlock_with(&file_key)
     }
 
-    /// Like [`Header::unlock`], with the file key already in hand.
-    #[doc(hidden)] // takes or gives the archive's keys, which are internal
-    pub fn unlock_with(&self, file_key: &FileKey) -> Result<ArchiveKeys> {
+    /// Like `Header::unlock`, with the file key already in hand.
+    pub(crate) fn unlock_with(&self, file_key: &FileKey) -> Result<ArchiveKeys> {
         let keys = ArchiveKeys::derive(file_key, &self.fields.salt);
         keys.verify_commitment(&self.fields.commitment)?;
         let (body, mac) = self.bytes.split_at(self.bytes.len() - HEADER_MAC_LEN);

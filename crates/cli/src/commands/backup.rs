@@ -28,10 +28,17 @@ pub fn policy(keep_days: Option<u32>) -> Result<Policy, Failure> {
 
 /// Every certificate of every `--cert` file (a PEM file may hold several):
 /// the backup is encrypted to all of them, each `.pfx` alone restores it.
-fn certificates(a: &BackupArgs) -> Result<Vec<Certificate>, Failure> {
+fn certificates(a: &BackupArgs, ctx: &Ctx) -> Result<Vec<Certificate>, Failure> {
     let mut certificates = Vec::new();
     for path in &a.cert {
         let found = Certificate::from_file_all(path).map_err(|e| usage(format!("--cert {}: {e}", path.display())))?;
+        // Expired, or not meant for encipherment: still used (no trust is
+        // checked; the operator's .pfx decrypts all the same), and said.
+        for cert in &found {
+            for warning in cert.warnings(now()) {
+                ctx.warn(format!("--cert {} ({}): {warning}", path.display(), cert.thumbprint()));
+            }
+        }
         certificates.extend(found);
     }
     ibs_controller::job::check_recipients(&certificates).map_err(|e| usage(e.to_string()))?;
@@ -40,7 +47,7 @@ fn certificates(a: &BackupArgs) -> Result<Vec<Certificate>, Failure> {
 
 /// Runs `ibs backup`.
 pub async fn run(a: &BackupArgs, ctx: &Ctx, progress: &Progress) -> Result<Done, Failure> {
-    let certificates = certificates(a)?;
+    let certificates = certificates(a, ctx)?;
     let mut dirs = Vec::with_capacity(a.source.len());
     for (n, d) in &a.source {
         let mut source = DirectorySource::new(n.clone(), d.clone()).xattrs(a.xattrs);

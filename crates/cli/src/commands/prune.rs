@@ -7,16 +7,6 @@ use crate::args::PruneArgs;
 use crate::common::{Ctx, Done, access, instance, location, now};
 use crate::report::{Failure, alert_json};
 
-/// Why a backup is deleted, as a sentence.
-fn reason(r: ibs_retention::Reason) -> &'static str {
-    use ibs_retention::Reason;
-    match r {
-        Reason::IncompleteGarbage => "incomplete: its job never committed it",
-        Reason::Expired => "older than the retention period",
-        Reason::FreeSpace => "oldest, to make room for the next backup",
-    }
-}
-
 /// Prints what retention deleted (or would delete).
 pub fn print_deletions(ctx: &Ctx, deleted: &[Deletion], dry_run: bool) {
     for d in deleted {
@@ -25,7 +15,7 @@ pub fn print_deletions(ctx: &Ctx, deleted: &[Deletion], dry_run: bool) {
             if dry_run { "would delete" } else { "deleted" },
             d.id,
             d.size,
-            reason(d.reason)
+            d.reason
         ));
     }
 }
@@ -35,7 +25,7 @@ pub fn deletions_json(deleted: &[Deletion]) -> Value {
     Value::Array(
         deleted
             .iter()
-            .map(|d| json!({ "id": d.id.to_string(), "bytes": d.size, "reason": reason(d.reason) }))
+            .map(|d| json!({ "id": d.id.to_string(), "bytes": d.size, "reason": d.reason.to_string() }))
             .collect(),
     )
 }

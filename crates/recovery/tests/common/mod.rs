@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ibs_archive::fuzzing::format::{ArchiveKeys, COMPRESSION_ZSTD, DEFAULT_FRAME_SIZE, HeaderFields, Index};
-use ibs_archive::{ArchiveId, ArchiveWriter, Entry, EntryMeta, Footer, Header, WriterOptions};
+use ibs_archive::{ArchiveId, ArchiveWriter, Entry, EntryMeta, Footer, WriterOptions};
 use ibs_envelope::{Certificate, FileKey};
 use ibs_repository::{BackupId, CommitDetails, InstanceLayout, RepositoryError, commit_backup};
 use ibs_storage::{LocalTarget, StorageTarget};
@@ -119,7 +119,7 @@ pub fn crafted_archive(cert: &Certificate, entries: &[(&str, &str, &[u8])], vers
     let salt = [3u8; 32];
     let keys = ArchiveKeys::derive(&file_key, &salt);
     let archive_id = ArchiveId([0xAB; 16]);
-    let header = Header::seal(
+    let header = ibs_archive::fuzzing::seal_header(
         HeaderFields {
             archive_id,
             created: T0,
