@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/man}
-cargo run --quiet --release --locked -p ibs-cli -- man --out "$out"
+cargo run --quiet --locked -p ibs-cli -- man --out "$out"
 ls "$out"
 echo "read one with: man -l $out/ibs-backup.1"

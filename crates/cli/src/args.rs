@@ -12,7 +12,7 @@ pub const DEFAULT_FQDN: &str = "azurestack.local";
 /// The region backed up when `--region` is not given.
 pub const DEFAULT_REGION: &str = "local";
 
-const LOC_HELP: &str = "Where backups are: \\\\host\\share\\folder, smb://host[:port]/share/folder, \
+pub const LOC_HELP: &str = "Where backups are: \\\\host\\share\\folder, smb://host[:port]/share/folder, \
 az://container/prefix (Azure Blob), s3://bucket/prefix (S3), or a local folder";
 
 /// `ibs --version`: the release and the archive format versions.
@@ -35,8 +35,7 @@ S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION (AWS_ENDPOINT).
 #[derive(Debug, Parser)]
 #[command(
     name = "ibs",
-    version,
-    long_version = LONG_VERSION,
+    version = LONG_VERSION,
     about = "Full, encrypted backups of infrastructure state: take, list, check, verify, restore, prune",
     after_help = AFTER_HELP,
     propagate_version = true,
@@ -251,7 +250,7 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub at: LocationArgs,
     /// Check this backup only [default: every backup]
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = parse_backup_id)]
     pub backup: Option<String>,
     /// Every backup (the default; kept for scripts that pass it)
     #[arg(long, conflicts_with = "backup", hide = true)]
@@ -294,6 +293,13 @@ pub struct NotBefore {
     pub time: i64,
 }
 
+/// A backup id (`YYYYMMDDTHHMMSSZ-xxxxxxxx`), as given.
+fn parse_backup_id(v: &str) -> Result<String, String> {
+    v.parse::<ibs_repository::BackupId>()
+        .map(|_| v.to_owned())
+        .map_err(|e| format!("{e} (a backup id is YYYYMMDDTHHMMSSZ-xxxxxxxx, as `ibs list` shows it)"))
+}
+
 fn parse_not_before(v: &str) -> Result<NotBefore, String> {
     let id = if v.len() == 16 {
         format!("{v}-00000000")
@@ -314,7 +320,7 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub open: OpenArgs,
     /// Verify this backup [default: the newest, which must be complete]
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = parse_backup_id)]
     pub backup: Option<String>,
 }
 
@@ -324,7 +330,7 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub open: OpenArgs,
     /// Restore this backup [default: the newest restorable one, naming every newer one skipped]
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = parse_backup_id)]
     pub backup: Option<String>,
     /// The folder to restore into (created if missing)
     #[arg(long, value_name = "DIR")]

@@ -59,7 +59,7 @@ impl Ctx {
     /// A result line on stdout (text mode only).
     pub fn say(&self, line: impl std::fmt::Display) {
         if !self.json {
-            println!("{line}");
+            print_stdout(line);
         }
     }
 
@@ -86,6 +86,14 @@ impl Ctx {
     pub fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *self.warnings.lock().unwrap_or_else(PoisonError::into_inner))
     }
+}
+
+/// Writes a line on stdout. A reader that went away (`ibs list | head -1`)
+/// is not an error of the command: the line is dropped, as `println!`
+/// would panic.
+pub fn print_stdout(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// Unix seconds now.
@@ -140,7 +148,11 @@ pub fn access(at: &LocationArgs) -> Result<Access, Failure> {
 /// with credentials in it (`smb://user:password@host/…`) is refused without
 /// repeating them (see [`Location::parse`]).
 pub fn location(at: &LocationArgs) -> Result<Location, Failure> {
-    Location::parse(&at.location).map_err(|e| usage(format!("--location: {e}")))
+    if at.location.trim().is_empty() {
+        return Err(usage(format!("--location is empty: {}", crate::args::LOC_HELP)));
+    }
+    // Never repeats the location: it may hold credentials that must not be shown.
+    Location::parse(&at.location).map_err(|e| usage(format!("--location: {}", e.detail())))
 }
 
 /// The instance (`--fqdn`, `--region`).
@@ -165,7 +177,7 @@ pub fn recovery(at: &LocationArgs, signers: &SignerArgs) -> Result<Recovery, Fai
     for path in &signers.trust_signer {
         trusted.push(
             ibs_envelope::VerifyingKey::from_file(path)
-                .map_err(|e| usage(format!("--trust-signer {}: {e}", path.display())))?,
+                .map_err(|e| Failure::new(Kind::Key, format!("--trust-signer {}: {e}", path.display())))?,
         );
     }
     Ok(r.trust_signers(trusted).allow_unsigned(signers.allow_unsigned))
@@ -221,7 +233,12 @@ pub fn identities(keys: &KeyArgs, ctx: &Ctx) -> Result<(Vec<Identity>, Vec<Strin
         match result {
             Ok(id) => opened.push(id),
             Err(why) => {
-                let why = format!("{}: {why}", pfx.display());
+                let from_env = if keys.password_file.is_empty() {
+                    format!(" (the password is {PFX_PASSWORD_VAR}'s)")
+                } else {
+                    String::new()
+                };
+                let why = format!("{}: {why}{from_env}", pfx.display());
                 if keys.pfx.len() > 1 {
                     ctx.warn(format!("cannot use key {why}"));
                 }
@@ -278,7 +295,14 @@ pub async fn open(args: &OpenArgs, choice: &Choice, ctx: &Ctx) -> Result<Opened,
     // the number of backups.
     let (backup, info) = loop {
         let info = r.choose(&cat, choice)?.clone();
-        for (newer, why) in r.skipped_newer(&cat, &info) {
+        // Only the newest restorable one passes over newer backups: one
+        // chosen by --backup ID (or the newest, for verify) skips none.
+        let passed_over = if *choice == Choice::Newest {
+            r.skipped_newer(&cat, &info)
+        } else {
+            Vec::new()
+        };
+        for (newer, why) in passed_over {
             ctx.warn(format!("skipping the newer backup {}: {why}", newer.id));
             skipped.push((newer.id.to_string(), why.to_string()));
         }

@@ -63,6 +63,8 @@ fn main() -> ExitCode {
     progress::init_logging(cli.global.verbose);
     let result = run(cli.command, &ctx);
     match result {
+        // `completions` and `man` print a script or write files: no document.
+        Ok(done) if done.doc.is_null() => ExitCode::SUCCESS,
         Ok(done) => {
             if ctx.json {
                 let mut doc = done.doc;
@@ -70,7 +72,7 @@ fn main() -> ExitCode {
                     map.insert("warnings".to_owned(), serde_json::json!(ctx.take_warnings()));
                     map.insert("attention".to_owned(), serde_json::json!(done.attention));
                 }
-                println!("{doc}");
+                common::print_stdout(doc);
             } else {
                 for why in &done.attention {
                     eprintln!("ibs: {why}");
@@ -147,11 +149,18 @@ fn run(command: Command, ctx: &Ctx) -> Result<Done, Failure> {
 /// from the same definitions as `--help` (scripts/man.sh).
 fn write_man_pages(out: &std::path::Path) -> Result<(), Failure> {
     std::fs::create_dir_all(out).map_err(|e| Failure::local("cannot create", out, e))?;
-    let cmd = Cli::command();
+    // Built, each verb carries the global flags (--json, -q, -v), its
+    // display name `ibs-backup` (the page's title) and its bin name
+    // `ibs backup` (what its synopsis says to type).
+    let mut cmd = Cli::command();
+    cmd.build();
     let mut pages = vec![("ibs".to_owned(), cmd.clone())];
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
         let name = format!("ibs-{}", sub.get_name());
-        pages.push((name.clone(), sub.clone().name(name)));
+        pages.push((name, sub.clone()));
     }
     for (name, page) in pages {
         let path = out.join(format!("{name}.1"));

@@ -193,9 +193,14 @@ impl From<ibs_recovery::RecoveryError> for Failure {
                 };
                 Failure::new(kind, message)
             }
-            E::Exists(_) | E::Io { .. } | E::UnsafePath { .. } | E::DestinationNotAFolder { .. } => {
-                Failure::new(Kind::Local, message)
-            }
+            E::Exists(path) => Failure::new(
+                Kind::Local,
+                format!(
+                    "{} already exists: restore into an empty folder, or add --overwrite to replace existing files",
+                    path.display()
+                ),
+            ),
+            E::Io { .. } | E::UnsafePath { .. } | E::DestinationNotAFolder { .. } => Failure::new(Kind::Local, message),
             _ if e.is_damage() => Failure::new(Kind::Backup, message),
             E::NoRestorable { .. } | E::NotFound { .. } | E::NoBackups { .. } | E::VersionRule { .. } => {
                 Failure::new(Kind::Backup, message)

@@ -553,6 +553,57 @@ fn man_pages_are_written_from_the_same_definitions() {
     }
     let backup = std::fs::read_to_string(dir.path().join("ibs-backup.1")).unwrap();
     assert!(backup.contains("keep\\-days"), "{backup}");
+    // The synopsis says what to type (`ibs backup`, not the page's name
+    // `ibs-backup`), and the flags every verb takes are on every page.
+    assert!(backup.contains("ibs backup"), "{backup}");
+    assert!(
+        backup.contains("\\-\\-json") && backup.contains("\\-\\-quiet"),
+        "{backup}"
+    );
+    assert!(!dir.path().join("ibs-help.1").exists());
+}
+
+#[test]
+fn completions_and_man_with_json_print_no_document_after_the_script() {
+    let out = IBS.run(&["completions", "bash", "--json"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.trim_end().ends_with("fi") && !stdout.contains("null"),
+        "{stdout}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, _) = IBS.ok(&["man", "--out", s(dir.path()), "--json"]);
+    assert!(stdout.is_empty(), "{stdout}");
+}
+
+#[test]
+fn a_backup_chosen_by_id_passes_over_no_newer_backup() {
+    let t = setup();
+    let keys = IBS.keygen(&t.keys, "ops");
+    let srcs = sources();
+    IBS.ok(&backup_args(&t.share, &keys.cer, &srcs));
+    IBS.ok(&backup_args(&t.share, &keys.cer, &srcs));
+    let folders = backup_folders(&t.share);
+    let older = folders[0].file_name().unwrap().to_str().unwrap().to_owned();
+    // The newer one as a killed backup leaves it: no manifest.
+    std::fs::remove_file(folders[1].join("backup.manifest")).unwrap();
+    let loc = s(&t.share);
+    let key = ["--pfx", s(&keys.pfx), "--password-file", s(&keys.password)];
+    let mut args = vec!["verify", "--location", loc, "--backup", older.as_str()];
+    args.extend(key);
+    let doc = json_ok(&args);
+    assert_eq!(doc["skipped"], Value::Array(vec![]), "{doc}");
+    assert!(!doc["warnings"].to_string().contains("skipping"), "{doc}");
+    let (_, stderr) = IBS.ok(&args);
+    assert!(!stderr.contains("skipping"), "{stderr}");
+    // Restoring the newest restorable one does pass over the incomplete one.
+    let to = t.share.parent().unwrap().join("to");
+    let mut args = vec!["restore", "--location", loc, "--to", s(&to)];
+    args.extend(key);
+    let doc = json_ok(&args);
+    assert_eq!(doc["id"], older.as_str());
+    assert_eq!(doc["skipped"].as_array().unwrap().len(), 1, "{doc}");
 }
 
 #[test]
@@ -620,7 +671,7 @@ fn messages_an_operator_can_act_on() {
     // A .pfx given as --cert: says it is a PKCS#12 file and asks for the .cer.
     let out = IBS.run(&backup_args(&t.share, &keys.pfx, &srcs));
     let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("PKCS#12") && stderr.contains(".cer"), "{stderr}");
     assert!(!stderr.contains("UnexpectedTag"), "{stderr}");
     // A certificate whose key usage excludes encipherment: used, with a warning.
@@ -683,4 +734,51 @@ fn messages_an_operator_can_act_on() {
     assert!(err["error"]["message"].as_str().unwrap().contains("locked"), "{err}");
     let alert = err["error"]["alert"].to_string().to_lowercase();
     assert!(!alert.contains("password") && !alert.contains("domain"), "{alert}");
+}
+
+#[test]
+fn check_reports_in_its_document_and_a_closed_pipe_is_no_crash() {
+    let t = setup();
+    let keys = IBS.keygen(&t.keys, "ops");
+    let loc = s(&t.share);
+    // No backups: a document saying so, exit 1.
+    let (code, doc, stderr) = json(&["check", "--location", loc]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(doc["backups"], serde_json::json!([]));
+    assert!(doc["attention"][0].as_str().unwrap().contains("no backups"), "{doc}");
+    let srcs = sources();
+    for _ in 0..3 {
+        IBS.ok(&backup_args(&t.share, &keys.cer, &srcs));
+    }
+    // A malformed id is a usage error.
+    assert_eq!(
+        IBS.run(&["check", "--location", loc, "--backup", "nosuch"])
+            .status
+            .code(),
+        Some(2)
+    );
+    // A damaged backup named with --backup is checked and fails in the document.
+    let folder = backup_folders(&t.share)[0].clone();
+    let id = folder.file_name().unwrap().to_str().unwrap().to_owned();
+    std::fs::write(folder.join("backup.manifest"), b"truncated").unwrap();
+    let (code, doc, _) = json(&["check", "--location", loc, "--backup", &id]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        (doc["backups"][0]["id"].as_str(), doc["backups"][0]["result"].as_str()),
+        (Some(id.as_str()), Some("failed")),
+        "{doc}"
+    );
+    // A reader that stops early (`| head -1`) ends the output, not in a panic.
+    let script = format!(
+        "{} check --location {loc} | head -1 >/dev/null; echo \"${{PIPESTATUS[0]}}\"",
+        env!("CARGO_BIN_EXE_ibs")
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(stdout.trim(), "101", "{stderr}");
 }

@@ -243,6 +243,13 @@ impl StorageError {
         }
     }
 
+    /// What went wrong, without the operation, the path and the class
+    /// (what a caller shows beside its own name for the value, such as a
+    /// command-line flag).
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
     /// A commit refused because an object already exists at `path`
     /// ([`ErrorKind::AlreadyExists`], not retryable).
     pub fn already_exists(op: &'static str, path: impl Into<String>) -> Self {

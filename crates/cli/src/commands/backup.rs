@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::args::BackupArgs;
 use crate::common::{Ctx, Done, access, instance, location, now};
 use crate::progress::Progress;
-use crate::report::{Failure, alert_json, usage};
+use crate::report::{Failure, Kind, alert_json, usage};
 
 /// The retention policy of `--keep-days` (the schedule's interval is the controller's).
 pub fn policy(keep_days: Option<u32>) -> Result<Policy, Failure> {
@@ -31,7 +31,8 @@ pub fn policy(keep_days: Option<u32>) -> Result<Policy, Failure> {
 fn certificates(a: &BackupArgs, ctx: &Ctx) -> Result<Vec<Certificate>, Failure> {
     let mut certificates = Vec::new();
     for path in &a.cert {
-        let found = Certificate::from_file_all(path).map_err(|e| usage(format!("--cert {}: {e}", path.display())))?;
+        let found = Certificate::from_file_all(path)
+            .map_err(|e| Failure::new(Kind::Key, format!("--cert {}: {e}", path.display())))?;
         // Expired, or not meant for encipherment: still used (no trust is
         // checked; the operator's .pfx decrypts all the same), and said.
         for cert in &found {
@@ -72,9 +73,11 @@ pub async fn run(a: &BackupArgs, ctx: &Ctx, progress: &Progress) -> Result<Done,
             .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
         signer: match &a.sign {
             None => None,
-            Some(path) => Some(Arc::new(
-                SigningKey::from_file(path).map_err(|e| usage(format!("--sign {}: {e}", path.display())))?,
-            )),
+            Some(path) => {
+                Some(Arc::new(SigningKey::from_file(path).map_err(|e| {
+                    Failure::new(Kind::Key, format!("--sign {}: {e}", path.display()))
+                })?))
+            }
         },
     };
     // Before anything is written: a source inside the backup folder, or a

@@ -22,21 +22,29 @@ fn hex(bytes: &[u8]) -> String {
 pub async fn check(a: &CheckArgs, ctx: &Ctx, progress: &Progress) -> Result<Done, Failure> {
     let r = recovery(&a.at, &a.signers)?;
     let cat = r.catalogue().await?;
+    let root = instance(&a.at)?.backup_root().to_string();
     let chosen: Vec<&BackupInfo> = match &a.backup {
-        // The named backup; one that is damaged or incomplete is refused, named.
-        Some(id) => vec![r.choose(&cat, &Choice::Id(id.clone()))?],
+        // The named backup, whatever the catalogue thinks of it: a damaged
+        // one is checked (and fails, with its reason).
+        Some(id) => vec![cat.backups.iter().find(|b| b.id.as_str() == id).ok_or_else(|| {
+            Failure::new(
+                Kind::Backup,
+                format!("backup {id} not found at {root} (`ibs list` shows the backups there)"),
+            )
+        })?],
         None => cat.backups.iter().collect(),
     };
     if chosen.is_empty() {
-        return Err(Failure::new(
-            Kind::Backup,
-            format!("no backups at {}", instance(&a.at)?.backup_root()),
-        ));
+        ctx.say(format!("no backups at {root}"));
+        return Ok(Done {
+            doc: json!({ "backups": [], "failed": 0 }),
+            attention: vec![format!("no backups at {root}")],
+        });
     }
     let mut results = Vec::with_capacity(chosen.len());
     let mut failed = 0usize;
     for info in chosen {
-        if info.state == BackupState::Incomplete {
+        if info.state == BackupState::Incomplete && a.backup.is_none() {
             ctx.say(format!(
                 "backup {} skipped: incomplete (never committed, or still being written)",
                 info.id
@@ -84,7 +92,18 @@ pub async fn check(a: &CheckArgs, ctx: &Ctx, progress: &Progress) -> Result<Done
 
 /// Runs `ibs verify`: the newest backup (which must be complete) or `--backup ID`.
 pub async fn verify(a: &VerifyArgs, ctx: &Ctx, progress: &Progress) -> Result<Done, Failure> {
-    let opened = open(&a.open, &a.backup.clone().map_or(Choice::Latest, Choice::Id), ctx).await?;
+    let opened = open(&a.open, &a.backup.clone().map_or(Choice::Latest, Choice::Id), ctx)
+        .await
+        .map_err(|f| {
+            if a.backup.is_none() && f.kind == Kind::Backup && f.message.contains("cannot be restored") {
+                f.hint(
+                    "verify takes the newest backup and never an older one in its place: `ibs list` shows every \
+                     backup and its state; verify another with --backup ID",
+                )
+            } else {
+                f
+            }
+        })?;
     let verified = opened.backup.verify(Some(&progress.verify_fn())).await;
     progress.finish();
     let report = verified?;
