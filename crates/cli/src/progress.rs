@@ -24,9 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use ibs_archive::ProgressFn;
-use ibs_storage::{
-    CallEvent, CallObserver, CallPhase, ObjectPath, ObservedTarget, Operation, ReadTarget, StorageTarget,
-};
+use ibs_storage::{CallEvent, CallObserver, CallPhase, ObjectPath, Operation};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
@@ -156,11 +154,6 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-#[allow(
-    dead_code,
-    reason = "the variants with totals (ETA), the check bar, call_observer and observe_read are for the commands to \
-              adopt one by one"
-)]
 impl Progress {
     /// A display on stderr when `enabled` (see [`Progress::for_stderr`] for
     /// when it should be), else one that draws nothing.
@@ -201,15 +194,9 @@ impl Progress {
     /// Progress of a backup (for `ibs_controller::run_job_with_progress`):
     /// plaintext captured and its rate, files, archive bytes written. The
     /// total is not known before the sources have been read (their walk
-    /// streams), so no ETA; see [`Progress::backup_fn_with_total`].
+    /// streams), so no ETA.
     pub fn backup_fn(&self) -> ProgressFn {
         self.backup_bar(None)
-    }
-
-    /// [`Progress::backup_fn`] when the plaintext total is known (or
-    /// estimated) beforehand: a bar with an ETA.
-    pub fn backup_fn_with_total(&self, total_bytes: u64) -> ProgressFn {
-        self.backup_bar(Some(total_bytes))
     }
 
     fn backup_bar(&self, total: Option<u64>) -> ProgressFn {
@@ -228,18 +215,9 @@ impl Progress {
     }
 
     /// Progress of `Backup::verify` (ibs-recovery): archive bytes read over
-    /// both passes, their rate, the entries checked. No ETA: see
-    /// [`Progress::verify_fn_with_total`].
-    pub fn verify_fn(&self) -> ProgressFn {
-        self.bar_fn(
-            None,
-            "{spinner} verify: {bytes} read, {binary_bytes_per_sec} · {msg} [{elapsed}]",
-            |p| (p.bytes_out, format!("{} entries checked", p.entries_done)),
-        )
-    }
-
-    /// [`Progress::verify_fn`] as a bar with an ETA: `total` is
-    /// `Backup::verify_len()` (twice the archive's size: it is read twice).
+    /// both passes out of `total` (`Backup::verify_len()`, twice the
+    /// archive's size: it is read twice), their rate and an ETA, the entries
+    /// checked.
     pub fn verify_fn_with_total(&self, total: u64) -> ProgressFn {
         self.bar_fn(
             Some(total),
@@ -269,28 +247,9 @@ impl Progress {
         )
     }
 
-    /// `options` with a restore's progress: stream bytes gone through,
-    /// their rate, entries done, bytes written. No ETA: see
-    /// [`Progress::restore_options_for`]. Unchanged when disabled.
-    pub fn restore_options(&self, options: ibs_recovery::RestoreOptions) -> ibs_recovery::RestoreOptions {
-        if !self.is_enabled() {
-            return options;
-        }
-        options.progress(self.bar_fn(
-            None,
-            "{spinner} restore: {bytes} read, {binary_bytes_per_sec} · {msg} [{elapsed}]",
-            |p| {
-                (
-                    p.bytes_in,
-                    format!("{} entries, {} written", p.entries_done, HumanBytes(p.bytes_out)),
-                )
-            },
-        ))
-    }
-
-    /// [`Progress::restore_options`] as a bar with an ETA: the totals are
-    /// `backup`'s, known from its index before the restore starts
-    /// ([`Progress::restore_fn`]).
+    /// `options` with a restore's progress, a bar with an ETA: the totals
+    /// are `backup`'s, known from its index before the restore starts
+    /// ([`Progress::restore_fn`]). Unchanged when disabled.
     pub fn restore_options_for(
         &self,
         options: ibs_recovery::RestoreOptions,
@@ -352,17 +311,6 @@ impl Progress {
         })
     }
 
-    /// Ends the current operation's bar (cleared), keeping the display for
-    /// the next one.
-    pub fn finish_bar(&self) {
-        if let Some(shared) = &self.shared
-            && let Some(bar) = lock(&shared.main).take()
-        {
-            bar.finish_and_clear();
-            shared.bars.remove(&bar);
-        }
-    }
-
     /// The observer to open a target with
     /// (`ibs_controller::open_target_observed`): every storage call's start
     /// and end, for the stalled-call spinner. `None` when disabled.
@@ -375,26 +323,6 @@ impl Progress {
                 shared.record(event);
             }
         }))
-    }
-
-    /// `target`, wrapped so that its calls feed the stalled-call spinner
-    /// (unchanged when disabled). The wrapper only observes: it opens no
-    /// `tracing` spans, as a target from `ibs_controller::open_target` is
-    /// traced already (`open_target_observed` with
-    /// [`Progress::call_observer`] does both in one wrapper).
-    pub fn observe(&self, target: Arc<dyn StorageTarget>) -> Arc<dyn StorageTarget> {
-        match self.call_observer() {
-            Some(observer) => Arc::new(ObservedTarget::new(target).traced(false).with_observer(observer)),
-            None => target,
-        }
-    }
-
-    /// [`Progress::observe`] for a read-only target (recovery's).
-    pub fn observe_read(&self, target: Arc<dyn ReadTarget>) -> Arc<dyn ReadTarget> {
-        match self.call_observer() {
-            Some(observer) => Arc::new(ObservedTarget::new(target).traced(false).with_observer(observer)),
-            None => target,
-        }
     }
 
     /// Prints a line above the bars (a message that must not be torn by
@@ -502,6 +430,34 @@ impl Shared {
 }
 
 #[cfg(test)]
+use ibs_storage::{ObservedTarget, ReadTarget, StorageTarget};
+
+/// Targets wrapped to feed the spinner, for the tests (the commands open
+/// theirs with `open_target_observed`, which does it).
+#[cfg(test)]
+impl Progress {
+    /// `target`, wrapped so that its calls feed the stalled-call spinner
+    /// (unchanged when disabled). The wrapper only observes: it opens no
+    /// `tracing` spans, as a target from `ibs_controller::open_target` is
+    /// traced already (`open_target_observed` with
+    /// [`Progress::call_observer`] does both in one wrapper).
+    pub fn observe(&self, target: Arc<dyn StorageTarget>) -> Arc<dyn StorageTarget> {
+        match self.call_observer() {
+            Some(observer) => Arc::new(ObservedTarget::new(target).traced(false).with_observer(observer)),
+            None => target,
+        }
+    }
+
+    /// [`Progress::observe`] for a read-only target (recovery's).
+    pub fn observe_read(&self, target: Arc<dyn ReadTarget>) -> Arc<dyn ReadTarget> {
+        match self.call_observer() {
+            Some(observer) => Arc::new(ObservedTarget::new(target).traced(false).with_observer(observer)),
+            None => target,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -528,8 +484,6 @@ mod tests {
         assert!(!progress.is_enabled());
         for f in [
             progress.backup_fn(),
-            progress.backup_fn_with_total(10),
-            progress.verify_fn(),
             progress.verify_fn_with_total(10),
             progress.restore_fn(10, 2),
             progress.check_fn("x", 10),
@@ -539,8 +493,6 @@ mod tests {
         assert!(progress.call_observer().is_none());
         let target: Arc<dyn StorageTarget> = Arc::new(MemoryTarget::new());
         assert!(Arc::ptr_eq(&progress.observe(target.clone()), &target));
-        let options = ibs_recovery::RestoreOptions::default();
-        assert_eq!(progress.restore_options(options.clone()), options);
         progress.finish();
     }
 
@@ -551,10 +503,8 @@ mod tests {
         // bytes_in 500, bytes_out 250: backup and restore count what was
         // gone through, verify and check the archive bytes read.
         type Make<'a> = Box<dyn Fn() -> ProgressFn + 'a>;
-        let makers: [(Make, u64); 6] = [
+        let makers: [(Make, u64); 4] = [
             (Box::new(|| progress.backup_fn()), 500),
-            (Box::new(|| progress.backup_fn_with_total(1000)), 500),
-            (Box::new(|| progress.verify_fn()), 250),
             (Box::new(|| progress.verify_fn_with_total(1000)), 250),
             (Box::new(|| progress.restore_fn(1000, 7)), 500),
             (Box::new(|| progress.check_fn("20261130-120000", 1000)), 250),
@@ -563,11 +513,6 @@ mod tests {
             make()(&report(500));
             assert_eq!(main().position(), expected);
         }
-        progress.finish_bar();
-        assert!(lock(&progress.shared.as_ref().unwrap().main).is_none());
-        // A restore's options get a callback that moves a bar of its own.
-        let options = progress.restore_options(ibs_recovery::RestoreOptions::default());
-        assert_ne!(options, ibs_recovery::RestoreOptions::default());
         // Finishing twice is fine, and the display is usable afterwards.
         progress.finish();
         progress.finish();
