@@ -12,11 +12,11 @@ use ibs_storage_smb::SmbCredentials;
 use serde_json::Value;
 
 use crate::args::{KeyArgs, LocationArgs, OpenArgs, SignerArgs};
+use crate::progress::Progress;
 use crate::report::{Failure, Kind, usage};
 
 /// The run's output rules: text or one JSON document on stdout, notes and
 /// warnings on stderr.
-#[derive(Debug, Default)]
 pub struct Ctx {
     /// `--json`: stdout holds one JSON document and nothing else.
     pub json: bool,
@@ -24,6 +24,9 @@ pub struct Ctx {
     pub quiet: bool,
     /// Warnings kept for the JSON document (`--json`).
     warnings: Mutex<Vec<String>>,
+    /// Progress on a terminal (drawn only when stderr is one, without
+    /// `--json` and `--quiet`), and the stall spinner of storage calls.
+    pub progress: Progress,
 }
 
 /// What a verb produced: its JSON document, and whether something needs the
@@ -53,6 +56,7 @@ impl Ctx {
             json,
             quiet,
             warnings: Mutex::new(Vec::new()),
+            progress: Progress::for_stderr(json, quiet),
         }
     }
 
@@ -66,7 +70,7 @@ impl Ctx {
     /// An informational note on stderr (text mode, not `--quiet`).
     pub fn note(&self, line: impl std::fmt::Display) {
         if !self.json && !self.quiet {
-            eprintln!("ibs: {line}");
+            self.progress.println(&format!("ibs: {line}"));
         }
     }
 
@@ -78,7 +82,7 @@ impl Ctx {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(line.to_string());
         } else {
-            eprintln!("ibs: warning: {line}");
+            self.progress.println(&format!("ibs: warning: {line}"));
         }
     }
 
@@ -160,16 +164,17 @@ pub fn instance(at: &LocationArgs) -> Result<InstanceLayout, Failure> {
     InstanceLayout::new(&at.fqdn, &at.region).map_err(|e| usage(format!("--fqdn / --region: {e}")))
 }
 
-/// The target at `--location`, opened for reading only. Every verb needs the
-/// same credentials for it as `backup` does.
-pub fn read_target(at: &LocationArgs) -> Result<Arc<dyn ReadTarget>, Failure> {
-    let target = ibs_controller::open_target(&location(at)?, &access(at)?)?;
+/// The target at `--location`, opened for reading only (every verb needs
+/// the same credentials for it as `backup` does); a call that waits shows
+/// the stall spinner on a terminal.
+pub fn read_target(at: &LocationArgs, ctx: &Ctx) -> Result<Arc<dyn ReadTarget>, Failure> {
+    let target = ibs_controller::open_target_observed(&location(at)?, &access(at)?, ctx.progress.call_observer())?;
     Ok(target)
 }
 
 /// A [`Recovery`] of the location, with the signer rules.
-pub fn recovery(at: &LocationArgs, signers: &SignerArgs) -> Result<Recovery, Failure> {
-    let mut r = Recovery::new(read_target(at)?, instance(at)?);
+pub fn recovery(at: &LocationArgs, signers: &SignerArgs, ctx: &Ctx) -> Result<Recovery, Failure> {
+    let mut r = Recovery::new(read_target(at, ctx)?, instance(at)?);
     if let Some(v) = &signers.instance_version {
         r = r.instance_version(v.parse().map_err(|e| usage(format!("--instance-version {v:?}: {e}")))?);
     }
@@ -286,7 +291,7 @@ pub struct Opened {
 pub async fn open(args: &OpenArgs, choice: &Choice, ctx: &Ctx) -> Result<Opened, Failure> {
     let (ids, unusable) = identities(&args.keys, ctx)?;
     let refs: Vec<&Identity> = ids.iter().collect();
-    let r = recovery(&args.at, &args.signers)?;
+    let r = recovery(&args.at, &args.signers, ctx)?;
     let mut cat = r.catalogue().await?;
     let mut skipped = Vec::new();
     // The newest restorable one: with trusted signers, a backup whose

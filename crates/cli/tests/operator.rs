@@ -782,3 +782,35 @@ fn check_reports_in_its_document_and_a_closed_pipe_is_no_crash() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(stdout.trim(), "101", "{stderr}");
 }
+
+#[test]
+fn verbose_logs_what_the_libraries_do_on_stderr_and_nothing_by_default() {
+    let t = setup();
+    let loc = s(&t.share);
+    let quiet = IBS
+        .command()
+        .args(["list", "--location", loc])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(text(&quiet).1.is_empty(), "{}", text(&quiet).1);
+    for (args, env) in [
+        (&["list", "--location", loc, "-vv"][..], None),
+        (&["list", "--location", loc], Some("ibs=debug")),
+    ] {
+        let mut cmd = IBS.command();
+        cmd.args(args).env_remove("RUST_LOG");
+        if let Some(filter) = env {
+            cmd.env("RUST_LOG", filter);
+        }
+        let out = cmd.output().unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        // A span per storage call, on stderr only.
+        assert!(
+            stderr.contains("storage") && stderr.contains("list"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stdout.contains("DEBUG"), "{stdout}");
+    }
+}

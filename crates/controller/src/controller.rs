@@ -160,6 +160,15 @@ pub async fn validate_target(target: &Arc<dyn StorageTarget>, instance: &Instanc
     Ok(())
 }
 
+/// The kind of a location, for logs: never its credentials, not even its host.
+fn location_kind(location: &Location) -> &'static str {
+    match location {
+        Location::Local(_) => "local",
+        Location::Smb { .. } => "smb",
+        Location::Object { .. } => "object-store",
+    }
+}
+
 /// What started a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trigger {
@@ -321,12 +330,14 @@ impl Controller {
     /// [`ControllerError::AlreadyRunning`]; an on-demand request in a
     /// maintenance window gets [`ControllerError::Maintenance`]; a scheduled
     /// one is recorded as skipped.
+    #[tracing::instrument(name = "controller run", level = "info", skip(self), fields(location_kind = tracing::field::Empty))]
     pub async fn run(&self, trigger: Trigger, now: i64) -> Result<JobRecord> {
         let settings = self.settings().ok_or(ControllerError::NotEnabled)?;
         if *lock(&self.maintenance) {
             if trigger == Trigger::OnDemand {
                 return Err(ControllerError::Maintenance);
             }
+            tracing::info!("scheduled job skipped: maintenance window");
             let record = JobRecord {
                 started: now,
                 trigger,
@@ -337,6 +348,7 @@ impl Controller {
             lock(&self.history).push(record.clone());
             return Ok(record);
         }
+        tracing::Span::current().record("location_kind", location_kind(&settings.location));
         let _guard = self.running.try_lock().map_err(|_| ControllerError::AlreadyRunning)?;
         lock(&self.history).push(JobRecord {
             started: now,
@@ -365,11 +377,14 @@ impl Controller {
                     }
                 }
             }
-            Err(e) => JobOutcome::Failed {
-                kind: e.kind(),
-                alert: e.alert(),
-                error: e.to_string(),
-            },
+            Err(e) => {
+                tracing::warn!(kind = ?e.kind(), error = %e, "backup job failed");
+                JobOutcome::Failed {
+                    kind: e.kind(),
+                    alert: e.alert(),
+                    error: e.to_string(),
+                }
+            }
         };
         let record = JobRecord {
             started: now,
@@ -411,6 +426,17 @@ pub async fn run_job(spec: &JobSpec, sources: &[Arc<dyn BackupSource>], now: i64
 }
 
 /// [`run_job`], reporting progress.
+///
+/// Runs in a `backup job` span (`tracing`, level `INFO`: instance and
+/// location; each attempt a span with the backup's id), with events at its
+/// phases: capture and upload started and done, commit, an out-of-capacity
+/// retry, retention's checks and decisions, each deletion.
+#[tracing::instrument(
+    name = "backup job",
+    level = "info",
+    skip_all,
+    fields(fqdn = spec.instance.fqdn(), region = spec.instance.region(), location = %spec.target)
+)]
 pub async fn run_job_with_progress(
     spec: &JobSpec,
     sources: &[Arc<dyn BackupSource>],
@@ -427,6 +453,7 @@ pub async fn run_job_with_progress(
         // Not when the backup was committed and only reading it back failed
         // (whatever the class): a retry would write it twice.
         Err(e) if e.kind() == ErrorKind::OutOfCapacity && !matches!(e, ControllerError::Unconfirmed { .. }) => {
+            tracing::warn!(error = %e, "the target is out of capacity: freeing space for one more attempt");
             let reader: Arc<dyn ReadTarget> = spec.target.clone();
             let catalogue = ibs_repository::catalogue(&reader, &spec.instance).await?;
             let newest = catalogue.complete().last().map(|b| b.size);
@@ -451,6 +478,7 @@ pub async fn run_job_with_progress(
             kept_folders = applied.kept_folders;
             freed = applied.deleted;
             if freed.is_empty() {
+                tracing::warn!("nothing could be freed");
                 return Err(e);
             }
             let mut second = match write_backup(spec, sources, now, progress).await {
@@ -473,6 +501,7 @@ pub async fn run_job_with_progress(
     match retain(spec, now, &mut summary).await {
         Ok(found) => damaged.extend(found),
         Err(e) => {
+            tracing::warn!(error = %e, "retention after the backup failed; the backup stands");
             summary.retention_failed = Some(RetentionFailure {
                 error: e.to_string(),
                 alert: e.alert(),
@@ -481,6 +510,13 @@ pub async fn run_job_with_progress(
     }
     summary.damaged = damaged;
     summary.kept_folders.splice(0..0, kept_folders);
+    tracing::info!(
+        id = %summary.id,
+        attempts = summary.attempts,
+        deleted = summary.deleted.len(),
+        damaged = summary.damaged.len(),
+        "backup job done"
+    );
     Ok(summary)
 }
 

@@ -343,6 +343,7 @@ pub async fn write_backup(
 
 /// [`write_backup`], counting in `sent` the archive bytes handed to the
 /// upload (on failure too: how far an attempt got before the share was full).
+#[tracing::instrument(name = "attempt", level = "info", skip_all, fields(id = tracing::field::Empty))]
 pub(crate) async fn write_backup_counting(
     spec: &JobSpec,
     sources: &[Arc<dyn BackupSource>],
@@ -376,14 +377,16 @@ pub(crate) async fn write_backup_counting(
         .filter_map(|o| o.path.parent()?.name()?.parse().ok())
         .collect();
     let id = BackupId::next(now, &existing)?;
+    tracing::Span::current().record("id", tracing::field::display(&id));
     let backup = begin_backup(&spec.target, &spec.instance, id).await?;
+    tracing::info!(sources = sources.len(), "capture and upload started");
     // The upload runs as its own task fed by a bounded queue (memory stays
     // bounded: UPLOAD_QUEUE pieces of at most a frame each); it also hashes
     // what it sends (for the manifest), off the encoder's task.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(UPLOAD_QUEUE);
     let counter = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&counter);
-    let uploader = tokio::spawn(async move {
+    let uploader = tokio::spawn(tracing::Instrument::in_current_span(async move {
         let mut backup = backup;
         while let Some(piece) = rx.recv().await {
             let sent = backup.write(piece).await;
@@ -393,7 +396,7 @@ pub(crate) async fn write_backup_counting(
             }
         }
         (backup, Ok(()))
-    });
+    }));
     let captured = capture(enc, tx, sources).await;
     let joined = uploader.await;
     sent.store(counter.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -404,6 +407,13 @@ pub(crate) async fn write_backup_counting(
         (Ok((data_bytes, entries, warnings)), Ok(())) => {
             let id = backup.id().clone();
             let archive_bytes = backup.bytes_written();
+            tracing::info!(
+                entries,
+                data_bytes,
+                archive_bytes,
+                warnings = warnings.total(),
+                "capture and upload done; committing"
+            );
             let details = CommitDetails {
                 archive_id,
                 producer_version: spec.producer_version.clone(),
@@ -418,6 +428,7 @@ pub(crate) async fn write_backup_counting(
                 },
                 other => other.into(),
             })?;
+            tracing::info!("committed and read back as complete");
             return Ok(JobSummary {
                 id,
                 data_bytes,
@@ -433,6 +444,7 @@ pub(crate) async fn write_backup_counting(
             });
         }
     };
+    tracing::warn!(error = %failure, "backup attempt failed; removing what it wrote");
     backup.abort().await;
     Err(failure)
 }
@@ -510,6 +522,7 @@ pub struct Retention {
 /// nothing complete is to be deleted or `checks` remembers a fresh check).
 /// A target that fails during a check fails the plan: nothing is deleted on
 /// a guess.
+#[tracing::instrument(name = "retention", level = "info", skip_all, fields(next_backup_bytes = ?next_backup_bytes))]
 pub async fn plan_retention(
     target: &Arc<dyn StorageTarget>,
     instance: &InstanceLayout,
@@ -543,14 +556,27 @@ pub async fn plan_retention(
                     .iter()
                     .map(|path| Warning::Unrecognised { path: path.clone() }),
             );
+            for d in &plan.deletions {
+                tracing::info!(id = %d.id, reason = ?d.reason, size = d.size, "retention decides to delete");
+            }
+            for w in &plan.warnings {
+                tracing::info!(warning = ?w, "retention warning");
+            }
+            tracing::info!(
+                backups = records.len(),
+                deletions = plan.deletions.len(),
+                "retention planned"
+            );
             out.plan = plan;
             return Ok(out);
         };
         let (Some(info), Some(record)) = (catalogue.get(&id), records.iter_mut().find(|r| r.id == id)) else {
             break;
         };
+        tracing::info!(%id, "checking the newest complete backup before deleting older ones");
         match ibs_repository::check_integrity(&target, info).await {
             Ok(report) => {
+                tracing::info!(%id, "intact");
                 checks.remember(&report, now);
                 record.state = BackupState::Checked;
                 out.checked.push(report);
@@ -564,6 +590,7 @@ pub async fn plan_retention(
                     RepositoryError::NotComplete { problem, .. } => problem,
                     other => other.to_string(),
                 };
+                tracing::warn!(%id, %problem, "backup is damaged");
                 out.damaged.push(DamagedBackup { id, problem });
             }
             Err(e) => return Err(e.into()),
@@ -593,9 +620,11 @@ pub struct Applied {
 /// folder — only if nothing else is left in it. Objects ibs did not write
 /// stay, with their folder (the catalogue lists them as unrecognised); a
 /// folder that turns out not to be empty is reported, not an error.
+#[tracing::instrument(name = "prune", level = "info", skip_all, fields(deletions = plan.deletions.len()))]
 pub async fn apply(target: &Arc<dyn StorageTarget>, plan: &Plan) -> Result<Applied> {
     let mut out = Applied::default();
     for d in &plan.deletions {
+        tracing::info!(id = %d.id, reason = ?d.reason, path = %d.path, "deleting backup");
         let objects = target.list_all(&d.path).await?;
         let mut ours: Vec<_> = objects
             .iter()
@@ -611,10 +640,14 @@ pub async fn apply(target: &Arc<dyn StorageTarget>, plan: &Plan) -> Result<Appli
                 // Not empty after all (a link, an empty folder, a name the
                 // listing cannot show): kept and reported. A failure of the
                 // target itself (unreachable, refused) fails the run.
-                Err(e) if e.kind() == ErrorKind::Other => out.kept_folders.push(format!("{}: {e}", d.path)),
+                Err(e) if e.kind() == ErrorKind::Other => {
+                    tracing::warn!(path = %d.path, error = %e, "folder kept");
+                    out.kept_folders.push(format!("{}: {e}", d.path))
+                }
                 Err(e) => return Err(e.into()),
             }
         } else {
+            tracing::warn!(path = %d.path, "folder kept: it holds files ibs did not write");
             out.kept_folders
                 .push(format!("{}: it holds files ibs did not write", d.path));
         }

@@ -48,6 +48,16 @@
 //!   crate's failure classes and their alerts. Only storage failures get the
 //!   storage alerts; a source that cannot be read is a general fault whose
 //!   alert names the source and the path.
+//! * Logs: the controller uses `tracing` and never prints. A job runs in a
+//!   `backup job` span (instance and location), each attempt in an `attempt`
+//!   span (the backup's id), with events at capture and upload start and
+//!   end, commit, an out-of-capacity retry, retention's checks and
+//!   decisions and each deletion (`retention` and `prune` spans); every
+//!   storage call of a target from [`open_target`] is a span of its own
+//!   (`ibs_storage::ObservedTarget`), and [`open_target_observed`] also
+//!   reports each call's start and end to an observer (a command's spinner
+//!   while a stalled share keeps a call waiting). No event carries file
+//!   contents, keys or credentials.
 //!
 //! Live capture: a file deleted during the backup is skipped, and one that
 //! keeps changing is captured as last read; both are reported as
@@ -89,4 +99,4 @@ pub use job::{Applied, CheckMemo, DamagedBackup, JobSpec, JobSummary, Retention,
 pub use source::{
     BackupSource, CaptureProblem, CaptureWarning, DirectorySource, EntryMeta, EntryPath, EntrySink, Extent, Warnings,
 };
-pub use target::{Access, open_target};
+pub use target::{Access, open_target, open_target_observed};

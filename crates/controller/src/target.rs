@@ -10,7 +10,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use ibs_storage::{LocalTarget, Location, StorageTarget};
+use ibs_storage::{CallObserver, LocalTarget, Location, ObservedTarget, StorageTarget};
 #[cfg(feature = "object-store")]
 use ibs_storage_object::{ObjectOptions, ObjectTarget};
 #[cfg(feature = "smb")]
@@ -56,7 +56,34 @@ impl fmt::Debug for Access {
 /// The storage target of a location: a local directory, an SMB share with
 /// [`Access::Smb`] credentials (feature `smb`), or an Azure Blob container
 /// or S3 bucket configured from the environment (feature `object-store`).
+///
+/// Every call to it is traced: the backend is wrapped in an
+/// [`ObservedTarget`] (a `tracing` span per storage call, inside the span of
+/// the job that makes it). To also hear of each call's start and end (a
+/// command's spinner while a stalled share keeps a call waiting), open it
+/// with [`open_target_observed`] instead — not by wrapping this target
+/// again, which would trace every call twice.
 pub fn open_target(location: &Location, access: &Access) -> Result<Arc<dyn StorageTarget>> {
+    open_target_observed(location, access, None)
+}
+
+/// [`open_target`], telling `observer` (when given) of every storage call's
+/// start and end — every write and the commit of an upload included (see
+/// [`ObservedTarget`]).
+pub fn open_target_observed(
+    location: &Location,
+    access: &Access,
+    observer: Option<CallObserver>,
+) -> Result<Arc<dyn StorageTarget>> {
+    let backend = open_backend(location, access)?;
+    let traced = ObservedTarget::new(backend);
+    Ok(Arc::new(match observer {
+        Some(observer) => traced.with_observer(observer),
+        None => traced,
+    }))
+}
+
+fn open_backend(location: &Location, access: &Access) -> Result<Arc<dyn StorageTarget>> {
     match location {
         Location::Local(dir) => Ok(Arc::new(LocalTarget::new(dir)?)),
         Location::Smb { .. } => open_smb(location, access),
@@ -148,6 +175,24 @@ mod tests {
         let (setting, reason) = setting_of("s3://bucket/x", &Access::Default);
         assert_eq!(setting, "backend");
         assert!(reason.contains("feature `object-store`"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn an_opened_target_is_observed_when_asked() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let events = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&events);
+        let observer: CallObserver = Arc::new(move |_: &ibs_storage::CallEvent| {
+            counted.fetch_add(1, Ordering::Relaxed);
+        });
+        let location = Location::Local(dir.path().to_owned());
+        let target = open_target_observed(&location, &Access::Default, Some(observer)).unwrap();
+        target.capacity().await.unwrap();
+        assert_eq!(events.load(Ordering::Relaxed), 2);
+        // Named as the backend names itself: the wrapper does not show in messages.
+        assert!(target.to_string().starts_with("local directory"), "{target}");
+        assert!(open_target(&location, &Access::Default).is_ok());
     }
 
     #[test]

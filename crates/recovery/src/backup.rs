@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use ibs_archive::{ArchiveReader, Entry, ProgressFn};
-use ibs_repository::{BackupInfo, CheckReport, TargetObject, check_integrity};
+use ibs_repository::{BackupInfo, CheckReport, TargetObject};
 use ibs_storage::ReadTarget;
 
 use crate::{RecoveryError, Result};
@@ -45,6 +45,12 @@ impl std::fmt::Display for VerifyReport {
 }
 
 impl Backup {
+    /// Archive bytes [`Backup::verify`] reads: the archive twice (the total
+    /// its progress counts up to).
+    pub fn verify_len(&self) -> u64 {
+        self.reader.info().archive_len.saturating_mul(2)
+    }
+
     /// What the catalogue knows about it.
     pub fn info(&self) -> &BackupInfo {
         &self.info
@@ -92,9 +98,49 @@ impl Backup {
     /// [`check_integrity`](ibs_repository::check_integrity)), then with the key every
     /// frame's tag and every entry's SHA-256 (the header, index and footer
     /// were authenticated when it was opened). The report says all of it.
+    ///
+    /// The archive is read twice (once whole, keyless; once frame by frame,
+    /// with the key): `progress` is called after every piece of either pass
+    /// with [`Progress::bytes_out`](ibs_archive::Progress::bytes_out) the
+    /// archive bytes read over both passes — so it grows steadily to
+    /// [`Backup::verify_len`], twice the archive's size — and, in the second
+    /// pass, the plaintext bytes, entries and frames checked so far (out of
+    /// [`ArchiveReader::data_len`] and [`ArchiveReader::entry_count`]).
+    #[tracing::instrument(name = "verify", level = "info", skip_all, fields(id = %self.info.id))]
     pub async fn verify(&self, progress: Option<&ProgressFn>) -> Result<VerifyReport> {
-        let check = check_integrity(&self.target, &self.info).await?;
-        let r = self.reader.verify(progress).await.map_err(|e| self.archive_error(e))?;
+        let check = ibs_repository::check_integrity_with_progress(&self.target, &self.info, progress).await?;
+        let first = check.archive_bytes;
+        let second: Option<ProgressFn> = progress.map(|p| {
+            let p = Arc::clone(p);
+            let offset: ProgressFn = Arc::new(move |now: &ibs_archive::Progress| {
+                p(&ibs_archive::Progress {
+                    bytes_out: first + now.bytes_out,
+                    ..*now
+                })
+            });
+            offset
+        });
+        let r = self
+            .reader
+            .verify(second.as_ref())
+            .await
+            .map_err(|e| self.archive_error(e))?;
+        if let Some(p) = progress {
+            // The index and footer after the last frame were authenticated
+            // when the backup was opened: the count ends at the total.
+            p(&ibs_archive::Progress {
+                bytes_in: r.data_len,
+                bytes_out: first + self.reader.info().archive_len,
+                entries_done: r.entries,
+                frames_done: r.frames,
+            });
+        }
+        tracing::info!(
+            frames = r.frames,
+            entries = r.entries,
+            data_len = r.data_len,
+            "verified"
+        );
         Ok(VerifyReport {
             check,
             frames: r.frames,

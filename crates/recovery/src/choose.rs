@@ -232,4 +232,16 @@ impl Recovery {
     pub async fn check_integrity(&self, backup: &BackupInfo) -> Result<CheckReport> {
         Ok(check_integrity(&self.target, backup).await?)
     }
+
+    /// [`Recovery::check_integrity`], calling `progress` after every piece
+    /// read with [`Progress::bytes_out`](ibs_archive::Progress::bytes_out)
+    /// the archive bytes hashed so far, out of [`BackupInfo::archive_size`] (see
+    /// [`check_integrity_with_progress`](ibs_repository::check_integrity_with_progress)).
+    pub async fn check_integrity_with_progress(
+        &self,
+        backup: &BackupInfo,
+        progress: Option<&ibs_archive::ProgressFn>,
+    ) -> Result<CheckReport> {
+        Ok(ibs_repository::check_integrity_with_progress(&self.target, backup, progress).await?)
+    }
 }

@@ -34,7 +34,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
-use ibs_archive::{Entry, EntryKind};
+use ibs_archive::{Entry, EntryKind, Progress, ProgressFn};
 use rustix::fs::{Mode, OFlags, Timespec, Timestamps};
 
 use crate::backup::Backup;
@@ -73,15 +73,64 @@ const PLACE_AHEAD_BYTES: u64 = 16 << 20;
 const MERGE_BATCH: usize = 1024;
 
 /// How to restore.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct RestoreOptions {
     pub(crate) sources: Option<BTreeSet<String>>,
     pub(crate) overwrite: bool,
     pub(crate) skip_verify: bool,
     pub(crate) owners: Option<bool>,
+    pub(crate) progress: Option<ProgressFn>,
 }
 
+impl std::fmt::Debug for RestoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreOptions")
+            .field("sources", &self.sources)
+            .field("overwrite", &self.overwrite)
+            .field("skip_verify", &self.skip_verify)
+            .field("owners", &self.owners)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// Equal when every option is, and both have no progress callback or the same one.
+impl PartialEq for RestoreOptions {
+    fn eq(&self, other: &Self) -> bool {
+        let same_progress = match (&self.progress, &other.progress) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        self.sources == other.sources
+            && self.overwrite == other.overwrite
+            && self.skip_verify == other.skip_verify
+            && self.owners == other.owners
+            && same_progress
+    }
+}
+
+impl Eq for RestoreOptions {}
+
 impl RestoreOptions {
+    /// Calls `progress` as the restore goes through the backup's entries (in
+    /// archive order, restored or only checked): after every entry and
+    /// every piece of a large file, with
+    /// [`Progress::bytes_in`](ibs_archive::Progress::bytes_in) the entries'
+    /// stream bytes gone through so far and
+    /// [`Progress::entries_done`](ibs_archive::Progress::entries_done) the
+    /// entries done — out of the backup's
+    /// [`data_len`](ibs_archive::ArchiveReader::data_len) and
+    /// [`entry_count`](ibs_archive::ArchiveReader::entry_count), known before
+    /// the restore starts ([`Backup::archive`]), so a caller can show an
+    /// ETA — and [`Progress::bytes_out`](ibs_archive::Progress::bytes_out)
+    /// the file content handed to the file system. Placing the staged
+    /// sources and applying folder metadata come after the last call.
+    pub fn progress(mut self, progress: ProgressFn) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
     /// Restores only these sources (default: all).
     pub fn sources<I: IntoIterator<Item = S>, S: Into<String>>(mut self, sources: I) -> Self {
         self.sources = Some(sources.into_iter().map(Into::into).collect());
@@ -423,6 +472,7 @@ impl Backup {
     /// stop the restore (drop this future) keeps the lock until it has
     /// removed the leftovers ([`RestoreLock::remove_leftovers`]) — after
     /// every write the runtime still runs has finished.
+    #[tracing::instrument(name = "restore", level = "info", skip_all, fields(id = %self.info().id, dir = %lock.path().display()))]
     pub async fn restore_locked(&self, lock: &RestoreLock, options: &RestoreOptions) -> Result<RestoreReport> {
         let dir = lock.path().to_owned();
         let all: Vec<String> = self.sources().into_iter().map(str::to_owned).collect();
@@ -485,7 +535,7 @@ impl Backup {
         let mut skipped = Skipped::default();
         let wanted: BTreeSet<String> = selected.iter().cloned().collect();
         let staged = self
-            .stage(&stage, &wanted, options.skip_verify, apply, &mut report, &mut skipped)
+            .stage(&stage, &wanted, options, apply, &mut report, &mut skipped)
             .await;
         if let Err(e) = staged {
             let st = stage.clone();
@@ -504,6 +554,7 @@ impl Backup {
         })
         .await;
         placed?;
+        tracing::info!(files = report.files, bytes = report.bytes, "staged and placed");
         if self.format_version() != 1 {
             self.apply_folders(&dir, &wanted, apply, &mut skipped).await?;
         }
@@ -522,12 +573,17 @@ impl Backup {
         &self,
         stage: &Path,
         wanted: &BTreeSet<String>,
-        skip_verify: bool,
+        options: &RestoreOptions,
         apply: Apply,
         report: &mut RestoreReport,
         skipped: &mut Skipped,
     ) -> Result<()> {
         let v1 = self.format_version() == 1;
+        let skip_verify = options.skip_verify;
+        let tally = &mut Tally {
+            progress: options.progress.clone(),
+            now: Progress::default(),
+        };
         let mut writing: VecDeque<(u64, tokio::task::JoinHandle<Result<Skipped>>)> = VecDeque::new();
         let mut writing_bytes = 0u64;
         let pass: Result<()> = async {
@@ -538,9 +594,12 @@ impl Backup {
                     if !skip_verify && e.stream_len() > 0 {
                         let mut stream = std::pin::pin!(self.stream(&e));
                         while let Some(piece) = stream.next().await {
-                            piece?;
+                            tally.read(piece?.len() as u64, 0);
                         }
+                    } else {
+                        tally.now.bytes_in += e.stream_len();
                     }
+                    tally.entry_done();
                     continue;
                 }
                 check_names(&e, v1)?;
@@ -558,6 +617,8 @@ impl Backup {
                     }
                     EntryKind::File if e.stream_len() <= IN_MEMORY_RESTORE => {
                         let data = self.read(&e).await?;
+                        tally.now.bytes_in += data.len() as u64;
+                        tally.now.bytes_out += data.len() as u64;
                         while !writing.is_empty()
                             && (writing.len() >= PLACE_AHEAD || writing_bytes + e.stream_len() > PLACE_AHEAD_BYTES)
                         {
@@ -571,7 +632,7 @@ impl Backup {
                         report.bytes += len;
                     }
                     EntryKind::File => {
-                        skipped.add(self.write_large(&path, &e, apply).await?);
+                        skipped.add(self.write_large(&path, &e, apply, tally).await?);
                         report.files += 1;
                         report.bytes += e.stream_len();
                     }
@@ -593,6 +654,7 @@ impl Backup {
                         report.hard_links += 1;
                     }
                 }
+                tally.entry_done();
             }
             while !writing.is_empty() {
                 finish_one(&mut writing, skipped).await?;
@@ -610,7 +672,7 @@ impl Backup {
     }
 
     /// Streams a file too large to hold in memory into `path`.
-    async fn write_large(&self, path: &Path, e: &Entry, apply: Apply) -> Result<Skipped> {
+    async fn write_large(&self, path: &Path, e: &Entry, apply: Apply, tally: &mut Tally) -> Result<Skipped> {
         let p = path.to_owned();
         let fd = blocking(move || {
             rustix::fs::open(
@@ -625,6 +687,7 @@ impl Backup {
         let mut stream = std::pin::pin!(self.stream(e));
         while let Some(piece) = stream.next().await {
             let piece = piece?;
+            let len = piece.len() as u64;
             let mut s = sink
                 .take()
                 .ok_or_else(|| RecoveryError::Usage("restore writer lost".into()))?;
@@ -635,6 +698,7 @@ impl Backup {
             })
             .await?;
             sink = Some(s);
+            tally.read(len, len);
         }
         let s = sink.ok_or_else(|| RecoveryError::Usage("restore writer lost".into()))?;
         let (p, e) = (path.to_owned(), e.clone());
@@ -674,6 +738,32 @@ impl Backup {
             }
         }
         Ok(())
+    }
+}
+
+/// How far a restore has got, and whom to tell.
+struct Tally {
+    progress: Option<ProgressFn>,
+    now: Progress,
+}
+
+impl Tally {
+    /// `bytes` of entry streams gone through, `written` of them handed to the file system.
+    fn read(&mut self, bytes: u64, written: u64) {
+        self.now.bytes_in += bytes;
+        self.now.bytes_out += written;
+        self.report();
+    }
+
+    fn entry_done(&mut self) {
+        self.now.entries_done += 1;
+        self.report();
+    }
+
+    fn report(&self) {
+        if let Some(p) = &self.progress {
+            p(&self.now);
+        }
     }
 }
 

@@ -755,6 +755,87 @@ async fn a_source_named_like_a_staging_folder_is_not_restored_and_names_are_esca
     assert!(text.contains("x\\n\\x1b[2K"), "{text:?}");
 }
 
+/// Every call of a progress callback, in order.
+fn recorder() -> (
+    ibs_archive::ProgressFn,
+    Arc<std::sync::Mutex<Vec<ibs_archive::Progress>>>,
+) {
+    let calls: Arc<std::sync::Mutex<Vec<ibs_archive::Progress>>> = Arc::default();
+    let log = Arc::clone(&calls);
+    (
+        Arc::new(move |p: &ibs_archive::Progress| log.lock().unwrap().push(*p)),
+        calls,
+    )
+}
+
+fn assert_grows(calls: &[ibs_archive::Progress]) {
+    assert!(!calls.is_empty());
+    for w in calls.windows(2) {
+        assert!(
+            w[1].bytes_in >= w[0].bytes_in
+                && w[1].bytes_out >= w[0].bytes_out
+                && w[1].entries_done >= w[0].entries_done,
+            "{w:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn check_verify_and_restore_report_progress_up_to_totals_known_before_they_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    let mut entries = sample();
+    // One file too large to restore from memory: restored piece by piece.
+    let large: Vec<u8> = (0..9u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    entries.push(("identity", "large.bin", large));
+    put_backup(&target, &[&pair_a().cert], &entries, T0, "1.2408.0.21").await;
+    let r = recovery(&target);
+    let cat = r.catalogue().await.unwrap();
+    let info = &cat.backups[0];
+
+    // Keyless check: archive bytes read, up to the archive's size.
+    let (p, calls) = recorder();
+    r.check_integrity_with_progress(info, Some(&p)).await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert_grows(&calls);
+    assert_eq!(Some(calls.last().unwrap().bytes_out), info.archive_size());
+
+    // Verify: both passes, up to twice the archive's size, every entry and byte.
+    let backup = r.open(info, &[&pair_a().identity]).await.unwrap();
+    let (p, calls) = recorder();
+    let report = backup.verify(Some(&p)).await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert_grows(&calls);
+    let last = calls.last().unwrap();
+    assert_eq!(Some(backup.verify_len()), info.archive_size().map(|n| 2 * n));
+    assert_eq!(last.bytes_out, backup.verify_len());
+    assert_eq!(last.entries_done, report.entries);
+    assert_eq!(last.bytes_in, backup.archive().data_len());
+
+    // Restore of some sources: the others are checked and counted too, so
+    // the totals are the backup's, known before the restore starts.
+    let out = tempfile::tempdir().unwrap();
+    let (p, calls) = recorder();
+    let restored = backup
+        .restore_to(out.path(), &RestoreOptions::default().sources(["identity"]).progress(p))
+        .await
+        .unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert_grows(&calls);
+    let last = calls.last().unwrap();
+    assert_eq!(last.entries_done, backup.archive().entry_count());
+    assert_eq!(last.bytes_in, backup.archive().data_len());
+    assert_eq!(last.bytes_out, restored.bytes);
+    // The large file reported more than once while it was written.
+    assert!(
+        calls.len() as u64 > backup.archive().entry_count() + 1,
+        "{}",
+        calls.len()
+    );
+}
+
 #[tokio::test]
 async fn a_restore_destination_that_is_a_file_says_it_must_be_a_folder() {
     let dir = tempfile::tempdir().unwrap();

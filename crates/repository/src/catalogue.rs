@@ -82,6 +82,15 @@ pub struct BackupInfo {
     pub signer: Option<ibs_envelope::SignerFingerprint>,
 }
 
+impl BackupInfo {
+    /// The archive's size as its manifest records it, when there is a valid
+    /// manifest: what a keyless check reads (the total its progress counts
+    /// up to), unlike [`BackupInfo::size`], which counts every object.
+    pub fn archive_size(&self) -> Option<u64> {
+        self.manifest.as_ref().map(|m| m.archive_size)
+    }
+}
+
 /// What was found at a location.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Catalogue {

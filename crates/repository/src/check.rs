@@ -50,6 +50,20 @@ impl fmt::Display for CheckReport {
 /// complete, or whose archive differs, is an error
 /// ([`RepositoryError::is_damage`] tells damage from a failure of the target).
 pub async fn check_integrity(target: &Arc<dyn ReadTarget>, backup: &BackupInfo) -> Result<CheckReport> {
+    check_integrity_with_progress(target, backup, None).await
+}
+
+/// [`check_integrity`], calling `progress` after every piece read (8 MiB)
+/// with [`Progress::bytes_out`](ibs_archive::Progress::bytes_out) the
+/// archive bytes read and hashed so far, out of the manifest's archive size
+/// ([`BackupInfo::archive_size`], known before the check starts); the other
+/// fields stay 0.
+#[tracing::instrument(name = "check", level = "info", skip_all, fields(id = %backup.id))]
+pub async fn check_integrity_with_progress(
+    target: &Arc<dyn ReadTarget>,
+    backup: &BackupInfo,
+    progress: Option<&ibs_archive::ProgressFn>,
+) -> Result<CheckReport> {
     let manifest = match (&backup.manifest, backup.state) {
         (Some(m), state) if state.is_complete() => m,
         (_, state) => {
@@ -71,6 +85,12 @@ pub async fn check_integrity(target: &Arc<dyn ReadTarget>, backup: &BackupInfo) 
         let end = (at + STEP).min(manifest.archive_size);
         hasher.update(target.read_range(&backup.paths.archive, at..end).await?);
         at = end;
+        if let Some(p) = progress {
+            p(&ibs_archive::Progress {
+                bytes_out: at,
+                ..ibs_archive::Progress::default()
+            });
+        }
     }
     let sha256 = <[u8; 32]>::from(hasher.finalize());
     if sha256 == manifest.archive_sha256 {
@@ -81,6 +101,7 @@ pub async fn check_integrity(target: &Arc<dyn ReadTarget>, backup: &BackupInfo) 
         let signer = ibs_archive::check_signature(&object, &info)
             .await
             .map_err(archive_error)?;
+        tracing::info!(archive_bytes = at, "archive matches its manifest");
         Ok(CheckReport {
             id: backup.id.clone(),
             archive_bytes: at,
@@ -88,6 +109,7 @@ pub async fn check_integrity(target: &Arc<dyn ReadTarget>, backup: &BackupInfo) 
             signer,
         })
     } else {
+        tracing::warn!(archive_bytes = at, "archive does not match its manifest");
         Err(RepositoryError::IntegrityMismatch {
             id: backup.id.to_string(),
             found: hex(&sha256),

@@ -84,7 +84,7 @@ mod object;
 mod version;
 
 pub use catalogue::{BackupInfo, BackupState, Catalogue, catalogue, catalogue_backup};
-pub use check::{CheckReport, check_integrity};
+pub use check::{CheckReport, check_integrity, check_integrity_with_progress};
 pub use commit::{BackupUpload, CommitDetails, begin_backup, commit_backup};
 pub use error::{RepositoryError, Result};
 pub use layout::{ARCHIVE_NAME, BACKUP_FOLDER, BackupId, BackupPaths, InstanceLayout, MANIFEST_NAME, is_our_name};

@@ -39,6 +39,10 @@
 //!   is `ibs-repository`'s business).
 //! * Backends: [`LocalTarget`] (a directory), [`MemoryTarget`] (for tests), and
 //!   [`FaultyTarget`], which wraps any target and injects faults.
+//! * [`ObservedTarget`]: wraps any target so that every call is a `tracing`
+//!   span (operation, path, bytes, elapsed, outcome) and an optional
+//!   [`CallObserver`] hears each call start and end — a command shows a
+//!   spinner while a call to a stalled share waits.
 //! * `conformance` (a public module behind the feature of that name): the scenarios every backend passes.
 
 #![forbid(unsafe_code)]
@@ -51,6 +55,7 @@ mod faulty;
 mod layout;
 mod local;
 mod memory;
+mod observed;
 mod target;
 
 pub use error::{Alert, ErrorKind, Remediation, Result, StorageError, classify_io};
@@ -58,6 +63,7 @@ pub use faulty::{FaultPlan, FaultyTarget};
 pub use layout::{Location, ObjectPath, ObjectProvider};
 pub use local::LocalTarget;
 pub use memory::MemoryTarget;
+pub use observed::{CallEvent, CallObserver, CallPhase, ObservedTarget, Operation};
 pub use target::{
     Capacity, CommitMode, ObjectMeta, ObjectWriter, PARTIAL_MARKER, ReadTarget, ReadTargetExt, StorageTarget,
     StorageTargetExt, check_range, is_partial_name, partial_path,

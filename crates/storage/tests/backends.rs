@@ -33,6 +33,24 @@ async fn unarmed_fault_wrapper_passes_the_conformance_suite() {
 }
 
 #[tokio::test]
+async fn observed_wrapper_passes_the_conformance_suite_and_every_call_ends() {
+    use std::sync::{Arc, Mutex};
+    let pending: Arc<Mutex<std::collections::BTreeSet<u64>>> = Arc::default();
+    let seen = Arc::clone(&pending);
+    let inner: Arc<dyn StorageTarget> = Arc::new(MemoryTarget::new());
+    let target = ibs_storage::ObservedTarget::new(inner).with_observer(Arc::new(move |e: &ibs_storage::CallEvent| {
+        let mut pending = seen.lock().unwrap();
+        match e.phase {
+            ibs_storage::CallPhase::Started => assert!(pending.insert(e.id)),
+            ibs_storage::CallPhase::Finished { .. } => assert!(pending.remove(&e.id)),
+        }
+    }));
+    conformance::run_all(&target, &path("suite")).await;
+    assert!(target.calls() > 20);
+    assert!(pending.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_large_local_upload_with_write_behind_hints_commits_every_byte() {
     // 40 MiB in uneven chunks: several write-behind hints (every 16 MiB) run
     // while the upload goes on; the committed object is byte for byte what

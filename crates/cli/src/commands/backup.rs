@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 
 use crate::args::BackupArgs;
 use crate::common::{Ctx, Done, access, instance, location, now};
-use crate::progress::Progress;
 use crate::report::{Failure, Kind, alert_json, usage};
 
 /// The retention policy of `--keep-days` (the schedule's interval is the controller's).
@@ -47,7 +46,8 @@ fn certificates(a: &BackupArgs, ctx: &Ctx) -> Result<Vec<Certificate>, Failure> 
 }
 
 /// Runs `ibs backup`.
-pub async fn run(a: &BackupArgs, ctx: &Ctx, progress: &Progress) -> Result<Done, Failure> {
+pub async fn run(a: &BackupArgs, ctx: &Ctx) -> Result<Done, Failure> {
+    let progress = &ctx.progress;
     let certificates = certificates(a, ctx)?;
     let mut dirs = Vec::with_capacity(a.source.len());
     for (n, d) in &a.source {
@@ -89,9 +89,12 @@ pub async fn run(a: &BackupArgs, ctx: &Ctx, progress: &Progress) -> Result<Done,
     }
     ibs_controller::job::check_recorded(&settings.producer_version, &inst).map_err(|e| usage(e.to_string()))?;
     ibs_controller::job::check_sources(&sources).map_err(|e| usage(e.to_string()))?;
-    let target = ibs_controller::validate(&settings).await?;
+    // Observed from the first call: a share that stalls while it is checked
+    // shows the spinner too.
+    let target = ibs_controller::open_target_observed(&settings.location, &settings.access, progress.call_observer())?;
+    ibs_controller::validate_target(&target, &inst).await?;
     let spec = ibs_controller::JobSpec {
-        target: progress.observe(target),
+        target,
         instance: inst,
         certificates: settings.certificates.clone(),
         producer_version: settings.producer_version.clone(),

@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 
 use crate::args::{CheckArgs, VerifyArgs};
 use crate::common::{Ctx, Done, instance, open, recovery, signer_json};
-use crate::progress::Progress;
 use crate::report::{Failure, Kind};
 
 /// Hex digits of a digest.
@@ -19,8 +18,9 @@ fn hex(bytes: &[u8]) -> String {
 /// when any backup that looks complete fails, each named with the reason.
 /// Incomplete backups are listed as skipped (never committed, or still
 /// being written); a named one that is incomplete is a failure.
-pub async fn check(a: &CheckArgs, ctx: &Ctx, progress: &Progress) -> Result<Done, Failure> {
-    let r = recovery(&a.at, &a.signers)?;
+pub async fn check(a: &CheckArgs, ctx: &Ctx) -> Result<Done, Failure> {
+    let progress = &ctx.progress;
+    let r = recovery(&a.at, &a.signers, ctx)?;
     let cat = r.catalogue().await?;
     let root = instance(&a.at)?.backup_root().to_string();
     let chosen: Vec<&BackupInfo> = match &a.backup {
@@ -52,7 +52,8 @@ pub async fn check(a: &CheckArgs, ctx: &Ctx, progress: &Progress) -> Result<Done
             results.push(json!({ "id": info.id.to_string(), "result": "skipped", "reason": "incomplete" }));
             continue;
         }
-        let checked = r.check_integrity(info).await;
+        let bar = progress.check_fn(info.id.as_str(), info.archive_size().unwrap_or(0));
+        let checked = r.check_integrity_with_progress(info, Some(&bar)).await;
         progress.finish();
         match checked {
             Ok(report) => match r.trusts(&report.signer) {
@@ -91,7 +92,8 @@ pub async fn check(a: &CheckArgs, ctx: &Ctx, progress: &Progress) -> Result<Done
 }
 
 /// Runs `ibs verify`: the newest backup (which must be complete) or `--backup ID`.
-pub async fn verify(a: &VerifyArgs, ctx: &Ctx, progress: &Progress) -> Result<Done, Failure> {
+pub async fn verify(a: &VerifyArgs, ctx: &Ctx) -> Result<Done, Failure> {
+    let progress = &ctx.progress;
     let opened = open(&a.open, &a.backup.clone().map_or(Choice::Latest, Choice::Id), ctx)
         .await
         .map_err(|f| {
@@ -104,7 +106,8 @@ pub async fn verify(a: &VerifyArgs, ctx: &Ctx, progress: &Progress) -> Result<Do
                 f
             }
         })?;
-    let verified = opened.backup.verify(Some(&progress.verify_fn())).await;
+    let bar = progress.verify_fn_with_total(opened.backup.verify_len());
+    let verified = opened.backup.verify(Some(&bar)).await;
     progress.finish();
     let report = verified?;
     ctx.say(format!("backup {} verified: {report}", opened.info.id));

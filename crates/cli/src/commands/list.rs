@@ -40,7 +40,7 @@ fn backup_json(b: &BackupInfo) -> Value {
 pub async fn list(a: &ListArgs, ctx: &Ctx) -> Result<Done, Failure> {
     let inst = instance(&a.at)?;
     let root = inst.backup_root().to_string();
-    let cat = Recovery::new(read_target(&a.at)?, inst).catalogue().await?;
+    let cat = Recovery::new(read_target(&a.at, ctx)?, inst).catalogue().await?;
     if cat.backups.is_empty() {
         ctx.say(format!("no backups at {root}"));
     } else {
@@ -101,7 +101,7 @@ fn age(secs: i64) -> String {
 pub async fn status(a: &StatusArgs, ctx: &Ctx) -> Result<Done, Failure> {
     let inst = instance(&a.at)?;
     let root = inst.backup_root().to_string();
-    let target = read_target(&a.at)?;
+    let target = read_target(&a.at, ctx)?;
     let cat = Recovery::new(target.clone(), inst).catalogue().await?;
     let capacity = target.capacity().await?;
     let now = now();

@@ -32,7 +32,8 @@ pub fn deletions_json(deleted: &[Deletion]) -> Value {
 
 /// Runs `ibs prune`: exit 1 when a damaged backup was found (named above).
 pub async fn run(a: &PruneArgs, ctx: &Ctx) -> Result<Done, Failure> {
-    let target = ibs_controller::open_target(&location(&a.at)?, &access(&a.at)?)?;
+    let target =
+        ibs_controller::open_target_observed(&location(&a.at)?, &access(&a.at)?, ctx.progress.call_observer())?;
     let inst = instance(&a.at)?;
     let policy = super::backup::policy(a.keep_days)?;
     let retention = ibs_controller::job::plan_retention(

@@ -11,7 +11,6 @@ use serde_json::json;
 
 use crate::args::RestoreArgs;
 use crate::common::{Ctx, Done, open, path_json};
-use crate::progress::Progress;
 use crate::report::{Failure, Kind};
 
 /// A restore stopped by a signal: the lock on its folder, for the clean-up
@@ -38,7 +37,8 @@ async fn stop_signal() -> &'static str {
 }
 
 /// Runs `ibs restore`.
-pub async fn run(a: &RestoreArgs, ctx: &Ctx, progress: &Progress) -> Result<Done, Failure> {
+pub async fn run(a: &RestoreArgs, ctx: &Ctx) -> Result<Done, Failure> {
+    let progress = &ctx.progress;
     let to = &a.to;
     let opened = open(&a.open, &a.backup.clone().map_or(Choice::Newest, Choice::Id), ctx).await?;
     let mut options = RestoreOptions::default().overwrite(a.overwrite);
@@ -48,7 +48,7 @@ pub async fn run(a: &RestoreArgs, ctx: &Ctx, progress: &Progress) -> Result<Done
     if !a.source.is_empty() {
         options = options.sources(a.source.clone());
     }
-    options = progress.restore_options(options);
+    options = progress.restore_options_for(options, &opened.backup);
     let lock = ibs_recovery::RestoreLock::acquire(to).await?;
     let finished = tokio::select! {
         report = opened.backup.restore_locked(&lock, &options) => Ok(report),
