@@ -818,7 +818,7 @@ plot %s" """ % (png, plot_mode, RUNS, series))
             if r["mode"] != mode:
                 continue
             lines.append("| %s (%d files, %d MB) | %s | %.1f | %.2f | %.1f | %.2f | %.1f | %d / %d |" % (
-                r["corpus"], r["files"], r["source_bytes"] // 1000000, r["tool"], r["backup_MBps"],
+                r["corpus"], r["files"], r["source_bytes"] // 1000000, r["tool"].replace("|", "\\|"), r["backup_MBps"],
                 r["backup_vs_ibs"], r["restore_MBps"], r["restore_vs_ibs"], r["output_bytes"] / 1e6,
                 r["peak_rss_backup_MiB"], r["peak_rss_restore_MiB"]))
     if smb_rows:
@@ -861,7 +861,7 @@ def write_large(rows, stats):
               "| peak RSS backup / restore MiB |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append("| %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %d / %d |" % (
-            r["mode"], r["corpus"], r["tool"], r["backup_s"], r["backup_MBps"], r["restore_s"], r["restore_MBps"],
+            r["mode"], r["corpus"], r["tool"].replace("|", "\\|"), r["backup_s"], r["backup_MBps"], r["restore_s"], r["restore_MBps"],
             r["output_bytes"] / 1e6, r["peak_rss_backup_MiB"], r["peak_rss_restore_MiB"]))
     ibs = [r for r in rows if r["tool"] == "ibs"]
     if ibs:
