@@ -201,6 +201,10 @@ impl From<ibs_repository::RepositoryError> for ControllerError {
         match e {
             ibs_repository::RepositoryError::Storage(e) => ControllerError::Storage(e),
             ibs_repository::RepositoryError::Random(e) => ControllerError::Random(e),
+            ibs_repository::RepositoryError::Task(e) => ControllerError::Task {
+                task: "archive check",
+                source: e,
+            },
             other => ControllerError::Repository(other),
         }
     }

@@ -192,6 +192,7 @@ impl From<ibs_repository::RepositoryError> for RecoveryError {
             R::NotComplete { id, state, problem } => RecoveryError::NotRestorable { id, state, problem },
             R::IntegrityMismatch { id, found, expected } => RecoveryError::IntegrityMismatch { id, found, expected },
             R::Random(e) => RecoveryError::Random(e),
+            R::Task(e) => RecoveryError::Task(e),
             R::InvalidInput(reason) => RecoveryError::Usage(reason),
             other => RecoveryError::Repository(other),
         }

@@ -30,6 +30,10 @@ pub enum RepositoryError {
     /// instance's fqdn or region, a label that cannot be recorded.
     #[error("{0}")]
     InvalidInput(String),
+    /// A task on the blocking pool (hashing an archive) panicked or was
+    /// cancelled with its runtime.
+    #[error("a repository task stopped: {0}")]
+    Task(#[source] tokio::task::JoinError),
     /// The operating system's random generator failed (backup ids carry random bits).
     #[error("the random generator failed: {0}")]
     Random(#[source] getrandom::Error),
