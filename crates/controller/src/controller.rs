@@ -173,16 +173,19 @@ fn location_kind(location: &Location) -> &'static str {
 /// What started a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trigger {
-    /// The schedule.
+    /// The schedule ([`Controller::is_due`]): in a maintenance window the job
+    /// is recorded as [`JobOutcome::Skipped`].
     Scheduled,
-    /// An operator or API call.
+    /// An operator or API call: in a maintenance window it is refused
+    /// ([`ControllerError::Maintenance`](crate::ControllerError::Maintenance)).
     OnDemand,
 }
 
 /// How a job ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobOutcome {
-    /// Running now.
+    /// Still running: the record of the job in progress, replaced by its
+    /// outcome when it ends.
     Running,
     /// Done: what was written.
     Succeeded {
@@ -218,7 +221,7 @@ pub enum JobOutcome {
         kind: ErrorKind,
         /// The alert raised for the operator: title, description, remediation.
         alert: Alert,
-        /// The error's message with its causes, for the log.
+        /// The error's message (its `Display`), for the log.
         error: String,
     },
 }

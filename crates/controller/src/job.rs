@@ -80,7 +80,7 @@ pub struct JobSummary {
 /// Retention that failed after a backup was committed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetentionFailure {
-    /// The retention error's message with its causes, for the log.
+    /// The retention error's message (its `Display`), for the log.
     pub error: String,
     /// The alert raised for it (its failure class decides which).
     pub alert: Alert,

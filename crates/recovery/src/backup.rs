@@ -11,7 +11,9 @@ use ibs_storage::ReadTarget;
 
 use crate::{RecoveryError, Result};
 
-/// An opened backup.
+/// A backup opened with an identity by [`Recovery::open`](crate::Recovery::open):
+/// its header authenticated and its signer checked, ready to list, verify
+/// and restore.
 #[derive(Debug)]
 pub struct Backup {
     pub(crate) info: BackupInfo,
@@ -84,7 +86,8 @@ impl Backup {
         self.reader.info().version()
     }
 
-    /// The archive reader inside.
+    /// The archive reader inside, for what this type does not wrap (entry
+    /// counts and sizes, the header's fields, raw reads).
     pub fn archive(&self) -> &ArchiveReader<TargetObject> {
         &self.reader
     }

@@ -17,7 +17,7 @@ use crate::{RepositoryError, Result};
 /// compared with its manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckReport {
-    /// The backup.
+    /// Id of the backup whose archive was read.
     pub id: BackupId,
     /// Archive bytes read (equal to the manifest's `archive-size`).
     pub archive_bytes: u64,
