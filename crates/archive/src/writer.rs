@@ -249,7 +249,8 @@ impl EntryMeta {
         self
     }
 
-    /// Modification time, Unix seconds.
+    /// Modification time in whole Unix seconds (nanoseconds 0; see
+    /// [`mtime_ns`](Self::mtime_ns)).
     pub fn mtime(mut self, unix_seconds: i64) -> Self {
         self.entry.mtime = Some(unix_seconds);
         self.entry.mtime_nanos = 0;
@@ -263,7 +264,7 @@ impl EntryMeta {
         self
     }
 
-    /// Owner user and group ids.
+    /// Numeric owner: user and group ids (`st_uid`, `st_gid`).
     pub fn owner(mut self, uid: u32, gid: u32) -> Self {
         self.entry.owner = Some((uid, gid));
         self
@@ -294,17 +295,19 @@ impl EntryMeta {
         self
     }
 
-    /// The source name.
+    /// The source it belongs to, as given to [`EntryMeta::new`].
     pub fn source(&self) -> &str {
         &self.entry.source
     }
 
-    /// The path within the source.
+    /// Its path within the source, as given to [`EntryMeta::new`] (checked
+    /// when the entry is written, not here).
     pub fn path(&self) -> &EntryPath {
         &self.entry.path
     }
 
-    /// The entry's kind.
+    /// What it is: a file unless [`folder`](Self::folder),
+    /// [`symlink`](Self::symlink) or [`hard_link`](Self::hard_link) changed it.
     pub fn kind(&self) -> &EntryKind {
         &self.entry.kind
     }

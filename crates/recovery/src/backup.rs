@@ -71,7 +71,8 @@ impl Backup {
         set.into_iter().collect()
     }
 
-    /// The entry `path` of `source`.
+    /// The entry `path` of `source`, if present; a version 2 backup reads
+    /// only the index piece that would hold it.
     pub async fn find(&self, source: &str, path: impl AsRef<[u8]>) -> Result<Option<Entry>> {
         self.reader.find(source, path).await.map_err(|e| self.archive_error(e))
     }
