@@ -43,12 +43,15 @@ pub use compressor::FrameCompressor;
 /// Called with the writer's progress after every entry and every piece of output.
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
-/// How far a writer (or a verification) has got.
+/// How far a writer, a verification, a check or a restore has got; each
+/// operation's docs say what its totals are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
-    /// Plaintext bytes taken in.
+    /// Plaintext (entry stream) bytes gone through: taken in by a writer,
+    /// checked by a verification, restored or checked by a restore.
     pub bytes_in: u64,
-    /// Archive bytes produced (or read).
+    /// Bytes on the other side: archive bytes written by a writer or read by
+    /// a verification or check; file content written by a restore.
     pub bytes_out: u64,
     /// Entries completed.
     pub entries_done: u64,
