@@ -55,7 +55,8 @@ pub trait EntrySink: Send {
     async fn begin(&mut self, entry: EntryMeta) -> Result<()>;
     /// Appends data to the entry (files only; a sparse file's extents' data).
     async fn write(&mut self, data: &[u8]) -> Result<()>;
-    /// Ends the entry.
+    /// Ends the entry: a file's size is what [`write`](Self::write) gave
+    /// (a sparse file's must add up to its extents).
     async fn end(&mut self) -> Result<()>;
     /// Records something the source skipped or could not capture exactly;
     /// the backup goes on and the job ends "succeeded with warnings". A

@@ -68,7 +68,8 @@ pub trait ReadTarget: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// prefix that does not exist lists nothing.
     async fn list(&self, prefix: &ObjectPath) -> Result<BoxStream<'static, Result<ObjectMeta>>>;
 
-    /// Free and total bytes.
+    /// Free and total bytes at the target, each `None` where the backend
+    /// cannot tell (retention then plans by age alone).
     async fn capacity(&self) -> Result<Capacity>;
 }
 
@@ -108,7 +109,8 @@ pub trait ObjectWriter: fmt::Debug + Send {
     /// one atomic step.
     async fn commit(self: Box<Self>) -> Result<ObjectMeta>;
 
-    /// Discards the upload.
+    /// Discards the upload and what it wrote so far: nothing appears at the
+    /// path. Call it when a write fails or the object is not wanted.
     async fn abort(self: Box<Self>) -> Result<()>;
 }
 
