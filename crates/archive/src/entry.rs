@@ -193,7 +193,8 @@ impl PartialEq<[u8]> for EntryPath {
 pub enum EntryKind {
     /// A regular file (its content is in the data stream).
     File,
-    /// A folder.
+    /// A folder: no data of its own; the entries under its path are its
+    /// contents.
     Folder,
     /// A symbolic link; the target is any non-empty bytes without NUL,
     /// restored as is and never followed.
@@ -203,7 +204,8 @@ pub enum EntryKind {
     },
     /// A second name of an earlier file entry of the same source.
     HardLink {
-        /// The path of that file.
+        /// Path of the file entry it names (same source, earlier in the
+        /// archive).
         target: EntryPath,
     },
 }
@@ -251,7 +253,8 @@ pub const EMPTY_SHA256: [u8; 32] = [
 pub struct Entry {
     /// The backup source it belongs to (`identity`, `ca`, `key-vault`, …).
     pub source: String,
-    /// Its path within the source.
+    /// Its path within the source: relative, `/`-separated (rules in
+    /// [`check_path_bytes`]).
     pub path: EntryPath,
     /// File, folder, symbolic link or hard link.
     pub kind: EntryKind,
@@ -338,7 +341,7 @@ impl Entry {
     }
 }
 
-/// Longest path segment.
+/// Longest path segment, in bytes.
 pub const MAX_SEGMENT_LEN: usize = 255;
 
 /// The version 2 path rules (FORMAT.md §14.5): 1–4096 bytes, `/`-separated,

@@ -93,7 +93,7 @@ pub enum Error {
         region: Region,
         /// Byte offset in the archive (for the index: in its decrypted body).
         offset: u64,
-        /// What was wrong.
+        /// Which rule of the format the bytes break.
         reason: String,
     },
     /// A MAC, tag or key commitment did not verify.
@@ -121,7 +121,8 @@ pub enum Error {
         source_name: String,
         /// Path of the entry within its source.
         path: String,
-        /// The underlying error.
+        /// What the entry's reader failed with (the file vanished, an I/O
+        /// error, …).
         #[source]
         error: io::Error,
     },
@@ -133,9 +134,9 @@ pub enum Error {
     /// [`ReadError::Read`].)
     #[error("reading {len} bytes of the archive at byte {offset}: got {got} bytes")]
     ShortRead {
-        /// Offset of the range.
+        /// Byte offset in the archive of the range asked for.
         offset: u64,
-        /// Length of the range.
+        /// Bytes asked for.
         len: u64,
         /// Bytes the source returned.
         got: u64,
@@ -228,11 +229,11 @@ pub enum ReadError<E> {
     /// Reading a byte range of the archive (or its size: `len` 0) failed.
     #[error("reading {len} bytes of the archive at byte {offset}: {error}")]
     Read {
-        /// Offset of the range.
+        /// Byte offset in the archive of the range that failed.
         offset: u64,
-        /// Length of the range.
+        /// Bytes asked for (0 when the size was asked for).
         len: u64,
-        /// The source's error.
+        /// The source's error, as it was.
         #[source]
         error: E,
     },

@@ -206,9 +206,10 @@ impl ArchiveFooter {
 pub struct ArchiveInfo {
     /// The decoded header (MAC not yet checked unless the archive was opened).
     pub header: Header,
-    /// The decoded footer.
+    /// The decoded footer: the archive id, the frame count, and where the
+    /// index (version 1) or the root and signature (version 2) are.
     pub footer: ArchiveFooter,
-    /// Total length of the archive.
+    /// Total length of the archive in bytes (the source's size).
     pub archive_len: u64,
 }
 
@@ -665,7 +666,8 @@ impl<R: RangeRead> ArchiveReader<R> {
         self.signer
     }
 
-    /// The number of entries.
+    /// The number of entries, known from the index before any entry is read
+    /// (the total a restore's progress counts up to).
     pub fn entry_count(&self) -> u64 {
         match &self.entries {
             Entries::V1 { entries, .. } => entries.len() as u64,
@@ -800,7 +802,8 @@ impl<R: RangeRead> ArchiveReader<R> {
         Ok(entries)
     }
 
-    /// The underlying byte source.
+    /// The byte source the archive is read from, as given to
+    /// [`ArchiveReader::open`].
     pub fn source(&self) -> &R {
         self.source.get_ref()
     }
@@ -1312,7 +1315,7 @@ pub mod blocking {
             block_on(self.0.load_entries())
         }
 
-        /// The entry `path` of `source`.
+        /// The entry `path` of `source`, if present (see [`ArchiveReader::find`]).
         pub fn find(&self, source: &str, path: impl AsRef<[u8]>) -> ReadResult<Option<Entry>, R::Error> {
             block_on(self.0.find(source, path))
         }

@@ -720,9 +720,9 @@ pub fn decode_piece(
 /// The fixed-size version 2 footer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FooterV2 {
-    /// Offset of the sealed root.
+    /// Byte offset of the sealed root in the archive.
     pub root_offset: u64,
-    /// Sealed root length.
+    /// Length of the sealed root in bytes.
     pub root_len: u32,
     /// Signature block length (1 or 65).
     pub signature_len: u32,
@@ -730,12 +730,13 @@ pub struct FooterV2 {
     pub chunk_count: u64,
     /// Data frame count `N`.
     pub frame_count: u64,
-    /// The archive id.
+    /// The archive's id, as in the header.
     pub archive_id: ArchiveId,
 }
 
 impl FooterV2 {
-    /// Encodes the footer.
+    /// The 64 bytes that end a version 2 archive (what its decoder reads
+    /// back).
     pub fn encode(&self) -> [u8; FOOTER_LEN_V2] {
         let mut out = [0u8; FOOTER_LEN_V2];
         out[0..8].copy_from_slice(&self.root_offset.to_le_bytes());

@@ -43,12 +43,15 @@ pub use compressor::FrameCompressor;
 /// Called with the writer's progress after every entry and every piece of output.
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
-/// How far a writer (or a verification) has got.
+/// How far a writer, a verification, a check or a restore has got; each
+/// operation's docs say what its totals are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
-    /// Plaintext bytes taken in.
+    /// Plaintext (entry stream) bytes gone through: taken in by a writer,
+    /// checked by a verification, restored or checked by a restore.
     pub bytes_in: u64,
-    /// Archive bytes produced (or read).
+    /// Bytes on the other side: archive bytes written by a writer or read by
+    /// a verification or check; file content written by a restore.
     pub bytes_out: u64,
     /// Entries completed.
     pub entries_done: u64,
@@ -249,7 +252,8 @@ impl EntryMeta {
         self
     }
 
-    /// Modification time, Unix seconds.
+    /// Modification time in whole Unix seconds (nanoseconds 0; see
+    /// [`mtime_ns`](Self::mtime_ns)).
     pub fn mtime(mut self, unix_seconds: i64) -> Self {
         self.entry.mtime = Some(unix_seconds);
         self.entry.mtime_nanos = 0;
@@ -263,7 +267,7 @@ impl EntryMeta {
         self
     }
 
-    /// Owner user and group ids.
+    /// Numeric owner: user and group ids (`st_uid`, `st_gid`).
     pub fn owner(mut self, uid: u32, gid: u32) -> Self {
         self.entry.owner = Some((uid, gid));
         self
@@ -294,17 +298,19 @@ impl EntryMeta {
         self
     }
 
-    /// The source name.
+    /// The source it belongs to, as given to [`EntryMeta::new`].
     pub fn source(&self) -> &str {
         &self.entry.source
     }
 
-    /// The path within the source.
+    /// Its path within the source, as given to [`EntryMeta::new`] (checked
+    /// when the entry is written, not here).
     pub fn path(&self) -> &EntryPath {
         &self.entry.path
     }
 
-    /// The entry's kind.
+    /// What it is: a file unless [`folder`](Self::folder),
+    /// [`symlink`](Self::symlink) or [`hard_link`](Self::hard_link) changed it.
     pub fn kind(&self) -> &EntryKind {
         &self.entry.kind
     }

@@ -29,9 +29,10 @@ pub struct Settings {
     /// The certificates backups are encrypted to (RSA ≥ 2048; 1 to 32, no
     /// two alike): each one's `.pfx` alone restores them.
     pub certificates: Vec<Certificate>,
-    /// External domain fqdn of this instance.
+    /// External domain fqdn of this instance; with `region` it names the
+    /// instance's folder at the location (`<fqdn>/<region>/MASBackup`).
     pub fqdn: String,
-    /// Region of this instance.
+    /// Region of this instance (the second segment of its folder).
     pub region: String,
     /// Schedule and retention (default every 12 h, 7 days).
     pub policy: Policy,
@@ -172,16 +173,19 @@ fn location_kind(location: &Location) -> &'static str {
 /// What started a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trigger {
-    /// The schedule.
+    /// The schedule ([`Controller::is_due`]): in a maintenance window the job
+    /// is recorded as [`JobOutcome::Skipped`].
     Scheduled,
-    /// An operator or API call.
+    /// An operator or API call: in a maintenance window it is refused
+    /// ([`ControllerError::Maintenance`](crate::ControllerError::Maintenance)).
     OnDemand,
 }
 
 /// How a job ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobOutcome {
-    /// Running now.
+    /// Still running: the record of the job in progress, replaced by its
+    /// outcome when it ends.
     Running,
     /// Done: what was written.
     Succeeded {
@@ -208,16 +212,16 @@ pub enum JobOutcome {
     },
     /// A scheduled job skipped for a maintenance window.
     Skipped {
-        /// Why.
+        /// Why it did not run (`maintenance window`).
         reason: String,
     },
     /// Failed: class, alert and the error text.
     Failed {
-        /// The failure class.
+        /// The failure class ([`ControllerError::kind`](crate::ControllerError::kind)).
         kind: ErrorKind,
-        /// What the operator sees.
+        /// The alert raised for the operator: title, description, remediation.
         alert: Alert,
-        /// The error.
+        /// The error's message (its `Display`), for the log.
         error: String,
     },
 }
@@ -292,12 +296,15 @@ impl Controller {
         Ok(())
     }
 
-    /// The current settings.
+    /// The settings of the last successful [`Controller::enable`], or `None`
+    /// while backup is not enabled.
     pub fn settings(&self) -> Option<Settings> {
         lock(&self.settings).clone()
     }
 
-    /// Enters or leaves a maintenance window.
+    /// Enters or leaves a maintenance window: while on, on-demand backups are
+    /// refused ([`ControllerError::Maintenance`](crate::ControllerError::Maintenance))
+    /// and scheduled ones are recorded as [`JobOutcome::Skipped`].
     pub fn set_maintenance(&self, on: bool) {
         *lock(&self.maintenance) = on;
     }

@@ -35,9 +35,10 @@ pub enum ControllerError {
     /// A setting is invalid; the message says which and why.
     #[error("invalid setting {setting}: {reason}")]
     InvalidSetting {
-        /// Which setting.
+        /// The setting's name as the operator knows it (`source`, `exclude`,
+        /// `certificate`, `credentials`, …).
         setting: &'static str,
-        /// Why.
+        /// What is wrong with its value.
         reason: String,
     },
     /// The storage target failed.
@@ -54,11 +55,11 @@ pub enum ControllerError {
     /// (it is left for the operator and retention to see as it lists).
     #[error("backup {id} was written but lists as {state} when read back: {problem}")]
     NotComplete {
-        /// The backup.
+        /// Id of the backup just committed.
         id: String,
-        /// How it lists.
+        /// The state it lists in (`incomplete` or `damaged`).
         state: String,
-        /// Why.
+        /// What the catalogue found wrong with it.
         problem: String,
     },
     /// A backup was committed, but reading it back to confirm it lists as
@@ -66,16 +67,16 @@ pub enum ControllerError {
     /// well be complete: `list` tells.
     #[error("backup {id} was committed, but reading it back to confirm it lists as complete failed: {source}")]
     Unconfirmed {
-        /// The backup.
+        /// Id of the backup just committed.
         id: String,
-        /// What failed.
+        /// Why reading it back failed.
         #[source]
         source: ibs_repository::RepositoryError,
     },
     /// A backup source failed to capture its data (not a storage fault).
     #[error("source {source_name}: {}: {source}", path.display())]
     Source {
-        /// The source.
+        /// Name of the failed source (for the appliance, one of [`crate::source::names`]).
         source_name: String,
         /// The file or folder of the source that failed (for a source that is
         /// not a folder, whatever names the failed item best).
@@ -99,16 +100,17 @@ pub enum ControllerError {
     /// The job itself failed (an internal task stopped); retrying can help.
     #[error("the backup job failed: {reason}; retry the backup")]
     Internal {
-        /// What went wrong.
+        /// What broke inside the job (the upload stopped, a source wrote
+        /// another source's entry), for the log and the alert.
         reason: String,
     },
     /// A task of the job (the upload, a file read, the folder walk) panicked
     /// or was cancelled; retrying can help.
     #[error("the backup job failed: its {task} task stopped: {source}; retry the backup")]
     Task {
-        /// Which task.
+        /// The task's name as the message shows it (`upload`, `file read`, `folder walk`, …).
         task: &'static str,
-        /// How it ended.
+        /// Its panic or cancellation.
         #[source]
         source: tokio::task::JoinError,
     },
@@ -201,6 +203,10 @@ impl From<ibs_repository::RepositoryError> for ControllerError {
         match e {
             ibs_repository::RepositoryError::Storage(e) => ControllerError::Storage(e),
             ibs_repository::RepositoryError::Random(e) => ControllerError::Random(e),
+            ibs_repository::RepositoryError::Task(e) => ControllerError::Task {
+                task: "archive check",
+                source: e,
+            },
             other => ControllerError::Repository(other),
         }
     }

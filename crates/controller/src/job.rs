@@ -21,16 +21,18 @@ use crate::{ControllerError, Result};
 /// What a job needs to know.
 #[derive(Clone)]
 pub struct JobSpec {
-    /// The target.
+    /// Where the backup is written and where retention lists and deletes.
     pub target: Arc<dyn StorageTarget>,
-    /// The instance's folder layout.
+    /// This instance's folder on the target (`<fqdn>/<region>/MASBackup`);
+    /// retention touches no other instance's backups.
     pub instance: InstanceLayout,
     /// The certificates the backup is encrypted to (1 to 32, no two alike;
     /// checked by [`check_spec`]).
     pub certificates: Vec<Certificate>,
-    /// The producing system's version.
+    /// Version of the system being backed up, recorded in the manifest for
+    /// recovery's version rule.
     pub producer_version: String,
-    /// Retention policy.
+    /// How long backups are kept and how much room the next one needs.
     pub policy: Policy,
     /// Keyless checks already done (shared by the jobs of one controller, so
     /// the newest backup is read back once, not at every retention run).
@@ -78,9 +80,9 @@ pub struct JobSummary {
 /// Retention that failed after a backup was committed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetentionFailure {
-    /// The error.
+    /// The retention error's message (its `Display`), for the log.
     pub error: String,
-    /// Its alert.
+    /// The alert raised for it (its failure class decides which).
     pub alert: Alert,
 }
 
@@ -96,9 +98,10 @@ impl JobSummary {
 /// manifest (found by a keyless check before retention relied on it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DamagedBackup {
-    /// The backup.
+    /// Id of the damaged backup (its folder's name).
     pub id: String,
-    /// What is wrong with it.
+    /// What the check found, as a clause for the alert (the SHA-256 read
+    /// against the one the manifest records, a damaged archive, …).
     pub problem: String,
 }
 

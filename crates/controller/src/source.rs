@@ -55,7 +55,8 @@ pub trait EntrySink: Send {
     async fn begin(&mut self, entry: EntryMeta) -> Result<()>;
     /// Appends data to the entry (files only; a sparse file's extents' data).
     async fn write(&mut self, data: &[u8]) -> Result<()>;
-    /// Ends the entry.
+    /// Ends the entry: a file's size is what [`write`](Self::write) gave
+    /// (a sparse file's must add up to its extents).
     async fn end(&mut self) -> Result<()>;
     /// Records something the source skipped or could not capture exactly;
     /// the backup goes on and the job ends "succeeded with warnings". A
@@ -127,13 +128,13 @@ impl fmt::Display for CaptureProblem {
 /// One item a live source skipped or captured inexactly.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CaptureWarning {
-    /// The source.
+    /// Name of the source that met the item.
     pub source: String,
     /// The item: for a [`DirectorySource`], the file or folder's path on
     /// disk, escaped for display (FORMAT.md §14.5: a backslash as `\\`,
     /// `\n`, `\t`, other control characters and invalid UTF-8 as `\xNN`).
     pub path: String,
-    /// What happened to it.
+    /// Whether it was skipped or captured inexactly, and why.
     pub problem: CaptureProblem,
 }
 
@@ -156,7 +157,8 @@ impl Warnings {
     /// How many warnings are kept; later ones are counted only.
     pub const KEPT: usize = 100;
 
-    /// Records one.
+    /// Records a warning: kept while fewer than [`Warnings::KEPT`] are, else
+    /// only counted.
     pub fn push(&mut self, warning: CaptureWarning) {
         if self.kept.len() < Self::KEPT {
             self.kept.push(warning);
@@ -165,12 +167,12 @@ impl Warnings {
         }
     }
 
-    /// Whether there were none.
+    /// Whether no warning was recorded (the capture was exact).
     pub fn is_empty(&self) -> bool {
         self.kept.is_empty()
     }
 
-    /// How many there were in all.
+    /// How many warnings were recorded, kept or only counted.
     pub fn total(&self) -> u64 {
         self.kept.len() as u64 + self.not_kept
     }

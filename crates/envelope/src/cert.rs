@@ -91,9 +91,9 @@ hex_type!(Sha256Fingerprint, 32);
 /// A certificate's validity period, in seconds since the Unix epoch (UTC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Validity {
-    /// Start of the period.
+    /// First second the certificate is valid (its `notBefore`).
     pub not_before: i64,
-    /// End of the period.
+    /// Last second the certificate is valid (its `notAfter`, inclusive).
     pub not_after: i64,
 }
 

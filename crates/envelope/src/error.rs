@@ -41,9 +41,9 @@ pub enum Error {
         "the RSA key has {bits} bits, below the minimum of {minimum}: issue a certificate with a key of at least {minimum} bits"
     )]
     KeyTooSmall {
-        /// Size of the key found.
+        /// Modulus size of the key found, in bits.
         bits: usize,
-        /// Smallest size accepted.
+        /// Smallest modulus accepted, in bits ([`MIN_RSA_BITS`](crate::MIN_RSA_BITS)).
         minimum: usize,
     },
     /// The bytes are not a PKCS#12 (.pfx) file this crate can read.
@@ -94,7 +94,8 @@ pub enum Error {
     /// Key or certificate generation failed.
     #[error("key generation failed: {reason}")]
     KeyGeneration {
-        /// What failed.
+        /// Which step failed (RSA key generation, certificate or `.pfx`
+        /// encoding, RSA-OAEP wrapping) and the underlying library's message.
         reason: String,
     },
     /// The bytes are not a usable Ed25519 signing (private) key: not PKCS#8
@@ -117,7 +118,7 @@ pub enum Error {
     Io {
         /// What was being done ("cannot read", "cannot write").
         action: &'static str,
-        /// The file.
+        /// The key file's path, as given.
         path: std::path::PathBuf,
         /// The operating system's error.
         #[source]

@@ -103,7 +103,8 @@ pub struct GeneratedKeyPair {
     pub cer: Vec<u8>,
     /// The PKCS#12 file (`.pfx`): holds the private key, encrypted under the password.
     pub pfx: Zeroizing<Vec<u8>>,
-    /// The certificate, parsed.
+    /// The same certificate as `cer`, parsed: its thumbprint and validity,
+    /// ready to encrypt backups to.
     pub certificate: Certificate,
 }
 

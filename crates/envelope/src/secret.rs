@@ -10,7 +10,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 pub struct Password(String);
 
 impl Password {
-    /// Wraps a password.
+    /// Wraps a password as typed: nothing is trimmed (a password file's
+    /// line ending is: [`Password::from_file_contents`]).
     pub fn new(password: impl Into<String>) -> Self {
         Password(password.into())
     }

@@ -205,7 +205,8 @@ impl SigningKey {
         })
     }
 
-    /// The public half.
+    /// The public half: what a reader is given to check this key's
+    /// signatures (recovery's trusted signers).
     pub fn verifying_key(&self) -> VerifyingKey {
         VerifyingKey {
             inner: self.inner.verifying_key(),

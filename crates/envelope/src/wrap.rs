@@ -39,7 +39,8 @@ impl FileKey {
         FileKey(bytes)
     }
 
-    /// The key bytes.
+    /// The secret key bytes; a copy made of them is not zeroized when the
+    /// key is dropped.
     pub fn expose(&self) -> &[u8; FILE_KEY_LEN] {
         &self.0
     }

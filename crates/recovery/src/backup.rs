@@ -11,7 +11,9 @@ use ibs_storage::ReadTarget;
 
 use crate::{RecoveryError, Result};
 
-/// An opened backup.
+/// A backup opened with an identity by [`Recovery::open`](crate::Recovery::open):
+/// its header authenticated and its signer checked, ready to list, verify
+/// and restore.
 #[derive(Debug)]
 pub struct Backup {
     pub(crate) info: BackupInfo,
@@ -69,7 +71,8 @@ impl Backup {
         set.into_iter().collect()
     }
 
-    /// The entry `path` of `source`.
+    /// The entry `path` of `source`, if present; a version 2 backup reads
+    /// only the index piece that would hold it.
     pub async fn find(&self, source: &str, path: impl AsRef<[u8]>) -> Result<Option<Entry>> {
         self.reader.find(source, path).await.map_err(|e| self.archive_error(e))
     }
@@ -84,7 +87,8 @@ impl Backup {
         self.reader.info().version()
     }
 
-    /// The archive reader inside.
+    /// The archive reader inside, for what this type does not wrap (entry
+    /// counts and sizes, the header's fields, raw reads).
     pub fn archive(&self) -> &ArchiveReader<TargetObject> {
         &self.reader
     }

@@ -25,7 +25,8 @@ pub enum Choice {
     /// its id and problem, when it cannot be restored — never an older one
     /// instead (what `verify` checks by default).
     Latest,
-    /// This backup id.
+    /// The backup with this id (its folder's name), refused rather than
+    /// replaced when it cannot be restored.
     Id(String),
 }
 
@@ -96,7 +97,8 @@ impl Recovery {
         self
     }
 
-    /// The storage target.
+    /// The target backups are read from, as given to [`Recovery::new`]
+    /// (read-only: recovery never writes to it).
     pub fn target(&self) -> &Arc<dyn ReadTarget> {
         &self.target
     }
@@ -131,7 +133,9 @@ impl Recovery {
         Ok(())
     }
 
-    /// Picks a backup from `catalogue`.
+    /// The backup `choice` names in `catalogue`, checked with
+    /// [`Recovery::restorable`]; errors say why none fits
+    /// ([`RecoveryError::NoBackups`], [`RecoveryError::NotFound`], …).
     pub fn choose<'c>(&self, catalogue: &'c Catalogue, choice: &Choice) -> Result<&'c BackupInfo> {
         let location = self.instance.backup_root().to_string();
         match choice {

@@ -16,7 +16,7 @@ pub enum RecoveryError {
     /// The archive is unreadable, damaged, or no identity opens it.
     #[error("backup {id}: {source}")]
     Archive {
-        /// The backup.
+        /// Id of the backup whose archive failed (its folder's name).
         id: String,
         /// What the archive reader said.
         #[source]
@@ -27,7 +27,7 @@ pub enum RecoveryError {
     Manifest {
         /// Line number (1-based; 0 when not tied to a line).
         line: usize,
-        /// What was wrong.
+        /// Which rule the manifest breaks (missing field, bad value, …).
         reason: String,
     },
     /// There is no backup at the location.
@@ -41,7 +41,7 @@ pub enum RecoveryError {
     NoRestorable {
         /// The backup folder that was searched.
         location: String,
-        /// One line per backup.
+        /// For each backup found, one line saying why it cannot be restored.
         reasons: Vec<String>,
     },
     /// The requested backup id is not at the location.
@@ -55,11 +55,11 @@ pub enum RecoveryError {
     /// The backup is incomplete or damaged and is not restored.
     #[error("backup {id} is {state} and cannot be restored: {problem}")]
     NotRestorable {
-        /// The backup.
+        /// Id of the backup asked for.
         id: String,
         /// `incomplete` or `damaged`.
         state: &'static str,
-        /// Why.
+        /// What the catalogue found wrong with it (missing manifest, …).
         problem: String,
     },
     /// The version rule refuses the backup.
@@ -77,9 +77,9 @@ pub enum RecoveryError {
     UnsafePath {
         /// Source of the entry.
         source_name: String,
-        /// Path of the entry.
+        /// Path of the entry, escaped for display.
         path: String,
-        /// Why.
+        /// Which rule the path breaks (`..` segment, absolute link target, …).
         reason: String,
     },
     /// A restore target already exists (restores never overwrite silently).
@@ -91,11 +91,11 @@ pub enum RecoveryError {
     /// A local file-system operation failed.
     #[error("{action} {}: {source}", shown(path))]
     Io {
-        /// What was being done.
+        /// The operation, as the message's opening words (`cannot create`, `cannot write`, …).
         action: &'static str,
-        /// On which path.
+        /// The local path it failed on.
         path: PathBuf,
-        /// The underlying error.
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -104,7 +104,7 @@ pub enum RecoveryError {
         "backup {id} is damaged: its archive's SHA-256 is {found}, its manifest says {expected} (changed on the share after it was written)"
     )]
     IntegrityMismatch {
-        /// The backup.
+        /// Id of the backup whose archive changed.
         id: String,
         /// The SHA-256 of the archive as read (hex).
         found: String,
@@ -192,6 +192,7 @@ impl From<ibs_repository::RepositoryError> for RecoveryError {
             R::NotComplete { id, state, problem } => RecoveryError::NotRestorable { id, state, problem },
             R::IntegrityMismatch { id, found, expected } => RecoveryError::IntegrityMismatch { id, found, expected },
             R::Random(e) => RecoveryError::Random(e),
+            R::Task(e) => RecoveryError::Task(e),
             R::InvalidInput(reason) => RecoveryError::Usage(reason),
             other => RecoveryError::Repository(other),
         }

@@ -100,7 +100,9 @@ pub mod blocking {
 
     use crate::{Catalogue, Choice, RecoveryError, RestoreOptions, RestoreReport, Result, VerifyReport};
 
-    /// [`crate::Recovery`] with blocking methods.
+    /// [`crate::Recovery`] with blocking methods, for callers without an
+    /// async runtime: it runs its own current-thread runtime, so it must not
+    /// be called from inside another (Tokio panics there).
     #[derive(Debug)]
     pub struct Recovery {
         rt: Runtime,
@@ -115,7 +117,8 @@ pub mod blocking {
     }
 
     impl Recovery {
-        /// Wraps an async [`crate::Recovery`].
+        /// Wraps an async [`crate::Recovery`]; fails only when the runtime
+        /// cannot be started.
         pub fn new(inner: crate::Recovery) -> Result<Self> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .build()
@@ -165,7 +168,7 @@ pub mod blocking {
             self.rt.block_on(self.inner.entries().try_collect())
         }
 
-        /// The sources, sorted.
+        /// The sources in the backup, sorted (see [`crate::Backup::sources`]).
         pub fn sources(&self) -> Vec<&str> {
             self.inner.sources()
         }

@@ -69,7 +69,7 @@ impl RestoreLock {
         })
     }
 
-    /// The locked folder.
+    /// The restore folder this lock holds, as given (not canonicalised).
     pub fn path(&self) -> &Path {
         &self.folder
     }

@@ -72,7 +72,9 @@ const PLACE_AHEAD_BYTES: u64 = 16 << 20;
 /// Names read from a staged folder per batch while merging.
 const MERGE_BATCH: usize = 1024;
 
-/// How to restore.
+/// What a restore writes and how: which sources, whether existing files are
+/// replaced, owners, progress. The default restores every source, refuses
+/// to replace anything, and checks every entry of the backup.
 #[derive(Clone, Default)]
 pub struct RestoreOptions {
     pub(crate) sources: Option<BTreeSet<String>>,

@@ -56,7 +56,7 @@ impl fmt::Display for BackupState {
 pub struct BackupInfo {
     /// Its id (its folder's name).
     pub id: BackupId,
-    /// Its paths on the target.
+    /// Where its folder, archive and manifest are on the target.
     pub paths: BackupPaths,
     /// Creation time, Unix seconds (from the manifest, else from the id).
     pub created: i64,
@@ -65,13 +65,16 @@ pub struct BackupInfo {
     pub size: u64,
     /// Version of the system that made it (from the manifest).
     pub producer_version: Option<String>,
-    /// Thumbprints of the certificates it is encrypted to.
+    /// Thumbprints of the certificates it is encrypted to (from the
+    /// manifest; empty without one): which `.pfx` can restore it.
     pub recipients: Vec<Thumbprint>,
-    /// The archive's id.
+    /// The archive's id as the manifest records it; `None` without a
+    /// readable manifest.
     pub archive_id: Option<ArchiveId>,
     /// Complete, incomplete or damaged.
     pub state: BackupState,
-    /// Why it is not complete.
+    /// Why it is not complete, as a clause for the operator; `None` exactly
+    /// when it is complete.
     pub problem: Option<String>,
     /// The parsed manifest, when there is a valid one.
     pub manifest: Option<Manifest>,

@@ -17,7 +17,7 @@ use crate::{RepositoryError, Result};
 /// compared with its manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckReport {
-    /// The backup.
+    /// Id of the backup whose archive was read.
     pub id: BackupId,
     /// Archive bytes read (equal to the manifest's `archive-size`).
     pub archive_bytes: u64,
@@ -79,11 +79,32 @@ pub async fn check_integrity_with_progress(
         }
     };
     const STEP: u64 = 8 << 20;
-    let mut hasher = Sha256::new();
+    // Hashing is CPU work (milliseconds per piece): in a runtime it runs on
+    // the blocking pool while the next piece is read, never on the async
+    // thread; without one (a caller that blocks on the future) it runs in place.
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    let mut hasher = Some(Sha256::new());
+    let mut hashing: Option<tokio::task::JoinHandle<Sha256>> = None;
     let mut at = 0;
     while at < manifest.archive_size {
         let end = (at + STEP).min(manifest.archive_size);
-        hasher.update(target.read_range(&backup.paths.archive, at..end).await?);
+        let piece = target.read_range(&backup.paths.archive, at..end).await?;
+        if let Some(task) = hashing.take() {
+            hasher = Some(task.await.map_err(RepositoryError::Task)?);
+        }
+        let mut h = hasher.take().unwrap_or_default();
+        match &runtime {
+            Some(rt) => {
+                hashing = Some(rt.spawn_blocking(move || {
+                    h.update(&piece);
+                    h
+                }))
+            }
+            None => {
+                h.update(&piece);
+                hasher = Some(h);
+            }
+        }
         at = end;
         if let Some(p) = progress {
             p(&ibs_archive::Progress {
@@ -92,7 +113,10 @@ pub async fn check_integrity_with_progress(
             });
         }
     }
-    let sha256 = <[u8; 32]>::from(hasher.finalize());
+    if let Some(task) = hashing.take() {
+        hasher = Some(task.await.map_err(RepositoryError::Task)?);
+    }
+    let sha256 = <[u8; 32]>::from(hasher.unwrap_or_default().finalize());
     if sha256 == manifest.archive_sha256 {
         // The signature needs no key either: checked too (one more read, of the root).
         let object = TargetObject::new(Arc::clone(target), backup.paths.archive.clone(), manifest.archive_size);

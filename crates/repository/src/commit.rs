@@ -86,17 +86,20 @@ pub async fn commit_backup(
 }
 
 impl BackupUpload {
-    /// The backup's id.
+    /// Id of the backup being written: its folder's name, and the `id` its
+    /// manifest will record.
     pub fn id(&self) -> &BackupId {
         &self.id
     }
 
-    /// The backup's paths.
+    /// Where the backup is: its folder, the archive being uploaded, and the
+    /// manifest that [`BackupUpload::commit`] writes.
     pub fn paths(&self) -> &BackupPaths {
         &self.paths
     }
 
-    /// Archive bytes written so far.
+    /// Archive bytes accepted by [`BackupUpload::write`] so far: the
+    /// `archive-size` the manifest will record.
     pub fn bytes_written(&self) -> u64 {
         self.written
     }

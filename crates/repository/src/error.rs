@@ -12,7 +12,7 @@ pub enum RepositoryError {
     /// A backup's archive is unreadable or damaged.
     #[error("backup {id}: {source}")]
     Archive {
-        /// The backup.
+        /// Id of the backup whose archive failed (its folder's name).
         id: String,
         /// What the archive reader said.
         #[source]
@@ -23,24 +23,28 @@ pub enum RepositoryError {
     Manifest {
         /// Line number (1-based; 0 when not tied to a line).
         line: usize,
-        /// What was wrong.
+        /// Which rule the manifest breaks (missing field, bad value, …).
         reason: String,
     },
     /// A value given by the caller is not valid here: a backup id, an
     /// instance's fqdn or region, a label that cannot be recorded.
     #[error("{0}")]
     InvalidInput(String),
+    /// A task on the blocking pool (hashing an archive) panicked or was
+    /// cancelled with its runtime.
+    #[error("a repository task stopped: {0}")]
+    Task(#[source] tokio::task::JoinError),
     /// The operating system's random generator failed (backup ids carry random bits).
     #[error("the random generator failed: {0}")]
     Random(#[source] getrandom::Error),
     /// The backup is incomplete or damaged.
     #[error("backup {id} is {state} and cannot be restored: {problem}")]
     NotComplete {
-        /// The backup.
+        /// Id of the backup asked for.
         id: String,
         /// `incomplete` or `damaged`.
         state: &'static str,
-        /// Why.
+        /// What the catalogue found wrong with it (missing manifest, …).
         problem: String,
     },
     /// The archive's bytes do not match the SHA-256 in its manifest.
@@ -48,7 +52,7 @@ pub enum RepositoryError {
         "backup {id} is damaged: its archive's SHA-256 is {found}, its manifest says {expected} (changed on the share after it was written)"
     )]
     IntegrityMismatch {
-        /// The backup.
+        /// Id of the backup whose archive changed.
         id: String,
         /// The SHA-256 of the archive as read (hex).
         found: String,
@@ -58,7 +62,7 @@ pub enum RepositoryError {
     /// The backup was committed but reading it back failed: it may be complete.
     #[error("backup {id} was committed but could not be read back: {source}")]
     Unconfirmed {
-        /// The backup.
+        /// Id of the backup just committed.
         id: String,
         /// Why it could not be read back.
         #[source]

@@ -161,11 +161,12 @@ pub fn is_our_name(name: &str) -> bool {
 /// The paths of one backup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupPaths {
-    /// The backup's folder.
+    /// The backup's folder, `<fqdn>/<region>/MASBackup/<id>`.
     pub folder: ObjectPath,
-    /// The archive.
+    /// The archive in it ([`ARCHIVE_NAME`]).
     pub archive: ObjectPath,
-    /// The manifest.
+    /// The manifest in it ([`MANIFEST_NAME`]), written last: the backup
+    /// lists as complete only once it exists.
     pub manifest: ObjectPath,
 }
 
@@ -213,12 +214,13 @@ impl InstanceLayout {
         Ok(InstanceLayout { fqdn, region })
     }
 
-    /// The external domain FQDN (lower case).
+    /// The external domain FQDN as normalised by [`InstanceLayout::new`]:
+    /// lower case, no trailing dot.
     pub fn fqdn(&self) -> &str {
         &self.fqdn
     }
 
-    /// The region (lower case).
+    /// The region as normalised by [`InstanceLayout::new`]: lower case.
     pub fn region(&self) -> &str {
         &self.region
     }

@@ -59,7 +59,8 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// The manifest as bytes.
+    /// The manifest's text, as committed beside the archive and read back by
+    /// [`Manifest::parse`].
     pub fn encode(&self) -> Vec<u8> {
         let mut s = format!(
             "{MANIFEST_MAGIC}\nid: {}\narchive-id: {}\narchive-size: {}\narchive-sha256: {}\ncreated: {}\nproducer-version: {}\nfqdn: {}\nregion: {}\n",

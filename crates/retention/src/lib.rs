@@ -89,13 +89,13 @@ pub enum RetentionError {
     /// The backup interval is outside 4–12 hours.
     #[error("backup interval of {hours} hours is outside the allowed 4 to 12 hours")]
     IntervalOutOfRange {
-        /// What was asked for.
+        /// The interval refused, in hours.
         hours: u32,
     },
     /// The retention period is outside 2–14 days.
     #[error("retention of {days} days is outside the allowed 2 to 14 days")]
     RetentionOutOfRange {
-        /// What was asked for.
+        /// The retention refused, in days.
         days: u32,
     },
 }
@@ -193,15 +193,19 @@ impl Policy {
 /// One backup in the catalogue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupRecord {
-    /// Its id.
+    /// Its id (its folder's name), as deletions and warnings name it.
     pub id: String,
-    /// Its folder at the location.
+    /// Its folder at the location; a record outside the instance's backup
+    /// folder is never deleted ([`Warning::NotOurs`]).
     pub path: ObjectPath,
-    /// Its recorded creation time.
+    /// Creation time from its manifest (from its id when there is none): the
+    /// age the expiry and grace rules measure.
     pub created: UnixSeconds,
-    /// Its size in bytes.
+    /// Bytes its objects occupy: what deleting it frees.
     pub size: u64,
-    /// Its state.
+    /// What is known about it: decides which rules apply (an incomplete one
+    /// is garbage after the grace period; only a complete one can be the
+    /// protected newest).
     pub state: BackupState,
 }
 
@@ -251,13 +255,13 @@ impl std::fmt::Display for Reason {
 /// A backup the plan deletes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Deletion {
-    /// Its id.
+    /// Id of the backup to delete.
     pub id: String,
-    /// Its folder.
+    /// The folder to delete, with everything ibs wrote in it.
     pub path: ObjectPath,
-    /// Its size.
+    /// Bytes deleting it frees (its record's size).
     pub size: u64,
-    /// Why.
+    /// Which rule deletes it.
     pub reason: Reason,
 }
 
@@ -266,20 +270,20 @@ pub struct Deletion {
 pub enum Warning {
     /// A backup's creation time is in the future (clock skew); it is kept.
     FromTheFuture {
-        /// Its id.
+        /// Id of the backup kept.
         id: String,
-        /// Its recorded creation time.
+        /// Its creation time, later than `now` plus the clock-skew tolerance.
         created: UnixSeconds,
     },
     /// A record outside this instance's backup folder was ignored.
     NotOurs {
-        /// Its folder.
+        /// The record's folder, outside this instance's backup folder.
         path: ObjectPath,
     },
     /// An object in the backup folder that ibs did not write: never deleted
     /// (nor the folder holding it).
     Unrecognised {
-        /// Where it is.
+        /// The object's path, as the operator would look for it.
         path: ObjectPath,
     },
 }
@@ -300,7 +304,8 @@ pub struct Shortfall {
 pub struct Plan {
     /// Backups to delete, in the order to delete them.
     pub deletions: Vec<Deletion>,
-    /// Things to report.
+    /// What the operator should know that deletes nothing (clock skew,
+    /// foreign records and objects).
     pub warnings: Vec<Warning>,
     /// Present when the next backup cannot fit even after the deletions.
     pub shortfall: Option<Shortfall>,
@@ -313,7 +318,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Bytes the deletions free.
+    /// Bytes the deletions free: the sum of their sizes.
     pub fn freed_bytes(&self) -> u64 {
         self.deletions.iter().map(|d| d.size).sum()
     }

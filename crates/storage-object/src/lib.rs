@@ -350,7 +350,9 @@ impl ObjectTarget {
         }
     }
 
-    /// The underlying store.
+    /// The `object_store` client the target goes through, for what the
+    /// target does not do itself (tests reading objects as the service sees
+    /// them, listing outside the prefix).
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.inner.store
     }

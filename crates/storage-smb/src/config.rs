@@ -16,7 +16,8 @@ pub enum Encryption {
     Off,
 }
 
-/// Where and how to connect.
+/// Where and how an [`SmbTarget`](crate::SmbTarget) connects: server, port,
+/// share and base folder, credentials, timeout, encryption.
 #[derive(Clone, Debug)]
 pub struct SmbConfig {
     pub(crate) host: String,

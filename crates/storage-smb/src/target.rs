@@ -56,7 +56,8 @@ impl SmbTarget {
         })
     }
 
-    /// The configuration.
+    /// The configuration it connects with: server, share, base folder, port,
+    /// credentials, timeout, encryption.
     pub fn config(&self) -> &SmbConfig {
         &self.inner.config
     }

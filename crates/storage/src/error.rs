@@ -263,7 +263,8 @@ impl StorageError {
         StorageError::new(ErrorKind::InvalidInput, what, name, why)
     }
 
-    /// Attaches the underlying error.
+    /// Attaches the error that caused this one (the system's, an SDK's): kept
+    /// as [`source`](std::error::Error::source), not copied into the message.
     pub fn with_source(mut self, source: impl Into<Source>) -> Self {
         self.source = Some(source.into());
         self
@@ -276,7 +277,8 @@ impl StorageError {
         self
     }
 
-    /// Overrides whether a retry can help.
+    /// Overrides whether a retry can help (by default connectivity and other
+    /// faults are retryable, the other classes not).
     pub fn with_retryable(mut self, retryable: bool) -> Self {
         self.retryable = retryable;
         self

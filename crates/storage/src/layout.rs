@@ -52,7 +52,7 @@ impl ObjectPath {
         &self.0
     }
 
-    /// The segments.
+    /// The segments, outermost first (none for the root).
     pub fn segments(&self) -> impl Iterator<Item = &str> {
         self.0.split('/').filter(|s| !s.is_empty())
     }
@@ -113,7 +113,8 @@ fn check_segment(segment: &str) -> Result<()> {
     Ok(())
 }
 
-/// Where backups are exported: an SMB share or a local directory.
+/// Where backups are exported: an SMB share, a local directory, or an object
+/// store's container or bucket, as [`Location::parse`] reads an operator's text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
     /// An SMB share, from a UNC path or an `smb://` URL.

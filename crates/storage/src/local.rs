@@ -56,7 +56,8 @@ impl LocalTarget {
         Ok(LocalTarget { root })
     }
 
-    /// The directory.
+    /// The directory object paths are relative to, as given to
+    /// [`LocalTarget::new`].
     pub fn root(&self) -> &Path {
         &self.root
     }

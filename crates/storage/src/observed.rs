@@ -97,7 +97,7 @@ pub struct CallEvent {
     /// Numbers the calls through one wrapper (and the targets cloned from
     /// it), from 1: a call's `Started` and `Finished` events carry the same id.
     pub id: u64,
-    /// What the call is.
+    /// Which method of the target was called.
     pub operation: Operation,
     /// The object or folder it concerns (the root for [`Operation::Capacity`]).
     pub path: ObjectPath,

@@ -17,9 +17,10 @@ pub const PARTIAL_MARKER: &str = ".ibs-partial-";
 /// What a listing says about one object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectMeta {
-    /// Where it is.
+    /// Its path relative to the target's root (for a partial upload, the
+    /// name carrying [`PARTIAL_MARKER`]).
     pub path: ObjectPath,
-    /// Its size in bytes.
+    /// Its size in bytes (of a partial upload: what was written so far).
     pub size: u64,
     /// When it was last modified, where the backend knows.
     pub modified: Option<SystemTime>,
@@ -31,9 +32,11 @@ pub struct ObjectMeta {
 /// Free and total bytes at a target, where the backend knows them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Capacity {
-    /// Bytes that can still be written.
+    /// Bytes that can still be written; `None` when the backend cannot tell
+    /// (object stores).
     pub free_bytes: Option<u64>,
-    /// Size of the storage.
+    /// Size of the storage (file system or quota) in bytes; `None` when the
+    /// backend cannot tell.
     pub total_bytes: Option<u64>,
 }
 
@@ -65,7 +68,8 @@ pub trait ReadTarget: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// prefix that does not exist lists nothing.
     async fn list(&self, prefix: &ObjectPath) -> Result<BoxStream<'static, Result<ObjectMeta>>>;
 
-    /// Free and total bytes.
+    /// Free and total bytes at the target, each `None` where the backend
+    /// cannot tell (retention then plans by age alone).
     async fn capacity(&self) -> Result<Capacity>;
 }
 
@@ -105,7 +109,8 @@ pub trait ObjectWriter: fmt::Debug + Send {
     /// one atomic step.
     async fn commit(self: Box<Self>) -> Result<ObjectMeta>;
 
-    /// Discards the upload.
+    /// Discards the upload and what it wrote so far: nothing appears at the
+    /// path. Call it when a write fails or the object is not wanted.
     async fn abort(self: Box<Self>) -> Result<()>;
 }
 

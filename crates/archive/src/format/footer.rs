@@ -20,7 +20,7 @@ pub const MAX_SEALED_INDEX_LEN: u64 = MAX_INDEX_LEN + 17;
 pub struct Footer {
     /// Byte offset of the sealed index (= header length + all frames).
     pub index_offset: u64,
-    /// Length of the sealed index.
+    /// Length of the sealed index in bytes (ends where the footer starts).
     pub index_len: u64,
     /// Number of data frames (the index is chunk number `frame_count`).
     pub frame_count: u64,
@@ -29,7 +29,8 @@ pub struct Footer {
 }
 
 impl Footer {
-    /// Encodes the footer.
+    /// The 48 bytes that end a version 1 archive (what [`Footer::decode`]
+    /// reads back).
     pub fn encode(&self) -> [u8; FOOTER_LEN] {
         let mut out = [0u8; FOOTER_LEN];
         out[0..8].copy_from_slice(&self.index_offset.to_le_bytes());
