@@ -10,7 +10,7 @@
 //! stalled SMB share, an object store that stopped answering) shows as
 //! `waiting for <operation> <path>… 12 s` under the bar: open the target
 //! with `ibs_controller::open_target_observed(.., progress.call_observer())`
-//! (or wrap one with [`Progress::observe`]) to get it.
+//! to get it (every command does).
 //!
 //! Logs ([`init_logging`]) are off unless asked for: `-v` (info), `-vv`
 //! (debug: every storage call), `-vvv` (trace), or `RUST_LOG` (which wins;
