@@ -299,7 +299,17 @@ pub async fn open(args: &OpenArgs, choice: &Choice, ctx: &Ctx) -> Result<Opened,
     // restorable either — skipped and named, like a damaged one. Bounded by
     // the number of backups.
     let (backup, info) = loop {
-        let info = r.choose(&cat, choice)?.clone();
+        let info = match r.choose(&cat, choice) {
+            Ok(info) => info.clone(),
+            // `verify` takes the newest backup, never an older one in its place.
+            Err(e @ ibs_recovery::RecoveryError::NotRestorable { .. }) if *choice == Choice::Latest => {
+                return Err(Failure::from(e).hint(
+                    "the newest backup is checked, never an older one in its place: `ibs list` shows every backup \
+                     and its state; choose another with --backup ID",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
         // Only the newest restorable one passes over newer backups: one
         // chosen by --backup ID (or the newest, for verify) skips none.
         let passed_over = if *choice == Choice::Newest {

@@ -884,16 +884,8 @@ fn a_location_inside_a_source_is_left_out_of_its_backups() {
 
 // ---- trust: never lose the last good backup, say exactly what was checked ----
 
-/// The backup folders at a local share, oldest first (by id).
 fn backup_folders(share: &Path) -> Vec<PathBuf> {
-    let root = share.join(FQDN).join("local/MASBackup");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("backup.manifest").exists())
-        .collect();
-    v.sort();
-    v
+    ibs_testkit::cli::backup_folders(share, FQDN)
 }
 
 /// A backup of the sample state made `days` ago at the local share, as the

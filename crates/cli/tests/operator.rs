@@ -383,16 +383,8 @@ fn status_needs_attention_when_the_newest_backup_is_older_than_the_interval() {
     assert_eq!(doc["oldest"]["id"], old.as_str());
 }
 
-/// The backup folders, oldest first.
 fn backup_folders(share: &Path) -> Vec<PathBuf> {
-    let root = share.join("azurestack.local/local/MASBackup");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("backup.manifest").exists())
-        .collect();
-    v.sort();
-    v
+    ibs_testkit::cli::backup_folders(share, "azurestack.local")
 }
 
 #[test]
@@ -440,6 +432,14 @@ fn restore(share: &Path, to: &Path, keys: &[&str]) -> Output {
     IBS.run(&args)
 }
 
+/// `--pfx P --password-file W` for each pair, in order.
+fn keys<'a>(pairs: &[(&'a Path, &'a Path)]) -> Vec<&'a str> {
+    pairs
+        .iter()
+        .flat_map(|(pfx, pw)| ["--pfx", s(pfx), "--password-file", s(pw)])
+        .collect()
+}
+
 #[test]
 fn two_pfx_files_with_their_own_passwords_restore_a_backup_encrypted_to_the_second() {
     let t = setup();
@@ -451,20 +451,7 @@ fn two_pfx_files_with_their_own_passwords_restore_a_backup_encrypted_to_the_seco
     let work = t.share.parent().unwrap();
     // Paired by order: a.pfx with a's password, b.pfx with b's.
     let to = work.join("one");
-    let out = restore(
-        &t.share,
-        &to,
-        &[
-            "--pfx",
-            s(&a.pfx),
-            "--password-file",
-            s(&a.password),
-            "--pfx",
-            s(&b.pfx),
-            "--password-file",
-            s(&b.password),
-        ],
-    );
+    let out = restore(&t.share, &to, &keys(&[(&a.pfx, &a.password), (&b.pfx, &b.password)]));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stdout.contains("restored"), "{stdout}");
@@ -472,20 +459,7 @@ fn two_pfx_files_with_their_own_passwords_restore_a_backup_encrypted_to_the_seco
     // A .pfx that cannot be opened (b's password for a) is named, and the
     // restore goes on with the one that opens the backup.
     let to = work.join("two");
-    let out = restore(
-        &t.share,
-        &to,
-        &[
-            "--pfx",
-            s(&a.pfx),
-            "--password-file",
-            s(&b.password),
-            "--pfx",
-            s(&b.pfx),
-            "--password-file",
-            s(&b.password),
-        ],
-    );
+    let out = restore(&t.share, &to, &keys(&[(&a.pfx, &b.password), (&b.pfx, &b.password)]));
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
@@ -505,20 +479,7 @@ fn two_pfx_files_with_their_own_passwords_restore_a_backup_encrypted_to_the_seco
     // Only a's key, which the backup is not encrypted to: a key failure, naming
     // the keys that could not be opened.
     let to = work.join("four");
-    let out = restore(
-        &t.share,
-        &to,
-        &[
-            "--pfx",
-            s(&a.pfx),
-            "--password-file",
-            s(&a.password),
-            "--pfx",
-            s(&b.pfx),
-            "--password-file",
-            s(&a.password),
-        ],
-    );
+    let out = restore(&t.share, &to, &keys(&[(&a.pfx, &a.password), (&b.pfx, &a.password)]));
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("b.pfx"), "{stderr}");

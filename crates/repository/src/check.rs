@@ -83,27 +83,24 @@ pub async fn check_integrity_with_progress(
     // the blocking pool while the next piece is read, never on the async
     // thread; without one (a caller that blocks on the future) it runs in place.
     let runtime = tokio::runtime::Handle::try_current().ok();
-    let mut hasher = Some(Sha256::new());
+    let mut hasher = Sha256::new();
     let mut hashing: Option<tokio::task::JoinHandle<Sha256>> = None;
     let mut at = 0;
     while at < manifest.archive_size {
         let end = (at + STEP).min(manifest.archive_size);
         let piece = target.read_range(&backup.paths.archive, at..end).await?;
         if let Some(task) = hashing.take() {
-            hasher = Some(task.await.map_err(RepositoryError::Task)?);
+            hasher = task.await.map_err(RepositoryError::Task)?;
         }
-        let mut h = hasher.take().unwrap_or_default();
         match &runtime {
             Some(rt) => {
+                let mut h = std::mem::take(&mut hasher);
                 hashing = Some(rt.spawn_blocking(move || {
                     h.update(&piece);
                     h
-                }))
+                }));
             }
-            None => {
-                h.update(&piece);
-                hasher = Some(h);
-            }
+            None => hasher.update(&piece),
         }
         at = end;
         if let Some(p) = progress {
@@ -113,10 +110,10 @@ pub async fn check_integrity_with_progress(
             });
         }
     }
-    if let Some(task) = hashing.take() {
-        hasher = Some(task.await.map_err(RepositoryError::Task)?);
+    if let Some(task) = hashing {
+        hasher = task.await.map_err(RepositoryError::Task)?;
     }
-    let sha256 = <[u8; 32]>::from(hasher.unwrap_or_default().finalize());
+    let sha256 = <[u8; 32]>::from(hasher.finalize());
     if sha256 == manifest.archive_sha256 {
         // The signature needs no key either: checked too (one more read, of the root).
         let object = TargetObject::new(Arc::clone(target), backup.paths.archive.clone(), manifest.archive_size);

@@ -39,6 +39,19 @@ pub fn text(out: &Output) -> (String, String) {
     )
 }
 
+/// The backup folders (those with a manifest) of instance `fqdn`, region
+/// `local`, at a local location `share`, oldest first (ids sort by time).
+pub fn backup_folders(share: &Path, fqdn: &str) -> Vec<PathBuf> {
+    let root = share.join(fqdn).join("local/MASBackup");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("the backup folder is readable")
+        .map(|e| e.expect("a folder entry").path())
+        .filter(|p| p.join("backup.manifest").exists())
+        .collect();
+    v.sort();
+    v
+}
+
 /// `p` as `&str` for an argument list (test paths are UTF-8).
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")

@@ -94,18 +94,7 @@ pub async fn check(a: &CheckArgs, ctx: &Ctx) -> Result<Done, Failure> {
 /// Runs `ibs verify`: the newest backup (which must be complete) or `--backup ID`.
 pub async fn verify(a: &VerifyArgs, ctx: &Ctx) -> Result<Done, Failure> {
     let progress = &ctx.progress;
-    let opened = open(&a.open, &a.backup.clone().map_or(Choice::Latest, Choice::Id), ctx)
-        .await
-        .map_err(|f| {
-            if a.backup.is_none() && f.kind == Kind::Backup && f.message.contains("cannot be restored") {
-                f.hint(
-                    "verify takes the newest backup and never an older one in its place: `ibs list` shows every \
-                     backup and its state; verify another with --backup ID",
-                )
-            } else {
-                f
-            }
-        })?;
+    let opened = open(&a.open, &a.backup.clone().map_or(Choice::Latest, Choice::Id), ctx).await?;
     let bar = progress.verify_fn_with_total(opened.backup.verify_len());
     let verified = opened.backup.verify(Some(&bar)).await;
     progress.finish();

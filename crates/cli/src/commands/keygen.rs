@@ -126,19 +126,7 @@ pub fn run(a: &KeygenArgs, ctx: &Ctx) -> Result<Done, Failure> {
     if given.is_none() {
         outputs.push(&pw_path);
     }
-    // symlink_metadata: a dangling link is in the way too.
-    let existing: Vec<String> = outputs
-        .iter()
-        .filter(|p| std::fs::symlink_metadata(p).is_ok())
-        .map(|p| p.display().to_string())
-        .collect();
-    if !existing.is_empty() {
-        return Err(usage(format!(
-            "{} already exist(s); keygen never overwrites keys: choose another --name or --out, or move the \
-             old files away",
-            existing.join(", ")
-        )));
-    }
+    refuse_existing(&outputs)?;
     let (password, generated) = match given {
         Some(p) => (p, false),
         // No password given: make a strong one and keep it beside the .pfx (mode 0600).
@@ -216,19 +204,7 @@ fn signing(a: &KeygenArgs, ctx: &Ctx) -> Result<Done, Failure> {
     }
     let key_path = out.join(format!("{name}.sign.key"));
     let pub_path = out.join(format!("{name}.sign.pub"));
-    // symlink_metadata: a dangling link is in the way too.
-    let existing: Vec<String> = [&key_path, &pub_path]
-        .iter()
-        .filter(|p| std::fs::symlink_metadata(p).is_ok())
-        .map(|p| p.display().to_string())
-        .collect();
-    if !existing.is_empty() {
-        return Err(usage(format!(
-            "{} already exist(s); keygen never overwrites keys: choose another --name or --out, or move the \
-             old files away",
-            existing.join(", ")
-        )));
-    }
+    refuse_existing(&[&key_path, &pub_path])?;
     let key = SigningKey::generate()?;
     let public = key.verifying_key();
     let mut written = Written::default();
@@ -259,6 +235,24 @@ fn signing(a: &KeygenArgs, ctx: &Ctx) -> Result<Done, Failure> {
         "public_key": path_json(&pub_path),
         "fingerprint": public.fingerprint().to_string(),
     })))
+}
+
+/// A usage error naming every one of `outputs` that exists (keygen never
+/// overwrites keys). `symlink_metadata`: a dangling link is in the way too.
+fn refuse_existing(outputs: &[&PathBuf]) -> Result<(), Failure> {
+    let existing: Vec<String> = outputs
+        .iter()
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    if existing.is_empty() {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "{} already exist(s); keygen never overwrites keys: choose another --name or --out, or move the old \
+         files away",
+        existing.join(", ")
+    )))
 }
 
 /// Creates `path` (never replacing a file) with mode 0600 and writes `parts` to it.
