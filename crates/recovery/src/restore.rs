@@ -4,8 +4,8 @@
 //! whole backup has been read and checked.
 //!
 //! Three steps, each streaming the entries in archive order (memory flat in
-//! the number of entries: the engine keeps a stack of open folders and a
-//! bounded queue of files being written, never a list of entries):
+//! the number of entries: the engine keeps a chain of open folders and a
+//! bounded queue of work, never a list of entries):
 //!
 //! 1. **Stage.** Every selected entry is written under a staging folder
 //!    `dir/.ibs-restore-<tag>/<source>/…`, which this restore creates and
@@ -13,8 +13,28 @@
 //!    links, folders as folders; nothing is ever written through a link (the
 //!    archive's tree rule forbids an entry under a link, and the staging tree
 //!    holds only what this restore made). Every entry's SHA-256 is checked
-//!    (entries of unselected sources too, unless `skip_verify`). On any
-//!    failure the staging folder is removed: a damaged backup places nothing.
+//!    (entries of unselected sources too, unless `skip_verify`) before it is
+//!    handed on. On any failure the staging folder is removed: a damaged
+//!    backup places nothing.
+//!
+//!    Two threads share the work. The restore's task reads, authenticates,
+//!    decompresses and checks the entries (a small file's bytes stay the
+//!    frame's own, not copied); a writer thread, started for the restore,
+//!    makes them. The task hands the writer *batches* of work in archive
+//!    order (folders, whole small files, the pieces of a large one, links;
+//!    at most [`BATCH_ITEMS`] items or about [`BATCH_BYTES`] bytes each)
+//!    over a queue of [`QUEUED_BATCHES`], so one core decodes while the
+//!    other creates files, with one hand-off per batch and memory flat. The
+//!    writer makes every entry relative to open folder handles — the
+//!    staging folder, the source's folder and the chain down to the current
+//!    parent, each opened once as the walk enters it, segment by segment
+//!    with `O_NOFOLLOW` (a version 1 backup, which records no folders, has
+//!    missing parents made there) — with `openat`/`mkdirat`/`symlinkat`/
+//!    `linkat`, and applies owners, extended attributes, modes and times
+//!    through the open file. Because it makes items in order, a hard link's
+//!    file is always there before it. The writer stops at its first error,
+//!    which the task reports (the path named); when the task fails it stops
+//!    the writer and waits for it before the staging folder is removed.
 //! 2. **Place.** A source whose folder `dir/<source>` does not exist (the
 //!    usual disaster-recovery case) is moved into place with one rename. A
 //!    source whose folder exists is merged: first every final name is
@@ -25,14 +45,19 @@
 //! 3. **Folders.** Folder modes, owners and times are applied last,
 //!    innermost first, at their final names (opened with
 //!    `RESOLVE_NO_SYMLINKS`), so a read-only folder never blocked its own
-//!    contents and placing files did not change the times.
+//!    contents and placing files did not change the times. Then one
+//!    `syncfs` of the restore folder's file system makes it all durable (no
+//!    `fsync` per file).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use ibs_archive::{Entry, EntryKind, Progress, ProgressFn};
 use rustix::fs::{Mode, OFlags, Timespec, Timestamps};
@@ -63,12 +88,17 @@ fn check_names(e: &Entry, v1: bool) -> Result<()> {
     })
 }
 
-/// Entries up to this size are restored from memory in one blocking task.
+/// Entries up to this size are handed to the staging writer whole, in one
+/// work item; larger ones piece by piece (a frame at most each).
 const IN_MEMORY_RESTORE: u64 = 8 << 20;
-/// Small files being written at most at once.
-const PLACE_AHEAD: usize = 16;
-/// Bytes of small files being written at most at once (one file may exceed it).
-const PLACE_AHEAD_BYTES: u64 = 16 << 20;
+/// Work items in one batch handed to the staging writer.
+const BATCH_ITEMS: usize = 64;
+/// Bytes of file content in one batch (one file or piece may exceed it).
+const BATCH_BYTES: u64 = 4 << 20;
+/// Batches queued for the staging writer beyond the one it is working on
+/// (and the one being filled): at most 4 × [`BATCH_ITEMS`] items and about
+/// 4 × [`BATCH_BYTES`] bytes in flight, whatever the backup's size.
+const QUEUED_BATCHES: usize = 2;
 /// Names read from a staged folder per batch while merging.
 const MERGE_BATCH: usize = 1024;
 
@@ -269,6 +299,19 @@ fn errno(action: &'static str, path: &Path) -> impl FnOnce(rustix::io::Errno) ->
     }
 }
 
+/// Like [`errno`], for a path made only when there is an error to name it
+/// in (the staging writer does not build a path per entry).
+fn errno_at<'a>(
+    action: &'static str,
+    path: &'a dyn Fn() -> PathBuf,
+) -> impl FnOnce(rustix::io::Errno) -> RecoveryError + 'a {
+    move |e| RecoveryError::Io {
+        action,
+        path: path(),
+        source: e.into(),
+    }
+}
+
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
@@ -299,7 +342,7 @@ fn timestamps(e: &Entry) -> Option<Timestamps> {
 /// mode, because the kernel checks write permission on the file's mode
 /// (not the open descriptor) and a read-only mode would refuse them; the
 /// time last.
-fn apply_meta(fd: impl AsFd, e: &Entry, apply: Apply, path: &Path, skipped: &mut Skipped) -> Result<()> {
+fn apply_meta(fd: impl AsFd, e: &Entry, apply: Apply, path: &dyn Fn() -> PathBuf, skipped: &mut Skipped) -> Result<()> {
     let mut owned = false;
     if let Some((uid, gid)) = e.owner {
         if apply.owners {
@@ -308,7 +351,7 @@ fn apply_meta(fd: impl AsFd, e: &Entry, apply: Apply, path: &Path, skipped: &mut
                 Some(rustix::fs::Uid::from_raw(uid)),
                 Some(rustix::fs::Gid::from_raw(gid)),
             )
-            .map_err(errno("cannot give an owner to", path))?;
+            .map_err(errno_at("cannot give an owner to", path))?;
             owned = true;
         } else {
             skipped.owners += 1;
@@ -333,27 +376,12 @@ fn apply_meta(fd: impl AsFd, e: &Entry, apply: Apply, path: &Path, skipped: &mut
         if mode & !keep != 0 {
             skipped.setid += 1;
         }
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & keep)).map_err(errno("cannot set the mode of", path))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & keep)).map_err(errno_at("cannot set the mode of", path))?;
     }
     if let Some(t) = timestamps(e) {
-        rustix::fs::futimens(&fd, &t).map_err(errno("cannot set the time of", path))?;
+        rustix::fs::futimens(&fd, &t).map_err(errno_at("cannot set the time of", path))?;
     }
     Ok(())
-}
-
-/// Creates the file `path` (new; readable by its owner only until its mode
-/// is applied), writes the stream bytes `data` (a sparse file's extents at
-/// their offsets, holes left as holes), and applies the entry's metadata.
-fn write_file_sync(path: &Path, e: &Entry, data: &[u8], apply: Apply) -> Result<Skipped> {
-    let fd = rustix::fs::open(
-        path,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(errno("cannot create", path))?;
-    let mut sink = FileSink::new(fd, e);
-    sink.write(data).map_err(io_err("cannot write", path))?;
-    sink.finish(path, e, apply)
 }
 
 /// Writes an entry's stream bytes into a file: at offset 0 onwards for a
@@ -394,11 +422,13 @@ impl FileSink {
         Ok(())
     }
 
-    fn finish(self, path: &Path, e: &Entry, apply: Apply) -> Result<Skipped> {
+    /// Checks every extent was filled, sets the logical size when holes end
+    /// the file, and applies the entry's metadata.
+    fn finish(self, e: &Entry, apply: Apply, path: &dyn Fn() -> PathBuf, skipped: &mut Skipped) -> Result<()> {
         if !self.runs.is_empty() {
             return Err(RecoveryError::Io {
                 action: "cannot write",
-                path: path.to_owned(),
+                path: path(),
                 source: std::io::Error::other("fewer bytes than the entry's extents hold"),
             });
         }
@@ -409,42 +439,10 @@ impl FileSink {
             Some(x) => x.last().map_or(0, |x| x.offset + x.len),
         };
         if end != self.size {
-            rustix::fs::ftruncate(&self.fd, self.size).map_err(errno("cannot write", path))?;
+            rustix::fs::ftruncate(&self.fd, self.size).map_err(errno_at("cannot write", path))?;
         }
-        let mut skipped = Skipped::default();
-        apply_meta(&self.fd, e, apply, path, &mut skipped)?;
-        Ok(skipped)
+        apply_meta(&self.fd, e, apply, path, skipped)
     }
-}
-
-/// Makes the symbolic link `path` → target, with its owner and time.
-fn write_symlink_sync(path: &Path, e: &Entry, target: &[u8], apply: Apply) -> Result<Skipped> {
-    let mut skipped = Skipped::default();
-    rustix::fs::symlink(OsStr::from_bytes(target), path).map_err(errno("cannot create the link", path))?;
-    if let Some((uid, gid)) = e.owner {
-        if apply.owners {
-            rustix::fs::chownat(
-                rustix::fs::CWD,
-                path,
-                Some(rustix::fs::Uid::from_raw(uid)),
-                Some(rustix::fs::Gid::from_raw(gid)),
-                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(errno("cannot give an owner to", path))?;
-        } else {
-            skipped.owners += 1;
-        }
-    }
-    if !e.xattrs.is_empty() {
-        // Linux refuses user.* attributes on links; other namespaces need
-        // privileges a restore should not assume.
-        skipped.xattr("not restored on symbolic links".to_owned());
-    }
-    if let Some(t) = timestamps(e) {
-        rustix::fs::utimensat(rustix::fs::CWD, path, &t, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(errno("cannot set the time of", path))?;
-    }
-    Ok(skipped)
 }
 
 /// A folder's mode while the restore writes into it: its owner's, until
@@ -570,7 +568,10 @@ impl Backup {
         Ok(report)
     }
 
-    /// Step 1: every entry in archive order, selected ones written under `stage`.
+    /// Step 1: every entry in archive order, selected ones written under
+    /// `stage` by the staging writer (a thread of its own, fed batches of
+    /// work in archive order) while this task reads, decrypts, decompresses
+    /// and checks the next entries.
     async fn stage(
         &self,
         stage: &Path,
@@ -586,8 +587,7 @@ impl Backup {
             progress: options.progress.clone(),
             now: Progress::default(),
         };
-        let mut writing: VecDeque<(u64, tokio::task::JoinHandle<Result<Skipped>>)> = VecDeque::new();
-        let mut writing_bytes = 0u64;
+        let mut writer = Writer::start(stage, v1, apply)?;
         let pass: Result<()> = async {
             let mut entries = std::pin::pin!(self.entries());
             while let Some(e) = entries.next().await {
@@ -605,106 +605,69 @@ impl Backup {
                     continue;
                 }
                 check_names(&e, v1)?;
-                let path = entry_path(stage, &e);
-                if v1 && let Some(parent) = path.parent() {
-                    // Version 1 records no folders: make the parents (all
-                    // under the staging folder, which holds no links).
-                    std::fs::create_dir_all(parent).map_err(io_err("cannot create", parent))?;
-                }
                 match &e.kind {
                     EntryKind::Folder => {
-                        rustix::fs::mkdir(&path, Mode::from_raw_mode(staging_folder_mode(&e)))
-                            .map_err(errno("cannot create", &path))?;
+                        writer.push(Work::Folder(e), 0).await?;
                         report.folders += 1;
                     }
                     EntryKind::File if e.stream_len() <= IN_MEMORY_RESTORE => {
-                        let data = self.read(&e).await?;
-                        tally.now.bytes_in += data.len() as u64;
-                        tally.now.bytes_out += data.len() as u64;
-                        while !writing.is_empty()
-                            && (writing.len() >= PLACE_AHEAD || writing_bytes + e.stream_len() > PLACE_AHEAD_BYTES)
-                        {
-                            writing_bytes -= finish_one(&mut writing, skipped).await?;
-                        }
                         let len = e.stream_len();
-                        let task = tokio::task::spawn_blocking(move || write_file_sync(&path, &e, &data, apply));
-                        writing.push_back((len, task));
-                        writing_bytes += len;
+                        // The frames' own bytes (a small file is usually one
+                        // slice of one frame): nothing copied here.
+                        let mut pieces = Vec::with_capacity(1);
+                        {
+                            let mut stream = std::pin::pin!(self.stream(&e));
+                            while let Some(piece) = stream.next().await {
+                                pieces.push(piece?);
+                            }
+                        }
+                        tally.now.bytes_in += len;
+                        tally.now.bytes_out += len;
+                        writer.push(Work::File(e, pieces), len).await?;
                         report.files += 1;
                         report.bytes += len;
                     }
                     EntryKind::File => {
-                        skipped.add(self.write_large(&path, &e, apply, tally).await?);
+                        let len = e.stream_len();
+                        let mut stream = std::pin::pin!(self.stream(&e));
+                        writer.push(Work::LargeStart(e.clone()), 0).await?;
+                        while let Some(piece) = stream.next().await {
+                            let piece = piece?;
+                            let n = piece.len() as u64;
+                            writer.push(Work::LargePiece(piece), n).await?;
+                            tally.read(n, n);
+                        }
+                        drop(stream);
+                        writer.push(Work::LargeEnd, 0).await?;
                         report.files += 1;
-                        report.bytes += e.stream_len();
+                        report.bytes += len;
                     }
-                    EntryKind::Symlink { target } => {
-                        let target = target.clone();
-                        skipped.add(blocking(move || write_symlink_sync(&path, &e, &target, apply)).await?);
+                    EntryKind::Symlink { .. } => {
+                        writer.push(Work::Symlink(e), 0).await?;
                         report.symlinks += 1;
                     }
-                    EntryKind::HardLink { target } => {
-                        // Its file may still be being written.
-                        while !writing.is_empty() {
-                            writing_bytes -= finish_one(&mut writing, skipped).await?;
-                        }
-                        let from = stage.join(&e.source).join(target.as_os_str());
-                        blocking(move || {
-                            rustix::fs::link(&from, &path).map_err(errno("cannot create the hard link", &path))
-                        })
-                        .await?;
+                    EntryKind::HardLink { .. } => {
+                        // The writer handles items in order: its file is there before it.
+                        writer.push(Work::HardLink(e), 0).await?;
                         report.hard_links += 1;
                     }
                 }
                 tally.entry_done();
             }
-            while !writing.is_empty() {
-                finish_one(&mut writing, skipped).await?;
-            }
             Ok(())
         }
         .await;
-        if pass.is_err() {
-            // Every write still running finishes before the caller removes the staging folder.
-            while !writing.is_empty() {
-                let _ = finish_one(&mut writing, skipped).await;
+        match pass {
+            Ok(()) => {
+                skipped.add(writer.finish().await?);
+                Ok(())
+            }
+            Err(e) => {
+                // The writer stops and has finished before the caller removes the staging folder.
+                writer.abort().await;
+                Err(e)
             }
         }
-        pass
-    }
-
-    /// Streams a file too large to hold in memory into `path`.
-    async fn write_large(&self, path: &Path, e: &Entry, apply: Apply, tally: &mut Tally) -> Result<Skipped> {
-        let p = path.to_owned();
-        let fd = blocking(move || {
-            rustix::fs::open(
-                &p,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )
-            .map_err(errno("cannot create", &p))
-        })
-        .await?;
-        let mut sink = Some(FileSink::new(fd, e));
-        let mut stream = std::pin::pin!(self.stream(e));
-        while let Some(piece) = stream.next().await {
-            let piece = piece?;
-            let len = piece.len() as u64;
-            let mut s = sink
-                .take()
-                .ok_or_else(|| RecoveryError::Usage("restore writer lost".into()))?;
-            let p = path.to_owned();
-            s = blocking(move || {
-                s.write(&piece).map_err(io_err("cannot write", &p))?;
-                Ok(s)
-            })
-            .await?;
-            sink = Some(s);
-            tally.read(len, len);
-        }
-        let s = sink.ok_or_else(|| RecoveryError::Usage("restore writer lost".into()))?;
-        let (p, e) = (path.to_owned(), e.clone());
-        blocking(move || s.finish(&p, &e, apply)).await
     }
 
     /// Step 3: folder metadata at the final names, innermost first.
@@ -769,16 +732,402 @@ impl Tally {
     }
 }
 
-async fn finish_one(
-    writing: &mut VecDeque<(u64, tokio::task::JoinHandle<Result<Skipped>>)>,
-    skipped: &mut Skipped,
-) -> Result<u64> {
-    let Some((len, task)) = writing.pop_front() else {
-        return Ok(0);
-    };
-    let s = task.await.map_err(RecoveryError::Task)??;
-    skipped.add(s);
-    Ok(len)
+/// One thing for the staging writer to make, in archive order.
+enum Work {
+    /// A folder, with its staging mode.
+    Folder(Entry),
+    /// A file whose stream bytes (checked against its SHA-256) are all here.
+    File(Entry, Vec<Bytes>),
+    /// A file too large to hold: created now, its pieces follow.
+    LargeStart(Entry),
+    /// The next checked piece of the file started last.
+    LargePiece(Bytes),
+    /// The file started last is complete.
+    LargeEnd,
+    /// A symbolic link.
+    Symlink(Entry),
+    /// A hard link to an earlier file of its source.
+    HardLink(Entry),
+}
+
+/// The async side of the staging writer: batches work items and hands each
+/// batch to the writer thread over a bounded queue (one hand-off per batch,
+/// not per file). The thread stops at its first error, which the next hand-off (or
+/// [`Writer::finish`]) returns. Dropping it stops the thread and waits for it.
+struct Writer {
+    queue: Option<tokio::sync::mpsc::Sender<Vec<Work>>>,
+    batch: Vec<Work>,
+    batch_bytes: u64,
+    stop: Arc<AtomicBool>,
+    done: Option<tokio::sync::oneshot::Receiver<Result<Skipped>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    stage: PathBuf,
+}
+
+impl Writer {
+    /// Starts the writer thread for the staging folder `stage`.
+    fn start(stage: &Path, v1: bool, apply: Apply) -> Result<Self> {
+        let (queue, mut work) = tokio::sync::mpsc::channel::<Vec<Work>>(QUEUED_BATCHES);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, stopped) = (stage.to_owned(), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name("ibs-restore-writer".into())
+            .spawn(move || {
+                let result = StageWriter::open(st, v1, apply).and_then(|mut w| {
+                    while let Some(batch) = work.blocking_recv() {
+                        for item in batch {
+                            if stopped.load(Ordering::Relaxed) {
+                                return Ok(w.skipped);
+                            }
+                            w.make(item)?;
+                        }
+                    }
+                    w.end()
+                });
+                // The queue closes before the result is told: a hand-off
+                // that fails finds the result.
+                drop(work);
+                let _ = done_tx.send(result);
+            })
+            .map_err(io_err("cannot start the writer thread for", stage))?;
+        Ok(Writer {
+            queue: Some(queue),
+            batch: Vec::with_capacity(BATCH_ITEMS),
+            batch_bytes: 0,
+            stop,
+            done: Some(done),
+            thread: Some(thread),
+            stage: stage.to_owned(),
+        })
+    }
+
+    /// Adds an item carrying `bytes` of content; hands the batch over when full.
+    async fn push(&mut self, item: Work, bytes: u64) -> Result<()> {
+        self.batch.push(item);
+        self.batch_bytes += bytes;
+        if self.batch.len() >= BATCH_ITEMS || self.batch_bytes >= BATCH_BYTES {
+            self.hand_over().await?;
+        }
+        Ok(())
+    }
+
+    async fn hand_over(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ITEMS));
+        self.batch_bytes = 0;
+        let sent = match &self.queue {
+            Some(q) => q.send(batch).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The thread stopped: its error says why.
+        match self.wait().await {
+            Err(e) => Err(e),
+            Ok(_) => Err(self.lost()),
+        }
+    }
+
+    /// Hands over the last batch and waits for the thread to have made everything.
+    async fn finish(mut self) -> Result<Skipped> {
+        self.hand_over().await?;
+        self.wait().await
+    }
+
+    /// Stops the thread after the item it is making and waits for it.
+    async fn abort(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.wait().await;
+    }
+
+    /// Closes the queue, waits for the thread's result and joins it.
+    async fn wait(&mut self) -> Result<Skipped> {
+        self.queue = None;
+        let result = match self.done.take() {
+            Some(done) => done.await.unwrap_or_else(|_| Err(self.lost())),
+            None => Err(self.lost()),
+        };
+        // It has told its result: it is ending (the join is at once).
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            return Err(self.lost());
+        }
+        result
+    }
+
+    fn lost(&self) -> RecoveryError {
+        RecoveryError::Io {
+            action: "cannot write into",
+            path: self.stage.clone(),
+            source: std::io::Error::other("the restore's writer thread stopped unexpectedly"),
+        }
+    }
+}
+
+impl Drop for Writer {
+    /// A restore stopped midway (its future dropped): the thread stops after
+    /// its current item, and is waited for, so that nothing writes into the
+    /// staging folder once the restore is gone.
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.stop.store(true, Ordering::Relaxed);
+            self.queue = None;
+            let _ = t.join();
+        }
+    }
+}
+
+/// The writer thread's side: makes work items under the staging folder,
+/// relative to open folder handles ([`Folders`]).
+struct StageWriter {
+    stage: PathBuf,
+    folders: Folders,
+    v1: bool,
+    apply: Apply,
+    skipped: Skipped,
+    /// The file being streamed in pieces.
+    large: Option<(Entry, FileSink)>,
+}
+
+/// The folder handles the staging writer creates entries relative to: the
+/// staging folder, the current source's folder and the chain of folders
+/// below it down to the last entry's parent. Entries come in key order, so
+/// consecutive entries mostly share their parent: a folder is opened once
+/// when the walk enters it, one segment at a time and never through a link
+/// (`O_NOFOLLOW`), not once per entry.
+struct Folders {
+    root: OwnedFd,
+    /// The open source folder, by name.
+    source: Option<(String, OwnedFd)>,
+    /// The open folders below it: each segment's name and handle.
+    chain: Vec<(Vec<u8>, OwnedFd)>,
+}
+
+/// Flags of the folder handles the writer creates entries relative to.
+const FOLDER_HANDLE: OFlags = OFlags::PATH
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+/// Flags of a file the writer creates: new, never through a link.
+const NEW_FILE: OFlags = OFlags::WRONLY
+    .union(OFlags::CREATE)
+    .union(OFlags::EXCL)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// The last segment of an entry's path (its name in its folder).
+fn file_name(e: &Entry) -> &OsStr {
+    let p = e.path.as_bytes();
+    OsStr::from_bytes(p.rsplit(|b| *b == b'/').next().unwrap_or(p))
+}
+
+impl Folders {
+    /// Opens the chain down to `e`'s parent folder, keeping what it shares
+    /// with the open one. A version 1 backup records no folders: missing
+    /// ones are made (under the staging folder, which holds only what this
+    /// restore made).
+    fn enter(&mut self, e: &Entry, stage: &Path, v1: bool) -> Result<()> {
+        if self.source.as_ref().is_none_or(|(name, _)| *name != e.source) {
+            self.chain.clear();
+            self.source = None;
+            let fd = rustix::fs::openat(&self.root, e.source.as_str(), FOLDER_HANDLE, Mode::empty())
+                .map_err(|err| errno("cannot open", &stage.join(&e.source))(err))?;
+            self.source = Some((e.source.clone(), fd));
+        }
+        let parent = e.path.parent().unwrap_or(b"");
+        let segments = || parent.split(|b| *b == b'/').filter(|s| !s.is_empty());
+        let shared = self
+            .chain
+            .iter()
+            .zip(segments())
+            .take_while(|((name, _), seg)| name.as_slice() == *seg)
+            .count();
+        self.chain.truncate(shared);
+        for seg in segments().skip(shared) {
+            let at = self.top();
+            let name = OsStr::from_bytes(seg);
+            let opened = match rustix::fs::openat(at, name, FOLDER_HANDLE, Mode::empty()) {
+                Err(rustix::io::Errno::NOENT) if v1 => {
+                    match rustix::fs::mkdirat(at, name, Mode::from_raw_mode(0o777)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(err) => return Err(self.error("cannot create", stage, e, seg, err)),
+                    }
+                    rustix::fs::openat(at, name, FOLDER_HANDLE, Mode::empty())
+                }
+                other => other,
+            };
+            let fd = opened.map_err(|err| self.error("cannot open", stage, e, seg, err))?;
+            self.chain.push((seg.to_vec(), fd));
+        }
+        Ok(())
+    }
+
+    /// The deepest open folder: after [`Folders::enter`], the entry's parent.
+    fn top(&self) -> &OwnedFd {
+        match (self.chain.last(), &self.source) {
+            (Some((_, fd)), _) | (None, Some((_, fd))) => fd,
+            (None, None) => &self.root,
+        }
+    }
+
+    /// The error for the folder `seg` below the open chain, on the way to `e`.
+    fn error(
+        &self,
+        action: &'static str,
+        stage: &Path,
+        e: &Entry,
+        seg: &[u8],
+        err: rustix::io::Errno,
+    ) -> RecoveryError {
+        let mut path = stage.join(&e.source);
+        for (name, _) in &self.chain {
+            path.push(OsStr::from_bytes(name));
+        }
+        path.push(OsStr::from_bytes(seg));
+        errno(action, &path)(err)
+    }
+}
+
+impl StageWriter {
+    fn open(stage: PathBuf, v1: bool, apply: Apply) -> Result<Self> {
+        let root = rustix::fs::open(&stage, FOLDER_HANDLE, Mode::empty()).map_err(errno("cannot open", &stage))?;
+        Ok(StageWriter {
+            stage,
+            folders: Folders {
+                root,
+                source: None,
+                chain: Vec::new(),
+            },
+            v1,
+            apply,
+            skipped: Skipped::default(),
+            large: None,
+        })
+    }
+
+    /// Makes one item, relative to its parent folder's handle.
+    fn make(&mut self, item: Work) -> Result<()> {
+        match item {
+            Work::Folder(e) => {
+                self.folders.enter(&e, &self.stage, self.v1)?;
+                rustix::fs::mkdirat(
+                    self.folders.top(),
+                    file_name(&e),
+                    Mode::from_raw_mode(staging_folder_mode(&e)),
+                )
+                .map_err(|err| errno("cannot create", &entry_path(&self.stage, &e))(err))
+            }
+            Work::File(e, pieces) => {
+                let mut sink = self.create(&e)?;
+                for piece in &pieces {
+                    sink.write(piece)
+                        .map_err(|err| io_err("cannot write", &entry_path(&self.stage, &e))(err))?;
+                }
+                let path = || entry_path(&self.stage, &e);
+                sink.finish(&e, self.apply, &path, &mut self.skipped)
+            }
+            Work::LargeStart(e) => {
+                let sink = self.create(&e)?;
+                self.large = Some((e, sink));
+                Ok(())
+            }
+            Work::LargePiece(piece) => match &mut self.large {
+                Some((e, sink)) => sink
+                    .write(&piece)
+                    .map_err(|err| io_err("cannot write", &entry_path(&self.stage, e))(err)),
+                None => Err(RecoveryError::Usage("restore writer: a piece of no file".into())),
+            },
+            Work::LargeEnd => match self.large.take() {
+                Some((e, sink)) => {
+                    let path = || entry_path(&self.stage, &e);
+                    sink.finish(&e, self.apply, &path, &mut self.skipped)
+                }
+                None => Err(RecoveryError::Usage("restore writer: the end of no file".into())),
+            },
+            Work::Symlink(e) => self.symlink(&e),
+            Work::HardLink(e) => {
+                let EntryKind::HardLink { target } = &e.kind else {
+                    return Err(RecoveryError::Usage("restore writer: not a hard link".into()));
+                };
+                // The target's path from the staging folder (an earlier file
+                // of the same source: items are made in order).
+                let mut from = Vec::with_capacity(e.source.len() + 1 + target.as_bytes().len());
+                from.extend_from_slice(e.source.as_bytes());
+                from.push(b'/');
+                from.extend_from_slice(target.as_bytes());
+                self.folders.enter(&e, &self.stage, self.v1)?;
+                rustix::fs::linkat(
+                    &self.folders.root,
+                    OsStr::from_bytes(&from),
+                    self.folders.top(),
+                    file_name(&e),
+                    rustix::fs::AtFlags::empty(),
+                )
+                .map_err(|err| errno("cannot create the hard link", &entry_path(&self.stage, &e))(err))
+            }
+        }
+    }
+
+    /// Creates the file `e` (new; readable by its owner only until its mode
+    /// is applied), ready for its stream bytes.
+    fn create(&mut self, e: &Entry) -> Result<FileSink> {
+        self.folders.enter(e, &self.stage, self.v1)?;
+        let fd = rustix::fs::openat(self.folders.top(), file_name(e), NEW_FILE, Mode::from_raw_mode(0o600))
+            .map_err(|err| errno("cannot create", &entry_path(&self.stage, e))(err))?;
+        Ok(FileSink::new(fd, e))
+    }
+
+    /// Makes the symbolic link `e` → its target, with its owner and time.
+    fn symlink(&mut self, e: &Entry) -> Result<()> {
+        let EntryKind::Symlink { target } = &e.kind else {
+            return Err(RecoveryError::Usage("restore writer: not a symbolic link".into()));
+        };
+        self.folders.enter(e, &self.stage, self.v1)?;
+        let at = self.folders.top();
+        let name = file_name(e);
+        let path = || entry_path(&self.stage, e);
+        rustix::fs::symlinkat(OsStr::from_bytes(target), at, name)
+            .map_err(errno_at("cannot create the link", &path))?;
+        if let Some((uid, gid)) = e.owner {
+            if self.apply.owners {
+                rustix::fs::chownat(
+                    at,
+                    name,
+                    Some(rustix::fs::Uid::from_raw(uid)),
+                    Some(rustix::fs::Gid::from_raw(gid)),
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(errno_at("cannot give an owner to", &path))?;
+            } else {
+                self.skipped.owners += 1;
+            }
+        }
+        if !e.xattrs.is_empty() {
+            // Linux refuses user.* attributes on links; other namespaces need
+            // privileges a restore should not assume.
+            self.skipped.xattr("not restored on symbolic links".to_owned());
+        }
+        if let Some(t) = timestamps(e) {
+            rustix::fs::utimensat(at, name, &t, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(errno_at("cannot set the time of", &path))?;
+        }
+        Ok(())
+    }
+
+    /// After the last item: nothing may be left half made.
+    fn end(self) -> Result<Skipped> {
+        if self.large.is_some() {
+            return Err(RecoveryError::Usage(
+                "restore writer: a file was left unfinished".into(),
+            ));
+        }
+        Ok(self.skipped)
+    }
 }
 
 /// Applies a folder entry's metadata to its final folder, opened beneath
@@ -805,7 +1154,7 @@ fn apply_folder_sync(dir: &Path, e: &Entry, apply: Apply) -> Result<Skipped> {
         Err(rustix::io::Errno::NOSYS) => open_beneath(&base, &rel, &path)?,
         Err(e) => return Err(errno("cannot open", &path)(e)),
     };
-    apply_meta(&fd, e, apply, &path, &mut skipped)?;
+    apply_meta(&fd, e, apply, &|| path.clone(), &mut skipped)?;
     Ok(skipped)
 }
 

@@ -115,6 +115,17 @@ pub async fn put_archive(
 /// An archive built with the sans-IO core, bypassing the writer's name rules
 /// (what a hostile or buggy producer could make). Returns bytes and id.
 pub fn crafted_archive(cert: &Certificate, entries: &[(&str, &str, &[u8])], version: &str) -> (Vec<u8>, ArchiveId) {
+    crafted_archive_with_wrong_hash(cert, entries, version, None)
+}
+
+/// [`crafted_archive`], the entry at `wrong_hash` (if any) recorded with a
+/// SHA-256 its content does not have (its frame still authenticates).
+pub fn crafted_archive_with_wrong_hash(
+    cert: &Certificate,
+    entries: &[(&str, &str, &[u8])],
+    version: &str,
+    wrong_hash: Option<usize>,
+) -> (Vec<u8>, ArchiveId) {
     let file_key = FileKey::generate().unwrap();
     let salt = [3u8; 32];
     let keys = ArchiveKeys::derive(&file_key, &salt);
@@ -151,8 +162,12 @@ pub fn crafted_archive(cert: &Certificate, entries: &[(&str, &str, &[u8])], vers
         out.extend(frame);
     }
     let mut offset = 0;
-    for (source, path, d) in entries {
-        let mut entry = Entry::file(*source, *path, d.len() as u64, Sha256::digest(d).into());
+    for (i, (source, path, d)) in entries.iter().enumerate() {
+        let mut sha256: [u8; 32] = Sha256::digest(d).into();
+        if wrong_hash == Some(i) {
+            sha256[0] ^= 1;
+        }
+        let mut entry = Entry::file(*source, *path, d.len() as u64, sha256);
         entry.offset = offset;
         index.entries.push(entry);
         offset += d.len() as u64;

@@ -1,0 +1,273 @@
+//! The restore's staging writer (a thread fed batches of entries in archive
+//! order, making them relative to open folder handles): many small files
+//! across many folders land in their folders; links made in the same batch
+//! as their files; a failure midway — a damaged entry, a frame that does not
+//! authenticate, an entry the file system refuses — places nothing and
+//! leaves no staging folder.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use ibs_archive::{ArchiveWriter, EntryMeta, WriterOptions};
+use ibs_recovery::{Backup, Choice, Recovery, RecoveryError, RestoreOptions};
+use ibs_storage::StorageTarget;
+
+async fn newest(target: &Arc<dyn StorageTarget>) -> Backup {
+    Recovery::new(target.clone(), instance())
+        .open_choice(&Choice::Newest, &[&pair_a().identity])
+        .await
+        .unwrap()
+}
+
+/// A small document, different for every `i` (a few bytes to ~1 KiB).
+fn doc(i: usize) -> Vec<u8> {
+    format!("{{\"n\": {i}, \"pad\": \"{}\"}}\n", "x".repeat(i * 37 % 1000)).into_bytes()
+}
+
+/// Writes and commits a version 2 backup of `entries` (in key order), with
+/// frames of `frame_size` bytes. Returns the archive's bytes too.
+async fn put_entries(target: &Arc<dyn StorageTarget>, entries: Vec<(EntryMeta, Vec<u8>)>, frame_size: u32) -> Vec<u8> {
+    let cert = &pair_a().cert;
+    let mut w = ArchiveWriter::new(
+        Vec::new(),
+        &[cert],
+        WriterOptions::default()
+            .created(T0)
+            .producer_version("1.0")
+            .label("fqdn", FQDN)
+            .label("region", REGION)
+            .frame_size(frame_size),
+    )
+    .unwrap();
+    for (meta, data) in entries {
+        w.add_entry(meta, &data[..]).unwrap();
+    }
+    let (archive, summary) = w.finish().unwrap();
+    put_archive(target, archive.clone(), summary.archive_id, &[cert], T0, "1.0").await;
+    archive
+}
+
+/// Every file under `dir` (relative path, content), sorted.
+fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                walk(root, &p, out);
+            } else if m.is_file() {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Nothing at all under `dir` (no file, no folder, no staging folder).
+fn assert_empty(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Paths of a tree with folders at several depths, in key order: each
+/// folder's files, then its subfolders, then files again in the parent
+/// (so the writer's open folders go down and back up many times).
+fn tree_paths() -> Vec<String> {
+    let mut paths = Vec::new();
+    for a in 0..6 {
+        for b in 0..5 {
+            for f in 0..4 {
+                paths.push(format!("d{a}/s{b}/deep/f{f}.json"));
+            }
+            for f in 0..7 {
+                paths.push(format!("d{a}/s{b}/f{f}.json"));
+            }
+        }
+        for f in 0..3 {
+            paths.push(format!("d{a}/t{f}.xml"));
+        }
+    }
+    for f in 0..5 {
+        paths.push(format!("z{f}.json"));
+    }
+    paths.sort_by(|a, b| ibs_archive::path_cmp(a.as_bytes(), b.as_bytes()));
+    paths
+}
+
+#[tokio::test]
+async fn many_small_files_across_many_folders_and_sources_land_in_their_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    let mut expected = Vec::new();
+    let mut entries = Vec::new();
+    for source in ["alpha", "beta"] {
+        for (i, path) in tree_paths().into_iter().enumerate() {
+            let data = doc(i + source.len());
+            expected.push((format!("{source}/{path}"), data.clone()));
+            entries.push((EntryMeta::new(source, path.as_str()).mode(0o640), data));
+        }
+    }
+    // Small frames: files span frames and batches end mid-frame.
+    put_entries(&target, entries, 4096).await;
+    let backup = newest(&target).await;
+    let out = tempfile::tempdir().unwrap();
+    let report = backup.restore_to(out.path(), &RestoreOptions::default()).await.unwrap();
+    assert_eq!(report.files, expected.len() as u64);
+    expected.sort();
+    assert_eq!(files_under(out.path()), expected);
+    let mode = std::fs::metadata(out.path().join("beta/d3/s2/deep/f1.json"))
+        .unwrap()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o640);
+}
+
+#[tokio::test]
+async fn links_made_in_the_same_batch_as_their_files_are_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    let mut entries = vec![
+        (EntryMeta::new("s", "a").folder(), Vec::new()),
+        (EntryMeta::new("s", "a/one.json"), doc(1)),
+        (EntryMeta::new("s", "a/one.link").hard_link("a/one.json"), Vec::new()),
+        (EntryMeta::new("s", "a/sub").folder(), Vec::new()),
+        (EntryMeta::new("s", "a/sub/two.json"), doc(2)),
+        (EntryMeta::new("s", "a/sub/up").symlink("../one.json"), Vec::new()),
+        (
+            EntryMeta::new("s", "a/two.link").hard_link("a/sub/two.json"),
+            Vec::new(),
+        ),
+    ];
+    for i in 0..20 {
+        entries.push((EntryMeta::new("s", format!("b/{i:02}.json").as_str()), doc(i)));
+    }
+    entries.push((EntryMeta::new("s", "c.link").hard_link("b/07.json"), Vec::new()));
+    put_entries(&target, entries, 1 << 20).await;
+    let backup = newest(&target).await;
+    let out = tempfile::tempdir().unwrap();
+    let report = backup.restore_to(out.path(), &RestoreOptions::default()).await.unwrap();
+    assert_eq!((report.files, report.hard_links, report.symlinks), (22, 3, 1));
+    let s = out.path().join("s");
+    let ino = |p: &str| std::fs::symlink_metadata(s.join(p)).unwrap().ino();
+    assert_eq!(ino("a/one.json"), ino("a/one.link"));
+    assert_eq!(ino("a/sub/two.json"), ino("a/two.link"));
+    assert_eq!(ino("b/07.json"), ino("c.link"));
+    assert_eq!(std::fs::metadata(s.join("c.link")).unwrap().nlink(), 2);
+    assert_eq!(
+        std::fs::read_link(s.join("a/sub/up")).unwrap(),
+        Path::new("../one.json")
+    );
+    assert_eq!(std::fs::read(s.join("a/sub/up")).unwrap(), doc(1));
+}
+
+#[tokio::test]
+async fn a_damaged_entry_among_many_small_files_places_nothing() {
+    // Version 1 (no folder entries: the writer makes the parents), one
+    // frame, the entry in the middle recorded with a SHA-256 its content
+    // does not have: hundreds of files are staged before it is reached.
+    let cert = &pair_a().cert;
+    let paths = tree_paths();
+    let docs: Vec<Vec<u8>> = (0..paths.len()).map(|i| doc(i % 40)).collect();
+    let entries: Vec<(&str, &str, &[u8])> = paths
+        .iter()
+        .zip(&docs)
+        .map(|(p, d)| ("state", p.as_str(), d.as_slice()))
+        .collect();
+    let middle = entries.len() / 2;
+    let bad_path = paths[middle].clone();
+    for wrong in [None, Some(middle)] {
+        let dir = tempfile::tempdir().unwrap();
+        let target = local(dir.path());
+        let (archive, archive_id) = crafted_archive_with_wrong_hash(cert, &entries, "1.0", wrong);
+        put_archive(&target, archive, archive_id, &[cert], T0, "1.0").await;
+        let backup = newest(&target).await;
+        let out = tempfile::tempdir().unwrap();
+        let restored = backup.restore_to(out.path(), &RestoreOptions::default()).await;
+        match wrong {
+            None => {
+                // The same archive undamaged restores whole (version 1 parents made).
+                assert_eq!(restored.unwrap().files, paths.len() as u64);
+                assert_eq!(files_under(out.path()).len(), paths.len());
+            }
+            Some(_) => {
+                let err = restored.unwrap_err();
+                assert!(err.to_string().contains(&bad_path), "{err}");
+                assert_empty(out.path());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_frame_that_does_not_authenticate_midway_places_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    let entries: Vec<_> = tree_paths()
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (EntryMeta::new("state", p.as_str()), doc(i)))
+        .collect();
+    let archive = put_entries(&target, entries, 4096).await;
+    let backup = newest(&target).await;
+    // Flip a byte two thirds into the archive (in a frame: the index and
+    // footer are at the end and small).
+    let frame = backup.archive().frame_offsets()[backup.archive().frame_offsets().len() * 2 / 3];
+    let mut bytes = archive;
+    bytes[frame as usize + 40] ^= 0x10;
+    let dir2 = tempfile::tempdir().unwrap();
+    let target2 = local(dir2.path());
+    let cert = &pair_a().cert;
+    let id = backup.archive().info().fields().archive_id;
+    put_archive(&target2, bytes, id, &[cert], T0, "1.0").await;
+    let damaged = newest(&target2).await;
+    let out = tempfile::tempdir().unwrap();
+    let err = damaged
+        .restore_to(out.path(), &RestoreOptions::default())
+        .await
+        .unwrap_err();
+    assert!(!matches!(err, RecoveryError::Io { .. }), "{err}");
+    assert_empty(out.path());
+}
+
+#[tokio::test]
+async fn an_entry_the_file_system_refuses_is_named_and_places_nothing() {
+    // A crafted version 1 archive naming one file twice, deep in a tree of
+    // many: the second is refused by the writer thread (created new only),
+    // and the error names it.
+    let cert = &pair_a().cert;
+    let mut paths = tree_paths();
+    let twice = paths[paths.len() / 2].clone();
+    paths.insert(paths.len() / 2, twice.clone());
+    let docs: Vec<Vec<u8>> = (0..paths.len()).map(doc).collect();
+    let entries: Vec<(&str, &str, &[u8])> = paths
+        .iter()
+        .zip(&docs)
+        .map(|(p, d)| ("state", p.as_str(), d.as_slice()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    let (archive, archive_id) = crafted_archive(cert, &entries, "1.0");
+    put_archive(&target, archive, archive_id, &[cert], T0, "1.0").await;
+    let backup = newest(&target).await;
+    let out = tempfile::tempdir().unwrap();
+    let err = backup
+        .restore_to(out.path(), &RestoreOptions::default())
+        .await
+        .unwrap_err();
+    match &err {
+        RecoveryError::Io { action, path, .. } => {
+            assert_eq!(*action, "cannot create", "{err}");
+            assert!(path.ends_with(Path::new("state").join(&twice)), "{err}");
+        }
+        other => panic!("{other}"),
+    }
+    assert_empty(out.path());
+}
