@@ -99,6 +99,8 @@ const BATCH_BYTES: u64 = 4 << 20;
 /// (and the one being filled): at most 4 × [`BATCH_ITEMS`] items and about
 /// 4 × [`BATCH_BYTES`] bytes in flight, whatever the backup's size.
 const QUEUED_BATCHES: usize = 2;
+/// Folders whose metadata one blocking task applies.
+const FOLDER_BATCH: usize = 256;
 /// Names read from a staged folder per batch while merging.
 const MERGE_BATCH: usize = 1024;
 
@@ -679,6 +681,8 @@ impl Backup {
         skipped: &mut Skipped,
     ) -> Result<()> {
         let mut open: Vec<Entry> = Vec::new();
+        // Closed folders, in the order they closed, applied a batch at a time.
+        let mut ready: Vec<Entry> = Vec::new();
         let mut entries = std::pin::pin!(self.entries());
         loop {
             let next = match entries.next().await {
@@ -694,14 +698,17 @@ impl Backup {
                     break;
                 }
                 let folder = open.pop().ok_or_else(|| RecoveryError::Usage("folder stack".into()))?;
-                let (d, f) = (dir.to_owned(), folder);
-                skipped.add(blocking(move || apply_folder_sync(&d, &f, apply)).await?);
+                ready.push(folder);
+                if ready.len() >= FOLDER_BATCH {
+                    skipped.add(apply_folder_batch(dir, std::mem::take(&mut ready), apply).await?);
+                }
             }
             let Some(e) = next else { break };
             if e.kind == EntryKind::Folder && wanted.contains(&e.source) {
                 open.push(e);
             }
         }
+        skipped.add(apply_folder_batch(dir, ready, apply).await?);
         Ok(())
     }
 }
@@ -1130,20 +1137,38 @@ impl StageWriter {
     }
 }
 
-/// Applies a folder entry's metadata to its final folder, opened beneath
-/// `dir` without following any link.
-fn apply_folder_sync(dir: &Path, e: &Entry, apply: Apply) -> Result<Skipped> {
-    let mut skipped = Skipped::default();
-    if e.mode.is_none() && e.owner.is_none() && e.mtime.is_none() && e.xattrs.is_empty() {
-        return Ok(skipped);
+/// Applies a batch of folder entries' metadata, in order, in one blocking
+/// task (the restore folder opened once for all of them).
+async fn apply_folder_batch(dir: &Path, folders: Vec<Entry>, apply: Apply) -> Result<Skipped> {
+    let needed = |e: &Entry| e.mode.is_some() || e.owner.is_some() || e.mtime.is_some() || !e.xattrs.is_empty();
+    if !folders.iter().any(needed) {
+        return Ok(Skipped::default());
     }
+    let dir = dir.to_owned();
+    blocking(move || {
+        let base = rustix::fs::open(
+            &dir,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno("cannot open", &dir))?;
+        let mut skipped = Skipped::default();
+        for e in folders.iter().filter(|e| needed(e)) {
+            apply_folder_sync(&dir, &base, e, apply, &mut skipped)?;
+        }
+        Ok(skipped)
+    })
+    .await
+}
+
+/// Applies a folder entry's metadata to its final folder, opened beneath
+/// `dir` (open as `base`) without following any link.
+fn apply_folder_sync(dir: &Path, base: &OwnedFd, e: &Entry, apply: Apply, skipped: &mut Skipped) -> Result<()> {
     let rel = Path::new(&e.source).join(e.path.as_os_str());
     let path = dir.join(&rel);
-    let base = rustix::fs::open(dir, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(errno("cannot open", dir))?;
     let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = match rustix::fs::openat2(
-        &base,
+        base,
         &rel,
         flags,
         Mode::empty(),
@@ -1151,11 +1176,10 @@ fn apply_folder_sync(dir: &Path, e: &Entry, apply: Apply) -> Result<Skipped> {
     ) {
         Ok(fd) => fd,
         // Kernels before 5.6: check each component by hand.
-        Err(rustix::io::Errno::NOSYS) => open_beneath(&base, &rel, &path)?,
+        Err(rustix::io::Errno::NOSYS) => open_beneath(base, &rel, &path)?,
         Err(e) => return Err(errno("cannot open", &path)(e)),
     };
-    apply_meta(&fd, e, apply, &|| path.clone(), &mut skipped)?;
-    Ok(skipped)
+    apply_meta(&fd, e, apply, &|| path.clone(), skipped)
 }
 
 fn open_beneath(base: &OwnedFd, rel: &Path, path: &Path) -> Result<OwnedFd> {
