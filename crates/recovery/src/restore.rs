@@ -473,7 +473,9 @@ impl Backup {
     /// [`Backup::restore_to`] into the folder `lock` holds. A caller that may
     /// stop the restore (drop this future) keeps the lock until it has
     /// removed the leftovers ([`RestoreLock::remove_leftovers`]) — after
-    /// every write the runtime still runs has finished.
+    /// every write the runtime still runs has finished. (The staging
+    /// writer's thread is not the runtime's: dropping the future stops it
+    /// after the item it is making and waits for it.)
     #[tracing::instrument(name = "restore", level = "info", skip_all, fields(id = %self.info().id, dir = %lock.path().display()))]
     pub async fn restore_locked(&self, lock: &RestoreLock, options: &RestoreOptions) -> Result<RestoreReport> {
         let dir = lock.path().to_owned();
