@@ -197,18 +197,22 @@ pub const CONSISTENT_READ_MAX: u64 = 8 << 20;
 /// last read (or, in strict mode, fails the source).
 const REREADS: usize = 3;
 
-/// Files read ahead of the archive writer, on the blocking pool.
-const PREFETCH_FILES: usize = 16;
-
-/// Bytes of file data read ahead at most (a file counts by its size when listed).
-const PREFETCH_BYTES: u64 = 16 << 20;
-
-/// Entries one step of the walk lists at most (one blocking task per step,
-/// and at most one folder read per step).
+/// Entries one step of the walk lists at most (at most one folder read per
+/// step).
 const WALK_BATCH: usize = 256;
 
-/// Entries queued ahead of the sink at most, listed or being read.
-const QUEUE_MAX: usize = 512;
+/// Entries per hand-off from the reader to the capture at most.
+const BATCH_ENTRIES: usize = 64;
+
+/// Bytes of file data per hand-off at most (a larger file goes alone).
+const BATCH_BYTES: u64 = 2 << 20;
+
+/// Hand-offs queued between the reader and the capture at most.
+const BATCHES_AHEAD: usize = 8;
+
+/// The read-ahead budget: bytes of file data, in KiB, read and not yet
+/// taken by the sink.
+const PREFETCH_KIB: u32 = 16 << 10;
 
 /// The longest path the archive format records (FORMAT.md §14.5).
 const MAX_PATH: usize = 4096;
@@ -273,15 +277,20 @@ const MAX_XATTR_BYTES: usize = 64 << 10;
 /// see [`crate::Settings::prepare_source`]).
 ///
 /// Memory: the walk streams. It holds the sorted names of each folder on
-/// the way from the root to the current one (depth × the widest folder),
-/// up to 512 entries listed ahead, and small files read ahead, up to 16
-/// files and 16 MiB at a time, on the blocking pool (one blocking task per
-/// file: stat, read, stat), so reading overlaps with compression and
-/// encryption; entries still enter the archive in key order. It does not
+/// the way from the root to the current one (depth × the widest folder).
+/// One reader thread (from the blocking pool, for the whole capture) walks
+/// and reads the small files in key order ahead of the archive writer —
+/// up to 16 MiB of file data and 8 hand-offs of at most 64 entries — and
+/// hands them over in batches, so reading overlaps with compression and
+/// encryption without a hand-off per file; a file is read with one `open`
+/// and one `fstat` on the open file (its `lstat` from the listing is the
+/// "before" of the change check). Entries still enter the archive in key
+/// order. It does not
 /// grow with the number of files, with one exception: to find hard links,
 /// the capture remembers the (device, inode) and path of every captured
-/// file that has more than one link, so that map grows with the number of
-/// multiply-linked files (about 100 bytes each plus the path).
+/// file that has more than one link (and the reader their (device, inode)
+/// once more), so that map grows with the number of multiply-linked files
+/// (about 100 bytes each plus the path).
 #[derive(Clone, Debug)]
 pub struct DirectorySource {
     name: String,
@@ -474,44 +483,58 @@ fn vanished(e: &std::io::Error) -> bool {
 }
 
 /// Reads a file whole, again while it changes under the reader (blocking).
-/// A read counts only if the file's stamp was not racy before it and is the
-/// same after it; after [`REREADS`] re-reads the last read is returned as
-/// changed. The error is the reason (the caller names the path).
-fn read_consistent(path: &Path) -> std::result::Result<Read, String> {
+///
+/// `listed` is the file's `lstat` from the walk: it is the "before" of the
+/// first read, so a file that is read once costs one `open` and one `fstat`
+/// on the open file (the "after"), not a stat by path before and after. A
+/// read counts only if the stamp it starts from was not racy when the read
+/// began and the open file's stamp (inode included: a file replaced since
+/// it was listed is another inode) is the same after it; a re-read starts
+/// from the last read's "after". After [`REREADS`] re-reads the last read
+/// is returned as changed. The error is the reason (the caller names the
+/// path).
+fn read_consistent(path: &Path, listed: &Stat) -> std::result::Result<Read, String> {
+    if listed.size > CONSISTENT_READ_MAX {
+        return Ok(Read::Large);
+    }
+    let mut before = *listed;
     let mut attempt = 0;
     loop {
         let last_try = attempt == REREADS;
         attempt += 1;
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) if vanished(&e) => return Ok(Read::Vanished),
-            Err(e) => return Err(format!("cannot stat the file: {e}")),
-        };
-        if !meta.is_file() {
-            // Opening a folder fails and a FIFO would block: this is no longer the file listed.
-            return Err(format!(
-                "was listed as a regular file but is now a {}; it was replaced during the backup",
-                kind_of(&meta)
-            ));
-        }
-        let before = stat_of(&meta);
-        if before.size > CONSISTENT_READ_MAX {
-            return Ok(Read::Large);
-        }
         if racy(&before) && !last_try {
+            // Its stamp is still valid as "before": only time must pass.
             std::thread::sleep(RACY_WINDOW);
             continue;
         }
-        let (data, extents, complete) = match read_small(path, &before) {
-            Ok(read) => read,
+        let file = match open_listed_file(path) {
+            Ok(file) => file,
             Err(e) if vanished(&e) => return Ok(Read::Vanished),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                return Err(
+                    "was listed as a regular file but is now a symbolic link; it was replaced during the backup"
+                        .to_owned(),
+                );
+            }
             Err(e) => return Err(format!("cannot read the file: {e}")),
         };
-        let after = match std::fs::symlink_metadata(path) {
-            Ok(m) => stat_of(&m),
-            // Deleted right after the read: what was read is what there was.
-            Err(e) if vanished(&e) => before,
+        let read = read_small(&file, &before);
+        let after = match file.metadata() {
+            Ok(m) if m.is_file() => stat_of(&m),
+            Ok(m) => {
+                // A folder opens and then fails to read; a FIFO opens (non-blocking) and reads nothing.
+                return Err(format!(
+                    "was listed as a regular file but is now a {}; it was replaced during the backup",
+                    kind_of(&m)
+                ));
+            }
             Err(e) => return Err(format!("cannot stat the file: {e}")),
+        };
+        let (data, extents, complete) = match read {
+            Ok(Some(read)) => read,
+            // It grew past the in-memory limit since it was listed: streamed instead.
+            Ok(None) => return Ok(Read::Large),
+            Err(e) => return Err(format!("cannot read the file: {e}")),
         };
         let settled = !racy(&before)
             && after.stamp() == before.stamp()
@@ -525,22 +548,61 @@ fn read_consistent(path: &Path) -> std::result::Result<Read, String> {
                 changed: !settled,
             });
         }
+        before = after;
     }
 }
 
-/// Reads a small file (blocking): all of it, or only its data extents when
-/// it has holes. `false` when an extent ended early (the file shrank; the
-/// rest is zeros).
-fn read_small(path: &Path, stat: &Stat) -> std::io::Result<(Vec<u8>, Option<Sparse>, bool)> {
+/// Opens a file the walk listed as a regular file, for reading (blocking):
+/// never following a link (`ELOOP` if it became one) and non-blocking, so
+/// that a FIFO put in its place is not waited on (the caller's `fstat`
+/// then tells what it is). A device node put there between the listing and
+/// this open is opened like any file; the walk's own `lstat` has the same
+/// window.
+fn open_listed_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// Reads a small open file (blocking): all of it, or only its data extents
+/// when `stat` says it has holes. The flag is `false` when an extent ended
+/// early (the file shrank; the rest is zeros). `None` when the file has
+/// grown past [`CONSISTENT_READ_MAX`] (it is then streamed). No `fstat`:
+/// the buffer is sized from `stat`, read to the end of the file.
+#[allow(clippy::type_complexity)]
+fn read_small(file: &std::fs::File, stat: &Stat) -> std::io::Result<Option<(Vec<u8>, Option<Sparse>, bool)>> {
     use std::io::Read as _;
-    if !stat.looks_sparse() {
-        return Ok((std::fs::read(path)?, None, true));
-    }
-    let mut file = std::fs::File::open(path)?;
-    let Some(extents) = data_extents(&file, stat.size) else {
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)?;
-        return Ok((data, None, true));
+    let extents = if stat.looks_sparse() {
+        data_extents(file, stat.size)
+    } else {
+        None
+    };
+    let Some(extents) = extents else {
+        // One byte more than listed, so that the end is seen without another read in the usual case.
+        let limit = usize::try_from(CONSISTENT_READ_MAX).unwrap_or(usize::MAX);
+        let mut data = vec![0u8; usize::try_from(stat.size).unwrap_or(limit).min(limit) + 1];
+        let mut filled = 0;
+        let mut reader = file;
+        loop {
+            if filled == data.len() {
+                if filled > limit {
+                    return Ok(None);
+                }
+                data.resize((filled * 2).clamp(8 << 10, limit + 1), 0);
+            }
+            match reader.read(&mut data[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        data.truncate(filled);
+        return Ok(Some((data, None, true)));
     };
     let total: u64 = extents.iter().map(|x| x.len).sum();
     let mut data = vec![0u8; usize::try_from(total).unwrap_or(0)];
@@ -548,10 +610,10 @@ fn read_small(path: &Path, stat: &Stat) -> std::io::Result<(Vec<u8>, Option<Spar
     let mut at = 0usize;
     for x in &extents {
         let len = usize::try_from(x.len).unwrap_or(0);
-        complete &= read_at_most(&file, x.offset, &mut data[at..at + len])?;
+        complete &= read_at_most(file, x.offset, &mut data[at..at + len])?;
         at += len;
     }
-    Ok((data, Some((stat.size, extents)), complete))
+    Ok(Some((data, Some((stat.size, extents)), complete)))
 }
 
 /// Fills `buf` from `offset` (blocking); `false` when the file ended first
@@ -1223,20 +1285,154 @@ fn escape_path(path: &Path) -> String {
 }
 
 /// An entry on its way to the sink, in key order.
-enum Ahead {
+enum Ready {
     /// Listed, nothing to read.
     Listed(Item),
-    /// A regular file: its read on the blocking pool (none when it is a
-    /// second link to a file already captured).
+    /// A regular file and its read (none when it is a second link to a file
+    /// the reader has read already, or to be streamed by the capture).
     File {
         path: PathBuf,
         rel: Vec<u8>,
         listed: Stat,
         xattrs: Xattrs,
-        /// Bytes it counts for in the read-ahead budget.
-        budget: u64,
-        read: Option<tokio::task::JoinHandle<std::result::Result<Read, String>>>,
+        read: Option<std::result::Result<Read, String>>,
     },
+}
+
+/// What the capture's reader sends, in key order.
+enum Batch {
+    /// The next entries, and the read-ahead budget their data holds
+    /// (returned when the batch is dropped).
+    Entries(Vec<Ready>, Option<tokio::sync::OwnedSemaphorePermit>),
+    /// The walk failed at this path, for this reason; nothing follows.
+    Failed(PathBuf, String),
+    /// The walk is done.
+    Done,
+}
+
+/// The budget a file's read takes, in KiB (its size when listed).
+fn budget_kib(size: u64) -> u32 {
+    u32::try_from(size.min(CONSISTENT_READ_MAX).div_ceil(1024))
+        .unwrap_or(PREFETCH_KIB)
+        .clamp(1, PREFETCH_KIB)
+}
+
+/// Closes the read-ahead budget when the capture ends (also when it is
+/// dropped midway), so that a reader waiting for budget stops.
+struct CloseOnDrop(std::sync::Arc<tokio::sync::Semaphore>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// The capture's reader (blocking; runs on its own blocking-pool thread for
+/// the whole capture): walks and reads small files in key order and hands
+/// them to the capture in batches, so one hand-off carries many files. It
+/// stops when the capture stops listening or the budget is closed.
+fn read_ahead(
+    mut walker: Walker,
+    tx: &tokio::sync::mpsc::Sender<Batch>,
+    budget: &std::sync::Arc<tokio::sync::Semaphore>,
+    runtime: &tokio::runtime::Handle,
+) {
+    // (device, inode) of files with more than one link that were read (or
+    // left to be streamed): a later name of the same file is not read again.
+    let mut read_links: std::collections::HashSet<(u64, u64)> = std::collections::HashSet::new();
+    let mut items: Vec<Ready> = Vec::new();
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let mut bytes = 0u64;
+    let send = |items: &mut Vec<Ready>, held: &mut Option<tokio::sync::OwnedSemaphorePermit>, bytes: &mut u64| {
+        *bytes = 0;
+        tx.blocking_send(Batch::Entries(std::mem::take(items), held.take()))
+            .is_ok()
+    };
+    loop {
+        let listed = match walker.next_batch() {
+            Ok(listed) => listed,
+            Err((path, reason)) => {
+                if send(&mut items, &mut held, &mut bytes) {
+                    let _ = tx.blocking_send(Batch::Failed(path, reason));
+                }
+                return;
+            }
+        };
+        if listed.is_empty() {
+            if send(&mut items, &mut held, &mut bytes) {
+                let _ = tx.blocking_send(Batch::Done);
+            }
+            return;
+        }
+        for item in listed {
+            let Item::File {
+                path,
+                rel,
+                listed: stat,
+                xattrs,
+            } = item
+            else {
+                items.push(Ready::Listed(item));
+                continue;
+            };
+            let known_link = stat.nlink > 1 && read_links.contains(&(stat.dev, stat.ino));
+            let read = if known_link || stat.size > CONSISTENT_READ_MAX {
+                None
+            } else {
+                let cost = budget_kib(stat.size);
+                let permit = match std::sync::Arc::clone(budget).try_acquire_many_owned(cost) {
+                    Ok(permit) => permit,
+                    Err(tokio::sync::TryAcquireError::Closed) => return,
+                    Err(tokio::sync::TryAcquireError::NoPermits) => {
+                        // What this batch holds is returned only once the capture has it.
+                        if !items.is_empty() && !send(&mut items, &mut held, &mut bytes) {
+                            return;
+                        }
+                        match runtime.block_on(std::sync::Arc::clone(budget).acquire_many_owned(cost)) {
+                            Ok(permit) => permit,
+                            Err(_) => return,
+                        }
+                    }
+                };
+                match held.as_mut() {
+                    Some(h) => h.merge(permit),
+                    None => held = Some(permit),
+                }
+                let read = read_consistent(&path, &stat);
+                if let Ok(Read::Whole { data, .. }) = &read {
+                    bytes += data.len() as u64;
+                }
+                Some(read)
+            };
+            if stat.nlink > 1 {
+                match &read {
+                    Some(Ok(Read::Whole { stat: now, .. })) => {
+                        read_links.insert((now.dev, now.ino));
+                    }
+                    Some(Ok(Read::Large)) | None => {
+                        read_links.insert((stat.dev, stat.ino));
+                    }
+                    _ => {}
+                }
+            }
+            items.push(Ready::File {
+                path,
+                rel,
+                listed: stat,
+                xattrs,
+                read,
+            });
+            if (items.len() >= BATCH_ENTRIES || bytes >= BATCH_BYTES) && !send(&mut items, &mut held, &mut bytes) {
+                return;
+            }
+        }
+        if !items.is_empty() && tx.capacity() == tx.max_capacity() {
+            // The capture has taken everything: give it what there is rather than let it wait.
+            if !send(&mut items, &mut held, &mut bytes) {
+                return;
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -1246,91 +1442,58 @@ impl BackupSource for DirectorySource {
     }
 
     async fn capture(&self, sink: &mut dyn EntrySink) -> Result<()> {
-        // The walk runs one step at a time on the blocking pool; reads of
-        // small files run ahead of the sink, bounded in files and bytes;
-        // everything is consumed in key order.
+        // One reader walks and reads small files in key order on its own
+        // blocking-pool thread, ahead of the sink (bounded in batches and in
+        // bytes), handing them over in batches; everything is consumed in
+        // key order.
         let names = tokio::task::spawn_blocking(OwnerNames::load).await.unwrap_or_default();
         let filter = Filter {
             excludes: self.excludes.clone(),
             skip: self.skip_folders.clone(),
         };
-        let mut walker = Some(Walker::new(self.root.clone(), filter, self.xattrs));
-        let mut listed = std::collections::VecDeque::new();
-        let mut ahead: std::collections::VecDeque<Ahead> = std::collections::VecDeque::new();
-        let (mut ahead_files, mut ahead_bytes) = (0usize, 0u64);
+        let walker = Walker::new(self.root.clone(), filter, self.xattrs);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(PREFETCH_KIB as usize));
+        let _close = CloseOnDrop(std::sync::Arc::clone(&budget));
+        let runtime = tokio::runtime::Handle::current();
+        let reader = tokio::task::spawn_blocking(move || read_ahead(walker, &tx, &budget, &runtime));
         // (device, inode) → the first path captured, of files with more than one link.
         let mut links: std::collections::HashMap<(u64, u64), EntryPath> = std::collections::HashMap::new();
         let mut captured = 0u64;
+        let mut batch = Vec::new().into_iter();
+        let mut _held = None;
         loop {
-            while ahead_files < PREFETCH_FILES && ahead.len() < QUEUE_MAX {
-                if listed.is_empty()
-                    && let Some(mut w) = walker.take()
-                {
-                    let (w, batch) = tokio::task::spawn_blocking(move || {
-                        let batch = w.next_batch();
-                        (w, batch)
-                    })
-                    .await
-                    .map_err(|source| ControllerError::Task {
-                        task: "folder walk",
-                        source,
-                    })?;
-                    let batch = batch.map_err(|(path, reason)| self.error(&path, reason))?;
-                    if !batch.is_empty() {
-                        walker = Some(w);
+            let next = match batch.next() {
+                Some(next) => next,
+                None => match rx.recv().await {
+                    Some(Batch::Entries(items, permit)) => {
+                        batch = items.into_iter();
+                        // The previous batch's budget is returned here.
+                        _held = permit;
+                        continue;
                     }
-                    listed.extend(batch);
-                }
-                let Some(next) = listed.front() else { break };
-                let Item::File { listed: stat, .. } = next else {
-                    if let Some(item) = listed.pop_front() {
-                        ahead.push_back(Ahead::Listed(item));
+                    Some(Batch::Failed(path, reason)) => return Err(self.error(&path, reason)),
+                    Some(Batch::Done) => break,
+                    None => {
+                        // The reader stopped without a word: it panicked.
+                        return Err(match reader.await {
+                            Err(source) => ControllerError::Task {
+                                task: "folder walk",
+                                source,
+                            },
+                            Ok(()) => self.error(&self.root, "the folder walk stopped before its end"),
+                        });
                     }
-                    continue;
-                };
-                let budget = stat.size.min(CONSISTENT_READ_MAX);
-                if ahead_files > 0 && ahead_bytes + budget > PREFETCH_BYTES {
-                    break;
-                }
-                let Some(Item::File {
-                    path,
-                    rel,
-                    listed: stat,
-                    xattrs,
-                }) = listed.pop_front()
-                else {
-                    break;
-                };
-                let known_link = stat.nlink > 1 && links.contains_key(&(stat.dev, stat.ino));
-                let read = (!known_link).then(|| {
-                    let path = path.clone();
-                    tokio::task::spawn_blocking(move || read_consistent(&path))
-                });
-                let budget = if read.is_some() {
-                    ahead_files += 1;
-                    ahead_bytes += budget;
-                    budget
-                } else {
-                    0
-                };
-                ahead.push_back(Ahead::File {
-                    path,
-                    rel,
-                    listed: stat,
-                    xattrs,
-                    budget,
-                    read,
-                });
-            }
-            let Some(next) = ahead.pop_front() else { break };
+                },
+            };
             match next {
-                Ahead::Listed(Item::Problem(path, problem)) => self.problem(sink, &path, problem)?,
-                Ahead::Listed(Item::Folder { rel, stat, xattrs }) => {
+                Ready::Listed(Item::Problem(path, problem)) => self.problem(sink, &path, problem)?,
+                Ready::Listed(Item::Folder { rel, stat, xattrs }) => {
                     sink.begin(self.meta(&rel, &stat, xattrs, &names).folder()).await?;
                     sink.end().await?;
                     captured += 1;
                 }
-                Ahead::Listed(Item::Symlink {
+                Ready::Listed(Item::Symlink {
                     rel,
                     stat,
                     target,
@@ -1341,29 +1504,17 @@ impl BackupSource for DirectorySource {
                     sink.end().await?;
                     captured += 1;
                 }
-                Ahead::Listed(Item::File { .. }) => {}
-                Ahead::File {
+                Ready::Listed(Item::File { .. }) => {}
+                Ready::File {
                     path,
                     rel,
                     listed: stat,
                     xattrs,
-                    budget,
                     read,
                 } => {
                     let read = match read {
                         None => None,
-                        Some(read) => {
-                            ahead_files -= 1;
-                            ahead_bytes -= budget;
-                            Some(
-                                read.await
-                                    .map_err(|source| ControllerError::Task {
-                                        task: "file read",
-                                        source,
-                                    })?
-                                    .map_err(|reason| self.error(&path, reason))?,
-                            )
-                        }
+                        Some(read) => Some(read.map_err(|reason| self.error(&path, reason))?),
                     };
                     // A second name of a file already captured (by its stat when listed, or when read).
                     let identity = match &read {
@@ -1598,7 +1749,8 @@ mod tests {
         if !stat.looks_sparse() {
             return ibs_storage::conformance::skip_or_fail("this file system does not make holes");
         }
-        let (data, extents, complete) = read_small(&path, &Stat { size: 64 << 20, ..stat }).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let (data, extents, complete) = read_small(&file, &Stat { size: 64 << 20, ..stat }).unwrap().unwrap();
         let (size, extents) = extents.unwrap();
         assert!(complete);
         assert_eq!(size, 64 << 20);
