@@ -1,6 +1,7 @@
 //! Backup sources: what a backup captures.
 
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -422,6 +423,28 @@ fn stat_of(m: &std::fs::Metadata) -> Stat {
     }
 }
 
+/// [`stat_of`] from a `stat` the system gave (`fstatat`, `fstat`). The
+/// field types differ between architectures, hence the casts.
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+fn stat_at(st: &rustix::fs::Stat) -> Stat {
+    Stat {
+        size: st.st_size as u64,
+        mtime: (st.st_mtime as i64, (st.st_mtime_nsec as u32).min(999_999_999)),
+        mode: (st.st_mode as u32) & 0o7777,
+        owner: (st.st_uid as u32, st.st_gid as u32),
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        nlink: st.st_nlink as u64,
+        allocated: (st.st_blocks as u64).saturating_mul(512),
+    }
+}
+
+/// The type of what a `stat` describes.
+#[allow(clippy::unnecessary_cast)]
+fn file_type(st: &rustix::fs::Stat) -> rustix::fs::FileType {
+    rustix::fs::FileType::from_raw_mode(st.st_mode as rustix::fs::RawMode)
+}
+
 /// What must not change while a file is read: size, time, mode, owner and
 /// inode.
 type Stamp = (u64, (i64, u32), u32, (u32, u32), u64);
@@ -493,7 +516,7 @@ fn vanished(e: &std::io::Error) -> bool {
 /// from the last read's "after". After [`REREADS`] re-reads the last read
 /// is returned as changed. The error is the reason (the caller names the
 /// path).
-fn read_consistent(path: &Path, listed: &Stat) -> std::result::Result<Read, String> {
+fn read_consistent(at: &Located, listed: &Stat) -> std::result::Result<Read, String> {
     if listed.size > CONSISTENT_READ_MAX {
         return Ok(Read::Large);
     }
@@ -507,7 +530,7 @@ fn read_consistent(path: &Path, listed: &Stat) -> std::result::Result<Read, Stri
             std::thread::sleep(RACY_WINDOW);
             continue;
         }
-        let file = match open_listed_file(path) {
+        let file = match open_listed_file(at) {
             Ok(file) => file,
             Err(e) if vanished(&e) => return Ok(Read::Vanished),
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
@@ -519,13 +542,13 @@ fn read_consistent(path: &Path, listed: &Stat) -> std::result::Result<Read, Stri
             Err(e) => return Err(format!("cannot read the file: {e}")),
         };
         let read = read_small(&file, &before);
-        let after = match file.metadata() {
-            Ok(m) if m.is_file() => stat_of(&m),
-            Ok(m) => {
+        let after = match rustix::fs::fstat(&file) {
+            Ok(st) if file_type(&st) == rustix::fs::FileType::RegularFile => stat_at(&st),
+            Ok(st) => {
                 // A folder opens and then fails to read; a FIFO opens (non-blocking) and reads nothing.
                 return Err(format!(
                     "was listed as a regular file but is now a {}; it was replaced during the backup",
-                    kind_of(&m)
+                    kind_of(file_type(&st))
                 ));
             }
             Err(e) => return Err(format!("cannot stat the file: {e}")),
@@ -552,16 +575,24 @@ fn read_consistent(path: &Path, listed: &Stat) -> std::result::Result<Read, Stri
     }
 }
 
+/// Where a listed file is: its folder's open handle and its name there,
+/// so that opening it looks up one name, not the whole path.
+struct Located {
+    dir: std::sync::Arc<OwnedFd>,
+    name: std::ffi::OsString,
+}
+
 /// Opens a file the walk listed as a regular file, for reading (blocking):
-/// never following a link (`ELOOP` if it became one) and non-blocking, so
-/// that a FIFO put in its place is not waited on (the caller's `fstat`
-/// then tells what it is). A device node put there between the listing and
-/// this open is opened like any file; the walk's own `lstat` has the same
-/// window.
-fn open_listed_file(path: &Path) -> std::io::Result<std::fs::File> {
+/// relative to its folder's handle, never following a link (`ELOOP` if it
+/// became one) and non-blocking, so that a FIFO put in its place is not
+/// waited on (the caller's `fstat` then tells what it is). A device node put
+/// there between the listing and this open is opened like any file; the
+/// walk's own `lstat` has the same window.
+fn open_listed_file(at: &Located) -> std::io::Result<std::fs::File> {
     use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::open(
-        path,
+    let fd = rustix::fs::openat(
+        &*at.dir,
+        at.name.as_os_str(),
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
@@ -582,26 +613,15 @@ fn read_small(file: &std::fs::File, stat: &Stat) -> std::io::Result<Option<(Vec<
         None
     };
     let Some(extents) = extents else {
-        // One byte more than listed, so that the end is seen without another read in the usual case.
-        let limit = usize::try_from(CONSISTENT_READ_MAX).unwrap_or(usize::MAX);
-        let mut data = vec![0u8; usize::try_from(stat.size).unwrap_or(limit).min(limit) + 1];
-        let mut filled = 0;
-        let mut reader = file;
-        loop {
-            if filled == data.len() {
-                if filled > limit {
-                    return Ok(None);
-                }
-                data.resize((filled * 2).clamp(8 << 10, limit + 1), 0);
-            }
-            match reader.read(&mut data[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        // Room for one byte more than listed, so that the end is seen
+        // without another read in the usual case; through `take` (which
+        // asks no `fstat` for a size hint, unlike `File`'s own
+        // `read_to_end`), one byte past the limit at most.
+        let mut data = Vec::with_capacity(usize::try_from(stat.size.min(CONSISTENT_READ_MAX)).unwrap_or(0) + 1);
+        file.take(CONSISTENT_READ_MAX + 1).read_to_end(&mut data)?;
+        if data.len() as u64 > CONSISTENT_READ_MAX {
+            return Ok(None);
         }
-        data.truncate(filled);
         return Ok(Some((data, None, true)));
     };
     let total: u64 = extents.iter().map(|x| x.len).sum();
@@ -769,21 +789,15 @@ fn parse_id_names(text: &[u8]) -> std::collections::HashMap<u32, Vec<u8>> {
 }
 
 /// What a file system object is, in words.
-fn kind_of(m: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = m.file_type();
-    if t.is_dir() {
-        "folder"
-    } else if t.is_symlink() {
-        "symbolic link"
-    } else if t.is_fifo() {
-        "FIFO"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "device"
-    } else {
-        "file"
+fn kind_of(t: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType;
+    match t {
+        FileType::Directory => "folder",
+        FileType::Symlink => "symbolic link",
+        FileType::Fifo => "FIFO",
+        FileType::Socket => "socket",
+        FileType::BlockDevice | FileType::CharacterDevice => "device",
+        _ => "file",
     }
 }
 
@@ -804,9 +818,10 @@ enum Item {
         target: Vec<u8>,
         xattrs: Xattrs,
     },
-    /// A regular file, as listed (read later).
+    /// A regular file, as listed (read later, at `at`).
     File {
         path: PathBuf,
+        at: Located,
         rel: Vec<u8>,
         listed: Stat,
         xattrs: Xattrs,
@@ -818,6 +833,8 @@ enum Item {
 /// One open folder of the walk: its children's names, sorted by bytes.
 struct Level {
     dir: PathBuf,
+    /// The folder, open: its children are looked up relative to it.
+    fd: std::sync::Arc<OwnedFd>,
     rel: Vec<u8>,
     names: Vec<std::ffi::OsString>,
     next: usize,
@@ -838,11 +855,27 @@ struct Walker {
     before_folder: Option<FolderHook>,
 }
 
-/// The names in a folder, sorted by bytes (blocking).
-fn list(dir: &Path) -> std::io::Result<Vec<std::ffi::OsString>> {
-    let mut names = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<Vec<_>>>()?;
+/// Opens a folder to list it and look up its children (blocking): `at` a
+/// folder's handle and a name there, never following a link; or a path
+/// (the root, which may be reached through links).
+fn open_folder(at: Option<&OwnedFd>, path: &Path) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(match (at, path.file_name()) {
+        (Some(dir), Some(name)) => rustix::fs::openat(dir, name, flags | OFlags::NOFOLLOW, Mode::empty())?,
+        _ => rustix::fs::open(path, flags, Mode::empty())?,
+    })
+}
+
+/// The names in an open folder, sorted by bytes (blocking).
+fn list(dir: &OwnedFd) -> std::io::Result<Vec<std::ffi::OsString>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(std::ffi::OsString::from_vec(name));
+        }
+    }
     names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     Ok(names)
 }
@@ -874,8 +907,9 @@ impl Walker {
                 .filter_map(|p| std::fs::metadata(p).ok())
                 .map(|m| (m.dev(), m.ino()))
                 .collect();
-            let names = match list(&self.root) {
-                Ok(names) => names,
+            let opened = open_folder(None, &self.root).and_then(|fd| Ok((list(&fd)?, fd)));
+            let (names, fd) = match opened {
+                Ok(opened) => opened,
                 Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
                     return Err((
                         self.root.clone(),
@@ -892,6 +926,7 @@ impl Walker {
             };
             self.stack.push(Level {
                 dir: self.root.clone(),
+                fd: std::sync::Arc::new(fd),
                 rel: Vec::new(),
                 names,
                 next: 0,
@@ -917,7 +952,9 @@ impl Walker {
                 }
                 continue;
             }
-            let meta = match std::fs::symlink_metadata(&path) {
+            let looked_up = rustix::fs::statat(&*level.fd, name.as_os_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(std::io::Error::from);
+            let meta = match looked_up {
                 Ok(m) => m,
                 Err(e) if vanished(&e) => {
                     level.next += 1;
@@ -932,24 +969,25 @@ impl Walker {
                 }
                 Err(e) => return Err((path, format!("cannot stat: {e}"))),
             };
-            let ft = meta.file_type();
-            if ft.is_dir() && !out.is_empty() {
+            let ft = file_type(&meta);
+            let is_dir = ft == rustix::fs::FileType::Directory;
+            if is_dir && !out.is_empty() {
                 // One folder read per step, first: its entries come next time.
                 break;
             }
             level.next += 1;
-            if self.filter.excludes.excludes(&rel, ft.is_dir())
-                || (ft.is_dir() && self.skip.contains(&(meta.dev(), meta.ino())))
-            {
+            let stat = stat_at(&meta);
+            if self.filter.excludes.excludes(&rel, is_dir) || (is_dir && self.skip.contains(&(stat.dev, stat.ino))) {
                 continue;
             }
-            let stat = stat_of(&meta);
-            if ft.is_dir() {
+            if is_dir {
                 if let Some(hook) = self.before_folder.as_mut() {
                     hook(&path);
                 }
-                let names = match list(&path) {
-                    Ok(names) => names,
+                let parent = std::sync::Arc::clone(&level.fd);
+                let opened = open_folder(Some(&parent), &path).and_then(|fd| Ok((list(&fd)?, fd)));
+                let (names, fd) = match opened {
+                    Ok(opened) => opened,
                     Err(e) if vanished(&e) => {
                         out.push(Item::Problem(path, CaptureProblem::Vanished));
                         continue;
@@ -966,13 +1004,16 @@ impl Walker {
                 });
                 self.stack.push(Level {
                     dir: path,
+                    fd: std::sync::Arc::new(fd),
                     rel,
                     names,
                     next: 0,
                 });
-            } else if ft.is_symlink() {
-                let target = match std::fs::read_link(&path) {
-                    Ok(t) => t.into_os_string().into_vec(),
+            } else if ft == rustix::fs::FileType::Symlink {
+                let target = match rustix::fs::readlinkat(&*level.fd, name.as_os_str(), Vec::new())
+                    .map_err(std::io::Error::from)
+                {
+                    Ok(t) => t.into_bytes(),
                     Err(e) if vanished(&e) => {
                         out.push(Item::Problem(path, CaptureProblem::Vanished));
                         continue;
@@ -992,11 +1033,16 @@ impl Walker {
                     target,
                     xattrs,
                 });
-            } else if ft.is_file() {
+            } else if ft == rustix::fs::FileType::RegularFile {
+                let at = Located {
+                    dir: std::sync::Arc::clone(&level.fd),
+                    name: name.clone(),
+                };
                 let Some(xattrs) = self.xattrs_of(&path, &mut out)? else {
                     continue;
                 };
                 out.push(Item::File {
+                    at,
                     path,
                     rel,
                     listed: stat,
@@ -1367,6 +1413,7 @@ fn read_ahead(
         for item in listed {
             let Item::File {
                 path,
+                at,
                 rel,
                 listed: stat,
                 xattrs,
@@ -1398,7 +1445,7 @@ fn read_ahead(
                     Some(h) => h.merge(permit),
                     None => held = Some(permit),
                 }
-                let read = read_consistent(&path, &stat);
+                let read = read_consistent(&at, &stat);
                 if let Ok(Read::Whole { data, .. }) = &read {
                     bytes += data.len() as u64;
                 }
