@@ -279,12 +279,14 @@ const MAX_XATTR_BYTES: usize = 64 << 10;
 ///
 /// Memory: the walk streams. It holds the sorted names of each folder on
 /// the way from the root to the current one (depth × the widest folder).
-/// One reader thread (from the blocking pool, for the whole capture) walks
-/// and reads the small files in key order ahead of the archive writer —
-/// up to 16 MiB of file data and 8 hand-offs of at most 64 entries — and
-/// hands them over in batches, so reading overlaps with compression and
-/// encryption without a hand-off per file; a file is read with one `open`
-/// and one `fstat` on the open file (its `lstat` from the listing is the
+/// One walker thread (from the blocking pool, for the whole capture) lists
+/// in key order and hands the entries over in batches of at most 64, whose
+/// small files are read on the blocking pool, two batches at a time, ahead
+/// of the archive writer — up to 16 MiB of file data and 8 batches — so
+/// reading overlaps with compression and encryption, keeps more than one
+/// core busy, and costs no hand-off per file. Lookups are relative to the
+/// open folder (`fstatat`, `openat`); a file is read with one `open` and
+/// one `fstat` on the open file (its `fstatat` from the listing is the
 /// "before" of the change check). Entries still enter the archive in key
 /// order. It does not
 /// grow with the number of files, with one exception: to find hard links,
@@ -1345,11 +1347,14 @@ enum Ready {
     },
 }
 
-/// What the capture's reader sends, in key order.
+/// Entries with their files read, and the read-ahead budget their data
+/// holds (returned when they are dropped).
+type ReadBatch = (Vec<Ready>, Option<tokio::sync::OwnedSemaphorePermit>);
+
+/// What the capture's walker sends, in key order.
 enum Batch {
-    /// The next entries, and the read-ahead budget their data holds
-    /// (returned when the batch is dropped).
-    Entries(Vec<Ready>, Option<tokio::sync::OwnedSemaphorePermit>),
+    /// The next entries, being read on the blocking pool.
+    Entries(tokio::task::JoinHandle<ReadBatch>),
     /// The walk failed at this path, for this reason; nothing follows.
     Failed(PathBuf, String),
     /// The walk is done.
@@ -1364,7 +1369,7 @@ fn budget_kib(size: u64) -> u32 {
 }
 
 /// Closes the read-ahead budget when the capture ends (also when it is
-/// dropped midway), so that a reader waiting for budget stops.
+/// dropped midway), so that a walker waiting for budget stops.
 struct CloseOnDrop(std::sync::Arc<tokio::sync::Semaphore>);
 
 impl Drop for CloseOnDrop {
@@ -1373,69 +1378,111 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// The capture's reader (blocking; runs on its own blocking-pool thread for
-/// the whole capture): walks and reads small files in key order and hands
-/// them to the capture in batches, so one hand-off carries many files. It
-/// stops when the capture stops listening or the budget is closed.
-fn read_ahead(
+/// A listed entry and whether its file is to be read (not when it is large
+/// or a second name of a file with more than one link already listed).
+type Listed = (Item, bool);
+
+/// Reads the files of one batch of listed entries (blocking).
+fn read_batch(listed: Vec<Listed>) -> Vec<Ready> {
+    listed
+        .into_iter()
+        .map(|(item, read)| match item {
+            Item::File {
+                path,
+                at,
+                rel,
+                listed,
+                xattrs,
+            } => Ready::File {
+                read: read.then(|| read_consistent(&at, &listed)),
+                path,
+                rel,
+                listed,
+                xattrs,
+            },
+            other => Ready::Listed(other),
+        })
+        .collect()
+}
+
+/// Batches of files read at the same time at most (one per core helps on
+/// a machine with a few cores; the reads are in memory or in the page cache).
+const READERS: usize = 2;
+
+/// The capture's walker (blocking; runs on its own blocking-pool thread for
+/// the whole capture): walks in key order and hands the entries over in
+/// batches, each batch's files read on the blocking pool while the walk
+/// goes on (up to [`READERS`] batches at once), so one hand-off carries
+/// many files and reading keeps more than one core busy. It stops when the
+/// capture stops listening or the budget is closed.
+fn walk_ahead(
     mut walker: Walker,
     tx: &tokio::sync::mpsc::Sender<Batch>,
     budget: &std::sync::Arc<tokio::sync::Semaphore>,
     runtime: &tokio::runtime::Handle,
 ) {
-    // (device, inode) of files with more than one link that were read (or
-    // left to be streamed): a later name of the same file is not read again.
-    let mut read_links: std::collections::HashSet<(u64, u64)> = std::collections::HashSet::new();
-    let mut items: Vec<Ready> = Vec::new();
-    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    use std::sync::Arc;
+    use tokio::sync::OwnedSemaphorePermit;
+    // (device, inode) of files with more than one link already listed: a
+    // later name of the same file is not read again (the capture records
+    // it as a link, or streams it if the first name could not be captured).
+    let mut claimed: std::collections::HashSet<(u64, u64)> = std::collections::HashSet::new();
+    let readers = Arc::new(tokio::sync::Semaphore::new(READERS));
+    let mut items: Vec<Listed> = Vec::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
     let mut bytes = 0u64;
-    let send = |items: &mut Vec<Ready>, held: &mut Option<tokio::sync::OwnedSemaphorePermit>, bytes: &mut u64| {
+    // Starts reading the batch so far and sends it; `false` when the capture stopped.
+    let dispatch = |items: &mut Vec<Listed>, held: &mut Option<OwnedSemaphorePermit>, bytes: &mut u64| {
         *bytes = 0;
-        tx.blocking_send(Batch::Entries(std::mem::take(items), held.take()))
-            .is_ok()
+        if items.is_empty() {
+            return true;
+        }
+        let Ok(reader) = runtime.block_on(Arc::clone(&readers).acquire_owned()) else {
+            return false;
+        };
+        let (listed, permit) = (std::mem::take(items), held.take());
+        let task = runtime.spawn_blocking(move || {
+            let read = read_batch(listed);
+            drop(reader);
+            (read, permit)
+        });
+        tx.blocking_send(Batch::Entries(task)).is_ok()
     };
     loop {
         let listed = match walker.next_batch() {
             Ok(listed) => listed,
             Err((path, reason)) => {
-                if send(&mut items, &mut held, &mut bytes) {
+                if dispatch(&mut items, &mut held, &mut bytes) {
                     let _ = tx.blocking_send(Batch::Failed(path, reason));
                 }
                 return;
             }
         };
         if listed.is_empty() {
-            if send(&mut items, &mut held, &mut bytes) {
+            if dispatch(&mut items, &mut held, &mut bytes) {
                 let _ = tx.blocking_send(Batch::Done);
             }
             return;
         }
         for item in listed {
-            let Item::File {
-                path,
-                at,
-                rel,
-                listed: stat,
-                xattrs,
-            } = item
-            else {
-                items.push(Ready::Listed(item));
+            let Item::File { listed: stat, .. } = &item else {
+                items.push((item, false));
                 continue;
             };
-            let known_link = stat.nlink > 1 && read_links.contains(&(stat.dev, stat.ino));
-            let read = if known_link || stat.size > CONSISTENT_READ_MAX {
-                None
-            } else {
+            let stat = *stat;
+            let known_link = stat.nlink > 1 && !claimed.insert((stat.dev, stat.ino));
+            let read = !known_link && stat.size <= CONSISTENT_READ_MAX;
+            if read {
                 let cost = budget_kib(stat.size);
-                let permit = match std::sync::Arc::clone(budget).try_acquire_many_owned(cost) {
+                let permit = match Arc::clone(budget).try_acquire_many_owned(cost) {
                     Ok(permit) => permit,
                     Err(tokio::sync::TryAcquireError::Closed) => return,
                     Err(tokio::sync::TryAcquireError::NoPermits) => {
                         // What this batch holds is returned only once the capture has it.
-                        if !items.is_empty() && !send(&mut items, &mut held, &mut bytes) {
+                        if !dispatch(&mut items, &mut held, &mut bytes) {
                             return;
                         }
-                        match runtime.block_on(std::sync::Arc::clone(budget).acquire_many_owned(cost)) {
+                        match runtime.block_on(Arc::clone(budget).acquire_many_owned(cost)) {
                             Ok(permit) => permit,
                             Err(_) => return,
                         }
@@ -1445,39 +1492,16 @@ fn read_ahead(
                     Some(h) => h.merge(permit),
                     None => held = Some(permit),
                 }
-                let read = read_consistent(&at, &stat);
-                if let Ok(Read::Whole { data, .. }) = &read {
-                    bytes += data.len() as u64;
-                }
-                Some(read)
-            };
-            if stat.nlink > 1 {
-                match &read {
-                    Some(Ok(Read::Whole { stat: now, .. })) => {
-                        read_links.insert((now.dev, now.ino));
-                    }
-                    Some(Ok(Read::Large)) | None => {
-                        read_links.insert((stat.dev, stat.ino));
-                    }
-                    _ => {}
-                }
+                bytes += stat.size;
             }
-            items.push(Ready::File {
-                path,
-                rel,
-                listed: stat,
-                xattrs,
-                read,
-            });
-            if (items.len() >= BATCH_ENTRIES || bytes >= BATCH_BYTES) && !send(&mut items, &mut held, &mut bytes) {
+            items.push((item, read));
+            if (items.len() >= BATCH_ENTRIES || bytes >= BATCH_BYTES) && !dispatch(&mut items, &mut held, &mut bytes) {
                 return;
             }
         }
-        if !items.is_empty() && tx.capacity() == tx.max_capacity() {
-            // The capture has taken everything: give it what there is rather than let it wait.
-            if !send(&mut items, &mut held, &mut bytes) {
-                return;
-            }
+        if tx.capacity() == tx.max_capacity() && !dispatch(&mut items, &mut held, &mut bytes) {
+            // (The capture has taken everything: it gets what there is rather than wait.)
+            return;
         }
     }
 }
@@ -1489,10 +1513,10 @@ impl BackupSource for DirectorySource {
     }
 
     async fn capture(&self, sink: &mut dyn EntrySink) -> Result<()> {
-        // One reader walks and reads small files in key order on its own
-        // blocking-pool thread, ahead of the sink (bounded in batches and in
-        // bytes), handing them over in batches; everything is consumed in
-        // key order.
+        // One walker lists in key order on its own blocking-pool thread and
+        // hands batches of entries over, their small files read on the
+        // blocking pool (two batches at once) ahead of the sink, bounded in
+        // batches and in bytes; everything is consumed in key order.
         let names = tokio::task::spawn_blocking(OwnerNames::load).await.unwrap_or_default();
         let filter = Filter {
             excludes: self.excludes.clone(),
@@ -1503,7 +1527,7 @@ impl BackupSource for DirectorySource {
         let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(PREFETCH_KIB as usize));
         let _close = CloseOnDrop(std::sync::Arc::clone(&budget));
         let runtime = tokio::runtime::Handle::current();
-        let reader = tokio::task::spawn_blocking(move || read_ahead(walker, &tx, &budget, &runtime));
+        let walk = tokio::task::spawn_blocking(move || walk_ahead(walker, &tx, &budget, &runtime));
         // (device, inode) → the first path captured, of files with more than one link.
         let mut links: std::collections::HashMap<(u64, u64), EntryPath> = std::collections::HashMap::new();
         let mut captured = 0u64;
@@ -1513,7 +1537,11 @@ impl BackupSource for DirectorySource {
             let next = match batch.next() {
                 Some(next) => next,
                 None => match rx.recv().await {
-                    Some(Batch::Entries(items, permit)) => {
+                    Some(Batch::Entries(task)) => {
+                        let (items, permit) = task.await.map_err(|source| ControllerError::Task {
+                            task: "file read",
+                            source,
+                        })?;
                         batch = items.into_iter();
                         // The previous batch's budget is returned here.
                         _held = permit;
@@ -1523,7 +1551,7 @@ impl BackupSource for DirectorySource {
                     Some(Batch::Done) => break,
                     None => {
                         // The reader stopped without a word: it panicked.
-                        return Err(match reader.await {
+                        return Err(match walk.await {
                             Err(source) => ControllerError::Task {
                                 task: "folder walk",
                                 source,
