@@ -83,7 +83,8 @@ def sh(cmd, env=None, cwd=None, check=True):
 
 
 def timed(cmd, env=None, cwd=None, warm=None, drop=True):
-    """Runs cmd under /usr/bin/time -v; returns (seconds, peak RSS in MiB).
+    """Runs cmd under /usr/bin/time -v; returns (seconds, peak RSS in MiB,
+    CPU use in % of one core).
 
     Every command starts from the same state (prepared untimed): file systems
     synced, so no command pays for writing back what the previous one left
@@ -107,7 +108,8 @@ def timed(cmd, env=None, cwd=None, warm=None, drop=True):
     parts = [float(p) for p in wall.split(":")]
     secs = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1)) / 1024
-    return secs, rss
+    cpu = re.search(r"Percent of CPU this job got: (\d+)%", r.stderr)
+    return secs, rss, int(cpu.group(1)) if cpu else 0
 
 
 def shlex_quote(s):
@@ -598,9 +600,11 @@ def measure(mode, corpora, keys, base, tool_filter, stats, tmpfs=None):
                 os.makedirs(out, exist_ok=True)
                 if init:
                     sh(init(out), env=env)
-                secs, rss = timed(backup(cpath, out), env=env, cwd=cpath, warm=cpath, drop=drop)
-                results.setdefault(name, {"backup": [], "restore": [], "rss_b": [], "rss_r": [], "size": du(out)})
+                secs, rss, cpu = timed(backup(cpath, out), env=env, cwd=cpath, warm=cpath, drop=drop)
+                results.setdefault(name, {"backup": [], "restore": [], "rss_b": [], "rss_r": [], "cpu_b": [],
+                                          "cpu_r": [], "size": du(out)})
                 results[name]["backup"].append(secs)
+                results[name]["cpu_b"].append(cpu)
                 results[name]["rss_b"].append(rss)
                 print("  %s %s run %d %-16s backup %6.2f s  %4.0f MiB RSS" % (mode, cname, run, name, secs, rss),
                       flush=True)
@@ -608,7 +612,8 @@ def measure(mode, corpora, keys, base, tool_filter, stats, tmpfs=None):
             for name, backup, restore, init, env in chosen:
                 out = os.path.join(runs_dir, name.split()[0].replace("|", "-"), str(run))
                 dest = os.path.join(runs_dir, "restore-%s-%d" % (name.split()[0].replace("|", "-"), run))
-                secs, rss = timed(restore(out, dest), env=env, warm=out, drop=drop)
+                secs, rss, cpu = timed(restore(out, dest), env=env, warm=out, drop=drop)
+                results[name]["cpu_r"].append(cpu)
                 # On tmpfs a delete does not slow the next creates (ext4's does:
                 # BENCHMARKING.md), and the RAM holds one restored tree at a time.
                 if LARGE or tmpfs is not None:
@@ -629,7 +634,9 @@ def measure(mode, corpora, keys, base, tool_filter, stats, tmpfs=None):
                          "restore_max_s": round(max(r["restore"]), 3), "restore_MBps": round(size / rs / 1e6, 1),
                          "restore_vs_ibs": round(rs / ibs_r, 2),
                          "output_bytes": r["size"], "peak_rss_backup_MiB": round(max(r["rss_b"])),
-                         "peak_rss_restore_MiB": round(max(r["rss_r"]))})
+                         "peak_rss_restore_MiB": round(max(r["rss_r"])),
+                         "cpu_backup_pct": round(statistics.median(r["cpu_b"])),
+                         "cpu_restore_pct": round(statistics.median(r["cpu_r"]))})
         if LARGE or tmpfs is not None:
             shutil.rmtree(runs_dir, ignore_errors=True)
     return rows
@@ -700,15 +707,15 @@ def targets(cpath, keys, infra):
         for run in range(RUNS):
             sh("mkdir -p %s/samba/share/ibs-%d" % (WORK, run))
             loc = "smb://127.0.0.1:%d/backup/ibs-%d" % (port, run)
-            t, _ = timed("%s backup --location %s --credentials-file %s --cert %s/k.cer %s --fqdn bench.local"
+            t, _, _ = timed("%s backup --location %s --credentials-file %s --cert %s/k.cer %s --fqdn bench.local"
                          % (IBS, loc, auth, keys, ibs_sources(cpath)), warm=cpath)
             ibs_t.append(t)
-            t, _ = timed("smbclient //127.0.0.1/backup -p %d --client-protection=encrypt -A %s -c 'put %s peer-%d.ibs'"
+            t, _, _ = timed("smbclient //127.0.0.1/backup -p %d --client-protection=encrypt -A %s -c 'put %s peer-%d.ibs'"
                          % (port, auth, archive, run), warm=archive)
             smbc_t.append(t)
             dest = os.path.join(WORK, "smb-restore-%d" % run)
             shutil.rmtree(dest, ignore_errors=True)
-            t, _ = timed("%s restore --location %s --credentials-file %s %s --to %s" % (IBS, loc, auth, restore_args, dest),
+            t, _, _ = timed("%s restore --location %s --credentials-file %s %s --to %s" % (IBS, loc, auth, restore_args, dest),
                          warm="%s/samba/share/ibs-%d" % (WORK, run))
             smb_restore_t.append(t)
         smb_rows = [("ibs backup to SMB (capture+compress+encrypt+upload)", statistics.median(ibs_t)),
@@ -724,12 +731,12 @@ def targets(cpath, keys, infra):
     try:
         for run in range(RUNS):
             loc = "az://bench/ibs-%d" % run
-            t, _ = timed("%s backup --location %s --cert %s/k.cer %s --fqdn bench.local"
+            t, _, _ = timed("%s backup --location %s --cert %s/k.cer %s --fqdn bench.local"
                          % (IBS, loc, keys, ibs_sources(cpath)), env=az_env, warm=cpath)
             az_b.append(t)
             dest = os.path.join(WORK, "az-restore-%d" % run)
             shutil.rmtree(dest, ignore_errors=True)
-            t, _ = timed("%s restore --location %s %s --to %s" % (IBS, loc, restore_args, dest), env=az_env)
+            t, _, _ = timed("%s restore --location %s %s --to %s" % (IBS, loc, restore_args, dest), env=az_env)
             az_r.append(t)
     finally:
         os.killpg(az_proc.pid, 9)
@@ -821,6 +828,7 @@ plot %s" """ % (png, plot_mode, RUNS, series))
                 r["corpus"], r["files"], r["source_bytes"] // 1000000, r["tool"].replace("|", "\\|"), r["backup_MBps"],
                 r["backup_vs_ibs"], r["restore_MBps"], r["restore_vs_ibs"], r["output_bytes"] / 1e6,
                 r["peak_rss_backup_MiB"], r["peak_rss_restore_MiB"]))
+    lines += targets_section(rows, modes, smb_rows)
     if smb_rows:
         lines += ["", "## SMB export (loopback Samba, encrypted session; cold method)", "",
                   "| what | median s | MB/s of archive (%d MB) |" % (nbytes // 1000000), "| --- | ---: | ---: |"]
@@ -843,6 +851,44 @@ plot %s" """ % (png, plot_mode, RUNS, series))
     kept = old[old.find(MANY_FILES_SECTION):] if MANY_FILES_SECTION in old else ""
     open(path, "w").write("\n".join(lines) + ("\n" + kept if kept else ""))
     print("\n".join(lines))
+
+
+# Issue #18's targets: (what, tool, "backup" or "restore", least ratio of the
+# tool's time to ibs's). The CPU target is checked on ibs's own row.
+TARGETS = [("backup ≥ 1.0× tar | zstd -3 -T0", "tar|zstd -3 -T0", "backup", 1.0),
+           ("restore ≥ 1.0× zstd -d | tar -x", "tar|zstd -3 -T0", "restore", 1.0),
+           ("backup ≥ 3× restic", "restic", "backup", 3.0),
+           ("restore ≥ 2× restic", "restic", "restore", 2.0),
+           ("backup ≥ 6× Borg", "borg", "backup", 6.0)]
+
+
+def targets_section(rows, modes, smb_rows):
+    """The issue #18 targets, met or not, per method and corpus."""
+    lines = ["", "## Targets (issue #18)", "",
+             "Ratio = the other tool's time ÷ ibs's (> 1: ibs faster). Backup CPU use is ibs's median "
+             "(/usr/bin/time's \"Percent of CPU\"; 200 % = both cores).", "",
+             "| method | corpus | target | measured | met |", "| --- | --- | --- | ---: | --- |"]
+    for mode in modes:
+        for corpus in dict.fromkeys(r["corpus"] for r in rows if r["mode"] == mode):
+            mine = {r["tool"]: r for r in rows if r["mode"] == mode and r["corpus"] == corpus}
+            for what, tool, op, least in TARGETS:
+                if tool in mine and "ibs" in mine:
+                    got = mine[tool][op + "_vs_ibs"]
+                    lines.append("| %s | %s | %s | %.2f | %s |" % (mode, corpus, what, got,
+                                                                 "met" if got >= least else "**not met**"))
+            if "ibs" in mine:
+                cpu = mine["ibs"]["cpu_backup_pct"]
+                lines.append("| %s | %s | backup CPU use ≥ 185 %% | %d %% | %s |" % (
+                    mode, corpus, cpu, "met" if cpu >= 185 else "**not met**"))
+    rss = [max(r["peak_rss_backup_MiB"], r["peak_rss_restore_MiB"]) for r in rows if r["tool"] == "ibs"]
+    if rss:
+        lines.append("| all | all | ibs peak RSS ≤ 128 MiB | %d MiB | %s |" % (max(rss), "met" if max(rss) <= 128
+                                                                                 else "**not met**"))
+    if len(smb_rows) > 1:
+        ratio = smb_rows[1][1] / smb_rows[0][1]
+        lines.append("| cold | infra | SMB backup ≥ 0.8× smbclient put | %.2f | %s |"
+                     % (ratio, "met" if ratio >= 0.8 else "**not met**"))
+    return lines
 
 
 def write_large(rows, stats):

@@ -1,6 +1,7 @@
 //! Backup sources: what a backup captures.
 
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -197,18 +198,22 @@ pub const CONSISTENT_READ_MAX: u64 = 8 << 20;
 /// last read (or, in strict mode, fails the source).
 const REREADS: usize = 3;
 
-/// Files read ahead of the archive writer, on the blocking pool.
-const PREFETCH_FILES: usize = 16;
-
-/// Bytes of file data read ahead at most (a file counts by its size when listed).
-const PREFETCH_BYTES: u64 = 16 << 20;
-
-/// Entries one step of the walk lists at most (one blocking task per step,
-/// and at most one folder read per step).
+/// Entries one step of the walk lists at most (at most one folder read per
+/// step).
 const WALK_BATCH: usize = 256;
 
-/// Entries queued ahead of the sink at most, listed or being read.
-const QUEUE_MAX: usize = 512;
+/// Entries per hand-off from the reader to the capture at most.
+const BATCH_ENTRIES: usize = 64;
+
+/// Bytes of file data per hand-off at most (a larger file goes alone).
+const BATCH_BYTES: u64 = 2 << 20;
+
+/// Hand-offs queued between the reader and the capture at most.
+const BATCHES_AHEAD: usize = 8;
+
+/// The read-ahead budget: bytes of file data, in KiB, read and not yet
+/// taken by the sink.
+const PREFETCH_KIB: u32 = 16 << 10;
 
 /// The longest path the archive format records (FORMAT.md §14.5).
 const MAX_PATH: usize = 4096;
@@ -273,15 +278,22 @@ const MAX_XATTR_BYTES: usize = 64 << 10;
 /// see [`crate::Settings::prepare_source`]).
 ///
 /// Memory: the walk streams. It holds the sorted names of each folder on
-/// the way from the root to the current one (depth × the widest folder),
-/// up to 512 entries listed ahead, and small files read ahead, up to 16
-/// files and 16 MiB at a time, on the blocking pool (one blocking task per
-/// file: stat, read, stat), so reading overlaps with compression and
-/// encryption; entries still enter the archive in key order. It does not
+/// the way from the root to the current one (depth × the widest folder).
+/// One walker thread (from the blocking pool, for the whole capture) lists
+/// in key order and hands the entries over in batches of at most 64, whose
+/// small files are read on the blocking pool, two batches at a time, ahead
+/// of the archive writer — up to 16 MiB of file data and 8 batches — so
+/// reading overlaps with compression and encryption, keeps more than one
+/// core busy, and costs no hand-off per file. Lookups are relative to the
+/// open folder (`fstatat`, `openat`); a file is read with one `open` and
+/// one `fstat` on the open file (its `fstatat` from the listing is the
+/// "before" of the change check). Entries still enter the archive in key
+/// order. It does not
 /// grow with the number of files, with one exception: to find hard links,
 /// the capture remembers the (device, inode) and path of every captured
-/// file that has more than one link, so that map grows with the number of
-/// multiply-linked files (about 100 bytes each plus the path).
+/// file that has more than one link (and the reader their (device, inode)
+/// once more), so that map grows with the number of multiply-linked files
+/// (about 100 bytes each plus the path).
 #[derive(Clone, Debug)]
 pub struct DirectorySource {
     name: String,
@@ -413,6 +425,28 @@ fn stat_of(m: &std::fs::Metadata) -> Stat {
     }
 }
 
+/// [`stat_of`] from a `stat` the system gave (`fstatat`, `fstat`). The
+/// field types differ between architectures, hence the casts.
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+fn stat_at(st: &rustix::fs::Stat) -> Stat {
+    Stat {
+        size: st.st_size as u64,
+        mtime: (st.st_mtime as i64, (st.st_mtime_nsec as u32).min(999_999_999)),
+        mode: (st.st_mode as u32) & 0o7777,
+        owner: (st.st_uid as u32, st.st_gid as u32),
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        nlink: st.st_nlink as u64,
+        allocated: (st.st_blocks as u64).saturating_mul(512),
+    }
+}
+
+/// The type of what a `stat` describes.
+#[allow(clippy::unnecessary_cast)]
+fn file_type(st: &rustix::fs::Stat) -> rustix::fs::FileType {
+    rustix::fs::FileType::from_raw_mode(st.st_mode as rustix::fs::RawMode)
+}
+
 /// What must not change while a file is read: size, time, mode, owner and
 /// inode.
 type Stamp = (u64, (i64, u32), u32, (u32, u32), u64);
@@ -474,44 +508,58 @@ fn vanished(e: &std::io::Error) -> bool {
 }
 
 /// Reads a file whole, again while it changes under the reader (blocking).
-/// A read counts only if the file's stamp was not racy before it and is the
-/// same after it; after [`REREADS`] re-reads the last read is returned as
-/// changed. The error is the reason (the caller names the path).
-fn read_consistent(path: &Path) -> std::result::Result<Read, String> {
+///
+/// `listed` is the file's `lstat` from the walk: it is the "before" of the
+/// first read, so a file that is read once costs one `open` and one `fstat`
+/// on the open file (the "after"), not a stat by path before and after. A
+/// read counts only if the stamp it starts from was not racy when the read
+/// began and the open file's stamp (inode included: a file replaced since
+/// it was listed is another inode) is the same after it; a re-read starts
+/// from the last read's "after". After [`REREADS`] re-reads the last read
+/// is returned as changed. The error is the reason (the caller names the
+/// path).
+fn read_consistent(at: &Located, listed: &Stat) -> std::result::Result<Read, String> {
+    if listed.size > CONSISTENT_READ_MAX {
+        return Ok(Read::Large);
+    }
+    let mut before = *listed;
     let mut attempt = 0;
     loop {
         let last_try = attempt == REREADS;
         attempt += 1;
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) if vanished(&e) => return Ok(Read::Vanished),
-            Err(e) => return Err(format!("cannot stat the file: {e}")),
-        };
-        if !meta.is_file() {
-            // Opening a folder fails and a FIFO would block: this is no longer the file listed.
-            return Err(format!(
-                "was listed as a regular file but is now a {}; it was replaced during the backup",
-                kind_of(&meta)
-            ));
-        }
-        let before = stat_of(&meta);
-        if before.size > CONSISTENT_READ_MAX {
-            return Ok(Read::Large);
-        }
         if racy(&before) && !last_try {
+            // Its stamp is still valid as "before": only time must pass.
             std::thread::sleep(RACY_WINDOW);
             continue;
         }
-        let (data, extents, complete) = match read_small(path, &before) {
-            Ok(read) => read,
+        let file = match open_listed_file(at) {
+            Ok(file) => file,
             Err(e) if vanished(&e) => return Ok(Read::Vanished),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                return Err(
+                    "was listed as a regular file but is now a symbolic link; it was replaced during the backup"
+                        .to_owned(),
+                );
+            }
             Err(e) => return Err(format!("cannot read the file: {e}")),
         };
-        let after = match std::fs::symlink_metadata(path) {
-            Ok(m) => stat_of(&m),
-            // Deleted right after the read: what was read is what there was.
-            Err(e) if vanished(&e) => before,
+        let read = read_small(&file, &before);
+        let after = match rustix::fs::fstat(&file) {
+            Ok(st) if file_type(&st) == rustix::fs::FileType::RegularFile => stat_at(&st),
+            Ok(st) => {
+                // A folder opens and then fails to read; a FIFO opens (non-blocking) and reads nothing.
+                return Err(format!(
+                    "was listed as a regular file but is now a {}; it was replaced during the backup",
+                    kind_of(file_type(&st))
+                ));
+            }
             Err(e) => return Err(format!("cannot stat the file: {e}")),
+        };
+        let (data, extents, complete) = match read {
+            Ok(Some(read)) => read,
+            // It grew past the in-memory limit since it was listed: streamed instead.
+            Ok(None) => return Ok(Read::Large),
+            Err(e) => return Err(format!("cannot read the file: {e}")),
         };
         let settled = !racy(&before)
             && after.stamp() == before.stamp()
@@ -525,22 +573,58 @@ fn read_consistent(path: &Path) -> std::result::Result<Read, String> {
                 changed: !settled,
             });
         }
+        before = after;
     }
 }
 
-/// Reads a small file (blocking): all of it, or only its data extents when
-/// it has holes. `false` when an extent ended early (the file shrank; the
-/// rest is zeros).
-fn read_small(path: &Path, stat: &Stat) -> std::io::Result<(Vec<u8>, Option<Sparse>, bool)> {
+/// Where a listed file is: its folder's open handle and its name there,
+/// so that opening it looks up one name, not the whole path.
+struct Located {
+    dir: std::sync::Arc<OwnedFd>,
+    name: std::ffi::OsString,
+}
+
+/// Opens a file the walk listed as a regular file, for reading (blocking):
+/// relative to its folder's handle, never following a link (`ELOOP` if it
+/// became one) and non-blocking, so that a FIFO put in its place is not
+/// waited on (the caller's `fstat` then tells what it is). A device node put
+/// there between the listing and this open is opened like any file; the
+/// walk's own `lstat` has the same window.
+fn open_listed_file(at: &Located) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(
+        &*at.dir,
+        at.name.as_os_str(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// Reads a small open file (blocking): all of it, or only its data extents
+/// when `stat` says it has holes. The flag is `false` when an extent ended
+/// early (the file shrank; the rest is zeros). `None` when the file has
+/// grown past [`CONSISTENT_READ_MAX`] (it is then streamed). No `fstat`:
+/// the buffer is sized from `stat`, read to the end of the file.
+#[allow(clippy::type_complexity)]
+fn read_small(file: &std::fs::File, stat: &Stat) -> std::io::Result<Option<(Vec<u8>, Option<Sparse>, bool)>> {
     use std::io::Read as _;
-    if !stat.looks_sparse() {
-        return Ok((std::fs::read(path)?, None, true));
-    }
-    let mut file = std::fs::File::open(path)?;
-    let Some(extents) = data_extents(&file, stat.size) else {
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)?;
-        return Ok((data, None, true));
+    let extents = if stat.looks_sparse() {
+        data_extents(file, stat.size)
+    } else {
+        None
+    };
+    let Some(extents) = extents else {
+        // Room for one byte more than listed, so that the end is seen
+        // without another read in the usual case; through `take` (which
+        // asks no `fstat` for a size hint, unlike `File`'s own
+        // `read_to_end`), one byte past the limit at most.
+        let mut data = Vec::with_capacity(usize::try_from(stat.size.min(CONSISTENT_READ_MAX)).unwrap_or(0) + 1);
+        file.take(CONSISTENT_READ_MAX + 1).read_to_end(&mut data)?;
+        if data.len() as u64 > CONSISTENT_READ_MAX {
+            return Ok(None);
+        }
+        return Ok(Some((data, None, true)));
     };
     let total: u64 = extents.iter().map(|x| x.len).sum();
     let mut data = vec![0u8; usize::try_from(total).unwrap_or(0)];
@@ -548,10 +632,10 @@ fn read_small(path: &Path, stat: &Stat) -> std::io::Result<(Vec<u8>, Option<Spar
     let mut at = 0usize;
     for x in &extents {
         let len = usize::try_from(x.len).unwrap_or(0);
-        complete &= read_at_most(&file, x.offset, &mut data[at..at + len])?;
+        complete &= read_at_most(file, x.offset, &mut data[at..at + len])?;
         at += len;
     }
-    Ok((data, Some((stat.size, extents)), complete))
+    Ok(Some((data, Some((stat.size, extents)), complete)))
 }
 
 /// Fills `buf` from `offset` (blocking); `false` when the file ended first
@@ -707,21 +791,15 @@ fn parse_id_names(text: &[u8]) -> std::collections::HashMap<u32, Vec<u8>> {
 }
 
 /// What a file system object is, in words.
-fn kind_of(m: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = m.file_type();
-    if t.is_dir() {
-        "folder"
-    } else if t.is_symlink() {
-        "symbolic link"
-    } else if t.is_fifo() {
-        "FIFO"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "device"
-    } else {
-        "file"
+fn kind_of(t: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType;
+    match t {
+        FileType::Directory => "folder",
+        FileType::Symlink => "symbolic link",
+        FileType::Fifo => "FIFO",
+        FileType::Socket => "socket",
+        FileType::BlockDevice | FileType::CharacterDevice => "device",
+        _ => "file",
     }
 }
 
@@ -742,9 +820,10 @@ enum Item {
         target: Vec<u8>,
         xattrs: Xattrs,
     },
-    /// A regular file, as listed (read later).
+    /// A regular file, as listed (read later, at `at`).
     File {
         path: PathBuf,
+        at: Located,
         rel: Vec<u8>,
         listed: Stat,
         xattrs: Xattrs,
@@ -756,6 +835,8 @@ enum Item {
 /// One open folder of the walk: its children's names, sorted by bytes.
 struct Level {
     dir: PathBuf,
+    /// The folder, open: its children are looked up relative to it.
+    fd: std::sync::Arc<OwnedFd>,
     rel: Vec<u8>,
     names: Vec<std::ffi::OsString>,
     next: usize,
@@ -776,11 +857,27 @@ struct Walker {
     before_folder: Option<FolderHook>,
 }
 
-/// The names in a folder, sorted by bytes (blocking).
-fn list(dir: &Path) -> std::io::Result<Vec<std::ffi::OsString>> {
-    let mut names = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<Vec<_>>>()?;
+/// Opens a folder to list it and look up its children (blocking): `at` a
+/// folder's handle and a name there, never following a link; or a path
+/// (the root, which may be reached through links).
+fn open_folder(at: Option<&OwnedFd>, path: &Path) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(match (at, path.file_name()) {
+        (Some(dir), Some(name)) => rustix::fs::openat(dir, name, flags | OFlags::NOFOLLOW, Mode::empty())?,
+        _ => rustix::fs::open(path, flags, Mode::empty())?,
+    })
+}
+
+/// The names in an open folder, sorted by bytes (blocking).
+fn list(dir: &OwnedFd) -> std::io::Result<Vec<std::ffi::OsString>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(std::ffi::OsString::from_vec(name));
+        }
+    }
     names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     Ok(names)
 }
@@ -812,8 +909,9 @@ impl Walker {
                 .filter_map(|p| std::fs::metadata(p).ok())
                 .map(|m| (m.dev(), m.ino()))
                 .collect();
-            let names = match list(&self.root) {
-                Ok(names) => names,
+            let opened = open_folder(None, &self.root).and_then(|fd| Ok((list(&fd)?, fd)));
+            let (names, fd) = match opened {
+                Ok(opened) => opened,
                 Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
                     return Err((
                         self.root.clone(),
@@ -830,6 +928,7 @@ impl Walker {
             };
             self.stack.push(Level {
                 dir: self.root.clone(),
+                fd: std::sync::Arc::new(fd),
                 rel: Vec::new(),
                 names,
                 next: 0,
@@ -855,7 +954,9 @@ impl Walker {
                 }
                 continue;
             }
-            let meta = match std::fs::symlink_metadata(&path) {
+            let looked_up = rustix::fs::statat(&*level.fd, name.as_os_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(std::io::Error::from);
+            let meta = match looked_up {
                 Ok(m) => m,
                 Err(e) if vanished(&e) => {
                     level.next += 1;
@@ -870,24 +971,25 @@ impl Walker {
                 }
                 Err(e) => return Err((path, format!("cannot stat: {e}"))),
             };
-            let ft = meta.file_type();
-            if ft.is_dir() && !out.is_empty() {
+            let ft = file_type(&meta);
+            let is_dir = ft == rustix::fs::FileType::Directory;
+            if is_dir && !out.is_empty() {
                 // One folder read per step, first: its entries come next time.
                 break;
             }
             level.next += 1;
-            if self.filter.excludes.excludes(&rel, ft.is_dir())
-                || (ft.is_dir() && self.skip.contains(&(meta.dev(), meta.ino())))
-            {
+            let stat = stat_at(&meta);
+            if self.filter.excludes.excludes(&rel, is_dir) || (is_dir && self.skip.contains(&(stat.dev, stat.ino))) {
                 continue;
             }
-            let stat = stat_of(&meta);
-            if ft.is_dir() {
+            if is_dir {
                 if let Some(hook) = self.before_folder.as_mut() {
                     hook(&path);
                 }
-                let names = match list(&path) {
-                    Ok(names) => names,
+                let parent = std::sync::Arc::clone(&level.fd);
+                let opened = open_folder(Some(&parent), &path).and_then(|fd| Ok((list(&fd)?, fd)));
+                let (names, fd) = match opened {
+                    Ok(opened) => opened,
                     Err(e) if vanished(&e) => {
                         out.push(Item::Problem(path, CaptureProblem::Vanished));
                         continue;
@@ -904,13 +1006,16 @@ impl Walker {
                 });
                 self.stack.push(Level {
                     dir: path,
+                    fd: std::sync::Arc::new(fd),
                     rel,
                     names,
                     next: 0,
                 });
-            } else if ft.is_symlink() {
-                let target = match std::fs::read_link(&path) {
-                    Ok(t) => t.into_os_string().into_vec(),
+            } else if ft == rustix::fs::FileType::Symlink {
+                let target = match rustix::fs::readlinkat(&*level.fd, name.as_os_str(), Vec::new())
+                    .map_err(std::io::Error::from)
+                {
+                    Ok(t) => t.into_bytes(),
                     Err(e) if vanished(&e) => {
                         out.push(Item::Problem(path, CaptureProblem::Vanished));
                         continue;
@@ -930,11 +1035,16 @@ impl Walker {
                     target,
                     xattrs,
                 });
-            } else if ft.is_file() {
+            } else if ft == rustix::fs::FileType::RegularFile {
+                let at = Located {
+                    dir: std::sync::Arc::clone(&level.fd),
+                    name: name.clone(),
+                };
                 let Some(xattrs) = self.xattrs_of(&path, &mut out)? else {
                     continue;
                 };
                 out.push(Item::File {
+                    at,
                     path,
                     rel,
                     listed: stat,
@@ -1223,20 +1333,177 @@ fn escape_path(path: &Path) -> String {
 }
 
 /// An entry on its way to the sink, in key order.
-enum Ahead {
+enum Ready {
     /// Listed, nothing to read.
     Listed(Item),
-    /// A regular file: its read on the blocking pool (none when it is a
-    /// second link to a file already captured).
+    /// A regular file and its read (none when it is a second link to a file
+    /// the reader has read already, or to be streamed by the capture).
     File {
         path: PathBuf,
         rel: Vec<u8>,
         listed: Stat,
         xattrs: Xattrs,
-        /// Bytes it counts for in the read-ahead budget.
-        budget: u64,
-        read: Option<tokio::task::JoinHandle<std::result::Result<Read, String>>>,
+        read: Option<std::result::Result<Read, String>>,
     },
+}
+
+/// Entries with their files read, and the read-ahead budget their data
+/// holds (returned when they are dropped).
+type ReadBatch = (Vec<Ready>, Option<tokio::sync::OwnedSemaphorePermit>);
+
+/// What the capture's walker sends, in key order.
+enum Batch {
+    /// The next entries, being read on the blocking pool.
+    Entries(tokio::task::JoinHandle<ReadBatch>),
+    /// The walk failed at this path, for this reason; nothing follows.
+    Failed(PathBuf, String),
+    /// The walk is done.
+    Done,
+}
+
+/// The budget a file's read takes, in KiB (its size when listed).
+fn budget_kib(size: u64) -> u32 {
+    u32::try_from(size.min(CONSISTENT_READ_MAX).div_ceil(1024))
+        .unwrap_or(PREFETCH_KIB)
+        .clamp(1, PREFETCH_KIB)
+}
+
+/// Closes the read-ahead budget when the capture ends (also when it is
+/// dropped midway), so that a walker waiting for budget stops.
+struct CloseOnDrop(std::sync::Arc<tokio::sync::Semaphore>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// A listed entry and whether its file is to be read (not when it is large
+/// or a second name of a file with more than one link already listed).
+type Listed = (Item, bool);
+
+/// Reads the files of one batch of listed entries (blocking).
+fn read_batch(listed: Vec<Listed>) -> Vec<Ready> {
+    listed
+        .into_iter()
+        .map(|(item, read)| match item {
+            Item::File {
+                path,
+                at,
+                rel,
+                listed,
+                xattrs,
+            } => Ready::File {
+                read: read.then(|| read_consistent(&at, &listed)),
+                path,
+                rel,
+                listed,
+                xattrs,
+            },
+            other => Ready::Listed(other),
+        })
+        .collect()
+}
+
+/// Batches of files read at the same time at most (one per core helps on
+/// a machine with a few cores; the reads are in memory or in the page cache).
+const READERS: usize = 2;
+
+/// The capture's walker (blocking; runs on its own blocking-pool thread for
+/// the whole capture): walks in key order and hands the entries over in
+/// batches, each batch's files read on the blocking pool while the walk
+/// goes on (up to [`READERS`] batches at once), so one hand-off carries
+/// many files and reading keeps more than one core busy. It stops when the
+/// capture stops listening or the budget is closed.
+fn walk_ahead(
+    mut walker: Walker,
+    tx: &tokio::sync::mpsc::Sender<Batch>,
+    budget: &std::sync::Arc<tokio::sync::Semaphore>,
+    runtime: &tokio::runtime::Handle,
+) {
+    use std::sync::Arc;
+    use tokio::sync::OwnedSemaphorePermit;
+    // (device, inode) of files with more than one link already listed: a
+    // later name of the same file is not read again (the capture records
+    // it as a link, or streams it if the first name could not be captured).
+    let mut claimed: std::collections::HashSet<(u64, u64)> = std::collections::HashSet::new();
+    let readers = Arc::new(tokio::sync::Semaphore::new(READERS));
+    let mut items: Vec<Listed> = Vec::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut bytes = 0u64;
+    // Starts reading the batch so far and sends it; `false` when the capture stopped.
+    let dispatch = |items: &mut Vec<Listed>, held: &mut Option<OwnedSemaphorePermit>, bytes: &mut u64| {
+        *bytes = 0;
+        if items.is_empty() {
+            return true;
+        }
+        let Ok(reader) = runtime.block_on(Arc::clone(&readers).acquire_owned()) else {
+            return false;
+        };
+        let (listed, permit) = (std::mem::take(items), held.take());
+        let task = runtime.spawn_blocking(move || {
+            let read = read_batch(listed);
+            drop(reader);
+            (read, permit)
+        });
+        tx.blocking_send(Batch::Entries(task)).is_ok()
+    };
+    loop {
+        let listed = match walker.next_batch() {
+            Ok(listed) => listed,
+            Err((path, reason)) => {
+                if dispatch(&mut items, &mut held, &mut bytes) {
+                    let _ = tx.blocking_send(Batch::Failed(path, reason));
+                }
+                return;
+            }
+        };
+        if listed.is_empty() {
+            if dispatch(&mut items, &mut held, &mut bytes) {
+                let _ = tx.blocking_send(Batch::Done);
+            }
+            return;
+        }
+        for item in listed {
+            let Item::File { listed: stat, .. } = &item else {
+                items.push((item, false));
+                continue;
+            };
+            let stat = *stat;
+            let known_link = stat.nlink > 1 && !claimed.insert((stat.dev, stat.ino));
+            let read = !known_link && stat.size <= CONSISTENT_READ_MAX;
+            if read {
+                let cost = budget_kib(stat.size);
+                let permit = match Arc::clone(budget).try_acquire_many_owned(cost) {
+                    Ok(permit) => permit,
+                    Err(tokio::sync::TryAcquireError::Closed) => return,
+                    Err(tokio::sync::TryAcquireError::NoPermits) => {
+                        // What this batch holds is returned only once the capture has it.
+                        if !dispatch(&mut items, &mut held, &mut bytes) {
+                            return;
+                        }
+                        match runtime.block_on(Arc::clone(budget).acquire_many_owned(cost)) {
+                            Ok(permit) => permit,
+                            Err(_) => return,
+                        }
+                    }
+                };
+                match held.as_mut() {
+                    Some(h) => h.merge(permit),
+                    None => held = Some(permit),
+                }
+                bytes += stat.size;
+            }
+            items.push((item, read));
+            if (items.len() >= BATCH_ENTRIES || bytes >= BATCH_BYTES) && !dispatch(&mut items, &mut held, &mut bytes) {
+                return;
+            }
+        }
+        if tx.capacity() == tx.max_capacity() && !dispatch(&mut items, &mut held, &mut bytes) {
+            // (The capture has taken everything: it gets what there is rather than wait.)
+            return;
+        }
+    }
 }
 
 #[async_trait]
@@ -1246,91 +1513,62 @@ impl BackupSource for DirectorySource {
     }
 
     async fn capture(&self, sink: &mut dyn EntrySink) -> Result<()> {
-        // The walk runs one step at a time on the blocking pool; reads of
-        // small files run ahead of the sink, bounded in files and bytes;
-        // everything is consumed in key order.
+        // One walker lists in key order on its own blocking-pool thread and
+        // hands batches of entries over, their small files read on the
+        // blocking pool (two batches at once) ahead of the sink, bounded in
+        // batches and in bytes; everything is consumed in key order.
         let names = tokio::task::spawn_blocking(OwnerNames::load).await.unwrap_or_default();
         let filter = Filter {
             excludes: self.excludes.clone(),
             skip: self.skip_folders.clone(),
         };
-        let mut walker = Some(Walker::new(self.root.clone(), filter, self.xattrs));
-        let mut listed = std::collections::VecDeque::new();
-        let mut ahead: std::collections::VecDeque<Ahead> = std::collections::VecDeque::new();
-        let (mut ahead_files, mut ahead_bytes) = (0usize, 0u64);
+        let walker = Walker::new(self.root.clone(), filter, self.xattrs);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(PREFETCH_KIB as usize));
+        let _close = CloseOnDrop(std::sync::Arc::clone(&budget));
+        let runtime = tokio::runtime::Handle::current();
+        let walk = tokio::task::spawn_blocking(move || walk_ahead(walker, &tx, &budget, &runtime));
         // (device, inode) → the first path captured, of files with more than one link.
         let mut links: std::collections::HashMap<(u64, u64), EntryPath> = std::collections::HashMap::new();
         let mut captured = 0u64;
+        let mut batch = Vec::new().into_iter();
+        let mut _held = None;
         loop {
-            while ahead_files < PREFETCH_FILES && ahead.len() < QUEUE_MAX {
-                if listed.is_empty()
-                    && let Some(mut w) = walker.take()
-                {
-                    let (w, batch) = tokio::task::spawn_blocking(move || {
-                        let batch = w.next_batch();
-                        (w, batch)
-                    })
-                    .await
-                    .map_err(|source| ControllerError::Task {
-                        task: "folder walk",
-                        source,
-                    })?;
-                    let batch = batch.map_err(|(path, reason)| self.error(&path, reason))?;
-                    if !batch.is_empty() {
-                        walker = Some(w);
+            let next = match batch.next() {
+                Some(next) => next,
+                None => match rx.recv().await {
+                    Some(Batch::Entries(task)) => {
+                        let (items, permit) = task.await.map_err(|source| ControllerError::Task {
+                            task: "file read",
+                            source,
+                        })?;
+                        batch = items.into_iter();
+                        // The previous batch's budget is returned here.
+                        _held = permit;
+                        continue;
                     }
-                    listed.extend(batch);
-                }
-                let Some(next) = listed.front() else { break };
-                let Item::File { listed: stat, .. } = next else {
-                    if let Some(item) = listed.pop_front() {
-                        ahead.push_back(Ahead::Listed(item));
+                    Some(Batch::Failed(path, reason)) => return Err(self.error(&path, reason)),
+                    Some(Batch::Done) => break,
+                    None => {
+                        // The reader stopped without a word: it panicked.
+                        return Err(match walk.await {
+                            Err(source) => ControllerError::Task {
+                                task: "folder walk",
+                                source,
+                            },
+                            Ok(()) => self.error(&self.root, "the folder walk stopped before its end"),
+                        });
                     }
-                    continue;
-                };
-                let budget = stat.size.min(CONSISTENT_READ_MAX);
-                if ahead_files > 0 && ahead_bytes + budget > PREFETCH_BYTES {
-                    break;
-                }
-                let Some(Item::File {
-                    path,
-                    rel,
-                    listed: stat,
-                    xattrs,
-                }) = listed.pop_front()
-                else {
-                    break;
-                };
-                let known_link = stat.nlink > 1 && links.contains_key(&(stat.dev, stat.ino));
-                let read = (!known_link).then(|| {
-                    let path = path.clone();
-                    tokio::task::spawn_blocking(move || read_consistent(&path))
-                });
-                let budget = if read.is_some() {
-                    ahead_files += 1;
-                    ahead_bytes += budget;
-                    budget
-                } else {
-                    0
-                };
-                ahead.push_back(Ahead::File {
-                    path,
-                    rel,
-                    listed: stat,
-                    xattrs,
-                    budget,
-                    read,
-                });
-            }
-            let Some(next) = ahead.pop_front() else { break };
+                },
+            };
             match next {
-                Ahead::Listed(Item::Problem(path, problem)) => self.problem(sink, &path, problem)?,
-                Ahead::Listed(Item::Folder { rel, stat, xattrs }) => {
+                Ready::Listed(Item::Problem(path, problem)) => self.problem(sink, &path, problem)?,
+                Ready::Listed(Item::Folder { rel, stat, xattrs }) => {
                     sink.begin(self.meta(&rel, &stat, xattrs, &names).folder()).await?;
                     sink.end().await?;
                     captured += 1;
                 }
-                Ahead::Listed(Item::Symlink {
+                Ready::Listed(Item::Symlink {
                     rel,
                     stat,
                     target,
@@ -1341,29 +1579,17 @@ impl BackupSource for DirectorySource {
                     sink.end().await?;
                     captured += 1;
                 }
-                Ahead::Listed(Item::File { .. }) => {}
-                Ahead::File {
+                Ready::Listed(Item::File { .. }) => {}
+                Ready::File {
                     path,
                     rel,
                     listed: stat,
                     xattrs,
-                    budget,
                     read,
                 } => {
                     let read = match read {
                         None => None,
-                        Some(read) => {
-                            ahead_files -= 1;
-                            ahead_bytes -= budget;
-                            Some(
-                                read.await
-                                    .map_err(|source| ControllerError::Task {
-                                        task: "file read",
-                                        source,
-                                    })?
-                                    .map_err(|reason| self.error(&path, reason))?,
-                            )
-                        }
+                        Some(read) => Some(read.map_err(|reason| self.error(&path, reason))?),
                     };
                     // A second name of a file already captured (by its stat when listed, or when read).
                     let identity = match &read {
@@ -1598,7 +1824,8 @@ mod tests {
         if !stat.looks_sparse() {
             return ibs_storage::conformance::skip_or_fail("this file system does not make holes");
         }
-        let (data, extents, complete) = read_small(&path, &Stat { size: 64 << 20, ..stat }).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let (data, extents, complete) = read_small(&file, &Stat { size: 64 << 20, ..stat }).unwrap().unwrap();
         let (size, extents) = extents.unwrap();
         assert!(complete);
         assert_eq!(size, 64 << 20);

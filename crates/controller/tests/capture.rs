@@ -262,3 +262,48 @@ async fn a_path_longer_than_the_format_allows_is_skipped_with_a_warning() {
     assert_eq!(w.problem, CaptureProblem::UnrecordableName);
     assert!(Path::new(&w.path).starts_with(src.path()), "{w}");
 }
+
+/// The capture hands files over in batches read in parallel: across many
+/// folders, batches and the read-ahead budget, every file comes back whole,
+/// in key order, and a hard link whose names are batches apart is a link.
+#[tokio::test]
+async fn many_files_across_folders_and_batches_come_back_whole_in_key_order() {
+    let src = tempfile::tempdir().unwrap();
+    let mut expected: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for d in 0..30 {
+        let folder = format!("d{d:02}");
+        std::fs::create_dir(src.path().join(&folder)).unwrap();
+        for f in 0..40 {
+            // Mostly small, a few of 3 MiB (past a batch's bytes), one of 9 MiB (streamed).
+            let len = match (d, f) {
+                (7, 3) => 9 << 20,
+                (_, 5) if d % 5 == 0 => 3 << 20,
+                _ => 100 + (d * 40 + f) * 37 % 5000,
+            };
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 + d * 7 + f) as u8).collect();
+            let rel = format!("{folder}/f{f:02}");
+            std::fs::write(src.path().join(&rel), &data).unwrap();
+            expected.push((rel.into_bytes(), data));
+        }
+    }
+    // A second name of d00/f01 in the last folder: many batches later.
+    std::fs::hard_link(src.path().join("d00/f01"), src.path().join("d29/zz-link")).unwrap();
+    let (summary, backup, entries) = capture(DirectorySource::new("state", src.path())).await;
+    assert!(summary.warnings.is_empty(), "{summary:?}");
+    let files: Vec<&Entry> = entries.iter().filter(|e| e.kind == EntryKind::File).collect();
+    assert_eq!(files.len(), expected.len());
+    for (e, (rel, data)) in files.iter().zip(&expected) {
+        assert_eq!(e.path.as_bytes(), &rel[..]);
+        assert_eq!(&backup.read(e).await.unwrap(), data, "{}", String::from_utf8_lossy(rel));
+    }
+    let paths: Vec<&[u8]> = entries.iter().map(|e| e.path.as_bytes()).collect();
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(paths, sorted, "key order");
+    assert_eq!(
+        entry(&entries, b"d29/zz-link").kind,
+        EntryKind::HardLink {
+            target: "d00/f01".into()
+        }
+    );
+}

@@ -462,9 +462,15 @@ impl BackupSource for Racing {
     }
 }
 
-/// 40 small files `f00`..`f39` and a folder `z` with two more, listed last.
+/// Five files `e0`..`e4` of 4 MiB, then 40 small files `f00`..`f39` and a
+/// folder `z` with two more, listed last. The capture reads at most 16 MiB
+/// of file data ahead of the archive, so when the first entry reaches the
+/// sink (where [`RaceSink`] races) the reader is still among the `e` files.
 fn live_folder() -> tempfile::TempDir {
     let data = tempfile::tempdir().unwrap();
+    for i in 0..5 {
+        std::fs::write(data.path().join(format!("e{i}")), vec![b'e'; 4 << 20]).unwrap();
+    }
     for i in 0..40 {
         std::fs::write(data.path().join(format!("f{i:02}")), format!("file {i}")).unwrap();
     }
@@ -495,7 +501,7 @@ async fn a_file_deleted_between_walk_and_read_is_skipped_with_a_warning() {
         panic!("{record:?}")
     };
     assert!(record.outcome.is_success());
-    assert_eq!(summary.entries, 39);
+    assert_eq!(summary.entries, 5 + 39);
     let gone: Vec<(&str, CaptureProblem)> = summary
         .warnings
         .kept()
@@ -763,6 +769,36 @@ async fn a_source_that_cannot_be_read_is_a_source_fault_not_a_storage_fault() {
     let err = run_job(&spec, &[source], T0).await.unwrap_err();
     assert_source_alert(&err, "ca", &replaced);
     assert!(err.to_string().contains("now a folder"), "{err}");
+    // The file is opened without a stat by path first: one replaced by a
+    // link is not followed, and one replaced by a FIFO is not waited on.
+    for (what, expected) in [("link", "now a symbolic link"), ("fifo", "now a FIFO")] {
+        let data = live_folder();
+        let replaced = data.path().join("f39");
+        let source = {
+            let replaced = replaced.clone();
+            Racing::source(DirectorySource::new("ca", data.path()), move || {
+                std::fs::remove_file(&replaced).unwrap();
+                if what == "link" {
+                    std::os::unix::fs::symlink("f00", &replaced).unwrap();
+                } else {
+                    rustix::fs::mknodat(
+                        rustix::fs::CWD,
+                        &replaced,
+                        rustix::fs::FileType::Fifo,
+                        rustix::fs::Mode::from_raw_mode(0o600),
+                        0,
+                    )
+                    .unwrap();
+                }
+            })
+        };
+        let err = tokio::time::timeout(std::time::Duration::from_secs(60), run_job(&spec, &[source], T0))
+            .await
+            .expect("the capture waited on a FIFO")
+            .unwrap_err();
+        assert_source_alert(&err, "ca", &replaced);
+        assert!(err.to_string().contains(expected), "{what}: {err}");
+    }
     // The job record carries the same alert.
     let dir = tempfile::tempdir().unwrap();
     let missing = data.path().join("missing");
