@@ -94,11 +94,12 @@ const IN_MEMORY_RESTORE: u64 = 8 << 20;
 /// Work items in one batch handed to the staging writer.
 const BATCH_ITEMS: usize = 64;
 /// Bytes of file content in one batch (one file or piece may exceed it).
-const BATCH_BYTES: u64 = 4 << 20;
+const BATCH_BYTES: u64 = 2 << 20;
 /// Batches queued for the staging writer beyond the one it is working on
-/// (and the one being filled): at most 4 × [`BATCH_ITEMS`] items and about
-/// 4 × [`BATCH_BYTES`] bytes in flight, whatever the backup's size.
-const QUEUED_BATCHES: usize = 2;
+/// (and the one being filled): at most 8 × [`BATCH_ITEMS`] items and about
+/// 8 × [`BATCH_BYTES`] = 16 MiB in flight, whatever the backup's size —
+/// enough for either side to run on through the other's short stalls.
+const QUEUED_BATCHES: usize = 6;
 /// Folders whose metadata one blocking task applies.
 const FOLDER_BATCH: usize = 256;
 /// Names read from a staged folder per batch while merging.
