@@ -642,7 +642,6 @@ impl Backup {
                             writer.push(Work::LargePiece(piece), n).await?;
                             tally.read(n, n);
                         }
-                        drop(stream);
                         writer.push(Work::LargeEnd, 0).await?;
                         report.files += 1;
                         report.bytes += len;
