@@ -22,9 +22,9 @@
 //!    frame's own, not copied); a writer thread, started for the restore,
 //!    makes them. The task hands the writer *batches* of work in archive
 //!    order (folders, whole small files, the pieces of a large one, links;
-//!    at most [`BATCH_ITEMS`] items or about [`BATCH_BYTES`] bytes each)
-//!    over a queue of [`QUEUED_BATCHES`], so one core decodes while the
-//!    other creates files, with one hand-off per batch and memory flat. The
+//!    at most 64 items or about 2 MiB each) over a bounded queue (about
+//!    16 MiB in flight at most), so one core decodes while the other
+//!    creates files, with one hand-off per batch and memory flat. The
 //!    writer makes every entry relative to open folder handles — the
 //!    staging folder, the source's folder and the chain down to the current
 //!    parent, each opened once as the walk enters it, segment by segment
