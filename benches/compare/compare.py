@@ -18,7 +18,9 @@ tool has it: ibs (local directory target), tar | zstd -3 -T0 (the
 compression-bound reference, no encryption), restic, Borg (zstd,3, repokey);
 --tools picks some. Each backup goes to a fresh repository (a full backup, as
 ibs always makes); each restore to a fresh directory. Wall time and peak RSS
-from /usr/bin/time -v; medians of IBS_BENCH_RUNS (3).
+from /usr/bin/time -v; medians of IBS_BENCH_RUNS (3; IBS_BENCH_COLD_RUNS for
+the cold method, whose trees stay on disk until a corpus is done, then are
+removed and the next corpus waits IBS_BENCH_SETTLE seconds, 180, for ext4).
 
 Two methods (--mode warm|cold|both, default both; BENCHMARKING.md):
   cold  outputs on disk under $IBS_BENCH_DIR/runs/cold; before every timed
@@ -70,6 +72,13 @@ GIB = float(os.environ.get("IBS_BENCH_GIB", "1"))
 # written to benches/RESULTS-<N>GiB.md so the 1 GiB table stays.
 LARGE = GIB > 1
 RUNS = int(os.environ.get("IBS_BENCH_RUNS", "1" if LARGE else "3"))
+# The cold method keeps every restored tree and repository of a corpus on disk
+# until its last timing (ext4's slow creates after a bulk delete): fewer runs
+# there when the disk is short (IBS_BENCH_COLD_RUNS, default IBS_BENCH_RUNS).
+COLD_RUNS = int(os.environ.get("IBS_BENCH_COLD_RUNS", str(RUNS)))
+# After a corpus's cold trees are removed, the next corpus waits this long
+# (seconds) for ext4 to get over the bulk delete (BENCHMARKING.md).
+SETTLE = int(os.environ.get("IBS_BENCH_SETTLE", "180"))
 IBS = os.path.join(ROOT, "target", "release", "ibs")
 PASSWORD = "bench-password-not-secret"
 SOURCES = ["deployment-inputs", "identity", "federated-identity", "ca", "resource-manager", "key-vault", "rbac"]
@@ -582,19 +591,25 @@ def measure(mode, corpora, keys, base, tool_filter, stats, tmpfs=None):
     `mode`, outputs under `base`; returns the rows."""
     rows = []
     drop = mode == "cold"
-    for cname, cpath, files in corpora:
+    runs = RUNS if mode == "warm" else COLD_RUNS
+    for i, (cname, cpath, files) in enumerate(corpora):
+        if drop and i > 0 and not LARGE:
+            # The previous corpus's trees were removed (disk space): let ext4 settle first.
+            print("  waiting %d s for the file system after removing %s's trees" % (SETTLE, corpora[i - 1][0]),
+                  flush=True)
+            time.sleep(SETTLE)
         size = du(cpath)
         chosen = tools(keys, tool_filter)
         if tmpfs is not None:
             # every repository of every run (~ the zstd -3 size each) and one restored tree at a time
-            need = int(RUNS * len(chosen) * 1.2 * size / stats[cname]["zstd3"] + 1.2 * size) + (256 << 20)
+            need = int(runs * len(chosen) * 1.2 * size / stats[cname]["zstd3"] + 1.2 * size) + (256 << 20)
             if tmpfs.free() < need:
                 sys.exit("warm mode: the tmpfs (or the RAM) has %.1f GiB free, %s needs ~%.1f GiB: lower "
                          "IBS_BENCH_GIB or IBS_BENCH_RUNS, or pass fewer --tools"
                          % (tmpfs.free() / (1 << 30), cname, need / (1 << 30)))
         runs_dir = os.path.join(base, cname)  # fresh: remove_trees() ran at the start
         results = {}
-        for run in range(RUNS):
+        for run in range(runs):
             for name, backup, restore, init, env in chosen:
                 out = os.path.join(runs_dir, name.split()[0].replace("|", "-"), str(run))
                 os.makedirs(out, exist_ok=True)
@@ -608,7 +623,7 @@ def measure(mode, corpora, keys, base, tool_filter, stats, tmpfs=None):
                 results[name]["rss_b"].append(rss)
                 print("  %s %s run %d %-16s backup %6.2f s  %4.0f MiB RSS" % (mode, cname, run, name, secs, rss),
                       flush=True)
-        for run in range(RUNS):
+        for run in range(runs):
             for name, backup, restore, init, env in chosen:
                 out = os.path.join(runs_dir, name.split()[0].replace("|", "-"), str(run))
                 dest = os.path.join(runs_dir, "restore-%s-%d" % (name.split()[0].replace("|", "-"), run))
@@ -637,8 +652,8 @@ def measure(mode, corpora, keys, base, tool_filter, stats, tmpfs=None):
                          "peak_rss_restore_MiB": round(max(r["rss_r"])),
                          "cpu_backup_pct": round(statistics.median(r["cpu_b"])),
                          "cpu_restore_pct": round(statistics.median(r["cpu_r"]))})
-        if LARGE or tmpfs is not None:
-            shutil.rmtree(runs_dir, ignore_errors=True)
+        # Each corpus's trees are removed once it is measured (the disk holds one corpus's).
+        shutil.rmtree(runs_dir, ignore_errors=True)
     return rows
 
 
@@ -799,11 +814,12 @@ plot %s" """ % (png, plot_mode, RUNS, series))
                              ("tar", "tar --version")]}
     lines = ["# Benchmark results", "",
              "Produced by `bash benches/compare/run.sh --mode %s` on %s. Machine: %s, %d cores, %d MiB RAM, %s. "
-             "Median of %d runs per tool (min–max in the CSV), tools alternated; each backup a full one into a fresh "
+             "Median of %s runs per tool (min–max in the CSV), tools alternated; each backup a full one into a fresh "
              "repository, each restore into a fresh directory. ibs syncs what it wrote before it returns (the "
              "archive at commit, the restored tree at the end), the other tools do not. "
              "Ratios are to ibs (backup/restore time of the tool ÷ ibs's: > 1 means ibs is faster)."
-             % (args.mode, time.strftime("%Y-%m-%d"), cpu, os.cpu_count(), mem, sh("uname -sr").stdout.strip(), RUNS),
+             % (args.mode, time.strftime("%Y-%m-%d"), cpu, os.cpu_count(), mem, sh("uname -sr").stdout.strip(),
+                ", ".join("%d (%s)" % (RUNS if m == "warm" else COLD_RUNS, m) for m in modes)),
              "",
              "Versions: " + "; ".join("%s: %s" % kv for kv in versions.items()), "",
              "Corpora (fixed seeds; zstd -3 ratio of the files' concatenated contents):", ""]

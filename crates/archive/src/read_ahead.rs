@@ -1,7 +1,8 @@
 //! [`ReadAhead`]: sequential read-ahead over any [`RangeRead`].
 
+use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -23,6 +24,13 @@ use crate::reader::RangeRead;
 /// row start a new stream there. A read of `max` bytes or more is passed
 /// through.
 ///
+/// [`ReadAhead::prefetch`] also reads the stream's next chunks in the
+/// background (on the tokio runtime, when there is one) while the caller
+/// works on the current one — a bounded pool of `depth` chunks of `max`
+/// bytes, started once a stream reads `max` at a time — so a remote target's
+/// latency overlaps with decryption and decompression instead of adding to
+/// them.
+///
 /// ```
 /// use ibs_archive::{RangeRead, ReadAhead};
 ///
@@ -34,12 +42,43 @@ use crate::reader::RangeRead;
 /// }
 /// # });
 /// ```
-#[derive(Debug)]
-pub struct ReadAhead<R> {
-    inner: R,
+pub struct ReadAhead<R: RangeRead> {
+    inner: Arc<R>,
     len: u64,
     max: u64,
     state: Mutex<State>,
+    /// Chunks being read in the background, in order ([`ReadAhead::prefetch`]).
+    pending: Mutex<VecDeque<Pending<R::Error>>>,
+    /// Starts a background read; `None` without prefetching.
+    spawn: Option<Spawn<R::Error>>,
+    /// Chunks read in the background at most.
+    depth: usize,
+}
+
+/// Starts a background read of a range (`None` without a runtime).
+type Spawn<E> = Box<dyn Fn(Range<u64>) -> Option<tokio::task::JoinHandle<Result<Bytes, E>>> + Send + Sync>;
+
+/// A chunk being read in the background.
+struct Pending<E> {
+    range: Range<u64>,
+    task: tokio::task::JoinHandle<Result<Bytes, E>>,
+}
+
+impl<E> Drop for Pending<E> {
+    fn drop(&mut self) {
+        // A chunk no one will take is not read on.
+        self.task.abort();
+    }
+}
+
+impl<R: RangeRead> std::fmt::Debug for ReadAhead<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadAhead")
+            .field("len", &self.len)
+            .field("max", &self.max)
+            .field("depth", &self.depth)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -59,16 +98,69 @@ struct State {
 /// it (the archive's index pieces lie between its frames).
 const GAP: u64 = 1 << 20;
 
-impl<R> ReadAhead<R> {
+impl<R: RangeRead> ReadAhead<R> {
     /// Reads ahead over `inner`, whose length is `len`, at most `max` bytes
     /// in one read.
     pub fn new(inner: R, len: u64, max: u64) -> Self {
         ReadAhead {
-            inner,
+            inner: Arc::new(inner),
             len,
             max,
             state: Mutex::new(State::default()),
+            pending: Mutex::new(VecDeque::new()),
+            spawn: None,
+            depth: 0,
         }
+    }
+
+    /// Also reads up to `depth` chunks of `max` bytes ahead of a stream in
+    /// the background, once it reads `max` bytes at a time (memory: `depth`
+    /// × `max` more at most). Background reads run on the tokio runtime the
+    /// reads are made on; without one, nothing is read in the background.
+    /// A chunk whose read failed reports its error to the read that needs
+    /// it; chunks a new stream makes useless are dropped unread.
+    #[must_use]
+    pub fn prefetch(mut self, depth: usize) -> Self
+    where
+        R: 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        self.spawn = Some(Box::new(move |range| {
+            let runtime = tokio::runtime::Handle::try_current().ok()?;
+            let inner = Arc::clone(&inner);
+            Some(runtime.spawn(async move { inner.read_range(range).await }))
+        }));
+        self.depth = depth;
+        self
+    }
+
+    /// Keeps `depth` chunks read in the background after `from`.
+    fn top_up(&self, from: u64) {
+        let Some(spawn) = &self.spawn else { return };
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut start = pending.back().map_or(from, |p| p.range.end);
+        while pending.len() < self.depth && start < self.len {
+            let range = start..start.saturating_add(self.max).min(self.len);
+            let Some(task) = spawn(range.clone()) else { return };
+            start = range.end;
+            pending.push_back(Pending { range, task });
+        }
+    }
+
+    /// Drops the background reads (a new stream).
+    fn drop_pending(&self) {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
+    /// The background chunk that holds `range`, if one does (chunks before
+    /// it are dropped); `None` leaves the chunks alone.
+    fn take_pending(&self, range: &Range<u64>) -> Option<Pending<R::Error>> {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = pending
+            .iter()
+            .position(|p| p.range.start <= range.start && range.end <= p.range.end)?;
+        pending.drain(..at);
+        pending.pop_front()
     }
 
     /// The source read from.
@@ -118,6 +210,7 @@ impl<R: RangeRead> RangeRead for ReadAhead<R> {
                 // A second jump that continues the first: a new stream.
                 s.run = 0;
                 s.jumped_to = None;
+                self.drop_pending();
                 Some(want)
             } else {
                 // A jump: read only this; the stream stays where it was.
@@ -138,8 +231,31 @@ impl<R: RangeRead> RangeRead for ReadAhead<R> {
         let Some((head, from, extra)) = plan else {
             return self.inner.read_range(range).await;
         };
-        let end = range.end.saturating_add(extra).min(self.len.max(range.end));
-        let got = self.inner.read_range(from..end).await?;
+        let (from, got) = match self.take_pending(&(from..range.end)) {
+            // Read in the background already (or being read).
+            Some(chunk) => {
+                let start = chunk.range.start;
+                let got = match (&mut { chunk }.task).await {
+                    Ok(got) => got?,
+                    // Aborted or panicked: read it now.
+                    Err(_) => self.inner.read_range(start..range.end).await?,
+                };
+                (start, got)
+            }
+            None => {
+                let end = range.end.saturating_add(extra).min(self.len.max(range.end));
+                (from, self.inner.read_range(from..end).await?)
+            }
+        };
+        let head = if from < range.start {
+            // The chunk started before this read (the stream skipped a gap).
+            Bytes::new()
+        } else {
+            head
+        };
+        let skip = range.start.saturating_sub(from) as usize;
+        let got = got.slice(skip.min(got.len())..);
+        let from = from.max(range.start);
         let needed = (range.end - from) as usize;
         if got.len() < needed {
             // A short read: the caller sees it (nothing is kept).
@@ -153,13 +269,20 @@ impl<R: RangeRead> RangeRead for ReadAhead<R> {
             joined.extend_from_slice(&got[..needed]);
             joined.freeze()
         };
-        let mut s = self.state();
-        s.run += want;
-        s.next = range.end;
-        s.jumped_to = None;
-        if got.len() > needed {
-            s.buf_start = from;
-            s.buf = got;
+        let buf_end = from + got.len() as u64;
+        let steady = {
+            let mut s = self.state();
+            s.run += want;
+            s.next = range.end;
+            s.jumped_to = None;
+            if got.len() > needed {
+                s.buf_start = from;
+                s.buf = got;
+            }
+            s.run >= self.max
+        };
+        if steady {
+            self.top_up(buf_end);
         }
         Ok(out)
     }
@@ -256,6 +379,104 @@ mod tests {
                 data.slice(2_008_192..2_012_288)
             );
             assert_eq!(reads(&a), before + 1, "served from what was read ahead");
+        });
+    }
+
+    /// A source that takes a while per read and counts reads in flight.
+    struct Slow {
+        data: Bytes,
+        in_flight: AtomicUsize,
+        most: AtomicUsize,
+        bytes: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl RangeRead for Slow {
+        type Error = std::convert::Infallible;
+        async fn size(&self) -> Result<u64, Self::Error> {
+            Ok(self.data.len() as u64)
+        }
+        async fn read_range(&self, range: Range<u64>) -> Result<Bytes, Self::Error> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            self.bytes
+                .fetch_add((range.end - range.start) as usize, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.data.read_range(range).await
+        }
+    }
+
+    fn slow(len: usize) -> Slow {
+        Slow {
+            data: (0..len).map(|i| (i % 253) as u8).collect::<Vec<u8>>().into(),
+            in_flight: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// Reads `a` through in pieces of 3 000 bytes, working 1 ms on each
+    /// 64 KiB (a decoder); checks every byte.
+    async fn read_through(a: &ReadAhead<Slow>) {
+        let data = a.get_ref().data.clone();
+        let mut at = 0u64;
+        while at < data.len() as u64 {
+            let end = (at + 3000).min(data.len() as u64);
+            assert_eq!(
+                a.read_range(at..end).await.unwrap(),
+                data.slice(at as usize..end as usize)
+            );
+            if at / 65_536 != end / 65_536 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            at = end;
+        }
+    }
+
+    #[test]
+    fn prefetching_reads_the_next_chunks_in_the_background_bounded_and_not_past_the_end() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let len = 2 << 20;
+            let a = ReadAhead::new(slow(len), len as u64, 64 << 10).prefetch(3);
+            read_through(&a).await;
+            let s = a.get_ref();
+            // Reads overlapped (the chunks ahead), at most the 3 chunks and the reader's own.
+            let most = s.most.load(Ordering::SeqCst);
+            assert!((2..=4).contains(&most), "{most} reads in flight at most");
+            // Nothing past the end, and little read twice.
+            assert!(
+                s.bytes.load(Ordering::SeqCst) <= len + (64 << 10),
+                "{}",
+                s.bytes.load(Ordering::SeqCst)
+            );
+            assert!(a.pending.lock().unwrap().is_empty(), "no chunk past the end");
+            // Without prefetching, one read at a time.
+            let b = ReadAhead::new(slow(len), len as u64, 64 << 10);
+            read_through(&b).await;
+            assert_eq!(b.get_ref().most.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    #[test]
+    fn prefetching_without_a_runtime_reads_in_place() {
+        futures::executor::block_on(async {
+            let (data, a) = source(1 << 20);
+            let a = a.prefetch(2);
+            let mut at = 0u64;
+            while at < data.len() as u64 {
+                let end = (at + 5000).min(data.len() as u64);
+                assert_eq!(
+                    a.read_range(at..end).await.unwrap(),
+                    data.slice(at as usize..end as usize)
+                );
+                at = end;
+            }
+            assert!(a.pending.lock().unwrap().is_empty());
         });
     }
 

@@ -502,7 +502,7 @@ enum Entries {
 /// ([`entries`](Self::entries) streams them, [`find`](Self::find) reads one
 /// piece): memory is flat in the number of entries. A version 1 archive's
 /// index is held whole (those archives are few and small).
-pub struct ArchiveReader<R> {
+pub struct ArchiveReader<R: RangeRead> {
     /// Frames read in order are read ahead ([`READ_AHEAD`] at most).
     source: ReadAhead<R>,
     info: ArchiveInfo,
@@ -522,7 +522,7 @@ pub struct ArchiveReader<R> {
     last_frame: std::sync::Mutex<Option<(u64, Bytes)>>,
 }
 
-impl<R> fmt::Debug for ArchiveReader<R> {
+impl<R: RangeRead> fmt::Debug for ArchiveReader<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ArchiveReader")
             .field("archive_id", &self.info.fields().archive_id)
@@ -654,6 +654,20 @@ impl<R: RangeRead> ArchiveReader<R> {
             piece_cache: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(PIECE_CACHE)),
             last_frame: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Also reads up to `depth` chunks of 8 MiB ahead of a reader going
+    /// through the frames in order, in the background on the tokio runtime
+    /// ([`ReadAhead::prefetch`]): a remote target's latency then overlaps
+    /// with decryption and decompression. Memory: `depth` × 8 MiB more at
+    /// most.
+    #[must_use]
+    pub fn prefetch(mut self, depth: usize) -> Self
+    where
+        R: 'static,
+    {
+        self.source = self.source.prefetch(depth);
+        self
     }
 
     /// Header, footer and length.
@@ -1065,7 +1079,7 @@ impl<R: RangeRead> ArchiveReader<R> {
 
 /// Walks the entries in order, one piece at a time, checking the order and
 /// tree rules (version 2) and every hard link's target.
-struct EntryCursor<'a, R> {
+struct EntryCursor<'a, R: RangeRead> {
     reader: &'a ArchiveReader<R>,
     piece: usize,
     pos: usize,
@@ -1276,7 +1290,7 @@ pub mod blocking {
 
     /// An opened archive with blocking methods (see [`ArchiveReader`]).
     #[derive(Debug)]
-    pub struct Archive<R>(ArchiveReader<R>);
+    pub struct Archive<R: RangeRead>(ArchiveReader<R>);
 
     /// Opens the archive file at `path`.
     #[cfg(unix)]
