@@ -852,6 +852,13 @@ plot %s" """ % (png, plot_mode, RUNS, series))
             lines.append("| %s | %.2f | %.1f |" % (what, secs, nbytes / secs / 1e6))
         lines += ["", "ibs / smbclient throughput ratio: %.2f (ibs also reads, compresses and encrypts the source)."
                   % (smb_rows[1][1] / smb_rows[0][1])]
+        if target_rows:
+            # What the share costs ibs: its SMB backup less its local one (same corpus, cold method).
+            upload = smb_rows[0][1] - target_rows[0][1]
+            lines += ["", "The upload's own cost: ibs to SMB %.2f s − ibs to a local folder %.2f s = %.2f s, against "
+                      "smbclient put's %.2f s for the same archive bytes (ratio %.2f)."
+                      % (smb_rows[0][1], target_rows[0][1], upload, smb_rows[1][1],
+                         smb_rows[1][1] / upload if upload > 0 else float("inf"))]
     if target_rows:
         size = stats["infra"]["bytes"]
         lines += ["", "## ibs on each storage target (infra corpus, %d MB; cold method)" % (size // 1000000), "",
