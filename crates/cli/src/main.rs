@@ -45,6 +45,27 @@ use report::{Failure, Kind};
 /// Threads for blocking work (file reads, SMB calls).
 const BLOCKING_THREADS: usize = 2;
 
+/// Raises the soft limit on open files to the hard one: a backup's walk and
+/// a restore's writer hold one folder handle per level of depth (a tree can
+/// be ~2 000 levels deep within the 4 096-byte path limit), more than the
+/// usual soft limit of 1 024. Failing to raise it is not an error (the
+/// limit then stays as it was).
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let Some(hard) = limit.maximum
+        && limit.current.is_some_and(|soft| soft < hard)
+    {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            },
+        );
+    }
+}
+
 fn main() -> ExitCode {
     // Help and version to stdout with exit 0; a usage error to stderr with
     // exit 2 (as JSON when `--json` is among the arguments).
@@ -60,6 +81,7 @@ fn main() -> ExitCode {
     };
     let ctx = Ctx::new(cli.global.json, cli.global.quiet);
     progress::init_logging(cli.global.verbose);
+    raise_open_file_limit();
     let result = run(cli.command, &ctx);
     match result {
         // `completions` and `man` print a script or write files: no document.

@@ -1,7 +1,7 @@
 //! Backup sources: what a backup captures.
 
 use std::fmt;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -205,7 +205,8 @@ const WALK_BATCH: usize = 256;
 /// Entries per hand-off from the reader to the capture at most.
 const BATCH_ENTRIES: usize = 64;
 
-/// Bytes of file data per hand-off at most (a larger file goes alone).
+/// A batch is handed over once its files' data reaches this (so a batch
+/// holds up to this plus one file of [`CONSISTENT_READ_MAX`]).
 const BATCH_BYTES: u64 = 2 << 20;
 
 /// Hand-offs queued between the reader and the capture at most.
@@ -217,6 +218,10 @@ const PREFETCH_KIB: u32 = 16 << 10;
 
 /// The longest path the archive format records (FORMAT.md §14.5).
 const MAX_PATH: usize = 4096;
+
+/// The system's limit on a path given to a call (`PATH_MAX`, with its
+/// terminating zero).
+const SYSTEM_PATH_MAX: usize = 4096;
 
 /// Names and values of one entry's extended attributes, at most (FORMAT.md §14.4).
 const MAX_XATTR_BYTES: usize = 64 << 10;
@@ -288,7 +293,10 @@ const MAX_XATTR_BYTES: usize = 64 << 10;
 /// open folder (`fstatat`, `openat`); a file is read with one `open` and
 /// one `fstat` on the open file (its `fstatat` from the listing is the
 /// "before" of the change check). Entries still enter the archive in key
-/// order. It does not
+/// order. Open files: one folder handle per level of depth (a tree deeper
+/// than about a thousand levels needs a higher `RLIMIT_NOFILE` than the
+/// usual soft limit of 1 024; the `ibs` command raises its soft limit to
+/// the hard one). It does not
 /// grow with the number of files, with one exception: to find hard links,
 /// the capture remembers the (device, inode) and path of every captured
 /// file that has more than one link (and the reader their (device, inode)
@@ -590,21 +598,37 @@ struct Located {
 /// waited on (the caller's `fstat` then tells what it is). A device node put
 /// there between the listing and this open is opened like any file; the
 /// walk's own `lstat` has the same window.
+///
+/// A regular file under a conflicting lease (an SMB oplock or NFS
+/// delegation held by the kernel for another client) fails a non-blocking
+/// open with `EAGAIN`; a FIFO never does, so the file is then opened again,
+/// waiting for the lease to be broken as a plain open does.
 fn open_listed_file(at: &Located) -> std::io::Result<std::fs::File> {
+    open_no_follow(&*at.dir, at.name.as_os_str())
+}
+
+/// [`open_listed_file`] relative to `dir` (or the working folder when `name`
+/// is a whole path).
+fn open_no_follow(dir: impl AsFd, name: &std::ffi::OsStr) -> std::io::Result<std::fs::File> {
     use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::openat(
-        &*at.dir,
-        at.name.as_os_str(),
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(&dir, name, flags | OFlags::NONBLOCK, Mode::empty()) {
+        Err(rustix::io::Errno::AGAIN) => rustix::fs::openat(&dir, name, flags, Mode::empty())?,
+        opened => opened?,
+    };
     Ok(std::fs::File::from(fd))
 }
+
+/// How many bytes a small file may have grown since it was listed and still
+/// be read whole (more, and it is streamed: the read-ahead budget counted
+/// its listed size).
+const GROWTH: u64 = 4 << 10;
 
 /// Reads a small open file (blocking): all of it, or only its data extents
 /// when `stat` says it has holes. The flag is `false` when an extent ended
 /// early (the file shrank; the rest is zeros). `None` when the file has
-/// grown past [`CONSISTENT_READ_MAX`] (it is then streamed). No `fstat`:
+/// grown past [`CONSISTENT_READ_MAX`] or by more than [`GROWTH`] (it is
+/// then streamed). No `fstat`:
 /// the buffer is sized from `stat`, read to the end of the file.
 #[allow(clippy::type_complexity)]
 fn read_small(file: &std::fs::File, stat: &Stat) -> std::io::Result<Option<(Vec<u8>, Option<Sparse>, bool)>> {
@@ -619,9 +643,12 @@ fn read_small(file: &std::fs::File, stat: &Stat) -> std::io::Result<Option<(Vec<
         // without another read in the usual case; through `take` (which
         // asks no `fstat` for a size hint, unlike `File`'s own
         // `read_to_end`), one byte past the limit at most.
+        // A file that grew by more than [`GROWTH`] since it was listed is
+        // streamed instead: the read-ahead budget counted its listed size.
+        let limit = stat.size.saturating_add(GROWTH).min(CONSISTENT_READ_MAX);
         let mut data = Vec::with_capacity(usize::try_from(stat.size.min(CONSISTENT_READ_MAX)).unwrap_or(0) + 1);
-        file.take(CONSISTENT_READ_MAX + 1).read_to_end(&mut data)?;
-        if data.len() as u64 > CONSISTENT_READ_MAX {
+        file.take(limit + 1).read_to_end(&mut data)?;
+        if data.len() as u64 > limit {
             return Ok(None);
         }
         return Ok(Some((data, None, true)));
@@ -947,7 +974,10 @@ impl Walker {
                 rel.push(b'/');
             }
             rel.extend_from_slice(name.as_bytes());
-            if rel.len() > MAX_PATH {
+            // Beyond what the format records, or (the root's path included)
+            // beyond the system's path limit, which the extended attributes
+            // and the streaming of a large file reach by path.
+            if rel.len() > MAX_PATH || path.as_os_str().len() >= SYSTEM_PATH_MAX {
                 level.next += 1;
                 if !self.filter.excludes.excludes(&rel, false) {
                     out.push(Item::Problem(path, CaptureProblem::UnrecordableName));
@@ -1209,15 +1239,6 @@ impl DirectorySource {
         Ok(())
     }
 
-    /// The stat, or `None` when the file is gone.
-    async fn stat(&self, path: &Path) -> Result<Option<Stat>> {
-        match tokio::fs::symlink_metadata(path).await {
-            Ok(m) => Ok(Some(stat_of(&m))),
-            Err(e) if vanished(&e) => Ok(None),
-            Err(e) => Err(self.error(path, format!("cannot stat the file: {e}"))),
-        }
-    }
-
     /// Streams a file larger than [`CONSISTENT_READ_MAX`] (only its data
     /// extents when it has holes); a change during the read is reported
     /// (captured as read) or, strict, fails the source. The stat it was
@@ -1231,31 +1252,19 @@ impl DirectorySource {
         sink: &mut dyn EntrySink,
     ) -> Result<Option<Stat>> {
         use tokio::io::AsyncSeekExt;
-        let Some(mut before) = self.stat(path).await? else {
-            self.problem(sink, path, CaptureProblem::Vanished)?;
-            return Ok(None);
-        };
-        for _ in 0..REREADS {
-            if !racy(&before) {
-                break;
-            }
-            tokio::time::sleep(RACY_WINDOW).await;
-            let Some(again) = self.stat(path).await? else {
-                self.problem(sink, path, CaptureProblem::Vanished)?;
-                return Ok(None);
-            };
-            before = again;
-        }
+        // Opened first — never following a link, never waiting on a FIFO —
+        // and every check made on the open file, as for a small one.
         let opened = {
             let owned = path.to_owned();
             tokio::task::spawn_blocking(move || {
-                let file = std::fs::File::open(&owned)?;
-                let extents = if before.looks_sparse() {
-                    data_extents(&file, before.size)
-                } else {
-                    None
+                let file = open_no_follow(rustix::fs::CWD, owned.as_os_str())?;
+                let st = rustix::fs::fstat(&file)?;
+                let before = (file_type(&st) == rustix::fs::FileType::RegularFile).then(|| stat_at(&st));
+                let extents = match before {
+                    Some(b) if b.looks_sparse() => data_extents(&file, b.size),
+                    _ => None,
                 };
-                Ok::<_, std::io::Error>((file, extents))
+                Ok::<_, std::io::Error>((file, before.ok_or_else(|| file_type(&st)), extents))
             })
             .await
             .map_err(|source| ControllerError::Task {
@@ -1263,14 +1272,37 @@ impl DirectorySource {
                 source,
             })?
         };
-        let (file, extents) = match opened {
+        let (file, before, extents) = match opened {
             Ok(opened) => opened,
             Err(e) if vanished(&e) => {
                 self.problem(sink, path, CaptureProblem::Vanished)?;
                 return Ok(None);
             }
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                return Err(self.error(
+                    path,
+                    "was listed as a regular file but is now a symbolic link; it was replaced during the backup",
+                ));
+            }
             Err(e) => return Err(self.error(path, format!("cannot read the file: {e}"))),
         };
+        let mut before = before.map_err(|kind| {
+            self.error(
+                path,
+                format!(
+                    "was listed as a regular file but is now a {}; it was replaced during the backup",
+                    kind_of(kind)
+                ),
+            )
+        })?;
+        let stat_error = |e: std::io::Error| self.error(path, format!("cannot stat the file: {e}"));
+        for _ in 0..REREADS {
+            if !racy(&before) {
+                break;
+            }
+            tokio::time::sleep(RACY_WINDOW).await;
+            before = stat_at(&rustix::fs::fstat(&file).map_err(|e| stat_error(e.into()))?);
+        }
         let mut file = tokio::fs::File::from_std(file);
         let mut meta = self.meta(rel, &before, xattrs, names);
         if let Some(extents) = &extents {
@@ -1312,7 +1344,7 @@ impl DirectorySource {
                 }
             }
         }
-        let after = self.stat(path).await?;
+        let after = Some(stat_of(&file.metadata().await.map_err(stat_error)?));
         sink.end().await?;
         let complete = match &extents {
             None => total == before.size,
@@ -1478,7 +1510,7 @@ fn walk_ahead(
                     Ok(permit) => permit,
                     Err(tokio::sync::TryAcquireError::Closed) => return,
                     Err(tokio::sync::TryAcquireError::NoPermits) => {
-                        // What this batch holds is returned only once the capture has it.
+                        // What this batch holds is returned only once the capture has written it.
                         if !dispatch(&mut items, &mut held, &mut bytes) {
                             return;
                         }
@@ -1532,19 +1564,21 @@ impl BackupSource for DirectorySource {
         let mut links: std::collections::HashMap<(u64, u64), EntryPath> = std::collections::HashMap::new();
         let mut captured = 0u64;
         let mut batch = Vec::new().into_iter();
-        let mut _held = None;
+        let mut held = None;
         loop {
-            let next = match batch.next() {
-                Some(next) => next,
-                None => match rx.recv().await {
+            let Some(next) = batch.next() else {
+                // Every entry of the batch is in the archive: its budget goes
+                // back before the next batch is awaited (the walker may be
+                // waiting for it).
+                drop(held.take());
+                match rx.recv().await {
                     Some(Batch::Entries(task)) => {
                         let (items, permit) = task.await.map_err(|source| ControllerError::Task {
                             task: "file read",
                             source,
                         })?;
                         batch = items.into_iter();
-                        // The previous batch's budget is returned here.
-                        _held = permit;
+                        held = permit;
                         continue;
                     }
                     Some(Batch::Failed(path, reason)) => return Err(self.error(&path, reason)),
@@ -1559,7 +1593,7 @@ impl BackupSource for DirectorySource {
                             Ok(()) => self.error(&self.root, "the folder walk stopped before its end"),
                         });
                     }
-                },
+                }
             };
             match next {
                 Ready::Listed(Item::Problem(path, problem)) => self.problem(sink, &path, problem)?,

@@ -307,3 +307,33 @@ async fn many_files_across_folders_and_batches_come_back_whole_in_key_order() {
         }
     );
 }
+
+/// The read-ahead budget (16 MiB) goes back as the capture writes each
+/// batch: a batch of a small and an 8 MiB file followed by another 8 MiB
+/// file (more than the budget left while the batch is held) does not stall.
+#[tokio::test]
+async fn large_files_after_a_full_batch_do_not_stall_the_capture() {
+    let src = tempfile::tempdir().unwrap();
+    let sizes = [
+        ("a", 1 << 20),
+        ("b", 8 << 20),
+        ("c", 8 << 20),
+        ("d", 7 << 20),
+        ("e", 100),
+    ];
+    for (name, len) in sizes {
+        std::fs::write(src.path().join(name), vec![name.as_bytes()[0]; len]).unwrap();
+    }
+    let (summary, backup, entries) = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        capture(DirectorySource::new("state", src.path())),
+    )
+    .await
+    .expect("the capture stalled");
+    assert!(summary.warnings.is_empty(), "{summary:?}");
+    for (name, len) in sizes {
+        let data = backup.read(entry(&entries, name.as_bytes())).await.unwrap();
+        assert_eq!(data.len(), len);
+        assert!(data.iter().all(|b| *b == name.as_bytes()[0]));
+    }
+}

@@ -31,7 +31,10 @@
 //!    with `O_NOFOLLOW` (a version 1 backup, which records no folders, has
 //!    missing parents made there) — with `openat`/`mkdirat`/`symlinkat`/
 //!    `linkat`, and applies owners, extended attributes, modes and times
-//!    through the open file. Because it makes items in order, a hard link's
+//!    through the open file (one handle per level of depth is open: a tree
+//!    deeper than about a thousand levels needs a higher `RLIMIT_NOFILE`
+//!    than the usual soft limit of 1 024, which the `ibs` command raises to
+//!    the hard one). Because it makes items in order, a hard link's
 //!    file is always there before it. The writer stops at its first error,
 //!    which the task reports (the path named); when the task fails it stops
 //!    the writer and waits for it before the staging folder is removed.
@@ -90,13 +93,15 @@ fn check_names(e: &Entry, v1: bool) -> Result<()> {
 
 /// Entries up to this size are handed to the staging writer whole, in one
 /// work item; larger ones piece by piece (a frame at most each).
-const IN_MEMORY_RESTORE: u64 = 8 << 20;
+const IN_MEMORY_RESTORE: u64 = BATCH_BYTES;
 /// Work items in one batch handed to the staging writer.
 const BATCH_ITEMS: usize = 64;
-/// Bytes of file content in one batch (one file or piece may exceed it).
+/// Bytes of file content in one batch at most: a batch is handed over
+/// before an item would take it past this (an item alone may reach it, or a
+/// large file's piece be one frame, 1 MiB unless the archive chose larger).
 const BATCH_BYTES: u64 = 2 << 20;
 /// Batches queued for the staging writer beyond the one it is working on
-/// (and the one being filled): at most 8 × [`BATCH_ITEMS`] items and about
+/// (and the one being filled): at most 8 × [`BATCH_ITEMS`] items and
 /// 8 × [`BATCH_BYTES`] = 16 MiB in flight, whatever the backup's size —
 /// enough for either side to run on through the other's short stalls.
 const QUEUED_BATCHES: usize = 6;
@@ -813,6 +818,9 @@ impl Writer {
 
     /// Adds an item carrying `bytes` of content; hands the batch over when full.
     async fn push(&mut self, item: Work, bytes: u64) -> Result<()> {
+        if self.batch_bytes + bytes > BATCH_BYTES {
+            self.hand_over().await?;
+        }
         self.batch.push(item);
         self.batch_bytes += bytes;
         if self.batch.len() >= BATCH_ITEMS || self.batch_bytes >= BATCH_BYTES {
