@@ -110,7 +110,8 @@ pub struct CallEvent {
 pub enum CallPhase {
     /// The call was made and is waiting for the target.
     Started,
-    /// The call returned.
+    /// The call returned, or was dropped before it did (a cancelled call:
+    /// `bytes` 0, `error` `None`), so every `Started` has its `Finished`.
     Finished {
         /// How long it took.
         elapsed: Duration,
@@ -142,6 +143,28 @@ struct Call<'w> {
     operation: Operation,
     path: ObjectPath,
     start: Instant,
+    /// Whether [`Call::finish`] told the observer (else dropping it does).
+    told: bool,
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if self.told {
+            return;
+        }
+        if let Some(observer) = &self.watch.observer {
+            observer(&CallEvent {
+                id: self.id,
+                operation: self.operation,
+                path: self.path.clone(),
+                phase: CallPhase::Finished {
+                    elapsed: self.start.elapsed(),
+                    bytes: 0,
+                    error: None,
+                },
+            });
+        }
+    }
 }
 
 impl Watch {
@@ -170,13 +193,15 @@ impl Watch {
             operation,
             path: path.clone(),
             start: Instant::now(),
+            told: false,
         }
     }
 }
 
 impl Call<'_> {
     /// Records the end of the call (in the current span) and tells the observer.
-    fn finish<T>(self, result: &Result<T>, bytes: impl FnOnce(&T) -> u64) -> u64 {
+    fn finish<T>(mut self, result: &Result<T>, bytes: impl FnOnce(&T) -> u64) -> u64 {
+        self.told = true;
         let elapsed = self.start.elapsed();
         let elapsed_ms = elapsed.as_millis() as u64;
         let (bytes, error) = match result {
@@ -195,7 +220,7 @@ impl Call<'_> {
             observer(&CallEvent {
                 id: self.id,
                 operation: self.operation,
-                path: self.path,
+                path: self.path.clone(),
                 phase: CallPhase::Finished { elapsed, bytes, error },
             });
         }
@@ -618,6 +643,47 @@ mod tests {
         assert_eq!((bytes(3), bytes(4), bytes(5), bytes(7)), (6, 5, 11, 11));
         assert!(seen.iter().all(|e| e.path.as_str().starts_with('a')));
         assert_eq!(target.calls(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_before_it_ends_is_reported_finished() {
+        // A local folder's reads wait for the blocking pool: the first poll
+        // is pending (almost always; a few tries make sure).
+        let dir = tempfile::tempdir().unwrap();
+        let seen: Seen = Arc::default();
+        let log = Arc::clone(&seen);
+        let inner: Arc<dyn StorageTarget> = Arc::new(crate::LocalTarget::new(dir.path()).unwrap());
+        let target = ObservedTarget::new(inner).with_observer(Arc::new(move |e: &CallEvent| {
+            log.lock().unwrap().push(e.clone());
+        }));
+        let path = ObjectPath::parse("x").unwrap();
+        target
+            .put_bytes(&path, Bytes::from_static(b"x"), CommitMode::CreateNew)
+            .await
+            .unwrap();
+        let dropped = (0..100).find_map(|_| {
+            let mut call = Box::pin(target.read_range(&path, 0..1));
+            let waker = futures::task::noop_waker();
+            let pending = call
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker))
+                .is_pending();
+            drop(call);
+            pending.then(|| seen.lock().unwrap().iter().map(|e| e.id).max().unwrap())
+        });
+        let id = dropped.expect("a read that was still pending");
+        let seen = seen.lock().unwrap();
+        let phases: Vec<&CallPhase> = seen.iter().filter(|e| e.id == id).map(|e| &e.phase).collect();
+        assert_eq!(phases.len(), 2, "{phases:?}");
+        assert!(matches!(phases[0], CallPhase::Started));
+        assert!(matches!(
+            phases[1],
+            CallPhase::Finished {
+                bytes: 0,
+                error: None,
+                ..
+            }
+        ));
     }
 
     #[tokio::test]
