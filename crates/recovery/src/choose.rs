@@ -16,8 +16,10 @@ use crate::{RecoveryError, Result};
 /// Chunks of 8 MiB a backup's reader reads ahead in the background
 /// ([`ArchiveReader::prefetch`]): restore and verify stream the frames in
 /// order, so the next chunks' reads (a round trip each on a remote target)
-/// overlap with decrypting and writing the current one; 16 MiB more at most.
-const PREFETCH_CHUNKS: usize = 2;
+/// overlap with decrypting and writing the current one; 8 MiB more at most
+/// (one chunk: two kept a 1 GiB restore of incompressible files above its
+/// 128 MiB memory budget).
+const PREFETCH_CHUNKS: usize = 1;
 
 /// Which backup to restore.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -191,7 +193,7 @@ impl Recovery {
     }
 
     /// Opens a backup with whichever of `identities` it is encrypted to
-    /// (its reader reads two chunks of 8 MiB ahead in the background). When
+    /// (its reader reads one chunk of 8 MiB ahead in the background). When
     /// none is, the error lists the thumbprints the backup needs.
     pub async fn open(&self, backup: &BackupInfo, identities: &[&Identity]) -> Result<Backup> {
         self.restorable(backup)?;

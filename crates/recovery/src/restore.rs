@@ -22,8 +22,8 @@
 //!    frame's own, not copied); a writer thread, started for the restore,
 //!    makes them. The task hands the writer *batches* of work in archive
 //!    order (folders, whole small files, the pieces of a large one, links;
-//!    at most 64 items or about 2 MiB each) over a bounded queue (about
-//!    16 MiB in flight at most), so one core decodes while the other
+//!    at most 64 items or 2 MiB each) over a bounded queue (12 MiB in
+//!    flight at most), so one core decodes while the other
 //!    creates files, with one hand-off per batch and memory flat. The
 //!    writer makes every entry relative to open folder handles — the
 //!    staging folder, the source's folder and the chain down to the current
@@ -101,10 +101,10 @@ const BATCH_ITEMS: usize = 64;
 /// large file's piece be one frame, 1 MiB unless the archive chose larger).
 const BATCH_BYTES: u64 = 2 << 20;
 /// Batches queued for the staging writer beyond the one it is working on
-/// (and the one being filled): at most 8 × [`BATCH_ITEMS`] items and
-/// 8 × [`BATCH_BYTES`] = 16 MiB in flight, whatever the backup's size —
+/// (and the one being filled): at most 6 × [`BATCH_ITEMS`] items and
+/// 6 × [`BATCH_BYTES`] = 12 MiB in flight, whatever the backup's size —
 /// enough for either side to run on through the other's short stalls.
-const QUEUED_BATCHES: usize = 6;
+const QUEUED_BATCHES: usize = 4;
 /// Folders whose metadata one blocking task applies.
 const FOLDER_BATCH: usize = 256;
 /// Names read from a staged folder per batch while merging.
