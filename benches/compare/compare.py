@@ -813,12 +813,13 @@ plot %s" """ % (png, plot_mode, RUNS, series))
                 for t, c in [("restic", "restic version"), ("borg", "borg --version"), ("zstd", "zstd --version"),
                              ("tar", "tar --version")]}
     lines = ["# Benchmark results", "",
-             "Produced by `bash benches/compare/run.sh --mode %s` on %s. Machine: %s, %d cores, %d MiB RAM, %s. "
+             "Produced by `%sbash benches/compare/run.sh --mode %s` on %s. Machine: %s, %d cores, %d MiB RAM, %s. "
              "Median of %s runs per tool (min–max in the CSV), tools alternated; each backup a full one into a fresh "
              "repository, each restore into a fresh directory. ibs syncs what it wrote before it returns (the "
              "archive at commit, the restored tree at the end), the other tools do not. "
              "Ratios are to ibs (backup/restore time of the tool ÷ ibs's: > 1 means ibs is faster)."
-             % (args.mode, time.strftime("%Y-%m-%d"), cpu, os.cpu_count(), mem, sh("uname -sr").stdout.strip(),
+             % ("".join("%s=%s " % (k, os.environ[k]) for k in ("IBS_BENCH_COLD_RUNS", "IBS_BENCH_SETTLE")
+                        if k in os.environ), args.mode, time.strftime("%Y-%m-%d"), cpu, os.cpu_count(), mem, sh("uname -sr").stdout.strip(),
                 ", ".join("%d (%s)" % (RUNS if m == "warm" else COLD_RUNS, m) for m in modes)),
              "",
              "Versions: " + "; ".join("%s: %s" % kv for kv in versions.items()), "",
@@ -832,8 +833,9 @@ plot %s" """ % (png, plot_mode, RUNS, series))
         lines += ["", "## %s" % title, "", "Method: %s. %s" % (MODES[mode], {
             "warm": "Each restored tree removed right after it was timed (a tmpfs delete does not slow later "
                     "creates); repositories removed after the corpus's restores.",
-            "cold": "Every repository and restored tree removed only after the last timing (this ext4 creates "
-                    "files slowly for minutes after a bulk delete)."}[mode]), "",
+            "cold": "A corpus's repositories and restored trees removed only after its last timing, and the next "
+                    "corpus started %d s later (this ext4 creates files slowly for minutes after a bulk delete)."
+                    % SETTLE}[mode]), "",
                   "| corpus | tool | backup MB/s | time ÷ ibs | restore MB/s | time ÷ ibs | output MB "
                   "| peak RSS backup / restore MiB |",
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
