@@ -793,7 +793,7 @@ def write_results(rows, smb_rows, nbytes, status, target_rows, stats, args):
         cnames = list(dict.fromkeys(r["corpus"] for r in prow))
         dat = os.path.join(out_dir, "throughput.dat")
         with open(dat, "w") as f:
-            f.write("tool %s\n" % " ".join("%s_%s" % (c, k) for k in ("backup", "restore") for c in cnames))
+            f.write("# tool %s\n" % " ".join("%s_%s" % (c, k) for k in ("backup", "restore") for c in cnames))
             for tool in dict.fromkeys(r["tool"] for r in prow):
                 get = lambda c, k: next((r[k] for r in prow if r["tool"] == tool and r["corpus"] == c), 0)
                 f.write('"%s" %s\n' % (tool, " ".join(str(get(c, k + "_MBps")) for k in ("backup", "restore")
