@@ -544,10 +544,7 @@ fn read_consistent(at: &Located, listed: &Stat) -> std::result::Result<Read, Str
             Ok(file) => file,
             Err(e) if vanished(&e) => return Ok(Read::Vanished),
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-                return Err(
-                    "was listed as a regular file but is now a symbolic link; it was replaced during the backup"
-                        .to_owned(),
-                );
+                return Err(replaced(rustix::fs::FileType::Symlink));
             }
             Err(e) => return Err(format!("cannot read the file: {e}")),
         };
@@ -556,10 +553,7 @@ fn read_consistent(at: &Located, listed: &Stat) -> std::result::Result<Read, Str
             Ok(st) if file_type(&st) == rustix::fs::FileType::RegularFile => stat_at(&st),
             Ok(st) => {
                 // A folder opens and then fails to read; a FIFO opens (non-blocking) and reads nothing.
-                return Err(format!(
-                    "was listed as a regular file but is now a {}; it was replaced during the backup",
-                    kind_of(file_type(&st))
-                ));
+                return Err(replaced(file_type(&st)));
             }
             Err(e) => return Err(format!("cannot stat the file: {e}")),
         };
@@ -815,6 +809,14 @@ fn parse_id_names(text: &[u8]) -> std::collections::HashMap<u32, Vec<u8>> {
         out.entry(id).or_insert_with(|| name.to_vec());
     }
     out
+}
+
+/// Why a file listed as a regular file cannot be read: it is now a `now`.
+fn replaced(now: rustix::fs::FileType) -> String {
+    format!(
+        "was listed as a regular file but is now a {}; it was replaced during the backup",
+        kind_of(now)
+    )
 }
 
 /// What a file system object is, in words.
@@ -1279,22 +1281,11 @@ impl DirectorySource {
                 return Ok(None);
             }
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-                return Err(self.error(
-                    path,
-                    "was listed as a regular file but is now a symbolic link; it was replaced during the backup",
-                ));
+                return Err(self.error(path, replaced(rustix::fs::FileType::Symlink)));
             }
             Err(e) => return Err(self.error(path, format!("cannot read the file: {e}"))),
         };
-        let mut before = before.map_err(|kind| {
-            self.error(
-                path,
-                format!(
-                    "was listed as a regular file but is now a {}; it was replaced during the backup",
-                    kind_of(kind)
-                ),
-            )
-        })?;
+        let mut before = before.map_err(|kind| self.error(path, replaced(kind)))?;
         let stat_error = |e: std::io::Error| self.error(path, format!("cannot stat the file: {e}"));
         for _ in 0..REREADS {
             if !racy(&before) {
