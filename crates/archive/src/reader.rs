@@ -157,6 +157,11 @@ type ReadResult<T, E> = std::result::Result<T, ReadError<E>>;
 
 /// Exactly `len` bytes at `offset`, as a vector (opening a chunk decrypts it in place).
 async fn read_at<R: RangeRead + ?Sized>(source: &R, offset: u64, len: usize) -> ReadResult<Vec<u8>, R::Error> {
+    read_bytes_at(source, offset, len).await.map(Vec::from)
+}
+
+/// Exactly `len` bytes at `offset`, as the source gave them.
+async fn read_bytes_at<R: RangeRead + ?Sized>(source: &R, offset: u64, len: usize) -> ReadResult<Bytes, R::Error> {
     let short = |got: usize| Error::ShortRead {
         offset,
         len: len as u64,
@@ -171,7 +176,7 @@ async fn read_at<R: RangeRead + ?Sized>(source: &R, offset: u64, len: usize) -> 
     if out.len() != len {
         return Err(short(out.len()).into());
     }
-    Ok(Vec::from(out))
+    Ok(out)
 }
 
 /// The footer of either format version.
@@ -520,6 +525,67 @@ pub struct ArchiveReader<R: RangeRead> {
     piece_cache: std::sync::Mutex<std::collections::VecDeque<(usize, Arc<Vec<Entry>>)>>,
     /// The last frame opened: entries read in order mostly share frames.
     last_frame: std::sync::Mutex<Option<(u64, Bytes)>>,
+    /// Frames opened ahead of a reader going through them in order
+    /// ([`DecodeAhead`]); `None` while a call is using it.
+    ahead: std::sync::Mutex<Option<DecodeAhead<R::Error>>>,
+}
+
+/// Plaintext bytes of frames opened ahead of a reader going through the
+/// frames in order (at least one frame).
+const DECODE_AHEAD: u64 = 3 << 20;
+
+/// Most frames opened ahead at once (small frames: each is a blocking-pool task).
+const DECODE_AHEAD_FRAMES: usize = 8;
+
+/// A frame being opened ahead, or the failure to read its sealed bytes
+/// (kept for the call that needs that frame).
+enum Opening<E> {
+    Running(tokio::task::JoinHandle<Result<Bytes>>),
+    Failed(ReadError<E>),
+}
+
+/// Frames opened (decrypted, decompressed) on tokio's blocking pool ahead of
+/// a reader asking for frame after frame, so that a restore's single stream
+/// keeps both cores busy: the next frames are opened while the caller hashes
+/// and writes out this one. Started only once two frames in a row were asked
+/// for (a lookup of one entry opens only its own frames), only inside a
+/// runtime, and bounded: [`DECODE_AHEAD`] bytes of plaintext, never past the
+/// last frame. A frame whose sealed bytes could not be read or which fails to
+/// open is reported to the call that asks for that frame, not before.
+struct DecodeAhead<E> {
+    /// The frame asked for last (`u64::MAX`: none yet).
+    last: u64,
+    /// The next frame to start opening.
+    next: u64,
+    queue: std::collections::VecDeque<(u64, Opening<E>)>,
+    /// Decompressors of finished tasks, reused (a zstd context is costly to create).
+    decompressors: Arc<std::sync::Mutex<Vec<zstd::bulk::Decompressor<'static>>>>,
+}
+
+/// A [`DecodeAhead`] taken out of its reader, put back when the call is
+/// done or dropped.
+struct Lease<'a, E> {
+    slot: &'a std::sync::Mutex<Option<DecodeAhead<E>>>,
+    ahead: Option<DecodeAhead<E>>,
+}
+
+impl<E> Drop for Lease<'_, E> {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = self.ahead.take();
+        }
+    }
+}
+
+impl<E> Default for DecodeAhead<E> {
+    fn default() -> Self {
+        DecodeAhead {
+            last: u64::MAX,
+            next: 0,
+            queue: std::collections::VecDeque::new(),
+            decompressors: Arc::default(),
+        }
+    }
 }
 
 impl<R: RangeRead> fmt::Debug for ArchiveReader<R> {
@@ -653,6 +719,7 @@ impl<R: RangeRead> ArchiveReader<R> {
             frame_counters,
             piece_cache: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(PIECE_CACHE)),
             last_frame: std::sync::Mutex::new(None),
+            ahead: std::sync::Mutex::new(Some(DecodeAhead::default())),
         })
     }
 
@@ -849,6 +916,28 @@ impl<R: RangeRead> ArchiveReader<R> {
         {
             return Ok(bytes.clone());
         }
+        // The frames ahead, when this reader goes through them in order; the
+        // state is taken out while in use (a concurrent or cancelled call
+        // opens its frame in place instead).
+        let ahead = self.ahead.lock().ok().and_then(|mut a| a.take());
+        if let Some(ahead) = ahead {
+            let mut lease = Lease {
+                slot: &self.ahead,
+                ahead: Some(ahead),
+            };
+            let plain = match lease.ahead.as_mut() {
+                Some(ahead) => self.frame_ahead(ahead, i).await,
+                None => None,
+            };
+            drop(lease);
+            if let Some(plain) = plain {
+                let plain = plain?;
+                if let Ok(mut slot) = self.last_frame.lock() {
+                    *slot = Some((i, plain.clone()));
+                }
+                return Ok(plain);
+            }
+        }
         let sealed = self.sealed_frame(i).await?;
         let dec = match dec {
             Some(d) => d,
@@ -859,6 +948,93 @@ impl<R: RangeRead> ArchiveReader<R> {
             *slot = Some((i, plain.clone()));
         }
         Ok(plain)
+    }
+
+    /// Frame `i` from the frames opened ahead, starting or continuing them
+    /// when the frame before `i` was the one asked for last; `None` when
+    /// this call should open the frame itself (not in order, no runtime).
+    async fn frame_ahead(&self, ahead: &mut DecodeAhead<R::Error>, i: u64) -> Option<ReadResult<Bytes, R::Error>> {
+        let in_order = ahead.last.checked_add(1) == Some(i);
+        ahead.last = i;
+        while ahead.queue.front().is_some_and(|(j, _)| *j < i) {
+            ahead.queue.pop_front();
+        }
+        if ahead.queue.front().is_none_or(|(j, _)| *j != i) {
+            ahead.queue.clear();
+            if !in_order {
+                return None;
+            }
+            ahead.next = i;
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let depth = usize::try_from(DECODE_AHEAD.div_ceil(u64::from(self.frame_size().max(1))))
+            .unwrap_or(1)
+            .clamp(1, DECODE_AHEAD_FRAMES);
+        self.open_ahead(ahead, &runtime, depth).await;
+        let (_, opening) = ahead.queue.pop_front()?;
+        let plain = match opening {
+            Opening::Running(task) => match task.await {
+                Ok(plain) => plain.map_err(ReadError::from),
+                Err(_) => Err(Error::WorkerLost.into()),
+            },
+            Opening::Failed(e) => Err(e),
+        };
+        if plain.is_err() {
+            // Nothing after a failure is needed.
+            ahead.queue.clear();
+            ahead.last = u64::MAX;
+        } else {
+            self.open_ahead(ahead, &runtime, depth).await;
+        }
+        Some(plain)
+    }
+
+    /// Starts opening frames from `ahead.next` until `depth` are queued or
+    /// the last frame is.
+    async fn open_ahead(&self, ahead: &mut DecodeAhead<R::Error>, runtime: &tokio::runtime::Handle, depth: usize) {
+        let frames = self.frame_lens.len() as u64;
+        while ahead.queue.len() < depth && ahead.next < frames {
+            let j = ahead.next;
+            ahead.next += 1;
+            // Copied out of the read-ahead buffer by the task, not here.
+            let sealed = match self.frame_span(j) {
+                Ok((start, end)) => read_bytes_at(&self.source, start, (end - start) as usize).await,
+                Err(e) => Err(e.into()),
+            };
+            let sealed = match sealed {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    ahead.queue.push_back((j, Opening::Failed(e)));
+                    break;
+                }
+            };
+            let keys = Arc::clone(&self.keys);
+            let digest = self.digest;
+            let (counter, plain_len) = (self.frame_counter(j), self.frame_plain_len(j));
+            let pool = Arc::clone(&ahead.decompressors);
+            let task = runtime.spawn_blocking(move || {
+                let mut dec = match pool.lock().ok().and_then(|mut p| p.pop()) {
+                    Some(dec) => dec,
+                    None => decompressor()?,
+                };
+                let sealed = Vec::from(sealed);
+                let plain = keys.open_chunk_in(
+                    &digest,
+                    counter,
+                    false,
+                    sealed,
+                    plain_len,
+                    true,
+                    Region::Frame(j),
+                    &mut dec,
+                );
+                if let Ok(mut p) = pool.lock() {
+                    p.push(dec);
+                }
+                plain
+            });
+            ahead.queue.push_back((j, Opening::Running(task)));
+        }
     }
 
     /// The sealed bytes of frame `i`. A reader going frame after frame has
@@ -1397,6 +1573,138 @@ mod tests {
         let err =
             Error::from(block_on(ArchiveReader::open_with_file_key(bytes, &FileKey::from_bytes([0; 32]))).unwrap_err());
         assert!(matches!(err, Error::BadSignature { .. }), "{err}");
+    }
+
+    /// Contents for many entries over many small frames: compressible and
+    /// incompressible, empty, within one frame and across several.
+    fn many_frames() -> (Vec<u8>, FileKey, Vec<Vec<u8>>) {
+        let cert = Certificate::from_file(data("recipient.cer")).unwrap();
+        let key = FileKey::from_bytes([9; 32]);
+        let options = WriterOptions::default().frame_size(crate::format::MIN_FRAME_SIZE);
+        let enc = crate::ArchiveEncoder::with_file_key(&key, &[&cert], options).unwrap();
+        let mut w = ArchiveWriter::from_encoder(enc, Vec::new());
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut contents = Vec::new();
+        for n in 0..120usize {
+            let len = [0, 10, 700, 4096, 5000, 30_000][n % 6] + n;
+            let body: Vec<u8> = (0..len)
+                .map(|i| {
+                    seed = seed
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    if n % 3 == 0 {
+                        (seed >> 56) as u8
+                    } else {
+                        b"{\"id\": 1}\n"[i % 10]
+                    }
+                })
+                .collect();
+            w.add_entry(EntryMeta::new("s", format!("f{n:03}")), &body[..]).unwrap();
+            contents.push(body);
+        }
+        (w.finish().unwrap().0, key, contents)
+    }
+
+    fn multi_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap()
+    }
+
+    /// Read in order inside a runtime, the frames are opened ahead on the
+    /// blocking pool, bounded, and every entry comes back whole; read in
+    /// reverse and skipping, too (the queue starts again where asked).
+    #[test]
+    fn frames_read_in_order_are_opened_ahead_and_every_entry_comes_back_whole() {
+        let (bytes, key, contents) = many_frames();
+        multi_thread().block_on(async {
+            let r = ArchiveReader::open_with_file_key(bytes, &key).await.unwrap();
+            let frames = r.frame_lens().len() as u64;
+            assert!(frames > 100, "{frames} frames");
+            let entries = r.load_entries().await.unwrap();
+            let mut most_ahead = 0;
+            for (e, body) in entries.iter().zip(&contents) {
+                assert_eq!(&r.read_entry(e).await.unwrap(), body, "{}", e.path);
+                let ahead = r.ahead.lock().unwrap();
+                let ahead = ahead.as_ref().expect("put back after each call");
+                assert!(ahead.queue.len() <= DECODE_AHEAD_FRAMES && ahead.next <= frames);
+                most_ahead = most_ahead.max(ahead.queue.len());
+            }
+            assert!(most_ahead > 1, "frames were opened ahead ({most_ahead})");
+            for (e, body) in entries
+                .iter()
+                .zip(&contents)
+                .rev()
+                .chain(entries.iter().zip(&contents).step_by(7))
+            {
+                assert_eq!(&r.read_entry(e).await.unwrap(), body, "{}", e.path);
+            }
+        });
+    }
+
+    /// A frame that fails to open is reported to the read that needs it:
+    /// the entries before it come back whole although it was opened ahead
+    /// of them, and the entries after it still read.
+    #[test]
+    fn a_damaged_frame_opened_ahead_fails_only_the_entry_that_holds_it() {
+        let (mut bytes, key, contents) = many_frames();
+        let (offsets, damaged) = multi_thread().block_on(async {
+            let r = ArchiveReader::open_with_file_key(bytes.clone(), &key).await.unwrap();
+            (r.frame_offsets().to_vec(), r.frame_offsets().len() as u64 / 2)
+        });
+        bytes[offsets[damaged as usize] as usize + 20] ^= 0x40;
+        multi_thread().block_on(async {
+            let r = ArchiveReader::open_with_file_key(bytes, &key).await.unwrap();
+            let f = u64::from(crate::format::MIN_FRAME_SIZE);
+            let mut failed = 0;
+            for (e, body) in r.load_entries().await.unwrap().iter().zip(&contents) {
+                let holds = e.stream_len() > 0 && e.frames(f as u32).contains(&damaged);
+                match r.read_entry(e).await {
+                    Ok(got) => {
+                        assert!(!holds, "{} holds the damaged frame {damaged}", e.path);
+                        assert_eq!(&got, body, "{}", e.path);
+                    }
+                    Err(err) => {
+                        assert!(holds, "{} failed: {err}", e.path);
+                        let err = Error::from(err);
+                        assert!(
+                            matches!(err, Error::Authentication { region: Region::Frame(n) } if n == damaged),
+                            "{err}"
+                        );
+                        failed += 1;
+                    }
+                }
+            }
+            assert!(failed >= 1);
+        });
+    }
+
+    /// A read dropped while it waits puts the queue back: the next reads
+    /// still go ahead and come back whole.
+    #[test]
+    fn a_read_dropped_midway_leaves_the_reader_whole() {
+        use futures::StreamExt;
+        let (bytes, key, contents) = many_frames();
+        multi_thread().block_on(async {
+            let r = ArchiveReader::open_with_file_key(bytes, &key).await.unwrap();
+            let entries = r.load_entries().await.unwrap();
+            let big = entries.iter().position(|e| e.stream_len() > 20_000).unwrap();
+            for e in &entries[..big] {
+                r.read_entry(e).await.unwrap();
+            }
+            {
+                let mut stream = std::pin::pin!(r.entry_stream(&entries[big]));
+                stream.next().await.unwrap().unwrap();
+                let mut next = stream.next();
+                // Polled once (it may be waiting on a frame), then dropped.
+                let _ = futures::poll!(&mut next);
+            }
+            assert!(r.ahead.lock().unwrap().is_some());
+            for (e, body) in entries.iter().zip(&contents).skip(big) {
+                assert_eq!(&r.read_entry(e).await.unwrap(), body, "{}", e.path);
+            }
+        });
     }
 
     /// A file reads the same on tokio's blocking pool (inside a runtime) and

@@ -197,9 +197,13 @@ impl ArchiveKeys {
                         format!("zstd frame declares {declared} bytes, expected {expected_len}"),
                     ));
                 }
-                let mut out = vec![0u8; len];
+                // Decompressed straight into the spare capacity (no zero-fill first).
+                let mut out = Vec::new();
+                out.try_reserve_exact(len).map_err(|_| {
+                    Error::malformed(region, 1, format!("no memory for the {len} bytes the frame declares"))
+                })?;
                 let n = decompressor
-                    .decompress_to_buffer(payload, out.as_mut_slice())
+                    .decompress_to_buffer(payload, &mut out)
                     .map_err(|e| Error::Compression {
                         region,
                         reason: e.to_string(),
