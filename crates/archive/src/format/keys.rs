@@ -84,20 +84,21 @@ impl ArchiveKeys {
         let region = if last { Region::Index } else { Region::Frame(counter) };
         let mut out = Vec::new();
         if let Some(compressor) = compressor {
-            // Zeroed allocation, not a fill: a large buffer comes from fresh
-            // pages that stay untouched past what the compressor writes.
-            out = vec![0; 1 + zstd::zstd_safe::compress_bound(plain.len())];
+            // Compressed straight into the spare capacity after the encoding
+            // byte (no zero-fill first), with room for the tag.
+            out.reserve_exact(1 + zstd::zstd_safe::compress_bound(plain.len()) + TAG_LEN);
+            out.push(ENCODING_ZSTD);
+            let mut cursor = std::io::Cursor::new(out);
+            cursor.set_position(1);
             let n = compressor
-                .compress_to_buffer(plain, &mut out[1..])
+                .compress_to_buffer(plain, &mut cursor)
                 .map_err(|e| Error::Compression {
                     region,
                     reason: e.to_string(),
                 })?;
-            if n < plain.len() {
-                out[0] = ENCODING_ZSTD;
-                out.truncate(1 + n);
-                out.reserve_exact(TAG_LEN);
-            } else {
+            out = cursor.into_inner();
+            debug_assert_eq!(out.len(), 1 + n);
+            if n >= plain.len() {
                 out.clear();
             }
         }
