@@ -17,10 +17,13 @@
 //!    handed on. On any failure the staging folder is removed: a damaged
 //!    backup places nothing.
 //!
-//!    Two threads share the work. The restore's task reads, authenticates,
-//!    decompresses and checks the entries (a small file's bytes stay the
-//!    frame's own, not copied); a writer thread, started for the restore,
-//!    makes them. The task hands the writer *batches* of work in archive
+//!    The work is shared out so both cores stay busy. The archive reader
+//!    opens (authenticates and decompresses) the next frames on tokio's
+//!    blocking pool while the current one is used (its decode-ahead: 3 MiB
+//!    of frames at most, started because the restore asks for the frames in
+//!    order); the restore's task takes the entries out of the frames and
+//!    checks each one's SHA-256 (a small file's bytes stay the frame's own,
+//!    not copied); a writer thread, started for the restore, makes them. The task hands the writer *batches* of work in archive
 //!    order (folders, whole small files, the pieces of a large one, links;
 //!    at most 64 items or 2 MiB each) over a bounded queue (12 MiB in
 //!    flight at most), so one core decodes while the other
