@@ -100,6 +100,12 @@ impl ArchiveKeys {
             debug_assert_eq!(out.len(), 1 + n);
             if n >= plain.len() {
                 out.clear();
+            } else {
+                // The bound is the plaintext's size: a frame that compressed
+                // 4× would hold 4× its size while it waits for upload (an
+                // object store buffers 8 MiB parts of them). Shrinking gives
+                // the tail back in place.
+                out.shrink_to(1 + n + TAG_LEN);
             }
         }
         if out.is_empty() {
