@@ -301,6 +301,28 @@ impl Entry {
         }
     }
 
+    /// Whether `pieces`, in order, are this entry's stream bytes: their
+    /// SHA-256 against the one recorded ([`Error::ContentMismatch`] naming
+    /// the entry if not). For a reader that took the bytes unchecked
+    /// ([`ArchiveReader::entry_stream_unchecked`](crate::ArchiveReader::entry_stream_unchecked))
+    /// and checks them elsewhere, e.g. on another thread.
+    pub fn check_content<P: AsRef<[u8]>>(&self, pieces: impl IntoIterator<Item = P>) -> crate::Result<()> {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for piece in pieces {
+            hasher.update(piece.as_ref());
+        }
+        let got: [u8; 32] = hasher.finalize().into();
+        if got == self.sha256 {
+            Ok(())
+        } else {
+            Err(crate::Error::ContentMismatch {
+                source_name: self.source.clone(),
+                path: self.path.to_string(),
+            })
+        }
+    }
+
     /// Bytes of this entry in the data stream: a file's size, the sum of a
     /// sparse file's extents, 0 for the other kinds.
     pub fn stream_len(&self) -> u64 {

@@ -1082,6 +1082,24 @@ impl<R: RangeRead> ArchiveReader<R> {
     /// ends with an error instead of its last piece if the content does not
     /// match its SHA-256.
     pub fn entry_stream<'a>(&'a self, entry: &'a Entry) -> impl Stream<Item = ReadResult<Bytes, R::Error>> + 'a {
+        self.pieces(entry, true)
+    }
+
+    /// [`entry_stream`](Self::entry_stream) without the SHA-256 check, for
+    /// a caller that checks the content itself with
+    /// [`Entry::check_content`] — on another thread, so that hashing runs
+    /// beside the reading (the recovery crate's restore does). Every piece
+    /// is still authenticated (its frame's tag): what is not checked here
+    /// is only that the pieces are this entry's, whole. Bytes taken this way
+    /// must not be trusted or shown before that check passed.
+    pub fn entry_stream_unchecked<'a>(
+        &'a self,
+        entry: &'a Entry,
+    ) -> impl Stream<Item = ReadResult<Bytes, R::Error>> + 'a {
+        self.pieces(entry, false)
+    }
+
+    fn pieces<'a>(&'a self, entry: &'a Entry, check: bool) -> impl Stream<Item = ReadResult<Bytes, R::Error>> + 'a {
         struct St {
             frame: u64,
             end_frame: u64,
@@ -1106,7 +1124,9 @@ impl<R: RangeRead> ArchiveReader<R> {
             }
             if st.frame >= st.end_frame {
                 st.finished = true;
-                check_hash(entry, st.hasher.clone())?;
+                if check {
+                    check_hash(entry, st.hasher.clone())?;
+                }
                 return Ok(None);
             }
             let plain = self.frame(st.frame, &mut st.dec).await?;
@@ -1115,12 +1135,16 @@ impl<R: RangeRead> ArchiveReader<R> {
             let from = (entry.offset + st.done - frame_start) as usize;
             let take = ((len - st.done) as usize).min(plain.len().saturating_sub(from));
             let piece = plain.slice(from..from + take);
-            st.hasher.update(&piece);
+            if check {
+                st.hasher.update(&piece);
+            }
             st.done += take as u64;
             st.frame += 1;
             if st.frame >= st.end_frame {
                 st.finished = true;
-                check_hash(entry, st.hasher.clone())?;
+                if check {
+                    check_hash(entry, st.hasher.clone())?;
+                }
             }
             Ok(Some((piece, st)))
         })

@@ -97,6 +97,11 @@ impl Backup {
         RecoveryError::archive(&self.info.id, error)
     }
 
+    /// An archive failure that did not come from reading (a content check).
+    pub(crate) fn content_error(&self, error: ibs_archive::Error) -> RecoveryError {
+        self.archive_error(ibs_archive::ReadError::Archive(error))
+    }
+
     /// Verifies the whole backup, streaming, writing no plaintext anywhere:
     /// the archive against its manifest (size and SHA-256, as
     /// [`check_integrity`](ibs_repository::check_integrity)), then with the key every
@@ -157,6 +162,16 @@ impl Backup {
     pub fn stream<'a>(&'a self, entry: &'a Entry) -> impl Stream<Item = Result<Bytes>> + 'a {
         self.reader
             .entry_stream(entry)
+            .map(|r| r.map_err(|e| self.archive_error(e)))
+    }
+
+    /// [`stream`](Self::stream) without the SHA-256 check (every piece is
+    /// still authenticated): the caller checks with
+    /// [`Entry::check_content`](ibs_archive::Entry::check_content) before
+    /// it trusts the bytes (the restore does, on the blocking pool).
+    pub(crate) fn stream_unchecked<'a>(&'a self, entry: &'a Entry) -> impl Stream<Item = Result<Bytes>> + 'a {
+        self.reader
+            .entry_stream_unchecked(entry)
             .map(|r| r.map_err(|e| self.archive_error(e)))
     }
 

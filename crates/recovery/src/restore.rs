@@ -13,17 +13,20 @@
 //!    links, folders as folders; nothing is ever written through a link (the
 //!    archive's tree rule forbids an entry under a link, and the staging tree
 //!    holds only what this restore made). Every entry's SHA-256 is checked
-//!    (entries of unselected sources too, unless `skip_verify`) before it is
-//!    handed on. On any failure the staging folder is removed: a damaged
-//!    backup places nothing.
+//!    (entries of unselected sources too, unless `skip_verify`) before the
+//!    staged tree is placed. On any failure the staging folder is removed:
+//!    a damaged backup places nothing.
 //!
 //!    The work is shared out so both cores stay busy. The archive reader
 //!    opens (authenticates and decompresses) the next frames on tokio's
 //!    blocking pool while the current one is used (its decode-ahead: 3 MiB
 //!    of frames at most, started because the restore asks for the frames in
-//!    order); the restore's task takes the entries out of the frames and
-//!    checks each one's SHA-256 (a small file's bytes stay the frame's own,
-//!    not copied); a writer thread, started for the restore, makes them. The task hands the writer *batches* of work in archive
+//!    order); the restore's task takes the entries out of the frames (a
+//!    small file's bytes stay the frame's own, not copied) and hands them
+//!    to a writer thread, started for the restore, which makes them; each
+//!    file's SHA-256 is checked on the blocking pool beside the writer
+//!    (small files in batches of 1 MiB, a large one as its pieces stream
+//!    past), and every check has passed before step 2 places anything. The task hands the writer *batches* of work in archive
 //!    order (folders, whole small files, the pieces of a large one, links;
 //!    at most 64 items or 2 MiB each) over a bounded queue (12 MiB in
 //!    flight at most), so one core decodes while the other
@@ -601,6 +604,7 @@ impl Backup {
             now: Progress::default(),
         };
         let mut writer = Writer::start(stage, v1, apply)?;
+        let mut checks = Checks::default();
         let pass: Result<()> = async {
             let mut entries = std::pin::pin!(self.entries());
             while let Some(e) = entries.next().await {
@@ -626,30 +630,40 @@ impl Backup {
                     EntryKind::File if e.stream_len() <= IN_MEMORY_RESTORE => {
                         let len = e.stream_len();
                         // The frames' own bytes (a small file is usually one
-                        // slice of one frame): nothing copied here.
+                        // slice of one frame): nothing copied here. Their
+                        // SHA-256 is checked on the blocking pool while the
+                        // writer makes the file in the staging folder.
                         let mut pieces = Vec::with_capacity(1);
                         {
-                            let mut stream = std::pin::pin!(self.stream(&e));
+                            let mut stream = std::pin::pin!(self.stream_unchecked(&e));
                             while let Some(piece) = stream.next().await {
                                 pieces.push(piece?);
                             }
                         }
                         tally.now.bytes_in += len;
                         tally.now.bytes_out += len;
+                        checks
+                            .add(&e, &pieces, len)
+                            .await
+                            .map_err(|err| self.content_error(err))?;
                         writer.push(Work::File(e, pieces), len).await?;
                         report.files += 1;
                         report.bytes += len;
                     }
                     EntryKind::File => {
                         let len = e.stream_len();
-                        let mut stream = std::pin::pin!(self.stream(&e));
+                        let mut stream = std::pin::pin!(self.stream_unchecked(&e));
+                        let check = checks.stream(&e);
                         writer.push(Work::LargeStart(e.clone()), 0).await?;
                         while let Some(piece) = stream.next().await {
                             let piece = piece?;
                             let n = piece.len() as u64;
+                            // A check that ended early failed: its result says why.
+                            let _ = check.send(piece.clone()).await;
                             writer.push(Work::LargePiece(piece), n).await?;
                             tally.read(n, n);
                         }
+                        drop(check);
                         writer.push(Work::LargeEnd, 0).await?;
                         report.files += 1;
                         report.bytes += len;
@@ -666,7 +680,9 @@ impl Backup {
                 }
                 tally.entry_done();
             }
-            Ok(())
+            // Every content check has passed before the writer is done and
+            // anything is placed.
+            checks.finish().await.map_err(|err| self.content_error(err))
         }
         .await;
         match pass {
@@ -724,6 +740,77 @@ impl Backup {
 }
 
 /// How far a restore has got, and whom to tell.
+/// Bytes of small files one content check takes (a blocking-pool task).
+const CHECK_BYTES: u64 = 1 << 20;
+/// Content checks running at once; the restore waits for the oldest beyond.
+const CHECKS_RUNNING: usize = 4;
+/// Pieces (a frame each at most) queued for a large file's check.
+const LARGE_CHECK_QUEUE: usize = 4;
+
+/// The SHA-256 checks of small files' contents, run on the blocking pool in
+/// batches beside the writer (the restore's own task would otherwise hash
+/// every byte itself, one core's worth of serial work). Bounded: at most
+/// [`CHECKS_RUNNING`] batches of [`CHECK_BYTES`] (the bytes are shared with
+/// the writer's queue, not copied). A mismatch fails the restore before
+/// anything is placed.
+#[derive(Default)]
+struct Checks {
+    batch: Vec<(Entry, Vec<Bytes>)>,
+    bytes: u64,
+    running: VecDeque<tokio::task::JoinHandle<std::result::Result<(), ibs_archive::Error>>>,
+}
+
+impl Checks {
+    async fn add(&mut self, e: &Entry, pieces: &[Bytes], len: u64) -> std::result::Result<(), ibs_archive::Error> {
+        self.batch.push((e.clone(), pieces.to_vec()));
+        self.bytes += len;
+        if self.bytes >= CHECK_BYTES || self.batch.len() >= BATCH_ITEMS * 4 {
+            self.start();
+            while self.running.len() > CHECKS_RUNNING {
+                self.wait_oldest().await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&mut self) {
+        self.bytes = 0;
+        let batch = std::mem::take(&mut self.batch);
+        if batch.is_empty() {
+            return;
+        }
+        self.running.push_back(tokio::task::spawn_blocking(move || {
+            batch.iter().try_for_each(|(e, pieces)| e.check_content(pieces))
+        }));
+    }
+
+    /// A large file's check: its pieces are sent, in order, to a task that
+    /// hashes them as they come (drop the sender after the last one).
+    fn stream(&mut self, e: &Entry) -> tokio::sync::mpsc::Sender<Bytes> {
+        let (pieces, mut rx) = tokio::sync::mpsc::channel::<Bytes>(LARGE_CHECK_QUEUE);
+        let e = e.clone();
+        self.running.push_back(tokio::task::spawn_blocking(move || {
+            e.check_content(std::iter::from_fn(|| rx.blocking_recv()))
+        }));
+        pieces
+    }
+
+    async fn wait_oldest(&mut self) -> std::result::Result<(), ibs_archive::Error> {
+        match self.running.pop_front() {
+            Some(task) => task.await.map_err(|_| ibs_archive::Error::WorkerLost)?,
+            None => Ok(()),
+        }
+    }
+
+    async fn finish(&mut self) -> std::result::Result<(), ibs_archive::Error> {
+        self.start();
+        while !self.running.is_empty() {
+            self.wait_oldest().await?;
+        }
+        Ok(())
+    }
+}
+
 struct Tally {
     progress: Option<ProgressFn>,
     now: Progress,

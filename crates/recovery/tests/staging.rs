@@ -272,3 +272,52 @@ async fn an_entry_the_file_system_refuses_is_named_and_places_nothing() {
     }
     assert_empty(out.path());
 }
+
+#[tokio::test]
+async fn a_large_file_or_the_last_file_with_the_wrong_content_places_nothing() {
+    // Contents are checked beside the writer (small files in batches, a
+    // large one as its pieces stream): a wrong SHA-256 on a file larger
+    // than a writer batch, or on the very last file (checked when the pass
+    // ends), still fails the restore and places nothing.
+    let cert = &pair_a().cert;
+    let paths = tree_paths();
+    let big = paths.len() / 3;
+    let docs: Vec<Vec<u8>> = (0..paths.len())
+        .map(|i| {
+            if i == big {
+                doc(7).repeat(5 << 20 >> 8)
+            } else {
+                doc(i % 40)
+            }
+        })
+        .collect();
+    assert!(docs[big].len() > 4 << 20);
+    let entries: Vec<(&str, &str, &[u8])> = paths
+        .iter()
+        .zip(&docs)
+        .map(|(p, d)| ("state", p.as_str(), d.as_slice()))
+        .collect();
+    for wrong in [None, Some(big), Some(entries.len() - 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let target = local(dir.path());
+        let (archive, archive_id) = crafted_archive_with_wrong_hash(cert, &entries, "1.0", wrong);
+        put_archive(&target, archive, archive_id, &[cert], T0, "1.0").await;
+        let backup = newest(&target).await;
+        let out = tempfile::tempdir().unwrap();
+        let restored = backup.restore_to(out.path(), &RestoreOptions::default()).await;
+        match wrong {
+            None => {
+                assert_eq!(restored.unwrap().files, paths.len() as u64);
+                let got = files_under(out.path());
+                assert_eq!(got.len(), paths.len());
+                assert!(got.iter().any(|(_, c)| c == &docs[big]));
+            }
+            Some(i) => {
+                let err = restored.unwrap_err();
+                assert!(err.to_string().contains(&paths[i]), "{err}");
+                assert!(err.to_string().contains("SHA-256"), "{err}");
+                assert_empty(out.path());
+            }
+        }
+    }
+}

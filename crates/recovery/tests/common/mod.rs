@@ -150,14 +150,13 @@ pub fn crafted_archive_with_wrong_hash(
     .unwrap();
     let digest = header.digest();
     let data: Vec<u8> = entries.iter().flat_map(|(_, _, d)| d.iter().copied()).collect();
-    assert!(data.len() <= DEFAULT_FRAME_SIZE as usize, "one frame only");
     let mut out = header.as_bytes().to_vec();
     let mut index = Index {
         data_len: data.len() as u64,
         ..Index::default()
     };
-    if !data.is_empty() {
-        let frame = keys.seal_chunk(&digest, 0, false, &data, None).unwrap();
+    for (n, chunk) in data.chunks(DEFAULT_FRAME_SIZE as usize).enumerate() {
+        let frame = keys.seal_chunk(&digest, n as u64, false, chunk, None).unwrap();
         index.frame_lens.push(frame.len() as u32);
         out.extend(frame);
     }
