@@ -302,7 +302,7 @@ impl Entry {
     }
 
     /// Whether `pieces`, in order, are this entry's stream bytes: their
-    /// SHA-256 against the one recorded ([`Error::ContentMismatch`] naming
+    /// SHA-256 against the one recorded ([`Error::ContentMismatch`](crate::Error::ContentMismatch) naming
     /// the entry if not). For a reader that took the bytes unchecked
     /// ([`ArchiveReader::entry_stream_unchecked`](crate::ArchiveReader::entry_stream_unchecked))
     /// and checks them elsewhere, e.g. on another thread.
