@@ -168,12 +168,29 @@ async fn links_made_in_the_same_batch_as_their_files_are_links() {
     assert_eq!(std::fs::read(s.join("a/sub/up")).unwrap(), doc(1));
 }
 
+/// Restores a crafted version 1 backup of `entries` whose entry at `wrong`
+/// (if any) has a SHA-256 its content does not have; the outcome and the
+/// restore folder.
+async fn restore_crafted(
+    entries: &[(&str, &str, &[u8])],
+    wrong: Option<usize>,
+) -> (Result<ibs_recovery::RestoreReport, RecoveryError>, tempfile::TempDir) {
+    let cert = &pair_a().cert;
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    let (archive, archive_id) = crafted_archive_with_wrong_hash(cert, entries, "1.0", wrong);
+    put_archive(&target, archive, archive_id, &[cert], T0, "1.0").await;
+    let backup = newest(&target).await;
+    let out = tempfile::tempdir().unwrap();
+    let restored = backup.restore_to(out.path(), &RestoreOptions::default()).await;
+    (restored, out)
+}
+
 #[tokio::test]
 async fn a_damaged_entry_among_many_small_files_places_nothing() {
     // Version 1 (no folder entries: the writer makes the parents), one
     // frame, the entry in the middle recorded with a SHA-256 its content
     // does not have: hundreds of files are staged before it is reached.
-    let cert = &pair_a().cert;
     let paths = tree_paths();
     let docs: Vec<Vec<u8>> = (0..paths.len()).map(|i| doc(i % 40)).collect();
     let entries: Vec<(&str, &str, &[u8])> = paths
@@ -184,13 +201,7 @@ async fn a_damaged_entry_among_many_small_files_places_nothing() {
     let middle = entries.len() / 2;
     let bad_path = paths[middle].clone();
     for wrong in [None, Some(middle)] {
-        let dir = tempfile::tempdir().unwrap();
-        let target = local(dir.path());
-        let (archive, archive_id) = crafted_archive_with_wrong_hash(cert, &entries, "1.0", wrong);
-        put_archive(&target, archive, archive_id, &[cert], T0, "1.0").await;
-        let backup = newest(&target).await;
-        let out = tempfile::tempdir().unwrap();
-        let restored = backup.restore_to(out.path(), &RestoreOptions::default()).await;
+        let (restored, out) = restore_crafted(&entries, wrong).await;
         match wrong {
             None => {
                 // The same archive undamaged restores whole (version 1 parents made).
@@ -279,7 +290,6 @@ async fn a_large_file_or_the_last_file_with_the_wrong_content_places_nothing() {
     // large one as its pieces stream): a wrong SHA-256 on a file larger
     // than a writer batch, or on the very last file (checked when the pass
     // ends), still fails the restore and places nothing.
-    let cert = &pair_a().cert;
     let paths = tree_paths();
     let big = paths.len() / 3;
     let docs: Vec<Vec<u8>> = (0..paths.len())
@@ -298,13 +308,7 @@ async fn a_large_file_or_the_last_file_with_the_wrong_content_places_nothing() {
         .map(|(p, d)| ("state", p.as_str(), d.as_slice()))
         .collect();
     for wrong in [None, Some(big), Some(entries.len() - 1)] {
-        let dir = tempfile::tempdir().unwrap();
-        let target = local(dir.path());
-        let (archive, archive_id) = crafted_archive_with_wrong_hash(cert, &entries, "1.0", wrong);
-        put_archive(&target, archive, archive_id, &[cert], T0, "1.0").await;
-        let backup = newest(&target).await;
-        let out = tempfile::tempdir().unwrap();
-        let restored = backup.restore_to(out.path(), &RestoreOptions::default()).await;
+        let (restored, out) = restore_crafted(&entries, wrong).await;
         match wrong {
             None => {
                 assert_eq!(restored.unwrap().files, paths.len() as u64);
