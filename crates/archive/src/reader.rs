@@ -970,7 +970,9 @@ impl<R: RangeRead> ArchiveReader<R> {
         let depth = usize::try_from(DECODE_AHEAD.div_ceil(u64::from(self.frame_size().max(1))))
             .unwrap_or(1)
             .clamp(1, DECODE_AHEAD_FRAMES);
-        self.open_ahead(ahead, &runtime, depth).await;
+        // Frame `i` is started first when the queue starts again here (its
+        // read is not held up by the next frames'); the rest after it.
+        self.open_ahead(ahead, &runtime, 1).await;
         let (_, opening) = ahead.queue.pop_front()?;
         let plain = match opening {
             Opening::Running(task) => match task.await {

@@ -1550,7 +1550,13 @@ impl BackupSource for DirectorySource {
         let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(PREFETCH_KIB as usize));
         let _close = CloseOnDrop(std::sync::Arc::clone(&budget));
         let runtime = tokio::runtime::Handle::current();
-        let walk = tokio::task::spawn_blocking(move || walk_ahead(walker, &tx, &budget, &runtime));
+        // A thread of its own, not the blocking pool's: the walker waits for
+        // the readers and the sink, which need the pool (the `ibs` command
+        // gives it two threads; two captures at once must not take both).
+        let walk = std::thread::Builder::new()
+            .name("ibs-walk".into())
+            .spawn(move || walk_ahead(walker, &tx, &budget, &runtime))
+            .map_err(|e| self.error(&self.root, format!("cannot start the folder walk: {e}")))?;
         // (device, inode) → the first path captured, of files with more than one link.
         let mut links: std::collections::HashMap<(u64, u64), EntryPath> = std::collections::HashMap::new();
         let mut captured = 0u64;
@@ -1576,13 +1582,12 @@ impl BackupSource for DirectorySource {
                     Some(Batch::Done) => break,
                     None => {
                         // The reader stopped without a word: it panicked.
-                        return Err(match walk.await {
-                            Err(source) => ControllerError::Task {
-                                task: "folder walk",
-                                source,
-                            },
-                            Ok(()) => self.error(&self.root, "the folder walk stopped before its end"),
-                        });
+                        // Its sender is gone: the thread has ended or is ending.
+                        let how = match walk.join() {
+                            Err(_) => "the folder walk stopped before its end (its thread panicked)",
+                            Ok(()) => "the folder walk stopped before its end",
+                        };
+                        return Err(self.error(&self.root, how));
                     }
                 }
             };

@@ -337,3 +337,39 @@ async fn large_files_after_a_full_batch_do_not_stall_the_capture() {
         assert!(data.iter().all(|b| *b == name.as_bytes()[0]));
     }
 }
+
+/// The walk runs on a thread of its own: it waits for the readers and the
+/// sink, which run on the blocking pool, so it must not hold one of that
+/// pool's threads. With one blocking thread, and with two captures sharing
+/// the `ibs` command's two, captures of many files finish (bounded).
+#[test]
+fn captures_finish_with_a_blocking_pool_of_one_or_two_threads() {
+    let src = tempfile::tempdir().unwrap();
+    for d in 0..10 {
+        let dir = src.path().join(format!("d{d}"));
+        std::fs::create_dir(&dir).unwrap();
+        for f in 0..100 {
+            std::fs::write(dir.join(format!("f{f:03}")), format!("{d}/{f}").repeat(40)).unwrap();
+        }
+    }
+    std::fs::write(src.path().join("big"), vec![7u8; 12 << 20]).unwrap();
+    for (threads, captures) in [(1, 1), (2, 2)] {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(threads)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let all =
+                futures::future::join_all((0..captures).map(|_| capture(DirectorySource::new("state", src.path()))));
+            let done = tokio::time::timeout(std::time::Duration::from_secs(120), all)
+                .await
+                .unwrap_or_else(|_| panic!("{captures} capture(s) with {threads} blocking thread(s) hung"));
+            for (summary, _, entries) in done {
+                assert!(summary.warnings.is_empty(), "{summary:?}");
+                assert_eq!(entries.len(), 10 + 10 * 100 + 1);
+            }
+        });
+    }
+}

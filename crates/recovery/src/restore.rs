@@ -653,7 +653,7 @@ impl Backup {
                     EntryKind::File => {
                         let len = e.stream_len();
                         let mut stream = std::pin::pin!(self.stream_unchecked(&e));
-                        let check = checks.stream(&e);
+                        let check = checks.stream(&e).map_err(|err| self.content_error(err))?;
                         writer.push(Work::LargeStart(e.clone()), 0).await?;
                         while let Some(piece) = stream.next().await {
                             let piece = piece?;
@@ -664,6 +664,7 @@ impl Backup {
                             tally.read(n, n);
                         }
                         drop(check);
+                        checks.bound().await.map_err(|err| self.content_error(err))?;
                         writer.push(Work::LargeEnd, 0).await?;
                         report.files += 1;
                         report.bytes += len;
@@ -744,7 +745,7 @@ impl Backup {
 const CHECK_BYTES: u64 = 1 << 20;
 /// Content checks running at once; the restore waits for the oldest beyond.
 const CHECKS_RUNNING: usize = 4;
-/// Pieces (a frame each at most) queued for a large file's check.
+/// Pieces (a frame each at most) queued for a large file's check (its own thread).
 const LARGE_CHECK_QUEUE: usize = 4;
 
 /// The SHA-256 checks of small files' contents, run on the blocking pool in
@@ -757,18 +758,35 @@ const LARGE_CHECK_QUEUE: usize = 4;
 struct Checks {
     batch: Vec<(Entry, Vec<Bytes>)>,
     bytes: u64,
-    running: VecDeque<tokio::task::JoinHandle<std::result::Result<(), ibs_archive::Error>>>,
+    running: VecDeque<Check>,
+}
+
+type CheckResult = std::result::Result<(), ibs_archive::Error>;
+
+/// A content check under way: a batch on the blocking pool, or a large
+/// file's on a thread of its own. The latter waits for its pieces, so it
+/// must not hold one of the blocking pool's threads (the `ibs` command
+/// runs with two): the reads and frames it waits for need them.
+enum Check {
+    Batch(tokio::task::JoinHandle<CheckResult>),
+    Stream(tokio::sync::oneshot::Receiver<CheckResult>),
 }
 
 impl Checks {
-    async fn add(&mut self, e: &Entry, pieces: &[Bytes], len: u64) -> std::result::Result<(), ibs_archive::Error> {
+    async fn add(&mut self, e: &Entry, pieces: &[Bytes], len: u64) -> CheckResult {
         self.batch.push((e.clone(), pieces.to_vec()));
         self.bytes += len;
         if self.bytes >= CHECK_BYTES || self.batch.len() >= BATCH_ITEMS * 4 {
             self.start();
-            while self.running.len() > CHECKS_RUNNING {
-                self.wait_oldest().await?;
-            }
+            self.bound().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest checks until at most [`CHECKS_RUNNING`] run.
+    async fn bound(&mut self) -> CheckResult {
+        while self.running.len() > CHECKS_RUNNING {
+            self.wait_oldest().await?;
         }
         Ok(())
     }
@@ -779,30 +797,38 @@ impl Checks {
         if batch.is_empty() {
             return;
         }
-        self.running.push_back(tokio::task::spawn_blocking(move || {
-            batch.iter().try_for_each(|(e, pieces)| e.check_content(pieces))
-        }));
+        self.running
+            .push_back(Check::Batch(tokio::task::spawn_blocking(move || {
+                batch.iter().try_for_each(|(e, pieces)| e.check_content(pieces))
+            })));
     }
 
-    /// A large file's check: its pieces are sent, in order, to a task that
-    /// hashes them as they come (drop the sender after the last one).
-    fn stream(&mut self, e: &Entry) -> tokio::sync::mpsc::Sender<Bytes> {
+    /// A large file's check: its pieces are sent, in order, to a thread
+    /// that hashes them as they come (drop the sender after the last one,
+    /// then [`bound`](Self::bound)).
+    fn stream(&mut self, e: &Entry) -> std::result::Result<tokio::sync::mpsc::Sender<Bytes>, ibs_archive::Error> {
         let (pieces, mut rx) = tokio::sync::mpsc::channel::<Bytes>(LARGE_CHECK_QUEUE);
+        let (done, result) = tokio::sync::oneshot::channel();
         let e = e.clone();
-        self.running.push_back(tokio::task::spawn_blocking(move || {
-            e.check_content(std::iter::from_fn(|| rx.blocking_recv()))
-        }));
-        pieces
+        std::thread::Builder::new()
+            .name("ibs-restore-check".into())
+            .spawn(move || {
+                let _ = done.send(e.check_content(std::iter::from_fn(|| rx.blocking_recv())));
+            })
+            .map_err(ibs_archive::Error::WorkerSpawn)?;
+        self.running.push_back(Check::Stream(result));
+        Ok(pieces)
     }
 
-    async fn wait_oldest(&mut self) -> std::result::Result<(), ibs_archive::Error> {
+    async fn wait_oldest(&mut self) -> CheckResult {
         match self.running.pop_front() {
-            Some(task) => task.await.map_err(|_| ibs_archive::Error::WorkerLost)?,
+            Some(Check::Batch(task)) => task.await.map_err(|_| ibs_archive::Error::WorkerLost)?,
+            Some(Check::Stream(result)) => result.await.map_err(|_| ibs_archive::Error::WorkerLost)?,
             None => Ok(()),
         }
     }
 
-    async fn finish(&mut self) -> std::result::Result<(), ibs_archive::Error> {
+    async fn finish(&mut self) -> CheckResult {
         self.start();
         while !self.running.is_empty() {
             self.wait_oldest().await?;

@@ -325,3 +325,39 @@ async fn a_large_file_or_the_last_file_with_the_wrong_content_places_nothing() {
         }
     }
 }
+
+/// A restore never waits on a blocking-pool thread that itself waits for
+/// the restore: large files' checks run on threads of their own. With one
+/// blocking thread, and with two restores sharing the `ibs` command's two,
+/// restores of a backup with a 40 MiB file finish (bounded, not hung).
+#[test]
+fn restores_finish_with_a_blocking_pool_of_one_or_two_threads() {
+    let paths = tree_paths();
+    let big: Vec<u8> = doc(3).repeat((40 << 20) / doc(3).len());
+    let docs: Vec<Vec<u8>> = (0..paths.len())
+        .map(|i| if i == 5 { big.clone() } else { doc(i % 40) })
+        .collect();
+    let entries: Vec<(&str, &str, &[u8])> = paths
+        .iter()
+        .zip(&docs)
+        .map(|(p, d)| ("state", p.as_str(), d.as_slice()))
+        .collect();
+    for (threads, restores) in [(1, 1), (2, 2)] {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(threads)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let all = futures::future::join_all((0..restores).map(|_| restore_crafted(&entries, None)));
+            let done = tokio::time::timeout(std::time::Duration::from_secs(120), all)
+                .await
+                .unwrap_or_else(|_| panic!("{restores} restore(s) with {threads} blocking thread(s) hung"));
+            for (restored, out) in done {
+                assert_eq!(restored.unwrap().files, paths.len() as u64);
+                assert_eq!(files_under(out.path()).len(), paths.len());
+            }
+        });
+    }
+}

@@ -167,14 +167,7 @@ impl ReadTarget for LocalTarget {
             }
             Ok(Bytes::from(buf))
         });
-        read.await.map_err(|_| {
-            error(
-                ErrorKind::Other,
-                op,
-                path.as_str(),
-                "the read was lost (its worker stopped)",
-            )
-        })?
+        read.await.map_err(|e| blocking_error(op, path, e))?
     }
 
     async fn head(&self, path: &ObjectPath) -> Result<ObjectMeta> {
