@@ -284,7 +284,7 @@ const MAX_XATTR_BYTES: usize = 64 << 10;
 ///
 /// Memory: the walk streams. It holds the sorted names of each folder on
 /// the way from the root to the current one (depth × the widest folder).
-/// One walker thread (from the blocking pool, for the whole capture) lists
+/// One walker thread (its own, for the whole capture) lists
 /// in key order and hands the entries over in batches of at most 64, whose
 /// small files are read on the blocking pool, two batches at a time, ahead
 /// of the archive writer — up to 16 MiB of file data and 8 batches — so
@@ -1432,8 +1432,9 @@ fn read_batch(listed: Vec<Listed>) -> Vec<Ready> {
 /// a machine with a few cores; the reads are in memory or in the page cache).
 const READERS: usize = 2;
 
-/// The capture's walker (blocking; runs on its own blocking-pool thread for
-/// the whole capture): walks in key order and hands the entries over in
+/// The capture's walker (blocking; runs on a thread of its own for the
+/// whole capture, not the blocking pool's: it waits for the readers, which
+/// need that pool): walks in key order and hands the entries over in
 /// batches, each batch's files read on the blocking pool while the walk
 /// goes on (up to [`READERS`] batches at once), so one hand-off carries
 /// many files and reading keeps more than one core busy. It stops when the
@@ -1536,8 +1537,7 @@ impl BackupSource for DirectorySource {
     }
 
     async fn capture(&self, sink: &mut dyn EntrySink) -> Result<()> {
-        // One walker lists in key order on its own blocking-pool thread and
-        // hands batches of entries over, their small files read on the
+        // One walker lists in key order on a thread of its own and hands batches of entries over, their small files read on the
         // blocking pool (two batches at once) ahead of the sink, bounded in
         // batches and in bytes; everything is consumed in key order.
         let names = tokio::task::spawn_blocking(OwnerNames::load).await.unwrap_or_default();

@@ -24,9 +24,10 @@
 //!    order); the restore's task takes the entries out of the frames (a
 //!    small file's bytes stay the frame's own, not copied) and hands them
 //!    to a writer thread, started for the restore, which makes them; each
-//!    file's SHA-256 is checked on the blocking pool beside the writer
-//!    (small files in batches of 1 MiB, a large one as its pieces stream
-//!    past), and every check has passed before step 2 places anything. The task hands the writer *batches* of work in archive
+//!    file's SHA-256 is checked beside the writer (small files in batches
+//!    of 1 MiB on the blocking pool, a large one on a thread of its own as
+//!    its pieces stream past), and every check has passed before step 2
+//!    places anything. The task hands the writer *batches* of work in archive
 //!    order (folders, whole small files, the pieces of a large one, links;
 //!    at most 64 items or 2 MiB each) over a bounded queue (12 MiB in
 //!    flight at most), so one core decodes while the other
