@@ -312,7 +312,12 @@ impl Entry {
         for piece in pieces {
             hasher.update(piece.as_ref());
         }
-        let got: [u8; 32] = hasher.finalize().into();
+        self.check_digest(hasher.finalize().into())
+    }
+
+    /// [`Error::ContentMismatch`](crate::Error::ContentMismatch) naming
+    /// this entry unless `got` is its recorded SHA-256.
+    pub(crate) fn check_digest(&self, got: [u8; 32]) -> crate::Result<()> {
         if got == self.sha256 {
             Ok(())
         } else {

@@ -1020,16 +1020,7 @@ impl<R: RangeRead> ArchiveReader<R> {
                     None => decompressor()?,
                 };
                 let sealed = Vec::from(sealed);
-                let plain = keys.open_chunk_in(
-                    &digest,
-                    counter,
-                    false,
-                    sealed,
-                    plain_len,
-                    true,
-                    Region::Frame(j),
-                    &mut dec,
-                );
+                let plain = open_data_frame(&keys, &digest, j, counter, sealed, plain_len, &mut dec);
                 if let Ok(mut p) = pool.lock() {
                     p.push(dec);
                 }
@@ -1067,14 +1058,13 @@ impl<R: RangeRead> ArchiveReader<R> {
         plain_len: usize,
         dec: &mut zstd::bulk::Decompressor<'static>,
     ) -> Result<Bytes> {
-        self.keys.open_chunk_in(
+        open_data_frame(
+            &self.keys,
             &self.digest,
+            i,
             self.frame_counter(i),
-            false,
             sealed,
             plain_len,
-            true,
-            Region::Frame(i),
             dec,
         )
     }
@@ -1383,9 +1373,7 @@ fn open_frames(
 ) -> Result<Vec<Bytes>> {
     let open = |part: Batch, dec: &mut zstd::bulk::Decompressor<'static>| {
         part.into_iter()
-            .map(|(i, counter, frame, plain_len)| {
-                keys.open_chunk_in(digest, counter, false, frame, plain_len, true, Region::Frame(i), dec)
-            })
+            .map(|(i, counter, frame, plain_len)| open_data_frame(keys, digest, i, counter, frame, plain_len, dec))
             .collect::<Result<Vec<Bytes>>>()
     };
     let parts = std::thread::available_parallelism()
@@ -1442,15 +1430,21 @@ async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
 }
 
 fn check_hash(entry: &Entry, hasher: Sha256) -> Result<()> {
-    let got: [u8; 32] = hasher.finalize().into();
-    if got == entry.sha256 {
-        Ok(())
-    } else {
-        Err(Error::ContentMismatch {
-            source_name: entry.source.clone(),
-            path: entry.path.to_string(),
-        })
-    }
+    entry.check_digest(hasher.finalize().into())
+}
+
+/// Opens data frame `i`, sealed as chunk `counter`: exactly `plain_len`
+/// bytes of plaintext (every reader of data frames opens them here).
+fn open_data_frame(
+    keys: &ArchiveKeys,
+    digest: &[u8; 32],
+    i: u64,
+    counter: u64,
+    sealed: Vec<u8>,
+    plain_len: usize,
+    dec: &mut zstd::bulk::Decompressor<'static>,
+) -> Result<Bytes> {
+    keys.open_chunk_in(digest, counter, false, sealed, plain_len, true, Region::Frame(i), dec)
 }
 
 fn decompressor() -> Result<zstd::bulk::Decompressor<'static>> {

@@ -133,28 +133,27 @@ impl ReadTarget for LocalTarget {
         let folder = self.folder_of(path);
         let full = self.full(path);
         let object = path.clone();
-        let name = path.as_str().to_owned();
         // One blocking-pool task per range: open, check, read straight into
         // the buffer (no zero-fill first, no copies through tokio's 2 MiB
         // file buffer: a restore reads its archive 8 MiB at a time).
         let read = tokio::task::spawn_blocking(move || -> Result<Bytes> {
             use std::io::{Read, Seek};
-            let mut file = std::fs::File::open(&full).map_err(|e| io_error(op, name.as_str(), &folder, e))?;
+            let mut file = std::fs::File::open(&full).map_err(|e| io_error(op, object.as_str(), &folder, e))?;
             let size = file
                 .metadata()
-                .map_err(|e| io_error(op, name.as_str(), &folder, e))?
+                .map_err(|e| io_error(op, object.as_str(), &folder, e))?
                 .len();
             check_range(&object, &range, size)?;
             let len = usize::try_from(range.end - range.start)
-                .map_err(|_| error(ErrorKind::Other, op, name.as_str(), "range too large for memory"))?;
+                .map_err(|_| error(ErrorKind::Other, op, object.as_str(), "range too large for memory"))?;
             file.seek(std::io::SeekFrom::Start(range.start))
-                .map_err(|e| io_error(op, name.as_str(), &folder, e))?;
+                .map_err(|e| io_error(op, object.as_str(), &folder, e))?;
             let mut buf = Vec::new();
             buf.try_reserve_exact(len)
-                .map_err(|_| error(ErrorKind::Other, op, name.as_str(), "range too large for memory"))?;
+                .map_err(|_| error(ErrorKind::Other, op, object.as_str(), "range too large for memory"))?;
             file.take(len as u64)
                 .read_to_end(&mut buf)
-                .map_err(|e| io_error(op, name.as_str(), &folder, e))?;
+                .map_err(|e| io_error(op, object.as_str(), &folder, e))?;
             if buf.len() != len {
                 let e = std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -163,7 +162,7 @@ impl ReadTarget for LocalTarget {
                         buf.len()
                     ),
                 );
-                return Err(io_error(op, name.as_str(), &folder, e));
+                return Err(io_error(op, object.as_str(), &folder, e));
             }
             Ok(Bytes::from(buf))
         });
