@@ -82,7 +82,7 @@ fuzz_target!(|data: &[u8]| {
     let opened = block_on(ArchiveReader::open_with_file_key(bytes, &FileKey::from_bytes(FILE_KEY)));
     match (&keyless, opened) {
         (Err(_), Ok(_)) => panic!("opened what the keyless check refused"),
-        (Ok(Signer::Unsigned), Ok(_)) => panic!("a signed header opened as unsigned"),
+        (Ok(Signer::Unsigned | Signer::UnsignedV1), Ok(_)) => panic!("a signed header opened as unsigned"),
         (Ok(_), Ok(r)) => {
             block_on(r.verify(None)).expect("the original archive verifies");
         }

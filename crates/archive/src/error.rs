@@ -179,7 +179,8 @@ pub enum Error {
 fn untrusted_message(found: &Option<ibs_envelope::SignerFingerprint>) -> String {
     match found {
         None => "the archive is not signed, and only archives signed by a trusted signer are accepted \
-                 (a backup made by an older release, or by someone other than the controller)"
+                 (a backup made by someone other than the controller, by a controller not given its signing \
+                 key, or — format version 1 only — by an older release)"
             .into(),
         Some(fp) => format!("the archive is signed by {fp}, which is not a trusted signer"),
     }

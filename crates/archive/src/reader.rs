@@ -347,7 +347,13 @@ fn check_footer_v2(f: &FooterV2, header: &Header) -> Result<()> {
 /// Who signed an archive, once the signature has been checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signer {
-    /// No signature (every version 1 archive; a version 2 archive written without a key).
+    /// A version 1 archive: made before signatures existed, so unsigned by
+    /// nature. A reader that trusts signers may accept it only when told to
+    /// (FORMAT.md §14.7; [`check_trust`](Self::check_trust)'s `allow_v1`).
+    UnsignedV1,
+    /// A version 2 archive written without a signing key. A reader that
+    /// trusts signers always refuses it: anyone holding the recipients'
+    /// certificates can write one.
     Unsigned,
     /// Signed, and the signature verifies with this key (which may or may not be trusted).
     Verified(VerifyingKey),
@@ -357,21 +363,23 @@ impl Signer {
     /// The signer's fingerprint, when signed.
     pub fn fingerprint(&self) -> Option<SignerFingerprint> {
         match self {
-            Signer::Unsigned => None,
+            Signer::UnsignedV1 | Signer::Unsigned => None,
             Signer::Verified(k) => Some(k.fingerprint()),
         }
     }
 
     /// Checks this signer against the keys a reader trusts (FORMAT.md §14.7):
-    /// signed by one of `trusted`, or unsigned when `allow_unsigned`. With no
-    /// trusted key at all, everything passes (the caller says so to its user).
-    pub fn check_trust(&self, trusted: &[VerifyingKey], allow_unsigned: bool) -> Result<()> {
+    /// signed by one of `trusted`, or a version 1 archive (unsigned by
+    /// nature) when `allow_v1`. An unsigned version 2 archive is refused
+    /// whatever `allow_v1` says. With no trusted key at all, everything
+    /// passes (the caller says so to its user).
+    pub fn check_trust(&self, trusted: &[VerifyingKey], allow_v1: bool) -> Result<()> {
         if trusted.is_empty() {
             return Ok(());
         }
         match self {
-            Signer::Unsigned if allow_unsigned => Ok(()),
-            Signer::Unsigned => Err(Error::Untrusted { found: None }),
+            Signer::UnsignedV1 if allow_v1 => Ok(()),
+            Signer::UnsignedV1 | Signer::Unsigned => Err(Error::Untrusted { found: None }),
             Signer::Verified(k) if trusted.contains(k) => Ok(()),
             Signer::Verified(k) => Err(Error::Untrusted {
                 found: Some(k.fingerprint()),
@@ -383,10 +391,10 @@ impl Signer {
 /// Verifies a version 2 archive's signature block against its header, the
 /// sealed root and the footer, without any key but the signer's public one
 /// (which the header carries). `tail` is the sealed root followed by the
-/// signature block. Version 1 archives are [`Signer::Unsigned`].
+/// signature block. Version 1 archives are [`Signer::UnsignedV1`].
 pub fn verify_signature(info: &ArchiveInfo, tail: &[u8]) -> Result<Signer> {
     let ArchiveFooter::V2(footer) = &info.footer else {
-        return Ok(Signer::Unsigned);
+        return Ok(Signer::UnsignedV1);
     };
     let root_len = footer.root_len as usize;
     if tail.len() != root_len + footer.signature_len as usize {
@@ -435,7 +443,7 @@ fn fingerprint_of(key: &[u8; 32]) -> SignerFingerprint {
 /// (see [`verify_signature`]). One range read of the root's size.
 pub async fn check_signature<R: RangeRead + ?Sized>(source: &R, info: &ArchiveInfo) -> ReadResult<Signer, R::Error> {
     let ArchiveFooter::V2(footer) = &info.footer else {
-        return Ok(Signer::Unsigned);
+        return Ok(Signer::UnsignedV1);
     };
     let tail = read_at(
         source,
@@ -655,7 +663,7 @@ impl<R: RangeRead> ArchiveReader<R> {
                         entries: index.entries,
                         sources,
                     },
-                    Signer::Unsigned,
+                    Signer::UnsignedV1,
                     index.data_len,
                     index.frame_lens,
                     offsets,

@@ -992,11 +992,14 @@ fn python_checks_signatures_and_trusted_signers_like_the_rust_reader() {
     // Signed by another key: refused, naming the fingerprint found.
     let stderr = refused(&signed_file, trust(&other_pem));
     assert!(stderr.contains(&fingerprint), "{stderr}");
-    // Unsigned (version 2 or 1): refused when signers are trusted, unless allowed.
+    // Unsigned (version 2 or 1): refused when signers are trusted; a version
+    // 1 archive (made before signatures) accepted when allowed, an unsigned
+    // version 2 one never.
     refused(&unsigned_file, trust(&key_pem));
     refused(&v1, trust(&key_pem));
     let allow = || vec![OsStr::new("--allow-unsigned").to_owned()];
-    ok(&unsigned_file, [trust(&key_pem), allow()].concat());
+    let stderr = refused(&unsigned_file, [trust(&key_pem), allow()].concat());
+    assert!(stderr.contains("version 1 archives only"), "{stderr}");
     ok(&v1, [trust(&key_pem), allow()].concat());
     // A bad signature is an error whatever is trusted, for both readers; so
     // is a changed footer field it covers, or another signer key in the header.

@@ -206,11 +206,14 @@ fn check_rust(name: &str) {
                 assert_eq!(&read.sources, sources, "{name}");
             }
             match expect.signer.as_deref() {
-                None => assert_eq!(read.signer, Signer::Unsigned, "{name}"),
+                None => assert_eq!(read.signer, Signer::UnsignedV1, "{name}"),
                 Some("none") => {
                     assert_eq!(read.signer, Signer::Unsigned, "{name}");
-                    let refused = read.signer.check_trust(&[signer_key()], false).unwrap_err();
-                    assert_eq!(refused.kind(), ErrorKind::Untrusted, "{name}");
+                    // Refused under trust, also where version 1 archives are allowed.
+                    for allow_v1 in [false, true] {
+                        let refused = read.signer.check_trust(&[signer_key()], allow_v1).unwrap_err();
+                        assert_eq!(refused.kind(), ErrorKind::Untrusted, "{name}");
+                    }
                 }
                 Some(fp) => {
                     assert_eq!(

@@ -65,8 +65,9 @@ Signatures (section 14.7): a signed archive's signature is always verified
 (strictly: canonical S, no small-order public key or R), before any key is
 used. With one or more `--trust-signer PUB.pem` (Ed25519 SubjectPublicKeyInfo
 PEM, as `openssl pkey -pubout` writes it) the reader refuses an archive that
-is unsigned (every version 1 archive is) unless `--allow-unsigned` is given,
-or signed by a key not trusted, naming the fingerprint found.
+is unsigned (a version 1 archive only with `--allow-unsigned`: those predate
+signatures; an unsigned version 2 archive always), or signed by a key not
+trusted, naming the fingerprint found.
 
 With --manifest FILE the reader checks a backup manifest (section 13.3)
 against the archive: its syntax, `id` (shape; and equal to the folder's name
@@ -422,8 +423,13 @@ def check_signature(data, h, trusted, allow_unsigned):
                 raise Unreadable("signature", "the signature of signer %s does not verify" % fp)
     if trusted:
         if h["signer"] is None:
-            if not allow_unsigned:
-                raise Unreadable("signature", "the archive is unsigned; trusted signers: "
+            # --allow-unsigned is for version 1 archives, made before
+            # signatures existed; anyone with the certificate can write an
+            # unsigned version 2 one.
+            if not (allow_unsigned and h["version"] == 1):
+                raise Unreadable("signature", "the archive (version %d) is unsigned%s; trusted signers: "
+                                 % (h["version"], " (--allow-unsigned accepts version 1 archives only)"
+                                    if allow_unsigned else "")
                                  + ", ".join(sorted(fingerprint(k) for k in trusted)))
         elif h["signer"] not in trusted:
             raise Unreadable("signature", "signed by %s, which is not a trusted signer"
@@ -1158,7 +1164,7 @@ def main():
     p.add_argument("--trust-signer", metavar="PUB.pem", action="append", default=[],
                    help="an Ed25519 public key (SubjectPublicKeyInfo PEM) whose signature is required")
     p.add_argument("--allow-unsigned", action="store_true",
-                   help="with --trust-signer: accept an unsigned (e.g. version 1) archive")
+                   help="with --trust-signer: accept a version 1 archive (unsigned: it predates signatures)")
     p.add_argument("--no-owner", action="store_true", help="--dump: never apply owners")
     p.add_argument("--manifest", metavar="FILE", help="check this backup manifest against the archive")
     args = p.parse_args()

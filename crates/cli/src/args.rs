@@ -236,7 +236,7 @@ pub struct SignerArgs {
     /// Refuse a backup not signed by this controller key (NAME.sign.pub); repeat during a key rotation
     #[arg(long, value_name = "FILE")]
     pub trust_signer: Vec<PathBuf>,
-    /// With --trust-signer: accept unsigned backups (format version 1), and say so
+    /// With --trust-signer: accept format version 1 backups (made before signatures existed), and say so; an unsigned version 2 backup is refused all the same
     #[arg(long, requires = "trust_signer")]
     pub allow_unsigned: bool,
     /// The recovering instance's version, for the version rule (which backups it may restore)

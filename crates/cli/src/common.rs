@@ -376,7 +376,7 @@ pub async fn open(args: &OpenArgs, choice: &Choice, ctx: &Ctx) -> Result<Opened,
                 key.fingerprint()
             ));
         }
-        (ibs_archive::Signer::Unsigned, true) => ctx.warn(format!(
+        (ibs_archive::Signer::UnsignedV1 | ibs_archive::Signer::Unsigned, true) => ctx.warn(format!(
             "backup {} is NOT signed (format version {}); accepted because of --allow-unsigned: nothing proves \
              the controller made it",
             info.id,
@@ -387,7 +387,7 @@ pub async fn open(args: &OpenArgs, choice: &Choice, ctx: &Ctx) -> Result<Opened,
             info.id,
             key.fingerprint()
         )),
-        (ibs_archive::Signer::Unsigned, false) => ctx.warn(format!(
+        (ibs_archive::Signer::UnsignedV1 | ibs_archive::Signer::Unsigned, false) => ctx.warn(format!(
             "backup {} is not signed and no --trust-signer was given: who made it was not checked",
             info.id
         )),
@@ -399,7 +399,7 @@ pub async fn open(args: &OpenArgs, choice: &Choice, ctx: &Ctx) -> Result<Opened,
 pub fn signer_json(signer: &ibs_archive::Signer) -> Value {
     match signer {
         ibs_archive::Signer::Verified(k) => Value::String(k.fingerprint().to_string()),
-        ibs_archive::Signer::Unsigned => Value::Null,
+        ibs_archive::Signer::UnsignedV1 | ibs_archive::Signer::Unsigned => Value::Null,
     }
 }
 

@@ -181,6 +181,27 @@ fn a_backup_forged_with_only_the_certificate_is_refused_when_the_signer_is_trust
         ]);
         assert!(err.contains(why.as_str()), "{id}: {err}");
     }
+    // --allow-unsigned is for format version 1 backups (made before
+    // signatures existed): an unsigned version 2 backup — what anyone with the
+    // certificate can write — stays refused with it, by id and as the newest.
+    let to = work.path().join("allow-unsigned");
+    let mut args = restore_args(&share, &keys, &to);
+    args.extend(["--backup", unsigned.as_str()]);
+    args.extend(trust);
+    args.push("--allow-unsigned");
+    let err = IBS.fails(&args);
+    assert!(err.contains("not signed"), "{err}");
+    assert!(!to.join("rbac").exists(), "a refused backup wrote nothing");
+    let mut args = restore_args(&share, &keys, &to);
+    args.extend(trust);
+    args.push("--allow-unsigned");
+    let (stdout, stderr) = IBS.ok(&args);
+    assert!(stdout.contains(&format!("backup {genuine} restored")), "{stdout}");
+    assert!(
+        stderr.contains(&format!("skipping the newer backup {unsigned}")),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&to).unwrap();
     // Without --backup, restore takes the newest backup the trusted signer
     // made, naming every newer one it skipped and why (as for damaged ones);
     // verify checks the newest and refuses it, saying how to choose.

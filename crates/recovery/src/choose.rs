@@ -73,8 +73,10 @@ impl Recovery {
         self
     }
 
-    /// Accepts unsigned backups (every backup of format version 1) even when
-    /// signers are trusted.
+    /// Accepts backups of format version 1 (made before signatures existed,
+    /// so unsigned) even when signers are trusted. An unsigned backup of
+    /// format version 2 is refused all the same: anyone with the
+    /// certificate can write one.
     pub fn allow_unsigned(mut self, yes: bool) -> Self {
         self.allow_unsigned = yes;
         self

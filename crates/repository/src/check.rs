@@ -36,6 +36,7 @@ impl fmt::Display for CheckReport {
             self.archive_bytes,
             hex(&self.archive_sha256),
             match self.signer {
+                ibs_archive::Signer::UnsignedV1 => "not signed (format version 1)".to_owned(),
                 ibs_archive::Signer::Unsigned => "not signed".to_owned(),
                 ibs_archive::Signer::Verified(k) => format!("signature by {} verifies", k.fingerprint()),
             }
