@@ -357,4 +357,10 @@ pub struct PruneArgs {
     /// Say what would be deleted, delete nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Count only backups signed by this controller key (NAME.sign.pub) as the controller's: a newer backup signed by another key, or by none, is never kept in place of one it signed; repeat during a key rotation
+    #[arg(long, value_name = "FILE")]
+    pub trust_signer: Vec<PathBuf>,
+    /// With --trust-signer: count format version 1 backups (made before signatures existed) too
+    #[arg(long, requires = "trust_signer")]
+    pub allow_unsigned: bool,
 }

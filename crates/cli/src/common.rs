@@ -178,14 +178,19 @@ pub fn recovery(at: &LocationArgs, signers: &SignerArgs, ctx: &Ctx) -> Result<Re
     if let Some(v) = &signers.instance_version {
         r = r.instance_version(v.parse().map_err(|e| usage(format!("--instance-version {v:?}: {e}")))?);
     }
-    let mut trusted = Vec::with_capacity(signers.trust_signer.len());
-    for path in &signers.trust_signer {
-        trusted.push(
-            ibs_envelope::VerifyingKey::from_file(path)
-                .map_err(|e| Failure::new(Kind::Key, format!("--trust-signer {}: {e}", path.display())))?,
-        );
-    }
+    let trusted = trusted_signers(&signers.trust_signer)?;
     Ok(r.trust_signers(trusted).allow_unsigned(signers.allow_unsigned))
+}
+
+/// The `--trust-signer` keys.
+pub fn trusted_signers(paths: &[std::path::PathBuf]) -> Result<Vec<ibs_envelope::VerifyingKey>, Failure> {
+    paths
+        .iter()
+        .map(|path| {
+            ibs_envelope::VerifyingKey::from_file(path)
+                .map_err(|e| Failure::new(Kind::Key, format!("--trust-signer {}: {e}", path.display())))
+        })
+        .collect()
 }
 
 /// The variable that gives the password of every `--pfx` when no

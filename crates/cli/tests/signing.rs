@@ -62,6 +62,15 @@ fn backup(share: &Path, keys: &KeyFiles, src: &Path, extra: &[&str]) -> String {
 /// anyone with the `.cer` and write access to the share can do), signed by
 /// `signer` if given. Returns its id.
 fn forge(share: &Path, cer: &Path, src: &Path, signer: Option<ibs_envelope::SigningKey>) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    forge_at(share, cer, src, signer, now)
+}
+
+/// [`forge`], dated `now` (Unix seconds).
+fn forge_at(share: &Path, cer: &Path, src: &Path, signer: Option<ibs_envelope::SigningKey>, now: i64) -> String {
     use ibs_controller::{BackupSource, DirectorySource, JobSpec};
     let spec = JobSpec {
         target: Arc::new(ibs_storage::LocalTarget::new(share).unwrap()),
@@ -73,10 +82,6 @@ fn forge(share: &Path, cer: &Path, src: &Path, signer: Option<ibs_envelope::Sign
         signer: signer.map(Arc::new),
     };
     let sources: Vec<Arc<dyn BackupSource>> = vec![Arc::new(DirectorySource::new("rbac", src))];
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -413,4 +418,103 @@ fn a_flag_a_command_does_not_use_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("unexpected argument"), "{args:?}: {stderr}");
     }
+}
+
+/// A newer backup nobody trusted signed (another key's, or none) does not
+/// make `prune --trust-signer` delete the backups the controller signed: it
+/// is reported (exit 1) and never kept in their place. Without
+/// --trust-signer the newest, whoever made it, is kept — and prune says
+/// that who made it was not checked.
+#[test]
+fn prune_with_trust_signer_keeps_the_controllers_newest_backup() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let keys = keys(&work.path().join("keys"));
+    let (sign_key, sign_pub, _) = signing_key(&work.path().join("keys"), "controller");
+    let key = || Some(ibs_envelope::SigningKey::from_file(&sign_key).unwrap());
+    let src = data(work.path());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let day = 86_400;
+    let signed: Vec<String> = [10, 9, 5]
+        .iter()
+        .map(|d| forge_at(&share, &keys.cer, &src, key(), now - d * day))
+        .collect();
+    let impostor = ibs_envelope::SigningKey::generate().unwrap();
+    let impostor_fp = impostor.verifying_key().fingerprint().to_string();
+    let other = forge_at(&share, &keys.cer, &src, Some(impostor), now - 3600);
+    let unsigned = forge_at(&share, &keys.cer, &src, None, now - 1800);
+    let prune = |extra: &[&str]| {
+        let mut args = vec![
+            "prune",
+            "--location",
+            s(&share),
+            "--fqdn",
+            FQDN,
+            "--keep-days",
+            "2",
+            "--dry-run",
+            "--json",
+        ];
+        args.extend(extra);
+        let out = IBS.run(&args);
+        let (stdout, stderr) = text(&out);
+        let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+        (out.status.code(), doc, stderr)
+    };
+    let would = |doc: &serde_json::Value| {
+        doc["would_delete"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let (code, doc, _) = prune(&["--trust-signer", s(&sign_pub)]);
+    assert_eq!(code, Some(1), "the untrusted backups need attention: {doc}");
+    assert_eq!(would(&doc), signed[..2], "{doc}");
+    assert_eq!(doc["checked"], serde_json::json!([signed[2]]), "{doc}");
+    let untrusted: Vec<_> = doc["untrusted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["id"].as_str().unwrap().to_owned(), u["signer"].clone()))
+        .collect();
+    assert_eq!(
+        untrusted,
+        [
+            (unsigned.clone(), serde_json::Value::Null),
+            (other.clone(), serde_json::json!(impostor_fp))
+        ],
+        "{doc}"
+    );
+    // Not for real: the controller's newest is still there after a real prune.
+    let (code, _, _) = {
+        let mut args = vec!["prune", "--location", s(&share), "--fqdn", FQDN, "--keep-days", "2"];
+        args.extend(["--trust-signer", s(&sign_pub)]);
+        let out = IBS.run(&args);
+        (out.status.code(), (), ())
+    };
+    assert_eq!(code, Some(1));
+    let (list, _) = IBS.ok(&["list", "--location", s(&share), "--fqdn", FQDN]);
+    for id in [&signed[2], &other, &unsigned] {
+        assert!(list.contains(id.as_str()), "{id} kept: {list}");
+    }
+    for id in &signed[..2] {
+        assert!(!list.contains(id.as_str()), "{id} expired: {list}");
+    }
+    // Without --trust-signer: the newest (unsigned) stands in for the rest,
+    // and prune says who made it was not checked.
+    let (code, doc, _) = prune(&[]);
+    assert_eq!(code, Some(0), "{doc}");
+    assert_eq!(would(&doc), [signed[2].clone()], "{doc}");
+    assert!(
+        doc["notes"]
+            .to_string()
+            .contains("who made the backups was not checked"),
+        "{doc}"
+    );
 }

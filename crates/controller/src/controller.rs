@@ -11,8 +11,8 @@ use ibs_retention::{Policy, Warning};
 use ibs_storage::{Alert, CommitMode, ErrorKind, Location, ReadTarget, StorageTarget, StorageTargetExt};
 
 use crate::job::{
-    CheckMemo, DamagedBackup, JobSpec, JobSummary, RetentionFailure, apply, plan_retention, write_backup,
-    write_backup_counting,
+    CheckMemo, DamagedBackup, JobSpec, JobSummary, RetentionFailure, UntrustedBackup, apply, plan_retention,
+    write_backup, write_backup_counting,
 };
 use crate::source::{BackupSource, DirectorySource};
 use crate::target::{Access, open_target};
@@ -452,6 +452,7 @@ pub async fn run_job_with_progress(
 ) -> Result<JobSummary> {
     let mut freed = Vec::new();
     let mut damaged = Vec::new();
+    let mut untrusted = Vec::new();
     let mut kept_folders = Vec::new();
     // How far the first attempt got: if it ran out of space, the backup
     // needs more than that.
@@ -467,8 +468,9 @@ pub async fn run_job_with_progress(
             // Room for a backup like the newest: never more is deleted for a
             // retry that may fail anyway (a backup that has grown beyond the
             // space left fails with the capacity alert, and nothing complete is
-            // lost for it). With no complete backup, room for more than the
-            // first attempt wrote (only garbage and damaged ones can go).
+            // lost for it: the operator adds capacity or prunes). With no
+            // complete backup, room for more than the first attempt wrote
+            // (only garbage can go: with nothing complete left, damaged backups stay).
             let first = sent.load(std::sync::atomic::Ordering::Relaxed).saturating_add(1);
             let need = newest.unwrap_or(first);
             let retention = plan_retention(
@@ -478,9 +480,11 @@ pub async fn run_job_with_progress(
                 now,
                 Some(need),
                 &spec.checks,
+                &spec.trust(),
             )
             .await?;
             damaged = retention.damaged;
+            untrusted = retention.untrusted;
             let applied = apply(&spec.target, &retention.plan).await?;
             kept_folders = applied.kept_folders;
             freed = applied.deleted;
@@ -506,7 +510,10 @@ pub async fn run_job_with_progress(
     // failure is retention's, reported with the backup, not a failed job.
     summary.deleted = freed;
     match retain(spec, now, &mut summary).await {
-        Ok(found) => damaged.extend(found),
+        Ok((found, found_untrusted)) => {
+            damaged.extend(found);
+            untrusted.extend(found_untrusted);
+        }
         Err(e) => {
             tracing::warn!(error = %e, "retention after the backup failed; the backup stands");
             summary.retention_failed = Some(RetentionFailure {
@@ -516,6 +523,7 @@ pub async fn run_job_with_progress(
         }
     }
     summary.damaged = damaged;
+    summary.untrusted = untrusted;
     summary.kept_folders.splice(0..0, kept_folders);
     tracing::info!(
         id = %summary.id,
@@ -528,9 +536,22 @@ pub async fn run_job_with_progress(
 }
 
 /// Retention after a backup: plans, applies, records what it did in
-/// `summary`; returns the damaged backups it found.
-async fn retain(spec: &JobSpec, now: i64, summary: &mut JobSummary) -> Result<Vec<DamagedBackup>> {
-    let retention = plan_retention(&spec.target, &spec.instance, &spec.policy, now, None, &spec.checks).await?;
+/// `summary`; returns the damaged and the untrusted backups it found.
+async fn retain(
+    spec: &JobSpec,
+    now: i64,
+    summary: &mut JobSummary,
+) -> Result<(Vec<DamagedBackup>, Vec<UntrustedBackup>)> {
+    let retention = plan_retention(
+        &spec.target,
+        &spec.instance,
+        &spec.policy,
+        now,
+        None,
+        &spec.checks,
+        &spec.trust(),
+    )
+    .await?;
     summary.unrecognised = retention
         .plan
         .warnings
@@ -543,5 +564,5 @@ async fn retain(spec: &JobSpec, now: i64, summary: &mut JobSummary) -> Result<Ve
     let applied = apply(&spec.target, &retention.plan).await?;
     summary.deleted.extend(applied.deleted);
     summary.kept_folders.extend(applied.kept_folders);
-    Ok(retention.damaged)
+    Ok((retention.damaged, retention.untrusted))
 }

@@ -39,8 +39,20 @@ pub struct JobSpec {
     pub checks: CheckMemo,
     /// The controller's signing key: when set, every backup is signed
     /// (FORMAT.md §14.7) and recovery given the matching public key refuses
-    /// backups nobody but this controller signed.
+    /// backups nobody but this controller signed; retention then trusts only
+    /// backups this key signed ([`JobSpec::trust`]).
     pub signer: Option<Arc<ibs_envelope::SigningKey>>,
+}
+
+impl JobSpec {
+    /// Whose backups this job's retention counts as the controller's: those
+    /// its signing key signed, when it has one; else anyone's.
+    pub fn trust(&self) -> SignerTrust {
+        match &self.signer {
+            Some(key) => SignerTrust::keys(vec![key.verifying_key()]),
+            None => SignerTrust::anyone(),
+        }
+    }
 }
 
 /// What a successful job wrote.
@@ -63,6 +75,10 @@ pub struct JobSummary {
     pub deleted: Vec<Deletion>,
     /// Backups retention found damaged by reading them (each is also an alert).
     pub damaged: Vec<DamagedBackup>,
+    /// Backups retention found intact by reading them, but not signed by this
+    /// job's signing key ([`JobSpec::trust`]): kept, never in place of one it
+    /// signed.
+    pub untrusted: Vec<UntrustedBackup>,
     /// Objects in the backup folder that ibs did not write (left alone).
     pub unrecognised: Vec<String>,
     /// Folders of deleted backups that were kept because something else is
@@ -88,9 +104,12 @@ pub struct RetentionFailure {
 
 impl JobSummary {
     /// Whether the job has something to report beside its backup: capture
-    /// warnings, damaged backups found, or retention that failed.
+    /// warnings, damaged or untrusted backups found, or retention that failed.
     pub fn has_warnings(&self) -> bool {
-        !self.warnings.is_empty() || !self.damaged.is_empty() || self.retention_failed.is_some()
+        !self.warnings.is_empty()
+            || !self.damaged.is_empty()
+            || !self.untrusted.is_empty()
+            || self.retention_failed.is_some()
     }
 }
 
@@ -133,6 +152,81 @@ impl std::fmt::Display for DamagedBackup {
     }
 }
 
+/// A backup whose archive is intact (a keyless check read it whole and it
+/// matched its manifest) but which no trusted signer signed (see
+/// [`SignerTrust`]): retention never keeps it in place of one that is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UntrustedBackup {
+    /// Id of the backup (its folder's name).
+    pub id: String,
+    /// Who signed it: `None` when it is not signed.
+    pub signer: Option<ibs_envelope::SignerFingerprint>,
+}
+
+impl std::fmt::Display for UntrustedBackup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.signer {
+            Some(fp) => write!(
+                f,
+                "backup {} is intact but signed by {fp}, which is not a trusted signer: never kept in place of a \
+                 trusted backup",
+                self.id
+            ),
+            None => write!(
+                f,
+                "backup {} is intact but not signed, and signers are trusted: never kept in place of a trusted \
+                 backup",
+                self.id
+            ),
+        }
+    }
+}
+
+/// Whose backups retention counts as made by the trusted controller.
+///
+/// With no key (the default, [`SignerTrust::anyone`]) every intact backup
+/// counts, whoever signed it. With keys, an intact backup not signed by one
+/// of them (or unsigned, unless it is of format version 1 and
+/// [`allow_v1`](Self::allow_v1) is set) is
+/// [untrusted](BackupState::Untrusted): it is never the protected newest
+/// backup, so a backup written by someone with only the certificate and
+/// write access cannot make retention delete the controller's own
+/// (`ibs_retention`, rule 1). A job that signs ([`JobSpec::signer`]) trusts
+/// its own key ([`JobSpec::trust`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SignerTrust {
+    keys: Vec<ibs_envelope::VerifyingKey>,
+    allow_v1: bool,
+}
+
+impl SignerTrust {
+    /// Every intact backup counts, whoever signed it.
+    pub fn anyone() -> Self {
+        Self::default()
+    }
+
+    /// Only backups signed by one of `keys` count (every backup when empty).
+    pub fn keys(keys: Vec<ibs_envelope::VerifyingKey>) -> Self {
+        SignerTrust { keys, allow_v1: false }
+    }
+
+    /// Also counts backups of format version 1 (made before signatures).
+    pub fn allow_v1(mut self, yes: bool) -> Self {
+        self.allow_v1 = yes;
+        self
+    }
+
+    /// Whether a backup with this (verified) signer counts.
+    pub fn trusts(&self, signer: &ibs_archive::Signer) -> bool {
+        signer.check_trust(&self.keys, self.allow_v1).is_ok()
+    }
+
+    /// Whether any key is trusted (else everyone is).
+    pub fn checks_signers(&self) -> bool {
+        !self.keys.is_empty()
+    }
+}
+
 /// Keyless checks that succeeded, remembered for [`CheckMemo::VALID_SECS`]:
 /// a retention run reads a backup only when the memo has no fresh,
 /// matching (same id, same manifest SHA-256) success for it. Clones share
@@ -140,8 +234,8 @@ impl std::fmt::Display for DamagedBackup {
 #[derive(Clone, Debug, Default)]
 pub struct CheckMemo(Arc<Mutex<Checks>>);
 
-/// Backup id → (archive SHA-256 found, when it was checked).
-type Checks = HashMap<String, ([u8; 32], i64)>;
+/// Backup id → (archive SHA-256 found, when it was checked, its verified signer).
+type Checks = HashMap<String, ([u8; 32], i64, ibs_archive::Signer)>;
 
 impl CheckMemo {
     /// How long a successful check is trusted (a day), after which a backup
@@ -155,17 +249,25 @@ impl CheckMemo {
     /// Whether `backup` was checked and found intact within the last
     /// [`VALID_SECS`](Self::VALID_SECS) before `now`.
     pub fn is_fresh(&self, backup: &BackupInfo, now: i64) -> bool {
-        let Some(manifest) = &backup.manifest else {
-            return false;
-        };
-        self.map().get(backup.id.as_str()).is_some_and(|(sha, at)| {
-            *sha == manifest.archive_sha256 && now.saturating_sub(*at) < Self::VALID_SECS && *at <= now
-        })
+        self.fresh(backup, now).is_some()
+    }
+
+    /// The verified signer of `backup` when it was checked and found intact
+    /// within the last [`VALID_SECS`](Self::VALID_SECS) before `now`.
+    pub fn fresh(&self, backup: &BackupInfo, now: i64) -> Option<ibs_archive::Signer> {
+        let manifest = backup.manifest.as_ref()?;
+        self.map()
+            .get(backup.id.as_str())
+            .filter(|(sha, at, _)| {
+                *sha == manifest.archive_sha256 && now.saturating_sub(*at) < Self::VALID_SECS && *at <= now
+            })
+            .map(|(_, _, signer)| *signer)
     }
 
     /// Remembers a successful check made at `now`.
     pub fn remember(&self, report: &CheckReport, now: i64) {
-        self.map().insert(report.id.to_string(), (report.archive_sha256, now));
+        self.map()
+            .insert(report.id.to_string(), (report.archive_sha256, now, report.signer));
     }
 }
 
@@ -440,6 +542,7 @@ pub(crate) async fn write_backup_counting(
                 attempts: 1,
                 deleted: Vec::new(),
                 damaged: Vec::new(),
+                untrusted: Vec::new(),
                 unrecognised: Vec::new(),
                 kept_folders: Vec::new(),
                 retention_failed: None,
@@ -481,19 +584,24 @@ async fn capture(
 }
 
 /// The retention view of a catalogue: complete backups with a fresh
-/// successful check in `checks` are [`BackupState::Checked`].
-pub fn records(catalogue: &Catalogue, checks: &CheckMemo, now: i64) -> Vec<BackupRecord> {
+/// successful check in `checks` are [`BackupState::Checked`] — or
+/// [`BackupState::Untrusted`] when `trust` does not trust their signer. Each
+/// backup's age is measured from the later of its id's time and its
+/// manifest's creation time: a damaged manifest cannot make a backup look
+/// older than it is (and so expire early).
+pub fn records(catalogue: &Catalogue, checks: &CheckMemo, now: i64, trust: &SignerTrust) -> Vec<BackupRecord> {
     catalogue
         .backups
         .iter()
         .map(|b| BackupRecord {
             id: b.id.to_string(),
             path: b.paths.folder.clone(),
-            created: b.created,
+            created: b.created.max(b.id.created()),
             size: b.size,
-            state: match b.state {
-                BackupState::Complete if checks.is_fresh(b, now) => BackupState::Checked,
-                state => state,
+            state: match (b.state, checks.fresh(b, now)) {
+                (BackupState::Complete, Some(signer)) if trust.trusts(&signer) => BackupState::Checked,
+                (BackupState::Complete, Some(_)) => BackupState::Untrusted,
+                (state, _) => state,
             },
         })
         .collect()
@@ -509,22 +617,32 @@ pub struct Retention {
     pub checked: Vec<CheckReport>,
     /// Backups read whole and found damaged while planning.
     pub damaged: Vec<DamagedBackup>,
+    /// Backups read whole and found intact while planning, but not signed by
+    /// a trusted signer.
+    pub untrusted: Vec<UntrustedBackup>,
+    /// Backups the catalogue lists as damaged (no need to read them: a
+    /// missing or resized archive, a manifest that disagrees with the archive
+    /// or its id, …), with why.
+    pub listed_damaged: Vec<DamagedBackup>,
 }
 
 /// Plans retention at the location; `next_backup_bytes` asks for room for one more.
 ///
-/// Whenever the plan would delete a complete backup while the newest
-/// complete one (the one it keeps in their place) has not been checked, that
-/// one is checked first — its whole archive read and compared with its
-/// manifest, no key needed — and the plan is made again: with it
-/// [checked](BackupState::Checked), or, when it is damaged, with it
-/// [damaged](BackupState::Damaged) (reported in
-/// [`Retention::damaged`]) and the next newest protected instead. So the
-/// location never loses its last intact backup to a damaged newer one, at
-/// the cost of one archive read per run in the common case (none when
-/// nothing complete is to be deleted or `checks` remembers a fresh check).
-/// A target that fails during a check fails the plan: nothing is deleted on
-/// a guess.
+/// Whenever the plan would delete a backup (other than incomplete garbage)
+/// while the newest complete one (the one it keeps in their place) has not
+/// been checked, that one is checked first — its whole archive read and
+/// compared with its manifest, its signature verified, no key needed — and
+/// the plan is made again: with it [checked](BackupState::Checked); when it
+/// is damaged, with it [damaged](BackupState::Damaged) (reported in
+/// [`Retention::damaged`]); when it is intact but `trust` does not trust its
+/// signer, with it [untrusted](BackupState::Untrusted) (reported in
+/// [`Retention::untrusted`]) — and in both of those cases the next newest
+/// protected instead. So the location never loses its last intact backup to
+/// a damaged newer one, nor the controller's own backups to a newer one
+/// someone else wrote, at the cost of one archive read per run in the common
+/// case (none when nothing is to be deleted or `checks` remembers a fresh
+/// check). A target that fails during a check fails the plan: nothing is
+/// deleted on a guess.
 #[tracing::instrument(name = "retention", level = "info", skip_all, fields(next_backup_bytes = ?next_backup_bytes))]
 pub async fn plan_retention(
     target: &Arc<dyn StorageTarget>,
@@ -533,6 +651,7 @@ pub async fn plan_retention(
     now: i64,
     next_backup_bytes: Option<u64>,
     checks: &CheckMemo,
+    trust: &SignerTrust,
 ) -> Result<Retention> {
     // Planning only reads.
     let target: Arc<dyn ReadTarget> = target.clone();
@@ -546,8 +665,19 @@ pub async fn plan_retention(
         Err(e) if e.kind() == ErrorKind::Other => CapacityFacts::unknown(),
         Err(e) => return Err(e.into()),
     };
-    let mut records = records(&catalogue, checks, now);
-    let mut out = Retention::default();
+    let mut records = records(&catalogue, checks, now, trust);
+    let mut out = Retention {
+        listed_damaged: catalogue
+            .backups
+            .iter()
+            .filter(|b| b.state == BackupState::Damaged)
+            .map(|b| DamagedBackup {
+                id: b.id.to_string(),
+                problem: b.problem.clone().unwrap_or_else(|| "damaged".into()),
+            })
+            .collect(),
+        ..Retention::default()
+    };
     // Each round turns one unchecked complete backup into checked or
     // unreadable, so this settles within one round per backup.
     for _ in 0..=records.len() {
@@ -579,10 +709,19 @@ pub async fn plan_retention(
         tracing::info!(%id, "checking the newest complete backup before deleting older ones");
         match ibs_repository::check_integrity(&target, info).await {
             Ok(report) => {
-                tracing::info!(%id, "intact");
                 checks.remember(&report, now);
-                record.state = BackupState::Checked;
-                out.checked.push(report);
+                if trust.trusts(&report.signer) {
+                    tracing::info!(%id, "intact");
+                    record.state = BackupState::Checked;
+                    out.checked.push(report);
+                } else {
+                    tracing::warn!(%id, signer = ?report.signer.fingerprint(), "intact, but not signed by a trusted signer");
+                    record.state = BackupState::Untrusted;
+                    out.untrusted.push(UntrustedBackup {
+                        id,
+                        signer: report.signer.fingerprint(),
+                    });
+                }
             }
             Err(e) if e.is_damage() => {
                 record.state = BackupState::Damaged;

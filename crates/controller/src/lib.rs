@@ -95,7 +95,9 @@ pub use controller::{
     Controller, JobOutcome, JobRecord, Settings, Trigger, run_job, run_job_with_progress, validate, validate_target,
 };
 pub use error::{ControllerError, Result};
-pub use job::{Applied, CheckMemo, DamagedBackup, JobSpec, JobSummary, Retention, RetentionFailure};
+pub use job::{
+    Applied, CheckMemo, DamagedBackup, JobSpec, JobSummary, Retention, RetentionFailure, SignerTrust, UntrustedBackup,
+};
 pub use source::{
     BackupSource, CaptureProblem, CaptureWarning, DirectorySource, EntryMeta, EntryPath, EntrySink, Extent, Warnings,
 };

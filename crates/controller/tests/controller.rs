@@ -1030,7 +1030,8 @@ async fn retention_reads_the_newest_backup_once_and_remembers_it() {
         assert!(s.deleted.is_empty() && s.damaged.is_empty(), "{s:?}");
     }
     let inst = instance();
-    let plan = |now| ibs_controller::job::plan_retention(&target, &inst, &spec.policy, now, None, &spec.checks);
+    let trust = spec.trust();
+    let plan = |now| ibs_controller::job::plan_retention(&target, &inst, &spec.policy, now, None, &spec.checks, &trust);
     let fresh = plan(T0 + 6 * day).await.unwrap();
     assert!(fresh.checked.is_empty(), "nothing complete would go: no read");
     // Day 9: two have expired; the newest is read once, then remembered.
@@ -1047,6 +1048,7 @@ async fn retention_reads_the_newest_backup_once_and_remembers_it() {
         &spec.policy,
         T0 + 9 * day,
         None,
+        &Default::default(),
         &Default::default(),
     )
     .await
@@ -1137,9 +1139,17 @@ async fn retention_case(target: &Arc<dyn StorageTarget>, seed: u64, one_size: u6
         _ => Some(one_size * (1 + rng.below(4))),
     };
     let policy = Policy::new(12, 2 + rng.below(10) as u32).unwrap();
-    let retention = ibs_controller::job::plan_retention(target, &instance(), &policy, now, next, &Default::default())
-        .await
-        .unwrap();
+    let retention = ibs_controller::job::plan_retention(
+        target,
+        &instance(),
+        &policy,
+        now,
+        next,
+        &Default::default(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     ibs_controller::job::apply(target, &retention.plan).await.unwrap();
     let r = Recovery::new(target.clone(), instance());
     let cat = r.catalogue().await.unwrap();
@@ -1272,4 +1282,198 @@ async fn odd_names_are_captured_and_fifos_are_skipped_with_a_warning() {
         .unwrap_err();
     assert!(matches!(err, ControllerError::Source { .. }), "{err}");
     assert!(err.to_string().contains("FIFO"), "{err}");
+}
+
+/// Retention with trusted signers (issue: an impostor's newer backup made
+/// retention delete every backup the controller signed): a newer backup
+/// signed by another key, or by none, is read, reported untrusted and never
+/// kept in place of the controller's own; the controller's newest is kept.
+#[tokio::test]
+async fn retention_never_keeps_a_backup_the_controller_did_not_sign_in_place_of_its_own() {
+    use ibs_controller::job::plan_retention;
+    use ibs_controller::{CheckMemo, SignerTrust};
+    let target: Arc<dyn StorageTarget> = Arc::new(MemoryTarget::new());
+    let day = 86_400;
+    let key = Arc::new(ibs_envelope::SigningKey::generate().unwrap());
+    let mut ours = spec(Arc::clone(&target), &pair(0).cert);
+    ours.signer = Some(Arc::clone(&key));
+    ours.policy = Policy::new(12, 2).unwrap();
+    let mut made = Vec::new();
+    for d in [0, 1, 5] {
+        made.push(
+            write_backup(&ours, &sources(), T0 + d * day, None)
+                .await
+                .unwrap()
+                .id
+                .to_string(),
+        );
+    }
+    // Newer than all of them: one signed by another key, then one not signed
+    // (anyone with the certificate and write access can write either).
+    let mut other = spec(Arc::clone(&target), &pair(0).cert);
+    other.signer = Some(Arc::new(ibs_envelope::SigningKey::generate().unwrap()));
+    let forged = write_backup(&other, &sources(), T0 + 10 * day - 2 * HOUR, None)
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    other.signer = None;
+    let unsigned = write_backup(&other, &sources(), T0 + 10 * day - HOUR, None)
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    let now = T0 + 10 * day;
+    let ids = |r: &ibs_controller::Retention| r.plan.deletions.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+
+    // The controller's own view (it signs): its newest is kept, its two
+    // older ones expire; the two newer ones are reported and kept.
+    let memo = CheckMemo::default();
+    let r = plan_retention(&target, &instance(), &ours.policy, now, None, &memo, &ours.trust())
+        .await
+        .unwrap();
+    assert_eq!(ids(&r), [made[0].clone(), made[1].clone()], "{r:?}");
+    assert_eq!(r.plan.protected.as_deref(), Some(made[2].as_str()));
+    let untrusted: Vec<_> = r.untrusted.iter().map(|u| (u.id.clone(), u.signer)).collect();
+    assert_eq!(
+        untrusted,
+        [
+            (unsigned.clone(), None),
+            (forged.clone(), Some(other_fingerprint(&target, &forged).await))
+        ]
+    );
+    assert!(r.untrusted[0].to_string().contains("not signed"), "{}", r.untrusted[0]);
+    assert!(
+        r.untrusted[1].to_string().contains("not a trusted signer"),
+        "{}",
+        r.untrusted[1]
+    );
+    assert_eq!(
+        r.checked.iter().map(|c| c.id.to_string()).collect::<Vec<_>>(),
+        [made[2].clone()]
+    );
+    // Remembered: the next plan reads nothing and decides the same.
+    let again = plan_retention(&target, &instance(), &ours.policy, now, None, &memo, &ours.trust())
+        .await
+        .unwrap();
+    assert!(again.checked.is_empty() && again.untrusted.is_empty(), "{again:?}");
+    assert_eq!(ids(&again), ids(&r));
+    // Short of space: the untrusted ones go before the controller's own
+    // older backup, never its newest.
+    let deleted = apply_plan_for_space(&target, &ours, now).await;
+    assert!(!deleted.contains(&made[2]), "{deleted:?}");
+
+    // Trusting anyone (no key): the newest, whoever wrote it, stands in for
+    // the three the controller signed — what a prune without --trust-signer does.
+    let anyone = plan_retention(
+        &target,
+        &instance(),
+        &ours.policy,
+        now,
+        None,
+        &CheckMemo::default(),
+        &SignerTrust::anyone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&anyone), made, "{anyone:?}");
+    assert_eq!(anyone.plan.protected.as_deref(), Some(unsigned.as_str()));
+}
+
+/// The fingerprint of the key that signed backup `id` (from the catalogue's header read).
+async fn other_fingerprint(target: &Arc<dyn StorageTarget>, id: &str) -> ibs_envelope::SignerFingerprint {
+    let cat = Recovery::new(target.clone(), instance()).catalogue().await.unwrap();
+    cat.get(id).unwrap().signer.unwrap()
+}
+
+/// Plans retention needing room for a backup larger than the free space
+/// allows (the memory target has no capacity: asks for the space by
+/// planning with the catalogue's sizes) and returns what would be deleted
+/// for space, oldest first.
+async fn apply_plan_for_space(target: &Arc<dyn StorageTarget>, spec: &JobSpec, now: i64) -> Vec<String> {
+    let reader: Arc<dyn ReadTarget> = target.clone();
+    let cat = ibs_repository::catalogue(&reader, &spec.instance).await.unwrap();
+    let mut records = ibs_controller::job::records(&cat, &spec.checks, now, &spec.trust());
+    // What the first plan learnt, as the records of a second.
+    for r in &mut records {
+        if r.state == BackupState::Complete {
+            let info = cat.get(&r.id).unwrap();
+            let report = ibs_repository::check_integrity(&reader, info).await.unwrap();
+            r.state = if spec.trust().trusts(&report.signer) {
+                BackupState::Checked
+            } else {
+                BackupState::Untrusted
+            };
+        }
+    }
+    let young = Policy::new(12, 14).unwrap();
+    let facts = ibs_retention::CapacityFacts {
+        free_bytes: Some(0),
+        total_bytes: None,
+        next_backup_bytes: Some(records.iter().map(|r| r.size).max().unwrap() * 3),
+    };
+    let plan = ibs_retention::plan(&records, now, &young, &spec.instance, &facts);
+    let order: Vec<_> = plan.deletions.iter().map(|d| d.id.clone()).collect();
+    // Untrusted first (the two newest), then the controller's own, oldest first.
+    let states: Vec<_> = order
+        .iter()
+        .map(|id| records.iter().find(|r| &r.id == id).unwrap().state)
+        .collect();
+    assert!(states.len() > 2, "{order:?}");
+    assert_eq!(
+        states[..2],
+        [BackupState::Untrusted, BackupState::Untrusted],
+        "{order:?}"
+    );
+    assert!(states[2..].iter().all(|s| *s == BackupState::Checked), "{order:?}");
+    assert!(order[2..].is_sorted(), "{order:?}");
+    order
+}
+
+/// A manifest whose creation time was damaged to look years older than its
+/// id says: the backup is listed damaged, its age is taken from its id (not
+/// expired, so not deleted as "older than the retention period"), and
+/// retention reports it.
+#[tokio::test]
+async fn a_manifest_dated_older_than_its_id_does_not_make_its_backup_expire() {
+    use ibs_controller::job::plan_retention;
+    use ibs_storage::StorageTargetExt;
+    let target: Arc<dyn StorageTarget> = Arc::new(MemoryTarget::new());
+    let spec = spec(Arc::clone(&target), &pair(0).cert);
+    let now = T0 + 3 * HOUR;
+    let old = write_backup(&spec, &sources(), T0, None).await.unwrap().id;
+    let newest = write_backup(&spec, &sources(), T0 + HOUR, None).await.unwrap().id;
+    let manifest = instance()
+        .backup_root()
+        .child(old.as_str())
+        .unwrap()
+        .child("backup.manifest")
+        .unwrap();
+    let text = String::from_utf8(target.read_all(&manifest).await.unwrap().to_vec()).unwrap();
+    let damaged = text.replace(&format!("created: {T0}"), &format!("created: {}", T0 - 3000 * 86_400));
+    assert_ne!(damaged, text);
+    target.delete(&manifest).await.unwrap();
+    target
+        .put_bytes(
+            &manifest,
+            damaged.into_bytes().into(),
+            ibs_storage::CommitMode::CreateNew,
+        )
+        .await
+        .unwrap();
+    let r = plan_retention(
+        &target,
+        &instance(),
+        &spec.policy,
+        now,
+        None,
+        &Default::default(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    assert!(r.plan.deletions.is_empty(), "{r:?}");
+    assert_eq!(r.listed_damaged.len(), 1, "{r:?}");
+    assert_eq!(r.listed_damaged[0].id, old.to_string());
+    assert_eq!(r.plan.protected.as_deref(), Some(newest.as_str()));
 }

@@ -85,6 +85,7 @@ async fn prune(target: &Arc<dyn StorageTarget>, now: i64) -> ibs_controller::Res
         now,
         None,
         &CheckMemo::default(),
+        &Default::default(),
     )
     .await?;
     Ok(apply(target, &retention.plan).await?.deleted)

@@ -31,6 +31,13 @@ pub enum BackupState {
     /// resized archive, unreadable manifest or archive structure, or a check
     /// found its body changed.
     Damaged,
+    /// Its whole archive was read and matched its manifest, but it is not
+    /// signed by a key the caller trusts (signed by another key, or not
+    /// signed): not a backup the trusted controller made, so retention never
+    /// keeps it in place of one. Like [`Checked`](Self::Checked), the
+    /// catalogue never says this by itself: a caller that checked with
+    /// trusted signers says so.
+    Untrusted,
 }
 
 impl BackupState {
@@ -47,6 +54,7 @@ impl fmt::Display for BackupState {
             BackupState::Checked => "complete (checked)",
             BackupState::Incomplete => "incomplete",
             BackupState::Damaged => "damaged",
+            BackupState::Untrusted => "intact, but not signed by a trusted signer",
         })
     }
 }

@@ -46,23 +46,33 @@
 //! The rules, each property-tested:
 //!
 //! 1. The newest complete backup is never deleted, whatever the policy or
-//!    capacity says; and no complete backup is deleted unless that newest one
-//!    has been [checked](BackupState::Checked) — its archive read and found to
-//!    match its manifest. A complete backup's manifest and archive header can
-//!    look right while its body is damaged; protecting an unchecked one could
-//!    delete every good backup and keep a bad one. So while the protected
-//!    backup is unchecked, the plan withholds every deletion of a complete
-//!    backup and names it in [`Plan::check_first`]: the caller checks it
-//!    (one archive read), records the result — [`BackupState::Checked`], or
-//!    [`BackupState::Damaged`] when it is damaged — and plans again. The
-//!    newest backup is usually intact, so a prune costs one archive read, and
-//!    none when nothing complete would be deleted. With every plan followed
-//!    this way, a location that had an intact backup keeps one.
+//!    capacity says; and no backup but incomplete garbage (rule 2) is
+//!    deleted unless that newest one has been [checked](BackupState::Checked)
+//!    — its archive read and found to match its manifest (and, when the
+//!    caller trusts signers, signed by one of them). A complete backup's
+//!    manifest and archive header can look right while its body is damaged;
+//!    protecting an unchecked one could delete every good backup and keep a
+//!    bad one. So while the protected backup is unchecked, the plan withholds
+//!    every such deletion and names it in [`Plan::check_first`]: the caller
+//!    checks it (one archive read), records the result —
+//!    [`BackupState::Checked`], [`BackupState::Damaged`] when it is damaged,
+//!    or [`BackupState::Untrusted`] when it is intact but not signed by a
+//!    signer the caller trusts — and plans again. The newest backup is usually
+//!    intact, so a prune costs one archive read, and none when nothing would
+//!    be deleted. With no complete backup at all, nothing but garbage is
+//!    deleted: a damaged or untrusted backup may be all that is left. With
+//!    every plan followed this way, a location that had an intact (trusted)
+//!    backup keeps one.
+//!
+//!    A backup [found untrusted](BackupState::Untrusted) is never the
+//!    protected one: a backup written by someone else (with only the
+//!    certificate and write access to the share) cannot make retention delete
+//!    the backups the trusted controller made.
 //! 2. Incomplete backups older than the grace period are garbage and go first;
 //!    one younger than that may still be being written and is kept.
 //! 3. Backups older than the retention period are deleted; to free space,
-//!    damaged backups go next, then complete backups older than the
-//!    protected one, oldest first, only as many as needed.
+//!    damaged backups go next, then untrusted ones, then complete backups
+//!    older than the protected one, oldest first, only as many as needed.
 //! 4. Only backups inside this instance's `MASBackup` folder can be in a plan:
 //!    OEM folders and other instances' folders are never candidates.
 //! 5. Order is by each backup's recorded creation time; a backup "from the
@@ -198,14 +208,16 @@ pub struct BackupRecord {
     /// Its folder at the location; a record outside the instance's backup
     /// folder is never deleted ([`Warning::NotOurs`]).
     pub path: ObjectPath,
-    /// Creation time from its manifest (from its id when there is none): the
-    /// age the expiry and grace rules measure.
+    /// Creation time: the age the expiry and grace rules measure. A caller
+    /// takes the later of the time its id records and its manifest's (as
+    /// `ibs-controller` does), so a damaged manifest cannot make a backup look
+    /// older than it is.
     pub created: UnixSeconds,
     /// Bytes its objects occupy: what deleting it frees.
     pub size: u64,
     /// What is known about it: decides which rules apply (an incomplete one
     /// is garbage after the grace period; only a complete one can be the
-    /// protected newest).
+    /// protected newest; an untrusted one never is).
     pub state: BackupState,
 }
 
@@ -357,14 +369,16 @@ pub fn plan(
     }
     let newest_complete = present.iter().rev().find(|r| r.state.is_complete());
     let protected = newest_complete.map(|r| r.id.clone());
-    // Complete backups may go only once the one kept in their place is known to be intact.
-    let may_delete_complete = newest_complete.is_none_or(|r| r.state == BackupState::Checked);
+    // Anything but garbage may go only once the one kept in its place is
+    // known to be intact (and trusted): with no complete backup at all,
+    // nothing may (a damaged or untrusted backup may be all there is).
+    let may_delete = newest_complete.is_some_and(|r| r.state == BackupState::Checked);
     out.protected = protected.clone();
     let is_protected = |r: &BackupRecord| protected.as_deref() == Some(r.id.as_str());
-    // A complete backup the rules would delete, withheld until the protected one is checked.
+    // A backup the rules would delete, withheld until the protected one is checked.
     let withhold = |out: &mut Plan, r: &BackupRecord| {
-        let wait = r.state.is_complete() && !may_delete_complete;
-        if wait {
+        let wait = r.state != BackupState::Incomplete && !may_delete;
+        if wait && protected.is_some() {
             out.check_first = protected.clone();
         }
         wait
@@ -398,13 +412,14 @@ pub fn plan(
             delete(&mut out, r, Reason::Expired);
         }
     }
-    // 3. Free space for the next backup: damaged first, then complete, oldest first.
+    // 3. Free space for the next backup: damaged first, then untrusted, then complete, oldest first.
     let needed = capacity.next_backup_bytes.or(newest_complete.map(|r| r.size));
     if let (Some(free), Some(needed)) = (capacity.free_bytes, needed) {
         // Complete candidates are older than the protected backup (it is the newest complete one).
         let candidates = present
             .iter()
             .filter(|r| r.state == BackupState::Damaged)
+            .chain(present.iter().filter(|r| r.state == BackupState::Untrusted))
             .chain(present.iter().filter(|r| r.state.is_complete() && !is_protected(r)));
         for r in candidates {
             if free.saturating_add(out.freed_bytes()) >= needed {

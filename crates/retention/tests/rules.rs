@@ -30,7 +30,7 @@ fn ids(p: &Plan) -> Vec<(&str, Reason)> {
     p.deletions.iter().map(|d| (d.id.as_str(), d.reason)).collect()
 }
 
-use BackupState::{Checked as K, Complete as C, Damaged as U, Incomplete as I};
+use BackupState::{Checked as K, Complete as C, Damaged as U, Incomplete as I, Untrusted as T};
 
 #[test]
 fn policy_bounds_are_validated() {
@@ -110,7 +110,7 @@ fn table() {
             shortfall: false,
         },
         Case {
-            name: "free space: garbage first, then unreadable, then oldest complete, only as needed",
+            name: "free space: garbage first, then unreadable, then untrusted, then oldest complete, only as needed",
             catalogue: vec![
                 rec("c1", 6 * D, 10 * GB, C),
                 rec("c2", 5 * D, 10 * GB, C),
@@ -118,14 +118,39 @@ fn table() {
                 rec("u", 3 * D, 5 * GB, U),
                 rec("crash", 2 * D, 3 * GB, I),
                 rec("c4", D, 10 * GB, K),
+                rec("t", H, 2 * GB, T),
             ],
             capacity: cap(5 * GB, Some(22 * GB)),
             want: vec![
                 ("crash", Reason::IncompleteGarbage),
                 ("u", Reason::FreeSpace),
+                ("t", Reason::FreeSpace),
                 ("c1", Reason::FreeSpace),
             ],
             shortfall: false,
+        },
+        Case {
+            name: "a newer backup nobody trusted signed is not protected: the trusted one is",
+            catalogue: vec![
+                rec("a", 10 * D, GB, C),
+                rec("b", 9 * D, GB, C),
+                rec("c", 5 * D, GB, K),
+                rec("impostor", H, GB, T),
+            ],
+            capacity: unknown,
+            want: vec![("a", Reason::Expired), ("b", Reason::Expired)],
+            shortfall: false,
+        },
+        Case {
+            name: "with no complete backup, damaged and untrusted ones stay, expired or short of space",
+            catalogue: vec![
+                rec("u", 20 * D, GB, U),
+                rec("t", 19 * D, GB, T),
+                rec("crash", 13 * H, GB, I),
+            ],
+            capacity: cap(0, Some(10 * GB)),
+            want: vec![("crash", Reason::IncompleteGarbage)],
+            shortfall: true,
         },
         Case {
             name: "the newest complete survives a shortfall",
@@ -142,15 +167,16 @@ fn table() {
             shortfall: false,
         },
         Case {
-            name: "an unchecked newest backup holds back every deletion of a complete backup",
+            name: "an unchecked newest backup holds back every deletion but garbage",
             catalogue: vec![
                 rec("a", 30 * D, GB, C),
                 rec("u", 20 * D, GB, U),
+                rec("t", 20 * D, GB, T),
                 rec("crash", 13 * H, GB, I),
                 rec("c", 10 * D, GB, C),
             ],
             capacity: cap(0, Some(10 * GB)),
-            want: vec![("crash", Reason::IncompleteGarbage), ("u", Reason::Expired)],
+            want: vec![("crash", Reason::IncompleteGarbage)],
             shortfall: true,
         },
         Case {
@@ -194,24 +220,37 @@ fn check_first_names_the_protected_backup_only_when_it_holds_something_back() {
     assert_eq!(ids(&p), [("crash", Reason::IncompleteGarbage)]);
     assert_eq!(p.check_first, None);
 
-    // Found damaged: the next newest is protected (and asked for in turn).
-    let damaged_newest = [
-        rec("a", 20 * D, GB, C),
-        rec("b", 19 * D, GB, C),
-        rec("c", 18 * D, GB, U),
-    ];
-    let p = plan(
-        &damaged_newest,
-        NOW,
-        &Policy::default(),
-        &layout(),
-        &CapacityFacts::unknown(),
-    );
-    assert_eq!(ids(&p), [("c", Reason::Expired)]);
-    assert_eq!(
-        (p.protected.as_deref(), p.check_first.as_deref()),
-        (Some("b"), Some("b"))
-    );
+    // Found damaged (or untrusted): the next newest is protected (and asked
+    // for in turn); the damaged one goes only once that one is checked.
+    for found in [U, T] {
+        let mut newest_found_bad = [
+            rec("a", 20 * D, GB, C),
+            rec("b", 19 * D, GB, C),
+            rec("c", 18 * D, GB, found),
+        ];
+        let p = plan(
+            &newest_found_bad,
+            NOW,
+            &Policy::default(),
+            &layout(),
+            &CapacityFacts::unknown(),
+        );
+        assert_eq!(ids(&p), [], "{found:?}");
+        assert_eq!(
+            (p.protected.as_deref(), p.check_first.as_deref()),
+            (Some("b"), Some("b")),
+            "{found:?}"
+        );
+        newest_found_bad[1].state = K;
+        let p = plan(
+            &newest_found_bad,
+            NOW,
+            &Policy::default(),
+            &layout(),
+            &CapacityFacts::unknown(),
+        );
+        assert_eq!(ids(&p), [("a", Reason::Expired), ("c", Reason::Expired)], "{found:?}");
+    }
 }
 
 #[test]
@@ -286,7 +325,7 @@ fn arb_record(i: usize) -> impl Strategy<Value = BackupRecord> {
     (
         -3 * D..40 * D,
         1u64..50,
-        prop_oneof![2 => Just(C), 2 => Just(K), 2 => Just(I), 1 => Just(U)],
+        prop_oneof![2 => Just(C), 2 => Just(K), 2 => Just(I), 1 => Just(U), 1 => Just(T)],
         prop_oneof![8 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
     )
         .prop_map(move |(age, size_gb, state, owner)| {
@@ -386,9 +425,9 @@ proptest! {
                     prop_assert!(p.deletions.iter().any(|d| d.id == r.id), "{} kept while younger {} freed", r.id, freed.id);
                 }
             }
-            // Unreadable before complete.
-            let first_complete = for_space.iter().position(|r| r.state.is_complete()).unwrap_or(for_space.len());
-            prop_assert!(for_space[first_complete..].iter().all(|r| r.state.is_complete()));
+            // Unreadable before untrusted before complete.
+            let rank = |r: &BackupRecord| match r.state { U => 0, T => 1, _ => 2 };
+            prop_assert!(for_space.windows(2).all(|w| rank(w[0]) <= rank(w[1])), "{:?}", for_space);
         }
         if let Some(s) = &p.shortfall {
             prop_assert!(s.available_after_plan < s.needed);
@@ -418,13 +457,16 @@ proptest! {
     }
 
     #[test]
-    fn complete_backups_go_only_behind_a_checked_one(cat in arb_catalogue(), policy in arb_policy(), capacity in arb_capacity()) {
+    fn only_garbage_goes_unless_behind_a_checked_one(cat in arb_catalogue(), policy in arb_policy(), capacity in arb_capacity()) {
         let p = plan(&cat, NOW, &policy, &layout(), &capacity);
         let protected = p.protected.as_deref().and_then(|id| cat.iter().find(|r| r.id == id));
-        let deletes_complete = p.deletions.iter().any(|d| cat.iter().any(|r| r.id == d.id && r.state.is_complete()));
-        if deletes_complete {
+        // Complete, damaged or untrusted: none goes unless the protected backup is checked.
+        let deletes_more_than_garbage = p.deletions.iter().any(|d| cat.iter().any(|r| r.id == d.id && r.state != I));
+        if deletes_more_than_garbage {
             prop_assert_eq!(protected.map(|r| r.state), Some(K));
         }
+        // An untrusted backup is never the protected one.
+        prop_assert!(protected.is_none_or(|r| r.state != T));
         if let Some(id) = &p.check_first {
             prop_assert_eq!(Some(id.as_str()), p.protected.as_deref());
             prop_assert_eq!(protected.map(|r| r.state), Some(C));
@@ -440,13 +482,14 @@ proptest! {
     #[test]
     fn a_location_with_an_intact_backup_keeps_one(
         cat in arb_catalogue(),
-        damage in proptest::collection::vec(prop_oneof![3 => Just(None), 1 => Just(Some("body")), 1 => Just(Some("header")), 1 => Just(Some("manifest")), 1 => Just(Some("missing archive"))], 25),
+        damage in proptest::collection::vec(prop_oneof![3 => Just(None), 1 => Just(Some("body")), 1 => Just(Some("header")), 1 => Just(Some("manifest")), 1 => Just(Some("missing archive")), 1 => Just(Some("signed by another"))], 25),
         policy in arb_policy(),
         capacity in arb_capacity(),
     ) {
         // What is really there: complete ones may be damaged; what the catalogue shows.
         let mut shown = cat.clone();
         let mut intact = std::collections::BTreeSet::new();
+        let mut untrusted = std::collections::BTreeSet::new();
         for (r, d) in shown.iter_mut().zip(&damage) {
             if !r.state.is_complete() {
                 continue;
@@ -457,6 +500,12 @@ proptest! {
                     r.state = C;
                 }
                 Some("body") => r.state = C,
+                // Intact, but not a backup the trusted controller made: a
+                // check finds that out; it does not count as intact here.
+                Some("signed by another") => {
+                    untrusted.insert(r.id.clone());
+                    r.state = C;
+                }
                 Some(_) => r.state = U,
             }
         }
@@ -467,7 +516,7 @@ proptest! {
             checks += 1;
             prop_assert!(checks <= cat.len(), "no progress");
             let r = shown.iter_mut().find(|r| r.id == id).unwrap();
-            r.state = if intact.contains(&id) { K } else { U };
+            r.state = if intact.contains(&id) { K } else if untrusted.contains(&id) { T } else { U };
         };
         let ours_intact = |id: &String| cat.iter().any(|r| &r.id == id && layout().owns(&r.path));
         let had = intact.iter().filter(|id| ours_intact(id)).count();

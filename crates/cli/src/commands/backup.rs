@@ -124,12 +124,9 @@ pub async fn run(a: &BackupArgs, ctx: &Ctx) -> Result<Done, Failure> {
         ctx.say("the first attempt ran out of capacity; space was freed and the second attempt succeeded");
     }
     super::prune::print_deletions(ctx, &s.deleted, false);
-    for d in &s.damaged {
-        let alert = d.alert();
-        ctx.say(format!(
-            "{d}\nalert: {}: {}\nremediation: {}",
-            alert.title, alert.description, alert.remediation
-        ));
+    super::prune::print_damaged(ctx, &s.damaged);
+    for u in &s.untrusted {
+        ctx.warn(u.to_string());
     }
     for u in &s.unrecognised {
         ctx.say(format!("left alone (not written by ibs): {u}"));
@@ -166,6 +163,7 @@ pub async fn run(a: &BackupArgs, ctx: &Ctx) -> Result<Done, Failure> {
             "message": d.to_string(),
             "alert": alert_json(&d.alert()),
         })).collect::<Vec<_>>(),
+        "untrusted": super::prune::untrusted_json(&s.untrusted),
         "unrecognised": s.unrecognised,
         "kept_folders": s.kept_folders,
         "retention_failed": s.retention_failed.as_ref().map_or(Value::Null, |f| json!({
