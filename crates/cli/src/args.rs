@@ -86,7 +86,7 @@ pub enum Command {
   ibs list --location /mnt/backups
   ibs list --location az://backups/azs --json")]
     List(ListArgs),
-    /// Summarise a location for monitoring: newest complete backup and its age, sizes, problems (exit 1 when something needs attention)
+    /// Summarise a location for monitoring: newest complete backup and its age, sizes, problems (exit 1 when something needs attention); reads manifests and headers, not whole archives (that is `check`)
     #[command(after_help = "Examples:
   ibs status --location /mnt/backups
   ibs status --location /mnt/backups --interval-hours 6 --json   (exit 1: newest older than 6 h, or problems)")]

@@ -775,3 +775,26 @@ fn verbose_logs_what_the_libraries_do_on_stderr_and_nothing_by_default() {
         assert!(!stdout.contains("DEBUG"), "{stdout}");
     }
 }
+
+/// A backup dated days ahead (a wrong clock where it was made, or a forged
+/// manifest) would keep monitoring green for as long as its date is ahead:
+/// `status` reports it and measures the age from the newest backup that is
+/// not in the future.
+#[test]
+fn status_does_not_count_a_backup_dated_in_the_future_as_the_newest() {
+    let t = setup();
+    let keys = IBS.keygen(&t.keys, "ops");
+    let loc = s(&t.share);
+    let old = backup_hours_ago(&t.share, &keys.cer, 20);
+    let ahead = backup_hours_ago(&t.share, &keys.cer, -48);
+    let (code, doc, _) = json(&["status", "--location", loc]);
+    assert_eq!(code, Some(1), "{doc}");
+    assert_eq!(doc["newest_complete"]["id"], old.as_str(), "{doc}");
+    assert_eq!(doc["overdue"], true, "20 h is older than the 12 h interval: {doc}");
+    assert_eq!(doc["future"][0]["id"], ahead.as_str(), "{doc}");
+    let attention = doc["attention"].to_string();
+    assert!(
+        attention.contains(&ahead) && attention.contains("in the future"),
+        "{doc}"
+    );
+}

@@ -106,8 +106,14 @@ pub async fn status(a: &StatusArgs, ctx: &Ctx) -> Result<Done, Failure> {
     let capacity = target.capacity().await?;
     let now = now();
     let complete: Vec<&BackupInfo> = cat.backups.iter().filter(|b| b.state.is_complete()).collect();
-    // The catalogue lists oldest first.
-    let newest = complete.iter().max_by_key(|b| (b.created, b.id.as_str()));
+    // A backup dated beyond the clock-skew tolerance (a wrong clock where it
+    // was made, or a forged manifest) would look fresh for as long as its date
+    // is ahead: it is reported and does not count as the newest, as for
+    // retention.
+    let future_limit = now.saturating_add(ibs_retention::Policy::default().clock_skew_secs());
+    let (future, present): (Vec<&BackupInfo>, Vec<&BackupInfo>) =
+        complete.iter().partition(|b| b.created > future_limit);
+    let newest = present.iter().max_by_key(|b| (b.created, b.id.as_str()));
     let oldest = cat.backups.iter().min_by_key(|b| (b.created, b.id.as_str()));
     let incomplete: Vec<&BackupInfo> = cat
         .backups
@@ -134,6 +140,13 @@ pub async fn status(a: &StatusArgs, ctx: &Ctx) -> Result<Done, Failure> {
     }
     if !damaged.is_empty() {
         attention.push(format!("{} damaged backup(s)", damaged.len()));
+    }
+    for b in &future {
+        attention.push(format!(
+            "backup {} is dated {}, in the future (a wrong clock where it was made?): it does not count as the newest",
+            b.id,
+            utc(b.created)
+        ));
     }
     match newest {
         Some(b) => ctx.say(format!(
@@ -194,6 +207,7 @@ pub async fn status(a: &StatusArgs, ctx: &Ctx) -> Result<Done, Failure> {
             "oldest": oldest.map(|b| json!({ "id": b.id.to_string(), "created": utc(b.created) })),
             "incomplete": incomplete.iter().map(|b| backup_json(b)).collect::<Vec<_>>(),
             "damaged": damaged.iter().map(|b| backup_json(b)).collect::<Vec<_>>(),
+            "future": future.iter().map(|b| backup_json(b)).collect::<Vec<_>>(),
             "unrecognised": cat.unrecognised.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "free_bytes": capacity.free_bytes,
             "total_bytes": capacity.total_bytes,
