@@ -565,7 +565,13 @@ impl Backup {
         }
         let (d, st, overwrite) = (dir.clone(), stage.clone(), options.overwrite);
         let placed = blocking(move || {
-            let placed = selected.iter().try_for_each(|s| place_source(&d, &st, s, overwrite));
+            // Every source's names are checked against the folder before any
+            // source moves: a conflict in the last source must not leave the
+            // first ones placed (and in the way of the next attempt).
+            let placed = selected
+                .iter()
+                .try_for_each(|s| check_source(&d, &st, s, overwrite))
+                .and_then(|()| selected.iter().try_for_each(|s| place_source(&d, &st, s, overwrite)));
             let _ = std::fs::remove_dir_all(&st);
             placed
         })
@@ -1323,17 +1329,14 @@ fn open_beneath(base: &OwnedFd, rel: &Path, path: &Path) -> Result<OwnedFd> {
     Ok(at)
 }
 
-/// Step 2 for one source: moved whole when `dir/<source>` does not exist,
-/// merged when it does.
-fn place_source(dir: &Path, stage: &Path, source: &str, overwrite: bool) -> Result<()> {
-    let from = stage.join(source);
+/// Step 2 for one source, before any source moves: whether its staged tree
+/// can be placed at `dir/<source>` (moved whole when that does not exist,
+/// merged when it is a folder: every final name checked).
+fn check_source(dir: &Path, stage: &Path, source: &str, overwrite: bool) -> Result<()> {
     let to = dir.join(source);
     match std::fs::symlink_metadata(&to) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => rename(&from, &to, false),
-        Ok(m) if m.is_dir() => {
-            check_merge(&from, &to, overwrite, source)?;
-            merge(&from, &to, overwrite)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(m) if m.is_dir() => check_merge(&stage.join(source), &to, overwrite, source, &to),
         Ok(m) if m.file_type().is_symlink() => Err(RecoveryError::UnsafePath {
             source_name: source.to_owned(),
             path: String::new(),
@@ -1348,12 +1351,29 @@ fn place_source(dir: &Path, stage: &Path, source: &str, overwrite: bool) -> Resu
     }
 }
 
+/// Step 2 for one source, once every source was checked
+/// ([`check_source`]): moved whole when `dir/<source>` does not exist,
+/// merged when it does.
+fn place_source(dir: &Path, stage: &Path, source: &str, overwrite: bool) -> Result<()> {
+    let from = stage.join(source);
+    let to = dir.join(source);
+    match std::fs::symlink_metadata(&to) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => rename(&from, &to, false),
+        // Checked before: a change since (another program writing into the
+        // folder) still stops at the first name in the way.
+        Ok(m) if m.is_dir() => merge(&from, &to, overwrite),
+        Ok(_) => check_source(dir, stage, source, overwrite),
+        Err(e) => Err(io_err("cannot inspect", &to)(e)),
+    }
+}
+
 /// Checks every final name of the staged folder `from` against `to` before
-/// anything moves.
-fn check_merge(from: &Path, to: &Path, overwrite: bool, source: &str) -> Result<()> {
-    let unsafe_path = |reason: String| RecoveryError::UnsafePath {
+/// anything moves; `root` is the source's folder, which the entry named in
+/// an error is relative to.
+fn check_merge(from: &Path, to: &Path, overwrite: bool, source: &str, root: &Path) -> Result<()> {
+    let unsafe_path = |target: &Path, reason: String| RecoveryError::UnsafePath {
         source_name: source.to_owned(),
-        path: String::new(),
+        path: target.strip_prefix(root).map(crate::error::shown).unwrap_or_default(),
         reason,
     };
     for item in std::fs::read_dir(from).map_err(io_err("cannot list", from))? {
@@ -1367,17 +1387,23 @@ fn check_merge(from: &Path, to: &Path, overwrite: bool, source: &str) -> Result<
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("cannot inspect", &target)(e)),
             Ok(m) if m.file_type().is_symlink() && staged_is_dir => {
-                return Err(unsafe_path(format!(
-                    "{} is a symbolic link",
-                    crate::error::shown(&target)
-                )));
+                return Err(unsafe_path(
+                    &target,
+                    format!("{} is a symbolic link", crate::error::shown(&target)),
+                ));
             }
             Ok(m) if staged_is_dir && !m.is_dir() => {
-                return Err(unsafe_path(format!("{} is not a folder", crate::error::shown(&target))));
+                return Err(unsafe_path(
+                    &target,
+                    format!("{} is not a folder", crate::error::shown(&target)),
+                ));
             }
-            Ok(_) if staged_is_dir => check_merge(&item.path(), &target, overwrite, source)?,
+            Ok(_) if staged_is_dir => check_merge(&item.path(), &target, overwrite, source, root)?,
             Ok(m) if m.is_dir() => {
-                return Err(unsafe_path(format!("{} is a folder", crate::error::shown(&target))));
+                return Err(unsafe_path(
+                    &target,
+                    format!("{} is a folder", crate::error::shown(&target)),
+                ));
             }
             Ok(_) if !overwrite => return Err(RecoveryError::Exists(target)),
             Ok(_) => {}

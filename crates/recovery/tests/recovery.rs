@@ -871,3 +871,61 @@ async fn a_restore_destination_that_is_a_file_says_it_must_be_a_folder() {
         .await
         .unwrap();
 }
+
+/// A name in the way in the last source stops the restore before any source
+/// is placed: the earlier sources are not left behind (where they would
+/// stand in the way of the next attempt), and the error names the entry.
+#[tokio::test]
+async fn a_conflict_in_one_source_places_no_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = local(dir.path());
+    put_backup(
+        &target,
+        &[&pair_a().cert],
+        &[
+            ("ca", "root.cer", b"cert".to_vec()),
+            ("identity", "users.json", b"[]".to_vec()),
+            ("rbac", "sub/roles.json", b"{}".to_vec()),
+        ],
+        T0,
+        "1.0",
+    )
+    .await;
+    let b = recovery(&target)
+        .open_choice(&Choice::Newest, &[&pair_a().identity])
+        .await
+        .unwrap();
+    for (what, make) in [
+        (
+            "a file",
+            Box::new(|out: &std::path::Path| {
+                std::fs::create_dir_all(out.join("rbac/sub")).unwrap();
+                std::fs::write(out.join("rbac/sub/roles.json"), b"mine").unwrap();
+            }) as Box<dyn Fn(&std::path::Path)>,
+        ),
+        (
+            "a file where a folder goes",
+            Box::new(|out: &std::path::Path| {
+                std::fs::create_dir_all(out.join("rbac")).unwrap();
+                std::fs::write(out.join("rbac/sub"), b"mine").unwrap();
+            }),
+        ),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        make(out.path());
+        let err = b.restore_to(out.path(), &RestoreOptions::default()).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("rbac") && text.contains("sub"), "{what}: {text}");
+        let mut left: Vec<_> = std::fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["rbac"], "{what}: only what was there before");
+        // Once the name is out of the way, the same restore places all three.
+        std::fs::remove_dir_all(out.path().join("rbac")).unwrap();
+        b.restore_to(out.path(), &RestoreOptions::default()).await.unwrap();
+        assert_eq!(std::fs::read(out.path().join("ca/root.cer")).unwrap(), b"cert");
+        assert_eq!(std::fs::read(out.path().join("rbac/sub/roles.json")).unwrap(), b"{}");
+    }
+}
