@@ -97,7 +97,7 @@ pub enum Error {
         reason: String,
     },
     /// A MAC, tag or key commitment did not verify.
-    #[error("archive {region} failed authentication: the archive is damaged or was tampered with, or the key is wrong")]
+    #[error("archive {region} failed authentication: {}", authentication_cause(region))]
     Authentication {
         /// Region that failed.
         region: Region,
@@ -162,7 +162,7 @@ pub enum Error {
     /// The archive's signature does not verify with the key its header names:
     /// it was altered after it was signed, or forged.
     #[error(
-        "the archive's signature by signer {found} does not verify: the archive was altered after it was signed, or forged"
+        "the archive's signature by signer {found} does not verify: the archive was changed after it was signed (damaged on the storage location, or forged)"
     )]
     BadSignature {
         /// The fingerprint of the key the header names.
@@ -174,6 +174,16 @@ pub enum Error {
         /// The signer found (`None`: the archive is not signed).
         found: Option<ibs_envelope::SignerFingerprint>,
     },
+}
+
+/// Why a region fails authentication. Only the header's MAC depends on the
+/// key in hand; every later region is authenticated under the file key the
+/// header's commitment proved, so its failure is damage, not a wrong key.
+fn authentication_cause(region: &Region) -> &'static str {
+    match region {
+        Region::Header => "the archive is damaged or was tampered with, or the key is wrong",
+        _ => "the archive is damaged or was tampered with (the key is right: it opened the header)",
+    }
 }
 
 fn untrusted_message(found: &Option<ibs_envelope::SignerFingerprint>) -> String {

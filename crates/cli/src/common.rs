@@ -333,6 +333,17 @@ pub async fn open(args: &OpenArgs, choice: &Choice, ctx: &Ctx) -> Result<Opened,
                 skipped.push((info.id.to_string(), e.to_string()));
                 cat.backups.retain(|b| b.id != info.id);
             }
+            Err(
+                e @ ibs_recovery::RecoveryError::Archive {
+                    source: ibs_archive::Error::BadSignature { .. },
+                    ..
+                },
+            ) => {
+                return Err(Failure::from(e).hint(
+                    "`ibs check --backup ID` tells damage on the storage location (the archive's SHA-256 against \
+                     its manifest) from forgery; restore an older backup with --backup ID",
+                ));
+            }
             Err(e) if untrusted(&e) => {
                 return Err(Failure::from(e).hint(
                     "`ibs list` shows each backup's signer; choose one your trusted signer made with --backup ID",

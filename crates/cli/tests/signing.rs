@@ -518,3 +518,49 @@ fn prune_with_trust_signer_keeps_the_controllers_newest_backup() {
         "{doc}"
     );
 }
+
+/// Damage is told as damage: one flipped byte in a signed backup's
+/// signature fails its check "changed after it was signed (damaged … or
+/// forged)" with a hint to `ibs check` (not to a trusted signer nobody
+/// named); a flipped byte in a data frame says the key is right.
+#[test]
+fn a_damaged_signed_backup_is_reported_as_damage_with_the_way_to_tell() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let keys = keys(&work.path().join("keys"));
+    let (sign_key, _, _) = signing_key(&work.path().join("keys"), "controller");
+    let src = data(work.path());
+    std::fs::write(src.join("big.bin"), ibs_testkit::data::multiplicative(3 << 20, 7)).unwrap();
+    let id = backup(&share, &keys, &src, &["--sign", s(&sign_key)]);
+    let archive = ibs_testkit::cli::backup_folders(&share, FQDN)[0].join("backup.ibs");
+    let original = std::fs::read(&archive).unwrap();
+    let restore = |name: &str| {
+        let to = work.path().join(name);
+        let mut args = restore_args(&share, &keys, &to);
+        args.extend(["--backup", id.as_str()]);
+        IBS.fails(&args)
+    };
+    // In the signature (just before the 64-byte footer).
+    let mut bytes = original.clone();
+    let at = bytes.len() - 64 - 10;
+    bytes[at] ^= 1;
+    std::fs::write(&archive, &bytes).unwrap();
+    let err = restore("sig");
+    assert!(
+        err.contains("changed after it was signed (damaged on the storage location, or forged)"),
+        "{err}"
+    );
+    assert!(err.contains("ibs check --backup ID"), "{err}");
+    assert!(!err.contains("your trusted signer"), "{err}");
+    // In a data frame (the middle of 3 MiB of incompressible data).
+    let mut bytes = original.clone();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&archive, &bytes).unwrap();
+    let err = restore("frame");
+    assert!(
+        err.contains("failed authentication") && err.contains("the key is right"),
+        "{err}"
+    );
+}
