@@ -1211,6 +1211,66 @@ fn an_interrupted_restore_leaves_nothing_half_done_behind() {
     }
 }
 
+/// A backup stopped by Ctrl-C or SIGTERM once its upload has begun stops
+/// at its next entry and removes what it had written: no partial archive
+/// and no backup folder stay on the share (a killed one leaves them for
+/// retention, as `list` shows: incomplete).
+#[test]
+fn a_stopped_backup_removes_what_it_had_written() {
+    let work = tempfile::tempdir().unwrap();
+    let (cer, _, _) = keygen(&work.path().join("keys"), "k");
+    let big = work.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    for i in 0..40u32 {
+        noise_file(
+            &big.join(format!("blob{i:02}.bin")),
+            8 << 20,
+            0x9E37_79B9_7F4A_7C15 ^ u64::from(i),
+        );
+    }
+    for signal in ["-INT", "-TERM"] {
+        let share = work.path().join(format!("share{signal}"));
+        std::fs::create_dir(&share).unwrap();
+        let child = IBS
+            .command()
+            .args(["backup", "--location", s(&share), "--cert", s(&cer), "--fqdn", FQDN])
+            .args(["--source", &format!("blobs={}", big.display())])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut sent = false;
+        while Instant::now() < deadline && !sent {
+            let uploaded: u64 = walk(&share)
+                .iter()
+                .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+                .sum();
+            if uploaded > 4 << 20 {
+                let status = Command::new("kill")
+                    .args([signal, &child.id().to_string()])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+                sent = true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(sent, "the backup finished before it could be stopped");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("stopped (SIG{})", &signal[1..])) && err.contains("removed"),
+            "{err}"
+        );
+        let left: Vec<PathBuf> = walk(&share).into_iter().filter(|p| p.is_file()).collect();
+        assert!(left.is_empty(), "{signal} left {left:?}");
+        let (listed, _) = IBS.ok(&["list", "--location", s(&share), "--fqdn", FQDN]);
+        assert!(!listed.contains("incomplete"), "{listed}");
+    }
+}
+
 #[test]
 fn restore_overwrite_replaces_existing_files() {
     let work = tempfile::tempdir().unwrap();

@@ -117,6 +117,13 @@ pub enum ControllerError {
     /// The system's random generator failed (the write probe's name).
     #[error("the system's random generator failed: {0}")]
     Random(#[source] getrandom::Error),
+    /// The capture was stopped ([`Stop::stop`](crate::Stop::stop)): what
+    /// the attempt had written was removed, as for any failed attempt.
+    #[error("the backup was stopped ({reason}) before it was complete; what it had written was removed")]
+    Stopped {
+        /// Why, as the caller said (`SIGTERM`, `service shutting down`, …).
+        reason: String,
+    },
 }
 
 impl ControllerError {

@@ -99,6 +99,7 @@ pub use job::{
     Applied, CheckMemo, DamagedBackup, JobSpec, JobSummary, Retention, RetentionFailure, SignerTrust, UntrustedBackup,
 };
 pub use source::{
-    BackupSource, CaptureProblem, CaptureWarning, DirectorySource, EntryMeta, EntryPath, EntrySink, Extent, Warnings,
+    BackupSource, CaptureProblem, CaptureWarning, DirectorySource, EntryMeta, EntryPath, EntrySink, Extent, Stop,
+    Warnings,
 };
 pub use target::{Access, open_target, open_target_observed};

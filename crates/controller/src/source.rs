@@ -74,6 +74,95 @@ pub trait BackupSource: Send + Sync {
     async fn capture(&self, sink: &mut dyn EntrySink) -> Result<()>;
 }
 
+/// Stops a capture cleanly: sources wrapped with [`Stop::wrap`] fail with
+/// [`ControllerError::Stopped`] at their next entry or piece of data once
+/// [`Stop::stop`] was called, and the job removes what the attempt had
+/// written (its partial upload and folder), as for any failed attempt —
+/// rather than leaving a partial archive behind, as a process killed
+/// mid-upload does. Clones share one flag.
+#[derive(Clone, Debug, Default)]
+pub struct Stop(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl Stop {
+    /// A flag not set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stops every capture wrapped with this flag, saying why.
+    pub fn stop(&self, reason: impl Into<String>) {
+        let mut r = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        r.get_or_insert_with(|| reason.into());
+    }
+
+    /// Why it was stopped, if it was.
+    pub fn reason(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// `source`, stopping at its next entry or piece of data once this flag is set.
+    pub fn wrap(&self, source: std::sync::Arc<dyn BackupSource>) -> std::sync::Arc<dyn BackupSource> {
+        std::sync::Arc::new(Stoppable {
+            inner: source,
+            stop: self.clone(),
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        match self.reason() {
+            Some(reason) => Err(ControllerError::Stopped { reason }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A source that stops when its [`Stop`] is set.
+struct Stoppable {
+    inner: std::sync::Arc<dyn BackupSource>,
+    stop: Stop,
+}
+
+#[async_trait]
+impl BackupSource for Stoppable {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn capture(&self, sink: &mut dyn EntrySink) -> Result<()> {
+        self.stop.check()?;
+        let mut sink = StoppableSink { sink, stop: &self.stop };
+        self.inner.capture(&mut sink).await
+    }
+}
+
+/// The sink of a [`Stoppable`] source.
+struct StoppableSink<'a> {
+    sink: &'a mut dyn EntrySink,
+    stop: &'a Stop,
+}
+
+#[async_trait]
+impl EntrySink for StoppableSink<'_> {
+    async fn begin(&mut self, entry: EntryMeta) -> Result<()> {
+        self.stop.check()?;
+        self.sink.begin(entry).await
+    }
+
+    async fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.stop.check()?;
+        self.sink.write(data).await
+    }
+
+    async fn end(&mut self) -> Result<()> {
+        self.stop.check()?;
+        self.sink.end().await
+    }
+
+    fn warn(&mut self, warning: CaptureWarning) {
+        self.sink.warn(warning);
+    }
+}
+
 /// What went wrong with one item of a live source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -4,7 +4,8 @@
 //! the certificates, the sources (none inside the backup folder), the values
 //! the backup records. On a live system a file deleted during the backup is
 //! skipped and one that keeps changing is captured as last read: the backup
-//! still succeeds and says so in warnings.
+//! still succeeds and says so in warnings. A backup stopped by Ctrl-C or
+//! SIGTERM stops at its next entry and removes what it had written.
 
 use std::sync::Arc;
 
@@ -82,10 +83,11 @@ pub async fn run(a: &BackupArgs, ctx: &Ctx) -> Result<Done, Failure> {
     };
     // Before anything is written: a source inside the backup folder, or a
     // value the backup would record that could not be read back, is a usage error.
+    let stop = ibs_controller::Stop::new();
     let mut sources: Vec<Arc<dyn BackupSource>> = Vec::with_capacity(dirs.len());
     for source in dirs {
         let source = settings.prepare_source(source).map_err(|e| usage(e.to_string()))?;
-        sources.push(Arc::new(source));
+        sources.push(stop.wrap(Arc::new(source)));
     }
     ibs_controller::job::check_recorded(&settings.producer_version, &inst).map_err(|e| usage(e.to_string()))?;
     ibs_controller::job::check_sources(&sources).map_err(|e| usage(e.to_string()))?;
@@ -103,7 +105,16 @@ pub async fn run(a: &BackupArgs, ctx: &Ctx) -> Result<Done, Failure> {
         signer: settings.signer.clone(),
     };
     let start = std::time::Instant::now();
+    // Ctrl-C or SIGTERM stops the capture at its next entry; the job then
+    // removes what it had written (its partial archive and folder) instead
+    // of leaving them for retention's grace period.
+    let stopper = stop.clone();
+    let watcher = tokio::spawn(async move {
+        let signal = super::restore::stop_signal().await;
+        stopper.stop(signal);
+    });
     let job = ibs_controller::run_job_with_progress(&spec, &sources, now(), Some(progress.backup_fn())).await;
+    watcher.abort();
     progress.finish();
     let s = job?;
     let secs = start.elapsed().as_secs_f64().max(1e-3);

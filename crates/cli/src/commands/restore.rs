@@ -25,7 +25,7 @@ pub fn lock_stopped() -> std::sync::MutexGuard<'static, Stopped> {
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM, with the signal's name; never
 /// when signals cannot be watched.
-async fn stop_signal() -> &'static str {
+pub async fn stop_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
         (Ok(mut int), Ok(mut term)) => tokio::select! {
