@@ -87,7 +87,7 @@ pub enum Error {
         supported: u16,
     },
     /// The bytes are not well-formed.
-    #[error("malformed archive {region} at byte {offset}: {reason}")]
+    #[error("malformed {} at byte {offset}: {reason}", malformed_what(region))]
     Malformed {
         /// Region that is malformed.
         region: Region,
@@ -174,6 +174,15 @@ pub enum Error {
         /// The signer found (`None`: the archive is not signed).
         found: Option<ibs_envelope::SignerFingerprint>,
     },
+}
+
+/// What a malformed region is called in a message ("malformed archive
+/// footer", and the archive as a whole just "archive").
+fn malformed_what(region: &Region) -> String {
+    match region {
+        Region::Archive => "archive".into(),
+        r => format!("archive {r}"),
+    }
 }
 
 /// Why a region fails authentication. Only the header's MAC depends on the

@@ -210,6 +210,9 @@ pub struct BackupArgs {
 /// `NAME=DIR`.
 fn parse_source(v: &str) -> Result<(String, PathBuf), String> {
     let (name, dir) = v.split_once('=').ok_or_else(|| format!("takes NAME=DIR, got {v:?}"))?;
+    if dir.is_empty() {
+        return Err(format!("takes NAME=DIR, got {v:?}: the folder is missing"));
+    }
     Ok((name.to_owned(), dir.into()))
 }
 

@@ -313,6 +313,15 @@ pub async fn open(args: &OpenArgs, choice: &Choice, ctx: &Ctx) -> Result<Opened,
                      and its state; choose another with --backup ID",
                 ));
             }
+            // Every backup there was skipped (signer not trusted, damaged):
+            // none is restorable, and each reason was said above.
+            Err(ibs_recovery::RecoveryError::NoBackups { location }) if !skipped.is_empty() => {
+                return Err(ibs_recovery::RecoveryError::NoRestorable {
+                    location,
+                    reasons: skipped.iter().map(|(id, why)| format!("{id}: {why}")).collect(),
+                }
+                .into());
+            }
             Err(e) => return Err(e.into()),
         };
         // Only the newest restorable one passes over newer backups: one

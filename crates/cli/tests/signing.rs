@@ -563,4 +563,6 @@ fn a_damaged_signed_backup_is_reported_as_damage_with_the_way_to_tell() {
         err.contains("failed authentication") && err.contains("the key is right"),
         "{err}"
     );
+    // The folder the failed restore created is not left behind, empty.
+    assert!(!work.path().join("frame").exists());
 }

@@ -246,7 +246,8 @@ pub enum Reason {
     IncompleteGarbage,
     /// Older than the retention period.
     Expired,
-    /// Deleted, oldest first, to make room for the next backup.
+    /// Deleted to make room for the next backup: damaged ones first, then
+    /// untrusted ones, then complete ones oldest first.
     FreeSpace,
 }
 
@@ -259,7 +260,9 @@ impl std::fmt::Display for Reason {
                 "incomplete: the job that wrote it never finished it, and the grace period for finishing has passed"
             }
             Reason::Expired => "older than the retention period",
-            Reason::FreeSpace => "among the oldest, deleted to make room for the next backup",
+            Reason::FreeSpace => {
+                "deleted to make room for the next backup (damaged and untrusted backups first, then the oldest)"
+            }
         })
     }
 }

@@ -49,12 +49,18 @@ pub async fn run(a: &RestoreArgs, ctx: &Ctx) -> Result<Done, Failure> {
         options = options.sources(a.source.clone());
     }
     options = progress.restore_options_for(options, &opened.backup);
+    // A folder this restore creates is removed again if the restore fails
+    // and leaves it empty (never a folder that was there before).
+    let created = std::fs::symlink_metadata(to).is_err();
     let lock = ibs_recovery::RestoreLock::acquire(to).await?;
     let finished = tokio::select! {
         report = opened.backup.restore_locked(&lock, &options) => Ok(report),
         signal = stop_signal() => Err(signal),
     };
     progress.finish();
+    if created && matches!(finished, Ok(Err(_))) {
+        let _ = std::fs::remove_dir(to);
+    }
     let report = match finished {
         Ok(Err(e)) if e.is_damage() && a.backup.is_none() => {
             return Err(Failure::from(e).hint(
