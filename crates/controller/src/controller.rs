@@ -199,7 +199,8 @@ pub enum JobOutcome {
     /// Done, with something to report ([`JobSummary::has_warnings`]): a
     /// source skipped or captured inexactly some items of the live system
     /// (`summary.warnings`), retention found a damaged backup
-    /// (`summary.damaged`), or retention failed after the backup
+    /// (`summary.damaged`) or one the job's signing key did not sign
+    /// (`summary.untrusted`), or retention failed after the backup
     /// (`summary.retention_failed`). The backup is complete and restorable;
     /// an operator should look at the rest.
     SucceededWithWarnings {
@@ -512,7 +513,12 @@ pub async fn run_job_with_progress(
     match retain(spec, now, &mut summary).await {
         Ok((found, found_untrusted)) => {
             damaged.extend(found);
-            untrusted.extend(found_untrusted);
+            // The retry's plan may have named some already.
+            for u in found_untrusted {
+                if !untrusted.iter().any(|known: &UntrustedBackup| known.id == u.id) {
+                    untrusted.push(u);
+                }
+            }
         }
         Err(e) => {
             tracing::warn!(error = %e, "retention after the backup failed; the backup stands");

@@ -119,7 +119,9 @@ pub enum ControllerError {
     Random(#[source] getrandom::Error),
     /// The capture was stopped ([`Stop::stop`](crate::Stop::stop)): what
     /// the attempt had written was removed, as for any failed attempt.
-    #[error("the backup was stopped ({reason}) before it was complete; what it had written was removed")]
+    #[error(
+        "the backup was stopped ({reason}) before it was complete; what it had written was removed (anything a failing storage kept lists as incomplete until retention removes it)"
+    )]
     Stopped {
         /// Why, as the caller said (`SIGTERM`, `service shutting down`, …).
         reason: String,

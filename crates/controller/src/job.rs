@@ -188,11 +188,19 @@ impl std::fmt::Display for UntrustedBackup {
 /// counts, whoever signed it. With keys, an intact backup not signed by one
 /// of them (or unsigned, unless it is of format version 1 and
 /// [`allow_v1`](Self::allow_v1) is set) is
-/// [untrusted](BackupState::Untrusted): it is never the protected newest
-/// backup, so a backup written by someone with only the certificate and
-/// write access cannot make retention delete the controller's own
-/// (`ibs_retention`, rule 1). A job that signs ([`JobSpec::signer`]) trusts
-/// its own key ([`JobSpec::trust`]).
+/// [untrusted](BackupState::Untrusted): while a complete backup is there it
+/// is never the protected newest backup, so a backup written by someone with
+/// only the certificate and write access cannot make retention delete the
+/// controller's own (`ibs_retention`, rule 1). A job that signs
+/// ([`JobSpec::signer`]) trusts its own key ([`JobSpec::trust`]).
+///
+/// What the keyless check proves: the archive matches its manifest's
+/// SHA-256 and its signature (over the header, the root with every frame's
+/// length and every index piece's hash, and the footer) verifies. It does
+/// not read the frames' contents against anything the signature covers:
+/// someone with write access could alter a signed backup's body and rewrite
+/// its manifest's hash, and it would still count here (a restore then fails
+/// authentication). Such a writer can delete backups outright anyway.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SignerTrust {
     keys: Vec<ibs_envelope::VerifyingKey>,
@@ -617,8 +625,8 @@ pub struct Retention {
     pub checked: Vec<CheckReport>,
     /// Backups read whole and found damaged while planning.
     pub damaged: Vec<DamagedBackup>,
-    /// Backups read whole and found intact while planning, but not signed by
-    /// a trusted signer.
+    /// Backups found intact but not signed by a trusted signer (read while
+    /// planning, or remembered from an earlier check), oldest first.
     pub untrusted: Vec<UntrustedBackup>,
     /// Backups the catalogue lists as damaged (no need to read them: a
     /// missing or resized archive, a manifest that disagrees with the archive
@@ -700,6 +708,16 @@ pub async fn plan_retention(
                 deletions = plan.deletions.len(),
                 "retention planned"
             );
+            // Every untrusted one, also those a remembered check found.
+            out.untrusted = records
+                .iter()
+                .filter(|r| r.state == BackupState::Untrusted)
+                .filter_map(|r| catalogue.get(&r.id))
+                .map(|b| UntrustedBackup {
+                    id: b.id.to_string(),
+                    signer: checks.fresh(b, now).and_then(|s| s.fingerprint()),
+                })
+                .collect();
             out.plan = plan;
             return Ok(out);
         };
@@ -717,10 +735,6 @@ pub async fn plan_retention(
                 } else {
                     tracing::warn!(%id, signer = ?report.signer.fingerprint(), "intact, but not signed by a trusted signer");
                     record.state = BackupState::Untrusted;
-                    out.untrusted.push(UntrustedBackup {
-                        id,
-                        signer: report.signer.fingerprint(),
-                    });
                 }
             }
             Err(e) if e.is_damage() => {

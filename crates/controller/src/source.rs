@@ -81,7 +81,14 @@ pub trait BackupSource: Send + Sync {
 /// rather than leaving a partial archive behind, as a process killed
 /// mid-upload does. Clones share one flag.
 #[derive(Clone, Debug, Default)]
-pub struct Stop(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+pub struct Stop(std::sync::Arc<StopState>);
+
+/// The flag (checked at every entry and piece) and the reason.
+#[derive(Debug, Default)]
+struct StopState {
+    set: std::sync::atomic::AtomicBool,
+    reason: std::sync::Mutex<Option<String>>,
+}
 
 impl Stop {
     /// A flag not set.
@@ -91,13 +98,21 @@ impl Stop {
 
     /// Stops every capture wrapped with this flag, saying why.
     pub fn stop(&self, reason: impl Into<String>) {
-        let mut r = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut r = self.0.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         r.get_or_insert_with(|| reason.into());
+        self.0.set.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Why it was stopped, if it was.
     pub fn reason(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        if !self.0.set.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.0
+            .reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// `source`, stopping at its next entry or piece of data once this flag is set.

@@ -64,7 +64,8 @@ impl Recovery {
     }
 
     /// Trusts these controller signing keys: [`Recovery::open`] then refuses
-    /// a backup that is unsigned (unless [`allow_unsigned`](Self::allow_unsigned)),
+    /// a backup that is unsigned (a format version 1 one is accepted with
+    /// [`allow_unsigned`](Self::allow_unsigned), an unsigned version 2 one never),
     /// signed by another key, or whose signature does not verify, naming the
     /// signer found (FORMAT.md §14.7). With no trusted key (the default) the
     /// signature of a signed backup is still verified, but anyone's is accepted.

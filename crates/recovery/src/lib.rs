@@ -44,7 +44,8 @@
 //!    whose thumbprint matches a recipient is used; if none does, the error lists
 //!    the thumbprints the backup needs. A signed backup's signature is verified
 //!    first; given trusted controller keys ([`Recovery::trust_signers`]) a
-//!    backup that is unsigned (unless [`Recovery::allow_unsigned`]), signed by
+//!    backup that is unsigned (a format version 1 one is accepted with
+//!    [`Recovery::allow_unsigned`], an unsigned version 2 one never), signed by
 //!    another key, or badly signed is refused, naming the signer found.
 //! 4. **Check** without a key ([`Recovery::check_integrity`]): the whole archive read and
 //!    compared with its manifest's size and SHA-256 — damage a catalogue

@@ -1337,17 +1337,23 @@ fn check_source(dir: &Path, stage: &Path, source: &str, overwrite: bool) -> Resu
     match std::fs::symlink_metadata(&to) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Ok(m) if m.is_dir() => check_merge(&stage.join(source), &to, overwrite, source, &to),
-        Ok(m) if m.file_type().is_symlink() => Err(RecoveryError::UnsafePath {
-            source_name: source.to_owned(),
-            path: String::new(),
-            reason: format!("{} is a symbolic link", crate::error::shown(&to)),
-        }),
-        Ok(_) => Err(RecoveryError::UnsafePath {
-            source_name: source.to_owned(),
-            path: String::new(),
-            reason: format!("{} is not a folder", crate::error::shown(&to)),
-        }),
+        Ok(m) => Err(not_a_source_folder(&to, source, &m)),
         Err(e) => Err(io_err("cannot inspect", &to)(e)),
+    }
+}
+
+/// A source's place in the restore folder, `to`, is taken by something that
+/// is not a folder.
+fn not_a_source_folder(to: &Path, source: &str, m: &std::fs::Metadata) -> RecoveryError {
+    let what = if m.file_type().is_symlink() {
+        "is a symbolic link"
+    } else {
+        "is not a folder"
+    };
+    RecoveryError::UnsafePath {
+        source_name: source.to_owned(),
+        path: String::new(),
+        reason: format!("{} {what}", crate::error::shown(to)),
     }
 }
 
@@ -1362,7 +1368,7 @@ fn place_source(dir: &Path, stage: &Path, source: &str, overwrite: bool) -> Resu
         // Checked before: a change since (another program writing into the
         // folder) still stops at the first name in the way.
         Ok(m) if m.is_dir() => merge(&from, &to, overwrite),
-        Ok(_) => check_source(dir, stage, source, overwrite),
+        Ok(m) => Err(not_a_source_folder(&to, source, &m)),
         Err(e) => Err(io_err("cannot inspect", &to)(e)),
     }
 }

@@ -59,20 +59,26 @@
 //!    or [`BackupState::Untrusted`] when it is intact but not signed by a
 //!    signer the caller trusts — and plans again. The newest backup is usually
 //!    intact, so a prune costs one archive read, and none when nothing would
-//!    be deleted. With no complete backup at all, nothing but garbage is
-//!    deleted: a damaged or untrusted backup may be all that is left. With
+//!    be deleted. With no intact backup known at all, nothing but garbage is
+//!    deleted: a damaged backup may be all that is left. With
 //!    every plan followed this way, a location that had an intact (trusted)
 //!    backup keeps one.
 //!
-//!    A backup [found untrusted](BackupState::Untrusted) is never the
-//!    protected one: a backup written by someone else (with only the
-//!    certificate and write access to the share) cannot make retention delete
-//!    the backups the trusted controller made.
+//!    A backup [found untrusted](BackupState::Untrusted) is never protected
+//!    while a complete one is there: a backup written by someone else (with
+//!    only the certificate and write access to the share) cannot make
+//!    retention delete the backups the trusted controller made. Only when no
+//!    complete backup is left (signing just turned on, or the key changed)
+//!    is the newest untrusted one kept in place of the others, and said
+//!    ([`Warning::NoTrustedBackup`]). To free space an untrusted backup goes
+//!    only when it is older than the one kept (a newer one may be genuine,
+//!    signed by a key the caller did not name).
 //! 2. Incomplete backups older than the grace period are garbage and go first;
 //!    one younger than that may still be being written and is kept.
 //! 3. Backups older than the retention period are deleted; to free space,
-//!    damaged backups go next, then untrusted ones, then complete backups
-//!    older than the protected one, oldest first, only as many as needed.
+//!    damaged backups go next, then untrusted ones older than the protected
+//!    one, then complete backups older than the protected one, oldest first,
+//!    only as many as needed.
 //! 4. Only backups inside this instance's `MASBackup` folder can be in a plan:
 //!    OEM folders and other instances' folders are never candidates.
 //! 5. Order is by each backup's recorded creation time; a backup "from the
@@ -301,6 +307,13 @@ pub enum Warning {
         /// The object's path, as the operator would look for it.
         path: ObjectPath,
     },
+    /// No complete backup was made by a trusted signer, so the newest intact
+    /// one someone else signed (or nobody) is kept in place of the others
+    /// (rule 1).
+    NoTrustedBackup {
+        /// Id of the backup kept.
+        id: String,
+    },
 }
 
 /// The next backup will not fit even after the plan runs.
@@ -327,7 +340,7 @@ pub struct Plan {
     /// The backup protected as the newest complete one, if any.
     pub protected: Option<String>,
     /// The protected backup, when it is not [checked](BackupState::Checked)
-    /// and the plan withheld deletions of complete backups until it is: check
+    /// and the plan withheld deletions until it is, or space is short: check
     /// it and plan again with the result (see the crate docs, rule 1).
     pub check_first: Option<String>,
 }
@@ -371,13 +384,28 @@ pub fn plan(
         });
     }
     let newest_complete = present.iter().rev().find(|r| r.state.is_complete());
-    let protected = newest_complete.map(|r| r.id.clone());
+    // With no complete backup left but intact ones no trusted signer made
+    // (signing just turned on, or the key changed), the newest of those is
+    // kept in their place: there is nothing trusted to protect, and keeping
+    // none would let the location fill up for good.
+    let fallback = match newest_complete {
+        Some(_) => None,
+        None => present.iter().rev().find(|r| r.state == BackupState::Untrusted),
+    };
+    if let Some(r) = fallback {
+        out.warnings.push(Warning::NoTrustedBackup { id: r.id.clone() });
+    }
+    let kept = newest_complete.or(fallback);
+    let protected = kept.map(|r| r.id.clone());
     // Anything but garbage may go only once the one kept in its place is
-    // known to be intact (and trusted): with no complete backup at all,
-    // nothing may (a damaged or untrusted backup may be all there is).
-    let may_delete = newest_complete.is_some_and(|r| r.state == BackupState::Checked);
+    // known to be intact: with no intact backup known, nothing may (a
+    // damaged backup may be all there is).
+    let may_delete = kept.is_some_and(|r| matches!(r.state, BackupState::Checked | BackupState::Untrusted));
     out.protected = protected.clone();
     let is_protected = |r: &BackupRecord| protected.as_deref() == Some(r.id.as_str());
+    // Position of the kept backup (oldest first): what is older than it.
+    let kept_at = kept.and_then(|k| present.iter().position(|r| r.id == k.id));
+    let older_than_kept = |i: usize| kept_at.is_some_and(|k| i < k);
     // A backup the rules would delete, withheld until the protected one is checked.
     let withhold = |out: &mut Plan, r: &BackupRecord| {
         let wait = r.state != BackupState::Incomplete && !may_delete;
@@ -419,10 +447,18 @@ pub fn plan(
     let needed = capacity.next_backup_bytes.or(newest_complete.map(|r| r.size));
     if let (Some(free), Some(needed)) = (capacity.free_bytes, needed) {
         // Complete candidates are older than the protected backup (it is the newest complete one).
+        // Untrusted ones only when older than the kept one: a newer one may
+        // be genuine, signed by a key the caller forgot to trust (a rotation).
         let candidates = present
             .iter()
             .filter(|r| r.state == BackupState::Damaged)
-            .chain(present.iter().filter(|r| r.state == BackupState::Untrusted))
+            .chain(
+                present
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, r)| r.state == BackupState::Untrusted && older_than_kept(*i))
+                    .map(|(_, r)| r),
+            )
             .chain(present.iter().filter(|r| r.state.is_complete() && !is_protected(r)));
         for r in candidates {
             if free.saturating_add(out.freed_bytes()) >= needed {
@@ -433,6 +469,12 @@ pub fn plan(
             }
         }
         let available = free.saturating_add(out.freed_bytes());
+        if available < needed && kept.is_some_and(|r| r.state == BackupState::Complete) {
+            // Short of space behind an unchecked backup: checking it may
+            // change what can go (found damaged or untrusted, it is no
+            // longer the one kept).
+            out.check_first = protected.clone();
+        }
         if available < needed {
             out.shortfall = Some(Shortfall {
                 needed,

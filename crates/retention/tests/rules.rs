@@ -117,8 +117,8 @@ fn table() {
                 rec("c3", 4 * D, 10 * GB, C),
                 rec("u", 3 * D, 5 * GB, U),
                 rec("crash", 2 * D, 3 * GB, I),
+                rec("t", D + H, 2 * GB, T),
                 rec("c4", D, 10 * GB, K),
-                rec("t", H, 2 * GB, T),
             ],
             capacity: cap(5 * GB, Some(22 * GB)),
             want: vec![
@@ -142,14 +142,35 @@ fn table() {
             shortfall: false,
         },
         Case {
-            name: "with no complete backup, damaged and untrusted ones stay, expired or short of space",
+            name: "with no intact backup known, damaged ones stay, expired or short of space",
+            catalogue: vec![rec("u", 20 * D, GB, U), rec("crash", 13 * H, GB, I)],
+            capacity: cap(0, Some(10 * GB)),
+            want: vec![("crash", Reason::IncompleteGarbage)],
+            shortfall: true,
+        },
+        Case {
+            name: "with no complete backup, the newest untrusted one is kept in place of the others",
             catalogue: vec![
                 rec("u", 20 * D, GB, U),
-                rec("t", 19 * D, GB, T),
+                rec("t1", 19 * D, GB, T),
+                rec("t2", 3 * D, 2 * GB, T),
+                rec("t3", 2 * D, GB, T),
                 rec("crash", 13 * H, GB, I),
             ],
             capacity: cap(0, Some(10 * GB)),
-            want: vec![("crash", Reason::IncompleteGarbage)],
+            want: vec![
+                ("crash", Reason::IncompleteGarbage),
+                ("u", Reason::Expired),
+                ("t1", Reason::Expired),
+                ("t2", Reason::FreeSpace),
+            ],
+            shortfall: true,
+        },
+        Case {
+            name: "an untrusted backup newer than the protected one is not deleted for space",
+            catalogue: vec![rec("c1", 3 * D, GB, C), rec("c2", 2 * D, GB, K), rec("t", D, 5 * GB, T)],
+            capacity: cap(0, Some(3 * GB)),
+            want: vec![("c1", Reason::FreeSpace)],
             shortfall: true,
         },
         Case {
@@ -428,6 +449,11 @@ proptest! {
             // Unreadable before untrusted before complete.
             let rank = |r: &BackupRecord| match r.state { U => 0, T => 1, _ => 2 };
             prop_assert!(for_space.windows(2).all(|w| rank(w[0]) <= rank(w[1])), "{:?}", for_space);
+            // An untrusted one only when older than the protected one.
+            let kept = by_id(p.protected.as_deref().unwrap());
+            for r in for_space.iter().filter(|r| r.state == T) {
+                prop_assert!((r.created, &r.id) < (kept.created, &kept.id), "{} newer than {}", r.id, kept.id);
+            }
         }
         if let Some(s) = &p.shortfall {
             prop_assert!(s.available_after_plan < s.needed);
@@ -463,10 +489,14 @@ proptest! {
         // Complete, damaged or untrusted: none goes unless the protected backup is checked.
         let deletes_more_than_garbage = p.deletions.iter().any(|d| cat.iter().any(|r| r.id == d.id && r.state != I));
         if deletes_more_than_garbage {
-            prop_assert_eq!(protected.map(|r| r.state), Some(K));
+            prop_assert!(matches!(protected.map(|r| r.state), Some(K) | Some(T)), "{:?}", protected);
         }
-        // An untrusted backup is never the protected one.
-        prop_assert!(protected.is_none_or(|r| r.state != T));
+        // An untrusted backup is protected only when no complete one is there (and said).
+        if protected.is_some_and(|r| r.state == T) {
+            prop_assert!(cat.iter().all(|r| !(layout().owns(&r.path) && r.state.is_complete() && r.created <= NOW + skew(&policy))));
+            let warned = p.warnings.iter().any(|w| matches!(w, Warning::NoTrustedBackup { id } if Some(id.as_str()) == p.protected.as_deref()));
+            prop_assert!(warned);
+        }
         if let Some(id) = &p.check_first {
             prop_assert_eq!(Some(id.as_str()), p.protected.as_deref());
             prop_assert_eq!(protected.map(|r| r.state), Some(C));

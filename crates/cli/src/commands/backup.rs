@@ -107,11 +107,15 @@ pub async fn run(a: &BackupArgs, ctx: &Ctx) -> Result<Done, Failure> {
     let start = std::time::Instant::now();
     // Ctrl-C or SIGTERM stops the capture at its next entry; the job then
     // removes what it had written (its partial archive and folder) instead
-    // of leaving them for retention's grace period.
+    // of leaving them for retention's grace period. A second one ends the
+    // process at once (an upload that hangs, or a stop after the capture, in
+    // the commit or retention): what it leaves lists as incomplete.
     let stopper = stop.clone();
     let watcher = tokio::spawn(async move {
         let signal = super::restore::stop_signal().await;
         stopper.stop(signal);
+        let again = super::restore::stop_signal().await;
+        std::process::exit(if again == "SIGINT" { 130 } else { 143 });
     });
     let job = ibs_controller::run_job_with_progress(&spec, &sources, now(), Some(progress.backup_fn())).await;
     watcher.abort();

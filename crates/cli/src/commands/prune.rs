@@ -105,6 +105,10 @@ pub async fn run(a: &PruneArgs, ctx: &Ctx) -> Result<Done, Failure> {
                 format!("kept {id}: its creation time {created} is in the future (clock skew?)")
             }
             ibs_retention::Warning::NotOurs { path } => format!("ignored (not this instance's): {path}"),
+            ibs_retention::Warning::NoTrustedBackup { id } => format!(
+                "kept {id} in place of the others although no trusted signer signed it: no complete backup here \
+                 is signed by a trusted signer"
+            ),
         };
         ctx.say(&line);
         notes.push(line);

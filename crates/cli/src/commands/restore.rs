@@ -51,7 +51,7 @@ pub async fn run(a: &RestoreArgs, ctx: &Ctx) -> Result<Done, Failure> {
     options = progress.restore_options_for(options, &opened.backup);
     // A folder this restore creates is removed again if the restore fails
     // and leaves it empty (never a folder that was there before).
-    let created = std::fs::symlink_metadata(to).is_err();
+    let created = std::fs::symlink_metadata(to).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
     let lock = ibs_recovery::RestoreLock::acquire(to).await?;
     let finished = tokio::select! {
         report = opened.backup.restore_locked(&lock, &options) => Ok(report),
