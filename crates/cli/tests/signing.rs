@@ -486,8 +486,8 @@ fn prune_with_trust_signer_keeps_the_controllers_newest_backup() {
     assert_eq!(
         untrusted,
         [
-            (unsigned.clone(), serde_json::Value::Null),
-            (other.clone(), serde_json::json!(impostor_fp))
+            (other.clone(), serde_json::json!(impostor_fp)),
+            (unsigned.clone(), serde_json::Value::Null)
         ],
         "{doc}"
     );
