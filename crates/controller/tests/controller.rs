@@ -1359,11 +1359,13 @@ async fn retention_never_keeps_a_backup_the_controller_did_not_sign_in_place_of_
     assert!(again.checked.is_empty(), "{again:?}");
     assert_eq!(again.untrusted, r.untrusted, "remembered ones are reported too");
     assert_eq!(ids(&again), ids(&r));
-    // Short of space: the controller's own older backups go, oldest first,
-    // never its newest; the untrusted ones are newer than that one (they may
-    // be genuine, signed by a key not named) and stay.
+    // Short of space: the untrusted ones go first — newer than the
+    // controller's newest as they are — then its own older ones, oldest
+    // first, never its newest.
     let deleted = apply_plan_for_space(&target, &ours, now).await;
-    assert_eq!(deleted, [made[0].clone(), made[1].clone()], "{deleted:?}");
+    assert_eq!(deleted[..2], [forged.clone(), unsigned.clone()], "{deleted:?}");
+    assert!(deleted[2..].iter().eq(made[..deleted.len() - 2].iter()), "{deleted:?}");
+    assert!(!deleted.contains(&made[2]), "{deleted:?}");
 
     // Trusting anyone (no key): the newest, whoever wrote it, stands in for
     // the three the controller signed — what a prune without --trust-signer does.
@@ -1416,7 +1418,12 @@ async fn apply_plan_for_space(target: &Arc<dyn StorageTarget>, spec: &JobSpec, n
     };
     let plan = ibs_retention::plan(&records, now, &young, &spec.instance, &facts);
     let order: Vec<_> = plan.deletions.iter().map(|d| d.id.clone()).collect();
-    assert!(plan.shortfall.is_some(), "{plan:?}");
+    assert!(
+        plan.deletions
+            .iter()
+            .all(|d| d.reason == ibs_retention::Reason::FreeSpace),
+        "{plan:?}"
+    );
     order
 }
 

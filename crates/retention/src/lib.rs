@@ -65,20 +65,19 @@
 //!    backup keeps one.
 //!
 //!    A backup [found untrusted](BackupState::Untrusted) is never protected
-//!    while a complete one is there: a backup written by someone else (with
-//!    only the certificate and write access to the share) cannot make
-//!    retention delete the backups the trusted controller made. Only when no
-//!    complete backup is left (signing just turned on, or the key changed)
-//!    is the newest untrusted one kept in place of the others, and said
-//!    ([`Warning::NoTrustedBackup`]). To free space an untrusted backup goes
-//!    only when it is older than the one kept (a newer one may be genuine,
-//!    signed by a key the caller did not name).
+//!    while a complete one is there, and goes for space before any complete
+//!    one: a backup written by someone else (with only the certificate and
+//!    write access to the share) cannot make retention delete the backups
+//!    the trusted controller made (during a key rotation, trust both keys).
+//!    Only when no complete backup is left (signing just turned on, or the
+//!    key changed) is the newest untrusted one kept in place of the others,
+//!    and said ([`Warning::NoTrustedBackup`]); damaged backups then stay (the
+//!    one kept is not one a trusted restore accepts).
 //! 2. Incomplete backups older than the grace period are garbage and go first;
 //!    one younger than that may still be being written and is kept.
 //! 3. Backups older than the retention period are deleted; to free space,
-//!    damaged backups go next, then untrusted ones older than the protected
-//!    one, then complete backups older than the protected one, oldest first,
-//!    only as many as needed.
+//!    damaged backups go next, then untrusted ones, then complete backups
+//!    older than the protected one, oldest first, only as many as needed.
 //! 4. Only backups inside this instance's `MASBackup` folder can be in a plan:
 //!    OEM folders and other instances' folders are never candidates.
 //! 5. Order is by each backup's recorded creation time; a backup "from the
@@ -223,7 +222,7 @@ pub struct BackupRecord {
     pub size: u64,
     /// What is known about it: decides which rules apply (an incomplete one
     /// is garbage after the grace period; only a complete one can be the
-    /// protected newest; an untrusted one never is).
+    /// protected newest, or an untrusted one when no complete one is left).
     pub state: BackupState,
 }
 
@@ -337,7 +336,8 @@ pub struct Plan {
     pub warnings: Vec<Warning>,
     /// Present when the next backup cannot fit even after the deletions.
     pub shortfall: Option<Shortfall>,
-    /// The backup protected as the newest complete one, if any.
+    /// The backup protected as the newest complete one — or, with none, the
+    /// newest untrusted one ([`Warning::NoTrustedBackup`]) — if any.
     pub protected: Option<String>,
     /// The protected backup, when it is not [checked](BackupState::Checked)
     /// and the plan withheld deletions until it is, or space is short: check
@@ -403,11 +403,13 @@ pub fn plan(
     let may_delete = kept.is_some_and(|r| matches!(r.state, BackupState::Checked | BackupState::Untrusted));
     out.protected = protected.clone();
     let is_protected = |r: &BackupRecord| protected.as_deref() == Some(r.id.as_str());
-    // Position of the kept backup (oldest first): what is older than it.
-    let kept_at = kept.and_then(|k| present.iter().position(|r| r.id == k.id));
-    let older_than_kept = |i: usize| kept_at.is_some_and(|k| i < k);
-    // A backup the rules would delete, withheld until the protected one is checked.
+    // A backup the rules would delete, withheld until the protected one is
+    // checked; and behind a backup nobody trusted signed (the fallback),
+    // damaged ones stay: the one kept is not one a trusted restore accepts.
     let withhold = |out: &mut Plan, r: &BackupRecord| {
+        if fallback.is_some() && r.state == BackupState::Damaged {
+            return true;
+        }
         let wait = r.state != BackupState::Incomplete && !may_delete;
         if wait && protected.is_some() {
             out.check_first = protected.clone();
@@ -444,20 +446,19 @@ pub fn plan(
         }
     }
     // 3. Free space for the next backup: damaged first, then untrusted, then complete, oldest first.
-    let needed = capacity.next_backup_bytes.or(newest_complete.map(|r| r.size));
+    let needed = capacity.next_backup_bytes.or(kept.map(|r| r.size));
     if let (Some(free), Some(needed)) = (capacity.free_bytes, needed) {
-        // Complete candidates are older than the protected backup (it is the newest complete one).
-        // Untrusted ones only when older than the kept one: a newer one may
-        // be genuine, signed by a key the caller forgot to trust (a rotation).
+        // Complete candidates are older than the protected backup (it is the
+        // newest complete one). Untrusted ones go before them, newer ones
+        // too: a newer backup no trusted key signed is what an impostor
+        // writes (during a key rotation, name both keys).
         let candidates = present
             .iter()
             .filter(|r| r.state == BackupState::Damaged)
             .chain(
                 present
                     .iter()
-                    .enumerate()
-                    .filter(|(i, r)| r.state == BackupState::Untrusted && older_than_kept(*i))
-                    .map(|(_, r)| r),
+                    .filter(|r| r.state == BackupState::Untrusted && !is_protected(r)),
             )
             .chain(present.iter().filter(|r| r.state.is_complete() && !is_protected(r)));
         for r in candidates {

@@ -149,7 +149,7 @@ fn table() {
             shortfall: true,
         },
         Case {
-            name: "with no complete backup, the newest untrusted one is kept in place of the others",
+            name: "with no complete backup, the newest untrusted one is kept in place of the others; damaged stay",
             catalogue: vec![
                 rec("u", 20 * D, GB, U),
                 rec("t1", 19 * D, GB, T),
@@ -160,18 +160,24 @@ fn table() {
             capacity: cap(0, Some(10 * GB)),
             want: vec![
                 ("crash", Reason::IncompleteGarbage),
-                ("u", Reason::Expired),
                 ("t1", Reason::Expired),
                 ("t2", Reason::FreeSpace),
             ],
             shortfall: true,
         },
         Case {
-            name: "an untrusted backup newer than the protected one is not deleted for space",
+            name: "kept untrusted: the next backup's size defaults to the kept one's",
+            catalogue: vec![rec("t1", 3 * D, 4 * GB, T), rec("t2", 2 * D, 8 * GB, T)],
+            capacity: cap(5 * GB, None),
+            want: vec![("t1", Reason::FreeSpace)],
+            shortfall: false,
+        },
+        Case {
+            name: "an untrusted backup goes for space before the controller's own, also a newer one",
             catalogue: vec![rec("c1", 3 * D, GB, C), rec("c2", 2 * D, GB, K), rec("t", D, 5 * GB, T)],
             capacity: cap(0, Some(3 * GB)),
-            want: vec![("c1", Reason::FreeSpace)],
-            shortfall: true,
+            want: vec![("t", Reason::FreeSpace)],
+            shortfall: false,
         },
         Case {
             name: "the newest complete survives a shortfall",
@@ -287,6 +293,9 @@ fn shortfall_carries_the_out_of_capacity_alert() {
             next_backup_bytes: None,
         },
     );
+    // Short of space behind an unchecked backup: checking it may change
+    // what can go, so the plan asks for it.
+    assert_eq!(p.check_first.as_deref(), Some("only"));
     let s = p.shortfall.unwrap();
     assert_eq!((s.needed, s.available_after_plan), (10 * GB, GB));
     assert_eq!(s.alert.kind, ibs_storage::ErrorKind::OutOfCapacity);
@@ -449,10 +458,10 @@ proptest! {
             // Unreadable before untrusted before complete.
             let rank = |r: &BackupRecord| match r.state { U => 0, T => 1, _ => 2 };
             prop_assert!(for_space.windows(2).all(|w| rank(w[0]) <= rank(w[1])), "{:?}", for_space);
-            // An untrusted one only when older than the protected one.
+            // Behind a kept untrusted backup, damaged ones stay.
             let kept = by_id(p.protected.as_deref().unwrap());
-            for r in for_space.iter().filter(|r| r.state == T) {
-                prop_assert!((r.created, &r.id) < (kept.created, &kept.id), "{} newer than {}", r.id, kept.id);
+            if kept.state == T {
+                prop_assert!(p.deletions.iter().all(|d| by_id(&d.id).state != U), "{:?}", p.deletions);
             }
         }
         if let Some(s) = &p.shortfall {
@@ -491,8 +500,10 @@ proptest! {
         if deletes_more_than_garbage {
             prop_assert!(matches!(protected.map(|r| r.state), Some(K) | Some(T)), "{:?}", protected);
         }
-        // An untrusted backup is protected only when no complete one is there (and said).
+        // An untrusted backup is protected only when no complete one is there
+        // (and said); damaged ones then stay.
         if protected.is_some_and(|r| r.state == T) {
+            prop_assert!(p.deletions.iter().all(|d| cat.iter().any(|r| r.id == d.id && r.state != U)));
             prop_assert!(cat.iter().all(|r| !(layout().owns(&r.path) && r.state.is_complete() && r.created <= NOW + skew(&policy))));
             let warned = p.warnings.iter().any(|w| matches!(w, Warning::NoTrustedBackup { id } if Some(id.as_str()) == p.protected.as_deref()));
             prop_assert!(warned);

@@ -107,7 +107,7 @@ pub async fn run(a: &PruneArgs, ctx: &Ctx) -> Result<Done, Failure> {
             ibs_retention::Warning::NotOurs { path } => format!("ignored (not this instance's): {path}"),
             ibs_retention::Warning::NoTrustedBackup { id } => format!(
                 "kept {id} in place of the others although no trusted signer signed it: no complete backup here \
-                 is signed by a trusted signer"
+                 is known to be signed by a trusted signer (signing just turned on, or a new key?)"
             ),
         };
         ctx.say(&line);
