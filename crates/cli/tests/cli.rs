@@ -1142,15 +1142,23 @@ fn interrupt_restore(share: &Path, pfx: &Path, pw: &Path, to: &Path, signal: &st
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut sent = false;
-    while Instant::now() < deadline && !sent {
-        let staged: u64 = walk(to)
+    signal_once_written(child, signal, || {
+        walk(to)
             .iter()
             .filter(|p| p.to_string_lossy().contains(".ibs-restore-"))
             .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-            .sum();
-        if staged > 1 << 20 {
+            .sum::<u64>()
+            > 1 << 20
+    })
+}
+
+/// Sends `child` `signal` (a `kill` option) once `written()` says it has
+/// written enough (polled for at most a minute), and waits for it to end.
+fn signal_once_written(child: std::process::Child, signal: &str, written: impl Fn() -> bool) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = false;
+    while Instant::now() < deadline && !sent {
+        if written() {
             let status = Command::new("kill")
                 .args([signal, &child.id().to_string()])
                 .status()
@@ -1161,7 +1169,7 @@ fn interrupt_restore(share: &Path, pfx: &Path, pw: &Path, to: &Path, signal: &st
         std::thread::sleep(Duration::from_millis(2));
     }
     let out = child.wait_with_output().unwrap();
-    assert!(sent, "the restore finished before it could be stopped");
+    assert!(sent, "the command finished before it could be stopped");
     out
 }
 
@@ -1239,25 +1247,13 @@ fn a_stopped_backup_removes_what_it_had_written() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut sent = false;
-        while Instant::now() < deadline && !sent {
-            let uploaded: u64 = walk(&share)
+        let out = signal_once_written(child, signal, || {
+            walk(&share)
                 .iter()
                 .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-                .sum();
-            if uploaded > 4 << 20 {
-                let status = Command::new("kill")
-                    .args([signal, &child.id().to_string()])
-                    .status()
-                    .unwrap();
-                assert!(status.success());
-                sent = true;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let out = child.wait_with_output().unwrap();
-        assert!(sent, "the backup finished before it could be stopped");
+                .sum::<u64>()
+                > 4 << 20
+        });
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(
