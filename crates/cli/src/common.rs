@@ -374,6 +374,14 @@ pub async fn open(args: &OpenArgs, choice: &Choice, ctx: &Ctx) -> Result<Opened,
     // catalogue found it equal to the manifest's and the id's.
     let created = backup.archive().info().fields().created;
     ctx.note(format!("backup {} was created at {}", info.id, utc(created)));
+    if created > now().saturating_add(ibs_retention::Policy::default().clock_skew_secs()) {
+        ctx.warn(format!(
+            "backup {} is dated {}, in the future: the clock where it was made was wrong, or it was not made by \
+             the controller; `ibs list` shows the others (choose one with --backup ID)",
+            info.id,
+            utc(created)
+        ));
+    }
     // With a whole id, backups of that very second sort by id (ids order
     // within a second); with a time part, by the time alone.
     if let Some(nb) = &args.not_before {

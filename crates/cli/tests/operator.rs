@@ -797,4 +797,23 @@ fn status_does_not_count_a_backup_dated_in_the_future_as_the_newest() {
         attention.contains(&ahead) && attention.contains("in the future"),
         "{doc}"
     );
+    // A restore of the newest takes it (it is complete and opens), and warns.
+    let to = t.keys.join("restored");
+    let out = IBS.run(&[
+        "restore",
+        "--location",
+        loc,
+        "--pfx",
+        s(&keys.pfx),
+        "--password-file",
+        s(&keys.password),
+        "--to",
+        s(&to),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("backup {ahead} is dated")) && stderr.contains("in the future"),
+        "{stderr}"
+    );
 }

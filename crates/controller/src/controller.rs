@@ -529,6 +529,8 @@ pub async fn run_job_with_progress(
         }
     }
     summary.damaged = damaged;
+    // Those deleted since (to make room, or expired) are in `deleted`.
+    untrusted.retain(|u| !summary.deleted.iter().any(|d| d.id == u.id));
     summary.untrusted = untrusted;
     summary.kept_folders.splice(0..0, kept_folders);
     tracing::info!(

@@ -76,8 +76,8 @@ pub struct JobSummary {
     /// Backups retention found damaged by reading them (each is also an alert).
     pub damaged: Vec<DamagedBackup>,
     /// Backups retention found intact by reading them, but not signed by this
-    /// job's signing key ([`JobSpec::trust`]): kept, never in place of one it
-    /// signed.
+    /// job's signing key ([`JobSpec::trust`]), and did not delete: never kept
+    /// in place of one it signed.
     pub untrusted: Vec<UntrustedBackup>,
     /// Objects in the backup folder that ibs did not write (left alone).
     pub unrecognised: Vec<String>,

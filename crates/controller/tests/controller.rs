@@ -1382,6 +1382,17 @@ async fn retention_never_keeps_a_backup_the_controller_did_not_sign_in_place_of_
     .unwrap();
     assert_eq!(ids(&anyone), made, "{anyone:?}");
     assert_eq!(anyone.plan.protected.as_deref(), Some(unsigned.as_str()));
+
+    // The controller's own job (sharing what the checks above learnt): its new
+    // backup is kept, its old ones expire, and the two it did not sign are
+    // named, each once, as not deleted.
+    ours.checks = memo.clone();
+    let job = run_job(&ours, &sources(), now).await.unwrap();
+    assert!(job.has_warnings(), "{job:?}");
+    let named: Vec<_> = job.untrusted.iter().map(|u| u.id.clone()).collect();
+    assert_eq!(named, [forged.clone(), unsigned.clone()], "{job:?}");
+    let deleted: Vec<_> = job.deleted.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(deleted, made, "{job:?}");
 }
 
 /// The fingerprint of the key that signed backup `id` (from the catalogue's header read).
@@ -1512,11 +1523,8 @@ async fn signing_turned_on_at_a_full_location_still_frees_space_for_the_first_si
         [old.clone(), newer.clone()],
         "{summary:?}"
     );
-    assert_eq!(
-        summary.untrusted.iter().map(|u| u.id.clone()).collect::<Vec<_>>(),
-        [old, newer],
-        "each named once: {summary:?}"
-    );
+    // Both were found untrusted, and both were deleted: named there only.
+    assert!(summary.untrusted.is_empty(), "{summary:?}");
     let cat = Recovery::new(target.clone(), instance()).catalogue().await.unwrap();
     let ids: Vec<_> = cat.complete().map(|b| b.id.to_string()).collect();
     assert_eq!(ids, [summary.id.to_string()]);

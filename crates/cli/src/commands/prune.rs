@@ -130,11 +130,11 @@ pub async fn run(a: &PruneArgs, ctx: &Ctx) -> Result<Done, Failure> {
     let damaged: Vec<_> = retention.listed_damaged.iter().chain(&retention.damaged).collect();
     let mut attention = Vec::new();
     if !damaged.is_empty() {
-        attention.push(format!("{} damaged backup(s) found (see above)", damaged.len()));
+        attention.push(format!("{} damaged backup(s) found", damaged.len()));
     }
     if !retention.untrusted.is_empty() {
         attention.push(format!(
-            "{} backup(s) not signed by a trusted signer found (see above)",
+            "{} backup(s) not signed by a trusted signer found",
             retention.untrusted.len()
         ));
     }
