@@ -389,6 +389,7 @@ async fn run(instance: &InstanceLayout, objects: Vec<Object>) {
                 );
             }
             BackupState::Checked => panic!("the catalogue says checked of {} without reading it", b.id),
+            BackupState::Untrusted => panic!("the catalogue says untrusted of {} without reading it", b.id),
         }
         let alone = catalogue_backup(&reader, instance, &b.id)
             .await
