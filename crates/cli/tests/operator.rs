@@ -783,10 +783,10 @@ fn verbose_logs_what_the_libraries_do_on_stderr_and_nothing_by_default() {
 #[test]
 fn status_does_not_count_a_backup_dated_in_the_future_as_the_newest() {
     let t = setup();
-    let keys = IBS.keygen(&t.keys, "ops");
+    let ops = IBS.keygen(&t.keys, "ops");
     let loc = s(&t.share);
-    let old = backup_hours_ago(&t.share, &keys.cer, 20);
-    let ahead = backup_hours_ago(&t.share, &keys.cer, -48);
+    let old = backup_hours_ago(&t.share, &ops.cer, 20);
+    let ahead = backup_hours_ago(&t.share, &ops.cer, -48);
     let (code, doc, _) = json(&["status", "--location", loc]);
     assert_eq!(code, Some(1), "{doc}");
     assert_eq!(doc["newest_complete"]["id"], old.as_str(), "{doc}");
@@ -799,17 +799,7 @@ fn status_does_not_count_a_backup_dated_in_the_future_as_the_newest() {
     );
     // A restore of the newest takes it (it is complete and opens), and warns.
     let to = t.keys.join("restored");
-    let out = IBS.run(&[
-        "restore",
-        "--location",
-        loc,
-        "--pfx",
-        s(&keys.pfx),
-        "--password-file",
-        s(&keys.password),
-        "--to",
-        s(&to),
-    ]);
+    let out = restore(&t.share, &to, &keys(&[(&ops.pfx, &ops.password)]));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(
