@@ -197,7 +197,8 @@ impl From<ibs_recovery::RecoveryError> for Failure {
                 Kind::Local,
                 format!(
                     "{} already exists: restore into an empty folder, or add --overwrite to replace existing files",
-                    path.display()
+                    // Its name comes from the backup: escaped, as every name a backup holds.
+                    ibs_archive::escape_bytes(path.as_os_str().as_encoded_bytes())
                 ),
             ),
             E::Io { .. } | E::UnsafePath { .. } | E::DestinationNotAFolder { .. } => Failure::new(Kind::Local, message),

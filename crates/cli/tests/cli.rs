@@ -1267,6 +1267,28 @@ fn a_stopped_backup_removes_what_it_had_written() {
     }
 }
 
+/// A name in the way that came from the backup is shown escaped: a newline
+/// or an escape sequence in it does not reach the terminal.
+#[test]
+fn a_name_in_the_way_is_shown_escaped() {
+    let work = tempfile::tempdir().unwrap();
+    let share = work.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (cer, pfx, pw) = keygen(&work.path().join("keys"), "k");
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let name = "a\nb\x1b[31m";
+    std::fs::write(src.join(name), b"x").unwrap();
+    backup(s(&share), &cer, &["--source", &format!("two={}", src.display())]);
+    let to = work.path().join("out");
+    std::fs::create_dir_all(to.join("two")).unwrap();
+    std::fs::write(to.join("two").join(name), b"mine").unwrap();
+    let err = IBS.fails(&restore_args(s(&share), &pfx, &pw, &to, &[]));
+    assert!(err.contains("already exists"), "{err}");
+    assert!(!err.contains('\u{1b}') && !err.contains("a\nb"), "{err:?}");
+    assert_eq!(std::fs::read(to.join("two").join(name)).unwrap(), b"mine");
+}
+
 #[test]
 fn restore_overwrite_replaces_existing_files() {
     let work = tempfile::tempdir().unwrap();
